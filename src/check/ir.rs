@@ -1,0 +1,394 @@
+//! The checked model (IR): every name resolved to an id, every setting typed and defaulted,
+//! every rule compiled, every template parsed. Owned, `Send + Sync + 'static`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::policy::{CompiledRule, ModuleSet, RuleKind};
+use crate::source::Span;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId(pub u32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AgentId(pub u32);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PhaseId(pub u32);
+
+impl TaskId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl AgentId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl PhaseId {
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A checked workflow, ready to be planned.
+#[derive(Clone, Debug)]
+pub struct Workflow {
+    pub name: String,
+    pub description: Option<String>,
+    /// The file it was read from; `use` paths and working directories resolve from here.
+    pub path: PathBuf,
+    pub settings: WorkflowSettings,
+    pub params: Vec<Param>,
+    pub agents: Vec<Agent>,
+    pub phases: Vec<Phase>,
+    /// Every task of every phase in declaration order; `TaskId` indexes this.
+    pub tasks: Vec<Task>,
+    /// Workflow-level `enforce` rules, applied to every task before its phase's.
+    pub enforce: Vec<Rule>,
+    pub feedback: Option<Feedback>,
+    pub modules: Vec<Module>,
+    /// The merged code of every module, for named rules and `script` agents.
+    pub module_set: ModuleSet,
+    pub span: Span,
+}
+
+impl Workflow {
+    pub fn task(&self, id: TaskId) -> &Task {
+        &self.tasks[id.index()]
+    }
+
+    pub fn agent(&self, id: AgentId) -> &Agent {
+        &self.agents[id.index()]
+    }
+
+    pub fn phase(&self, id: PhaseId) -> &Phase {
+        &self.phases[id.index()]
+    }
+
+    pub fn task_by_name(&self, name: &str) -> Option<&Task> {
+        self.tasks.iter().find(|t| t.name == name)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkflowSettings {
+    pub max_feedback_loops: u32,
+    pub on_max_loops: OnMaxLoops,
+    pub min_success_rate: f64,
+    pub agent_wait: Duration,
+    pub timeout: Duration,
+    /// `None`: unlimited.
+    pub max_parallel: Option<u32>,
+    /// `None`: "ask" on a terminal, "abort" otherwise (decided when the run starts).
+    pub on_escalation: Option<OnEscalation>,
+}
+
+impl Default for WorkflowSettings {
+    fn default() -> WorkflowSettings {
+        WorkflowSettings {
+            max_feedback_loops: 3,
+            on_max_loops: OnMaxLoops::Complete,
+            min_success_rate: 0.8,
+            agent_wait: Duration::from_secs(60),
+            timeout: Duration::from_secs(3600),
+            max_parallel: None,
+            on_escalation: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnMaxLoops {
+    Complete,
+    Fail,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnEscalation {
+    Ask,
+    Abort,
+    Skip,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: String,
+    /// `None`: the param is required.
+    pub default: Option<Value>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Module {
+    /// As written after `use`.
+    pub written: String,
+    /// Resolved against the workflow file's folder.
+    pub path: PathBuf,
+    pub functions: Vec<String>,
+}
+
+/// A pool of `count` identical agent instances named `NAME-01`, `NAME-02`, ….
+#[derive(Clone, Debug)]
+pub struct Agent {
+    pub id: AgentId,
+    pub name: String,
+    pub kind: AgentKind,
+    pub count: u32,
+    pub retry: Option<u32>,
+    pub backoff: Option<Backoff>,
+    pub timeout: Option<Duration>,
+    pub breaker: Breaker,
+    pub span: Span,
+}
+
+impl Agent {
+    /// The instance names of the pool, `NAME-01` upwards.
+    pub fn instance_name(&self, index: u32) -> String {
+        format!("{}-{:02}", self.name, index + 1)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub enum AgentKind {
+    Llm(LlmAgent),
+    Shell(ShellAgent),
+    Http(HttpAgent),
+    Script(ScriptAgent),
+    Mock(MockAgent),
+}
+
+impl AgentKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AgentKind::Llm(_) => "llm",
+            AgentKind::Shell(_) => "shell",
+            AgentKind::Http(_) => "http",
+            AgentKind::Script(_) => "script",
+            AgentKind::Mock(_) => "mock",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmAgent {
+    pub provider: String,
+    pub model: Option<String>,
+    pub role: Option<Role>,
+    pub system: Option<Template>,
+    pub temperature: Option<f64>,
+    pub max_tokens: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    Coder,
+    Reviewer,
+    TestData,
+    Tester,
+    Devops,
+    Deployer,
+    Monitor,
+}
+
+impl Role {
+    pub const ALL: [(&'static str, Role); 7] = [
+        ("coder", Role::Coder),
+        ("reviewer", Role::Reviewer),
+        ("test_data", Role::TestData),
+        ("tester", Role::Tester),
+        ("devops", Role::Devops),
+        ("deployer", Role::Deployer),
+        ("monitor", Role::Monitor),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        Role::ALL
+            .iter()
+            .find(|(_, r)| *r == self)
+            .map_or("coder", |(n, _)| n)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShellAgent {
+    /// argv; each element is a template rendered into exactly one argument.
+    pub command: Vec<Template>,
+    pub workdir: Option<Template>,
+    pub env: IndexMap<String, Template>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpAgent {
+    pub url: Template,
+    pub method: String,
+    pub headers: IndexMap<String, Template>,
+    pub body: Option<Template>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScriptAgent {
+    pub function: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MockAgent {
+    pub latency: Duration,
+    pub fail_first: u32,
+    pub fail_rate: f64,
+    pub seed: u64,
+    pub error: ErrorClass,
+    pub output: Value,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorClass {
+    Retryable,
+    Fatal,
+}
+
+/// `circuit_breaker = breaker(failures, cooldown)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Breaker {
+    pub failures: u32,
+    pub cooldown: Duration,
+}
+
+impl Default for Breaker {
+    fn default() -> Breaker {
+        Breaker {
+            failures: 5,
+            cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Backoff {
+    Fixed(Duration),
+    /// Doubling from `initial`, capped at `max`, with jitter.
+    Exponential {
+        initial: Duration,
+        max: Duration,
+    },
+}
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff::Exponential {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Phase {
+    pub id: PhaseId,
+    pub name: String,
+    /// Overrides the workflow's `min_success_rate` for the default gate.
+    pub min_success_rate: Option<f64>,
+    pub tasks: Vec<TaskId>,
+    pub gate: Option<Rule>,
+    pub enforce: Vec<Rule>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub id: TaskId,
+    pub name: String,
+    pub phase: PhaseId,
+    pub agent: AgentId,
+    pub after: Vec<TaskId>,
+    pub prompt: Option<Template>,
+    pub input: IndexMap<String, Value>,
+    /// Effective values: the task's own, else its agent's, else the language default.
+    pub retry: u32,
+    pub backoff: Backoff,
+    pub timeout: Duration,
+    pub cache: bool,
+    pub effect: Effect,
+    pub when: Option<Rule>,
+    pub span: Span,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Effect {
+    Pure,
+    Idempotent,
+    External,
+}
+
+#[derive(Clone, Debug)]
+pub struct Feedback {
+    pub target: PhaseId,
+    pub rule: Rule,
+    pub span: Span,
+}
+
+/// A compiled rule and where it came from.
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub kind: RuleKind,
+    pub source: RuleSource,
+    pub compiled: CompiledRule,
+    /// `file:line:col` of the rule, for messages at run time.
+    pub location: String,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum RuleSource {
+    /// Inline code, its indentation normalised.
+    Inline(String),
+    Named { name: String, args: Vec<Value> },
+}
+
+/// A string that may hold `{{ … }}` / `{% … %}`; its syntax was checked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Template {
+    /// Jinja source (a `\{` of the file stands here as a literal brace).
+    pub source: String,
+    /// The text as the author meant it, for display.
+    pub text: String,
+    /// Whether it contains any tag; a plain string renders as itself.
+    pub dynamic: bool,
+    pub span: Span,
+}
+
+/// A literal value of the language, as tasks, params and rules see it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Str(String),
+    Int(i64),
+    Float(f64),
+    Bool(bool),
+    Duration(Duration),
+    List(Vec<Value>),
+    Map(IndexMap<String, Value>),
+}
+
+impl Value {
+    /// The value as JSON; durations become milliseconds, as rules and templates see them.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Str(s) => serde_json::Value::String(s.clone()),
+            Value::Int(i) => serde_json::Value::from(*i),
+            Value::Float(f) => serde_json::Value::from(*f),
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Duration(d) => {
+                serde_json::Value::from(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            }
+            Value::List(items) => items.iter().map(Value::to_json).collect(),
+            Value::Map(map) => serde_json::Value::Object(
+                map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+            ),
+        }
+    }
+}

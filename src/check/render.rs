@@ -1,0 +1,231 @@
+//! A deterministic text rendering of the checked model, for snapshots and for comparing a
+//! file with its formatted text (`fmt` must not change meaning). Spans are left out on purpose.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+use super::ir::*;
+
+pub fn render(wf: &Workflow) -> String {
+    let mut out = String::new();
+    let s = &wf.settings;
+    let _ = writeln!(out, "workflow {}", wf.name);
+    if let Some(d) = &wf.description {
+        let _ = writeln!(out, "  description: {d:?}");
+    }
+    let _ = writeln!(
+        out,
+        "  settings: max_feedback_loops={} on_max_loops={:?} min_success_rate={} agent_wait={} timeout={} max_parallel={} on_escalation={}",
+        s.max_feedback_loops,
+        s.on_max_loops,
+        s.min_success_rate,
+        dur(s.agent_wait),
+        dur(s.timeout),
+        s.max_parallel.map_or("unlimited".to_string(), |n| n.to_string()),
+        s.on_escalation.map_or("default".to_string(), |e| format!("{e:?}")),
+    );
+    for m in &wf.modules {
+        let _ = writeln!(out, "  use {:?} defines [{}]", m.written, m.functions.join(", "));
+    }
+    for p in &wf.params {
+        match &p.default {
+            Some(v) => {
+                let _ = writeln!(out, "  param {} = {}", p.name, value(v));
+            }
+            None => {
+                let _ = writeln!(out, "  param {} (required)", p.name);
+            }
+        }
+    }
+    for a in &wf.agents {
+        let _ = writeln!(
+            out,
+            "  agent {} kind={} count={} retry={} backoff={} timeout={} breaker=({}, {})",
+            a.name,
+            a.kind.name(),
+            a.count,
+            a.retry.map_or("-".to_string(), |n| n.to_string()),
+            a.backoff.map_or("-".to_string(), backoff),
+            a.timeout.map_or("-".to_string(), dur),
+            a.breaker.failures,
+            dur(a.breaker.cooldown),
+        );
+        agent_kind(&mut out, &a.kind);
+    }
+    for r in &wf.enforce {
+        let _ = writeln!(out, "  enforce {}", rule(r));
+    }
+    for p in &wf.phases {
+        let _ = writeln!(
+            out,
+            "  phase {} min_success_rate={}",
+            p.name,
+            p.min_success_rate
+                .map_or_else(|| format!("{} (workflow)", s.min_success_rate), |r| r.to_string())
+        );
+        for r in &p.enforce {
+            let _ = writeln!(out, "    enforce {}", rule(r));
+        }
+        for id in &p.tasks {
+            let t = wf.task(*id);
+            let after: Vec<&str> = t.after.iter().map(|d| wf.task(*d).name.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "    task {} on {} after [{}] retry={} backoff={} timeout={} cache={} effect={:?}",
+                t.name,
+                wf.agent(t.agent).name,
+                after.join(", "),
+                t.retry,
+                backoff(t.backoff),
+                dur(t.timeout),
+                t.cache,
+                t.effect,
+            );
+            if let Some(w) = &t.when {
+                let _ = writeln!(out, "      when {}", rule(w));
+            }
+            if let Some(p) = &t.prompt {
+                let _ = writeln!(out, "      prompt {}", template(p));
+            }
+            for (k, v) in &t.input {
+                let _ = writeln!(out, "      input {k} = {}", value(v));
+            }
+        }
+        match &p.gate {
+            Some(g) => {
+                let _ = writeln!(out, "    gate {}", rule(g));
+            }
+            None => {
+                let _ = writeln!(out, "    gate (default: success_rate >= min_success_rate)");
+            }
+        }
+    }
+    match &wf.feedback {
+        Some(f) => {
+            let _ = writeln!(
+                out,
+                "  feedback to {} {}",
+                wf.phase(f.target).name,
+                rule(&f.rule)
+            );
+        }
+        None => {
+            let _ = writeln!(out, "  feedback (default: highest severity of the last phase)");
+        }
+    }
+    out
+}
+
+fn agent_kind(out: &mut String, kind: &AgentKind) {
+    match kind {
+        AgentKind::Llm(l) => {
+            let _ = writeln!(
+                out,
+                "    provider={:?} model={} role={} temperature={} max_tokens={}",
+                l.provider,
+                l.model.as_deref().map_or("-".to_string(), |m| format!("{m:?}")),
+                l.role.map_or("-", Role::as_str),
+                l.temperature.map_or("-".to_string(), |t| t.to_string()),
+                l.max_tokens.map_or("-".to_string(), |t| t.to_string()),
+            );
+            if let Some(s) = &l.system {
+                let _ = writeln!(out, "    system {}", template(s));
+            }
+        }
+        AgentKind::Shell(s) => {
+            let argv: Vec<String> = s.command.iter().map(template).collect();
+            let _ = writeln!(out, "    command [{}]", argv.join(", "));
+            if let Some(w) = &s.workdir {
+                let _ = writeln!(out, "    workdir {}", template(w));
+            }
+            for (k, v) in &s.env {
+                let _ = writeln!(out, "    env {k} = {}", template(v));
+            }
+        }
+        AgentKind::Http(h) => {
+            let _ = writeln!(out, "    {} {}", h.method, template(&h.url));
+            for (k, v) in &h.headers {
+                let _ = writeln!(out, "    header {k} = {}", template(v));
+            }
+            if let Some(b) = &h.body {
+                let _ = writeln!(out, "    body {}", template(b));
+            }
+        }
+        AgentKind::Script(s) => {
+            let _ = writeln!(out, "    function {}", s.function);
+        }
+        AgentKind::Mock(m) => {
+            let _ = writeln!(
+                out,
+                "    latency={} fail_first={} fail_rate={} seed={} error={:?} output={}",
+                dur(m.latency),
+                m.fail_first,
+                m.fail_rate,
+                m.seed,
+                m.error,
+                value(&m.output),
+            );
+        }
+    }
+}
+
+fn rule(r: &Rule) -> String {
+    match &r.source {
+        RuleSource::Inline(code) => format!("{{ {} }}", code.replace('\n', "\n        ")),
+        RuleSource::Named { name, args } => {
+            let args: Vec<String> = args.iter().map(value).collect();
+            format!("{name}({})", args.join(", "))
+        }
+    }
+}
+
+fn template(t: &Template) -> String {
+    if t.dynamic {
+        format!("template {:?}", t.source)
+    } else {
+        format!("{:?}", t.text)
+    }
+}
+
+fn value(v: &Value) -> String {
+    match v {
+        Value::Str(s) => format!("{s:?}"),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Bool(b) => b.to_string(),
+        Value::Duration(d) => dur(*d),
+        Value::List(items) => {
+            let items: Vec<String> = items.iter().map(value).collect();
+            format!("[{}]", items.join(", "))
+        }
+        Value::Map(m) => {
+            let entries: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {}", value(v))).collect();
+            format!("{{ {} }}", entries.join(", "))
+        }
+    }
+}
+
+fn backoff(b: Backoff) -> String {
+    match b {
+        Backoff::Fixed(d) => format!("fixed({})", dur(d)),
+        Backoff::Exponential { initial, max } => {
+            format!("exponential({}, {})", dur(initial), dur(max))
+        }
+    }
+}
+
+/// A duration in the language's own notation, in the largest exact unit.
+pub fn dur(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".to_string()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}

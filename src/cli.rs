@@ -1,0 +1,191 @@
+//! The `conductor` command line: arguments → library → rendered output → exit code.
+//!
+//! Exit codes: 0 success; 1 the input has errors (or, for `fmt --check`, would change);
+//! 2 usage errors, such as a file that cannot be read.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::check::{self, Checked};
+use crate::diag::{self, Diagnostic};
+use crate::source::SourceMap;
+
+#[derive(Parser, Debug)]
+#[command(name = "conductor", version, about = "Runs multi-agent software-delivery workflows declared in .cond files")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check workflow files and report every problem with its place.
+    Check {
+        /// `.cond` files to check.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// How to print diagnostics.
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Rewrite workflow files in the canonical layout (`-` reads stdin, writes stdout).
+    Fmt {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Change nothing; exit 1 and name the files that would change.
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { files, format } => check_files(&files, format),
+        Command::Fmt { files, check } => fmt_files(&files, check),
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CONDUCTOR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+fn check_files(files: &[PathBuf], format: Format) -> ExitCode {
+    let mut any_error = false;
+    let mut unreadable = false;
+    let mut json = Vec::new();
+    let mut stderr = std::io::stderr().lock();
+    let mut stdout = std::io::stdout().lock();
+    for path in files {
+        let mut map = SourceMap::new();
+        let checked: Checked = match check::read_text(path) {
+            Ok(text) => check::check_source(&mut map, &path.display().to_string(), path, &text),
+            Err(diag) => {
+                unreadable = true;
+                Checked {
+                    workflow: None,
+                    diags: vec![diag],
+                }
+            }
+        };
+        any_error |= checked.has_errors();
+        match format {
+            Format::Json => json.extend(checked.diags.iter().map(|d| diag::to_json(&map, d))),
+            Format::Text => {
+                let _ = write!(stderr, "{}", diag::render(&map, &checked.diags, color()));
+                let errors = checked.diags.iter().filter(|d| d.is_error()).count();
+                let warnings = checked.diags.len() - errors;
+                let summary = match &checked.workflow {
+                    Some(wf) => format!(
+                        "ok: {} (workflow `{}`: {} phases, {} tasks, {} agents{})",
+                        path.display(),
+                        wf.name,
+                        wf.phases.len(),
+                        wf.tasks.len(),
+                        wf.agents.len(),
+                        plural_suffix(warnings, "warning")
+                    ),
+                    None => format!(
+                        "error: {}: {}{}",
+                        path.display(),
+                        count(errors, "error"),
+                        plural_suffix(warnings, "warning")
+                    ),
+                };
+                let _ = writeln!(stdout, "{summary}");
+            }
+        }
+    }
+    if format == Format::Json {
+        let text = serde_json::to_string_pretty(&json).unwrap_or_else(|_| "[]".into());
+        let _ = writeln!(stdout, "{text}");
+    }
+    if unreadable {
+        ExitCode::from(2)
+    } else if any_error {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
+}
+
+fn plural_suffix(n: usize, what: &str) -> String {
+    if n == 0 {
+        String::new()
+    } else {
+        format!(", {}", count(n, what))
+    }
+}
+
+fn fmt_files(files: &[PathBuf], check_only: bool) -> ExitCode {
+    let mut code = 0u8;
+    let mut stderr = std::io::stderr().lock();
+    for path in files {
+        let stdin = path.as_os_str() == "-";
+        let text = if stdin {
+            let mut buf = String::new();
+            if let Err(e) = std::io::stdin().read_to_string(&mut buf) {
+                let _ = writeln!(stderr, "error: cannot read standard input: {e}");
+                return ExitCode::from(2);
+            }
+            buf
+        } else {
+            match check::read_text(path) {
+                Ok(text) => text,
+                Err(diag) => {
+                    let _ = write!(stderr, "{}", diag::render(&SourceMap::new(), &[diag], color()));
+                    code = 2;
+                    continue;
+                }
+            }
+        };
+        let name = if stdin { "<stdin>".to_string() } else { path.display().to_string() };
+        let formatted = match crate::fmt::format_source(&name, &text) {
+            Ok(f) => f,
+            Err((map, diags)) => {
+                let _ = write!(stderr, "{}", diag::render(&map, &diags, color()));
+                code = code.max(1);
+                continue;
+            }
+        };
+        if stdin {
+            print!("{formatted}");
+        } else if formatted != text {
+            if check_only {
+                println!("would reformat {}", path.display());
+                code = code.max(1);
+            } else if let Err(e) = std::fs::write(path, &formatted) {
+                let d = Diagnostic::general(format!("cannot write `{}`: {e}", path.display()));
+                let _ = write!(stderr, "{}", diag::render(&SourceMap::new(), &[d], color()));
+                code = 2;
+            } else {
+                println!("formatted {}", path.display());
+            }
+        }
+    }
+    ExitCode::from(code)
+}

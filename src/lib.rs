@@ -1,0 +1,28 @@
+//! Conductor runs multi-agent software-delivery workflows declared in `.cond` files.
+//!
+//! Modules in dependency order; each uses only those above it:
+//!
+//! | module   | owns |
+//! |----------|------|
+//! | `source` | files, spans, line/column |
+//! | `diag`   | diagnostics and their rendering (miette) |
+//! | `syntax` | the pest grammar and the owned, spanned AST; the only place that sees pest |
+//! | `policy` | the sandboxed rhai host; the only place that sees rhai |
+//! | `check`  | AST → IR: names, settings, types, rules, templates, warnings |
+//! | `fmt`    | the canonical layout of a `.cond` file, printed from the AST |
+//! | `cli`    | the `conductor` command line |
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod cli;
+pub mod diag;
+pub mod fmt;
+pub mod policy;
+pub mod source;
+pub mod syntax;
+
+pub use check::ir::Workflow;
+pub use check::{check_file, check_source, Checked};
+pub use diag::{Diagnostic, Severity};
+pub use source::{SourceMap, Span};

@@ -1,0 +1,294 @@
+//! Compiling rules and `use`d modules, and the static checks rhai itself does not make:
+//! calls of functions nobody defines, and `tasks.x` / `params.x` naming nothing.
+//!
+//! Positions in [`Problem`]s are 1-based line and column inside the compiled text; the checker
+//! maps them back into the `.cond` file.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rhai::{ASTNode, Dynamic, Expr, Position, Scope, AST};
+
+use super::{PolicyHost, RuleKind, SharedAst};
+use crate::diag::suggest;
+
+/// A problem found while compiling rhai code.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub message: String,
+    /// 1-based line and column inside the compiled text; 0 when rhai gave no position.
+    pub line: usize,
+    pub col: usize,
+    /// Length in characters to underline (at least 1).
+    pub len: usize,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    fn at(pos: Position, len: usize, message: String) -> Problem {
+        Problem {
+            message,
+            line: pos.line().unwrap_or(0),
+            col: pos.position().unwrap_or(0),
+            len: len.max(1),
+            help: None,
+        }
+    }
+
+    fn with_help(mut self, help: impl Into<String>) -> Problem {
+        self.help = Some(help.into());
+        self
+    }
+}
+
+/// A function a module defines.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModuleFn {
+    pub name: String,
+    pub params: Vec<String>,
+    pub doc: String,
+}
+
+/// One compiled `use`d module.
+#[derive(Clone, Debug)]
+pub struct CompiledModule {
+    pub ast: SharedAst,
+    pub functions: Vec<ModuleFn>,
+}
+
+/// Every module a workflow `use`s, merged: what named rules and inline rules can call.
+#[derive(Clone, Debug, Default)]
+pub struct ModuleSet {
+    pub ast: SharedAst,
+    pub functions: Vec<ModuleFn>,
+}
+
+impl ModuleSet {
+    pub fn new(modules: &[CompiledModule]) -> ModuleSet {
+        let mut ast = AST::empty();
+        let mut functions = Vec::new();
+        for m in modules {
+            ast = ast.merge(&m.ast);
+            functions.extend(m.functions.iter().cloned());
+        }
+        ModuleSet {
+            ast: Arc::new(ast),
+            functions,
+        }
+    }
+
+    /// The arities (without `ctx`) a named rule `name` can be called with.
+    pub fn rule_arities(&self, name: &str) -> Vec<usize> {
+        let mut arities: Vec<usize> = self
+            .functions
+            .iter()
+            .filter(|f| f.name == name && !f.params.is_empty())
+            .map(|f| f.params.len() - 1)
+            .collect();
+        arities.sort_unstable();
+        arities.dedup();
+        arities
+    }
+
+    pub fn defines(&self, name: &str) -> bool {
+        self.functions.iter().any(|f| f.name == name)
+    }
+}
+
+/// A compiled rule: inline code merged with the workflow's modules, or a call of a module
+/// function.
+#[derive(Clone, Debug)]
+pub struct CompiledRule {
+    pub kind: RuleKind,
+    pub ast: SharedAst,
+}
+
+/// Names the checker knows, for `tasks.x` and `params.x` checks inside inline rules.
+pub struct KnownNames<'a> {
+    pub tasks: &'a [&'a str],
+    pub params: &'a [&'a str],
+}
+
+impl PolicyHost {
+    /// Compiles a `use`d module. Calls inside it are checked by [`PolicyHost::check_calls`]
+    /// once every module is known.
+    pub fn compile_module(&self, text: &str) -> Result<CompiledModule, Problem> {
+        let ast = self
+            .engine()
+            .compile(text)
+            .map_err(|e| parse_problem(&e, text, &[]))?;
+        let functions = ast
+            .iter_functions()
+            .map(|f| ModuleFn {
+                name: f.name.to_string(),
+                params: f.params.iter().map(|p| p.to_string()).collect(),
+                doc: f
+                    .comments
+                    .iter()
+                    .map(|c| c.trim_start_matches('/').trim())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            })
+            .collect();
+        Ok(CompiledModule {
+            ast: Arc::new(ast),
+            functions,
+        })
+    }
+
+    /// Compiles inline rule code for a rule of `kind`, with the context fields as the only
+    /// variables, and checks its calls and `tasks.x`/`params.x` names.
+    pub fn compile_inline(
+        &self,
+        kind: RuleKind,
+        code: &str,
+        modules: &ModuleSet,
+        names: &KnownNames<'_>,
+    ) -> Result<CompiledRule, Vec<Problem>> {
+        let mut scope = Scope::new();
+        for field in kind.context_fields() {
+            scope.push_constant(*field, Dynamic::UNIT);
+        }
+        let ast = self
+            .engine()
+            .compile_with_scope(&scope, code)
+            .map_err(|e| vec![parse_problem(&e, code, kind.context_fields())])?;
+        let mut problems = self.check_calls(&ast, modules);
+        problems.extend(check_names(&ast, names));
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(CompiledRule {
+            kind,
+            ast: Arc::new(modules.ast.merge(&ast)),
+        })
+    }
+
+    /// Every call in `ast` of a function that neither the engine, the modules nor `ast` itself
+    /// defines.
+    pub fn check_calls(&self, ast: &AST, modules: &ModuleSet) -> Vec<Problem> {
+        let own: BTreeSet<String> = ast.iter_functions().map(|f| f.name.to_string()).collect();
+        let known = |name: &str| self.provides(name) || own.contains(name) || modules.defines(name);
+        let mut problems = Vec::new();
+        ast.walk(&mut |path: &[ASTNode]| {
+            let (call, pos, method) = match path.last() {
+                Some(ASTNode::Expr(Expr::FnCall(call, pos))) => (call, *pos, false),
+                Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => (call, *pos, true),
+                _ => return true,
+            };
+            if call.is_operator_call() || !call.namespace.is_empty() || known(&call.name) {
+                return true;
+            }
+            let candidates = self
+                .function_names()
+                .chain(own.iter().map(String::as_str))
+                .chain(modules.functions.iter().map(|f| f.name.as_str()))
+                .filter(|n| n.chars().all(|c| c.is_alphanumeric() || c == '_'));
+            let what = if method { "method" } else { "function" };
+            let mut problem = Problem::at(
+                pos,
+                call.name.chars().count(),
+                format!("unknown {what} `{}`", call.name),
+            );
+            problem = match suggest(&call.name, candidates) {
+                Some(near) => problem.with_help(format!("did you mean `{near}`?")),
+                None => problem.with_help(
+                    "rules can call the engine's helpers and functions of `use`d modules; \
+                     they have no file, network or process access",
+                ),
+            };
+            problems.push(problem);
+            true
+        });
+        problems
+    }
+}
+
+/// `tasks.x` and `params.x` where `x` is not a task or param of the workflow.
+fn check_names(ast: &AST, names: &KnownNames<'_>) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    ast.walk(&mut |path: &[ASTNode]| {
+        let Some(ASTNode::Expr(Expr::Dot(bin, _, _))) = path.last() else {
+            return true;
+        };
+        let Expr::Variable(var, _, _) = &bin.lhs else {
+            return true;
+        };
+        let (list, what) = match var.1.as_str() {
+            "tasks" => (names.tasks, "task"),
+            "params" => (names.params, "param"),
+            _ => return true,
+        };
+        let prop = match &bin.rhs {
+            Expr::Property(p, pos) => Some((p.2.clone(), *pos)),
+            Expr::Dot(inner, _, _) | Expr::Index(inner, _, _) => match &inner.lhs {
+                Expr::Property(p, pos) => Some((p.2.clone(), *pos)),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some((name, pos)) = prop {
+            if !list.contains(&name.as_str()) {
+                let mut p = Problem::at(
+                    pos,
+                    name.chars().count(),
+                    format!("unknown {what} `{name}`"),
+                );
+                if let Some(near) = suggest(&name, list.iter().copied()) {
+                    p = p.with_help(format!("did you mean `{near}`?"));
+                }
+                problems.push(p);
+            }
+        }
+        true
+    });
+    problems
+}
+
+fn parse_problem(err: &rhai::ParseError, code: &str, fields: &[&str]) -> Problem {
+    let pos = err.position();
+    match err.err_type() {
+        rhai::ParseErrorType::VariableUndefined(name) => {
+            let mut p = Problem::at(
+                pos,
+                name.chars().count(),
+                format!("unknown variable `{name}`"),
+            );
+            p = match suggest(name, fields.iter().copied()) {
+                Some(near) => p.with_help(format!("did you mean `{near}`?")),
+                None if fields.is_empty() => p,
+                None => p.with_help(format!("this rule can read {}", backticked(fields))),
+            };
+            p
+        }
+        other => {
+            let mut p = Problem::at(pos, 1, format!("syntax error: {}", rhai_message(other)));
+            if pos.is_none() || pos.line().is_some_and(|l| l > code.lines().count().max(1)) {
+                // Rhai reports the end of the text for an unfinished rule.
+                let lines = code.lines().count().max(1);
+                p.line = lines;
+                p.col = code.lines().last().map_or(1, |l| l.chars().count() + 1);
+            }
+            p
+        }
+    }
+}
+
+/// Rhai's message in the house style: lowercase first word, no final period.
+fn rhai_message(err: &rhai::ParseErrorType) -> String {
+    let text = err.to_string().replace("Script is incomplete", "the rule ends before it is complete");
+    let text = text.trim_end_matches('.');
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => "syntax error in rule".to_string(),
+    }
+}
+
+fn backticked(names: &[&str]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

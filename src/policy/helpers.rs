@@ -1,0 +1,140 @@
+//! Functions the engine registers for every rule: the result constructors of DSL.md section 4
+//! (`pass fail allow deny ok info warning error critical`) and small helpers authors need.
+
+use std::fmt;
+
+use rhai::{Dynamic, Engine, ImmutableString, Map};
+use serde::{Deserialize, Serialize};
+
+/// How bad a feedback payload is. Ordered: ok < info < warning < error < critical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Ok,
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Severity {
+    /// Reads a severity name; agents' none/low/medium/high read as ok/info/warning/error.
+    pub fn parse(word: &str) -> Option<Severity> {
+        Some(match word.trim().to_ascii_lowercase().as_str() {
+            "ok" | "none" => Severity::Ok,
+            "info" | "low" => Severity::Info,
+            "warning" | "medium" => Severity::Warning,
+            "error" | "high" => Severity::Error,
+            "critical" => Severity::Critical,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Ok => "ok",
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a rule decided, as built by the result constructors.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    Pass,
+    Fail(String),
+    Allow,
+    Deny(String),
+    Feedback(Severity, String),
+}
+
+impl fmt::Display for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Decision::Pass => f.write_str("pass()"),
+            Decision::Fail(r) => write!(f, "fail({r:?})"),
+            Decision::Allow => f.write_str("allow()"),
+            Decision::Deny(r) => write!(f, "deny({r:?})"),
+            Decision::Feedback(Severity::Ok, m) if m.is_empty() => f.write_str("ok()"),
+            Decision::Feedback(s, m) => write!(f, "{s}({m:?})"),
+        }
+    }
+}
+
+pub(super) fn register(engine: &mut Engine) {
+    engine
+        .register_type_with_name::<Decision>("Decision")
+        .register_fn("to_string", |d: &mut Decision| d.to_string())
+        .register_fn("to_debug", |d: &mut Decision| d.to_string())
+        .register_fn("==", |a: Decision, b: Decision| a == b)
+        .register_fn("!=", |a: Decision, b: Decision| a != b)
+        .register_get("reason", |d: &mut Decision| match d {
+            Decision::Fail(r) | Decision::Deny(r) | Decision::Feedback(_, r) => r.clone(),
+            _ => String::new(),
+        })
+        .register_get("severity", |d: &mut Decision| match d {
+            Decision::Feedback(s, _) => s.as_str().to_string(),
+            _ => String::new(),
+        })
+        .register_fn("pass", || Decision::Pass)
+        .register_fn("fail", |r: ImmutableString| Decision::Fail(r.to_string()))
+        .register_fn("allow", || Decision::Allow)
+        .register_fn("deny", |r: ImmutableString| Decision::Deny(r.to_string()))
+        .register_fn("ok", || Decision::Feedback(Severity::Ok, String::new()))
+        .register_fn("ok", |m: ImmutableString| {
+            Decision::Feedback(Severity::Ok, m.to_string())
+        })
+        .register_fn("info", |m: ImmutableString| {
+            Decision::Feedback(Severity::Info, m.to_string())
+        })
+        .register_fn("warning", |m: ImmutableString| {
+            Decision::Feedback(Severity::Warning, m.to_string())
+        })
+        .register_fn("error", |m: ImmutableString| {
+            Decision::Feedback(Severity::Error, m.to_string())
+        })
+        .register_fn("critical", |m: ImmutableString| {
+            Decision::Feedback(Severity::Critical, m.to_string())
+        })
+        .register_fn("count_status", count_status)
+        .register_fn("severity_max", severity_max)
+        .register_fn("severity_rank", |s: ImmutableString| {
+            Severity::parse(&s).map_or(-1, |s| s as i64)
+        });
+}
+
+/// How many entries of a `tasks` map have the given status (case-insensitive).
+fn count_status(tasks: Map, status: ImmutableString) -> i64 {
+    tasks
+        .values()
+        .filter(|t| {
+            t.read_lock::<Map>()
+                .and_then(|m| m.get("status").map(|s| s.to_string()))
+                .is_some_and(|s| s.eq_ignore_ascii_case(&status))
+        })
+        .count() as i64
+}
+
+/// The more severe of two severity names (unknown names count as below `ok`).
+fn severity_max(a: ImmutableString, b: ImmutableString) -> ImmutableString {
+    let rank = |s: &str| Severity::parse(s).map_or(-1, |s| s as i64);
+    if rank(&b) > rank(&a) {
+        b
+    } else {
+        a
+    }
+}
+
+/// Turns a `Dynamic` returned by a rule into a decision, if it is one.
+pub(super) fn as_decision(value: &Dynamic) -> Option<Decision> {
+    value.clone().try_cast::<Decision>()
+}

@@ -1,0 +1,241 @@
+//! The owned, spanned syntax tree of one `.cond` file: what the author wrote, in the order
+//! written, before any name is resolved. `fmt` prints it back; `check` lowers it to the IR.
+
+use crate::source::Span;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ident {
+    pub name: String,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct File {
+    pub workflow: Workflow,
+    /// Every `//` and `/* */` comment outside rhai blocks, in order (for `fmt`).
+    pub comments: Vec<Comment>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comment {
+    pub text: String,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Workflow {
+    pub name: Ident,
+    pub items: Vec<Item>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    Setting(Setting),
+    Use(Use),
+    Param(Param),
+    Agent(Agent),
+    Enforce(RuleItem),
+    Phase(Phase),
+    Feedback(Feedback),
+}
+
+impl Item {
+    pub fn span(&self) -> Span {
+        match self {
+            Item::Setting(s) => s.span,
+            Item::Use(u) => u.span,
+            Item::Param(p) => p.span,
+            Item::Agent(a) => a.span,
+            Item::Enforce(r) => r.span,
+            Item::Phase(p) => p.span,
+            Item::Feedback(f) => f.span,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setting {
+    pub name: Ident,
+    pub value: Value,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Use {
+    pub path: StrLit,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Param {
+    pub name: Ident,
+    pub default: Option<Value>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agent {
+    pub name: Ident,
+    pub settings: Vec<Setting>,
+    pub span: Span,
+}
+
+/// `enforce`, `gate` or `when` followed by its rule.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleItem {
+    pub rule: Rule,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Feedback {
+    pub target: Option<Ident>,
+    pub rule: Rule,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Phase {
+    pub name: Ident,
+    pub items: Vec<PhaseItem>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum PhaseItem {
+    Setting(Setting),
+    Task(Task),
+    Gate(RuleItem),
+    Enforce(RuleItem),
+}
+
+impl PhaseItem {
+    pub fn span(&self) -> Span {
+        match self {
+            PhaseItem::Setting(s) => s.span,
+            PhaseItem::Task(t) => t.span,
+            PhaseItem::Gate(r) | PhaseItem::Enforce(r) => r.span,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Task {
+    pub name: Ident,
+    pub agent: Ident,
+    pub after: Vec<Ident>,
+    /// `None` when the task has no `{ … }` body at all.
+    pub body: Option<Vec<TaskItem>>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskItem {
+    Setting(Setting),
+    When(RuleItem),
+}
+
+impl TaskItem {
+    pub fn span(&self) -> Span {
+        match self {
+            TaskItem::Setting(s) => s.span,
+            TaskItem::When(r) => r.span,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rule {
+    /// Inline rhai code between braces.
+    Block(RhaiBlock),
+    /// `name(args)`: calls `fn name(ctx, args…)` of a `use`d module.
+    Call(Call),
+}
+
+impl Rule {
+    pub fn span(&self) -> Span {
+        match self {
+            Rule::Block(b) => b.span,
+            Rule::Call(c) => c.span,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RhaiBlock {
+    /// The code exactly as written between the braces.
+    pub raw: String,
+    /// Span of `raw` (inside the braces).
+    pub code_span: Span,
+    /// Span including the braces.
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Call {
+    pub name: Ident,
+    pub args: Vec<Value>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Value {
+    pub kind: ValueKind,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ValueKind {
+    Str(StrLit),
+    /// An integer, float or duration token as written; `check` interprets it.
+    Number(String),
+    Bool(bool),
+    List(Vec<Value>),
+    Map(Vec<MapEntry>),
+    Call(Call),
+    /// A bare name where a value was expected (always an error in `check`).
+    Bare(String),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapEntry {
+    pub key: MapKey,
+    pub value: Value,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum MapKey {
+    Ident(Ident),
+    Str(StrLit),
+}
+
+impl MapKey {
+    pub fn name(&self) -> &str {
+        match self {
+            MapKey::Ident(i) => &i.name,
+            MapKey::Str(s) => &s.value,
+        }
+    }
+
+    pub fn span(&self) -> Span {
+        match self {
+            MapKey::Ident(i) => i.span,
+            MapKey::Str(s) => s.span,
+        }
+    }
+}
+
+/// A string literal, escapes decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StrLit {
+    /// The text the string stands for.
+    pub value: String,
+    /// The same text as template source: `\{` becomes a Jinja literal `{` so it never opens a
+    /// template tag; everything else is as in `value`.
+    pub template: String,
+    /// Written with `"""`.
+    pub triple: bool,
+    pub span: Span,
+}

@@ -1,0 +1,270 @@
+//! Turns pest pairs into the owned AST. The grammar guarantees the shape of each pair, so the
+//! builder only decodes literals; problems it finds there (bad escapes) become diagnostics.
+
+use pest::iterators::{Pair, Pairs};
+
+use super::ast::*;
+use super::strings;
+use super::Rule as R;
+use crate::diag::Diagnostic;
+use crate::source::{FileId, Span};
+
+pub(super) struct Builder {
+    file: FileId,
+    pub diags: Vec<Diagnostic>,
+    /// Byte ranges of rhai code, where `//` and `/*` belong to rhai, not to `fmt`'s comments.
+    pub rhai_ranges: Vec<(usize, usize)>,
+}
+
+impl Builder {
+    pub fn new(file: FileId) -> Builder {
+        Builder {
+            file,
+            diags: Vec::new(),
+            rhai_ranges: Vec::new(),
+        }
+    }
+
+    fn span(&self, pair: &Pair<'_, R>) -> Span {
+        let s = pair.as_span();
+        Span::new(self.file, s.start(), s.end())
+    }
+
+    pub fn file(&mut self, mut pairs: Pairs<'_, R>) -> Workflow {
+        // INVARIANT: the grammar's `file` rule is `SOI ~ workflow ~ EOI`.
+        let file = pairs.next().expect("file rule");
+        let workflow = file
+            .into_inner()
+            .find(|p| p.as_rule() == R::workflow)
+            .expect("workflow rule");
+        self.workflow(workflow)
+    }
+
+    fn workflow(&mut self, pair: Pair<'_, R>) -> Workflow {
+        let span = self.span(&pair);
+        let mut inner = significant(pair);
+        let name = self.ident(inner.next().expect("workflow name"));
+        let items = inner.map(|p| self.item(p)).collect();
+        Workflow { name, items, span }
+    }
+
+    fn item(&mut self, pair: Pair<'_, R>) -> Item {
+        let span = self.span(&pair);
+        match pair.as_rule() {
+            R::setting => Item::Setting(self.setting(pair)),
+            R::use_item => {
+                let path = self.string(significant(pair).next().expect("use path"));
+                Item::Use(Use { path, span })
+            }
+            R::param => {
+                let mut inner = significant(pair);
+                let name = self.ident(inner.next().expect("param name"));
+                let default = inner.next().map(|p| self.value(p));
+                Item::Param(Param {
+                    name,
+                    default,
+                    span,
+                })
+            }
+            R::agent => {
+                let mut inner = significant(pair);
+                let name = self.ident(inner.next().expect("agent name"));
+                let settings = inner.map(|p| self.setting(p)).collect();
+                Item::Agent(Agent {
+                    name,
+                    settings,
+                    span,
+                })
+            }
+            R::enforce => Item::Enforce(self.rule_item(pair)),
+            R::feedback => {
+                let mut target = None;
+                let mut rule = None;
+                for p in significant(pair) {
+                    match p.as_rule() {
+                        R::ident => target = Some(self.ident(p)),
+                        _ => rule = Some(self.rule(p)),
+                    }
+                }
+                Item::Feedback(Feedback {
+                    target,
+                    rule: rule.expect("feedback rule"),
+                    span,
+                })
+            }
+            R::phase => Item::Phase(self.phase(pair)),
+            other => unreachable!("grammar produced {other:?} as a workflow item"),
+        }
+    }
+
+    fn phase(&mut self, pair: Pair<'_, R>) -> Phase {
+        let span = self.span(&pair);
+        let mut inner = significant(pair);
+        let name = self.ident(inner.next().expect("phase name"));
+        let items = inner
+            .map(|p| match p.as_rule() {
+                R::setting => PhaseItem::Setting(self.setting(p)),
+                R::task => PhaseItem::Task(self.task(p)),
+                R::gate => PhaseItem::Gate(self.rule_item(p)),
+                R::enforce => PhaseItem::Enforce(self.rule_item(p)),
+                other => unreachable!("grammar produced {other:?} in a phase"),
+            })
+            .collect();
+        Phase { name, items, span }
+    }
+
+    fn task(&mut self, pair: Pair<'_, R>) -> Task {
+        let span = self.span(&pair);
+        let mut inner = significant(pair);
+        let name = self.ident(inner.next().expect("task name"));
+        let agent = self.ident(inner.next().expect("task agent"));
+        let mut after = Vec::new();
+        let mut body = None;
+        for p in inner {
+            match p.as_rule() {
+                R::after => after = significant(p).map(|i| self.ident(i)).collect(),
+                R::task_body => {
+                    body = Some(
+                        significant(p)
+                            .map(|i| match i.as_rule() {
+                                R::when => TaskItem::When(self.rule_item(i)),
+                                _ => TaskItem::Setting(self.setting(i)),
+                            })
+                            .collect(),
+                    )
+                }
+                other => unreachable!("grammar produced {other:?} in a task"),
+            }
+        }
+        Task {
+            name,
+            agent,
+            after,
+            body,
+            span,
+        }
+    }
+
+    /// `enforce`, `gate` or `when` and its rule.
+    fn rule_item(&mut self, pair: Pair<'_, R>) -> RuleItem {
+        let span = self.span(&pair);
+        let rule = self.rule(significant(pair).next().expect("rule"));
+        RuleItem { rule, span }
+    }
+
+    fn rule(&mut self, pair: Pair<'_, R>) -> Rule {
+        match pair.as_rule() {
+            R::rhai_block => {
+                let span = self.span(&pair);
+                let code = pair.into_inner().next().expect("rhai code");
+                let code_span = self.span(&code);
+                self.rhai_ranges
+                    .push((code_span.start as usize, code_span.end as usize));
+                Rule::Block(RhaiBlock {
+                    raw: code.as_str().to_string(),
+                    code_span,
+                    span,
+                })
+            }
+            R::rule_call => Rule::Call(self.call(pair)),
+            other => unreachable!("grammar produced {other:?} as a rule"),
+        }
+    }
+
+    fn call(&mut self, pair: Pair<'_, R>) -> Call {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = self.ident(inner.next().expect("call name"));
+        let args = inner.map(|p| self.value(p)).collect();
+        Call { name, args, span }
+    }
+
+    fn setting(&mut self, pair: Pair<'_, R>) -> Setting {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = self.ident(inner.next().expect("setting name"));
+        let value = self.value(inner.next().expect("setting value"));
+        Setting { name, value, span }
+    }
+
+    fn value(&mut self, pair: Pair<'_, R>) -> Value {
+        let span = self.span(&pair);
+        let kind = match pair.as_rule() {
+            R::string_lit | R::triple_string => ValueKind::Str(self.string(pair)),
+            R::number => ValueKind::Number(pair.as_str().to_string()),
+            R::boolean => ValueKind::Bool(pair.as_str() == "true"),
+            R::list => ValueKind::List(pair.into_inner().map(|p| self.value(p)).collect()),
+            R::map => ValueKind::Map(
+                pair.into_inner()
+                    .map(|entry| {
+                        let span = self.span(&entry);
+                        let mut inner = entry.into_inner();
+                        let key = inner.next().expect("map key");
+                        let key = match key.as_rule() {
+                            R::ident => MapKey::Ident(self.ident(key)),
+                            _ => MapKey::Str(self.string(key)),
+                        };
+                        let value = self.value(inner.next().expect("map value"));
+                        MapEntry { key, value, span }
+                    })
+                    .collect(),
+            ),
+            R::call => ValueKind::Call(self.call(pair)),
+            R::bare => ValueKind::Bare(pair.as_str().to_string()),
+            other => unreachable!("grammar produced {other:?} as a value"),
+        };
+        Value { kind, span }
+    }
+
+    fn string(&mut self, pair: Pair<'_, R>) -> StrLit {
+        let span = self.span(&pair);
+        let triple = pair.as_rule() == R::triple_string;
+        let inner = pair.into_inner().next().expect("string body");
+        let body_start = inner.as_span().start();
+        let decoded = strings::decode(inner.as_str(), triple);
+        for (offset, len, message) in decoded.errors {
+            let at = Span::new(self.file, body_start + offset, body_start + offset + len);
+            self.diags.push(
+                Diagnostic::error(at, message)
+                    .with_label("here")
+                    .with_help("the escapes are `\\n`, `\\t`, `\\\\`, `\\\"` and `\\{`"),
+            );
+        }
+        StrLit {
+            value: decoded.value,
+            template: decoded.template,
+            triple,
+            span,
+        }
+    }
+
+    fn ident(&self, pair: Pair<'_, R>) -> Ident {
+        Ident {
+            name: pair.as_str().to_string(),
+            span: self.span(&pair),
+        }
+    }
+}
+
+/// The children of a pair without keyword tokens, which carry no information once parsed.
+fn significant(pair: Pair<'_, R>) -> impl Iterator<Item = Pair<'_, R>> {
+    pair.into_inner().filter(|p| {
+        !matches!(
+            p.as_rule(),
+            R::kw_workflow
+                | R::kw_use
+                | R::kw_param
+                | R::kw_agent
+                | R::kw_enforce
+                | R::kw_feedback
+                | R::kw_to
+                | R::kw_phase
+                | R::kw_gate
+                | R::kw_task
+                | R::kw_on
+                | R::kw_after
+                | R::kw_when
+                | R::EOI
+        )
+    })
+}
