@@ -14,7 +14,11 @@ use crate::diag::{self, Diagnostic};
 use crate::source::SourceMap;
 
 #[derive(Parser, Debug)]
-#[command(name = "conductor", version, about = "Runs multi-agent software-delivery workflows declared in .cond files")]
+#[command(
+    name = "conductor",
+    version,
+    about = "Runs multi-agent software-delivery workflows declared in .cond files"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -157,13 +161,21 @@ fn fmt_files(files: &[PathBuf], check_only: bool) -> ExitCode {
             match check::read_text(path) {
                 Ok(text) => text,
                 Err(diag) => {
-                    let _ = write!(stderr, "{}", diag::render(&SourceMap::new(), &[diag], color()));
+                    let _ = write!(
+                        stderr,
+                        "{}",
+                        diag::render(&SourceMap::new(), &[diag], color())
+                    );
                     code = 2;
                     continue;
                 }
             }
         };
-        let name = if stdin { "<stdin>".to_string() } else { path.display().to_string() };
+        let name = if stdin {
+            "<stdin>".to_string()
+        } else {
+            path.display().to_string()
+        };
         let formatted = match crate::fmt::format_source(&name, &text) {
             Ok(f) => f,
             Err((map, diags)) => {

@@ -277,17 +277,11 @@ impl miette::Diagnostic for Report {
 /// checker can write `self.error(span, msg).with_label("…")` on the pushed `&mut Diagnostic`.
 pub(crate) trait Annotate {
     fn with_label(self, label: impl Into<String>) -> Self;
-    fn with_help(self, help: impl Into<String>) -> Self;
 }
 
 impl Annotate for &mut Diagnostic {
     fn with_label(self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
-        self
-    }
-
-    fn with_help(self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
         self
     }
 }

@@ -245,19 +245,32 @@ impl Printer<'_> {
         self.block(&items, t.span, prefix, depth);
     }
 
-    fn settings_block(&mut self, settings: &[Setting], span: crate::source::Span, prefix: usize, depth: usize) {
+    fn settings_block(
+        &mut self,
+        settings: &[Setting],
+        span: crate::source::Span,
+        prefix: usize,
+        depth: usize,
+    ) {
         let items: Vec<BodyItem<'_>> = settings.iter().map(BodyItem::Setting).collect();
         self.block(&items, span, prefix, depth);
     }
 
     /// `{ a = 1, b = 2 }` when it fits and holds no comment, else one entry per line.
-    fn block(&mut self, items: &[BodyItem<'_>], span: crate::source::Span, prefix: usize, depth: usize) {
+    fn block(
+        &mut self,
+        items: &[BodyItem<'_>],
+        span: crate::source::Span,
+        prefix: usize,
+        depth: usize,
+    ) {
         if items.is_empty() && !self.has_comment_in(span) {
             self.out.push_str("{}");
             return;
         }
         if !self.has_comment_in(span) {
-            let parts: Option<Vec<String>> = items.iter().map(|i| self.inline_body_item(i)).collect();
+            let parts: Option<Vec<String>> =
+                items.iter().map(|i| self.inline_body_item(i)).collect();
             if let Some(parts) = parts {
                 let line = format!("{{ {} }}", parts.join(", "));
                 if prefix + line.len() <= WIDTH {
@@ -345,7 +358,8 @@ impl Printer<'_> {
         let line_start = self.out.rfind('\n').map_or(0, |i| i + 1);
         let used = self.out.len() - line_start;
         if let Some(s) = self.inline(v) {
-            if used + s.len() <= WIDTH || !matches!(v.kind, ValueKind::List(_) | ValueKind::Map(_)) {
+            if used + s.len() <= WIDTH || !matches!(v.kind, ValueKind::List(_) | ValueKind::Map(_))
+            {
                 self.out.push_str(&s);
                 return;
             }

@@ -10,15 +10,36 @@ use crate::diag::{self, Annotate, Diagnostic};
 use crate::syntax::ast::{self, ValueKind};
 
 const KINDS: &[&str] = &["llm", "shell", "http", "script", "mock"];
-const COMMON: &[&str] = &["kind", "count", "retry", "backoff", "timeout", "circuit_breaker"];
+const COMMON: &[&str] = &[
+    "kind",
+    "count",
+    "retry",
+    "backoff",
+    "timeout",
+    "circuit_breaker",
+];
 
 fn kind_settings(kind: &str) -> &'static [&'static str] {
     match kind {
-        "llm" => &["provider", "model", "role", "system", "temperature", "max_tokens"],
+        "llm" => &[
+            "provider",
+            "model",
+            "role",
+            "system",
+            "temperature",
+            "max_tokens",
+        ],
         "shell" => &["command", "workdir", "env"],
         "http" => &["url", "method", "headers", "body"],
         "script" => &["function"],
-        "mock" => &["latency", "fail_first", "fail_rate", "seed", "error", "output"],
+        "mock" => &[
+            "latency",
+            "fail_first",
+            "fail_rate",
+            "seed",
+            "error",
+            "output",
+        ],
         _ => &[],
     }
 }
@@ -40,9 +61,12 @@ impl Checker<'_> {
         let kind_setting = settings.iter().find(|s| s.name.name == "kind");
         let kind: Option<&'static str> = match kind_setting {
             None => {
-                self.error(a.name.span, format!("agent `{}` has no `kind`", a.name.name))
-                    .with_label("missing `kind`")
-                    .help = Some(format!(
+                self.error(
+                    a.name.span,
+                    format!("agent `{}` has no `kind`", a.name.name),
+                )
+                .with_label("missing `kind`")
+                .help = Some(format!(
                     "add `kind = \"mock\"`; the kinds are {}",
                     quoted(KINDS)
                 ));
@@ -52,9 +76,12 @@ impl Checker<'_> {
                 ValueKind::Str(k) => match KINDS.iter().find(|n| **n == k.value) {
                     Some(k) => Some(*k),
                     None => {
-                        let d = Diagnostic::error(s.value.span, format!("unknown agent kind `{}`", k.value))
-                            .with_label(format!("expected one of {}", quoted(KINDS)))
-                            .with_suggestion(&k.value, KINDS.iter().copied());
+                        let d = Diagnostic::error(
+                            s.value.span,
+                            format!("unknown agent kind `{}`", k.value),
+                        )
+                        .with_label(format!("expected one of {}", quoted(KINDS)))
+                        .with_suggestion(&k.value, KINDS.iter().copied());
                         self.diags.push(d);
                         None
                     }
@@ -99,7 +126,9 @@ impl Checker<'_> {
                 _ => match kind {
                     Some(k) if kind_settings(k).contains(&name) => specific.push(s),
                     Some(k) => {
-                        let owner = KINDS.iter().find(|other| kind_settings(other).contains(&name));
+                        let owner = KINDS
+                            .iter()
+                            .find(|other| kind_settings(other).contains(&name));
                         let mut valid: Vec<&str> = COMMON.to_vec();
                         valid.extend(kind_settings(k));
                         let d = match owner {
@@ -186,7 +215,10 @@ impl Checker<'_> {
                 }
                 "temperature" => llm.temperature = self.reader().float(name, v, 0.0, 2.0),
                 "max_tokens" => {
-                    llm.max_tokens = self.reader().int(name, v, 1, u32::MAX as i64).map(|n| n as u32)
+                    llm.max_tokens = self
+                        .reader()
+                        .int(name, v, 1, u32::MAX as i64)
+                        .map(|n| n as u32)
                 }
                 _ => {}
             }
@@ -233,7 +265,8 @@ impl Checker<'_> {
                 Some(out)
             }
             ValueKind::List(_) => {
-                self.error(v.span, "`command` is empty").with_label("no program to run");
+                self.error(v.span, "`command` is empty")
+                    .with_label("no program to run");
                 None
             }
             ValueKind::Str(lit) => {
@@ -242,12 +275,14 @@ impl Checker<'_> {
                     Err(_) => {
                         self.error(v.span, "`command` has an unclosed quote")
                             .with_label("cannot split into arguments")
-                            .help = Some("close the quote, or write the arguments as a list".into());
+                            .help =
+                            Some("close the quote, or write the arguments as a list".into());
                         return None;
                     }
                 };
                 if words.is_empty() {
-                    self.error(v.span, "`command` is empty").with_label("no program to run");
+                    self.error(v.span, "`command` is empty")
+                        .with_label("no program to run");
                     return None;
                 }
                 let mut out = Vec::new();
@@ -288,9 +323,12 @@ impl Checker<'_> {
                         if METHODS.contains(&upper.as_str()) {
                             method = upper;
                         } else {
-                            let d = Diagnostic::error(v.span, format!("unknown HTTP method `{}`", lit.value))
-                                .with_label(format!("expected one of {}", quoted(METHODS)))
-                                .with_suggestion(&upper, METHODS.iter().copied());
+                            let d = Diagnostic::error(
+                                v.span,
+                                format!("unknown HTTP method `{}`", lit.value),
+                            )
+                            .with_label(format!("expected one of {}", quoted(METHODS)))
+                            .with_suggestion(&upper, METHODS.iter().copied());
                             self.diags.push(d);
                         }
                     }
@@ -383,7 +421,10 @@ impl Checker<'_> {
                         .choice(
                             name,
                             v,
-                            &[("retryable", ErrorClass::Retryable), ("fatal", ErrorClass::Fatal)],
+                            &[
+                                ("retryable", ErrorClass::Retryable),
+                                ("fatal", ErrorClass::Fatal),
+                            ],
                         )
                         .unwrap_or(ErrorClass::Retryable)
                 }
@@ -410,8 +451,11 @@ impl Checker<'_> {
         let mut out = IndexMap::new();
         let ValueKind::Map(entries) = &v.kind else {
             let found = super::values::describe(v);
-            self.error(v.span, format!("`{what}` expects a map of strings, found {found}"))
-                .with_label("expected a map");
+            self.error(
+                v.span,
+                format!("`{what}` expects a map of strings, found {found}"),
+            )
+            .with_label("expected a map");
             return out;
         };
         for e in entries {
@@ -447,7 +491,11 @@ fn split_command(template: &str) -> Result<Vec<String>, shell_words::ParseError>
     let mut masked = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(open) = rest.find("{{").into_iter().chain(rest.find("{%")).min() {
-        let close_pat = if rest[open..].starts_with("{{") { "}}" } else { "%}" };
+        let close_pat = if rest[open..].starts_with("{{") {
+            "}}"
+        } else {
+            "%}"
+        };
         let Some(close) = rest[open + 2..].find(close_pat) else {
             break;
         };
@@ -500,10 +548,16 @@ mod tests {
 
     #[test]
     fn one_string_commands_split_like_a_shell_and_keep_templates_whole() {
-        let words = split_command(r#"echo "hello world" {{ params.name }} --x={{ a ~ "b c" }}"#).unwrap();
+        let words =
+            split_command(r#"echo "hello world" {{ params.name }} --x={{ a ~ "b c" }}"#).unwrap();
         assert_eq!(
             words,
-            vec!["echo", "hello world", "{{ params.name }}", r#"--x={{ a ~ "b c" }}"#]
+            vec![
+                "echo",
+                "hello world",
+                "{{ params.name }}",
+                r#"--x={{ a ~ "b c" }}"#
+            ]
         );
     }
 }

@@ -347,7 +347,10 @@ pub struct Rule {
 pub enum RuleSource {
     /// Inline code, its indentation normalised.
     Inline(String),
-    Named { name: String, args: Vec<Value> },
+    Named {
+        name: String,
+        args: Vec<Value>,
+    },
 }
 
 /// A string that may hold `{{ … }}` / `{% … %}`; its syntax was checked.

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use indexmap::IndexMap;
 
-pub use self::rules::normalize_code;
 use self::ir::*;
+pub use self::rules::normalize_code;
 use self::values::Reader;
 use crate::diag::{self, Annotate, Diagnostic};
 use crate::policy::{ModuleSet, RuleKind};
@@ -189,10 +189,16 @@ impl<'m> Checker<'m> {
                 ast::Item::Enforce(r) => enforce.extend(self.rule(RuleKind::Enforce, &r.rule)),
                 ast::Item::Feedback(f) => {
                     if let Some((first, _)) = feedback {
-                        self.error(f.span.sub(0, "feedback".len()), "a workflow has at most one `feedback`")
-                            .with_label("second `feedback`")
-                            .related
-                            .push((first.span.sub(0, "feedback".len()), "first `feedback` here".into()));
+                        self.error(
+                            f.span.sub(0, "feedback".len()),
+                            "a workflow has at most one `feedback`",
+                        )
+                        .with_label("second `feedback`")
+                        .related
+                        .push((
+                            first.span.sub(0, "feedback".len()),
+                            "first `feedback` here".into(),
+                        ));
                         continue;
                     }
                     let checked = self.feedback(f);
@@ -253,7 +259,9 @@ impl<'m> Checker<'m> {
                         self.duplicate("agent", &a.name, first);
                     } else {
                         let id = AgentId(self.names.agents.len() as u32);
-                        self.names.agents.insert(a.name.name.clone(), (id, a.name.span));
+                        self.names
+                            .agents
+                            .insert(a.name.name.clone(), (id, a.name.span));
                     }
                 }
                 ast::Item::Phase(p) => {
@@ -264,12 +272,16 @@ impl<'m> Checker<'m> {
                         }
                         None => {
                             let id = PhaseId(self.names.phases.len() as u32);
-                            self.names.phases.insert(p.name.name.clone(), (id, p.name.span));
+                            self.names
+                                .phases
+                                .insert(p.name.name.clone(), (id, p.name.span));
                             id
                         }
                     };
                     for pi in &p.items {
-                        let ast::PhaseItem::Task(t) = pi else { continue };
+                        let ast::PhaseItem::Task(t) = pi else {
+                            continue;
+                        };
                         self.names.phases_with_tasks.insert(phase_id);
                         if let Some(&(_, _, first)) = self.names.tasks.get(&t.name.name) {
                             self.duplicate("task", &t.name, first);
@@ -320,9 +332,12 @@ impl<'m> Checker<'m> {
                     } else {
                         e.to_string()
                     };
-                    self.error(u.path.span, format!("cannot read module `{written}`: {cause}"))
-                        .with_label("not found")
-                        .help = Some(format!(
+                    self.error(
+                        u.path.span,
+                        format!("cannot read module `{written}`: {cause}"),
+                    )
+                    .with_label("not found")
+                    .help = Some(format!(
                         "`use` paths are relative to the workflow file; this one resolves to `{}`",
                         path.display()
                     ));
@@ -351,7 +366,12 @@ impl<'m> Checker<'m> {
                     out.push(Module {
                         written: written.clone(),
                         path: path.clone(),
-                        functions: module.functions.iter().map(|f| f.name.clone()).collect(),
+                        functions: {
+                            let mut names: Vec<String> =
+                                module.functions.iter().map(|f| f.name.clone()).collect();
+                            names.dedup();
+                            names
+                        },
                     });
                     compiled.push((module_file, text, module));
                 }
@@ -365,7 +385,8 @@ impl<'m> Checker<'m> {
         self.modules = ModuleSet::new(&modules);
         // Calls inside modules are checked against every module, since rules see them all.
         for (file, text, module) in &compiled {
-            for problem in crate::policy::PolicyHost::get().check_calls(&module.ast, &self.modules) {
+            for problem in crate::policy::PolicyHost::get().check_calls(&module.ast, &self.modules)
+            {
                 let d = rules::problem_diag(*file, 0, text, &problem);
                 self.diags.push(d);
             }
@@ -420,7 +441,10 @@ impl<'m> Checker<'m> {
                 if let Some(x) = r.choice(
                     name,
                     v,
-                    &[("complete", OnMaxLoops::Complete), ("fail", OnMaxLoops::Fail)],
+                    &[
+                        ("complete", OnMaxLoops::Complete),
+                        ("fail", OnMaxLoops::Fail),
+                    ],
                 ) {
                     settings.on_max_loops = x;
                 }
@@ -487,8 +511,11 @@ impl<'m> Checker<'m> {
             },
             None => {
                 if self.names.phases.is_empty() {
-                    self.error(f.span.sub(0, "feedback".len()), "`feedback` needs a phase to return to, and this workflow has none")
-                        .with_label("no phase");
+                    self.error(
+                        f.span.sub(0, "feedback".len()),
+                        "`feedback` needs a phase to return to, and this workflow has none",
+                    )
+                    .with_label("no phase");
                     None
                 } else {
                     Some(PhaseId(0))
@@ -535,10 +562,13 @@ impl<'m> Checker<'m> {
                 ast::PhaseItem::Gate(g) => {
                     let kw = g.span.sub(0, "gate".len());
                     if let Some(first) = gate_span {
-                        self.error(kw, format!("phase `{}` has more than one `gate`", p.name.name))
-                            .with_label("second gate")
-                            .related
-                            .push((first, "first gate here".into()));
+                        self.error(
+                            kw,
+                            format!("phase `{}` has more than one `gate`", p.name.name),
+                        )
+                        .with_label("second gate")
+                        .related
+                        .push((first, "first gate here".into()));
                         self.diags.last_mut().expect("just pushed").help =
                             Some("combine the conditions into one rule with `&&`".into());
                         continue;
@@ -569,9 +599,10 @@ impl<'m> Checker<'m> {
             Some(&(agent, _)) => Some(agent),
             None => {
                 let agents: Vec<String> = self.names.agents.keys().cloned().collect();
-                let d = Diagnostic::error(t.agent.span, format!("unknown agent `{}`", t.agent.name))
-                    .with_label("no agent of this name")
-                    .with_suggestion(&t.agent.name, agents.iter().map(String::as_str));
+                let d =
+                    Diagnostic::error(t.agent.span, format!("unknown agent `{}`", t.agent.name))
+                        .with_label("no agent of this name")
+                        .with_suggestion(&t.agent.name, agents.iter().map(String::as_str));
                 let d = if d.help.is_none() && !agents.is_empty() {
                     d.with_help(format!("the agents are {}", backticked_owned(&agents)))
                 } else {
@@ -587,8 +618,11 @@ impl<'m> Checker<'m> {
             match self.names.tasks.get(&dep.name) {
                 Some(&(dep_id, dep_phase, _)) if dep_phase == phase => {
                     if after.contains(&dep_id) {
-                        self.error(dep.span, format!("`{}` is named twice in `after`", dep.name))
-                            .with_label("repeated");
+                        self.error(
+                            dep.span,
+                            format!("`{}` is named twice in `after`", dep.name),
+                        )
+                        .with_label("repeated");
                     } else {
                         after.push(dep_id);
                         after_spans.push(dep.span);
@@ -655,10 +689,13 @@ impl<'m> Checker<'m> {
                 ast::TaskItem::When(w) => {
                     let kw = w.span.sub(0, "when".len());
                     if let Some(first) = when_span {
-                        self.error(kw, format!("task `{}` has more than one `when`", t.name.name))
-                            .with_label("second `when`")
-                            .related
-                            .push((first, "first `when` here".into()));
+                        self.error(
+                            kw,
+                            format!("task `{}` has more than one `when`", t.name.name),
+                        )
+                        .with_label("second `when`")
+                        .related
+                        .push((first, "first `when` here".into()));
                         continue;
                     }
                     when_span = Some(kw);
@@ -683,9 +720,12 @@ impl<'m> Checker<'m> {
                             }
                             _ => {
                                 let found = values::describe(v);
-                                self.error(v.span, format!("`input` expects a map, found {found}"))
-                                    .with_label("expected a map")
-                                    .help = Some("write `input = { key = value }`".into());
+                                self.error(
+                                    v.span,
+                                    format!("`input` expects a map, found {found}"),
+                                )
+                                .with_label("expected a map")
+                                .help = Some("write `input = { key = value }`".into());
                             }
                         },
                         "retry" => retry = self.reader().int(name, v, 0, 100).map(|n| n as u32),
@@ -734,7 +774,9 @@ impl<'m> Checker<'m> {
                         ),
                     )
                     .with_label("unused")
-                    .with_help("only llm agents read a prompt; pass data to other agents with `input`"),
+                    .with_help(
+                        "only llm agents read a prompt; pass data to other agents with `input`",
+                    ),
                 );
             }
         } else {
@@ -754,9 +796,12 @@ impl<'m> Checker<'m> {
                     .get(&agent.name)
                     .map_or(agent.span, |(_, s)| *s);
                 self.diags.push(
-                    Diagnostic::warning(span, format!("agent `{}` is not used by any task", agent.name))
-                        .with_label("unused agent")
-                        .with_help("remove it, or give a task to it with `task NAME on AGENT`"),
+                    Diagnostic::warning(
+                        span,
+                        format!("agent `{}` is not used by any task", agent.name),
+                    )
+                    .with_label("unused agent")
+                    .with_help("remove it, or give a task to it with `task NAME on AGENT`"),
                 );
             }
         }

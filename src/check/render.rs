@@ -25,7 +25,12 @@ pub fn render(wf: &Workflow) -> String {
         s.on_escalation.map_or("default".to_string(), |e| format!("{e:?}")),
     );
     for m in &wf.modules {
-        let _ = writeln!(out, "  use {:?} defines [{}]", m.written, m.functions.join(", "));
+        let _ = writeln!(
+            out,
+            "  use {:?} defines [{}]",
+            m.written,
+            m.functions.join(", ")
+        );
     }
     for p in &wf.params {
         match &p.default {
@@ -60,8 +65,10 @@ pub fn render(wf: &Workflow) -> String {
             out,
             "  phase {} min_success_rate={}",
             p.name,
-            p.min_success_rate
-                .map_or_else(|| format!("{} (workflow)", s.min_success_rate), |r| r.to_string())
+            p.min_success_rate.map_or_else(
+                || format!("{} (workflow)", s.min_success_rate),
+                |r| r.to_string()
+            )
         );
         for r in &p.enforce {
             let _ = writeln!(out, "    enforce {}", rule(r));
@@ -110,7 +117,10 @@ pub fn render(wf: &Workflow) -> String {
             );
         }
         None => {
-            let _ = writeln!(out, "  feedback (default: highest severity of the last phase)");
+            let _ = writeln!(
+                out,
+                "  feedback (default: highest severity of the last phase)"
+            );
         }
     }
     out
@@ -123,7 +133,9 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
                 out,
                 "    provider={:?} model={} role={} temperature={} max_tokens={}",
                 l.provider,
-                l.model.as_deref().map_or("-".to_string(), |m| format!("{m:?}")),
+                l.model
+                    .as_deref()
+                    .map_or("-".to_string(), |m| format!("{m:?}")),
                 l.role.map_or("-", Role::as_str),
                 l.temperature.map_or("-".to_string(), |t| t.to_string()),
                 l.max_tokens.map_or("-".to_string(), |t| t.to_string()),
@@ -199,7 +211,10 @@ fn value(v: &Value) -> String {
             format!("[{}]", items.join(", "))
         }
         Value::Map(m) => {
-            let entries: Vec<String> = m.iter().map(|(k, v)| format!("{k} = {}", value(v))).collect();
+            let entries: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", value(v)))
+                .collect();
             format!("{{ {} }}", entries.join(", "))
         }
     }

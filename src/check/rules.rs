@@ -12,7 +12,17 @@ use crate::syntax::ast::{self, ValueKind};
 pub const TEMPLATE_VARIABLES: &[&str] = &["params", "tasks", "input", "feedback", "loop_count"];
 
 /// Jinja names that are not variables of the context.
-const TEMPLATE_BUILTINS: &[&str] = &["range", "dict", "namespace", "debug", "loop", "self", "none", "true", "false"];
+const TEMPLATE_BUILTINS: &[&str] = &[
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "loop",
+    "self",
+    "none",
+    "true",
+    "false",
+];
 
 impl Checker<'_> {
     pub(super) fn rule(&mut self, kind: RuleKind, rule: &ast::Rule) -> Option<Rule> {
@@ -50,7 +60,8 @@ impl Checker<'_> {
                             let d = if d.message.starts_with("unknown variable") {
                                 let mut d = d;
                                 let article = if kind == RuleKind::Enforce { "an" } else { "a" };
-                                d.message = format!("{} in {article} `{}` rule", d.message, kind.keyword());
+                                d.message =
+                                    format!("{} in {article} `{}` rule", d.message, kind.keyword());
                                 d
                             } else {
                                 d
@@ -187,24 +198,35 @@ impl Checker<'_> {
         }
         let span = find_in_string(lit, var);
         if !TEMPLATE_VARIABLES.contains(&top) {
-            let d = Diagnostic::error(span, format!("unknown template variable `{top}` in `{what}`"))
-                .with_label("not in the template context");
-            return Some(match diag::suggest(top, TEMPLATE_VARIABLES.iter().copied()) {
-                Some(near) => d.with_help(format!("did you mean `{near}`?")),
-                None => d.with_help(format!(
-                    "templates can read {}",
-                    TEMPLATE_VARIABLES
-                        .iter()
-                        .map(|v| format!("`{v}`"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )),
-            });
+            let d = Diagnostic::error(
+                span,
+                format!("unknown template variable `{top}` in `{what}`"),
+            )
+            .with_label("not in the template context");
+            return Some(
+                match diag::suggest(top, TEMPLATE_VARIABLES.iter().copied()) {
+                    Some(near) => d.with_help(format!("did you mean `{near}`?")),
+                    None => d.with_help(format!(
+                        "templates can read {}",
+                        TEMPLATE_VARIABLES
+                            .iter()
+                            .map(|v| format!("`{v}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )),
+                },
+            );
         }
         let second = parts.next()?;
         let (list, kind): (Vec<&str>, &str) = match top {
-            "params" => (self.names.params.keys().map(String::as_str).collect(), "param"),
-            "tasks" => (self.names.tasks.keys().map(String::as_str).collect(), "task"),
+            "params" => (
+                self.names.params.keys().map(String::as_str).collect(),
+                "param",
+            ),
+            "tasks" => (
+                self.names.tasks.keys().map(String::as_str).collect(),
+                "task",
+            ),
             _ => return None,
         };
         if list.contains(&second) {
@@ -254,21 +276,12 @@ fn template_error_span(lit: &ast::StrLit, err: &minijinja::Error) -> Span {
 
 /// A diagnostic for a rhai problem at (line, col) of `code`, which starts at byte `base` of
 /// `file`.
-pub(super) fn problem_diag(
-    file: FileId,
-    base: usize,
-    code: &str,
-    p: &Problem,
-) -> Diagnostic {
+pub(super) fn problem_diag(file: FileId, base: usize, code: &str, p: &Problem) -> Diagnostic {
     let span = if p.line == 0 {
         Span::new(file, base, base + code.len())
     } else {
         let start = offset_in(code, p.line, p.col);
-        let len: usize = code[start..]
-            .chars()
-            .take(p.len)
-            .map(char::len_utf8)
-            .sum();
+        let len: usize = code[start..].chars().take(p.len).map(char::len_utf8).sum();
         Span::new(file, base + start, base + start + len.max(1))
     };
     let mut d = Diagnostic::error(span, p.message.clone()).with_label("here");

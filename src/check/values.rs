@@ -202,7 +202,9 @@ impl Reader<'_> {
                             format!("`{what}` expects a duration, found a number without a unit"),
                         )
                         .with_label("no unit")
-                        .with_help(format!("write `{t}s` for seconds or `{t}ms` for milliseconds")),
+                        .with_help(format!(
+                            "write `{t}s` for seconds or `{t}ms` for milliseconds"
+                        )),
                     );
                     return None;
                 }
@@ -254,11 +256,8 @@ impl Reader<'_> {
         if let Some((_, t)) = choices.iter().find(|(n, _)| n == s) {
             return Some(*t);
         }
-        let diag = Diagnostic::error(
-            value.span,
-            format!("`{s}` is not a valid `{what}`"),
-        )
-        .with_label(format!("expected one of {}", names.join(", ")));
+        let diag = Diagnostic::error(value.span, format!("`{s}` is not a valid `{what}`"))
+            .with_label(format!("expected one of {}", names.join(", ")));
         let diag = diag.with_suggestion(s, choices.iter().map(|(n, _)| *n));
         self.diags.push(diag);
         None
@@ -267,7 +266,11 @@ impl Reader<'_> {
     /// `fixed(d)` or `exponential(initial, max)`.
     pub fn backoff(&mut self, value: &ast::Value) -> Option<Backoff> {
         let ValueKind::Call(call) = &value.kind else {
-            self.mismatch("backoff", value, "`fixed(d)` or `exponential(initial, max)`");
+            self.mismatch(
+                "backoff",
+                value,
+                "`fixed(d)` or `exponential(initial, max)`",
+            );
             return None;
         };
         match (call.name.name.as_str(), call.args.as_slice()) {
@@ -289,16 +292,11 @@ impl Reader<'_> {
                 Some(Backoff::Exponential { initial, max })
             }
             ("fixed", args) => self.arity(call, 1, args.len(), "fixed(d)"),
-            ("exponential", args) => {
-                self.arity(call, 2, args.len(), "exponential(initial, max)")
-            }
+            ("exponential", args) => self.arity(call, 2, args.len(), "exponential(initial, max)"),
             (name, _) => {
-                let diag = Diagnostic::error(
-                    call.name.span,
-                    format!("unknown backoff `{name}`"),
-                )
-                .with_label("not a backoff")
-                .with_help("use `fixed(d)` or `exponential(initial, max)`");
+                let diag = Diagnostic::error(call.name.span, format!("unknown backoff `{name}`"))
+                    .with_label("not a backoff")
+                    .with_help("use `fixed(d)` or `exponential(initial, max)`");
                 let diag = match crate::diag::suggest(name, ["fixed", "exponential"]) {
                     Some(near) => diag.with_help(format!(
                         "did you mean `{near}`? the backoffs are `fixed(d)` and `exponential(initial, max)`"
@@ -391,9 +389,12 @@ impl Reader<'_> {
             }
             ValueKind::Bare(name) => {
                 self.diags.push(
-                    Diagnostic::error(value.span, format!("expected a value, found the bare name `{name}`"))
-                        .with_label("not a value")
-                        .with_help(format!("write `\"{name}\"` for a string")),
+                    Diagnostic::error(
+                        value.span,
+                        format!("expected a value, found the bare name `{name}`"),
+                    )
+                    .with_label("not a value")
+                    .with_help(format!("write `\"{name}\"` for a string")),
                 );
                 return None;
             }

@@ -117,7 +117,8 @@ impl PolicyHost {
             .engine()
             .compile(text)
             .map_err(|e| parse_problem(&e, text, &[]))?;
-        let functions = ast
+        // Sorted: rhai keeps functions in a hash table, and their order reaches messages.
+        let mut functions: Vec<ModuleFn> = ast
             .iter_functions()
             .map(|f| ModuleFn {
                 name: f.name.to_string(),
@@ -130,6 +131,7 @@ impl PolicyHost {
                     .join("\n"),
             })
             .collect();
+        functions.sort_by(|a, b| (&a.name, a.params.len()).cmp(&(&b.name, b.params.len())));
         Ok(CompiledModule {
             ast: Arc::new(ast),
             functions,
@@ -276,7 +278,10 @@ fn parse_problem(err: &rhai::ParseError, code: &str, fields: &[&str]) -> Problem
 
 /// Rhai's message in the house style: lowercase first word, no final period.
 fn rhai_message(err: &rhai::ParseErrorType) -> String {
-    let text = err.to_string().replace("Script is incomplete", "the rule ends before it is complete");
+    let text = err.to_string().replace(
+        "Script is incomplete",
+        "the rule ends before it is complete",
+    );
     let text = text.trim_end_matches('.');
     let mut chars = text.chars();
     match chars.next() {

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use rhai::{Dynamic, Engine, ImmutableString, Map};
+use rhai::{Engine, ImmutableString, Map};
 use serde::{Deserialize, Serialize};
 
 /// How bad a feedback payload is. Ordered: ok < info < warning < error < critical.
@@ -132,9 +132,4 @@ fn severity_max(a: ImmutableString, b: ImmutableString) -> ImmutableString {
     } else {
         a
     }
-}
-
-/// Turns a `Dynamic` returned by a rule into a decision, if it is one.
-pub(super) fn as_decision(value: &Dynamic) -> Option<Decision> {
-    value.clone().try_cast::<Decision>()
 }

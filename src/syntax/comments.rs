@@ -37,7 +37,9 @@ pub(super) fn scan(file: FileId, text: &str, rhai: &[(usize, usize)]) -> Vec<Com
             comments.push(comment(file, text, i, end));
             i = end;
         } else if rest.starts_with(b"/*") {
-            let end = text[i + 2..].find("*/").map_or(text.len(), |n| i + 2 + n + 2);
+            let end = text[i + 2..]
+                .find("*/")
+                .map_or(text.len(), |n| i + 2 + n + 2);
             comments.push(comment(file, text, i, end));
             i = end;
         } else {

@@ -36,13 +36,7 @@ pub fn parse(file: FileId, text: &str) -> Result<(ast::File, Vec<Diagnostic>), V
     let mut builder = build::Builder::new(file);
     let workflow = builder.file(pairs);
     let comments = comments::scan(file, text, &builder.rhai_ranges);
-    Ok((
-        ast::File {
-            workflow,
-            comments,
-        },
-        builder.diags,
-    ))
+    Ok((ast::File { workflow, comments }, builder.diags))
 }
 
 /// Re-parses a file known to be invalid with pest's detailed tracking, and says in words what
@@ -94,7 +88,10 @@ fn syntax_error(file: FileId, text: &str) -> Diagnostic {
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
     // `name value` where `name = value` was meant.
-    let keyword = matches!(word.as_str(), "gate" | "task" | "when" | "after" | "on" | "to");
+    let keyword = matches!(
+        word.as_str(),
+        "gate" | "task" | "when" | "after" | "on" | "to"
+    );
     if !word.is_empty() && !keyword && expected.iter().any(|e| e == "`=`") {
         let after = &rest[word.len()..];
         let next = after.trim_start_matches([' ', '\t']);
@@ -113,8 +110,8 @@ fn syntax_error(file: FileId, text: &str) -> Diagnostic {
         0 => format!("unexpected {found}"),
         _ => format!("expected {}, found {found}", join_or(&expected)),
     };
-    let mut diag = Diagnostic::error(Span::new(file, pos, pos + len), message)
-        .with_label("unexpected here");
+    let mut diag =
+        Diagnostic::error(Span::new(file, pos, pos + len), message).with_label("unexpected here");
     if let Some(near) = keyword_near(&word, &expected) {
         diag = diag.with_help(format!("did you mean `{near}`?"));
     } else if matches!(word.as_str(), "gate" | "task") {
@@ -167,7 +164,9 @@ fn unclosed(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
             return Some(
                 Diagnostic::error(Span::new(file, pos, pos + 1), "unclosed string")
                     .with_label("this string is not closed on its line")
-                    .with_help("strings end on the line they start; use `\"\"\"` for several lines"),
+                    .with_help(
+                        "strings end on the line they start; use `\"\"\"` for several lines",
+                    ),
             );
         }
     }
@@ -175,7 +174,9 @@ fn unclosed(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
         return Some(
             Diagnostic::error(Span::new(file, pos, pos + 1), "unclosed `{`")
                 .with_label("this `{` has no matching `}`")
-                .with_help("add the missing `}`; braces inside rule strings and comments do not count"),
+                .with_help(
+                    "add the missing `}`; braces inside rule strings and comments do not count",
+                ),
         );
     }
     None
@@ -222,7 +223,20 @@ fn balanced(text: &str) -> bool {
 }
 
 /// Tokens of whitespace, comments and rhai internals: possible almost anywhere, never news.
-const NOISE: &[&str] = &["BUILTIN_RULE", "/*", "//", "\u{FEFF}", " ", "\t", "\r", "\n", "'", "`", "_", "*/"];
+const NOISE: &[&str] = &[
+    "BUILTIN_RULE",
+    "/*",
+    "//",
+    "\u{FEFF}",
+    " ",
+    "\t",
+    "\r",
+    "\n",
+    "'",
+    "`",
+    "_",
+    "*/",
+];
 
 fn join_or(items: &[String]) -> String {
     match items {
@@ -250,7 +264,10 @@ fn describe_found(rest: &str) -> (String, usize) {
         return ("end of line".to_string(), 1);
     }
     if c.is_control() {
-        return (format!("control character U+{:04X}", c as u32), c.len_utf8());
+        return (
+            format!("control character U+{:04X}", c as u32),
+            c.len_utf8(),
+        );
     }
     (format!("`{c}`"), c.len_utf8())
 }

@@ -14,11 +14,7 @@ const LITERAL_BRACE: &str = "{{ \"{\" }}";
 /// with a first line and a last line that hold only whitespace.
 pub(super) fn decode(raw: &str, triple: bool) -> Decoded {
     let mut errors = Vec::new();
-    let text = if triple {
-        dedent(raw)
-    } else {
-        raw.to_string()
-    };
+    let text = if triple { dedent(raw) } else { raw.to_string() };
     // Escapes are validated on the raw body so error offsets point at what was written.
     let mut chars = raw.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
@@ -116,7 +112,10 @@ mod tests {
 
     #[test]
     fn triple_strings_lose_common_indentation() {
-        let d = decode("\n        Implement: x\n          indented\n\n        end\n        ", true);
+        let d = decode(
+            "\n        Implement: x\n          indented\n\n        end\n        ",
+            true,
+        );
         assert_eq!(d.value, "Implement: x\n  indented\n\nend");
     }
 }

@@ -28,9 +28,15 @@ fn rhai_braces_in_strings_and_comments_do_not_count() {
         r#"workflow w { phase p { gate { let s = "}"; /* } */ // }
             s == "}" } } }"#,
     );
-    let ast::Item::Phase(p) = &f.workflow.items[0] else { panic!() };
-    let ast::PhaseItem::Gate(g) = &p.items[0] else { panic!() };
-    let ast::Rule::Block(b) = &g.rule else { panic!() };
+    let ast::Item::Phase(p) = &f.workflow.items[0] else {
+        panic!()
+    };
+    let ast::PhaseItem::Gate(g) = &p.items[0] else {
+        panic!()
+    };
+    let ast::Rule::Block(b) = &g.rule else {
+        panic!()
+    };
     assert!(b.raw.contains(r#"s == "}""#));
 }
 
@@ -39,7 +45,11 @@ fn commas_between_items_are_optional() {
     let a = parse_ok(r#"workflow w { agent a { kind = "mock", count = 2 } }"#);
     let b = parse_ok("workflow w { agent a {\n kind = \"mock\"\n count = 2\n} }");
     let settings = |f: &ast::File| match &f.workflow.items[0] {
-        ast::Item::Agent(a) => a.settings.iter().map(|s| s.name.name.clone()).collect::<Vec<_>>(),
+        ast::Item::Agent(a) => a
+            .settings
+            .iter()
+            .map(|s| s.name.name.clone())
+            .collect::<Vec<_>>(),
         _ => panic!(),
     };
     assert_eq!(settings(&a), settings(&b));
@@ -62,7 +72,9 @@ fn deep_nesting_is_refused_not_overflowed() {
 
 #[test]
 fn comments_outside_rhai_are_collected() {
-    let f = parse_ok("// head\nworkflow w { /* b */ x = 1 // tail\n phase p { gate { // rhai\n true } } }");
+    let f = parse_ok(
+        "// head\nworkflow w { /* b */ x = 1 // tail\n phase p { gate { // rhai\n true } } }",
+    );
     let texts: Vec<&str> = f.comments.iter().map(|c| c.text.as_str()).collect();
     assert_eq!(texts, vec!["// head", "/* b */", "// tail"]);
 }

@@ -1,0 +1,128 @@
+//! The `conductor` binary as a user runs it: exit codes, output streams, files on disk.
+
+use std::process::Command;
+
+fn conductor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_conductor"))
+}
+
+#[test]
+fn check_accepts_a_valid_file_with_exit_0() {
+    let out = conductor()
+        .args(["check", "examples/sdlc.cond"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("ok: examples/sdlc.cond"), "{stdout}");
+}
+
+#[test]
+fn check_rejects_an_invalid_file_with_exit_1_and_a_caret_snippet() {
+    let out = conductor()
+        .args(["check", "tests/fixtures/invalid/17_unknown_agent.cond"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown agent `workr`"), "{stderr}");
+    assert!(stderr.contains("17_unknown_agent.cond:"), "{stderr}");
+    assert!(stderr.contains("did you mean `worker`?"), "{stderr}");
+    assert!(
+        !stderr.contains("\u{1b}["),
+        "escape codes in a pipe: {stderr}"
+    );
+}
+
+#[test]
+fn check_of_a_missing_file_is_a_usage_error_with_exit_2() {
+    let out = conductor()
+        .args(["check", "no/such/file.cond"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot read `no/such/file.cond`: no such file"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn check_with_no_arguments_is_a_usage_error() {
+    let out = conductor().arg("check").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn check_json_gives_file_line_column_and_severity() {
+    let out = conductor()
+        .args([
+            "check",
+            "--format",
+            "json",
+            "tests/fixtures/invalid/45_cycle_three.cond",
+            "examples/sdlc.cond",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diags = json.as_array().unwrap();
+    assert_eq!(diags.len(), 1);
+    let d = &diags[0];
+    assert_eq!(d["file"], "tests/fixtures/invalid/45_cycle_three.cond");
+    assert_eq!(d["severity"], "error");
+    assert!(d["line"].as_u64().unwrap() > 1);
+    assert!(d["column"].as_u64().unwrap() > 1);
+    assert!(d["end_column"].as_u64().is_some());
+    assert!(d["message"].as_str().unwrap().contains(" → "), "{d}");
+}
+
+#[test]
+fn binary_garbage_is_reported_not_panicked_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("garbage.cond");
+    std::fs::write(&path, [0xff, 0xfe, 0x00, 0x9f, b'w']).unwrap();
+    let out = conductor().arg("check").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("is not UTF-8 text"), "{stderr}");
+}
+
+#[test]
+fn fmt_check_names_files_that_would_change_and_fmt_rewrites_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("messy.cond");
+    std::fs::write(
+        &path,
+        "workflow w{agent a{kind=\"mock\"}\nphase p{task t on a}}",
+    )
+    .unwrap();
+    let out = conductor()
+        .args(["fmt", "--check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("would reformat"));
+
+    let out = conductor().arg("fmt").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        text,
+        "workflow w {\n    agent a { kind = \"mock\" }\n    phase p {\n        task t on a\n    }\n}\n"
+    );
+    let out = conductor()
+        .args(["fmt", "--check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+}

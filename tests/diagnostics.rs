@@ -1,0 +1,78 @@
+//! Every invalid fixture holds one mistake: it is rejected, and its rendered diagnostics are
+//! snapshotted so a change in wording or position is seen in review.
+
+use std::path::{Path, PathBuf};
+
+use conductor::diag::render;
+use conductor::{check_file, SourceMap};
+
+fn relative(path: &Path) -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    path.strip_prefix(root).unwrap_or(path).to_path_buf()
+}
+
+fn rendered(path: &Path) -> (String, usize, usize) {
+    let mut map = SourceMap::new();
+    let checked = check_file(&mut map, path);
+    let errors = checked.diags.iter().filter(|d| d.is_error()).count();
+    let warnings = checked.diags.len() - errors;
+    (render(&map, &checked.diags, false), errors, warnings)
+}
+
+#[test]
+fn invalid_fixtures_are_rejected_with_pointed_messages() {
+    let mut count = 0;
+    insta::glob!("fixtures/invalid", "*.cond", |path| {
+        count += 1;
+        let path = relative(path);
+        let (text, errors, _) = rendered(&path);
+        assert!(errors >= 1, "{} was accepted", path.display());
+        // One mistake each: the fixture states its mistake on the first line, and must not
+        // cascade into unrelated errors.
+        assert_eq!(errors, 1, "{}:\n{text}", path.display());
+        assert!(
+            text.contains(":") && text.contains("╭─["),
+            "no caret snippet:\n{text}"
+        );
+        insta::assert_snapshot!(text);
+    });
+    assert!(count >= 30, "only {count} invalid fixtures");
+}
+
+#[test]
+fn warning_fixtures_pass_with_warnings() {
+    insta::glob!("fixtures/warnings", "*.cond", |path| {
+        let path = relative(path);
+        let (text, errors, warnings) = rendered(&path);
+        assert_eq!(errors, 0, "{text}");
+        assert!(warnings >= 1, "{} gave no warning", path.display());
+        insta::assert_snapshot!(text);
+    });
+}
+
+#[test]
+fn all_errors_of_a_file_are_reported_not_just_the_first() {
+    let text = r#"workflow w {
+    max_feedback_loop = 3
+    agent a { kind = "mock", count = 0 }
+    phase p {
+        task t on b
+        task u on a after nope { retries = 2 }
+        gate { sucess_rate > 0.5 }
+    }
+}"#;
+    let mut map = SourceMap::new();
+    let checked = conductor::check_source(&mut map, "many.cond", Path::new("many.cond"), text);
+    let messages: Vec<&str> = checked.diags.iter().map(|d| d.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec![
+            "unknown setting `max_feedback_loop` for a workflow",
+            "`count` must be between 1 and 10000, found `0`",
+            "unknown agent `b`",
+            "unknown task `nope`",
+            "unknown setting `retries` for a task",
+            "unknown variable `sucess_rate` in a `gate` rule",
+        ]
+    );
+}
