@@ -34,6 +34,18 @@ enum Command {
         /// How to print diagnostics.
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
+        /// Also print the plan's analysis: critical paths, widths, pool demand.
+        #[arg(long)]
+        explain: bool,
+    },
+    /// Print a workflow's execution plan as text, Graphviz DOT, Mermaid, JSON or SVG.
+    Graph {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
+        format: GraphFormat,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
     },
     /// Rewrite workflow files in the canonical layout (`-` reads stdin, writes stdout).
     Fmt {
@@ -43,6 +55,15 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum GraphFormat {
+    Text,
+    Dot,
+    Mermaid,
+    Json,
+    Svg,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -56,7 +77,16 @@ pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { files, format } => check_files(&files, format),
+        Command::Check {
+            files,
+            format,
+            explain,
+        } => check_files(&files, format, explain),
+        Command::Graph {
+            file,
+            format,
+            output,
+        } => graph(&file, format, output.as_deref()),
         Command::Fmt { files, check } => fmt_files(&files, check),
     }
 }
@@ -74,7 +104,7 @@ fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-fn check_files(files: &[PathBuf], format: Format) -> ExitCode {
+fn check_files(files: &[PathBuf], format: Format, explain: bool) -> ExitCode {
     let mut any_error = false;
     let mut unreadable = false;
     let mut json = Vec::new();
@@ -117,6 +147,18 @@ fn check_files(files: &[PathBuf], format: Format) -> ExitCode {
                     ),
                 };
                 let _ = writeln!(stdout, "{summary}");
+                if let (true, Some(wf)) = (explain, &checked.workflow) {
+                    match crate::plan::plan(wf) {
+                        Ok(plan) => {
+                            let _ =
+                                write!(stdout, "{}", crate::plan::analysis_text(&plan.analysis));
+                        }
+                        Err(e) => {
+                            let _ = writeln!(stderr, "error: {e}");
+                            any_error = true;
+                        }
+                    }
+                }
             }
         }
     }
@@ -200,4 +242,105 @@ fn fmt_files(files: &[PathBuf], check_only: bool) -> ExitCode {
         }
     }
     ExitCode::from(code)
+}
+
+/// Loads, checks and plans a file, printing diagnostics; the exit code on failure.
+fn load_plan(
+    path: &std::path::Path,
+) -> Result<(SourceMap, crate::Workflow, crate::plan::Plan), ExitCode> {
+    let mut map = SourceMap::new();
+    let text = match check::read_text(path) {
+        Ok(text) => text,
+        Err(diag) => {
+            eprint!("{}", diag::render(&map, &[diag], color()));
+            return Err(ExitCode::from(2));
+        }
+    };
+    let checked = check::check_source(&mut map, &path.display().to_string(), path, &text);
+    eprint!("{}", diag::render(&map, &checked.diags, color()));
+    let Some(wf) = checked.workflow else {
+        return Err(ExitCode::from(2));
+    };
+    match crate::plan::plan(&wf) {
+        Ok(plan) => Ok((map, wf, plan)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
+fn graph(
+    path: &std::path::Path,
+    format: GraphFormat,
+    output: Option<&std::path::Path>,
+) -> ExitCode {
+    let (map, wf, plan) = match load_plan(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let bytes: Vec<u8> = match format {
+        GraphFormat::Text => crate::plan::to_text(&wf, &plan).into_bytes(),
+        GraphFormat::Dot => crate::plan::to_dot(&wf, &plan).into_bytes(),
+        GraphFormat::Mermaid => crate::plan::to_mermaid(&wf, &plan).into_bytes(),
+        GraphFormat::Json => {
+            let json = crate::plan::to_json(&wf, &plan, &map);
+            let mut text = serde_json::to_string_pretty(&json).unwrap_or_default();
+            text.push('\n');
+            text.into_bytes()
+        }
+        GraphFormat::Svg => match render_svg(&crate::plan::to_dot(&wf, &plan)) {
+            Ok(svg) => svg,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match output {
+        Some(out) => {
+            if let Err(e) = std::fs::write(out, &bytes) {
+                eprintln!("error: cannot write `{}`: {e}", out.display());
+                return ExitCode::from(2);
+            }
+        }
+        None => {
+            let _ = std::io::stdout().lock().write_all(&bytes);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+/// Renders DOT to SVG with Graphviz's `dot`.
+fn render_svg(dot: &str) -> Result<Vec<u8>, String> {
+    let mut child = std::process::Command::new("dot")
+        .arg("-Tsvg")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                "`--format svg` needs Graphviz's `dot`, which is not installed; install it \
+                 (`apt-get install graphviz`, `brew install graphviz`) or use `--format dot`"
+                    .to_string()
+            } else {
+                format!("cannot run `dot`: {e}")
+            }
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(dot.as_bytes())
+            .map_err(|e| format!("cannot send the graph to `dot`: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("`dot` failed: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`dot` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
 }

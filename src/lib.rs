@@ -9,6 +9,7 @@
 //! | `syntax` | the pest grammar and the owned, spanned AST; the only place that sees pest |
 //! | `policy` | the sandboxed rhai host; the only place that sees rhai |
 //! | `check`  | AST → IR: names, settings, types, rules, templates, warnings |
+//! | `plan`   | IR → petgraph DAG of tasks and gates, its analysis and exports |
 //! | `fmt`    | the canonical layout of a `.cond` file, printed from the AST |
 //! | `cli`    | the `conductor` command line |
 
@@ -18,6 +19,7 @@ pub mod check;
 pub mod cli;
 pub mod diag;
 pub mod fmt;
+pub mod plan;
 pub mod policy;
 pub mod source;
 pub mod syntax;

@@ -17,7 +17,9 @@ impl Checker<'_> {
     /// Reports every cycle of `after` edges once, as `a → b → a` in run order, at the `after`
     /// entry that closes it.
     pub(super) fn check_cycles(&mut self, tasks: &[Task]) {
-        let index_of = |id: TaskId| tasks.iter().position(|t| t.id == id);
+        let positions: std::collections::HashMap<TaskId, usize> =
+            tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
+        let index_of = |id: TaskId| positions.get(&id).copied();
         let mut marks = vec![Mark::New; tasks.len()];
         let mut reported: BTreeSet<Vec<usize>> = BTreeSet::new();
         for root in 0..tasks.len() {

@@ -788,8 +788,9 @@ impl<'m> Checker<'m> {
     }
 
     fn warn_unused(&mut self, agents: &[Agent], tasks: &[Task], phases: &[Phase]) {
+        let used: std::collections::HashSet<AgentId> = tasks.iter().map(|t| t.agent).collect();
         for agent in agents {
-            if !tasks.iter().any(|t| t.agent == agent.id) {
+            if !used.contains(&agent.id) {
                 let span = self
                     .names
                     .agents

@@ -4,7 +4,7 @@
 use super::ir::{Rule, RuleSource, Template};
 use super::Checker;
 use crate::diag::{self, Annotate, Diagnostic};
-use crate::policy::{KnownNames, PolicyHost, Problem, RuleKind};
+use crate::policy::{KnownNames, NameSet, PolicyHost, Problem, RuleKind};
 use crate::source::{FileId, Span};
 use crate::syntax::ast::{self, ValueKind};
 
@@ -33,11 +33,9 @@ impl Checker<'_> {
         let location = format!("{}:{line}:{col}", self.map.get(self.file).name);
         match rule {
             ast::Rule::Block(block) => {
-                let tasks: Vec<&str> = self.names.tasks.keys().map(String::as_str).collect();
-                let params: Vec<&str> = self.names.params.keys().map(String::as_str).collect();
                 let names = KnownNames {
-                    tasks: &tasks,
-                    params: &params,
+                    tasks: &self.names.tasks,
+                    params: &self.names.params,
                 };
                 let compiled =
                     PolicyHost::get().compile_inline(kind, &block.raw, &self.modules, &names);
@@ -218,23 +216,17 @@ impl Checker<'_> {
             );
         }
         let second = parts.next()?;
-        let (list, kind): (Vec<&str>, &str) = match top {
-            "params" => (
-                self.names.params.keys().map(String::as_str).collect(),
-                "param",
-            ),
-            "tasks" => (
-                self.names.tasks.keys().map(String::as_str).collect(),
-                "task",
-            ),
+        let (list, kind): (&dyn NameSet, &str) = match top {
+            "params" => (&self.names.params, "param"),
+            "tasks" => (&self.names.tasks, "task"),
             _ => return None,
         };
-        if list.contains(&second) {
+        if list.has(second) {
             return None;
         }
         let d = Diagnostic::error(span, format!("unknown {kind} `{second}` in `{what}`"))
             .with_label(format!("no {kind} of this name"));
-        Some(d.with_suggestion(second, list.iter().copied()))
+        Some(d.with_suggestion(second, list.names()))
     }
 
     /// Checks templates inside an `input` map.

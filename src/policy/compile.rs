@@ -105,8 +105,24 @@ pub struct CompiledRule {
 
 /// Names the checker knows, for `tasks.x` and `params.x` checks inside inline rules.
 pub struct KnownNames<'a> {
-    pub tasks: &'a [&'a str],
-    pub params: &'a [&'a str],
+    pub tasks: &'a dyn NameSet,
+    pub params: &'a dyn NameSet,
+}
+
+/// A set of declared names: constant-time lookup, iteration only for suggestions.
+pub trait NameSet {
+    fn has(&self, name: &str) -> bool;
+    fn names(&self) -> Box<dyn Iterator<Item = &str> + '_>;
+}
+
+impl<V> NameSet for indexmap::IndexMap<String, V> {
+    fn has(&self, name: &str) -> bool {
+        self.contains_key(name)
+    }
+
+    fn names(&self) -> Box<dyn Iterator<Item = &str> + '_> {
+        Box::new(self.keys().map(String::as_str))
+    }
 }
 
 impl PolicyHost {
@@ -230,13 +246,13 @@ fn check_names(ast: &AST, names: &KnownNames<'_>) -> Vec<Problem> {
             _ => None,
         };
         if let Some((name, pos)) = prop {
-            if !list.contains(&name.as_str()) {
+            if !list.has(&name) {
                 let mut p = Problem::at(
                     pos,
                     name.chars().count(),
                     format!("unknown {what} `{name}`"),
                 );
-                if let Some(near) = suggest(&name, list.iter().copied()) {
+                if let Some(near) = suggest(&name, list.names()) {
                     p = p.with_help(format!("did you mean `{near}`?"));
                 }
                 problems.push(p);

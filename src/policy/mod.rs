@@ -14,7 +14,9 @@ use std::sync::{Arc, OnceLock};
 use rhai::packages::Package;
 use rhai::Engine;
 
-pub use compile::{CompiledModule, CompiledRule, KnownNames, ModuleFn, ModuleSet, Problem};
+pub use compile::{
+    CompiledModule, CompiledRule, KnownNames, ModuleFn, ModuleSet, NameSet, Problem,
+};
 pub use helpers::{Decision, Severity};
 
 /// Bounds every rule runs under. An infinite loop stops at `MAX_OPERATIONS`.

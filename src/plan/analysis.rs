@@ -1,0 +1,158 @@
+//! What a plan tells an author before it runs: per phase, the critical path (the longest chain
+//! of tasks) and the width (most tasks at one depth, i.e. ready together when tasks take equal
+//! time); per pool, the peak demand against its `count`; and the items that will never run.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{Node, Plan};
+use crate::check::ir::{AgentId, Workflow};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Analysis {
+    pub phases: Vec<PhaseAnalysis>,
+    pub pools: Vec<PoolDemand>,
+    /// Agents no task uses.
+    pub unused_agents: Vec<String>,
+    /// Phases without tasks (their gate passes at once).
+    pub empty_phases: Vec<String>,
+    /// Problems worth a look: pools that will queue, `max_parallel` below the width.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PhaseAnalysis {
+    pub phase: String,
+    pub tasks: usize,
+    /// Task names along the longest chain, in run order.
+    pub critical_path: Vec<String>,
+    /// The most tasks at one depth of the phase.
+    pub width: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolDemand {
+    pub agent: String,
+    pub count: u32,
+    /// The most tasks of this pool at one depth of one phase.
+    pub peak: usize,
+    /// The phase where the peak occurs.
+    pub phase: Option<String>,
+    /// Whether tasks will wait for an instance of this pool.
+    pub queues: bool,
+}
+
+pub(super) fn analyse(wf: &Workflow, plan: &Plan) -> Analysis {
+    // Depth of each task inside its phase: 0 without `after`, else 1 + deepest dependency.
+    // Plan order is topological, so dependencies are seen first.
+    let mut depth = vec![0usize; wf.tasks.len()];
+    for &node in &plan.order {
+        if let Node::Task { task, .. } = plan.node(node) {
+            let t = wf.task(task);
+            depth[task.index()] = t
+                .after
+                .iter()
+                .map(|d| depth[d.index()] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+    }
+    let mut analysis = Analysis::default();
+    // (agent) → (peak, phase index)
+    let mut peaks: BTreeMap<AgentId, (usize, usize)> = BTreeMap::new();
+    for phase in &wf.phases {
+        if phase.tasks.is_empty() {
+            analysis.empty_phases.push(phase.name.clone());
+            analysis.phases.push(PhaseAnalysis {
+                phase: phase.name.clone(),
+                tasks: 0,
+                critical_path: Vec::new(),
+                width: 0,
+            });
+            continue;
+        }
+        let mut per_level: BTreeMap<usize, usize> = BTreeMap::new();
+        let mut per_pool_level: BTreeMap<(AgentId, usize), usize> = BTreeMap::new();
+        for &task in &phase.tasks {
+            let d = depth[task.index()];
+            *per_level.entry(d).or_default() += 1;
+            *per_pool_level.entry((wf.task(task).agent, d)).or_default() += 1;
+        }
+        for ((agent, _), n) in per_pool_level {
+            let entry = peaks.entry(agent).or_insert((0, phase.id.index()));
+            if n > entry.0 {
+                *entry = (n, phase.id.index());
+            }
+        }
+        let width = per_level.values().copied().max().unwrap_or(0);
+        // The critical path ends at the deepest task (the first declared among equals) and
+        // walks back through the deepest dependency.
+        let mut end = phase.tasks[0];
+        for &task in &phase.tasks {
+            if depth[task.index()] > depth[end.index()] {
+                end = task;
+            }
+        }
+        let mut path = vec![wf.task(end).name.clone()];
+        let mut at = end;
+        while let Some(&prev) = wf
+            .task(at)
+            .after
+            .iter()
+            .find(|d| depth[d.index()] + 1 == depth[at.index()])
+        {
+            path.push(wf.task(prev).name.clone());
+            at = prev;
+        }
+        path.reverse();
+        if let Some(max) = wf.settings.max_parallel {
+            if width > max as usize {
+                analysis.warnings.push(format!(
+                    "phase `{}`: up to {width} tasks are ready at once, but `max_parallel` is {max}; they will queue",
+                    phase.name
+                ));
+            }
+        }
+        analysis.phases.push(PhaseAnalysis {
+            phase: phase.name.clone(),
+            tasks: phase.tasks.len(),
+            critical_path: path,
+            width,
+        });
+    }
+    for agent in &wf.agents {
+        match peaks.get(&agent.id) {
+            Some(&(peak, phase)) => {
+                let queues = peak > agent.count as usize;
+                let phase_name = wf.phases[phase].name.clone();
+                if queues {
+                    analysis.warnings.push(format!(
+                        "phase `{phase_name}`: up to {peak} tasks of pool `{}` are ready at once, but it has {} instance{}; they will queue",
+                        agent.name,
+                        agent.count,
+                        if agent.count == 1 { "" } else { "s" }
+                    ));
+                }
+                analysis.pools.push(PoolDemand {
+                    agent: agent.name.clone(),
+                    count: agent.count,
+                    peak,
+                    phase: Some(phase_name),
+                    queues,
+                });
+            }
+            None => {
+                analysis.unused_agents.push(agent.name.clone());
+                analysis.pools.push(PoolDemand {
+                    agent: agent.name.clone(),
+                    count: agent.count,
+                    peak: 0,
+                    phase: None,
+                    queues: false,
+                });
+            }
+        }
+    }
+    analysis
+}
