@@ -1,7 +1,8 @@
 //! The `conductor` command line: arguments → library → rendered output → exit code.
 //!
-//! Exit codes: 0 success; 1 the input has errors (or, for `fmt --check`, would change);
-//! 2 usage errors, such as a file that cannot be read.
+//! Exit codes: 0 success; 1 the input has errors (`check`, `fmt`), or would change
+//! (`fmt --check`); 2 usage errors, such as a file that cannot be read, and — for commands that
+//! need a valid workflow, like `graph` — a workflow that does not check.
 
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;

@@ -23,6 +23,8 @@ pub mod plan;
 pub mod policy;
 pub mod source;
 pub mod syntax;
+#[doc(hidden)]
+pub mod testing;
 
 pub use check::ir::Workflow;
 pub use check::{check_file, check_source, Checked};

@@ -1,5 +1,8 @@
 //! The `conductor` binary: arguments → library → rendered output → exit code.
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     conductor::cli::main()
 }

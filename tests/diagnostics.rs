@@ -76,3 +76,51 @@ fn all_errors_of_a_file_are_reported_not_just_the_first() {
         ]
     );
 }
+
+fn messages(text: &str) -> Vec<String> {
+    let mut map = SourceMap::new();
+    let checked = conductor::check_source(&mut map, "t.cond", Path::new("t.cond"), text);
+    checked.diags.iter().map(|d| d.message.clone()).collect()
+}
+
+#[test]
+fn a_call_that_is_a_whole_statement_is_checked_too() {
+    let m = messages(
+        r#"workflow w { agent a { kind = "mock" } phase p { task t on a { when { open_file("x") } } } }"#,
+    );
+    assert_eq!(m, vec!["unknown function `open_file`"]);
+}
+
+#[test]
+fn brackets_in_comments_and_triple_strings_do_not_count_as_nesting() {
+    let mut text = String::from("workflow w {\n");
+    for _ in 0..200 {
+        text.push_str("    // (see below\n");
+    }
+    text.push_str(&format!("    description = \"\"\"{}\"\"\"\n}}\n", "(".repeat(300)));
+    assert!(messages(&text).is_empty(), "{:?}", messages(&text));
+}
+
+#[test]
+fn every_bad_command_argument_is_reported() {
+    let m = messages(
+        r#"workflow w { agent s { kind = "shell", command = ["a", "{{ x", 3, "{% if %}"] } phase p { task t on s } }"#,
+    );
+    assert_eq!(m.len(), 3, "{m:?}");
+}
+
+#[test]
+fn a_module_used_twice_is_one_error() {
+    let m = messages(
+        r#"workflow w { use "policies/standard.rhai" use "policies/standard.rhai"
+           agent a { kind = "mock" } phase p { task t on a } }"#,
+    );
+    assert_eq!(m, vec!["module `policies/standard.rhai` is used twice"]);
+}
+
+#[test]
+fn a_kind_of_the_wrong_type_lists_the_kinds() {
+    let m = messages(r#"workflow w { agent a { kind = 5 } phase p { task t on a } }"#);
+    assert_eq!(m.len(), 1);
+    assert!(m[0].contains("\"mock\""), "{m:?}");
+}

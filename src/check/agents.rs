@@ -87,7 +87,8 @@ impl Checker<'_> {
                     }
                 },
                 _ => {
-                    self.reader().choice::<()>("kind", &s.value, &[]);
+                    let choices: Vec<(&str, ())> = KINDS.iter().map(|k| (*k, ())).collect();
+                    self.reader().choice("kind", &s.value, &choices);
                     None
                 }
             },
@@ -257,12 +258,17 @@ impl Checker<'_> {
     fn command(&mut self, v: &ast::Value) -> Option<Vec<Template>> {
         match &v.kind {
             ValueKind::List(items) if !items.is_empty() => {
+                // Every argument is checked, so all bad ones are reported together.
                 let mut out = Vec::new();
                 for item in items {
-                    let lit = self.reader().string("command", item)?;
-                    out.push(self.template(lit, "command")?);
+                    let arg = self
+                        .reader()
+                        .string("command", item)
+                        .cloned()
+                        .and_then(|lit| self.template(&lit, "command"));
+                    out.push(arg);
                 }
-                Some(out)
+                out.into_iter().collect()
             }
             ValueKind::List(_) => {
                 self.error(v.span, "`command` is empty")

@@ -17,9 +17,18 @@ impl Checker<'_> {
     /// Reports every cycle of `after` edges once, as `a → b → a` in run order, at the `after`
     /// entry that closes it.
     pub(super) fn check_cycles(&mut self, tasks: &[Task]) {
-        let positions: std::collections::HashMap<TaskId, usize> =
-            tasks.iter().enumerate().map(|(i, t)| (t.id, i)).collect();
-        let index_of = |id: TaskId| positions.get(&id).copied();
+        // Tasks with errors are missing from `tasks`, so ids and positions can differ.
+        let max_id = tasks.iter().map(|t| t.id.index() + 1).max().unwrap_or(0);
+        let mut positions = vec![usize::MAX; max_id];
+        for (i, t) in tasks.iter().enumerate() {
+            positions[t.id.index()] = i;
+        }
+        let index_of = |id: TaskId| {
+            positions
+                .get(id.index())
+                .copied()
+                .filter(|p| *p != usize::MAX)
+        };
         let mut marks = vec![Mark::New; tasks.len()];
         let mut reported: BTreeSet<Vec<usize>> = BTreeSet::new();
         for root in 0..tasks.len() {
@@ -84,7 +93,7 @@ impl Checker<'_> {
     /// The span of the `dep_pos`-th name in a task's `after` list.
     fn after_span(&self, task: &Task, dep_pos: usize) -> crate::source::Span {
         self.after_spans
-            .get(&task.id)
+            .get(task.id.index())
             .and_then(|spans| spans.get(dep_pos).copied())
             .unwrap_or(task.span)
     }

@@ -132,7 +132,7 @@ struct Checker<'m> {
     /// What tasks inherit from each agent, by `AgentId`.
     agent_defaults: Vec<Option<AgentDefaults>>,
     /// Where each resolved `after` entry is written, aligned with `Task::after`.
-    after_spans: HashMap<TaskId, Vec<Span>>,
+    after_spans: Vec<Vec<Span>>,
 }
 
 impl<'m> Checker<'m> {
@@ -151,7 +151,7 @@ impl<'m> Checker<'m> {
             modules: ModuleSet::default(),
             templates: minijinja::Environment::new(),
             agent_defaults: Vec::new(),
-            after_spans: HashMap::new(),
+            after_spans: Vec::new(),
         }
     }
 
@@ -313,10 +313,20 @@ impl<'m> Checker<'m> {
         let mut compiled = Vec::new();
         let mut out = Vec::new();
         let mut defined: HashMap<(String, usize), String> = HashMap::new();
+        let mut used: HashMap<PathBuf, Span> = HashMap::new();
         for item in &wf.items {
             let ast::Item::Use(u) = item else { continue };
             let written = u.path.value.clone();
             let path = self.dir.join(&written);
+            if let Some(first) = used.get(&path) {
+                let first = *first;
+                self.error(u.path.span, format!("module `{written}` is used twice"))
+                    .with_label("used again here")
+                    .related
+                    .push((first, "first used here".into()));
+                continue;
+            }
+            used.insert(path.clone(), u.path.span);
             let text = match std::fs::read(&path) {
                 Ok(bytes) => match String::from_utf8(bytes) {
                     Ok(t) => t,
@@ -614,10 +624,11 @@ impl<'m> Checker<'m> {
         };
         let mut after = Vec::new();
         let mut after_spans = Vec::new();
+        let mut seen_deps = std::collections::HashSet::with_capacity(t.after.len().min(64));
         for dep in &t.after {
             match self.names.tasks.get(&dep.name) {
                 Some(&(dep_id, dep_phase, _)) if dep_phase == phase => {
-                    if after.contains(&dep_id) {
+                    if !seen_deps.insert(dep_id) {
                         self.error(
                             dep.span,
                             format!("`{}` is named twice in `after`", dep.name),
@@ -660,7 +671,10 @@ impl<'m> Checker<'m> {
                 }
             }
         }
-        self.after_spans.insert(id, after_spans);
+        if self.after_spans.len() <= id.index() {
+            self.after_spans.resize_with(id.index() + 1, Vec::new);
+        }
+        self.after_spans[id.index()] = after_spans;
         let agent = agent?;
         let agent_defaults = self.agent_defaults.get(agent.index()).cloned().flatten();
         let mut task = Task {

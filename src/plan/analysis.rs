@@ -2,7 +2,7 @@
 //! of tasks) and the width (most tasks at one depth, i.e. ready together when tasks take equal
 //! time); per pool, the peak demand against its `count`; and the items that will never run.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::Serialize;
 
@@ -72,11 +72,14 @@ pub(super) fn analyse(wf: &Workflow, plan: &Plan) -> Analysis {
             });
             continue;
         }
-        let mut per_level: BTreeMap<usize, usize> = BTreeMap::new();
-        let mut per_pool_level: BTreeMap<(AgentId, usize), usize> = BTreeMap::new();
+        let mut per_level: Vec<usize> = Vec::new();
+        let mut per_pool_level: HashMap<(AgentId, usize), usize> = HashMap::new();
         for &task in &phase.tasks {
             let d = depth[task.index()];
-            *per_level.entry(d).or_default() += 1;
+            if per_level.len() <= d {
+                per_level.resize(d + 1, 0);
+            }
+            per_level[d] += 1;
             *per_pool_level.entry((wf.task(task).agent, d)).or_default() += 1;
         }
         for ((agent, _), n) in per_pool_level {
@@ -85,7 +88,7 @@ pub(super) fn analyse(wf: &Workflow, plan: &Plan) -> Analysis {
                 *entry = (n, phase.id.index());
             }
         }
-        let width = per_level.values().copied().max().unwrap_or(0);
+        let width = per_level.iter().copied().max().unwrap_or(0);
         // The critical path ends at the deepest task (the first declared among equals) and
         // walks back through the deepest dependency.
         let mut end = phase.tasks[0];

@@ -191,6 +191,8 @@ impl PolicyHost {
         ast.walk(&mut |path: &[ASTNode]| {
             let (call, pos, method) = match path.last() {
                 Some(ASTNode::Expr(Expr::FnCall(call, pos))) => (call, *pos, false),
+                // A call that is a whole statement is a statement node, not an expression.
+                Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, pos))) => (call, *pos, false),
                 Some(ASTNode::Expr(Expr::MethodCall(call, pos))) => (call, *pos, true),
                 _ => return true,
             };

@@ -316,19 +316,37 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
     })
 }
 
-/// Refuses input nested deeper than [`MAX_NESTING`] brackets (outside strings).
+/// Refuses input nested deeper than [`MAX_NESTING`] brackets (outside strings and comments).
 fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
     let bytes = text.as_bytes();
     let mut depth = 0usize;
     let mut i = 0;
+    let skip_to = |from: usize, end: &[u8]| -> usize {
+        bytes[from..]
+            .windows(end.len())
+            .position(|w| w == end)
+            .map_or(bytes.len(), |p| from + p + end.len())
+    };
     while i < bytes.len() {
         match bytes[i] {
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i = skip_to(i + 3, b"\"\"\"");
+                continue;
+            }
             b'"' => {
                 // Skip a one-line string; an unclosed one is the parser's to report.
                 i += 1;
                 while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
                     i += if bytes[i] == b'\\' { 2 } else { 1 };
                 }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i = skip_to(i, b"\n");
+                continue;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i = skip_to(i + 2, b"*/");
+                continue;
             }
             b'{' | b'[' | b'(' => {
                 depth += 1;
