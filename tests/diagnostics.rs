@@ -97,7 +97,10 @@ fn brackets_in_comments_and_triple_strings_do_not_count_as_nesting() {
     for _ in 0..200 {
         text.push_str("    // (see below\n");
     }
-    text.push_str(&format!("    description = \"\"\"{}\"\"\"\n}}\n", "(".repeat(300)));
+    text.push_str(&format!(
+        "    description = \"\"\"{}\"\"\"\n}}\n",
+        "(".repeat(300)
+    ));
     assert!(messages(&text).is_empty(), "{:?}", messages(&text));
 }
 
