@@ -39,6 +39,11 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Work with policy rules.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Print a workflow's execution plan as text, Graphviz DOT, Mermaid, JSON or SVG.
     Graph {
         file: PathBuf,
@@ -55,6 +60,15 @@ enum Command {
         /// Change nothing; exit 1 and name the files that would change.
         #[arg(long)]
         check: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Run every `fn test_*()` in `*_test.rhai` files (each tests its sibling `X.rhai`).
+    Test {
+        /// Files or folders to search; the current folder when none is given.
+        paths: Vec<PathBuf>,
     },
 }
 
@@ -83,6 +97,9 @@ pub fn main() -> ExitCode {
             format,
             explain,
         } => check_files(&files, format, explain),
+        Command::Policy {
+            command: PolicyCommand::Test { paths },
+        } => policy_test(&paths),
         Command::Graph {
             file,
             format,
@@ -344,4 +361,60 @@ fn render_svg(dot: &str) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(out.stdout)
+}
+
+fn policy_test(paths: &[PathBuf]) -> ExitCode {
+    use crate::policy::testing;
+    let paths = if paths.is_empty() {
+        vec![PathBuf::from(".")]
+    } else {
+        paths.to_vec()
+    };
+    let files = match testing::discover(&paths) {
+        Ok(files) => files,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if files.is_empty() {
+        eprintln!(
+            "error: no `*_test.rhai` files under {}",
+            paths
+                .iter()
+                .map(|p| format!("`{}`", p.display()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return ExitCode::from(2);
+    }
+    let (mut passed, mut failed) = (0usize, 0usize);
+    for file in &files {
+        match testing::run_file(file) {
+            Ok(results) => {
+                for r in results {
+                    match &r.failure {
+                        None => {
+                            passed += 1;
+                            println!("ok    {}  {}", r.file.display(), r.name);
+                        }
+                        Some(why) => {
+                            failed += 1;
+                            println!("FAIL  {}  {}: {why}", r.file.display(), r.name);
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("FAIL  {e}");
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }

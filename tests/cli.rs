@@ -126,3 +126,62 @@ fn fmt_check_names_files_that_would_change_and_fmt_rewrites_them() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn policy_test_runs_the_standard_suite_green() {
+    let out = conductor()
+        .args(["policy", "test", "policies"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains(
+        "ok    policies/standard_test.rhai  test_phase_gate_passes_exactly_at_the_threshold"
+    ));
+    let last = stdout.lines().last().unwrap();
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+    let passed: usize = last.split(' ').next().unwrap().parse().unwrap();
+    assert!(passed >= 20, "{last}");
+}
+
+#[test]
+fn policy_test_reports_failures_with_their_cause_and_exits_1() {
+    let out = conductor()
+        .args(["policy", "test", "tests/fixtures/policy"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("ok    tests/fixtures/policy/limits_test.rhai  test_passes"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "test_wrong_expectation: assert_pass: expected pass, got fail(\"only 1\") (line 6"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("test_endless_loop_fails_instead_of_hanging: the test ran more than"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("test_unequal: assert_eq: left is 2, right is 3"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("helper_is_not_a_test"), "{stdout}");
+    assert_eq!(stdout.lines().last(), Some("1 passed, 3 failed"));
+}
+
+#[test]
+fn policy_test_with_nothing_to_run_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = conductor()
+        .args(["policy", "test"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `*_test.rhai` files"));
+}

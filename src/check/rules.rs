@@ -127,16 +127,14 @@ impl Checker<'_> {
                 for a in &call.args {
                     args.push(self.reader().literal(a)?);
                 }
+                let json: Vec<serde_json::Value> = args.iter().map(|a| a.to_json()).collect();
                 Some(Rule {
                     kind,
                     source: RuleSource::Named {
                         name: name.clone(),
                         args,
                     },
-                    compiled: crate::policy::CompiledRule {
-                        kind,
-                        ast: self.modules.ast.clone(),
-                    },
+                    compiled: PolicyHost::get().named_rule(kind, &self.modules, name, &json),
                     location,
                     span: call.span,
                 })

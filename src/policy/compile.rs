@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use rhai::{ASTNode, Dynamic, Expr, Position, Scope, AST};
 
+use super::eval::NamedCall;
 use super::{PolicyHost, RuleKind, SharedAst};
 use crate::diag::suggest;
 
@@ -101,6 +102,15 @@ impl ModuleSet {
 pub struct CompiledRule {
     pub kind: RuleKind,
     pub ast: SharedAst,
+    /// `Some` for a named rule: the module function to call and its arguments.
+    pub call: Option<Arc<NamedCall>>,
+    /// Unique per compiled rule in this process: the result cache's key.
+    pub id: u64,
+}
+
+fn next_rule_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Names the checker knows, for `tasks.x` and `params.x` checks inside inline rules.
@@ -163,9 +173,11 @@ impl PolicyHost {
         modules: &ModuleSet,
         names: &KnownNames<'_>,
     ) -> Result<CompiledRule, Vec<Problem>> {
+        // Declared as variables, not constants: the optimizer would otherwise fold the
+        // placeholder values into the code. Evaluation pushes them as constants.
         let mut scope = Scope::new();
         for field in kind.context_fields() {
-            scope.push_constant(*field, Dynamic::UNIT);
+            scope.push(*field, Dynamic::UNIT);
         }
         let ast = self
             .engine()
@@ -179,7 +191,26 @@ impl PolicyHost {
         Ok(CompiledRule {
             kind,
             ast: Arc::new(modules.ast.merge(&ast)),
+            call: None,
+            id: next_rule_id(),
         })
+    }
+
+    /// A named rule: a call of `fn name(ctx, args…)` of the modules. The caller has checked
+    /// that a function of that name and arity exists.
+    pub fn named_rule(
+        &self,
+        kind: RuleKind,
+        modules: &ModuleSet,
+        name: &str,
+        args: &[serde_json::Value],
+    ) -> CompiledRule {
+        CompiledRule {
+            kind,
+            ast: modules.ast.clone(),
+            call: Some(NamedCall::new(name, args)),
+            id: next_rule_id(),
+        }
     }
 
     /// Every call in `ast` of a function that neither the engine, the modules nor `ast` itself

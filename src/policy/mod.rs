@@ -6,7 +6,9 @@
 //! access. Rules are compiled once (at check time) and evaluated many times.
 
 mod compile;
+mod eval;
 mod helpers;
+pub mod testing;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, OnceLock};
@@ -17,6 +19,7 @@ use rhai::Engine;
 pub use compile::{
     CompiledModule, CompiledRule, KnownNames, ModuleFn, ModuleSet, NameSet, Problem,
 };
+pub use eval::{Evaluation, RuleCache, RuleContext, RuleError, Verdict};
 pub use helpers::{Decision, Severity};
 
 /// Bounds every rule runs under. An infinite loop stops at `MAX_OPERATIONS`.
@@ -103,6 +106,11 @@ impl PolicyHost {
     }
 
     fn new() -> PolicyHost {
+        PolicyHost::with(|_| {})
+    }
+
+    /// A host whose engine also has `extend`'s functions (the policy test helpers).
+    pub(crate) fn with(extend: impl FnOnce(&mut Engine)) -> PolicyHost {
         let mut engine = Engine::new_raw();
         for module in [
             rhai::packages::LanguageCorePackage::new().as_shared_module(),
@@ -139,6 +147,7 @@ impl PolicyHost {
             tracing::debug!(target: "conductor::policy", source = src.unwrap_or(""), %pos, "{s}")
         });
         helpers::register(&mut engine);
+        extend(&mut engine);
 
         let mut functions: BTreeSet<String> = engine
             .gen_fn_signatures(true)
