@@ -39,6 +39,20 @@ enum Command {
         #[arg(long)]
         explain: bool,
     },
+    /// Run a workflow: phases in order, independent tasks at the same time.
+    Run {
+        file: PathBuf,
+        /// A param value, `NAME=VALUE` (VALUE is read as JSON when it parses, else a string).
+        #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Print every event as a JSON line; the last line is the final run state.
+        #[arg(long)]
+        json: bool,
+        /// Replace every agent with a zero-latency mock shaped like its role: exercises rules,
+        /// gates and loops without side effects.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Work with policy rules.
     Policy {
         #[command(subcommand)]
@@ -100,6 +114,12 @@ pub fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Test { paths },
         } => policy_test(&paths),
+        Command::Run {
+            file,
+            params,
+            json,
+            dry_run,
+        } => run(&file, &params, json, dry_run),
         Command::Graph {
             file,
             format,
@@ -416,5 +436,99 @@ fn policy_test(paths: &[PathBuf]) -> ExitCode {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// `NAME=VALUE` pairs; VALUE as JSON when it parses, else as a string.
+fn parse_params(
+    pairs: &[String],
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for pair in pairs {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(format!("`--param {pair}` needs the form NAME=VALUE"));
+        };
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        out.insert(name.trim().to_string(), value);
+    }
+    Ok(out)
+}
+
+fn run(path: &std::path::Path, params: &[String], json: bool, dry_run: bool) -> ExitCode {
+    let params = match parse_params(params) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (_map, wf, plan) = match load_plan(path) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    if let Err(e) = crate::exec::resolve_params(&wf, &params) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let store: std::sync::Arc<dyn crate::store::Store> =
+        std::sync::Arc::new(crate::store::MemoryStore::new());
+    let mut options = crate::exec::RunOptions::new(store.clone());
+    options.params = params;
+    options.file = path.display().to_string();
+    if dry_run {
+        options.agents = crate::agents::AgentMode::DryRun;
+    }
+    if json {
+        options
+            .observers
+            .push(Box::new(crate::exec::JsonLines::new(std::io::stdout())));
+    } else {
+        options.observers.push(Box::new(crate::exec::HumanView::new(
+            Box::new(std::io::stdout()),
+            store.describe(),
+        )));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cancel = options.cancel.clone();
+    let result = runtime.block_on(async move {
+        // The scheduler runs as a spawned task, not on the blocking main thread: completions
+        // from worker threads reach it without a cross-thread wake of `block_on`.
+        let handle = tokio::spawn(crate::exec::run(
+            std::sync::Arc::new(wf),
+            std::sync::Arc::new(plan),
+            options,
+        ));
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        });
+        let result = handle.await;
+        ctrl_c.abort();
+        result
+    });
+    match result {
+        Ok(Ok(state)) => match state.status() {
+            crate::model::RunStatus::Completed => ExitCode::SUCCESS,
+            _ => ExitCode::from(1),
+        },
+        Ok(Err(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: the run stopped unexpectedly: {e}");
+            ExitCode::from(1)
+        }
     }
 }

@@ -1,0 +1,98 @@
+//! The executor: walks a plan concurrently — phases in order, independent tasks at the same
+//! time on pools of agents — with gates, dispatch policies, retries and the feedback loop.
+//!
+//! One scheduler task owns the run state; workers execute attempts and report back through a
+//! `JoinSet`. Every state change is an event, appended to the store before the scheduler acts
+//! on it. See [`run`].
+
+mod context;
+mod observe;
+mod scheduler;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+pub use observe::{HumanView, JsonLines, Observer};
+
+use crate::agents::AgentMode;
+use crate::check::ir::Workflow;
+use crate::model::{RunId, RunState};
+use crate::plan::Plan;
+use crate::store::{Store, StoreError};
+
+/// How to run a workflow.
+pub struct RunOptions {
+    pub run_id: RunId,
+    /// Values for the workflow's params, as JSON; defaults fill the rest.
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub store: Arc<dyn Store>,
+    pub observers: Vec<Box<dyn Observer>>,
+    /// Cancelling it (Ctrl-C) cancels the run: running tasks are stopped, the run ends
+    /// CANCELLED with its record kept.
+    pub cancel: CancellationToken,
+    pub agents: AgentMode,
+    /// The file as the user named it, for records and headers.
+    pub file: String,
+}
+
+impl RunOptions {
+    pub fn new(store: Arc<dyn Store>) -> RunOptions {
+        RunOptions {
+            run_id: RunId::new(),
+            params: BTreeMap::new(),
+            store,
+            observers: Vec::new(),
+            cancel: CancellationToken::new(),
+            agents: AgentMode::Real,
+            file: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("missing required param `{0}`")]
+    MissingParam(String),
+    #[error("unknown param `{0}`")]
+    UnknownParam(String),
+    #[error("{0}")]
+    Agent(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Runs a checked, planned workflow to its end and returns the final state. Errors are the
+/// problems that prevent a run from starting or being recorded; a run that fails (a gate, a
+/// policy violation) returns `Ok` with status FAILED.
+pub async fn run(
+    workflow: Arc<Workflow>,
+    plan: Arc<Plan>,
+    options: RunOptions,
+) -> Result<RunState, ExecError> {
+    let scheduler = scheduler::Scheduler::new(workflow, plan, options)?;
+    scheduler.run().await
+}
+
+/// Checks `--param` values against the workflow's params and fills defaults.
+pub fn resolve_params(
+    wf: &Workflow,
+    given: &BTreeMap<String, serde_json::Value>,
+) -> Result<BTreeMap<String, serde_json::Value>, ExecError> {
+    for name in given.keys() {
+        if !wf.params.iter().any(|p| &p.name == name) {
+            return Err(ExecError::UnknownParam(name.clone()));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for p in &wf.params {
+        let value = match (given.get(&p.name), &p.default) {
+            (Some(v), _) => v.clone(),
+            (None, Some(d)) => d.to_json(),
+            (None, None) => return Err(ExecError::MissingParam(p.name.clone())),
+        };
+        out.insert(p.name.clone(), value);
+    }
+    Ok(out)
+}

@@ -1,0 +1,253 @@
+//! Observers see every event after it is committed: the `--json` lines and the human view.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::model::{Event, EventKind, RunState, RunStatus, SkipReason, TaskStatus};
+
+/// Receives a run's events as they are committed, and its final state.
+pub trait Observer: Send {
+    fn event(&mut self, event: &Event, state: &RunState);
+    fn finished(&mut self, _state: &RunState) {}
+}
+
+/// One JSON object per line for every event; the last line is the final run state.
+pub struct JsonLines<W: Write + Send> {
+    out: W,
+}
+
+impl<W: Write + Send> JsonLines<W> {
+    pub fn new(out: W) -> JsonLines<W> {
+        JsonLines { out }
+    }
+}
+
+impl<W: Write + Send> Observer for JsonLines<W> {
+    fn event(&mut self, event: &Event, _state: &RunState) {
+        if let Ok(line) = serde_json::to_string(event) {
+            let _ = writeln!(self.out, "{line}");
+        }
+    }
+
+    fn finished(&mut self, state: &RunState) {
+        if let Ok(line) = serde_json::to_string(&state.view()) {
+            let _ = writeln!(self.out, "{line}");
+        }
+        let _ = self.out.flush();
+    }
+}
+
+/// The view for people: a header, a section per phase and pass, a line per task, gate and
+/// feedback decisions with their reasons, a summary; spinners for running tasks when stderr is
+/// a terminal, plain lines otherwise.
+pub struct HumanView {
+    out: Box<dyn Write + Send>,
+    progress: Option<MultiProgress>,
+    bars: std::collections::HashMap<String, ProgressBar>,
+    store: String,
+}
+
+impl HumanView {
+    /// Writes to `out`; shows live progress on stderr when it is a terminal.
+    pub fn new(out: Box<dyn Write + Send>, store: String) -> HumanView {
+        let progress = std::io::stderr()
+            .is_terminal()
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
+        HumanView {
+            out,
+            progress,
+            bars: std::collections::HashMap::new(),
+            store,
+        }
+    }
+
+    fn line(&mut self, text: String) {
+        match &self.progress {
+            Some(mp) => {
+                let _ = mp.println(text);
+            }
+            None => {
+                let _ = writeln!(self.out, "{text}");
+            }
+        }
+    }
+
+    fn stop_bar(&mut self, task: &str) {
+        if let Some(bar) = self.bars.remove(task) {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+fn secs(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+impl Observer for HumanView {
+    fn event(&mut self, event: &Event, state: &RunState) {
+        match &event.kind {
+            EventKind::RunStarted {
+                run_id,
+                workflow,
+                file,
+                ..
+            } => {
+                let store = self.store.clone();
+                self.line(format!(
+                    "run {run_id}  workflow {workflow}  file {file}  store {store}"
+                ));
+            }
+            EventKind::PhaseEntered { phase, loop_count } => {
+                let pass = if *loop_count > 0 {
+                    format!(" (pass {})", loop_count + 1)
+                } else {
+                    String::new()
+                };
+                self.line(format!("\nphase {phase}{pass}"));
+            }
+            EventKind::TaskDispatched {
+                task,
+                agent,
+                attempt,
+            } => {
+                if let Some(mp) = &self.progress {
+                    let bar = mp.add(ProgressBar::new_spinner());
+                    bar.set_style(
+                        ProgressStyle::with_template("  {spinner} {msg} {elapsed}")
+                            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                    );
+                    let attempt = if *attempt > 1 {
+                        format!(" (attempt {attempt})")
+                    } else {
+                        String::new()
+                    };
+                    bar.set_message(format!("{task:<20} {agent}{attempt}"));
+                    bar.enable_steady_tick(Duration::from_millis(100));
+                    self.bars.insert(task.to_string(), bar);
+                }
+            }
+            EventKind::RetryScheduled {
+                task,
+                attempt,
+                delay_ms,
+            } => {
+                self.stop_bar(task);
+                let why = state
+                    .task(task)
+                    .and_then(|t| t.error.as_ref())
+                    .map(|e| e.to_string())
+                    .unwrap_or_default();
+                self.line(format!(
+                    "  ↻ {task:<20} attempt {} failed ({why}); retry {attempt} in {}",
+                    attempt - 1,
+                    secs(*delay_ms)
+                ));
+            }
+            EventKind::TaskFinished {
+                task,
+                status,
+                error,
+            } => {
+                self.stop_bar(task);
+                let t = state.task(task);
+                let agent = t
+                    .and_then(|t| t.agent.as_deref())
+                    .unwrap_or("-")
+                    .to_string();
+                let attempts = t.map_or(0, |t| t.attempts);
+                let ms = t.map_or(0, |t| t.duration_ms);
+                let mark = match status {
+                    TaskStatus::Completed => "✓",
+                    TaskStatus::Failed => "✗",
+                    TaskStatus::Cancelled => "⊘",
+                    _ => "·",
+                };
+                let mut text = format!(
+                    "  {mark} {task:<20} {agent:<14} {:<10} {attempts} attempt{}  {}",
+                    status.as_str(),
+                    if attempts == 1 { "" } else { "s" },
+                    secs(ms)
+                );
+                if let Some(e) = error {
+                    text.push_str(&format!("  {e}"));
+                }
+                self.line(text);
+            }
+            EventKind::TaskSkipped { task, reason, .. } => {
+                let why = match reason {
+                    SkipReason::WhenFalse => "its `when` rule is false",
+                    SkipReason::UpstreamFailed => "upstream_failed",
+                    SkipReason::Decision => "skipped by decision",
+                };
+                self.line(format!("  - {task:<20} {:<14} skipped    {why}", "-"));
+            }
+            EventKind::PolicyViolation { task, rule, reason } => {
+                self.line(format!(
+                    "  ✗ policy violation: {rule} denied `{task}`: {reason}"
+                ));
+            }
+            EventKind::GateDecided {
+                phase,
+                pass,
+                reason,
+                rule,
+            } => {
+                let verdict = if *pass { "passed" } else { "FAILED" };
+                self.line(format!("  gate {phase} {verdict} ({rule}): {reason}"));
+            }
+            EventKind::FeedbackDecided {
+                severity, summary, ..
+            } => {
+                if summary.is_empty() {
+                    self.line(format!("\nfeedback: {severity}"));
+                } else {
+                    self.line(format!("\nfeedback: {severity}: {summary}"));
+                }
+            }
+            EventKind::LoopStarted { loop_count, target } => {
+                self.line(format!("loop {loop_count}: back to phase {target}"));
+            }
+            EventKind::Warning { message } => self.line(format!("warning: {message}")),
+            EventKind::RunFinished { .. } | EventKind::AttemptFinished { .. } => {}
+        }
+    }
+
+    fn finished(&mut self, state: &RunState) {
+        for (_, bar) in self.bars.drain() {
+            bar.finish_and_clear();
+        }
+        let count = |s: TaskStatus| state.tasks.iter().filter(|t| t.status == s).count();
+        let status = state.status();
+        let mut text = format!(
+            "\nrun {} {}: {} completed, {} failed, {} skipped, {} loop{}",
+            state.workflow_id,
+            match status {
+                RunStatus::Completed => "COMPLETED",
+                RunStatus::Failed => "FAILED",
+                RunStatus::Cancelled => "CANCELLED",
+                RunStatus::Waiting => "WAITING",
+                _ => status.as_str(),
+            },
+            count(TaskStatus::Completed),
+            count(TaskStatus::Failed),
+            count(TaskStatus::Skipped),
+            state.feedback_loop_count,
+            if state.feedback_loop_count == 1 {
+                ""
+            } else {
+                "s"
+            },
+        );
+        if let Some(e) = &state.error {
+            text.push_str(&format!("\n  {e}"));
+        }
+        self.line(text);
+        let _ = self.out.flush();
+    }
+}

@@ -1,0 +1,1003 @@
+//! The scheduler loop: one task owns the run; workers report through a `JoinSet`.
+//!
+//! Per phase: ready tasks pass `when`, then the `enforce` rules, then wait (FIFO, up to
+//! `agent_wait`) for an IDLE instance of their pool and a free `max_parallel` slot, then run
+//! with their timeout. Results go through the error handler (retry with backoff, or FAILED);
+//! a final task releases its dependents. When every task of the phase is final, the gate
+//! decides; after the last phase, the feedback rule decides whether to loop.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::context::{self, Templates};
+use super::{resolve_params, ExecError, Observer, RunOptions};
+use crate::agents::{self, Agent, TaskRequest};
+use crate::check::ir::{Backoff, OnMaxLoops, PhaseId, Rule, RuleSource, TaskId, Workflow};
+use crate::model::{
+    now, ErrorCode, Event, EventKind, RunId, RunState, RunStatus, SkipReason, TaskError, TaskInfo,
+    TaskStatus,
+};
+use crate::plan::{Node, Plan};
+use crate::policy::{PolicyHost, RuleCache, RuleContext, RuleKind, Severity, Verdict};
+use crate::store::{RunRecord, Store};
+
+/// A worker's report: one finished attempt.
+struct Done {
+    task: TaskId,
+    attempt: u32,
+    instance: u32,
+    result: Result<Value, TaskError>,
+    elapsed: Duration,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    /// A retry's backoff is over.
+    Retry(TaskId),
+    /// A task waiting for an instance gives up (the token tells stale timers apart).
+    AgentWait(TaskId, u64),
+}
+
+/// Per-task runtime state, by `TaskId`.
+#[derive(Clone, Debug)]
+struct TaskRt {
+    name: Arc<str>,
+    status: TaskStatus,
+    attempt: u32,
+    /// Dependencies not yet final.
+    remaining: u32,
+    upstream_failed: bool,
+    /// Bumped each time the task starts waiting for an instance.
+    wait_token: u64,
+    waiting: bool,
+}
+
+struct Pool {
+    count: u32,
+    idle: BTreeSet<u32>,
+    waiting: VecDeque<TaskId>,
+    running: u32,
+    failed: u32,
+    instances: Vec<Arc<str>>,
+}
+
+pub(super) struct Scheduler {
+    wf: Arc<Workflow>,
+    plan: Arc<Plan>,
+    store: Arc<dyn Store>,
+    run_id: RunId,
+    state: RunState,
+    batch: Vec<Event>,
+    observers: Vec<Box<dyn Observer>>,
+    agents: Vec<Arc<dyn Agent>>,
+    pools: Vec<Pool>,
+    tasks: Vec<TaskRt>,
+    /// Tasks of the current phase not yet final.
+    phase_open: usize,
+    phase: usize,
+    running: usize,
+    max_parallel: usize,
+    workers: JoinSet<Done>,
+    timers: BinaryHeap<Reverse<(Instant, u64, Timer)>>,
+    timer_seq: u64,
+    ready: VecDeque<TaskId>,
+    templates: Templates,
+    params: Arc<Value>,
+    cancel: tokio_util::sync::CancellationToken,
+    started: Instant,
+    deadline: Instant,
+    rules: RuleCache,
+    /// Set when the run must stop: (status, error).
+    finish: Option<(RunStatus, Option<String>)>,
+    file: String,
+    params_map: std::collections::BTreeMap<String, Value>,
+    /// Instances handed to waiting tasks, started at the next pump (after a commit).
+    pending_starts: Vec<(TaskId, u32)>,
+}
+
+impl Scheduler {
+    pub fn new(
+        wf: Arc<Workflow>,
+        plan: Arc<Plan>,
+        options: RunOptions,
+    ) -> Result<Scheduler, ExecError> {
+        let params_map = resolve_params(&wf, &options.params)?;
+        let mut agents = Vec::with_capacity(wf.agents.len());
+        let mut pools = Vec::with_capacity(wf.agents.len());
+        for a in &wf.agents {
+            agents.push(agents::build(a, options.agents).map_err(ExecError::Agent)?);
+            pools.push(Pool {
+                count: a.count,
+                idle: (0..a.count).collect(),
+                waiting: VecDeque::new(),
+                running: 0,
+                failed: 0,
+                instances: (0..a.count)
+                    .map(|i| Arc::from(a.instance_name(i)))
+                    .collect(),
+            });
+        }
+        let tasks = wf
+            .tasks
+            .iter()
+            .map(|t| TaskRt {
+                name: Arc::from(t.name.as_str()),
+                status: TaskStatus::Pending,
+                attempt: 0,
+                remaining: 0,
+                upstream_failed: false,
+                wait_token: 0,
+                waiting: false,
+            })
+            .collect();
+        let started = Instant::now();
+        let deadline = started + wf.settings.timeout;
+        let max_parallel = wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize);
+        Ok(Scheduler {
+            params: Arc::new(Value::Object(
+                params_map
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            )),
+            params_map,
+            wf,
+            plan,
+            store: options.store,
+            run_id: options.run_id,
+            state: RunState::default(),
+            batch: Vec::new(),
+            observers: options.observers,
+            agents,
+            pools,
+            tasks,
+            phase_open: 0,
+            phase: 0,
+            running: 0,
+            max_parallel,
+            workers: JoinSet::new(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            ready: VecDeque::new(),
+            templates: Templates::new(),
+            cancel: options.cancel,
+            started,
+            deadline,
+            rules: RuleCache::default(),
+            finish: None,
+            file: options.file,
+            pending_starts: Vec::new(),
+        })
+    }
+
+    /// Records an event: applied to the state now, appended to the store at the next flush,
+    /// which always comes before the scheduler acts on it.
+    fn record(&mut self, kind: EventKind) {
+        let event = Event {
+            seq: self.state.last_seq + 1,
+            at: now(),
+            kind,
+        };
+        self.state.apply(&event);
+        self.batch.push(event);
+    }
+
+    /// Appends the recorded events in one call (one transaction for a durable store).
+    fn flush(&mut self) -> Result<(), ExecError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        self.store.append(&self.run_id, &self.batch)?;
+        for e in &self.batch {
+            for o in &mut self.observers {
+                o.event(e, &self.state);
+            }
+        }
+        self.batch.clear();
+        Ok(())
+    }
+
+    pub async fn run(mut self) -> Result<RunState, ExecError> {
+        self.store.create_run(&RunRecord {
+            id: self.run_id.clone(),
+            workflow: self.wf.name.clone(),
+            file: self.file.clone(),
+            params: self.params_map.clone(),
+            created_at: now(),
+            status: RunStatus::Pending,
+        })?;
+        let task_infos = self
+            .wf
+            .tasks
+            .iter()
+            .map(|t| TaskInfo {
+                name: self.tasks[t.id.index()].name.clone(),
+                phase: self.wf.phase(t.phase).name.clone(),
+                agent: self.wf.agent(t.agent).name.clone(),
+            })
+            .collect();
+        let instances = self
+            .pools
+            .iter()
+            .flat_map(|p| p.instances.iter().map(|i| i.to_string()))
+            .collect();
+        self.record(EventKind::RunStarted {
+            run_id: self.run_id.clone(),
+            workflow: self.wf.name.clone(),
+            file: self.file.clone(),
+            params: self.params_map.clone(),
+            tasks: task_infos,
+            agents: instances,
+        });
+        self.store.set_status(&self.run_id, RunStatus::InProgress)?;
+        if self.wf.phases.is_empty() {
+            self.finish = Some((RunStatus::Completed, None));
+        } else {
+            self.enter_phase(0);
+        }
+        let result = self.drive().await;
+        // Whatever happened, stop the workers before reporting.
+        self.workers.shutdown().await;
+        result?;
+        for o in &mut self.observers {
+            o.finished(&self.state);
+        }
+        Ok(self.state)
+    }
+
+    async fn drive(&mut self) -> Result<(), ExecError> {
+        loop {
+            if self.finish.is_none() {
+                self.pump()?;
+            }
+            if self.finish.is_none() && self.phase_open == 0 && self.running == 0 {
+                self.end_phase();
+                continue;
+            }
+            if let Some((status, error)) = self.finish.take() {
+                self.stop_running();
+                self.record(EventKind::RunFinished { status, error });
+                self.flush()?;
+                self.store.set_status(&self.run_id, status)?;
+                return Ok(());
+            }
+            self.flush()?;
+            let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => {
+                    self.record(EventKind::Warning { message: "cancelled by the operator".into() });
+                    self.finish = Some((RunStatus::Cancelled, Some("cancelled by the operator".into())));
+                }
+                _ = tokio::time::sleep_until(self.deadline) => {
+                    let limit = crate::check::render::dur(self.wf.settings.timeout);
+                    self.finish = Some((
+                        RunStatus::Cancelled,
+                        Some(format!("the run exceeded its timeout of {limit}")),
+                    ));
+                }
+                Some(joined) = self.workers.join_next(), if !self.workers.is_empty() => {
+                    self.completed(joined);
+                    // Completions that arrived together are handled, and later committed,
+                    // together.
+                    while let Some(joined) = self.workers.try_join_next() {
+                        self.completed(joined);
+                    }
+                }
+                _ = sleep_until_opt(next_timer), if next_timer.is_some() => {
+                    self.fire_timers();
+                }
+            }
+        }
+    }
+
+    fn completed(&mut self, joined: Result<Done, tokio::task::JoinError>) {
+        match joined {
+            Ok(done) => self.attempt_finished(done),
+            // A worker that panicked: its task is identified by the abort handle's id only,
+            // so the panic is reported as a run error.
+            Err(e) if e.is_panic() => {
+                self.finish = Some((
+                    RunStatus::Failed,
+                    Some("internal error: an agent worker panicked".into()),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn enter_phase(&mut self, k: usize) {
+        self.phase = k;
+        let phase = &self.wf.phases[k];
+        let loop_count = self.state.feedback_loop_count;
+        self.record(EventKind::PhaseEntered {
+            phase: phase.name.clone(),
+            loop_count,
+        });
+        let wf = self.wf.clone();
+        let phase = wf.phase(PhaseId(k as u32));
+        self.phase_open = phase.tasks.len();
+        for &t in &phase.tasks {
+            let rt = &mut self.tasks[t.index()];
+            rt.status = TaskStatus::Pending;
+            rt.attempt = 0;
+            rt.upstream_failed = false;
+            rt.waiting = false;
+            rt.remaining = wf.task(t).after.len() as u32;
+            if rt.remaining == 0 {
+                self.ready.push_back(t);
+            }
+        }
+    }
+
+    /// Moves ready tasks through `when`, `enforce` and instance assignment, then starts them.
+    fn pump(&mut self) -> Result<(), ExecError> {
+        let mut starts = std::mem::take(&mut self.pending_starts);
+        while let Some(t) = self.ready.pop_front() {
+            if self.finish.is_some() {
+                break;
+            }
+            let rt = &self.tasks[t.index()];
+            if rt.upstream_failed {
+                self.skip(t, SkipReason::UpstreamFailed, None);
+                continue;
+            }
+            if rt.attempt == 0 {
+                if let Some(rule) = self.wf.task(t).when.clone() {
+                    match self.evaluate_when(&rule) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.skip(t, SkipReason::WhenFalse, None);
+                            continue;
+                        }
+                        Err(error) => {
+                            self.fail_task(t, error);
+                            continue;
+                        }
+                    }
+                }
+            }
+            if !self.enforce(t) {
+                break;
+            }
+            match self.acquire(t) {
+                Some(instance) => starts.push((t, instance)),
+                None => self.wait_for_instance(t),
+            }
+        }
+        self.start(starts)
+    }
+
+    /// Takes an idle instance of the task's pool when one is free and `max_parallel` allows.
+    fn acquire(&mut self, t: TaskId) -> Option<u32> {
+        let pool = &mut self.pools[self.wf.task(t).agent.index()];
+        if self.running >= self.max_parallel || !pool.waiting.is_empty() {
+            return None;
+        }
+        let instance = pool.idle.pop_first()?;
+        pool.running += 1;
+        self.running += 1;
+        Some(instance)
+    }
+
+    fn wait_for_instance(&mut self, t: TaskId) {
+        let wait = self.wf.settings.agent_wait;
+        let rt = &mut self.tasks[t.index()];
+        rt.wait_token += 1;
+        rt.waiting = true;
+        let token = rt.wait_token;
+        self.pools[self.wf.task(t).agent.index()]
+            .waiting
+            .push_back(t);
+        self.add_timer(Instant::now() + wait, Timer::AgentWait(t, token));
+    }
+
+    /// Gives freed instances to waiting tasks, first come first served.
+    fn serve_waiters(&mut self) -> Vec<(TaskId, u32)> {
+        let mut starts = Vec::new();
+        for p in 0..self.pools.len() {
+            while self.running < self.max_parallel {
+                let pool = &mut self.pools[p];
+                if pool.idle.is_empty() {
+                    break;
+                }
+                let Some(t) = pool.waiting.pop_front() else {
+                    break;
+                };
+                let instance = pool.idle.pop_first().expect("checked non-empty");
+                pool.running += 1;
+                self.running += 1;
+                self.tasks[t.index()].waiting = false;
+                starts.push((t, instance));
+            }
+        }
+        starts
+    }
+
+    /// Records the dispatches, commits them, then hands the attempts to workers.
+    fn start(&mut self, starts: Vec<(TaskId, u32)>) -> Result<(), ExecError> {
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let mut requests = Vec::with_capacity(starts.len());
+        for (t, instance) in starts {
+            let rt = &mut self.tasks[t.index()];
+            rt.attempt += 1;
+            rt.status = TaskStatus::InProgress;
+            let attempt = rt.attempt;
+            let name = rt.name.clone();
+            let agent_id = self.wf.task(t).agent;
+            let instance_name = self.pools[agent_id.index()].instances[instance as usize].clone();
+            self.record(EventKind::TaskDispatched {
+                task: name,
+                agent: instance_name.clone(),
+                attempt,
+            });
+            requests.push((t, instance, attempt, instance_name));
+        }
+        // Persist before acting: the dispatches are in the log before any agent starts.
+        self.flush()?;
+        for (t, instance, attempt, instance_name) in requests {
+            match self.request(t, attempt, instance_name) {
+                Ok(request) => {
+                    let agent = self.agents[self.wf.task(t).agent.index()].clone();
+                    let timeout = self.wf.task(t).timeout;
+                    self.workers.spawn(async move {
+                        let begun = Instant::now();
+                        let result =
+                            match tokio::time::timeout(timeout, agent.execute(request)).await {
+                                Ok(result) => result,
+                                Err(_) => Err(TaskError::retryable(
+                                    ErrorCode::Timeout,
+                                    format!(
+                                        "the attempt took longer than its timeout of {}",
+                                        crate::check::render::dur(timeout)
+                                    ),
+                                )),
+                            };
+                        Done {
+                            task: t,
+                            attempt,
+                            instance,
+                            result,
+                            elapsed: begun.elapsed(),
+                        }
+                    });
+                }
+                Err(error) => self.attempt_finished(Done {
+                    task: t,
+                    attempt,
+                    instance,
+                    result: Err(error),
+                    elapsed: Duration::ZERO,
+                }),
+            }
+        }
+        Ok(())
+    }
+
+    /// The request for one attempt, its templates rendered.
+    fn request(
+        &self,
+        t: TaskId,
+        attempt: u32,
+        instance: Arc<str>,
+    ) -> Result<TaskRequest, TaskError> {
+        let task = self.wf.task(t);
+        let needs_ctx = context::needs_template_context(&self.wf, task);
+        let input_json = Value::Object(
+            task.input
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        );
+        let (prompt, input) = if needs_ctx {
+            let mut ctx = json!({
+                "params": &*self.params,
+                "tasks": context::tasks_json(&self.state, |r| r.status.is_final()),
+                "feedback": context::feedback_json(&self.state),
+                "loop_count": self.state.feedback_loop_count,
+            });
+            let what = format!("`input` of task `{}`", task.name);
+            let input = self.templates.render_value(&input_json, &what, &ctx)?;
+            ctx["input"] = input.clone();
+            let prompt = match &task.prompt {
+                Some(p) => Some(self.templates.render(
+                    p,
+                    &format!("`prompt` of task `{}`", task.name),
+                    &ctx,
+                )?),
+                None => None,
+            };
+            (prompt, input)
+        } else {
+            (task.prompt.as_ref().map(|p| p.text.clone()), input_json)
+        };
+        let upstream = task
+            .after
+            .iter()
+            .filter_map(|d| {
+                let r = &self.state.tasks[d.index()];
+                (r.status == TaskStatus::Completed).then(|| (r.task.to_string(), r.output.clone()))
+            })
+            .collect();
+        Ok(TaskRequest {
+            run_id: self.run_id.clone(),
+            task: self.tasks[t.index()].name.clone(),
+            phase: self.wf.phase(task.phase).name.clone(),
+            instance,
+            attempt,
+            loop_count: self.state.feedback_loop_count,
+            prompt,
+            input,
+            upstream,
+            params: self.params.clone(),
+            feedback: self.state.feedback.clone(),
+        })
+    }
+
+    fn attempt_finished(&mut self, done: Done) {
+        let t = done.task;
+        let agent_id = self.wf.task(t).agent;
+        let pool = &mut self.pools[agent_id.index()];
+        let instance_name = pool.instances[done.instance as usize].clone();
+        pool.idle.insert(done.instance);
+        pool.running -= 1;
+        self.running -= 1;
+        let name = self.tasks[t.index()].name.clone();
+        let (output, error) = match &done.result {
+            Ok(v) => (Some(v.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        self.record(EventKind::AttemptFinished {
+            task: name.clone(),
+            agent: instance_name,
+            attempt: done.attempt,
+            duration_ms: done.elapsed.as_millis() as u64,
+            output,
+            error,
+        });
+        match done.result {
+            Ok(_) => {
+                self.tasks[t.index()].status = TaskStatus::Completed;
+                self.record(EventKind::TaskFinished {
+                    task: name,
+                    status: TaskStatus::Completed,
+                    error: None,
+                });
+                self.task_final(t);
+            }
+            Err(error) => self.failed_attempt(t, error),
+        }
+        // Started at the next pump, after this batch is committed.
+        let starts = self.serve_waiters();
+        self.pending_starts.extend(starts);
+    }
+
+    /// The error handler: retry with backoff while attempts remain, else FAILED.
+    fn failed_attempt(&mut self, t: TaskId, error: TaskError) {
+        let task = self.wf.task(t);
+        let attempt = self.tasks[t.index()].attempt;
+        if error.retryable && attempt <= task.retry && self.finish.is_none() {
+            let delay = backoff_delay(task.backoff, attempt, &self.tasks[t.index()].name)
+                .max(Duration::from_millis(error.retry_after_ms.unwrap_or(0)));
+            self.tasks[t.index()].status = TaskStatus::Pending;
+            self.record(EventKind::RetryScheduled {
+                task: self.tasks[t.index()].name.clone(),
+                attempt: attempt + 1,
+                delay_ms: delay.as_millis() as u64,
+            });
+            self.add_timer(Instant::now() + delay, Timer::Retry(t));
+        } else {
+            self.fail_task(t, error);
+        }
+    }
+
+    fn fail_task(&mut self, t: TaskId, error: TaskError) {
+        self.tasks[t.index()].status = TaskStatus::Failed;
+        self.record(EventKind::TaskFinished {
+            task: self.tasks[t.index()].name.clone(),
+            status: TaskStatus::Failed,
+            error: Some(error),
+        });
+        self.task_final(t);
+    }
+
+    fn skip(&mut self, t: TaskId, reason: SkipReason, detail: Option<String>) {
+        let rt = &mut self.tasks[t.index()];
+        rt.status = TaskStatus::Skipped;
+        if reason == SkipReason::UpstreamFailed {
+            rt.upstream_failed = true;
+        }
+        self.record(EventKind::TaskSkipped {
+            task: self.tasks[t.index()].name.clone(),
+            reason,
+            detail,
+        });
+        self.task_final(t);
+    }
+
+    /// A task reached a final status: release its dependents.
+    fn task_final(&mut self, t: TaskId) {
+        self.phase_open -= 1;
+        let failed = match self.tasks[t.index()].status {
+            TaskStatus::Failed => true,
+            TaskStatus::Skipped => self.tasks[t.index()].upstream_failed,
+            _ => false,
+        };
+        let node = self.plan.task_nodes[t.index()];
+        let plan = self.plan.clone();
+        for dep in plan.dependents(node) {
+            if let Node::Task { task: d, .. } = plan.node(dep) {
+                let rt = &mut self.tasks[d.index()];
+                if failed {
+                    rt.upstream_failed = true;
+                }
+                rt.remaining -= 1;
+                if rt.remaining == 0 {
+                    self.ready.push_back(d);
+                }
+            }
+        }
+    }
+
+    fn add_timer(&mut self, at: Instant, timer: Timer) {
+        self.timer_seq += 1;
+        self.timers.push(Reverse((at, self.timer_seq, timer)));
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, _, timer))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            match timer {
+                Timer::Retry(t) => {
+                    if self.tasks[t.index()].status == TaskStatus::Pending {
+                        self.ready.push_back(t);
+                    }
+                }
+                Timer::AgentWait(t, token) => {
+                    let rt = &self.tasks[t.index()];
+                    if rt.waiting && rt.wait_token == token {
+                        let pool = &mut self.pools[self.wf.task(t).agent.index()];
+                        pool.waiting.retain(|w| *w != t);
+                        self.tasks[t.index()].waiting = false;
+                        let agent = &self.wf.agent(self.wf.task(t).agent).name;
+                        let error = TaskError::fatal(
+                            ErrorCode::NoAvailableAgent,
+                            format!(
+                                "no instance of agent `{agent}` became idle within `agent_wait` ({})",
+                                crate::check::render::dur(self.wf.settings.agent_wait)
+                            ),
+                        );
+                        self.fail_task(t, error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Evaluates `when`; an error in the rule fails the task with the rule's cause.
+    fn evaluate_when(&mut self, rule: &Rule) -> Result<bool, TaskError> {
+        let ctx = RuleContext::from_json(
+            RuleKind::When,
+            &json!({
+                "tasks": context::tasks_json(&self.state, |r| r.status.is_final()),
+                "params": &*self.params,
+                "loop_count": self.state.feedback_loop_count,
+                "feedback": context::feedback_json(&self.state),
+            }),
+        );
+        let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
+        match (e.verdict, e.error) {
+            (_, Some(err)) => Err(TaskError::fatal(
+                ErrorCode::Rule,
+                format!("`when` rule at {} failed: {}", rule.location, err.cause),
+            )),
+            (Verdict::When(run), None) => Ok(run),
+            _ => Ok(false),
+        }
+    }
+
+    /// Runs the `enforce` rules, workflow then phase. A deny fails the run with a
+    /// `PolicyViolation`; returns whether the dispatch may go on.
+    fn enforce(&mut self, t: TaskId) -> bool {
+        let wf = self.wf.clone();
+        let task = wf.task(t);
+        let phase = wf.phase(task.phase);
+        if wf.enforce.is_empty() && phase.enforce.is_empty() {
+            return true;
+        }
+        let agent = wf.agent(task.agent);
+        let pool = &self.pools[task.agent.index()];
+        let running: serde_json::Map<String, Value> = wf
+            .agents
+            .iter()
+            .map(|a| (a.name.clone(), json!(self.pools[a.id.index()].running)))
+            .collect();
+        let ctx = RuleContext::from_json(
+            RuleKind::Enforce,
+            &json!({
+                "task": {
+                    "name": task.name, "agent": agent.name, "phase": phase.name,
+                    "attempt": self.tasks[t.index()].attempt + 1,
+                    "timeout_ms": task.timeout.as_millis() as u64,
+                },
+                "pool": {
+                    "name": agent.name, "count": pool.count, "idle": pool.idle.len(),
+                    "running": pool.running, "failed": pool.failed, "breaker": "closed",
+                },
+                "running": running,
+                "running_total": self.running,
+                "params": &*self.params,
+                "loop_count": self.state.feedback_loop_count,
+                "elapsed_ms": self.started.elapsed().as_millis() as u64,
+            }),
+        );
+        for rule in wf.enforce.iter().chain(phase.enforce.iter()) {
+            let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
+            if let Verdict::Enforce {
+                allow: false,
+                reason,
+            } = e.verdict
+            {
+                let reason = reason.unwrap_or_else(|| "denied".into());
+                let rule_name = describe_rule(rule);
+                self.record(EventKind::PolicyViolation {
+                    task: self.tasks[t.index()].name.clone(),
+                    rule: rule_name.clone(),
+                    reason: reason.clone(),
+                });
+                self.finish = Some((
+                    RunStatus::Failed,
+                    Some(format!(
+                        "policy violation: {rule_name} denied task `{}`: {reason}",
+                        task.name
+                    )),
+                ));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// Every task of the phase is final: the gate decides.
+    fn end_phase(&mut self) {
+        let wf = self.wf.clone();
+        let phase = &wf.phases[self.phase];
+        let total = phase.tasks.len();
+        let count = |s: TaskStatus| {
+            phase
+                .tasks
+                .iter()
+                .filter(|t| self.tasks[t.index()].status == s)
+                .count()
+        };
+        let completed = count(TaskStatus::Completed);
+        let failed = count(TaskStatus::Failed);
+        let skipped = count(TaskStatus::Skipped);
+        let rate = if total == 0 {
+            1.0
+        } else {
+            completed as f64 / total as f64
+        };
+        let (pass, reason, rule_name) = match &phase.gate {
+            Some(rule) => {
+                let ctx = RuleContext::from_json(
+                    RuleKind::Gate,
+                    &json!({
+                        "phase": phase.name, "total": total, "completed": completed,
+                        "failed": failed, "skipped": skipped, "success_rate": rate,
+                        "tasks": context::tasks_json(&self.state, |r| r.status.is_final()),
+                        "params": &*self.params, "loop_count": self.state.feedback_loop_count,
+                    }),
+                );
+                let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
+                match e.verdict {
+                    Verdict::Gate { pass, reason } => (
+                        pass,
+                        reason.unwrap_or_else(|| "the gate rule passed".into()),
+                        describe_rule(rule),
+                    ),
+                    _ => (
+                        false,
+                        "the gate rule gave no verdict".into(),
+                        describe_rule(rule),
+                    ),
+                }
+            }
+            None => {
+                let min = phase
+                    .min_success_rate
+                    .unwrap_or(wf.settings.min_success_rate);
+                let pass = total == 0 || rate >= min;
+                (
+                    pass,
+                    format!(
+                        "success rate {:.2} ({completed} of {total} completed) {} the minimum {min}",
+                        rate,
+                        if pass { "meets" } else { "is below" }
+                    ),
+                    "default gate".to_string(),
+                )
+            }
+        };
+        self.record(EventKind::GateDecided {
+            phase: phase.name.clone(),
+            pass,
+            reason: reason.clone(),
+            rule: rule_name,
+        });
+        if !pass {
+            self.finish = Some((
+                RunStatus::Failed,
+                Some(format!(
+                    "the gate of phase `{}` failed: {reason}",
+                    phase.name
+                )),
+            ));
+            return;
+        }
+        if self.phase + 1 < wf.phases.len() {
+            self.enter_phase(self.phase + 1);
+        } else {
+            self.decide_feedback();
+        }
+    }
+
+    /// After the last phase: loop back, or finish.
+    fn decide_feedback(&mut self) {
+        let wf = self.wf.clone();
+        let loop_count = self.state.feedback_loop_count;
+        let max = wf.settings.max_feedback_loops;
+        let (severity, summary, details, rule_name) = match &wf.feedback {
+            Some(f) => {
+                let ctx = RuleContext::from_json(
+                    RuleKind::Feedback,
+                    &json!({
+                        "tasks": context::tasks_json(&self.state, |_| true),
+                        "params": &*self.params, "loop_count": loop_count, "max_loops": max,
+                    }),
+                );
+                let e = PolicyHost::get().evaluate_cached(&mut self.rules, &f.rule.compiled, &ctx);
+                match e.verdict {
+                    Verdict::Feedback { severity, summary } => {
+                        (severity, summary, Value::Null, describe_rule(&f.rule))
+                    }
+                    _ => (
+                        Severity::Critical,
+                        "the feedback rule gave no verdict".into(),
+                        Value::Null,
+                        describe_rule(&f.rule),
+                    ),
+                }
+            }
+            None => default_feedback(&wf, &self.state),
+        };
+        self.record(EventKind::FeedbackDecided {
+            severity,
+            summary: summary.clone(),
+            details,
+            rule: rule_name,
+        });
+        if severity >= Severity::Error {
+            if loop_count < max {
+                let target = wf.feedback.as_ref().map_or(PhaseId(0), |f| f.target);
+                self.record(EventKind::LoopStarted {
+                    loop_count: loop_count + 1,
+                    target: wf.phase(target).name.clone(),
+                });
+                self.enter_phase(target.index());
+                return;
+            }
+            let message = format!(
+                "feedback is still `{severity}` after {max} loop{} (the limit): {summary}",
+                if max == 1 { "" } else { "s" }
+            );
+            match wf.settings.on_max_loops {
+                OnMaxLoops::Complete => {
+                    self.record(EventKind::Warning {
+                        message: message.clone(),
+                    });
+                    self.finish = Some((RunStatus::Completed, None));
+                }
+                OnMaxLoops::Fail => self.finish = Some((RunStatus::Failed, Some(message))),
+            }
+            return;
+        }
+        self.finish = Some((RunStatus::Completed, None));
+    }
+
+    /// Stops every running attempt; their tasks end CANCELLED.
+    fn stop_running(&mut self) {
+        self.workers.abort_all();
+        let in_flight: Vec<TaskId> = (0..self.tasks.len())
+            .map(|i| TaskId(i as u32))
+            .filter(|t| self.tasks[t.index()].status == TaskStatus::InProgress)
+            .collect();
+        for t in in_flight {
+            self.tasks[t.index()].status = TaskStatus::Cancelled;
+            self.record(EventKind::TaskFinished {
+                task: self.tasks[t.index()].name.clone(),
+                status: TaskStatus::Cancelled,
+                error: Some(TaskError::fatal(ErrorCode::Cancelled, "the run stopped")),
+            });
+        }
+    }
+}
+
+/// The default feedback: the highest `severity` in the outputs of the last phase's tasks.
+fn default_feedback(wf: &Workflow, state: &RunState) -> (Severity, String, Value, String) {
+    let last = wf.phases.last().map(|p| p.name.as_str()).unwrap_or("");
+    let mut worst = Severity::Ok;
+    let mut summary = String::new();
+    let mut details = serde_json::Map::new();
+    for t in state.tasks.iter().filter(|t| t.phase == last) {
+        let Some(sev) = t
+            .output
+            .get("severity")
+            .and_then(Value::as_str)
+            .and_then(Severity::parse)
+        else {
+            continue;
+        };
+        details.insert(t.task.to_string(), json!(sev.as_str()));
+        if sev > worst || summary.is_empty() && sev == worst {
+            worst = sev;
+            summary = t.output.get("summary").and_then(Value::as_str).map_or_else(
+                || format!("task `{}` reported `{sev}`", t.task),
+                str::to_string,
+            );
+        }
+    }
+    if summary.is_empty() {
+        summary = "no task of the last phase reported a severity".into();
+    }
+    (
+        worst,
+        summary,
+        Value::Object(details),
+        "default feedback".into(),
+    )
+}
+
+fn describe_rule(rule: &Rule) -> String {
+    match &rule.source {
+        RuleSource::Named { name, .. } => format!("`{name}(…)` at {}", rule.location),
+        RuleSource::Inline(_) => format!("rule at {}", rule.location),
+    }
+}
+
+/// The delay before attempt `attempt + 1`: fixed, or doubling from `initial` up to `max` with
+/// ±25% jitter drawn from the task and attempt (so runs are reproducible).
+pub(crate) fn backoff_delay(backoff: Backoff, attempt: u32, task: &str) -> Duration {
+    match backoff {
+        Backoff::Fixed(d) => d,
+        Backoff::Exponential { initial, max } => {
+            let exp = initial.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(20));
+            let base = exp.min(max);
+            let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+            for b in task.bytes().chain(attempt.to_le_bytes()) {
+                h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+            }
+            let jitter = (h % 501) as f64 / 1000.0 + 0.75; // 0.75 ..= 1.25
+            base.mul_f64(jitter).min(max)
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

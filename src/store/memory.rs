@@ -1,0 +1,87 @@
+//! The in-memory store: for tests, benchmarks and runs nobody needs to resume.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{RunRecord, Store, StoreError};
+use crate::model::{Event, RunId, RunStatus};
+
+#[derive(Default)]
+pub struct MemoryStore {
+    runs: Mutex<HashMap<RunId, (RunRecord, Vec<Event>)>>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, (RunRecord, Vec<Event>)>> {
+        // A panic while holding the lock leaves plain data behind; keep using it.
+        self.runs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        "memory".to_string()
+    }
+
+    fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        if runs.contains_key(&run.id) {
+            return Err(StoreError::DuplicateRun(run.id.clone()));
+        }
+        runs.insert(run.id.clone(), (run.clone(), Vec::new()));
+        Ok(())
+    }
+
+    fn append(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let (_, log) = runs
+            .get_mut(run)
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
+        let mut last = log.last().map_or(0, |e| e.seq);
+        for e in events {
+            if e.seq != last + 1 {
+                return Err(StoreError::OutOfOrder {
+                    run: run.clone(),
+                    last,
+                    got: e.seq,
+                });
+            }
+            last = e.seq;
+        }
+        log.extend_from_slice(events);
+        Ok(())
+    }
+
+    fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let (record, _) = runs
+            .get_mut(run)
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
+        record.status = status;
+        Ok(())
+    }
+
+    fn run(&self, run: &RunId) -> Result<RunRecord, StoreError> {
+        self.lock()
+            .get(run)
+            .map(|(r, _)| r.clone())
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))
+    }
+
+    fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
+        self.lock()
+            .get(run)
+            .map(|(_, e)| e.clone())
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        let mut runs: Vec<RunRecord> = self.lock().values().map(|(r, _)| r.clone()).collect();
+        runs.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(runs)
+    }
+}

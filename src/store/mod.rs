@@ -1,0 +1,54 @@
+//! Where runs are kept: the `Store` trait and its backends.
+//!
+//! The executor appends every event before it acts on it; events produced together (several
+//! completions arriving at once) are appended in one call, so a durable backend can commit them
+//! in one transaction. This module's types are the only ones the rest of the code sees: a
+//! backend's own types (rusqlite, redis) stop here.
+
+mod memory;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use memory::MemoryStore;
+
+use crate::model::{Event, RunId, RunStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run `{0}` is not in the store")]
+    UnknownRun(RunId),
+    #[error("run `{0}` is already in the store")]
+    DuplicateRun(RunId),
+    #[error("event {got} of run `{run}` does not follow event {last}")]
+    OutOfOrder { run: RunId, last: u64, got: u64 },
+    #[error("store error: {0}")]
+    Backend(String),
+}
+
+/// What a store knows about a run besides its events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: RunId,
+    pub workflow: String,
+    /// The workflow file as given on the command line.
+    pub file: String,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub created_at: String,
+    pub status: RunStatus,
+}
+
+/// A place runs are kept. Calls are synchronous and short; the executor makes them from its
+/// scheduler task between awaits.
+pub trait Store: Send + Sync {
+    /// Says where the store is, for headers and messages (`memory`, a file path).
+    fn describe(&self) -> String;
+    fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
+    /// Appends events in order, all or none.
+    fn append(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError>;
+    fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError>;
+    fn run(&self, run: &RunId) -> Result<RunRecord, StoreError>;
+    fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError>;
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+}
