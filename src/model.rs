@@ -15,7 +15,7 @@ use crate::policy::Severity;
 /// A run's id: `r` followed by 12 hex digits, ordered by creation time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct RunId(pub String);
+pub struct RunId(pub Arc<str>);
 
 impl RunId {
     /// A new id from the clock and a process-wide counter: time-ordered and unique per process.
@@ -27,11 +27,11 @@ impl RunId {
             .map_or(0, |d| d.as_millis() as u64);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let salt = (std::process::id() as u64).wrapping_mul(0x9E37_79B9) ^ n;
-        RunId(format!(
+        RunId(Arc::from(format!(
             "r{:08x}{:04x}",
             millis & 0xffff_ffff,
             salt & 0xffff
-        ))
+        )))
     }
 }
 
@@ -215,7 +215,7 @@ pub struct Event {
     /// Position in the run's log, from 1.
     pub seq: u64,
     /// RFC 3339 wall-clock time.
-    pub at: String,
+    pub at: Timestamp,
     #[serde(flatten)]
     pub kind: EventKind,
 }
@@ -304,15 +304,15 @@ pub enum EventKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskInfo {
     pub name: Arc<str>,
-    pub phase: String,
-    pub agent: String,
+    pub phase: Arc<str>,
+    pub agent: Arc<str>,
 }
 
 /// A task's latest result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
     pub task: Arc<str>,
-    pub phase: String,
+    pub phase: Arc<str>,
     pub status: TaskStatus,
     /// The agent instance of the latest attempt.
     pub agent: Option<Arc<str>>,
@@ -321,8 +321,8 @@ pub struct TaskResult {
     pub error: Option<TaskError>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<SkipReason>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
     pub duration_ms: u64,
 }
 
@@ -357,8 +357,8 @@ pub struct RunState {
     pub feedback: Option<FeedbackPayload>,
     pub warnings: Vec<String>,
     pub gates: Vec<GateRecord>,
-    pub started_at: Option<String>,
-    pub completed_at: Option<String>,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
     pub error: Option<String>,
     /// The last event applied.
     pub last_seq: u64,
@@ -414,7 +414,7 @@ impl RunState {
                 self.file = file.clone();
                 self.params = params.clone();
                 self.status = Some(RunStatus::InProgress);
-                self.started_at = Some(event.at.clone());
+                self.started_at = Some(event.at);
                 self.tasks = tasks
                     .iter()
                     .map(|t| TaskResult {
@@ -453,7 +453,7 @@ impl RunState {
             EventKind::PhaseEntered { phase, .. } => {
                 self.current_phase = Some(phase.clone());
                 // Entering a phase (again, in a later pass) starts its tasks afresh.
-                for t in self.tasks.iter_mut().filter(|t| &t.phase == phase) {
+                for t in self.tasks.iter_mut().filter(|t| *t.phase == **phase) {
                     t.status = TaskStatus::Pending;
                     t.attempts = 0;
                     t.error = None;
@@ -466,7 +466,7 @@ impl RunState {
                 }
             }
             EventKind::TaskSkipped { task, reason, .. } => {
-                let at = event.at.clone();
+                let at = event.at;
                 if let Some(t) = self.task_mut(task) {
                     t.status = TaskStatus::Skipped;
                     t.skip_reason = Some(*reason);
@@ -478,7 +478,7 @@ impl RunState {
                 agent,
                 attempt,
             } => {
-                let at = event.at.clone();
+                let at = event.at;
                 if let Some(t) = self.task_mut(task) {
                     t.status = TaskStatus::InProgress;
                     t.agent = Some(agent.clone());
@@ -525,7 +525,7 @@ impl RunState {
                 status,
                 error,
             } => {
-                let at = event.at.clone();
+                let at = event.at;
                 if let Some(t) = self.task_mut(task) {
                     t.status = *status;
                     if error.is_some() {
@@ -571,7 +571,7 @@ impl RunState {
             EventKind::Warning { message } => self.warnings.push(message.clone()),
             EventKind::RunFinished { status, error } => {
                 self.status = Some(*status);
-                self.completed_at = Some(event.at.clone());
+                self.completed_at = Some(event.at);
                 if error.is_some() {
                     self.error = error.clone();
                 }
@@ -615,8 +615,8 @@ impl RunState {
             gates: &self.gates,
             params: &self.params,
             warnings: &self.warnings,
-            started_at: self.started_at.as_deref(),
-            completed_at: self.completed_at.as_deref(),
+            started_at: self.started_at,
+            completed_at: self.completed_at,
             error: self.error.as_deref(),
         }
     }
@@ -640,12 +640,57 @@ pub struct RunStateView<'a> {
     pub gates: &'a [GateRecord],
     pub params: &'a BTreeMap<String, serde_json::Value>,
     pub warnings: &'a [String],
-    pub started_at: Option<&'a str>,
-    pub completed_at: Option<&'a str>,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
     pub error: Option<&'a str>,
 }
 
-/// The current wall-clock time, RFC 3339 with milliseconds.
-pub fn now() -> String {
-    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+/// A wall-clock time in milliseconds since the Unix epoch; written as RFC 3339.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        )
+    }
+
+    pub fn system_time(self) -> std::time::SystemTime {
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0)
+    }
+}
+
+impl std::fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}",
+            humantime::format_rfc3339_millis(self.system_time())
+        )
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let text = String::deserialize(d)?;
+        let time = humantime::parse_rfc3339_weak(&text).map_err(serde::de::Error::custom)?;
+        Ok(Timestamp(
+            time.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+        ))
+    }
+}
+
+/// The current wall-clock time.
+pub fn now() -> Timestamp {
+    Timestamp::now()
 }

@@ -185,3 +185,93 @@ fn policy_test_with_nothing_to_run_says_so() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no `*_test.rhai` files"));
 }
+
+#[test]
+fn run_completes_the_offline_sdlc_example_with_one_feedback_loop() {
+    let out = conductor()
+        .args(["run", "examples/sdlc_mock.cond", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    let last = lines.last().unwrap();
+    for field in [
+        "workflow_id",
+        "status",
+        "current_phase",
+        "pending_tasks",
+        "completed_tasks",
+        "failed_tasks",
+        "skipped_tasks",
+        "task_results",
+        "agent_states",
+        "feedback_loop_count",
+        "started_at",
+        "completed_at",
+        "warnings",
+        "error",
+    ] {
+        assert!(last.get(field).is_some(), "final state lacks `{field}`");
+    }
+    assert_eq!(last["status"], "completed");
+    assert_eq!(last["feedback_loop_count"], 1);
+    assert_eq!(last["agent_states"]["coding-01"]["status"], "IDLE");
+    let kinds: Vec<&str> = lines[..lines.len() - 1]
+        .iter()
+        .map(|l| l["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"run_started"));
+    assert_eq!(kinds.last(), Some(&"run_finished"));
+    assert!(kinds.contains(&"retry_scheduled") && kinds.contains(&"loop_started"));
+    // review and test_data overlap: both dispatched before either finishes.
+    let pos = |kind: &str, task: &str| {
+        lines
+            .iter()
+            .position(|l| l["event"] == kind && l["task"] == task)
+            .unwrap()
+    };
+    assert!(pos("task_dispatched", "test_data") < pos("task_finished", "review"));
+}
+
+#[test]
+fn run_exit_codes_follow_the_outcome() {
+    let out = conductor()
+        .args(["run", "tests/fixtures/invalid/17_unknown_agent.cond"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "check errors are usage errors for run"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fails.cond");
+    std::fs::write(
+        &path,
+        r#"workflow f { agent m { kind = "mock", fail_first = 5, error = "fatal" } phase p { task a on m } }"#,
+    )
+    .unwrap();
+    let out = conductor().arg("run").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("FAILED"), "{stdout}");
+    assert!(
+        !stdout.contains("\u{1b}["),
+        "no escape codes when not a terminal"
+    );
+    let out = conductor()
+        .args(["run", "examples/sdlc_mock.cond", "--param", "nope=1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown param `nope`"));
+}

@@ -9,6 +9,8 @@ use crate::check::ir::{self, AgentKind, ErrorClass, Role};
 use crate::model::{ErrorCode, TaskError};
 
 pub struct MockAgent {
+    /// Whether `output` holds template tags, rendered per attempt.
+    templated: bool,
     latency: Duration,
     fail_first: u32,
     fail_rate: f64,
@@ -19,13 +21,15 @@ pub struct MockAgent {
 
 impl MockAgent {
     pub fn new(m: &ir::MockAgent) -> MockAgent {
+        let output = m.output.to_json();
         MockAgent {
+            templated: has_tags(&output),
             latency: m.latency,
             fail_first: m.fail_first,
             fail_rate: m.fail_rate,
             seed: m.seed,
             error: m.error,
-            output: m.output.to_json(),
+            output,
         }
     }
 
@@ -34,6 +38,7 @@ impl MockAgent {
         match &agent.kind {
             AgentKind::Mock(m) => MockAgent::new(m),
             other => MockAgent {
+                templated: false,
                 latency: Duration::ZERO,
                 fail_first: 0,
                 fail_rate: 0.0,
@@ -62,6 +67,75 @@ impl MockAgent {
     }
 }
 
+fn has_tags(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains("{{") || s.contains("{%"),
+        serde_json::Value::Array(items) => items.iter().any(has_tags),
+        serde_json::Value::Object(map) => map.values().any(has_tags),
+        _ => false,
+    }
+}
+
+/// Renders the templates of a mock's output with what the request carries: `params`,
+/// `input`, `feedback`, `loop_count`, `attempt`, and `tasks` — the outputs of the tasks in its
+/// `after` list.
+fn render_output(
+    output: &serde_json::Value,
+    req: &TaskRequest,
+) -> Result<serde_json::Value, TaskError> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    let tasks: serde_json::Map<String, serde_json::Value> = req
+        .upstream
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                serde_json::json!({ "status": "completed", "output": v }),
+            )
+        })
+        .collect();
+    let ctx = serde_json::json!({
+        "params": &*req.params,
+        "input": req.input,
+        "feedback": req.feedback.as_ref().map(|f| serde_json::json!({
+            "severity": f.severity.as_str(), "summary": f.summary, "details": f.details })),
+        "loop_count": req.loop_count,
+        "attempt": req.attempt,
+        "tasks": tasks,
+    });
+    fn walk(
+        env: &minijinja::Environment<'_>,
+        v: &serde_json::Value,
+        ctx: &serde_json::Value,
+        task: &str,
+    ) -> Result<serde_json::Value, TaskError> {
+        Ok(match v {
+            serde_json::Value::String(s) if s.contains("{{") || s.contains("{%") => {
+                serde_json::Value::String(env.render_str(s, ctx).map_err(|e| {
+                    TaskError::fatal(
+                        ErrorCode::Template,
+                        format!("template in the mock `output` of task `{task}`: {e}"),
+                    )
+                })?)
+            }
+            serde_json::Value::Array(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|i| walk(env, i, ctx, task))
+                    .collect::<Result<_, _>>()?,
+            ),
+            serde_json::Value::Object(map) => serde_json::Value::Object(
+                map.iter()
+                    .map(|(k, v)| Ok((k.clone(), walk(env, v, ctx, task)?)))
+                    .collect::<Result<_, TaskError>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+    walk(&env, output, &ctx, &req.task)
+}
+
 fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -74,11 +148,16 @@ impl Agent for MockAgent {
         let fails = self.fails(&req);
         let latency = self.latency;
         let error = self.error;
-        let output = self.output.clone();
+        let output = if self.templated {
+            render_output(&self.output, &req)
+        } else {
+            Ok(self.output.clone())
+        };
         Box::pin(async move {
             if !latency.is_zero() {
                 tokio::time::sleep(latency).await;
             }
+            let output = output?;
             if fails {
                 let message = format!("mock failure of `{}` (attempt {})", req.task, req.attempt);
                 return Err(match error {

@@ -18,7 +18,7 @@ use crate::model::{ErrorCode, FeedbackPayload, RunId, TaskError};
 pub struct TaskRequest {
     pub run_id: RunId,
     pub task: Arc<str>,
-    pub phase: String,
+    pub phase: Arc<str>,
     /// The instance running it, e.g. `coding-01`.
     pub instance: Arc<str>,
     /// 1 for the first attempt.

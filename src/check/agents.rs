@@ -439,6 +439,8 @@ impl Checker<'_> {
                         if let Some(m) = r.map(entries) {
                             mock.output = Value::Map(m);
                         }
+                        // Strings of a mock's output are templates, rendered per attempt.
+                        self.check_templates_in(v);
                     }
                     _ => {
                         let found = super::values::describe(v);

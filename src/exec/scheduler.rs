@@ -99,6 +99,10 @@ pub(super) struct Scheduler {
     params_map: std::collections::BTreeMap<String, Value>,
     /// Instances handed to waiting tasks, started at the next pump (after a commit).
     pending_starts: Vec<(TaskId, u32)>,
+    phase_names: Vec<Arc<str>>,
+    agent_names: Vec<Arc<str>>,
+    /// The wall-clock time stamped on events, read once per scheduler turn.
+    clock: crate::model::Timestamp,
 }
 
 impl Scheduler {
@@ -135,6 +139,16 @@ impl Scheduler {
                 wait_token: 0,
                 waiting: false,
             })
+            .collect();
+        let wf_agent_names = wf
+            .agents
+            .iter()
+            .map(|a| Arc::from(a.name.as_str()))
+            .collect();
+        let wf_phase_names = wf
+            .phases
+            .iter()
+            .map(|p| Arc::from(p.name.as_str()))
             .collect();
         let started = Instant::now();
         let deadline = started + wf.settings.timeout;
@@ -173,6 +187,9 @@ impl Scheduler {
             finish: None,
             file: options.file,
             pending_starts: Vec::new(),
+            phase_names: wf_phase_names,
+            agent_names: wf_agent_names,
+            clock: now(),
         })
     }
 
@@ -181,7 +198,7 @@ impl Scheduler {
     fn record(&mut self, kind: EventKind) {
         let event = Event {
             seq: self.state.last_seq + 1,
-            at: now(),
+            at: self.clock,
             kind,
         };
         self.state.apply(&event);
@@ -218,8 +235,8 @@ impl Scheduler {
             .iter()
             .map(|t| TaskInfo {
                 name: self.tasks[t.id.index()].name.clone(),
-                phase: self.wf.phase(t.phase).name.clone(),
-                agent: self.wf.agent(t.agent).name.clone(),
+                phase: self.phase_names[t.phase.index()].clone(),
+                agent: self.agent_names[t.agent.index()].clone(),
             })
             .collect();
         let instances = self
@@ -252,7 +269,18 @@ impl Scheduler {
     }
 
     async fn drive(&mut self) -> Result<(), ExecError> {
+        // Created once: registering a timer or a cancellation waiter on every turn of the
+        // loop would cost more than the rest of a turn.
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let deadline = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(deadline);
+        let timer = tokio::time::sleep_until(self.deadline);
+        tokio::pin!(timer);
+        let mut timer_at: Option<Instant> = None;
         loop {
+            self.clock = now();
             if self.finish.is_none() {
                 self.pump()?;
             }
@@ -269,13 +297,19 @@ impl Scheduler {
             }
             self.flush()?;
             let next_timer = self.timers.peek().map(|Reverse((at, _, _))| *at);
+            if next_timer != timer_at {
+                if let Some(at) = next_timer {
+                    timer.as_mut().reset(at);
+                }
+                timer_at = next_timer;
+            }
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => {
+                _ = &mut cancelled => {
                     self.record(EventKind::Warning { message: "cancelled by the operator".into() });
                     self.finish = Some((RunStatus::Cancelled, Some("cancelled by the operator".into())));
                 }
-                _ = tokio::time::sleep_until(self.deadline) => {
+                _ = &mut deadline => {
                     let limit = crate::check::render::dur(self.wf.settings.timeout);
                     self.finish = Some((
                         RunStatus::Cancelled,
@@ -290,7 +324,8 @@ impl Scheduler {
                         self.completed(joined);
                     }
                 }
-                _ = sleep_until_opt(next_timer), if next_timer.is_some() => {
+                _ = &mut timer, if timer_at.is_some() => {
+                    timer_at = None;
                     self.fire_timers();
                 }
             }
@@ -530,7 +565,7 @@ impl Scheduler {
         Ok(TaskRequest {
             run_id: self.run_id.clone(),
             task: self.tasks[t.index()].name.clone(),
-            phase: self.wf.phase(task.phase).name.clone(),
+            phase: self.phase_names[task.phase.index()].clone(),
             instance,
             attempt,
             loop_count: self.state.feedback_loop_count,
@@ -941,7 +976,7 @@ fn default_feedback(wf: &Workflow, state: &RunState) -> (Severity, String, Value
     let mut worst = Severity::Ok;
     let mut summary = String::new();
     let mut details = serde_json::Map::new();
-    for t in state.tasks.iter().filter(|t| t.phase == last) {
+    for t in state.tasks.iter().filter(|t| &*t.phase == last) {
         let Some(sev) = t
             .output
             .get("severity")
@@ -992,12 +1027,5 @@ pub(crate) fn backoff_delay(backoff: Backoff, attempt: u32, task: &str) -> Durat
             let jitter = (h % 501) as f64 / 1000.0 + 0.75; // 0.75 ..= 1.25
             base.mul_f64(jitter).min(max)
         }
-    }
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }

@@ -6,9 +6,16 @@ use std::sync::Mutex;
 use super::{RunRecord, Store, StoreError};
 use crate::model::{Event, RunId, RunStatus};
 
+/// A run's log in the batches it was appended in: no giant reallocation as it grows.
+#[derive(Default)]
+struct Log {
+    batches: Vec<Vec<Event>>,
+    last: u64,
+}
+
 #[derive(Default)]
 pub struct MemoryStore {
-    runs: Mutex<HashMap<RunId, (RunRecord, Vec<Event>)>>,
+    runs: Mutex<HashMap<RunId, (RunRecord, Log)>>,
 }
 
 impl MemoryStore {
@@ -16,7 +23,7 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, (RunRecord, Vec<Event>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, (RunRecord, Log)>> {
         // A panic while holding the lock leaves plain data behind; keep using it.
         self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -32,7 +39,7 @@ impl Store for MemoryStore {
         if runs.contains_key(&run.id) {
             return Err(StoreError::DuplicateRun(run.id.clone()));
         }
-        runs.insert(run.id.clone(), (run.clone(), Vec::new()));
+        runs.insert(run.id.clone(), (run.clone(), Log::default()));
         Ok(())
     }
 
@@ -41,7 +48,7 @@ impl Store for MemoryStore {
         let (_, log) = runs
             .get_mut(run)
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
-        let mut last = log.last().map_or(0, |e| e.seq);
+        let mut last = log.last;
         for e in events {
             if e.seq != last + 1 {
                 return Err(StoreError::OutOfOrder {
@@ -52,7 +59,8 @@ impl Store for MemoryStore {
             }
             last = e.seq;
         }
-        log.extend_from_slice(events);
+        log.last = last;
+        log.batches.push(events.to_vec());
         Ok(())
     }
 
@@ -75,7 +83,7 @@ impl Store for MemoryStore {
     fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
         self.lock()
             .get(run)
-            .map(|(_, e)| e.clone())
+            .map(|(_, log)| log.batches.iter().flatten().cloned().collect())
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))
     }
 

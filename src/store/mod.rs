@@ -35,7 +35,7 @@ pub struct RunRecord {
     /// The workflow file as given on the command line.
     pub file: String,
     pub params: BTreeMap<String, serde_json::Value>,
-    pub created_at: String,
+    pub created_at: crate::model::Timestamp,
     pub status: RunStatus,
 }
 
