@@ -3,12 +3,14 @@
 //! future (so an agent's work must stop when its future is dropped).
 
 mod mock;
+mod shell;
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 pub use mock::{dry_run_output, MockAgent};
+pub use shell::ShellAgent;
 
 use crate::check::ir::{self, AgentKind};
 use crate::model::{ErrorCode, FeedbackPayload, RunId, TaskError};
@@ -32,6 +34,17 @@ pub struct TaskRequest {
     pub upstream: serde_json::Map<String, serde_json::Value>,
     pub params: Arc<serde_json::Value>,
     pub feedback: Option<FeedbackPayload>,
+    /// For shell agents: the command with its templates rendered.
+    pub shell: Option<ShellCommand>,
+}
+
+/// A shell agent's command for one attempt: argv (each element one argument), the working
+/// directory and extra environment.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShellCommand {
+    pub argv: Vec<String>,
+    pub workdir: Option<String>,
+    pub env: Vec<(String, String)>,
 }
 
 pub type AgentResult = Result<serde_json::Value, TaskError>;
@@ -53,13 +66,19 @@ pub enum AgentMode {
     DryRun,
 }
 
-/// Builds the agent of a pool, or says why it cannot run here.
-pub fn build(agent: &ir::Agent, mode: AgentMode) -> Result<Arc<dyn Agent>, String> {
+/// Builds the agent of a pool, or says why it cannot run here. `base` is the folder relative
+/// paths (a shell `workdir`) resolve from.
+pub fn build(
+    agent: &ir::Agent,
+    mode: AgentMode,
+    base: &std::path::Path,
+) -> Result<Arc<dyn Agent>, String> {
     if mode == AgentMode::DryRun {
         return Ok(Arc::new(MockAgent::dry_run(agent)));
     }
     match &agent.kind {
         AgentKind::Mock(m) => Ok(Arc::new(MockAgent::new(m))),
+        AgentKind::Shell(_) => Ok(Arc::new(ShellAgent::new(base.to_path_buf()))),
         other => Err(format!(
             "agent `{}` is a `{}` agent, which this build cannot run yet; use `--dry-run` to \
              replace every agent with a mock",

@@ -115,7 +115,15 @@ impl Scheduler {
         let mut agents = Vec::with_capacity(wf.agents.len());
         let mut pools = Vec::with_capacity(wf.agents.len());
         for a in &wf.agents {
-            agents.push(agents::build(a, options.agents).map_err(ExecError::Agent)?);
+            let base = wf
+                .path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(
+                    || std::path::PathBuf::from("."),
+                    std::path::Path::to_path_buf,
+                );
+            agents.push(agents::build(a, options.agents, &base).map_err(ExecError::Agent)?);
             pools.push(Pool {
                 count: a.count,
                 idle: (0..a.count).collect(),
@@ -532,27 +540,55 @@ impl Scheduler {
                 .map(|(k, v)| (k.clone(), v.to_json()))
                 .collect(),
         );
-        let (prompt, input) = if needs_ctx {
-            let mut ctx = json!({
+        let mut ctx = needs_ctx.then(|| {
+            json!({
                 "params": &*self.params,
                 "tasks": context::tasks_json(&self.state, |r| r.status.is_final()),
                 "feedback": context::feedback_json(&self.state),
                 "loop_count": self.state.feedback_loop_count,
-            });
-            let what = format!("`input` of task `{}`", task.name);
-            let input = self.templates.render_value(&input_json, &what, &ctx)?;
-            ctx["input"] = input.clone();
-            let prompt = match &task.prompt {
-                Some(p) => Some(self.templates.render(
-                    p,
-                    &format!("`prompt` of task `{}`", task.name),
-                    &ctx,
-                )?),
-                None => None,
-            };
-            (prompt, input)
-        } else {
-            (task.prompt.as_ref().map(|p| p.text.clone()), input_json)
+            })
+        });
+        let input = match &ctx {
+            Some(c) => {
+                let what = format!("`input` of task `{}`", task.name);
+                self.templates.render_value(&input_json, &what, c)?
+            }
+            None => input_json,
+        };
+        if let Some(c) = ctx.as_mut() {
+            c["input"] = input.clone();
+        }
+        let empty = Value::Null;
+        let ctx_ref = ctx.as_ref().unwrap_or(&empty);
+        let prompt = match &task.prompt {
+            Some(p) => Some(self.templates.render(
+                p,
+                &format!("`prompt` of task `{}`", task.name),
+                ctx_ref,
+            )?),
+            None => None,
+        };
+        let shell = match &self.wf.agent(task.agent).kind {
+            crate::check::ir::AgentKind::Shell(sh) => {
+                let what =
+                    |part: &str| format!("`{part}` of agent `{}`", self.wf.agent(task.agent).name);
+                let argv = sh
+                    .command
+                    .iter()
+                    .map(|t| self.templates.render(t, &what("command"), ctx_ref))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let workdir = match &sh.workdir {
+                    Some(w) => Some(self.templates.render(w, &what("workdir"), ctx_ref)?),
+                    None => None,
+                };
+                let env = sh
+                    .env
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), self.templates.render(v, &what("env"), ctx_ref)?)))
+                    .collect::<Result<Vec<_>, TaskError>>()?;
+                Some(agents::ShellCommand { argv, workdir, env })
+            }
+            _ => None,
         };
         let upstream = task
             .after
@@ -574,6 +610,7 @@ impl Scheduler {
             upstream,
             params: self.params.clone(),
             feedback: self.state.feedback.clone(),
+            shell,
         })
     }
 

@@ -1,0 +1,191 @@
+//! The `shell` agent: runs a program with arguments (never through a shell), in its own
+//! process group, capturing bounded stdout and stderr. Dropping the attempt's future (timeout,
+//! cancellation) kills the whole group, so no grandchild outlives it.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::{Agent, AgentFuture, TaskRequest};
+use crate::model::{ErrorCode, TaskError};
+
+/// Bytes of stdout and of stderr kept; past it, the tail is kept.
+pub const OUTPUT_LIMIT: usize = 1 << 20;
+
+/// How long output is still read after the program exits, when something else holds its pipes.
+const PIPE_GRACE: Duration = Duration::from_millis(250);
+
+pub struct ShellAgent {
+    /// Where relative `workdir`s resolve from, and the default working directory.
+    base: PathBuf,
+}
+
+impl ShellAgent {
+    pub fn new(base: PathBuf) -> ShellAgent {
+        ShellAgent { base }
+    }
+}
+
+/// Kills a process group when dropped, unless disarmed.
+struct GroupGuard {
+    pgid: Option<i32>,
+}
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pgid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Agent for ShellAgent {
+    fn execute(&self, req: TaskRequest) -> AgentFuture {
+        let base = self.base.clone();
+        Box::pin(async move {
+            let shell = req.shell.clone().ok_or_else(|| {
+                TaskError::fatal(ErrorCode::InvalidInput, "a shell task needs a `command`")
+            })?;
+            let Some((program, args)) = shell.argv.split_first() else {
+                return Err(TaskError::fatal(
+                    ErrorCode::InvalidInput,
+                    "`command` is empty",
+                ));
+            };
+            let workdir = match &shell.workdir {
+                Some(w) => base.join(w),
+                None => base.clone(),
+            };
+            let mut cmd = tokio::process::Command::new(program);
+            cmd.args(args)
+                .current_dir(&workdir)
+                .envs(shell.env.iter().map(|(k, v)| (k, v)))
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0)
+                .kill_on_drop(true);
+            let mut child = cmd.spawn().map_err(|e| {
+                TaskError::fatal(
+                    ErrorCode::InvalidInput,
+                    format!("cannot run `{program}` in `{}`: {e}", workdir.display()),
+                )
+            })?;
+            // The child leads its own group (process_group(0)): its pid is the group id.
+            let mut guard = GroupGuard {
+                pgid: child.id().map(|p| p as i32),
+            };
+            let out_buf = Arc::new(Mutex::new(Captured::default()));
+            let err_buf = Arc::new(Mutex::new(Captured::default()));
+            let readers = (
+                tokio::spawn(read_bounded(child.stdout.take(), out_buf.clone())),
+                tokio::spawn(read_bounded(child.stderr.take(), err_buf.clone())),
+            );
+            let status = child.wait().await.map_err(|e| {
+                TaskError::retryable(
+                    ErrorCode::AgentCrashed,
+                    format!("waiting for `{program}`: {e}"),
+                )
+            })?;
+            // It finished on its own: what it started in the background (a service) lives on.
+            guard.pgid = None;
+            // A background process may hold the pipes open; take what came within a moment.
+            let _ = tokio::time::timeout(PIPE_GRACE, async {
+                let _ = readers.0.await;
+                let _ = readers.1.await;
+            })
+            .await;
+            let out = lock(&out_buf).text();
+            let err = lock(&err_buf).text();
+            let mut output = serde_json::json!({
+                "exit_code": status.code(),
+                "stdout": out,
+                "stderr": err,
+            });
+            match status.code() {
+                Some(0) => {
+                    if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(out.trim()) {
+                        if let (Some(obj), Some(fields)) =
+                            (output.as_object_mut(), parsed.as_object())
+                        {
+                            for (k, v) in fields {
+                                obj.entry(k.clone()).or_insert_with(|| v.clone());
+                            }
+                        }
+                        output["json"] = parsed;
+                    }
+                    Ok(output)
+                }
+                Some(code) => Err(TaskError::retryable(
+                    ErrorCode::ExitCode,
+                    format!("`{program}` exited with status {code}{}", tail_hint(&err)),
+                )),
+                None => Err(TaskError::retryable(
+                    ErrorCode::AgentCrashed,
+                    format!("`{program}` was killed by a signal"),
+                )),
+            }
+        })
+    }
+}
+
+/// The last line of stderr, for error messages.
+fn tail_hint(stderr: &str) -> String {
+    match stderr.lines().rev().find(|l| !l.trim().is_empty()) {
+        Some(line) => {
+            let line: String = line.chars().take(200).collect();
+            format!(": {line}")
+        }
+        None => String::new(),
+    }
+}
+
+/// What a pipe gave: the last [`OUTPUT_LIMIT`] bytes and how many were cut before them.
+#[derive(Default)]
+struct Captured {
+    kept: Vec<u8>,
+    dropped: usize,
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.kept).into_owned();
+        if self.dropped > 0 {
+            format!("[… {} bytes cut …]\n{text}", self.dropped)
+        } else {
+            text
+        }
+    }
+}
+
+fn lock(m: &Mutex<Captured>) -> std::sync::MutexGuard<'_, Captured> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Reads a pipe to its end into `into`, keeping the tail.
+async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, into: Arc<Mutex<Captured>>) {
+    let Some(mut pipe) = pipe else {
+        return;
+    };
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut chunk).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let mut c = lock(&into);
+                c.kept.extend_from_slice(&chunk[..n]);
+                if c.kept.len() > OUTPUT_LIMIT {
+                    let excess = c.kept.len() - OUTPUT_LIMIT;
+                    c.kept.drain(..excess);
+                    c.dropped += excess;
+                }
+            }
+        }
+    }
+}
