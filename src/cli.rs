@@ -489,6 +489,9 @@ fn run(path: &std::path::Path, params: &[String], json: bool, dry_run: bool) -> 
             store.describe(),
         )));
     }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        options.escalations = Some(std::sync::Arc::new(TerminalOperator));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -530,5 +533,37 @@ fn run(path: &std::path::Path, params: &[String], json: bool, dry_run: bool) -> 
             eprintln!("error: the run stopped unexpectedly: {e}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Asks the operator at the terminal what to do with a task that failed fatally.
+struct TerminalOperator;
+
+impl crate::exec::Escalations for TerminalOperator {
+    fn decide<'a>(&'a self, q: &'a crate::exec::Escalation) -> crate::exec::DecisionFuture<'a> {
+        let prompt = format!(
+            "\ntask `{}` failed after {} attempt{}: {}\nretry, skip or abort? [r/s/a] ",
+            q.task,
+            q.attempts,
+            if q.attempts == 1 { "" } else { "s" },
+            q.error
+        );
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || loop {
+                eprint!("{prompt}");
+                let mut line = String::new();
+                match std::io::stdin().read_line(&mut line) {
+                    // End of input: nobody can answer; the run waits for `resume --decide`.
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => match line.parse::<crate::model::Decision>() {
+                        Ok(d) => return Some((d, "operator at the terminal".to_string())),
+                        Err(e) => eprintln!("{e}"),
+                    },
+                }
+            })
+            .await
+            .ok()
+            .flatten()
+        })
     }
 }

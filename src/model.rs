@@ -294,11 +294,106 @@ pub enum EventKind {
     Warning {
         message: String,
     },
+    /// A pool's circuit breaker changed state.
+    BreakerChanged {
+        agent: Arc<str>,
+        state: BreakerState,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// A task that cannot succeed on its own was put in the dead-letter queue (it ends FAILED).
+    DeadLettered {
+        entry: DeadLetter,
+    },
+    /// A non-retryable failure was escalated.
+    Escalated {
+        task: Arc<str>,
+        error: TaskError,
+    },
+    /// What happens to an escalated task, and who or what decided.
+    Decided {
+        task: Arc<str>,
+        decision: Decision,
+        by: String,
+    },
+    /// The run waits for an operator's decision on these tasks.
+    RunWaiting {
+        tasks: Vec<Arc<str>>,
+    },
     RunFinished {
         status: RunStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BreakerState {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl BreakerState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+}
+
+/// An operator's (or `on_escalation`'s) answer to an escalation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Retry,
+    Skip,
+    Abort,
+}
+
+impl std::str::FromStr for Decision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Decision, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "retry" | "r" => Ok(Decision::Retry),
+            "skip" | "s" => Ok(Decision::Skip),
+            "abort" | "a" => Ok(Decision::Abort),
+            other => Err(format!(
+                "`{other}` is not a decision: use retry, skip or abort"
+            )),
+        }
+    }
+}
+
+/// One attempt of a task, as the dead-letter queue keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub agent: Option<Arc<str>>,
+    pub error: Option<TaskError>,
+    /// The backoff before the next attempt, when one was scheduled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay_ms: Option<u64>,
+    pub duration_ms: u64,
+}
+
+/// A dead-lettered task with everything needed to understand and retry it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// `RUN_ID:SEQ`: unique, and names the run.
+    pub id: String,
+    pub run_id: RunId,
+    pub task: Arc<str>,
+    pub phase: Arc<str>,
+    pub pool: Arc<str>,
+    pub reason: String,
+    pub attempts: Vec<AttemptRecord>,
+    /// The last request as sent to the agent (prompt, input, command…).
+    pub request: serde_json::Value,
+    pub at: Timestamp,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -357,6 +452,12 @@ pub struct RunState {
     pub feedback: Option<FeedbackPayload>,
     pub warnings: Vec<String>,
     pub gates: Vec<GateRecord>,
+    /// Each pool's circuit breaker.
+    pub breakers: BTreeMap<String, BreakerState>,
+    /// Ids of this run's dead-lettered tasks.
+    pub dead_letters: Vec<String>,
+    /// Tasks waiting for an operator's decision.
+    pub awaiting_decision: Vec<Arc<str>>,
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
     pub error: Option<String>,
@@ -536,7 +637,7 @@ impl RunState {
             }
             EventKind::PolicyViolation { task, rule, reason } => {
                 self.error = Some(format!(
-                    "policy violation: rule {rule} denied task `{task}`: {reason}"
+                    "policy violation: {rule} denied task `{task}`: {reason}"
                 ));
             }
             EventKind::GateDecided {
@@ -569,6 +670,20 @@ impl RunState {
                 self.feedback_loop_count = *loop_count;
             }
             EventKind::Warning { message } => self.warnings.push(message.clone()),
+            EventKind::BreakerChanged { agent, state, .. } => {
+                self.breakers.insert(agent.to_string(), *state);
+            }
+            EventKind::DeadLettered { entry } => self.dead_letters.push(entry.id.clone()),
+            EventKind::Escalated { task, error } => {
+                if let Some(t) = self.task_mut(task) {
+                    t.error = Some(error.clone());
+                }
+            }
+            EventKind::Decided { task, .. } => self.awaiting_decision.retain(|t| t != task),
+            EventKind::RunWaiting { tasks } => {
+                self.status = Some(RunStatus::Waiting);
+                self.awaiting_decision = tasks.clone();
+            }
             EventKind::RunFinished { status, error } => {
                 self.status = Some(*status);
                 self.completed_at = Some(event.at);
@@ -613,6 +728,9 @@ impl RunState {
             feedback_loop_count: self.feedback_loop_count,
             feedback: self.feedback.as_ref(),
             gates: &self.gates,
+            breakers: &self.breakers,
+            dead_letters: &self.dead_letters,
+            awaiting_decision: &self.awaiting_decision,
             params: &self.params,
             warnings: &self.warnings,
             started_at: self.started_at,
@@ -638,6 +756,9 @@ pub struct RunStateView<'a> {
     pub feedback_loop_count: u32,
     pub feedback: Option<&'a FeedbackPayload>,
     pub gates: &'a [GateRecord],
+    pub breakers: &'a BTreeMap<String, BreakerState>,
+    pub dead_letters: &'a [String],
+    pub awaiting_decision: &'a [Arc<str>],
     pub params: &'a BTreeMap<String, serde_json::Value>,
     pub warnings: &'a [String],
     pub started_at: Option<Timestamp>,

@@ -257,7 +257,7 @@ fn run_exit_codes_follow_the_outcome() {
     let path = dir.path().join("fails.cond");
     std::fs::write(
         &path,
-        r#"workflow f { agent m { kind = "mock", fail_first = 5, error = "fatal" } phase p { task a on m } }"#,
+        r#"workflow f { agent m { kind = "mock", fail_first = 5, retry = 1, backoff = fixed(10ms) } phase p { task a on m } }"#,
     )
     .unwrap();
     let out = conductor().arg("run").arg(&path).output().unwrap();

@@ -110,7 +110,7 @@ async fn a_failed_gate_ends_the_run_and_no_later_phase_runs() {
     let o = run_text(
         r#"workflow w {
             agent ok { kind = "mock" }
-            agent bad { kind = "mock", fail_first = 9, error = "fatal" }
+            agent bad { kind = "mock", fail_first = 9, retry = 0 }
             phase one { task a on ok  task b on bad  gate { success_rate >= 0.9 } }
             phase two { task c on ok }
         }"#,
@@ -147,7 +147,7 @@ async fn dependents_of_a_failed_task_are_skipped_as_upstream_failed() {
     let o = run_text(
         r#"workflow w {
             agent m { kind = "mock" }
-            agent bad { kind = "mock", fail_first = 9, error = "fatal" }
+            agent bad { kind = "mock", fail_first = 9, retry = 0 }
             phase p {
                 task a on bad  task b on m after a  task c on m after b  task d on m
                 gate { true }
@@ -200,8 +200,10 @@ async fn a_policy_deny_fails_the_run_with_the_violation() {
         "{}",
         violation.2
     );
-    // The two running tasks were stopped, not left behind.
-    assert_eq!(o.status("a"), TaskStatus::Cancelled);
+    // a and b were given instances in the same turn, before c was denied: nothing is
+    // dispatched after a violation.
+    assert_eq!(o.status("a"), TaskStatus::Pending);
+    assert!(o.dispatch_order().is_empty(), "{:?}", o.dispatch_order());
     let error = o.state.error.clone().unwrap();
     assert!(error.starts_with("policy violation"), "{error}");
 }
@@ -233,7 +235,7 @@ async fn waiting_longer_than_agent_wait_fails_with_no_available_agent() {
         r#"workflow w {
             agent_wait = 150ms
             agent one { kind = "mock", latency = 100ms }
-            phase p { task a on one  task b on one  task c on one  gate { true } }
+            phase p { task a on one  task b on one  task c on one { retry = 0 }  gate { true } }
         }"#,
     )
     .await;
@@ -440,4 +442,25 @@ async fn a_missing_required_param_is_an_error_before_the_run() {
         .await
         .unwrap_err();
     assert_eq!(err.to_string(), "missing required param `spec`");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_policy_deny_stops_tasks_already_running() {
+    let o = run_text(
+        r#"workflow w {
+            agent m { kind = "mock", latency = 1s, count = 4 }
+            agent quick { kind = "mock", latency = 100ms }
+            enforce { if task.name == "late" { deny("late is not allowed") } else { allow() } }
+            phase p { task slow on m  task first on quick  task late on quick after first }
+        }"#,
+    )
+    .await;
+    assert_eq!(o.state.status(), RunStatus::Failed);
+    assert_eq!(
+        o.status("slow"),
+        TaskStatus::Cancelled,
+        "running work is stopped"
+    );
+    assert_eq!(o.status("late"), TaskStatus::Pending);
+    assert_eq!(o.elapsed, Duration::from_millis(100));
 }

@@ -69,7 +69,7 @@ impl MockAgent {
 
 fn has_tags(v: &serde_json::Value) -> bool {
     match v {
-        serde_json::Value::String(s) => s.contains("{{") || s.contains("{%"),
+        serde_json::Value::String(s) => s.contains("{{") || s.contains("{%") || s.contains("{#"),
         serde_json::Value::Array(items) => items.iter().any(has_tags),
         serde_json::Value::Object(map) => map.values().any(has_tags),
         _ => false,
@@ -111,7 +111,9 @@ fn render_output(
         task: &str,
     ) -> Result<serde_json::Value, TaskError> {
         Ok(match v {
-            serde_json::Value::String(s) if s.contains("{{") || s.contains("{%") => {
+            serde_json::Value::String(s)
+                if s.contains("{{") || s.contains("{%") || s.contains("{#") =>
+            {
                 serde_json::Value::String(env.render_str(s, ctx).map_err(|e| {
                     TaskError::fatal(
                         ErrorCode::Template,

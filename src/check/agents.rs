@@ -436,7 +436,7 @@ impl Checker<'_> {
                 }
                 "output" => match &v.kind {
                     ValueKind::Map(entries) => {
-                        if let Some(m) = r.map(entries) {
+                        if let Some(m) = r.template_map(entries) {
                             mock.output = Value::Map(m);
                         }
                         // Strings of a mock's output are templates, rendered per attempt.

@@ -730,7 +730,8 @@ impl<'m> Checker<'m> {
                         "input" => match &v.kind {
                             ast::ValueKind::Map(entries) => {
                                 self.check_templates_in(v);
-                                task.input = self.reader().map(entries).unwrap_or_default();
+                                task.input =
+                                    self.reader().template_map(entries).unwrap_or_default();
                             }
                             _ => {
                                 let found = values::describe(v);

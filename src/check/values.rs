@@ -353,9 +353,14 @@ impl Reader<'_> {
         None
     }
 
-    /// Any literal value (params, `input`, mock `output`, rule arguments).
+    /// Any literal value (params, rule arguments).
     pub fn literal(&mut self, value: &ast::Value) -> Option<Value> {
+        self.literal_as(value, false)
+    }
+
+    fn literal_as(&mut self, value: &ast::Value, templates: bool) -> Option<Value> {
         Some(match &value.kind {
+            ValueKind::Str(s) if templates => Value::Str(s.template.clone()),
             ValueKind::Str(s) => Value::Str(s.value.clone()),
             ValueKind::Number(t) => match number(t) {
                 Ok(Number::Int(n)) => Value::Int(n),
@@ -372,10 +377,13 @@ impl Reader<'_> {
             },
             ValueKind::Bool(b) => Value::Bool(*b),
             ValueKind::List(items) => {
-                let items: Vec<Option<Value>> = items.iter().map(|v| self.literal(v)).collect();
+                let items: Vec<Option<Value>> = items
+                    .iter()
+                    .map(|v| self.literal_as(v, templates))
+                    .collect();
                 Value::List(items.into_iter().collect::<Option<_>>()?)
             }
-            ValueKind::Map(entries) => Value::Map(self.map(entries)?),
+            ValueKind::Map(entries) => Value::Map(self.map_as(entries, templates)?),
             ValueKind::Call(call) => {
                 self.diags.push(
                     Diagnostic::error(
@@ -401,8 +409,17 @@ impl Reader<'_> {
         })
     }
 
-    /// A map literal; duplicate keys are errors.
-    pub fn map(&mut self, entries: &[ast::MapEntry]) -> Option<IndexMap<String, Value>> {
+    /// A map literal whose strings are templates (`input`, mock `output`): strings keep their
+    /// template source, so a `\{` stays a literal brace when rendered.
+    pub fn template_map(&mut self, entries: &[ast::MapEntry]) -> Option<IndexMap<String, Value>> {
+        self.map_as(entries, true)
+    }
+
+    fn map_as(
+        &mut self,
+        entries: &[ast::MapEntry],
+        templates: bool,
+    ) -> Option<IndexMap<String, Value>> {
         let mut out = IndexMap::new();
         let mut ok = true;
         for entry in entries {
@@ -415,7 +432,7 @@ impl Reader<'_> {
                 ok = false;
                 continue;
             }
-            match self.literal(&entry.value) {
+            match self.literal_as(&entry.value, templates) {
                 Some(v) => {
                     out.insert(key, v);
                 }

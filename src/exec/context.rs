@@ -87,7 +87,7 @@ impl Templates {
     /// Renders every string of a JSON value that holds a template tag.
     pub fn render_value(&self, value: &Value, what: &str, ctx: &Value) -> Result<Value, TaskError> {
         Ok(match value {
-            Value::String(s) if ["{{", "{%"].iter().any(|t| s.contains(t)) => {
+            Value::String(s) if ["{{", "{%", "{#"].iter().any(|t| s.contains(t)) => {
                 Value::String(self.render_source(s, what, ctx)?)
             }
             Value::Array(items) => Value::Array(
@@ -110,7 +110,7 @@ impl Templates {
 pub(super) fn needs_template_context(wf: &Workflow, task: &Task) -> bool {
     let dynamic_input = task.input.values().any(|v| {
         let text = v.to_json().to_string();
-        text.contains("{{") || text.contains("{%")
+        text.contains("{{") || text.contains("{%") || text.contains("{#")
     });
     task.prompt.as_ref().is_some_and(|p| p.dynamic)
         || dynamic_input

@@ -35,6 +35,28 @@ pub struct RunOptions {
     pub agents: AgentMode,
     /// The file as the user named it, for records and headers.
     pub file: String,
+    /// Who answers escalations (`on_escalation = "ask"`): a terminal prompt, a test. With none,
+    /// `ask` makes the run WAIT for `conductor resume --decide`, and the default is `abort`.
+    pub escalations: Option<Arc<dyn Escalations>>,
+}
+
+/// A non-retryable failure put to an operator.
+#[derive(Clone, Debug)]
+pub struct Escalation {
+    pub run_id: RunId,
+    pub task: String,
+    pub attempts: u32,
+    pub error: crate::model::TaskError,
+}
+
+/// A decision and who made it, or `None` when nobody can answer now.
+pub type DecisionFuture<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Option<(crate::model::Decision, String)>> + Send + 'a>,
+>;
+
+/// Answers escalations.
+pub trait Escalations: Send + Sync {
+    fn decide<'a>(&'a self, question: &'a Escalation) -> DecisionFuture<'a>;
 }
 
 impl RunOptions {
@@ -47,6 +69,7 @@ impl RunOptions {
             cancel: CancellationToken::new(),
             agents: AgentMode::Real,
             file: String::new(),
+            escalations: None,
         }
     }
 }

@@ -52,8 +52,9 @@ pub struct HumanView {
 impl HumanView {
     /// Writes to `out`; shows live progress on stderr when it is a terminal.
     pub fn new(out: Box<dyn Write + Send>, store: String) -> HumanView {
-        let progress = std::io::stderr()
-            .is_terminal()
+        // Live progress only when both streams are a terminal: lines printed through the
+        // progress bars go to stderr, and a redirected stdout must still get every line.
+        let progress = (std::io::stderr().is_terminal() && std::io::stdout().is_terminal())
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         HumanView {
             out,
@@ -214,6 +215,41 @@ impl Observer for HumanView {
                 self.line(format!("loop {loop_count}: back to phase {target}"));
             }
             EventKind::Warning { message } => self.line(format!("warning: {message}")),
+            EventKind::BreakerChanged {
+                agent,
+                state,
+                reason,
+            } => {
+                let why = reason
+                    .as_deref()
+                    .map(|r| format!(": {r}"))
+                    .unwrap_or_default();
+                self.line(format!(
+                    "  ⚡ circuit breaker of `{agent}` is {}{why}",
+                    state.as_str()
+                ));
+            }
+            EventKind::DeadLettered { entry } => {
+                self.line(format!(
+                    "  ☠ {:<20} dead-lettered ({}) as {}",
+                    entry.task, entry.reason, entry.id
+                ));
+            }
+            EventKind::Escalated { task, error } => {
+                self.stop_bar(task);
+                self.line(format!("  ! {task:<20} escalated: {error}"));
+            }
+            EventKind::Decided { task, decision, by } => {
+                self.line(format!("  → {task:<20} {decision:?} (decided by {by})"));
+            }
+            EventKind::RunWaiting { tasks } => {
+                let names: Vec<&str> = tasks.iter().map(|t| &**t).collect();
+                self.line(format!(
+                    "\nthe run waits for a decision on {}; answer with `conductor resume {} --decide TASK=retry|skip|abort`",
+                    names.join(", "),
+                    state.workflow_id
+                ));
+            }
             EventKind::RunFinished { .. } | EventKind::AttemptFinished { .. } => {}
         }
     }

@@ -18,10 +18,12 @@ use tokio::time::Instant;
 use super::context::{self, Templates};
 use super::{resolve_params, ExecError, Observer, RunOptions};
 use crate::agents::{self, Agent, TaskRequest};
-use crate::check::ir::{Backoff, OnMaxLoops, PhaseId, Rule, RuleSource, TaskId, Workflow};
+use crate::check::ir::{
+    Backoff, OnEscalation, OnMaxLoops, PhaseId, Rule, RuleSource, TaskId, Workflow,
+};
 use crate::model::{
-    now, ErrorCode, Event, EventKind, RunId, RunState, RunStatus, SkipReason, TaskError, TaskInfo,
-    TaskStatus,
+    now, Decision, ErrorCode, Event, EventKind, RunId, RunState, RunStatus, SkipReason, TaskError,
+    TaskInfo, TaskStatus,
 };
 use crate::plan::{Node, Plan};
 use crate::policy::{PolicyHost, RuleCache, RuleContext, RuleKind, Severity, Verdict};
@@ -34,6 +36,26 @@ struct Done {
     instance: u32,
     result: Result<Value, TaskError>,
     elapsed: Duration,
+    /// Whether the agent was called (a template error fails before it is).
+    reached_agent: bool,
+}
+
+/// A pool's circuit breaker: closed → open after `threshold` consecutive failures → half-open
+/// after `cooldown` (one trial dispatch) → closed on its success, open again on its failure.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Breaker {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { trial_out: bool },
+}
+
+/// What the breaker says about a dispatch.
+enum Admit {
+    Go,
+    /// Open: the agent is not called, the task goes to the dead-letter queue.
+    Reject,
+    /// Half-open with its trial in flight: wait for the trial's outcome.
+    Wait,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,6 +78,10 @@ struct TaskRt {
     /// Bumped each time the task starts waiting for an instance.
     wait_token: u64,
     waiting: bool,
+    /// This pass's attempts, for the dead-letter queue.
+    history: Vec<crate::model::AttemptRecord>,
+    /// The last request sent to the agent, as the dead-letter queue keeps it.
+    last_request: Value,
 }
 
 struct Pool {
@@ -65,6 +91,12 @@ struct Pool {
     running: u32,
     failed: u32,
     instances: Vec<Arc<str>>,
+    /// Whether each instance's last attempt failed (`pool.failed` for enforce rules).
+    instance_failed: Vec<bool>,
+    breaker: Breaker,
+    consecutive_failures: u32,
+    threshold: u32,
+    cooldown: Duration,
 }
 
 pub(super) struct Scheduler {
@@ -103,6 +135,13 @@ pub(super) struct Scheduler {
     agent_names: Vec<Arc<str>>,
     /// The wall-clock time stamped on events, read once per scheduler turn.
     clock: crate::model::Timestamp,
+    escalations: Option<Arc<dyn super::Escalations>>,
+    /// Escalations to put to the operator, in order.
+    asks: VecDeque<(TaskId, TaskError)>,
+    /// Escalated tasks nobody could be asked about: the run will wait for a decision.
+    awaiting: Vec<TaskId>,
+    /// Retries whose backoff has not run out yet.
+    retries_pending: usize,
 }
 
 impl Scheduler {
@@ -133,6 +172,11 @@ impl Scheduler {
                 instances: (0..a.count)
                     .map(|i| Arc::from(a.instance_name(i)))
                     .collect(),
+                instance_failed: vec![false; a.count as usize],
+                breaker: Breaker::Closed,
+                consecutive_failures: 0,
+                threshold: a.breaker.failures,
+                cooldown: a.breaker.cooldown,
             });
         }
         let tasks = wf
@@ -146,6 +190,8 @@ impl Scheduler {
                 upstream_failed: false,
                 wait_token: 0,
                 waiting: false,
+                history: Vec::new(),
+                last_request: Value::Null,
             })
             .collect();
         let wf_agent_names = wf
@@ -195,6 +241,10 @@ impl Scheduler {
             finish: None,
             file: options.file,
             pending_starts: Vec::new(),
+            escalations: options.escalations,
+            asks: VecDeque::new(),
+            awaiting: Vec::new(),
+            retries_pending: 0,
             phase_names: wf_phase_names,
             agent_names: wf_agent_names,
             clock: now(),
@@ -292,11 +342,41 @@ impl Scheduler {
             if self.finish.is_none() {
                 self.pump()?;
             }
+            if self.finish.is_none() && !self.asks.is_empty() {
+                self.ask().await?;
+                continue;
+            }
+            // Work that became possible during the pump (an attempt that failed before reaching
+            // its agent frees an instance for a waiter) is done now, not at the next wake-up.
+            if self.finish.is_none() && (!self.pending_starts.is_empty() || !self.ready.is_empty())
+            {
+                continue;
+            }
+            if self.finish.is_none()
+                && !self.awaiting.is_empty()
+                && self.running == 0
+                && self.ready.is_empty()
+                && self.pending_starts.is_empty()
+                && self.retries_pending == 0
+            {
+                self.finish = Some((RunStatus::Waiting, None));
+            }
             if self.finish.is_none() && self.phase_open == 0 && self.running == 0 {
                 self.end_phase();
                 continue;
             }
             if let Some((status, error)) = self.finish.take() {
+                if status == RunStatus::Waiting {
+                    let tasks = self
+                        .awaiting
+                        .iter()
+                        .map(|t| self.tasks[t.index()].name.clone())
+                        .collect();
+                    self.record(EventKind::RunWaiting { tasks });
+                    self.flush()?;
+                    self.store.set_status(&self.run_id, status)?;
+                    return Ok(());
+                }
                 self.stop_running();
                 self.record(EventKind::RunFinished { status, error });
                 self.flush()?;
@@ -314,10 +394,12 @@ impl Scheduler {
             tokio::select! {
                 biased;
                 _ = &mut cancelled => {
+                    self.clock = now();
                     self.record(EventKind::Warning { message: "cancelled by the operator".into() });
                     self.finish = Some((RunStatus::Cancelled, Some("cancelled by the operator".into())));
                 }
                 _ = &mut deadline => {
+                    self.clock = now();
                     let limit = crate::check::render::dur(self.wf.settings.timeout);
                     self.finish = Some((
                         RunStatus::Cancelled,
@@ -325,6 +407,7 @@ impl Scheduler {
                     ));
                 }
                 Some(joined) = self.workers.join_next(), if !self.workers.is_empty() => {
+                    self.clock = now();
                     self.completed(joined);
                     // Completions that arrived together are handled, and later committed,
                     // together.
@@ -333,6 +416,7 @@ impl Scheduler {
                     }
                 }
                 _ = &mut timer, if timer_at.is_some() => {
+                    self.clock = now();
                     timer_at = None;
                     self.fire_timers();
                 }
@@ -372,6 +456,7 @@ impl Scheduler {
             rt.attempt = 0;
             rt.upstream_failed = false;
             rt.waiting = false;
+            rt.history.clear();
             rt.remaining = wf.task(t).after.len() as u32;
             if rt.remaining == 0 {
                 self.ready.push_back(t);
@@ -400,7 +485,7 @@ impl Scheduler {
                             continue;
                         }
                         Err(error) => {
-                            self.fail_task(t, error);
+                            self.escalate(t, error);
                             continue;
                         }
                     }
@@ -409,10 +494,35 @@ impl Scheduler {
             if !self.enforce(t) {
                 break;
             }
+            match self.admit(t) {
+                Admit::Go => {}
+                Admit::Reject => {
+                    let pool = &self.wf.agent(self.wf.task(t).agent).name;
+                    self.dead_letter(
+                        t,
+                        format!("the circuit breaker of agent `{pool}` is open"),
+                        TaskError::retryable(
+                            ErrorCode::CircuitOpen,
+                            format!(
+                                "not dispatched: the circuit breaker of agent `{pool}` is open"
+                            ),
+                        ),
+                    );
+                    continue;
+                }
+                Admit::Wait => {
+                    self.wait_for_instance(t);
+                    continue;
+                }
+            }
             match self.acquire(t) {
                 Some(instance) => starts.push((t, instance)),
                 None => self.wait_for_instance(t),
             }
+        }
+        if self.finish.is_some() {
+            // A violation ends the run: nothing more is dispatched.
+            return Ok(());
         }
         self.start(starts)
     }
@@ -445,6 +555,15 @@ impl Scheduler {
     fn serve_waiters(&mut self) -> Vec<(TaskId, u32)> {
         let mut starts = Vec::new();
         for p in 0..self.pools.len() {
+            if self.pools[p].breaker != Breaker::Closed {
+                // Let pump decide each waiter against the breaker (trial, wait or dead letter).
+                let waiting: Vec<TaskId> = self.pools[p].waiting.drain(..).collect();
+                for t in waiting {
+                    self.tasks[t.index()].waiting = false;
+                    self.ready.push_back(t);
+                }
+                continue;
+            }
             while self.running < self.max_parallel {
                 let pool = &mut self.pools[p];
                 if pool.idle.is_empty() {
@@ -489,6 +608,13 @@ impl Scheduler {
         for (t, instance, attempt, instance_name) in requests {
             match self.request(t, attempt, instance_name) {
                 Ok(request) => {
+                    self.tasks[t.index()].last_request = json!({
+                        "instance": &*request.instance,
+                        "attempt": request.attempt,
+                        "prompt": request.prompt,
+                        "input": request.input,
+                        "command": request.shell.as_ref().map(|s| &s.argv),
+                    });
                     let agent = self.agents[self.wf.task(t).agent.index()].clone();
                     let timeout = self.wf.task(t).timeout;
                     self.workers.spawn(async move {
@@ -510,6 +636,7 @@ impl Scheduler {
                             instance,
                             result,
                             elapsed: begun.elapsed(),
+                            reached_agent: true,
                         }
                     });
                 }
@@ -519,6 +646,7 @@ impl Scheduler {
                     instance,
                     result: Err(error),
                     elapsed: Duration::ZERO,
+                    reached_agent: false,
                 }),
             }
         }
@@ -621,12 +749,25 @@ impl Scheduler {
         let instance_name = pool.instances[done.instance as usize].clone();
         pool.idle.insert(done.instance);
         pool.running -= 1;
+        if done.reached_agent {
+            pool.instance_failed[done.instance as usize] = done.result.is_err();
+            pool.failed = pool.instance_failed.iter().filter(|f| **f).count() as u32;
+        }
         self.running -= 1;
         let name = self.tasks[t.index()].name.clone();
         let (output, error) = match &done.result {
             Ok(v) => (Some(v.clone()), None),
             Err(e) => (None, Some(e.clone())),
         };
+        self.tasks[t.index()]
+            .history
+            .push(crate::model::AttemptRecord {
+                attempt: done.attempt,
+                agent: Some(instance_name.clone()),
+                error: error.clone(),
+                retry_delay_ms: None,
+                duration_ms: done.elapsed.as_millis() as u64,
+            });
         self.record(EventKind::AttemptFinished {
             task: name.clone(),
             agent: instance_name,
@@ -635,6 +776,13 @@ impl Scheduler {
             output,
             error,
         });
+        if done.reached_agent {
+            match &done.result {
+                Ok(_) => self.breaker_success(agent_id.index()),
+                Err(e) if e.code != ErrorCode::Cancelled => self.breaker_failure(agent_id.index()),
+                Err(_) => {}
+            }
+        }
         match done.result {
             Ok(_) => {
                 self.tasks[t.index()].status = TaskStatus::Completed;
@@ -652,22 +800,208 @@ impl Scheduler {
         self.pending_starts.extend(starts);
     }
 
-    /// The error handler: retry with backoff while attempts remain, else FAILED.
+    /// The error handler (the seed's flowchart): circuit open → dead-letter queue;
+    /// non-retryable → escalation; retryable with attempts left → retry after backoff;
+    /// otherwise → dead-letter queue. Dead-lettered tasks end FAILED.
     fn failed_attempt(&mut self, t: TaskId, error: TaskError) {
         let task = self.wf.task(t);
         let attempt = self.tasks[t.index()].attempt;
-        if error.retryable && attempt <= task.retry && self.finish.is_none() {
+        let pool = &self.pools[task.agent.index()];
+        if self.finish.is_some() {
+            self.fail_task(t, error);
+        } else if matches!(pool.breaker, Breaker::Open { .. }) {
+            let name = &self.wf.agent(task.agent).name;
+            let reason = format!("the circuit breaker of agent `{name}` opened");
+            self.dead_letter(t, reason, error);
+        } else if !error.retryable {
+            self.escalate(t, error);
+        } else if attempt <= task.retry {
             let delay = backoff_delay(task.backoff, attempt, &self.tasks[t.index()].name)
                 .max(Duration::from_millis(error.retry_after_ms.unwrap_or(0)));
-            self.tasks[t.index()].status = TaskStatus::Pending;
+            let delay_ms = delay.as_millis() as u64;
+            let rt = &mut self.tasks[t.index()];
+            rt.status = TaskStatus::Pending;
+            if let Some(last) = rt.history.last_mut() {
+                last.retry_delay_ms = Some(delay_ms);
+            }
             self.record(EventKind::RetryScheduled {
                 task: self.tasks[t.index()].name.clone(),
                 attempt: attempt + 1,
-                delay_ms: delay.as_millis() as u64,
+                delay_ms,
             });
+            self.retries_pending += 1;
             self.add_timer(Instant::now() + delay, Timer::Retry(t));
         } else {
-            self.fail_task(t, error);
+            let reason = format!(
+                "{attempt} attempt{} failed",
+                if attempt == 1 { "" } else { "s" }
+            );
+            self.dead_letter(t, reason, error);
+        }
+    }
+
+    /// Puts a task in the dead-letter queue with its attempts and last request; it ends FAILED.
+    fn dead_letter(&mut self, t: TaskId, reason: String, error: TaskError) {
+        let task = self.wf.task(t);
+        let rt = &self.tasks[t.index()];
+        let entry = crate::model::DeadLetter {
+            id: format!("{}:{}", self.run_id, self.state.last_seq + 1),
+            run_id: self.run_id.clone(),
+            task: rt.name.clone(),
+            phase: self.phase_names[task.phase.index()].clone(),
+            pool: self.agent_names[task.agent.index()].clone(),
+            reason,
+            attempts: rt.history.clone(),
+            request: rt.last_request.clone(),
+            at: self.clock,
+        };
+        self.record(EventKind::DeadLettered { entry });
+        self.fail_task(t, error);
+    }
+
+    /// A non-retryable failure: `on_escalation` decides, or the operator is asked.
+    fn escalate(&mut self, t: TaskId, error: TaskError) {
+        self.record(EventKind::Escalated {
+            task: self.tasks[t.index()].name.clone(),
+            error: error.clone(),
+        });
+        let mode = self
+            .wf
+            .settings
+            .on_escalation
+            .unwrap_or(if self.escalations.is_some() {
+                OnEscalation::Ask
+            } else {
+                OnEscalation::Abort
+            });
+        match mode {
+            OnEscalation::Skip => {
+                self.decide(t, Decision::Skip, "on_escalation = \"skip\"".into(), &error)
+            }
+            OnEscalation::Abort => {
+                let by = if self.wf.settings.on_escalation.is_some() {
+                    "on_escalation = \"abort\""
+                } else {
+                    "on_escalation (default \"abort\": no terminal to ask)"
+                };
+                self.decide(t, Decision::Abort, by.into(), &error)
+            }
+            OnEscalation::Ask => {
+                self.tasks[t.index()].status = TaskStatus::Pending;
+                if self.escalations.is_some() {
+                    self.asks.push_back((t, error));
+                } else {
+                    self.awaiting.push(t);
+                }
+            }
+        }
+    }
+
+    /// Puts the queued escalations to the operator, one at a time.
+    async fn ask(&mut self) -> Result<(), ExecError> {
+        self.flush()?;
+        let Some(handler) = self.escalations.clone() else {
+            return Ok(());
+        };
+        while let Some((t, error)) = self.asks.pop_front() {
+            let question = super::Escalation {
+                run_id: self.run_id.clone(),
+                task: self.tasks[t.index()].name.to_string(),
+                attempts: self.tasks[t.index()].attempt,
+                error: error.clone(),
+            };
+            match handler.decide(&question).await {
+                Some((decision, by)) => self.decide(t, decision, by, &error),
+                None => self.awaiting.push(t),
+            }
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Applies a decision on an escalated task, recording who or what made it.
+    pub(super) fn decide(&mut self, t: TaskId, decision: Decision, by: String, error: &TaskError) {
+        self.awaiting.retain(|w| *w != t);
+        self.record(EventKind::Decided {
+            task: self.tasks[t.index()].name.clone(),
+            decision,
+            by: by.clone(),
+        });
+        match decision {
+            Decision::Retry => {
+                self.tasks[t.index()].status = TaskStatus::Pending;
+                self.ready.push_back(t);
+            }
+            Decision::Skip => self.skip(t, SkipReason::Decision, Some(format!("decided by {by}"))),
+            Decision::Abort => {
+                let name = self.tasks[t.index()].name.clone();
+                self.fail_task(t, error.clone());
+                self.finish = Some((
+                    RunStatus::Failed,
+                    Some(format!(
+                        "task `{name}` failed ({error}); the run was aborted by {by}"
+                    )),
+                ));
+            }
+        }
+    }
+
+    /// What the pool's breaker says about dispatching `t` now.
+    fn admit(&mut self, t: TaskId) -> Admit {
+        let p = self.wf.task(t).agent.index();
+        let now = Instant::now();
+        match self.pools[p].breaker {
+            Breaker::Closed => Admit::Go,
+            Breaker::Open { until } if now < until => Admit::Reject,
+            Breaker::Open { .. } | Breaker::HalfOpen { trial_out: false } => {
+                let was_open = matches!(self.pools[p].breaker, Breaker::Open { .. });
+                self.pools[p].breaker = Breaker::HalfOpen { trial_out: true };
+                if was_open {
+                    self.record(EventKind::BreakerChanged {
+                        agent: self.agent_names[p].clone(),
+                        state: crate::model::BreakerState::HalfOpen,
+                        reason: Some("the cooldown is over: one trial dispatch".into()),
+                    });
+                }
+                Admit::Go
+            }
+            Breaker::HalfOpen { trial_out: true } => Admit::Wait,
+        }
+    }
+
+    fn breaker_success(&mut self, p: usize) {
+        let pool = &mut self.pools[p];
+        pool.consecutive_failures = 0;
+        if matches!(pool.breaker, Breaker::HalfOpen { .. }) {
+            pool.breaker = Breaker::Closed;
+            self.record(EventKind::BreakerChanged {
+                agent: self.agent_names[p].clone(),
+                state: crate::model::BreakerState::Closed,
+                reason: Some("the trial dispatch succeeded".into()),
+            });
+        }
+    }
+
+    fn breaker_failure(&mut self, p: usize) {
+        let pool = &mut self.pools[p];
+        pool.consecutive_failures += 1;
+        let reason = match pool.breaker {
+            Breaker::HalfOpen { .. } => Some("the trial dispatch failed".to_string()),
+            Breaker::Closed if pool.consecutive_failures >= pool.threshold => Some(format!(
+                "{} consecutive failures",
+                pool.consecutive_failures
+            )),
+            _ => None,
+        };
+        if let Some(reason) = reason {
+            pool.breaker = Breaker::Open {
+                until: Instant::now() + pool.cooldown,
+            };
+            self.record(EventKind::BreakerChanged {
+                agent: self.agent_names[p].clone(),
+                state: crate::model::BreakerState::Open,
+                reason: Some(reason),
+            });
         }
     }
 
@@ -705,16 +1039,23 @@ impl Scheduler {
         };
         let node = self.plan.task_nodes[t.index()];
         let plan = self.plan.clone();
-        for dep in plan.dependents(node) {
-            if let Node::Task { task: d, .. } = plan.node(dep) {
-                let rt = &mut self.tasks[d.index()];
-                if failed {
-                    rt.upstream_failed = true;
-                }
-                rt.remaining -= 1;
-                if rt.remaining == 0 {
-                    self.ready.push_back(d);
-                }
+        let mut dependents: Vec<TaskId> = plan
+            .dependents(node)
+            .filter_map(|n| match plan.node(n) {
+                Node::Task { task, .. } => Some(task),
+                Node::Gate { .. } => None,
+            })
+            .collect();
+        // Released in declaration order, so ties dispatch as written.
+        dependents.sort_unstable();
+        for d in dependents {
+            let rt = &mut self.tasks[d.index()];
+            if failed {
+                rt.upstream_failed = true;
+            }
+            rt.remaining -= 1;
+            if rt.remaining == 0 {
+                self.ready.push_back(d);
             }
         }
     }
@@ -733,6 +1074,7 @@ impl Scheduler {
             self.timers.pop();
             match timer {
                 Timer::Retry(t) => {
+                    self.retries_pending = self.retries_pending.saturating_sub(1);
                     if self.tasks[t.index()].status == TaskStatus::Pending {
                         self.ready.push_back(t);
                     }
@@ -744,14 +1086,27 @@ impl Scheduler {
                         pool.waiting.retain(|w| *w != t);
                         self.tasks[t.index()].waiting = false;
                         let agent = &self.wf.agent(self.wf.task(t).agent).name;
-                        let error = TaskError::fatal(
+                        // Waiting in vain counts as an attempt, so retries end.
+                        let rt = &mut self.tasks[t.index()];
+                        rt.attempt += 1;
+                        let attempt = rt.attempt;
+                        let error = TaskError::retryable(
                             ErrorCode::NoAvailableAgent,
                             format!(
                                 "no instance of agent `{agent}` became idle within `agent_wait` ({})",
                                 crate::check::render::dur(self.wf.settings.agent_wait)
                             ),
                         );
-                        self.fail_task(t, error);
+                        self.tasks[t.index()]
+                            .history
+                            .push(crate::model::AttemptRecord {
+                                attempt,
+                                agent: None,
+                                error: Some(error.clone()),
+                                retry_delay_ms: None,
+                                duration_ms: self.wf.settings.agent_wait.as_millis() as u64,
+                            });
+                        self.failed_attempt(t, error);
                     }
                 }
             }
@@ -806,7 +1161,12 @@ impl Scheduler {
                 },
                 "pool": {
                     "name": agent.name, "count": pool.count, "idle": pool.idle.len(),
-                    "running": pool.running, "failed": pool.failed, "breaker": "closed",
+                    "running": pool.running, "failed": pool.failed,
+                    "breaker": match pool.breaker {
+                        Breaker::Closed => "closed",
+                        Breaker::Open { .. } => "open",
+                        Breaker::HalfOpen { .. } => "half_open",
+                    },
                 },
                 "running": running,
                 "running_total": self.running,

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
 
-use crate::model::{Event, RunId, RunStatus};
+use crate::model::{DeadLetter, Event, EventKind, RunId, RunStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -51,4 +51,22 @@ pub trait Store: Send + Sync {
     fn run(&self, run: &RunId) -> Result<RunRecord, StoreError>;
     fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError>;
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+
+    /// Dead-lettered tasks, of one run or of all, oldest first. Entries are kept as
+    /// `DeadLettered` events; a backend may index them.
+    fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError> {
+        let runs = match run {
+            Some(r) => vec![r.clone()],
+            None => self.runs()?.into_iter().map(|r| r.id).collect(),
+        };
+        let mut out = Vec::new();
+        for r in runs {
+            for e in self.events(&r)? {
+                if let EventKind::DeadLettered { entry } = e.kind {
+                    out.push(entry);
+                }
+            }
+        }
+        Ok(out)
+    }
 }
