@@ -6,12 +6,14 @@
 //! backend's own types (rusqlite, redis) stop here.
 
 mod memory;
+mod sqlite;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use sqlite::{RunLock, SqliteStore};
 
 use crate::model::{DeadLetter, Event, EventKind, RunId, RunStatus};
 

@@ -14,6 +14,8 @@ use crate::check::{self, Checked};
 use crate::diag::{self, Diagnostic};
 use crate::source::SourceMap;
 
+mod inspect;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "conductor",
@@ -21,6 +23,14 @@ use crate::source::SourceMap;
     about = "Runs multi-agent software-delivery workflows declared in .cond files"
 )]
 pub struct Cli {
+    /// The run store: a SQLite file, or `memory` for a run nobody will inspect or resume.
+    #[arg(
+        long,
+        global = true,
+        env = "CONDUCTOR_STORE",
+        default_value = ".conductor/conductor.db"
+    )]
+    store: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -53,6 +63,42 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// List runs in the store.
+    Runs {
+        /// Only runs with this status (pending, in_progress, waiting, completed, failed, cancelled).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only runs of this workflow.
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a run: its state, every task with its attempts, gates and feedback with reasons.
+    Show {
+        /// A run id, or a unique prefix of one.
+        run: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a run's event log as JSON lines.
+    Events {
+        run: String,
+        /// Keep printing new events until the run finishes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// The dead-letter queue: tasks that could not succeed on their own.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Delete finished runs older than a given age.
+    Gc {
+        /// An age like `30d`, `12h`.
+        #[arg(long)]
+        older_than: String,
+    },
     /// Work with policy rules.
     Policy {
         #[command(subcommand)]
@@ -75,6 +121,21 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum DlqCommand {
+    /// List dead-lettered tasks.
+    List {
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one entry with its attempts and the request it was sent.
+    Show { entry: String },
+    /// Remove an entry from the queue (it stays in the run's log).
+    Drop { entry: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -105,7 +166,25 @@ enum Format {
 pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    let store_path = cli.store.clone();
     match cli.command {
+        Command::Runs {
+            status,
+            workflow,
+            json,
+        } => with_store(&store_path, |s| {
+            inspect::runs(s, status.as_deref(), workflow.as_deref(), json)
+        }),
+        Command::Show { run, json } => with_store(&store_path, |s| inspect::show(s, &run, json)),
+        Command::Events { run, follow } => {
+            with_store(&store_path, |s| inspect::events(s, &run, follow))
+        }
+        Command::Dlq { command } => with_store(&store_path, |s| match command {
+            DlqCommand::List { run, json } => inspect::dlq_list(s, run.as_deref(), json),
+            DlqCommand::Show { entry } => inspect::dlq_show(s, &entry),
+            DlqCommand::Drop { entry } => inspect::dlq_drop(s, &entry),
+        }),
+        Command::Gc { older_than } => with_store(&store_path, |s| inspect::gc(s, &older_than)),
         Command::Check {
             files,
             format,
@@ -119,7 +198,7 @@ pub fn main() -> ExitCode {
             params,
             json,
             dry_run,
-        } => run(&file, &params, json, dry_run),
+        } => run(&file, &params, json, dry_run, &store_path),
         Command::Graph {
             file,
             format,
@@ -455,7 +534,40 @@ fn parse_params(
     Ok(out)
 }
 
-fn run(path: &std::path::Path, params: &[String], json: bool, dry_run: bool) -> ExitCode {
+/// Opens the SQLite store for an inspection command.
+fn with_store(
+    path: &std::path::Path,
+    f: impl FnOnce(&std::sync::Arc<crate::store::SqliteStore>) -> ExitCode,
+) -> ExitCode {
+    if path.as_os_str() == "memory" {
+        eprintln!(
+            "error: the memory store keeps nothing between commands; give a file with --store"
+        );
+        return ExitCode::from(2);
+    }
+    if !path.exists() {
+        eprintln!(
+            "error: no store at `{}` (runs are kept there by `conductor run`; choose another with --store or CONDUCTOR_STORE)",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
+    match crate::store::SqliteStore::open(path) {
+        Ok(store) => f(&std::sync::Arc::new(store)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(
+    path: &std::path::Path,
+    params: &[String],
+    json: bool,
+    dry_run: bool,
+    store_path: &std::path::Path,
+) -> ExitCode {
     let params = match parse_params(params) {
         Ok(p) => p,
         Err(e) => {
@@ -471,9 +583,29 @@ fn run(path: &std::path::Path, params: &[String], json: bool, dry_run: bool) -> 
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let store: std::sync::Arc<dyn crate::store::Store> =
-        std::sync::Arc::new(crate::store::MemoryStore::new());
+    let store: std::sync::Arc<dyn crate::store::Store> = if store_path.as_os_str() == "memory" {
+        std::sync::Arc::new(crate::store::MemoryStore::new())
+    } else {
+        match crate::store::SqliteStore::open(store_path) {
+            Ok(s) => std::sync::Arc::new(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     let mut options = crate::exec::RunOptions::new(store.clone());
+    let _lock = if store_path.as_os_str() == "memory" {
+        None
+    } else {
+        match crate::store::RunLock::acquire(store_path, &options.run_id) {
+            Ok(lock) => Some(lock),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    };
     options.params = params;
     options.file = path.display().to_string();
     if dry_run {

@@ -1,0 +1,380 @@
+//! Inspecting the durable store: `runs`, `show`, `events`, `dlq`, `gc`.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::model::{EventKind, RunId, RunState, TaskStatus};
+use crate::store::{SqliteStore, Store};
+
+fn fail(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Resolves a run id or a unique prefix of one.
+pub(super) fn find_run(store: &dyn Store, id: &str) -> Result<RunId, String> {
+    let runs = store.runs().map_err(|e| e.to_string())?;
+    if let Some(r) = runs.iter().find(|r| &*r.id.0 == id) {
+        return Ok(r.id.clone());
+    }
+    let matches: Vec<_> = runs.iter().filter(|r| r.id.0.starts_with(id)).collect();
+    match matches.as_slice() {
+        [one] => Ok(one.id.clone()),
+        [] => Err(format!("no run `{id}` in the store `{}`", store.describe())),
+        many => Err(format!(
+            "`{id}` matches {} runs; give more of the id",
+            many.len()
+        )),
+    }
+}
+
+fn duration_text(state: &RunState) -> String {
+    match (state.started_at, state.completed_at) {
+        (Some(a), Some(b)) => format!("{:.1}s", (b.0.saturating_sub(a.0)) as f64 / 1000.0),
+        (Some(_), None) => "-".into(),
+        _ => "-".into(),
+    }
+}
+
+pub(super) fn runs(
+    store: &Arc<SqliteStore>,
+    status: Option<&str>,
+    workflow: Option<&str>,
+    json: bool,
+) -> ExitCode {
+    let records = match store.runs() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let mut rows = Vec::new();
+    for r in records {
+        if workflow.is_some_and(|w| w != r.workflow) {
+            continue;
+        }
+        let events = match store.events(&r.id) {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
+        let state = RunState::from_events(&events);
+        let st = state.status.unwrap_or(r.status);
+        if status.is_some_and(|s| !s.eq_ignore_ascii_case(st.as_str())) {
+            continue;
+        }
+        rows.push((r, state, st));
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        for (r, state, st) in &rows {
+            let done = state
+                .tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Completed)
+                .count();
+            let failed = state
+                .tasks
+                .iter()
+                .filter(|t| t.status == TaskStatus::Failed)
+                .count();
+            let line = serde_json::json!({
+                "id": &*r.id.0, "workflow": r.workflow, "file": r.file, "status": st.as_str(),
+                "phase": state.current_phase, "loop": state.feedback_loop_count,
+                "completed": done, "failed": failed, "tasks": state.tasks.len(),
+                "started_at": r.created_at.to_string(), "duration": duration_text(state),
+            });
+            let _ = writeln!(out, "{line}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "{:<15} {:<18} {:<12} {:<14} {:>4} {:>11} {:<24} {:>9}",
+        "ID", "WORKFLOW", "STATUS", "PHASE", "LOOP", "DONE/FAILED", "STARTED", "DURATION"
+    );
+    for (r, state, st) in &rows {
+        let done = state
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Completed)
+            .count();
+        let failed = state
+            .tasks
+            .iter()
+            .filter(|t| t.status == TaskStatus::Failed)
+            .count();
+        let _ = writeln!(
+            out,
+            "{:<15} {:<18} {:<12} {:<14} {:>4} {:>11} {:<24} {:>9}",
+            &*r.id.0,
+            r.workflow,
+            st.as_str(),
+            state.current_phase.as_deref().unwrap_or("-"),
+            state.feedback_loop_count,
+            format!("{done}/{failed} of {}", state.tasks.len()),
+            r.created_at.to_string(),
+            duration_text(state)
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
+    let run = match find_run(store.as_ref(), id) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let events = match store.events(&run) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let state = RunState::from_events(&events);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&state.view()).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "run {}  workflow {}  file {}\nstatus {}  phase {}  loops {}  started {}  duration {}",
+        state.workflow_id,
+        state.workflow,
+        state.file,
+        state.status().as_str(),
+        state.current_phase.as_deref().unwrap_or("-"),
+        state.feedback_loop_count,
+        state.started_at.map_or("-".into(), |t| t.to_string()),
+        duration_text(&state)
+    );
+    if !state.params.is_empty() {
+        let params: Vec<String> = state
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "params {}", params.join(" "));
+    }
+    if let Some(e) = &state.error {
+        let _ = writeln!(out, "error {e}");
+    }
+    let _ = writeln!(out, "\ntasks");
+    for t in &state.tasks {
+        let mut line = format!(
+            "  {:<20} {:<10} {:<11} {:<14} {} attempt{}  {}ms",
+            t.task,
+            t.phase,
+            t.status.as_str(),
+            t.agent.as_deref().unwrap_or("-"),
+            t.attempts,
+            if t.attempts == 1 { "" } else { "s" },
+            t.duration_ms
+        );
+        if let Some(reason) = t.skip_reason {
+            line.push_str(&format!("  skipped: {reason:?}"));
+        }
+        if let Some(e) = &t.error {
+            line.push_str(&format!("  {e}"));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    // Attempts, from the log.
+    let _ = writeln!(out, "\nattempts");
+    for e in &events {
+        if let EventKind::AttemptFinished {
+            task,
+            agent,
+            attempt,
+            duration_ms,
+            error,
+            ..
+        } = &e.kind
+        {
+            let result = error.as_ref().map_or("ok".to_string(), |e| e.to_string());
+            let _ = writeln!(
+                out,
+                "  {} {task:<20} #{attempt} on {agent:<14} {duration_ms}ms  {result}",
+                e.at
+            );
+        }
+        if let EventKind::RetryScheduled {
+            task,
+            attempt,
+            delay_ms,
+        } = &e.kind
+        {
+            let _ = writeln!(
+                out,
+                "  {} {task:<20} retry #{attempt} after {delay_ms}ms",
+                e.at
+            );
+        }
+    }
+    if !state.gates.is_empty() {
+        let _ = writeln!(out, "\ngates");
+        for g in &state.gates {
+            let _ = writeln!(
+                out,
+                "  {} (pass {}) {} by {}: {}",
+                g.phase,
+                g.loop_count + 1,
+                if g.pass { "passed" } else { "FAILED" },
+                g.rule,
+                g.reason
+            );
+        }
+    }
+    for e in &events {
+        if let EventKind::FeedbackDecided {
+            severity,
+            summary,
+            rule,
+            ..
+        } = &e.kind
+        {
+            let _ = writeln!(out, "\nfeedback {severity} by {rule}: {summary}");
+        }
+    }
+    if !state.breakers.is_empty() {
+        let b: Vec<String> = state
+            .breakers
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str()))
+            .collect();
+        let _ = writeln!(out, "\nbreakers {}", b.join(" "));
+    }
+    if !state.dead_letters.is_empty() {
+        let _ = writeln!(out, "dead letters {}", state.dead_letters.join(" "));
+    }
+    if !state.warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings");
+        for w in &state.warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub(super) fn events(store: &Arc<SqliteStore>, id: &str, follow: bool) -> ExitCode {
+    let run = match find_run(store.as_ref(), id) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let mut printed = 0usize;
+    loop {
+        let events = match store.events(&run) {
+            Ok(e) => e,
+            Err(e) => return fail(e),
+        };
+        let mut out = std::io::stdout().lock();
+        for e in &events[printed.min(events.len())..] {
+            if let Ok(line) = serde_json::to_string(e) {
+                if writeln!(out, "{line}").is_err() {
+                    return ExitCode::SUCCESS; // the reader went away
+                }
+            }
+        }
+        let _ = out.flush();
+        printed = events.len();
+        let finished = events.iter().rev().any(|e| {
+            matches!(
+                e.kind,
+                EventKind::RunFinished { .. } | EventKind::RunWaiting { .. }
+            )
+        });
+        if !follow || finished {
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+pub(super) fn dlq_list(store: &Arc<SqliteStore>, run: Option<&str>, json: bool) -> ExitCode {
+    let run = match run.map(|r| find_run(store.as_ref(), r)).transpose() {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let entries = match store.dead_letters(run.as_ref()) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        for e in &entries {
+            let _ = writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default());
+        }
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "{:<22} {:<16} {:<12} {:>8}  {:<24} REASON",
+        "ENTRY", "TASK", "POOL", "ATTEMPTS", "AT"
+    );
+    for e in &entries {
+        let _ = writeln!(
+            out,
+            "{:<22} {:<16} {:<12} {:>8}  {:<24} {}",
+            e.id,
+            e.task,
+            e.pool,
+            e.attempts.len(),
+            e.at.to_string(),
+            e.reason
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+pub(super) fn dlq_show(store: &Arc<SqliteStore>, entry: &str) -> ExitCode {
+    let entries = match store.dead_letters(None) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    match entries.iter().find(|e| e.id == entry) {
+        Some(e) => {
+            println!("{}", serde_json::to_string_pretty(e).unwrap_or_default());
+            ExitCode::SUCCESS
+        }
+        None => fail(format!(
+            "no dead letter `{entry}` (see `conductor dlq list`)"
+        )),
+    }
+}
+
+pub(super) fn dlq_drop(store: &Arc<SqliteStore>, entry: &str) -> ExitCode {
+    match store.drop_dead_letter(entry) {
+        Ok(true) => {
+            println!("dropped {entry}");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => fail(format!(
+            "no dead letter `{entry}` (see `conductor dlq list`)"
+        )),
+        Err(e) => fail(e),
+    }
+}
+
+pub(super) fn gc(store: &Arc<SqliteStore>, older_than: &str) -> ExitCode {
+    let age = match humantime::parse_duration(older_than) {
+        Ok(d) => d,
+        Err(e) => {
+            return fail(format!(
+                "`--older-than {older_than}`: {e} (e.g. `30d`, `12h`)"
+            ))
+        }
+    };
+    let cutoff =
+        crate::model::Timestamp(crate::model::now().0.saturating_sub(age.as_millis() as u64));
+    match store.gc(cutoff) {
+        Ok(n) => {
+            println!(
+                "deleted {n} finished run{} older than {older_than}",
+                if n == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,456 @@
+//! The durable store: one SQLite file (WAL mode), a versioned schema migrated forward on open.
+//!
+//! The event log is the truth: `events` holds every event of every run as JSON, in order.
+//! `runs` and `dead_letters` are indexes kept in the same transaction as the events they come
+//! from, so they never disagree with the log. With `synchronous = NORMAL` a committed batch
+//! survives the process being killed at any point (it may be lost only to a power failure
+//! before the next checkpoint).
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{RunRecord, Store, StoreError};
+use crate::model::{DeadLetter, Event, EventKind, RunId, RunStatus, Timestamp};
+
+/// The schema version this build writes. Each migration moves the schema one version forward.
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: runs, the event log, and the indexes derived from it.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        file TEXT NOT NULL,
+        params TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        dropped INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX dead_letters_run ON dead_letters(run_id);
+    CREATE TABLE response_cache (
+        key TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE artifacts (
+        hash TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        content BLOB NOT NULL
+    );",
+];
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn backend(path: &Path, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(format!("`{}`: {e}", path.display()))
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the store at `path`, migrating its schema forward.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Backend(format!("cannot create `{}`: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| backend(path, e))?;
+        let not_a_store = |e: rusqlite::Error| {
+            StoreError::Backend(format!(
+                "`{}` is not a Conductor store, or it is damaged: {e}",
+                path.display()
+            ))
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(|e| backend(path, e))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(not_a_store)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(not_a_store)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(not_a_store)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(not_a_store)?;
+        if check != "ok" {
+            return Err(StoreError::Backend(format!(
+                "`{}` is damaged: {check}",
+                path.display()
+            )));
+        }
+        let store = SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let err = |e: rusqlite::Error| backend(&self.path, e);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::Backend(format!(
+                "`{}` was written by a newer Conductor (schema {version}; this build knows {SCHEMA_VERSION})",
+                self.path.display()
+            )));
+        }
+        let tx = conn.transaction().map_err(err)?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(migration).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        backend(&self.path, e)
+    }
+
+    /// Marks a dead letter as handled (`conductor dlq drop`); returns whether it existed.
+    pub fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE dead_letters SET dropped = 1 WHERE id = ?1 AND dropped = 0",
+                params![id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    /// Deletes finished runs created before `before`; returns how many.
+    pub fn gc(&self, before: Timestamp) -> Result<usize, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "DELETE FROM runs WHERE created_at < ?1 AND status IN ('completed', 'failed', 'cancelled')",
+                params![before.0 as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n)
+    }
+}
+
+fn status_text(s: RunStatus) -> &'static str {
+    s.as_str()
+}
+
+fn parse_status(s: &str) -> RunStatus {
+    match s {
+        "in_progress" => RunStatus::InProgress,
+        "waiting" => RunStatus::Waiting,
+        "completed" => RunStatus::Completed,
+        "failed" => RunStatus::Failed,
+        "cancelled" => RunStatus::Cancelled,
+        _ => RunStatus::Pending,
+    }
+}
+
+fn kind_name(kind: &EventKind) -> &'static str {
+    match kind {
+        EventKind::RunStarted { .. } => "run_started",
+        EventKind::PhaseEntered { .. } => "phase_entered",
+        EventKind::TaskSkipped { .. } => "task_skipped",
+        EventKind::TaskDispatched { .. } => "task_dispatched",
+        EventKind::AttemptFinished { .. } => "attempt_finished",
+        EventKind::RetryScheduled { .. } => "retry_scheduled",
+        EventKind::TaskFinished { .. } => "task_finished",
+        EventKind::PolicyViolation { .. } => "policy_violation",
+        EventKind::GateDecided { .. } => "gate_decided",
+        EventKind::FeedbackDecided { .. } => "feedback_decided",
+        EventKind::LoopStarted { .. } => "loop_started",
+        EventKind::Warning { .. } => "warning",
+        EventKind::BreakerChanged { .. } => "breaker_changed",
+        EventKind::DeadLettered { .. } => "dead_lettered",
+        EventKind::Escalated { .. } => "escalated",
+        EventKind::Decided { .. } => "decided",
+        EventKind::RunWaiting { .. } => "run_waiting",
+        EventKind::RunFinished { .. } => "run_finished",
+    }
+}
+
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let params_json = serde_json::to_string(&run.params).map_err(|e| self.err(e))?;
+        let result = self.lock().execute(
+            "INSERT INTO runs (id, workflow, file, params, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                &*run.id.0,
+                run.workflow,
+                run.file,
+                params_json,
+                run.created_at.0 as i64,
+                status_text(run.status)
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::DuplicateRun(run.id.clone()))
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// One transaction per batch: a group commit of everything the scheduler recorded in one
+    /// turn.
+    fn append(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let last: Option<i64> = tx
+                .query_row(
+                    "SELECT MAX(seq) FROM events WHERE run_id = ?1",
+                    params![&*run.0],
+                    |r| r.get(0),
+                )
+                .map_err(|e| self.err(e))?;
+            let exists: Option<i64> = tx
+                .query_row("SELECT 1 FROM runs WHERE id = ?1", params![&*run.0], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(|e| self.err(e))?;
+            if exists.is_none() {
+                return Err(StoreError::UnknownRun(run.clone()));
+            }
+            let mut last = last.unwrap_or(0) as u64;
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO events (run_id, seq, at, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| self.err(e))?;
+            for e in events {
+                if e.seq != last + 1 {
+                    return Err(StoreError::OutOfOrder {
+                        run: run.clone(),
+                        last,
+                        got: e.seq,
+                    });
+                }
+                last = e.seq;
+                let body = serde_json::to_string(e).map_err(|err| self.err(err))?;
+                insert
+                    .execute(params![
+                        &*run.0,
+                        e.seq as i64,
+                        e.at.0 as i64,
+                        kind_name(&e.kind),
+                        body
+                    ])
+                    .map_err(|err| self.err(err))?;
+                match &e.kind {
+                    EventKind::DeadLettered { entry } => {
+                        let body = serde_json::to_string(entry).map_err(|err| self.err(err))?;
+                        tx.execute(
+                            "INSERT OR REPLACE INTO dead_letters (id, run_id, task, pool, at, body) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                            params![entry.id, &*run.0, &*entry.task, &*entry.pool, entry.at.0 as i64, body],
+                        )
+                        .map_err(|err| self.err(err))?;
+                    }
+                    EventKind::RunFinished { status, .. } => {
+                        tx.execute(
+                            "UPDATE runs SET status = ?2 WHERE id = ?1",
+                            params![&*run.0, status_text(*status)],
+                        )
+                        .map_err(|err| self.err(err))?;
+                    }
+                    EventKind::RunWaiting { .. } => {
+                        tx.execute(
+                            "UPDATE runs SET status = 'waiting' WHERE id = ?1",
+                            params![&*run.0],
+                        )
+                        .map_err(|err| self.err(err))?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE runs SET status = ?2 WHERE id = ?1",
+                params![&*run.0, status_text(status)],
+            )
+            .map_err(|e| self.err(e))?;
+        if n == 0 {
+            return Err(StoreError::UnknownRun(run.clone()));
+        }
+        Ok(())
+    }
+
+    fn run(&self, run: &RunId) -> Result<RunRecord, StoreError> {
+        self.runs_where("WHERE id = ?1", Some(&run.0))?
+            .pop()
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))
+    }
+
+    fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM events WHERE run_id = ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![&*run.0], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let body = row.map_err(|e| self.err(e))?;
+            let event: Event = serde_json::from_str(&body)
+                .map_err(|e| self.err(format!("an event of run `{run}` cannot be read: {e}")))?;
+            out.push(event);
+        }
+        if out.is_empty() {
+            // An unknown run, or one created but never started.
+            self.run(run)?;
+        }
+        Ok(out)
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        self.runs_where("", None)
+    }
+
+    fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError> {
+        let conn = self.lock();
+        let (sql, arg) = match run {
+            Some(r) => (
+                "SELECT body FROM dead_letters WHERE dropped = 0 AND run_id = ?1 ORDER BY at, id",
+                Some(r.0.to_string()),
+            ),
+            None => (
+                "SELECT body FROM dead_letters WHERE dropped = 0 ORDER BY at, id",
+                None,
+            ),
+        };
+        let mut stmt = conn.prepare(sql).map_err(|e| self.err(e))?;
+        let map = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+        let rows: Vec<String> = match arg {
+            Some(a) => stmt.query_map(params![a], map),
+            None => stmt.query_map([], map),
+        }
+        .map_err(|e| self.err(e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| self.err(e))?;
+        rows.iter()
+            .map(|b| serde_json::from_str(b).map_err(|e| self.err(e)))
+            .collect()
+    }
+}
+
+impl SqliteStore {
+    fn runs_where(&self, filter: &str, arg: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
+        let conn = self.lock();
+        let sql = format!(
+            "SELECT id, workflow, file, params, created_at, status FROM runs {filter} ORDER BY created_at, id"
+        );
+        let mut stmt = conn.prepare(&sql).map_err(|e| self.err(e))?;
+        let map = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        };
+        let rows: Vec<_> = match arg {
+            Some(a) => stmt.query_map(params![a], map),
+            None => stmt.query_map([], map),
+        }
+        .map_err(|e| self.err(e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| self.err(e))?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, workflow, file, params, created, status)| RunRecord {
+                id: RunId(id.into()),
+                workflow,
+                file,
+                params: serde_json::from_str(&params).unwrap_or_default(),
+                created_at: Timestamp(created as u64),
+                status: parse_status(&status),
+            })
+            .collect())
+    }
+}
+
+/// Holds a run so two processes cannot drive it at once: an exclusive lock on a file beside
+/// the store, released by the OS when the process ends, however it ends.
+pub struct RunLock {
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+impl RunLock {
+    pub fn acquire(store: &Path, run: &RunId) -> Result<RunLock, StoreError> {
+        let dir = store
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .join("locks");
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| StoreError::Backend(format!("cannot create `{}`: {e}", dir.display())))?;
+        let path = dir.join(format!("{run}.lock"));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| StoreError::Backend(format!("cannot open `{}`: {e}", path.display())))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(RunLock { _lock: lock }),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Err(StoreError::Backend(format!(
+                "run `{run}` is being driven by another process (lock `{}`)",
+                path.display()
+            ))),
+            Err((_, e)) => Err(StoreError::Backend(format!(
+                "cannot lock `{}`: {e}",
+                path.display()
+            ))),
+        }
+    }
+}
