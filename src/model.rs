@@ -316,6 +316,11 @@ pub enum EventKind {
         decision: Decision,
         by: String,
     },
+    /// The run was continued from its log by `conductor resume`; `rerun` were in flight when
+    /// it stopped and run again.
+    RunResumed {
+        rerun: Vec<Arc<str>>,
+    },
     /// The run waits for an operator's decision on these tasks.
     RunWaiting {
         tasks: Vec<Arc<str>>,
@@ -680,6 +685,15 @@ impl RunState {
                 }
             }
             EventKind::Decided { task, .. } => self.awaiting_decision.retain(|t| t != task),
+            EventKind::RunResumed { rerun } => {
+                self.status = Some(RunStatus::InProgress);
+                self.completed_at = None;
+                for name in rerun {
+                    if let Some(t) = self.task_mut(name) {
+                        t.status = TaskStatus::Pending;
+                    }
+                }
+            }
             EventKind::RunWaiting { tasks } => {
                 self.status = Some(RunStatus::Waiting);
                 self.awaiting_decision = tasks.clone();

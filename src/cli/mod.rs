@@ -63,6 +63,16 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Continue a stopped run from its log (a crash, Ctrl-C, or a run waiting for a decision).
+    Resume {
+        /// A run id, or a unique prefix of one.
+        run: String,
+        /// Answer an escalation: `TASK=retry`, `TASK=skip` or `TASK=abort`.
+        #[arg(long = "decide", value_name = "TASK=DECISION")]
+        decide: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List runs in the store.
     Runs {
         /// Only runs with this status (pending, in_progress, waiting, completed, failed, cancelled).
@@ -175,6 +185,7 @@ pub fn main() -> ExitCode {
         } => with_store(&store_path, |s| {
             inspect::runs(s, status.as_deref(), workflow.as_deref(), json)
         }),
+        Command::Resume { run, decide, json } => resume(&store_path, &run, &decide, json),
         Command::Show { run, json } => with_store(&store_path, |s| inspect::show(s, &run, json)),
         Command::Events { run, follow } => {
             with_store(&store_path, |s| inspect::events(s, &run, follow))
@@ -643,18 +654,34 @@ fn run(
             std::sync::Arc::new(plan),
             options,
         ));
-        let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        });
-        let result = handle.await;
-        ctrl_c.abort();
-        result
+        with_ctrl_c(cancel, handle).await
     });
+    exit_code(result)
+}
+
+/// Waits for the scheduler, cancelling the run on Ctrl-C.
+async fn with_ctrl_c(
+    cancel: tokio_util::sync::CancellationToken,
+    handle: tokio::task::JoinHandle<Result<crate::model::RunState, crate::exec::ExecError>>,
+) -> Result<Result<crate::model::RunState, crate::exec::ExecError>, tokio::task::JoinError> {
+    let ctrl_c = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            cancel.cancel();
+        }
+    });
+    let result = handle.await;
+    ctrl_c.abort();
+    result
+}
+
+/// 0 COMPLETED, 1 FAILED or CANCELLED, 2 could not run, 3 WAITING for a decision.
+fn exit_code(
+    result: Result<Result<crate::model::RunState, crate::exec::ExecError>, tokio::task::JoinError>,
+) -> ExitCode {
     match result {
         Ok(Ok(state)) => match state.status() {
             crate::model::RunStatus::Completed => ExitCode::SUCCESS,
+            crate::model::RunStatus::Waiting => ExitCode::from(3),
             _ => ExitCode::from(1),
         },
         Ok(Err(e)) => {
@@ -666,6 +693,121 @@ fn run(
             ExitCode::from(1)
         }
     }
+}
+
+fn resume(store_path: &std::path::Path, id: &str, decide: &[String], json: bool) -> ExitCode {
+    use crate::store::Store;
+    let mut decisions = Vec::new();
+    for d in decide {
+        let Some((task, decision)) = d.split_once('=') else {
+            eprintln!("error: `--decide {d}` needs the form TASK=retry|skip|abort");
+            return ExitCode::from(2);
+        };
+        match decision.parse::<crate::model::Decision>() {
+            Ok(decision) => decisions.push((task.trim().to_string(), decision)),
+            Err(e) => {
+                eprintln!("error: `--decide {d}`: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if store_path.as_os_str() == "memory" || !store_path.exists() {
+        eprintln!(
+            "error: no store at `{}` to resume from",
+            store_path.display()
+        );
+        return ExitCode::from(2);
+    }
+    let store = match crate::store::SqliteStore::open(store_path) {
+        Ok(s) => std::sync::Arc::new(s),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let run_id = match inspect::find_run(store.as_ref(), id) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let _lock = match crate::store::RunLock::acquire(store_path, &run_id) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let events = match store.events(&run_id) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let state = crate::model::RunState::from_events(&events);
+    match state.status() {
+        crate::model::RunStatus::Completed => {
+            println!("run {run_id} is already completed; there is nothing to resume");
+            return ExitCode::SUCCESS;
+        }
+        crate::model::RunStatus::Failed => {
+            println!(
+                "run {run_id} failed ({}); there is nothing to resume",
+                state.error.as_deref().unwrap_or("no reason recorded")
+            );
+            return ExitCode::from(1);
+        }
+        _ => {}
+    }
+    let path = std::path::PathBuf::from(&state.file);
+    let (_map, wf, plan) = match load_plan(&path) {
+        Ok(loaded) => loaded,
+        Err(code) => {
+            eprintln!(
+                "error: cannot load `{}`, the workflow of run {run_id}; resume from the folder the run started in",
+                path.display()
+            );
+            return code;
+        }
+    };
+    let mut options = crate::exec::RunOptions::new(store.clone());
+    if json {
+        options
+            .observers
+            .push(Box::new(crate::exec::JsonLines::new(std::io::stdout())));
+    } else {
+        options.observers.push(Box::new(crate::exec::HumanView::new(
+            Box::new(std::io::stdout()),
+            store.describe(),
+        )));
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        options.escalations = Some(std::sync::Arc::new(TerminalOperator));
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let cancel = options.cancel.clone();
+    let result = runtime.block_on(async move {
+        let handle = tokio::spawn(crate::exec::resume(
+            std::sync::Arc::new(wf),
+            std::sync::Arc::new(plan),
+            options,
+            events,
+            decisions,
+        ));
+        with_ctrl_c(cancel, handle).await
+    });
+    exit_code(result)
 }
 
 /// Asks the operator at the terminal what to do with a task that failed fatally.

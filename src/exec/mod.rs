@@ -98,6 +98,23 @@ pub async fn run(
     scheduler.run().await
 }
 
+/// Continues a stopped run from its events (`conductor resume`), applying `decisions` to tasks
+/// waiting for one.
+pub async fn resume(
+    workflow: Arc<Workflow>,
+    plan: Arc<Plan>,
+    mut options: RunOptions,
+    events: Vec<crate::model::Event>,
+    decisions: Vec<(String, crate::model::Decision)>,
+) -> Result<RunState, ExecError> {
+    let state = RunState::from_events(&events);
+    options.run_id = state.workflow_id.clone();
+    options.params = state.params.clone();
+    options.file = state.file.clone();
+    let scheduler = scheduler::Scheduler::new(workflow, plan, options)?;
+    scheduler.resume(events, decisions).await
+}
+
 /// Checks `--param` values against the workflow's params and fills defaults.
 pub fn resolve_params(
     wf: &Workflow,

@@ -250,6 +250,15 @@ impl Observer for HumanView {
                     state.workflow_id
                 ));
             }
+            EventKind::RunResumed { rerun } => {
+                let again = if rerun.is_empty() {
+                    String::new()
+                } else {
+                    let names: Vec<&str> = rerun.iter().map(|t| &**t).collect();
+                    format!("; in flight at the stop, run again: {}", names.join(", "))
+                };
+                self.line(format!("\nresumed {}{again}", state.workflow_id));
+            }
             EventKind::RunFinished { .. } | EventKind::AttemptFinished { .. } => {}
         }
     }

@@ -316,6 +316,10 @@ impl Scheduler {
         } else {
             self.enter_phase(0);
         }
+        self.finish_run().await
+    }
+
+    async fn finish_run(mut self) -> Result<RunState, ExecError> {
         let result = self.drive().await;
         // Whatever happened, stop the workers before reporting.
         self.workers.shutdown().await;
@@ -324,6 +328,150 @@ impl Scheduler {
             o.finished(&self.state);
         }
         Ok(self.state)
+    }
+
+    /// Continues a run from its log. Tasks whose result is stored are never run again; a task
+    /// that was in flight when the run stopped runs again, unless its effect is `external`:
+    /// then it is escalated (an operator decides) rather than silently repeated.
+    pub async fn resume(
+        mut self,
+        events: Vec<Event>,
+        mut decisions: Vec<(String, Decision)>,
+    ) -> Result<RunState, ExecError> {
+        self.state = RunState::from_events(&events);
+        for e in &events {
+            for o in &mut self.observers {
+                o.event(e, &self.state);
+            }
+        }
+        let wf = self.wf.clone();
+        let phase = self
+            .state
+            .current_phase
+            .as_deref()
+            .and_then(|p| wf.phases.iter().position(|ph| ph.name == p))
+            .unwrap_or(0);
+        self.phase = phase;
+        // Tasks take their stored status; those of the current phase are re-assessed.
+        let mut rerun = Vec::new();
+        let mut external = Vec::new();
+        for (i, result) in self.state.tasks.clone().iter().enumerate() {
+            let rt = &mut self.tasks[i];
+            rt.status = result.status;
+            rt.attempt = result.attempts;
+            rt.upstream_failed = result.skip_reason == Some(SkipReason::UpstreamFailed);
+            // In flight when the run stopped: a crash leaves it IN_PROGRESS, a cancellation
+            // (Ctrl-C, the run timeout) CANCELLED.
+            if matches!(
+                result.status,
+                TaskStatus::InProgress | TaskStatus::Cancelled
+            ) {
+                let t = TaskId(i as u32);
+                if wf.task(t).effect == crate::check::ir::Effect::External {
+                    external.push(t);
+                } else {
+                    rt.status = TaskStatus::Pending;
+                    rerun.push(rt.name.clone());
+                }
+            }
+        }
+        self.record(EventKind::RunResumed {
+            rerun: rerun.clone(),
+        });
+        let phase_tasks = wf.phases[phase].tasks.clone();
+        self.phase_open = phase_tasks
+            .iter()
+            .filter(|t| !self.tasks[t.index()].status.is_final())
+            .count();
+        let awaiting: Vec<TaskId> = self
+            .state
+            .awaiting_decision
+            .iter()
+            .filter_map(|name| wf.task_by_name(name).map(|t| t.id))
+            .collect();
+        for &t in &phase_tasks {
+            let task = wf.task(t);
+            let mut remaining = 0;
+            let mut failed_dep = false;
+            for d in &task.after {
+                let rt = &self.tasks[d.index()];
+                if !rt.status.is_final() {
+                    remaining += 1;
+                } else if rt.status == TaskStatus::Failed
+                    || (rt.status == TaskStatus::Skipped && rt.upstream_failed)
+                {
+                    failed_dep = true;
+                }
+            }
+            let rt = &mut self.tasks[t.index()];
+            rt.remaining = remaining;
+            if failed_dep {
+                rt.upstream_failed = true;
+            }
+            if rt.status == TaskStatus::Pending
+                && remaining == 0
+                && !awaiting.contains(&t)
+                && !external.contains(&t)
+            {
+                self.ready.push_back(t);
+            }
+        }
+        self.awaiting = awaiting;
+        for t in external {
+            let error = TaskError::fatal(
+                ErrorCode::AgentCrashed,
+                "the task was in flight when the run stopped, and its effect is `external`: \
+                 running it again could repeat a side effect",
+            );
+            let name = self.tasks[t.index()].name.to_string();
+            match decisions.iter().position(|(n, _)| *n == name) {
+                // Answered on the command line already: no need to ask.
+                Some(i) => {
+                    let (_, decision) = decisions.remove(i);
+                    self.record(EventKind::Escalated {
+                        task: self.tasks[t.index()].name.clone(),
+                        error: error.clone(),
+                    });
+                    self.decide(t, decision, "conductor resume --decide".into(), &error);
+                }
+                // Always asked, never decided by `on_escalation`: only a person knows whether
+                // the side effect happened.
+                None => {
+                    self.record(EventKind::Escalated {
+                        task: self.tasks[t.index()].name.clone(),
+                        error: error.clone(),
+                    });
+                    self.tasks[t.index()].status = TaskStatus::Pending;
+                    if self.escalations.is_some() {
+                        self.asks.push_back((t, error));
+                    } else {
+                        self.awaiting.push(t);
+                    }
+                }
+            }
+        }
+        for (name, decision) in decisions {
+            let Some(task) = wf.task_by_name(&name) else {
+                return Err(ExecError::Agent(format!(
+                    "`--decide {name}=…`: no task `{name}` in this workflow"
+                )));
+            };
+            let t = task.id;
+            let pending: Vec<TaskId> = self.asks.iter().map(|(t, _)| *t).collect();
+            if !self.awaiting.contains(&t) && !pending.contains(&t) {
+                return Err(ExecError::Agent(format!(
+                    "`--decide {name}=…`: task `{name}` is not waiting for a decision"
+                )));
+            }
+            self.asks.retain(|(a, _)| *a != t);
+            let error = self.state.tasks[t.index()]
+                .error
+                .clone()
+                .unwrap_or_else(|| TaskError::fatal(ErrorCode::Fatal, "escalated"));
+            self.decide(t, decision, "conductor resume --decide".into(), &error);
+        }
+        self.store.set_status(&self.run_id, RunStatus::InProgress)?;
+        self.finish_run().await
     }
 
     async fn drive(&mut self) -> Result<(), ExecError> {

@@ -198,6 +198,7 @@ fn kind_name(kind: &EventKind) -> &'static str {
         EventKind::Escalated { .. } => "escalated",
         EventKind::Decided { .. } => "decided",
         EventKind::RunWaiting { .. } => "run_waiting",
+        EventKind::RunResumed { .. } => "run_resumed",
         EventKind::RunFinished { .. } => "run_finished",
     }
 }
@@ -291,6 +292,13 @@ impl Store for SqliteStore {
                         tx.execute(
                             "UPDATE runs SET status = ?2 WHERE id = ?1",
                             params![&*run.0, status_text(*status)],
+                        )
+                        .map_err(|err| self.err(err))?;
+                    }
+                    EventKind::RunResumed { .. } => {
+                        tx.execute(
+                            "UPDATE runs SET status = 'in_progress' WHERE id = ?1",
+                            params![&*run.0],
                         )
                         .map_err(|err| self.err(err))?;
                     }
