@@ -601,12 +601,14 @@ impl RunState {
             EventKind::AttemptFinished {
                 task,
                 agent,
+                attempt,
                 duration_ms,
                 output,
                 error,
-                ..
             } => {
+                let attempt = *attempt;
                 if let Some(t) = self.task_mut(task) {
+                    t.attempts = t.attempts.max(attempt);
                     t.duration_ms += duration_ms;
                     if let Some(o) = output {
                         t.output = o.clone();
@@ -682,6 +684,8 @@ impl RunState {
             EventKind::Escalated { task, error } => {
                 if let Some(t) = self.task_mut(task) {
                     t.error = Some(error.clone());
+                    // Not running: it waits for a decision.
+                    t.status = TaskStatus::Pending;
                 }
             }
             EventKind::Decided { task, .. } => self.awaiting_decision.retain(|t| t != task),

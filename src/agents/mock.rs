@@ -11,6 +11,9 @@ use crate::model::{ErrorCode, TaskError};
 pub struct MockAgent {
     /// Whether `output` holds template tags, rendered per attempt.
     templated: bool,
+    /// `CONDUCTOR_MOCK_LOG`: a file each execution appends a line to (`RUN TASK ATTEMPT LOOP`),
+    /// so crash tests can count real executions.
+    log: Option<std::path::PathBuf>,
     latency: Duration,
     fail_first: u32,
     fail_rate: f64,
@@ -24,6 +27,7 @@ impl MockAgent {
         let output = m.output.to_json();
         MockAgent {
             templated: has_tags(&output),
+            log: std::env::var_os("CONDUCTOR_MOCK_LOG").map(Into::into),
             latency: m.latency,
             fail_first: m.fail_first,
             fail_rate: m.fail_rate,
@@ -39,6 +43,7 @@ impl MockAgent {
             AgentKind::Mock(m) => MockAgent::new(m),
             other => MockAgent {
                 templated: false,
+                log: None,
                 latency: Duration::ZERO,
                 fail_first: 0,
                 fail_rate: 0.0,
@@ -150,6 +155,21 @@ impl Agent for MockAgent {
         let fails = self.fails(&req);
         let latency = self.latency;
         let error = self.error;
+        if let Some(path) = &self.log {
+            use std::io::Write;
+            let line = format!(
+                "{} {} {} {}\n",
+                req.run_id, req.task, req.attempt, req.loop_count
+            );
+            // One short O_APPEND write: lines from concurrent executions do not interleave.
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
         let output = if self.templated {
             render_output(&self.output, &req)
         } else {

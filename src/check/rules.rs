@@ -9,7 +9,14 @@ use crate::source::{FileId, Span};
 use crate::syntax::ast::{self, ValueKind};
 
 /// Top-level names a template can read.
-pub const TEMPLATE_VARIABLES: &[&str] = &["params", "tasks", "input", "feedback", "loop_count"];
+pub const TEMPLATE_VARIABLES: &[&str] = &[
+    "params",
+    "tasks",
+    "input",
+    "feedback",
+    "loop_count",
+    "attempt",
+];
 
 /// Jinja names that are not variables of the context.
 const TEMPLATE_BUILTINS: &[&str] = &[

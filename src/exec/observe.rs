@@ -240,7 +240,12 @@ impl Observer for HumanView {
                 self.line(format!("  ! {task:<20} escalated: {error}"));
             }
             EventKind::Decided { task, decision, by } => {
-                self.line(format!("  → {task:<20} {decision:?} (decided by {by})"));
+                let decision = match decision {
+                    crate::model::Decision::Retry => "retry",
+                    crate::model::Decision::Skip => "skip",
+                    crate::model::Decision::Abort => "abort",
+                };
+                self.line(format!("  → {task:<20} {decision} (decided by {by})"));
             }
             EventKind::RunWaiting { tasks } => {
                 let names: Vec<&str> = tasks.iter().map(|t| &**t).collect();

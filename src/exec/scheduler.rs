@@ -45,8 +45,13 @@ struct Done {
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Breaker {
     Closed,
-    Open { until: Instant },
-    HalfOpen { trial_out: bool },
+    Open {
+        until: Instant,
+    },
+    /// The cooldown is over; `trial` is the one task allowed through, once chosen.
+    HalfOpen {
+        trial: Option<TaskId>,
+    },
 }
 
 /// What the breaker says about a dispatch.
@@ -605,6 +610,7 @@ impl Scheduler {
             rt.upstream_failed = false;
             rt.waiting = false;
             rt.history.clear();
+            rt.last_request = Value::Null;
             rt.remaining = wf.task(t).after.len() as u32;
             if rt.remaining == 0 {
                 self.ready.push_back(t);
@@ -822,6 +828,7 @@ impl Scheduler {
                 "tasks": context::tasks_json(&self.state, |r| r.status.is_final()),
                 "feedback": context::feedback_json(&self.state),
                 "loop_count": self.state.feedback_loop_count,
+                "attempt": attempt,
             })
         });
         let input = match &ctx {
@@ -926,10 +933,15 @@ impl Scheduler {
         });
         if done.reached_agent {
             match &done.result {
-                Ok(_) => self.breaker_success(agent_id.index()),
-                Err(e) if e.code != ErrorCode::Cancelled => self.breaker_failure(agent_id.index()),
+                Ok(_) => self.breaker_success(agent_id.index(), t),
+                Err(e) if e.code != ErrorCode::Cancelled => {
+                    self.breaker_failure(agent_id.index(), t)
+                }
                 Err(_) => {}
             }
+        } else if self.pools[agent_id.index()].breaker == (Breaker::HalfOpen { trial: Some(t) }) {
+            // The trial never reached the agent: the next dispatch becomes the trial.
+            self.pools[agent_id.index()].breaker = Breaker::HalfOpen { trial: None };
         }
         match done.result {
             Ok(_) => {
@@ -1101,9 +1113,10 @@ impl Scheduler {
         match self.pools[p].breaker {
             Breaker::Closed => Admit::Go,
             Breaker::Open { until } if now < until => Admit::Reject,
-            Breaker::Open { .. } | Breaker::HalfOpen { trial_out: false } => {
+            Breaker::HalfOpen { trial: Some(trial) } if trial == t => Admit::Go,
+            Breaker::Open { .. } | Breaker::HalfOpen { trial: None } => {
                 let was_open = matches!(self.pools[p].breaker, Breaker::Open { .. });
-                self.pools[p].breaker = Breaker::HalfOpen { trial_out: true };
+                self.pools[p].breaker = Breaker::HalfOpen { trial: Some(t) };
                 if was_open {
                     self.record(EventKind::BreakerChanged {
                         agent: self.agent_names[p].clone(),
@@ -1113,14 +1126,15 @@ impl Scheduler {
                 }
                 Admit::Go
             }
-            Breaker::HalfOpen { trial_out: true } => Admit::Wait,
+            Breaker::HalfOpen { trial: Some(_) } => Admit::Wait,
         }
     }
 
-    fn breaker_success(&mut self, p: usize) {
+    fn breaker_success(&mut self, p: usize, t: TaskId) {
         let pool = &mut self.pools[p];
         pool.consecutive_failures = 0;
-        if matches!(pool.breaker, Breaker::HalfOpen { .. }) {
+        // Only the trial's outcome decides a half-open breaker.
+        if pool.breaker == (Breaker::HalfOpen { trial: Some(t) }) {
             pool.breaker = Breaker::Closed;
             self.record(EventKind::BreakerChanged {
                 agent: self.agent_names[p].clone(),
@@ -1130,14 +1144,21 @@ impl Scheduler {
         }
     }
 
-    fn breaker_failure(&mut self, p: usize) {
+    fn breaker_failure(&mut self, p: usize, t: TaskId) {
         let pool = &mut self.pools[p];
         pool.consecutive_failures += 1;
         let reason = match pool.breaker {
-            Breaker::HalfOpen { .. } => Some("the trial dispatch failed".to_string()),
+            Breaker::HalfOpen { trial: Some(trial) } if trial == t => {
+                Some("the trial dispatch failed".to_string())
+            }
             Breaker::Closed if pool.consecutive_failures >= pool.threshold => Some(format!(
-                "{} consecutive failures",
-                pool.consecutive_failures
+                "{} consecutive failure{}",
+                pool.consecutive_failures,
+                if pool.consecutive_failures == 1 {
+                    ""
+                } else {
+                    "s"
+                }
             )),
             _ => None,
         };
@@ -1310,10 +1331,12 @@ impl Scheduler {
                 "pool": {
                     "name": agent.name, "count": pool.count, "idle": pool.idle.len(),
                     "running": pool.running, "failed": pool.failed,
+                    // An open breaker whose cooldown is over lets the next dispatch through as
+                    // its trial, so a rule sees it as half-open.
                     "breaker": match pool.breaker {
                         Breaker::Closed => "closed",
-                        Breaker::Open { .. } => "open",
-                        Breaker::HalfOpen { .. } => "half_open",
+                        Breaker::Open { until } if Instant::now() < until => "open",
+                        Breaker::Open { .. } | Breaker::HalfOpen { .. } => "half_open",
                     },
                 },
                 "running": running,

@@ -1,0 +1,276 @@
+//! Kill -9 at many points of real `conductor run` processes, then `conductor resume`: every run
+//! ends COMPLETED, every task's result is present exactly once, and no task is executed again
+//! after its COMPLETED result was stored (mock agents log each execution to a file).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const WORKFLOW: &str = r#"workflow crashy {
+    agent fast { kind = "mock", latency = 20ms, count = 3 }
+    agent slow { kind = "mock", latency = 60ms, count = 2 }
+    agent flaky { kind = "mock", latency = 30ms, fail_first = 1, retry = 2, backoff = fixed(20ms) }
+    phase build {
+        task fetch on fast
+        task compile_a on slow after fetch
+        task compile_b on slow after fetch
+        task compile_c on fast after fetch
+        task link on flaky after compile_a, compile_b, compile_c
+    }
+    phase test {
+        task unit on fast
+        task integration on slow
+        task lint on fast
+        task report on flaky after unit, integration, lint
+    }
+    phase ship {
+        task package on fast
+        task publish on slow after package
+    }
+}"#;
+
+fn conductor(dir: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
+    c.current_dir(dir)
+        .env("CONDUCTOR_MOCK_LOG", dir.join("mock.log"))
+        .env("CONDUCTOR_STORE", dir.join("store.db"))
+        .stdin(Stdio::null());
+    c
+}
+
+/// Starts a command with `--json` and returns it once its first event line names the run.
+fn start(mut cmd: Command) -> (Child, String, std::thread::JoinHandle<()>) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut tx = Some(tx);
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(t) = tx.take() {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                let _ = t.send(v["run_id"].as_str().unwrap_or("").to_string());
+            }
+        }
+    });
+    let run_id = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+    (child, run_id, reader)
+}
+
+fn kill_after(mut child: Child, delay: Duration) {
+    std::thread::sleep(delay);
+    let _ = child.kill(); // SIGKILL
+    let _ = child.wait();
+}
+
+fn events(dir: &Path, run: &str) -> Vec<serde_json::Value> {
+    let out = conductor(dir).args(["events", run]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn kill_nine_at_any_moment_loses_nothing_and_repeats_nothing() {
+    // How far each killed run had got: the number of events before the first resume.
+    let mut progress_at_kill = BTreeSet::new();
+    let mut resumed_runs = 0;
+    for i in 0..28u64 {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("crashy.cond"), WORKFLOW).unwrap();
+        // Kill points spread over the run's life (~0.5 s), a different one each time.
+        let delay = Duration::from_millis(15 + i * 11);
+        let mut cmd = conductor(dir.path());
+        cmd.args(["run", "crashy.cond", "--json"]);
+        let (child, run, reader) = start(cmd);
+        assert!(!run.is_empty(), "run {i} printed no run id");
+        kill_after(child, delay);
+        let _ = reader.join();
+        // Every third run is killed again while resuming.
+        if i % 3 == 0 {
+            let mut cmd = conductor(dir.path());
+            cmd.args(["resume", &run, "--json"]);
+            let (child, _, reader) = start(cmd);
+            kill_after(child, Duration::from_millis(40 + i * 5));
+            let _ = reader.join();
+        }
+        let mut finished = false;
+        for _ in 0..3 {
+            let out = conductor(dir.path())
+                .args(["resume", &run])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            if out.status.success() {
+                finished = true;
+                break;
+            }
+            assert!(
+                stdout.contains("COMPLETED") || out.status.code() != Some(2),
+                "{stdout}"
+            );
+        }
+        assert!(
+            finished,
+            "run {i} (killed at {delay:?}) did not complete after resuming"
+        );
+
+        let log = events(dir.path(), &run);
+        let last = log.last().unwrap();
+        assert_eq!(last["event"], "run_finished");
+        assert_eq!(last["status"], "completed", "run {i}");
+        if let Some(at) = log.iter().position(|e| e["event"] == "run_resumed") {
+            resumed_runs += 1;
+            progress_at_kill.insert(at);
+        }
+
+        // Every task completed exactly once, and was not dispatched after completing.
+        let mut completed: BTreeMap<String, usize> = BTreeMap::new();
+        let mut dispatched_after: Vec<String> = Vec::new();
+        let mut dispatched: BTreeSet<(String, u64)> = BTreeSet::new();
+        for e in &log {
+            let task = e["task"].as_str().unwrap_or("").to_string();
+            match e["event"].as_str() {
+                Some("task_finished") if e["status"] == "completed" => {
+                    *completed.entry(task).or_default() += 1;
+                }
+                Some("task_dispatched") => {
+                    if completed.contains_key(&task) {
+                        dispatched_after.push(task.clone());
+                    }
+                    dispatched.insert((task, e["attempt"].as_u64().unwrap()));
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(completed.len(), 11, "run {i}: {completed:?}");
+        assert!(
+            completed.values().all(|n| *n == 1),
+            "run {i}: {completed:?}"
+        );
+        assert!(
+            dispatched_after.is_empty(),
+            "run {i}: ran again after completing: {dispatched_after:?}"
+        );
+        // Every real execution (from the mock's own log) was a recorded dispatch.
+        let mock_log = std::fs::read_to_string(dir.path().join("mock.log")).unwrap_or_default();
+        for line in mock_log.lines() {
+            let parts: Vec<&str> = line.split(' ').collect();
+            let key = (parts[1].to_string(), parts[2].parse::<u64>().unwrap());
+            assert!(
+                dispatched.contains(&key),
+                "run {i}: execution {line:?} has no dispatch event"
+            );
+        }
+    }
+    // The kills really landed mid-run, at many different points.
+    assert!(
+        resumed_runs >= 20,
+        "only {resumed_runs} of 24 runs were killed before finishing"
+    );
+    assert!(
+        progress_at_kill.len() >= 12,
+        "kill points too alike: {progress_at_kill:?}"
+    );
+    eprintln!("killed after these numbers of committed events: {progress_at_kill:?}");
+}
+
+#[test]
+fn resuming_a_completed_run_says_so_and_does_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("crashy.cond"), WORKFLOW).unwrap();
+    let out = conductor(dir.path())
+        .args(["run", "crashy.cond", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let run = first["run_id"].as_str().unwrap().to_string();
+    let before = events(dir.path(), &run).len();
+    let out = conductor(dir.path())
+        .args(["resume", &run])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("already completed"));
+    assert_eq!(
+        events(dir.path(), &run).len(),
+        before,
+        "nothing was appended"
+    );
+}
+
+#[test]
+fn two_processes_cannot_drive_the_same_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = r#"workflow s { agent m { kind = "mock", latency = 2s } phase p { task a on m } }"#;
+    std::fs::write(dir.path().join("s.cond"), slow).unwrap();
+    let mut cmd = conductor(dir.path());
+    cmd.args(["run", "s.cond", "--json"]);
+    let (mut child, run, reader) = start(cmd);
+    let out = conductor(dir.path())
+        .args(["resume", &run])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is being driven by another process"),
+        "{stderr}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = reader.join();
+}
+
+#[test]
+fn a_damaged_store_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("store.db"),
+        b"this is not sqlite at all, just text",
+    )
+    .unwrap();
+    let out = conductor(dir.path()).arg("runs").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a Conductor store, or it is damaged"),
+        "{stderr}"
+    );
+    // A truncated real store.
+    std::fs::write(dir.path().join("crashy.cond"), WORKFLOW).unwrap();
+    let db = dir.path().join("real.db");
+    let out = conductor(dir.path())
+        .args(["run", "crashy.cond", "--store"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let bytes = std::fs::read(&db).unwrap();
+    std::fs::write(&db, &bytes[..bytes.len() / 3]).unwrap();
+    let out = conductor(dir.path())
+        .args(["show", "r", "--store"])
+        .arg(&db)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
