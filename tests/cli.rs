@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn conductor() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_conductor"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
+    // Runs in these tests need no inspection afterwards.
+    c.env("CONDUCTOR_STORE", "memory");
+    c
 }
 
 #[test]

@@ -83,8 +83,13 @@ impl SqliteStore {
         };
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(|e| backend(path, e))?;
-        conn.pragma_update(None, "journal_mode", "WAL")
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(not_a_store)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(not_a_store)?;
+        }
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(not_a_store)?;
         conn.pragma_update(None, "foreign_keys", "ON")
@@ -126,7 +131,17 @@ impl SqliteStore {
                 self.path.display()
             )));
         }
-        let tx = conn.transaction().map_err(err)?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // IMMEDIATE: take the write lock up front, so two processes opening a new store wait
+        // for each other instead of failing.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
         for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             tx.execute_batch(migration).map_err(err)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)
@@ -236,7 +251,9 @@ impl Store for SqliteStore {
     /// turn.
     fn append(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError> {
         let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
         {
             let last: Option<i64> = tx
                 .query_row(
