@@ -28,9 +28,17 @@ fn compile(text: &str) -> (Arc<conductor::Workflow>, Arc<conductor::plan::Plan>)
 }
 
 fn run_once(rt: &tokio::runtime::Runtime, text: &str) -> Duration {
+    run_on(rt, text, Arc::new(MemoryStore::new()))
+}
+
+fn run_on(
+    rt: &tokio::runtime::Runtime,
+    text: &str,
+    store: Arc<dyn conductor::store::Store>,
+) -> Duration {
     let (wf, plan) = compile(text);
     let n = wf.tasks.len();
-    let options = RunOptions::new(Arc::new(MemoryStore::new()));
+    let options = RunOptions::new(store);
     let begun = Instant::now();
     let state = rt
         .block_on(async move { tokio::spawn(run(wf, plan, options)).await })
@@ -113,6 +121,44 @@ fn main() {
             );
         }
     }
+    // The durable store, side by side with memory: a 10,000-task fan-out.
+    let text = workflow(Shape::FanOut, 10_000, 64);
+    let memory = {
+        let mut t: Vec<Duration> = (0..5).map(|_| run_once(&rt, &text)).collect();
+        t.sort();
+        t[2]
+    };
+    let mut sqlite_times = Vec::new();
+    let mut size = 0u64;
+    let mut events = 0usize;
+    for _ in 0..5 {
+        let dir = tempfile_dir();
+        let path = dir.join("bench.db");
+        let store = Arc::new(conductor::store::SqliteStore::open(&path).expect("store"));
+        sqlite_times.push(run_on(&rt, &text, store.clone()));
+        let runs = conductor::store::Store::runs(store.as_ref()).expect("runs");
+        events = conductor::store::Store::events(store.as_ref(), &runs[0].id)
+            .expect("events")
+            .len();
+        drop(store);
+        size = ["bench.db", "bench.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(dir.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    sqlite_times.sort();
+    let sqlite = sqlite_times[2];
+    println!(
+        "fan-out 10000 with the SQLite store: {:.1?} ({:.1} µs/task, {:.0} events/s committed; memory store {:.1} µs/task); store file {:.1} MB for {events} events",
+        sqlite,
+        sqlite.as_secs_f64() * 1e6 / 10_000.0,
+        events as f64 / sqlite.as_secs_f64(),
+        memory.as_secs_f64() * 1e6 / 10_000.0,
+        size as f64 / 1e6
+    );
+
     if !quick {
         // Each figure in a process of its own.
         let exe = std::env::current_exe().expect("own path");
@@ -151,4 +197,17 @@ fn main() {
         spans[0],
         spans[spans.len() - 1]
     );
+}
+
+/// A fresh folder under the system's temporary directory.
+fn tempfile_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "conductor-bench-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
 }

@@ -274,3 +274,60 @@ fn a_damaged_store_is_a_clear_error() {
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn why_explains_a_dead_lettered_task_and_a_skipped_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"workflow w {
+        param deploy = false
+        agent broken { kind = "mock", fail_first = 9, retry = 1, backoff = fixed(10ms) }
+        agent ok { kind = "mock" }
+        phase p {
+            task a on broken
+            task b on ok after a
+            task c on ok { when { params.deploy } }
+            gate { true }
+        }
+    }"#;
+    std::fs::write(dir.path().join("w.cond"), text).unwrap();
+    let out = conductor(dir.path())
+        .args(["run", "w.cond", "--json"])
+        .output()
+        .unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let run = first["run_id"].as_str().unwrap().to_string();
+    let why = |task: &str| {
+        let out = conductor(dir.path())
+            .args(["why", &run, task])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let a = why("a");
+    assert!(a.contains("retry 2 scheduled after 10ms of backoff"), "{a}");
+    assert!(a.contains("dead-lettered as"), "{a}");
+    assert!(a.contains("2 attempts failed"), "{a}");
+    let b = why("b");
+    assert!(
+        b.contains("skipped (upstream_failed): its dependency `a` failed"),
+        "{b}"
+    );
+    let c = why("c");
+    assert!(
+        c.contains("skipped (when_false): its `when` rule at w.cond:8:"),
+        "{c}"
+    );
+    assert!(c.contains("\"deploy\":false"), "{c}");
+    let out = conductor(dir.path())
+        .args(["why", &run, "bb"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `b`?"));
+}

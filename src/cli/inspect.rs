@@ -378,3 +378,100 @@ pub(super) fn gc(store: &Arc<SqliteStore>, older_than: &str) -> ExitCode {
         Err(e) => fail(e),
     }
 }
+
+/// `conductor why RUN TASK`: the story of one task, from the log, with the rules and reasons.
+pub(super) fn why(store: &Arc<SqliteStore>, id: &str, task: &str) -> ExitCode {
+    let run = match find_run(store.as_ref(), id) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let events = match store.events(&run) {
+        Ok(e) => e,
+        Err(e) => return fail(e),
+    };
+    let state = RunState::from_events(&events);
+    let Some(result) = state.task(task) else {
+        let names: Vec<&str> = state.tasks.iter().map(|t| &*t.task).collect();
+        let hint = crate::diag::suggest(task, names.iter().copied())
+            .map(|n| format!("; did you mean `{n}`?"))
+            .unwrap_or_default();
+        return fail(format!("run {run} has no task `{task}`{hint}"));
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "task `{task}` of run {run} (workflow {}, phase {}): {}",
+        state.workflow,
+        result.phase,
+        result.status.as_str()
+    );
+    let mut in_phase = false;
+    for e in &events {
+        let at = e.at;
+        let line = match &e.kind {
+            EventKind::PhaseEntered { phase, loop_count } => {
+                in_phase = **phase == *result.phase;
+                in_phase.then(|| format!("phase {phase} entered (pass {})", loop_count + 1))
+            }
+            EventKind::TaskDispatched { task: t, agent, attempt } if &**t == task => {
+                Some(format!("attempt {attempt} dispatched to {agent}: its dependencies were final and the enforce rules allowed it"))
+            }
+            EventKind::AttemptFinished { task: t, attempt, duration_ms, error, .. } if &**t == task => {
+                Some(match error {
+                    None => format!("attempt {attempt} succeeded after {duration_ms}ms"),
+                    Some(err) => format!(
+                        "attempt {attempt} failed after {duration_ms}ms: {err} ({})",
+                        if err.retryable { "retryable" } else { "not retryable" }
+                    ),
+                })
+            }
+            EventKind::RetryScheduled { task: t, attempt, delay_ms } if &**t == task => {
+                Some(format!("retry {attempt} scheduled after {delay_ms}ms of backoff: the error was retryable and attempts were left"))
+            }
+            EventKind::TaskSkipped { task: t, reason, detail } if &**t == task => Some(format!(
+                "skipped ({}){}",
+                match reason {
+                    crate::model::SkipReason::WhenFalse => "when_false",
+                    crate::model::SkipReason::UpstreamFailed => "upstream_failed",
+                    crate::model::SkipReason::Decision => "decision",
+                },
+                detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+            )),
+            EventKind::DeadLettered { entry } if &*entry.task == task => Some(format!(
+                "dead-lettered as {}: {} (see `conductor dlq show {}`)",
+                entry.id, entry.reason, entry.id
+            )),
+            EventKind::Escalated { task: t, error } if &**t == task => {
+                Some(format!("escalated, as a non-retryable failure: {error}"))
+            }
+            EventKind::Decided { task: t, decision, by } if &**t == task => {
+                Some(format!("decision: {decision:?} (by {by})").to_lowercase())
+            }
+            EventKind::PolicyViolation { task: t, rule, reason } if &**t == task => {
+                Some(format!("denied by {rule}: {reason}; the run failed"))
+            }
+            EventKind::TaskFinished { task: t, status, .. } if &**t == task => {
+                Some(format!("finished {}", status.as_str()))
+            }
+            EventKind::BreakerChanged { agent, state: b, reason } if in_phase => Some(format!(
+                "the circuit breaker of `{agent}` became {}{}",
+                b.as_str(),
+                reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+            )),
+            EventKind::GateDecided { phase, pass: ok, reason, rule } if **phase == *result.phase => {
+                Some(format!(
+                    "the gate of phase {phase} {} ({rule}): {reason}",
+                    if *ok { "passed" } else { "failed" }
+                ))
+            }
+            EventKind::RunResumed { rerun } if rerun.iter().any(|t| &**t == task) => {
+                Some("the run was resumed; this task was in flight at the stop and ran again".into())
+            }
+            _ => None,
+        };
+        if let Some(line) = line {
+            let _ = writeln!(out, "  {at}  {line}");
+        }
+    }
+    ExitCode::SUCCESS
+}

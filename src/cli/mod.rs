@@ -91,6 +91,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Explain a task: why it ran, was skipped, retried, dead-lettered or escalated.
+    Why { run: String, task: String },
     /// Print a run's event log as JSON lines.
     Events {
         run: String,
@@ -187,6 +189,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Resume { run, decide, json } => resume(&store_path, &run, &decide, json),
         Command::Show { run, json } => with_store(&store_path, |s| inspect::show(s, &run, json)),
+        Command::Why { run, task } => with_store(&store_path, |s| inspect::why(s, &run, &task)),
         Command::Events { run, follow } => {
             with_store(&store_path, |s| inspect::events(s, &run, follow))
         }

@@ -71,6 +71,28 @@ enum Timer {
     AgentWait(TaskId, u64),
 }
 
+/// The last request a task's agent was sent, for the dead-letter queue.
+#[derive(Clone, Debug)]
+struct LastRequest {
+    instance: Arc<str>,
+    attempt: u32,
+    prompt: Option<String>,
+    input: Value,
+    command: Option<Vec<String>>,
+}
+
+impl LastRequest {
+    fn to_json(&self) -> Value {
+        json!({
+            "instance": &*self.instance,
+            "attempt": self.attempt,
+            "prompt": self.prompt,
+            "input": self.input,
+            "command": self.command,
+        })
+    }
+}
+
 /// Per-task runtime state, by `TaskId`.
 #[derive(Clone, Debug)]
 struct TaskRt {
@@ -86,7 +108,7 @@ struct TaskRt {
     /// This pass's attempts, for the dead-letter queue.
     history: Vec<crate::model::AttemptRecord>,
     /// The last request sent to the agent, as the dead-letter queue keeps it.
-    last_request: Value,
+    last_request: Option<LastRequest>,
 }
 
 struct Pool {
@@ -196,7 +218,7 @@ impl Scheduler {
                 wait_token: 0,
                 waiting: false,
                 history: Vec::new(),
-                last_request: Value::Null,
+                last_request: None,
             })
             .collect();
         let wf_agent_names = wf
@@ -610,7 +632,7 @@ impl Scheduler {
             rt.upstream_failed = false;
             rt.waiting = false;
             rt.history.clear();
-            rt.last_request = Value::Null;
+            rt.last_request = None;
             rt.remaining = wf.task(t).after.len() as u32;
             if rt.remaining == 0 {
                 self.ready.push_back(t);
@@ -627,7 +649,26 @@ impl Scheduler {
             }
             let rt = &self.tasks[t.index()];
             if rt.upstream_failed {
-                self.skip(t, SkipReason::UpstreamFailed, None);
+                let failed_dep = self
+                    .wf
+                    .task(t)
+                    .after
+                    .iter()
+                    .find(|d| {
+                        let rt = &self.tasks[d.index()];
+                        rt.status == TaskStatus::Failed
+                            || (rt.status == TaskStatus::Skipped && rt.upstream_failed)
+                    })
+                    .map(|d| {
+                        let rt = &self.tasks[d.index()];
+                        let how = if rt.status == TaskStatus::Failed {
+                            "failed"
+                        } else {
+                            "was skipped because its own upstream failed"
+                        };
+                        format!("its dependency `{}` {how}", rt.name)
+                    });
+                self.skip(t, SkipReason::UpstreamFailed, failed_dep);
                 continue;
             }
             if rt.attempt == 0 {
@@ -635,7 +676,11 @@ impl Scheduler {
                     match self.evaluate_when(&rule) {
                         Ok(true) => {}
                         Ok(false) => {
-                            self.skip(t, SkipReason::WhenFalse, None);
+                            let detail = format!(
+                                "its `when` rule at {} was false (it saw loop_count {} and params {})",
+                                rule.location, self.state.feedback_loop_count, self.params
+                            );
+                            self.skip(t, SkipReason::WhenFalse, Some(detail));
                             continue;
                         }
                         Err(error) => {
@@ -762,12 +807,13 @@ impl Scheduler {
         for (t, instance, attempt, instance_name) in requests {
             match self.request(t, attempt, instance_name) {
                 Ok(request) => {
-                    self.tasks[t.index()].last_request = json!({
-                        "instance": &*request.instance,
-                        "attempt": request.attempt,
-                        "prompt": request.prompt,
-                        "input": request.input,
-                        "command": request.shell.as_ref().map(|s| &s.argv),
+                    // Kept cheaply; turned into JSON only if the task is dead-lettered.
+                    self.tasks[t.index()].last_request = Some(LastRequest {
+                        instance: request.instance.clone(),
+                        attempt: request.attempt,
+                        prompt: request.prompt.clone(),
+                        input: request.input.clone(),
+                        command: request.shell.as_ref().map(|s| s.argv.clone()),
                     });
                     let agent = self.agents[self.wf.task(t).agent.index()].clone();
                     let timeout = self.wf.task(t).timeout;
@@ -914,15 +960,18 @@ impl Scheduler {
             Ok(v) => (Some(v.clone()), None),
             Err(e) => (None, Some(e.clone())),
         };
-        self.tasks[t.index()]
-            .history
-            .push(crate::model::AttemptRecord {
-                attempt: done.attempt,
-                agent: Some(instance_name.clone()),
-                error: error.clone(),
-                retry_delay_ms: None,
-                duration_ms: done.elapsed.as_millis() as u64,
-            });
+        // Failed attempts are kept for the dead-letter queue (a success ends the task).
+        if let Some(e) = &error {
+            self.tasks[t.index()]
+                .history
+                .push(crate::model::AttemptRecord {
+                    attempt: done.attempt,
+                    agent: Some(instance_name.clone()),
+                    error: Some(e.clone()),
+                    retry_delay_ms: None,
+                    duration_ms: done.elapsed.as_millis() as u64,
+                });
+        }
         self.record(EventKind::AttemptFinished {
             task: name.clone(),
             agent: instance_name,
@@ -1012,7 +1061,10 @@ impl Scheduler {
             pool: self.agent_names[task.agent.index()].clone(),
             reason,
             attempts: rt.history.clone(),
-            request: rt.last_request.clone(),
+            request: rt
+                .last_request
+                .as_ref()
+                .map_or(Value::Null, LastRequest::to_json),
             at: self.clock,
         };
         self.record(EventKind::DeadLettered { entry });
@@ -1109,10 +1161,10 @@ impl Scheduler {
     /// What the pool's breaker says about dispatching `t` now.
     fn admit(&mut self, t: TaskId) -> Admit {
         let p = self.wf.task(t).agent.index();
-        let now = Instant::now();
         match self.pools[p].breaker {
             Breaker::Closed => Admit::Go,
-            Breaker::Open { until } if now < until => Admit::Reject,
+            // The clock is read only when it matters: this runs for every dispatch.
+            Breaker::Open { until } if Instant::now() < until => Admit::Reject,
             Breaker::HalfOpen { trial: Some(trial) } if trial == t => Admit::Go,
             Breaker::Open { .. } | Breaker::HalfOpen { trial: None } => {
                 let was_open = matches!(self.pools[p].breaker, Breaker::Open { .. });
@@ -1266,6 +1318,7 @@ impl Scheduler {
                                 crate::check::render::dur(self.wf.settings.agent_wait)
                             ),
                         );
+                        let waited = self.wf.settings.agent_wait.as_millis() as u64;
                         self.tasks[t.index()]
                             .history
                             .push(crate::model::AttemptRecord {
@@ -1273,8 +1326,18 @@ impl Scheduler {
                                 agent: None,
                                 error: Some(error.clone()),
                                 retry_delay_ms: None,
-                                duration_ms: self.wf.settings.agent_wait.as_millis() as u64,
+                                duration_ms: waited,
                             });
+                        // The attempt that never found an instance is in the log too, under
+                        // the pool's name.
+                        self.record(EventKind::AttemptFinished {
+                            task: self.tasks[t.index()].name.clone(),
+                            agent: self.agent_names[self.wf.task(t).agent.index()].clone(),
+                            attempt,
+                            duration_ms: waited,
+                            output: None,
+                            error: Some(error.clone()),
+                        });
                         self.failed_attempt(t, error);
                     }
                 }
