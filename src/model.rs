@@ -688,10 +688,18 @@ impl RunState {
                     t.status = TaskStatus::Pending;
                 }
             }
-            EventKind::Decided { task, .. } => self.awaiting_decision.retain(|t| t != task),
+            EventKind::Decided { task, decision, .. } => {
+                self.awaiting_decision.retain(|t| t != task);
+                if *decision == Decision::Retry {
+                    if let Some(t) = self.task_mut(task) {
+                        t.status = TaskStatus::Pending;
+                    }
+                }
+            }
             EventKind::RunResumed { rerun } => {
                 self.status = Some(RunStatus::InProgress);
                 self.completed_at = None;
+                self.error = None;
                 for name in rerun {
                     if let Some(t) = self.task_mut(name) {
                         t.status = TaskStatus::Pending;

@@ -331,3 +331,50 @@ fn why_explains_a_dead_lettered_task_and_a_skipped_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("did you mean `b`?"));
 }
+
+#[test]
+fn dlq_retry_reruns_the_task_and_continues_the_run_it_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"workflow gf {
+        agent flaky { kind = "mock", fail_first = 1, retry = 0 }
+        agent ok { kind = "mock" }
+        phase p { task a on flaky  task b on ok after a  gate { success_rate >= 1.0 } }
+        phase q { task c on ok }
+    }"#;
+    std::fs::write(dir.path().join("gf.cond"), text).unwrap();
+    let out = conductor(dir.path())
+        .args(["run", "gf.cond"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "the gate fails the first run");
+    let out = conductor(dir.path())
+        .args(["dlq", "list", "--json"])
+        .output()
+        .unwrap();
+    let entry: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let id = entry["id"].as_str().unwrap().to_string();
+    assert_eq!(entry["task"], "a");
+    let out = conductor(dir.path())
+        .args(["dlq", "retry", &id])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("COMPLETED: 3 completed"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("decided by conductor dlq retry {id}")),
+        "{stdout}"
+    );
+    let out = conductor(dir.path())
+        .args(["dlq", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
+        "the entry is handled"
+    );
+    let run = entry["run_id"].as_str().unwrap();
+    let log = events(dir.path(), run);
+    assert_eq!(log.last().unwrap()["status"], "completed");
+}

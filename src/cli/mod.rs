@@ -148,6 +148,8 @@ enum DlqCommand {
     Show { entry: String },
     /// Remove an entry from the queue (it stays in the run's log).
     Drop { entry: String },
+    /// Re-run the task in its run and, when the run stopped in that task's phase, continue it.
+    Retry { entry: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -187,7 +189,7 @@ pub fn main() -> ExitCode {
         } => with_store(&store_path, |s| {
             inspect::runs(s, status.as_deref(), workflow.as_deref(), json)
         }),
-        Command::Resume { run, decide, json } => resume(&store_path, &run, &decide, json),
+        Command::Resume { run, decide, json } => resume(&store_path, &run, &decide, json, None),
         Command::Show { run, json } => with_store(&store_path, |s| inspect::show(s, &run, json)),
         Command::Why { run, task } => with_store(&store_path, |s| inspect::why(s, &run, &task)),
         Command::Events { run, follow } => {
@@ -197,6 +199,7 @@ pub fn main() -> ExitCode {
             DlqCommand::List { run, json } => inspect::dlq_list(s, run.as_deref(), json),
             DlqCommand::Show { entry } => inspect::dlq_show(s, &entry),
             DlqCommand::Drop { entry } => inspect::dlq_drop(s, &entry),
+            DlqCommand::Retry { entry } => dlq_retry(s, &store_path, &entry),
         }),
         Command::Gc { older_than } => with_store(&store_path, |s| inspect::gc(s, &older_than)),
         Command::Check {
@@ -698,7 +701,44 @@ fn exit_code(
     }
 }
 
-fn resume(store_path: &std::path::Path, id: &str, decide: &[String], json: bool) -> ExitCode {
+fn dlq_retry(
+    store: &std::sync::Arc<crate::store::SqliteStore>,
+    store_path: &std::path::Path,
+    entry: &str,
+) -> ExitCode {
+    use crate::store::Store;
+    let entries = match store.dead_letters(None) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let Some(dl) = entries.into_iter().find(|e| e.id == entry) else {
+        eprintln!("error: no dead letter `{entry}` (see `conductor dlq list`)");
+        return ExitCode::from(2);
+    };
+    let code = resume(
+        store_path,
+        &dl.run_id.0,
+        &[],
+        false,
+        Some((dl.task.to_string(), dl.id.clone())),
+    );
+    if code != ExitCode::from(2) {
+        // Handled: the retry is in the run's log, with its own outcome.
+        let _ = store.drop_dead_letter(entry);
+    }
+    code
+}
+
+fn resume(
+    store_path: &std::path::Path,
+    id: &str,
+    decide: &[String],
+    json: bool,
+    retry: Option<(String, String)>,
+) -> ExitCode {
     use crate::store::Store;
     let mut decisions = Vec::new();
     for d in decide {
@@ -751,11 +791,17 @@ fn resume(store_path: &std::path::Path, id: &str, decide: &[String], json: bool)
     };
     let state = crate::model::RunState::from_events(&events);
     match state.status() {
-        crate::model::RunStatus::Completed => {
+        crate::model::RunStatus::Completed if retry.is_none() => {
             println!("run {run_id} is already completed; there is nothing to resume");
             return ExitCode::SUCCESS;
         }
-        crate::model::RunStatus::Failed => {
+        crate::model::RunStatus::Completed => {
+            eprintln!(
+                "error: run {run_id} completed (its gate passed without this task); start a new run to run it again"
+            );
+            return ExitCode::from(2);
+        }
+        crate::model::RunStatus::Failed if retry.is_none() => {
             println!(
                 "run {run_id} failed ({}); there is nothing to resume",
                 state.error.as_deref().unwrap_or("no reason recorded")
@@ -807,6 +853,7 @@ fn resume(store_path: &std::path::Path, id: &str, decide: &[String], json: bool)
             options,
             events,
             decisions,
+            retry,
         ));
         with_ctrl_c(cancel, handle).await
     });

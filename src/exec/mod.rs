@@ -99,20 +99,22 @@ pub async fn run(
 }
 
 /// Continues a stopped run from its events (`conductor resume`), applying `decisions` to tasks
-/// waiting for one.
+/// waiting for one; `retry` = (task, dead-letter entry) re-runs a dead-lettered task
+/// (`conductor dlq retry`).
 pub async fn resume(
     workflow: Arc<Workflow>,
     plan: Arc<Plan>,
     mut options: RunOptions,
     events: Vec<crate::model::Event>,
     decisions: Vec<(String, crate::model::Decision)>,
+    retry: Option<(String, String)>,
 ) -> Result<RunState, ExecError> {
     let state = RunState::from_events(&events);
     options.run_id = state.workflow_id.clone();
     options.params = state.params.clone();
     options.file = state.file.clone();
     let scheduler = scheduler::Scheduler::new(workflow, plan, options)?;
-    scheduler.resume(events, decisions).await
+    scheduler.resume(events, decisions, retry).await
 }
 
 /// Checks `--param` values against the workflow's params and fills defaults.

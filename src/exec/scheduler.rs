@@ -364,6 +364,7 @@ impl Scheduler {
         mut self,
         events: Vec<Event>,
         mut decisions: Vec<(String, Decision)>,
+        retry: Option<(String, String)>,
     ) -> Result<RunState, ExecError> {
         self.state = RunState::from_events(&events);
         for e in &events {
@@ -405,6 +406,54 @@ impl Scheduler {
         self.record(EventKind::RunResumed {
             rerun: rerun.clone(),
         });
+        // `conductor dlq retry`: the dead-lettered task gets fresh attempts in its phase.
+        if let Some((name, entry)) = &retry {
+            let Some(task) = wf.task_by_name(name) else {
+                return Err(ExecError::Agent(format!(
+                    "no task `{name}` in this workflow"
+                )));
+            };
+            let t = task.id;
+            if task.phase.index() != phase {
+                return Err(ExecError::Agent(format!(
+                    "task `{name}` belongs to phase `{}`, and the run is in phase `{}`: \
+                     `dlq retry` re-runs a task only in the phase its run stopped in",
+                    wf.phase(task.phase).name,
+                    wf.phases[phase].name
+                )));
+            }
+            let rt = &mut self.tasks[t.index()];
+            rt.status = TaskStatus::Pending;
+            rt.history.clear();
+            let task_name = rt.name.clone();
+            self.record(EventKind::Decided {
+                task: task_name,
+                decision: Decision::Retry,
+                by: format!("conductor dlq retry {entry}"),
+            });
+            // Its dependents, skipped because it failed, get their chance again.
+            let mut reopened = vec![t];
+            let mut i = 0;
+            while i < reopened.len() {
+                let current = reopened[i];
+                for &other in &wf.phases[phase].tasks {
+                    let rt = &self.tasks[other.index()];
+                    if wf.task(other).after.contains(&current)
+                        && rt.status == TaskStatus::Skipped
+                        && rt.upstream_failed
+                        && !reopened.contains(&other)
+                    {
+                        reopened.push(other);
+                    }
+                }
+                i += 1;
+            }
+            for other in reopened.into_iter().skip(1) {
+                let rt = &mut self.tasks[other.index()];
+                rt.status = TaskStatus::Pending;
+                rt.upstream_failed = false;
+            }
+        }
         let phase_tasks = wf.phases[phase].tasks.clone();
         self.phase_open = phase_tasks
             .iter()
