@@ -687,6 +687,11 @@ impl RunState {
                     // Not running: it waits for a decision.
                     t.status = TaskStatus::Pending;
                 }
+                // Until a `Decided` event: even if the process dies before the run is marked
+                // WAITING, a resume knows this task needs a decision.
+                if !self.awaiting_decision.contains(task) {
+                    self.awaiting_decision.push(task.clone());
+                }
             }
             EventKind::Decided { task, decision, .. } => {
                 self.awaiting_decision.retain(|t| t != task);
@@ -708,7 +713,11 @@ impl RunState {
             }
             EventKind::RunWaiting { tasks } => {
                 self.status = Some(RunStatus::Waiting);
-                self.awaiting_decision = tasks.clone();
+                for t in tasks {
+                    if !self.awaiting_decision.contains(t) {
+                        self.awaiting_decision.push(t.clone());
+                    }
+                }
             }
             EventKind::RunFinished { status, error } => {
                 self.status = Some(*status);

@@ -378,3 +378,29 @@ fn dlq_retry_reruns_the_task_and_continues_the_run_it_stopped() {
     let log = events(dir.path(), run);
     assert_eq!(log.last().unwrap()["status"], "completed");
 }
+
+#[test]
+fn resuming_with_a_changed_workflow_file_is_refused_not_garbled() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("crashy.cond"), WORKFLOW).unwrap();
+    let mut cmd = conductor(dir.path());
+    cmd.args(["run", "crashy.cond", "--json"]);
+    let (child, run, reader) = start(cmd);
+    kill_after(child, Duration::from_millis(60));
+    let _ = reader.join();
+    std::fs::write(
+        dir.path().join("crashy.cond"),
+        WORKFLOW
+            .replace("        task lint on fast\n", "")
+            .replace(", lint", ""),
+    )
+    .unwrap();
+    let out = conductor(dir.path())
+        .args(["resume", &run])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no longer has the tasks"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

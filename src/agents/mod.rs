@@ -3,6 +3,7 @@
 //! future (so an agent's work must stop when its future is dropped).
 
 mod mock;
+mod script;
 mod shell;
 
 use std::future::Future;
@@ -10,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use mock::{dry_run_output, MockAgent};
+pub use script::ScriptAgent;
 pub use shell::ShellAgent;
 
 use crate::check::ir::{self, AgentKind};
@@ -36,6 +38,8 @@ pub struct TaskRequest {
     pub feedback: Option<FeedbackPayload>,
     /// For shell agents: the command with its templates rendered.
     pub shell: Option<ShellCommand>,
+    /// For script agents: every finished task of the run, as rules see `tasks`.
+    pub tasks: Option<serde_json::Value>,
 }
 
 /// A shell agent's command for one attempt: argv (each element one argument), the working
@@ -72,6 +76,7 @@ pub fn build(
     agent: &ir::Agent,
     mode: AgentMode,
     base: &std::path::Path,
+    modules: &Arc<crate::policy::ModuleSet>,
 ) -> Result<Arc<dyn Agent>, String> {
     if mode == AgentMode::DryRun {
         return Ok(Arc::new(MockAgent::dry_run(agent)));
@@ -79,6 +84,10 @@ pub fn build(
     match &agent.kind {
         AgentKind::Mock(m) => Ok(Arc::new(MockAgent::new(m))),
         AgentKind::Shell(_) => Ok(Arc::new(ShellAgent::new(base.to_path_buf()))),
+        AgentKind::Script(s) => Ok(Arc::new(ScriptAgent::new(
+            modules.clone(),
+            s.function.clone(),
+        ))),
         other => Err(format!(
             "agent `{}` is a `{}` agent, which this build cannot run yet; use `--dry-run` to \
              replace every agent with a mock",

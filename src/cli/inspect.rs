@@ -278,7 +278,8 @@ pub(super) fn events(store: &Arc<SqliteStore>, id: &str, follow: bool) -> ExitCo
         }
         let _ = out.flush();
         printed = events.len();
-        let finished = events.iter().rev().any(|e| {
+        // Only the last event says whether the run has stopped: a resumed run has older ones.
+        let finished = events.last().is_some_and(|e| {
             matches!(
                 e.kind,
                 EventKind::RunFinished { .. } | EventKind::RunWaiting { .. }

@@ -178,6 +178,7 @@ impl Scheduler {
         options: RunOptions,
     ) -> Result<Scheduler, ExecError> {
         let params_map = resolve_params(&wf, &options.params)?;
+        let modules = Arc::new(wf.module_set.clone());
         let mut agents = Vec::with_capacity(wf.agents.len());
         let mut pools = Vec::with_capacity(wf.agents.len());
         for a in &wf.agents {
@@ -189,7 +190,8 @@ impl Scheduler {
                     || std::path::PathBuf::from("."),
                     std::path::Path::to_path_buf,
                 );
-            agents.push(agents::build(a, options.agents, &base).map_err(ExecError::Agent)?);
+            agents
+                .push(agents::build(a, options.agents, &base, &modules).map_err(ExecError::Agent)?);
             pools.push(Pool {
                 count: a.count,
                 idle: (0..a.count).collect(),
@@ -367,6 +369,21 @@ impl Scheduler {
         retry: Option<(String, String)>,
     ) -> Result<RunState, ExecError> {
         self.state = RunState::from_events(&events);
+        // The log must describe this workflow: same tasks, in the same phases and order.
+        let same = self.state.tasks.len() == self.wf.tasks.len()
+            && self
+                .state
+                .tasks
+                .iter()
+                .zip(&self.wf.tasks)
+                .all(|(r, t)| *r.task == *t.name && *r.phase == *self.wf.phase(t.phase).name);
+        if !same {
+            return Err(ExecError::Agent(format!(
+                "the workflow file `{}` no longer has the tasks run {} started with; resume \
+                 needs the file as it was (start a new run for the changed workflow)",
+                self.state.file, self.state.workflow_id
+            )));
+        }
         for e in &events {
             for o in &mut self.observers {
                 o.event(e, &self.state);
@@ -492,7 +509,25 @@ impl Scheduler {
                 self.ready.push_back(t);
             }
         }
-        self.awaiting = awaiting;
+        if self.escalations.is_some() {
+            // Someone is at the terminal: put the open questions to them.
+            for t in awaiting {
+                let error = self.state.tasks[t.index()]
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| TaskError::fatal(ErrorCode::Fatal, "escalated"));
+                if decisions
+                    .iter()
+                    .any(|(n, _)| *n == *self.tasks[t.index()].name)
+                {
+                    self.awaiting.push(t);
+                } else {
+                    self.asks.push_back((t, error));
+                }
+            }
+        } else {
+            self.awaiting = awaiting;
+        }
         for t in external {
             let error = TaskError::fatal(
                 ErrorCode::AgentCrashed,
@@ -989,6 +1024,11 @@ impl Scheduler {
             params: self.params.clone(),
             feedback: self.state.feedback.clone(),
             shell,
+            tasks: matches!(
+                self.wf.agent(task.agent).kind,
+                crate::check::ir::AgentKind::Script(_)
+            )
+            .then(|| context::tasks_json(&self.state, |r| r.status.is_final())),
         })
     }
 

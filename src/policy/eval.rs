@@ -374,3 +374,59 @@ impl NamedCall {
         })
     }
 }
+
+/// A rhai value as JSON: maps, arrays, strings, numbers, booleans; `()` is null; anything else
+/// its text.
+pub(super) fn dynamic_to_json(v: &Dynamic) -> serde_json::Value {
+    if v.is_unit() {
+        return serde_json::Value::Null;
+    }
+    if let Ok(b) = v.as_bool() {
+        return serde_json::Value::Bool(b);
+    }
+    if let Ok(i) = v.as_int() {
+        return serde_json::Value::from(i);
+    }
+    if let Ok(f) = v.as_float() {
+        return serde_json::Value::from(f);
+    }
+    if v.is_string() {
+        return serde_json::Value::String(v.to_string());
+    }
+    if let Some(items) = v.clone().try_cast::<rhai::Array>() {
+        return items.iter().map(dynamic_to_json).collect();
+    }
+    if let Some(map) = v.clone().try_cast::<Map>() {
+        return serde_json::Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
+                .collect(),
+        );
+    }
+    serde_json::Value::String(v.to_string())
+}
+
+impl PolicyHost {
+    /// Calls `fn name(ctx)` of the modules for a `script` agent: its map is the task's output,
+    /// a thrown error or a limit is the task's failure.
+    pub fn call_script(
+        &self,
+        modules: &super::ModuleSet,
+        name: &str,
+        ctx: &serde_json::Value,
+    ) -> Result<serde_json::Value, RuleError> {
+        let arg = json_to_dynamic(ctx).into_read_only();
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let value = self
+            .engine()
+            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &modules.ast, name, (arg,))
+            .map_err(|e| runtime_error(&e))?;
+        match dynamic_to_json(&value) {
+            out @ serde_json::Value::Object(_) => Ok(out),
+            other => Err(RuleError {
+                cause: format!("script function `{name}` returned {other}, not a map"),
+                limit: false,
+            }),
+        }
+    }
+}

@@ -171,7 +171,7 @@ impl SqliteStore {
         let n = self
             .lock()
             .execute(
-                "DELETE FROM runs WHERE created_at < ?1 AND status IN ('completed', 'failed', 'cancelled')",
+                "DELETE FROM runs WHERE created_at < ?1 AND status IN ('completed', 'failed')",
                 params![before.0 as i64],
             )
             .map_err(|e| self.err(e))?;
@@ -354,22 +354,10 @@ impl Store for SqliteStore {
     }
 
     fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
-        let conn = self.lock();
-        let mut stmt = conn
-            .prepare_cached("SELECT body FROM events WHERE run_id = ?1 ORDER BY seq")
-            .map_err(|e| self.err(e))?;
-        let rows = stmt
-            .query_map(params![&*run.0], |r| r.get::<_, String>(0))
-            .map_err(|e| self.err(e))?;
-        let mut out = Vec::new();
-        for row in rows {
-            let body = row.map_err(|e| self.err(e))?;
-            let event: Event = serde_json::from_str(&body)
-                .map_err(|e| self.err(format!("an event of run `{run}` cannot be read: {e}")))?;
-            out.push(event);
-        }
+        let out = self.read_events(run)?;
         if out.is_empty() {
-            // An unknown run, or one created but never started.
+            // An unknown run, or one created but never started (killed before its first
+            // commit): the latter has no events, and that is not an error.
             self.run(run)?;
         }
         Ok(out)
@@ -383,11 +371,11 @@ impl Store for SqliteStore {
         let conn = self.lock();
         let (sql, arg) = match run {
             Some(r) => (
-                "SELECT body FROM dead_letters WHERE dropped = 0 AND run_id = ?1 ORDER BY at, id",
+                "SELECT body FROM dead_letters WHERE dropped = 0 AND run_id = ?1 ORDER BY at, rowid",
                 Some(r.0.to_string()),
             ),
             None => (
-                "SELECT body FROM dead_letters WHERE dropped = 0 ORDER BY at, id",
+                "SELECT body FROM dead_letters WHERE dropped = 0 ORDER BY at, rowid",
                 None,
             ),
         };
@@ -407,6 +395,25 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The events of a run, in order; the connection is released before returning.
+    fn read_events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare_cached("SELECT body FROM events WHERE run_id = ?1 ORDER BY seq")
+            .map_err(|e| self.err(e))?;
+        let rows = stmt
+            .query_map(params![&*run.0], |r| r.get::<_, String>(0))
+            .map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let body = row.map_err(|e| self.err(e))?;
+            let event: Event = serde_json::from_str(&body)
+                .map_err(|e| self.err(format!("an event of run `{run}` cannot be read: {e}")))?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+
     fn runs_where(&self, filter: &str, arg: Option<&str>) -> Result<Vec<RunRecord>, StoreError> {
         let conn = self.lock();
         let sql = format!(
