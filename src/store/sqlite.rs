@@ -15,7 +15,7 @@ use super::{RunRecord, Store, StoreError};
 use crate::model::{DeadLetter, Event, EventKind, RunId, RunStatus, Timestamp};
 
 /// The schema version this build writes. Each migration moves the schema one version forward.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // 1: runs, the event log, and the indexes derived from it.
@@ -55,6 +55,43 @@ const MIGRATIONS: &[&str] = &[
         size INTEGER NOT NULL,
         content BLOB NOT NULL
     );",
+    // 2: queryable projections of the log, kept in the same transaction as the events:
+    // each task's latest result, every attempt, each agent instance, every decision.
+    "CREATE TABLE task_results (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, task)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        agent TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        error TEXT,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE agent_states (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        agent TEXT NOT NULL,
+        status TEXT NOT NULL,
+        current_task TEXT,
+        PRIMARY KEY (run_id, agent)
+    ) WITHOUT ROWID;
+    CREATE TABLE decisions (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        decided_by TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;",
 ];
 
 pub struct SqliteStore {
@@ -179,6 +216,79 @@ impl SqliteStore {
     }
 }
 
+/// Keeps the projection tables (schema 2) in step with one event, inside the batch's transaction.
+fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Result<()> {
+    let at = e.at.0 as i64;
+    match &e.kind {
+        EventKind::TaskDispatched {
+            task,
+            agent,
+            attempt,
+        } => {
+            tx.execute(
+                "INSERT INTO task_results (run_id, task, status, attempts, updated_at) VALUES (?1, ?2, 'in_progress', ?3, ?4)
+                 ON CONFLICT (run_id, task) DO UPDATE SET status = 'in_progress', attempts = ?3, updated_at = ?4",
+                params![run, &**task, *attempt as i64, at],
+            )?;
+            tx.execute(
+                "INSERT INTO agent_states (run_id, agent, status, current_task) VALUES (?1, ?2, 'RUNNING', ?3)
+                 ON CONFLICT (run_id, agent) DO UPDATE SET status = 'RUNNING', current_task = ?3",
+                params![run, &**agent, &**task],
+            )?;
+        }
+        EventKind::AttemptFinished {
+            task,
+            agent,
+            attempt,
+            duration_ms,
+            error,
+            ..
+        } => {
+            let error = error.as_ref().map(|e| e.to_string());
+            tx.execute(
+                "INSERT OR REPLACE INTO attempts (run_id, seq, task, attempt, agent, duration_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![run, e.seq as i64, &**task, *attempt as i64, &**agent, *duration_ms as i64, error],
+            )?;
+            tx.execute(
+                "UPDATE agent_states SET status = 'IDLE', current_task = NULL WHERE run_id = ?1 AND agent = ?2",
+                params![run, &**agent],
+            )?;
+        }
+        EventKind::TaskFinished {
+            task,
+            status,
+            error,
+        } => {
+            let error = error.as_ref().map(|e| e.to_string());
+            tx.execute(
+                "INSERT INTO task_results (run_id, task, status, error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (run_id, task) DO UPDATE SET status = ?3, error = ?4, updated_at = ?5",
+                params![run, &**task, status.as_str(), error, at],
+            )?;
+        }
+        EventKind::TaskSkipped { task, .. } => {
+            tx.execute(
+                "INSERT INTO task_results (run_id, task, status, updated_at) VALUES (?1, ?2, 'skipped', ?3)
+                 ON CONFLICT (run_id, task) DO UPDATE SET status = 'skipped', updated_at = ?3",
+                params![run, &**task, at],
+            )?;
+        }
+        EventKind::Decided { task, decision, by } => {
+            let decision = match decision {
+                crate::model::Decision::Retry => "retry",
+                crate::model::Decision::Skip => "skip",
+                crate::model::Decision::Abort => "abort",
+            };
+            tx.execute(
+                "INSERT OR REPLACE INTO decisions (run_id, seq, task, decision, decided_by, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![run, e.seq as i64, &**task, decision, by, at],
+            )?;
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
 fn status_text(s: RunStatus) -> &'static str {
     s.as_str()
 }
@@ -296,6 +406,7 @@ impl Store for SqliteStore {
                         body
                     ])
                     .map_err(|err| self.err(err))?;
+                project(&tx, &run.0, e).map_err(|err| self.err(err))?;
                 match &e.kind {
                     EventKind::DeadLettered { entry } => {
                         let body = serde_json::to_string(entry).map_err(|err| self.err(err))?;
