@@ -225,16 +225,16 @@ fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Re
             agent,
             attempt,
         } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO task_results (run_id, task, status, attempts, updated_at) VALUES (?1, ?2, 'in_progress', ?3, ?4)
                  ON CONFLICT (run_id, task) DO UPDATE SET status = 'in_progress', attempts = ?3, updated_at = ?4",
-                params![run, &**task, *attempt as i64, at],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![run, &**task, *attempt as i64, at])?;
+            tx.prepare_cached(
                 "INSERT INTO agent_states (run_id, agent, status, current_task) VALUES (?1, ?2, 'RUNNING', ?3)
                  ON CONFLICT (run_id, agent) DO UPDATE SET status = 'RUNNING', current_task = ?3",
-                params![run, &**agent, &**task],
-            )?;
+            )?
+            .execute(params![run, &**agent, &**task])?;
         }
         EventKind::AttemptFinished {
             task,
@@ -245,14 +245,14 @@ fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Re
             ..
         } => {
             let error = error.as_ref().map(|e| e.to_string());
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO attempts (run_id, seq, task, attempt, agent, duration_ms, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![run, e.seq as i64, &**task, *attempt as i64, &**agent, *duration_ms as i64, error],
-            )?;
-            tx.execute(
+            )?
+            .execute(params![run, e.seq as i64, &**task, *attempt as i64, &**agent, *duration_ms as i64, error])?;
+            tx.prepare_cached(
                 "UPDATE agent_states SET status = 'IDLE', current_task = NULL WHERE run_id = ?1 AND agent = ?2",
-                params![run, &**agent],
-            )?;
+            )?
+            .execute(params![run, &**agent])?;
         }
         EventKind::TaskFinished {
             task,
@@ -260,18 +260,18 @@ fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Re
             error,
         } => {
             let error = error.as_ref().map(|e| e.to_string());
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO task_results (run_id, task, status, error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (run_id, task) DO UPDATE SET status = ?3, error = ?4, updated_at = ?5",
-                params![run, &**task, status.as_str(), error, at],
-            )?;
+            )?
+            .execute(params![run, &**task, status.as_str(), error, at])?;
         }
         EventKind::TaskSkipped { task, .. } => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO task_results (run_id, task, status, updated_at) VALUES (?1, ?2, 'skipped', ?3)
                  ON CONFLICT (run_id, task) DO UPDATE SET status = 'skipped', updated_at = ?3",
-                params![run, &**task, at],
-            )?;
+            )?
+            .execute(params![run, &**task, at])?;
         }
         EventKind::Decided { task, decision, by } => {
             let decision = match decision {
@@ -279,10 +279,10 @@ fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Re
                 crate::model::Decision::Skip => "skip",
                 crate::model::Decision::Abort => "abort",
             };
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO decisions (run_id, seq, task, decision, decided_by, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![run, e.seq as i64, &**task, decision, by, at],
-            )?;
+            )?
+            .execute(params![run, e.seq as i64, &**task, decision, by, at])?;
         }
         _ => {}
     }
@@ -366,17 +366,12 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?;
         {
             let last: Option<i64> = tx
-                .query_row(
-                    "SELECT MAX(seq) FROM events WHERE run_id = ?1",
-                    params![&*run.0],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT MAX(seq) FROM events WHERE run_id = ?1")
+                .and_then(|mut st| st.query_row(params![&*run.0], |r| r.get(0)))
                 .map_err(|e| self.err(e))?;
             let exists: Option<i64> = tx
-                .query_row("SELECT 1 FROM runs WHERE id = ?1", params![&*run.0], |r| {
-                    r.get(0)
-                })
-                .optional()
+                .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")
+                .and_then(|mut st| st.query_row(params![&*run.0], |r| r.get(0)).optional())
                 .map_err(|e| self.err(e))?;
             if exists.is_none() {
                 return Err(StoreError::UnknownRun(run.clone()));

@@ -1,4 +1,6 @@
-//! Scheduling overhead of the executor. Run with `cargo bench --bench exec`.
+//! Scheduling overhead of the executor, as the `conductor` binary runs it (no test-only tokio
+//! features). Run with `cargo run --release --features bench --bin conductor-bench`
+//! (`-- --quick` for 1k and 10k only).
 //!
 //! Targets (issue 5): ≤ 3 µs per task at 100,000 tasks for a chain and a fan-out with
 //! zero-latency mock agents and the in-memory store, flat (±50%) from 1,000 to 100,000; the
