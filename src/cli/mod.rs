@@ -628,6 +628,16 @@ fn run(
     if dry_run {
         options.agents = crate::agents::AgentMode::DryRun;
     }
+    attach(&mut options, json, store.describe());
+    let cancel = options.cancel.clone();
+    drive(
+        cancel,
+        crate::exec::run(std::sync::Arc::new(wf), std::sync::Arc::new(plan), options),
+    )
+}
+
+/// The observers of a run on the command line, and the operator when there is a terminal.
+fn attach(options: &mut crate::exec::RunOptions, json: bool, store: String) {
     if json {
         options
             .observers
@@ -635,12 +645,23 @@ fn run(
     } else {
         options.observers.push(Box::new(crate::exec::HumanView::new(
             Box::new(std::io::stdout()),
-            store.describe(),
+            store,
         )));
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         options.escalations = Some(std::sync::Arc::new(TerminalOperator));
     }
+}
+
+/// Runs a scheduler to its end on a multi-threaded runtime and turns the outcome into the exit
+/// code. The scheduler runs as a spawned task, not on the blocking main thread: completions
+/// from worker threads reach it without a cross-thread wake of `block_on`.
+fn drive(
+    cancel: tokio_util::sync::CancellationToken,
+    scheduler: impl std::future::Future<Output = Result<crate::model::RunState, crate::exec::ExecError>>
+        + Send
+        + 'static,
+) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -651,15 +672,8 @@ fn run(
             return ExitCode::from(2);
         }
     };
-    let cancel = options.cancel.clone();
     let result = runtime.block_on(async move {
-        // The scheduler runs as a spawned task, not on the blocking main thread: completions
-        // from worker threads reach it without a cross-thread wake of `block_on`.
-        let handle = tokio::spawn(crate::exec::run(
-            std::sync::Arc::new(wf),
-            std::sync::Arc::new(plan),
-            options,
-        ));
+        let handle = tokio::spawn(scheduler);
         with_ctrl_c(cancel, handle).await
     });
     exit_code(result)
@@ -822,42 +836,19 @@ fn resume(
         }
     };
     let mut options = crate::exec::RunOptions::new(store.clone());
-    if json {
-        options
-            .observers
-            .push(Box::new(crate::exec::JsonLines::new(std::io::stdout())));
-    } else {
-        options.observers.push(Box::new(crate::exec::HumanView::new(
-            Box::new(std::io::stdout()),
-            store.describe(),
-        )));
-    }
-    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        options.escalations = Some(std::sync::Arc::new(TerminalOperator));
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
+    attach(&mut options, json, store.describe());
     let cancel = options.cancel.clone();
-    let result = runtime.block_on(async move {
-        let handle = tokio::spawn(crate::exec::resume(
+    drive(
+        cancel,
+        crate::exec::resume(
             std::sync::Arc::new(wf),
             std::sync::Arc::new(plan),
             options,
             events,
             decisions,
             retry,
-        ));
-        with_ctrl_c(cancel, handle).await
-    });
-    exit_code(result)
+        ),
+    )
 }
 
 /// Asks the operator at the terminal what to do with a task that failed fatally.
