@@ -2,6 +2,7 @@
 //! instances; the executor calls it once per attempt and enforces the timeout by dropping the
 //! future (so an agent's work must stop when its future is dropped).
 
+mod http;
 mod mock;
 mod script;
 mod shell;
@@ -10,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+pub use http::{HttpAgent, HttpCall};
 pub use mock::{dry_run_output, MockAgent};
 pub use script::ScriptAgent;
 pub use shell::ShellAgent;
@@ -40,6 +42,8 @@ pub struct TaskRequest {
     pub shell: Option<ShellCommand>,
     /// For script agents: every finished task of the run, as rules see `tasks`.
     pub tasks: Option<serde_json::Value>,
+    /// For http agents: the request with its templates rendered.
+    pub http: Option<HttpCall>,
 }
 
 /// A shell agent's command for one attempt: argv (each element one argument), the working
@@ -88,6 +92,7 @@ pub fn build(
             modules.clone(),
             s.function.clone(),
         ))),
+        AgentKind::Http(_) => Ok(Arc::new(HttpAgent::new()?)),
         other => Err(format!(
             "agent `{}` is a `{}` agent, which this build cannot run yet; use `--dry-run` to \
              replace every agent with a mock",

@@ -116,6 +116,11 @@ pub(super) fn needs_template_context(wf: &Workflow, task: &Task) -> bool {
         || dynamic_input
         || match &wf.agent(task.agent).kind {
             crate::check::ir::AgentKind::Llm(l) => l.system.as_ref().is_some_and(|s| s.dynamic),
+            crate::check::ir::AgentKind::Http(h) => {
+                h.url.dynamic
+                    || h.headers.values().any(|v| v.dynamic)
+                    || h.body.as_ref().is_some_and(|b| b.dynamic)
+            }
             crate::check::ir::AgentKind::Shell(s) => {
                 s.command.iter().any(|t| t.dynamic)
                     || s.workdir.as_ref().is_some_and(|w| w.dynamic)

@@ -1003,6 +1003,34 @@ impl Scheduler {
             }
             _ => None,
         };
+        let http = match &self.wf.agent(task.agent).kind {
+            crate::check::ir::AgentKind::Http(h) => {
+                let what =
+                    |part: &str| format!("`{part}` of agent `{}`", self.wf.agent(task.agent).name);
+                let url = self.templates.render(&h.url, &what("url"), ctx_ref)?;
+                let headers = h
+                    .headers
+                    .iter()
+                    .map(|(k, v)| {
+                        Ok((
+                            k.clone(),
+                            self.templates.render(v, &what("headers"), ctx_ref)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>, TaskError>>()?;
+                let body = match &h.body {
+                    Some(b) => Some(self.templates.render(b, &what("body"), ctx_ref)?),
+                    None => None,
+                };
+                Some(agents::HttpCall {
+                    method: h.method.clone(),
+                    url,
+                    headers,
+                    body,
+                })
+            }
+            _ => None,
+        };
         let upstream = task
             .after
             .iter()
@@ -1029,6 +1057,7 @@ impl Scheduler {
                 crate::check::ir::AgentKind::Script(_)
             )
             .then(|| context::tasks_json(&self.state, |r| r.status.is_final())),
+            http,
         })
     }
 

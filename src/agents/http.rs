@@ -1,0 +1,199 @@
+//! The `http` agent: one request per attempt, its method, URL, headers and body rendered from
+//! templates by the executor. 2xx completes the task with the JSON body (or `{ body }`); other
+//! statuses map onto typed errors: 429 is RATE_LIMITED with the server's `Retry-After`, 408,
+//! 425, 500, 502, 503 and 504 are retryable, other 4xx are fatal. A connection that fails or
+//! resets is retryable. Dropping the attempt (timeout, cancellation) drops the request.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use super::{Agent, AgentFuture, TaskRequest};
+use crate::model::{ErrorCode, TaskError};
+
+/// Response bodies larger than this are refused rather than read into memory.
+pub const BODY_LIMIT: usize = 10 << 20;
+
+/// A request for one attempt, rendered.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpCall {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+}
+
+pub struct HttpAgent {
+    client: reqwest::Client,
+}
+
+/// rustls needs its crypto provider chosen once per process.
+pub(crate) fn install_crypto() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+impl HttpAgent {
+    pub fn new() -> Result<HttpAgent, String> {
+        install_crypto();
+        let client = reqwest::Client::builder()
+            .user_agent(concat!("conductor/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
+        Ok(HttpAgent { client })
+    }
+}
+
+impl Agent for HttpAgent {
+    fn execute(&self, req: TaskRequest) -> AgentFuture {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let call = req.http.clone().ok_or_else(|| {
+                TaskError::fatal(ErrorCode::InvalidInput, "an http task needs a `url`")
+            })?;
+            let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|_| {
+                TaskError::fatal(
+                    ErrorCode::InvalidInput,
+                    format!("bad method `{}`", call.method),
+                )
+            })?;
+            let mut request = client.request(method, &call.url);
+            for (k, v) in &call.headers {
+                request = request.header(k, v);
+            }
+            if let Some(body) = call.body {
+                request = request.body(body);
+            }
+            let response = request
+                .send()
+                .await
+                .map_err(|e| transport_error(&call.url, &e))?;
+            let status = response.status();
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            if response
+                .content_length()
+                .is_some_and(|n| n as usize > BODY_LIMIT)
+            {
+                return Err(TaskError::fatal(
+                    ErrorCode::InvalidOutput,
+                    format!(
+                        "the response of {} is larger than {} MiB",
+                        call.url,
+                        BODY_LIMIT >> 20
+                    ),
+                ));
+            }
+            let bytes = response
+                .bytes()
+                .await
+                .map_err(|e| transport_error(&call.url, &e))?;
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_LIMIT)]).into_owned();
+            if status.is_success() {
+                return Ok(match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(json) => json,
+                    Err(_) => serde_json::json!({ "body": text }),
+                });
+            }
+            let excerpt: String = text.chars().take(300).collect();
+            let message = format!(
+                "{} {} answered {status}{}",
+                call.method,
+                call.url,
+                if excerpt.trim().is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", excerpt.trim())
+                }
+            );
+            let code = status.as_u16();
+            let mut error = match code {
+                429 => TaskError::retryable(ErrorCode::RateLimited, message),
+                408 | 425 | 500 | 502 | 503 | 504 => TaskError::retryable(ErrorCode::Http, message),
+                _ => TaskError::fatal(ErrorCode::Http, message),
+            };
+            error.retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
+            Err(error)
+        })
+    }
+}
+
+/// A failure before any status: retryable unless the request itself is malformed.
+fn transport_error(url: &str, e: &reqwest::Error) -> TaskError {
+    let mut cause = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        cause = format!("{cause}: {s}");
+        source = s.source();
+    }
+    if e.is_builder() {
+        TaskError::fatal(
+            ErrorCode::InvalidInput,
+            format!("bad request to {url}: {cause}"),
+        )
+    } else {
+        TaskError::retryable(
+            ErrorCode::Transient,
+            format!("request to {url} failed: {cause}"),
+        )
+    }
+}
+
+/// `Retry-After` as seconds, or as an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(3600)));
+    }
+    let when = httpdate_parse(value)?;
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+            .min(Duration::from_secs(3600)),
+    )
+}
+
+fn httpdate_parse(value: &str) -> Option<std::time::SystemTime> {
+    // IMF-fixdate, e.g. `Sun, 06 Nov 1994 08:49:37 GMT`: humantime reads its RFC 3339 form.
+    let parts: Vec<&str> = value.split_whitespace().collect();
+    let [_, day, month, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    let month = match *month {
+        "Jan" => 1,
+        "Feb" => 2,
+        "Mar" => 3,
+        "Apr" => 4,
+        "May" => 5,
+        "Jun" => 6,
+        "Jul" => 7,
+        "Aug" => 8,
+        "Sep" => 9,
+        "Oct" => 10,
+        "Nov" => 11,
+        "Dec" => 12,
+        _ => return None,
+    };
+    humantime::parse_rfc3339(&format!("{year}-{month:02}-{day:0>2}T{time}Z")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("2"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
