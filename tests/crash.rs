@@ -404,3 +404,37 @@ fn resuming_with_a_changed_workflow_file_is_refused_not_garbled() {
     assert!(stderr.contains("no longer has the tasks"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn shell_tasks_start_in_the_runs_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("w.cond"),
+        r#"workflow w { agent sh { kind = "shell", command = ["pwd"] } phase p { task where on sh } }"#,
+    )
+    .unwrap();
+    let out = conductor(dir.path())
+        .args(["run", "w.cond", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let run = lines[0]["run_id"].as_str().unwrap();
+    let state = lines.last().unwrap();
+    let pwd = state["task_results"]["where"]["output"]["stdout"]
+        .as_str()
+        .unwrap()
+        .trim();
+    let expected = dir.path().join("runs").join(run).join("work");
+    assert_eq!(
+        std::fs::canonicalize(pwd).unwrap(),
+        std::fs::canonicalize(&expected).unwrap()
+    );
+}

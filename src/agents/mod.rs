@@ -75,11 +75,12 @@ pub enum AgentMode {
 }
 
 /// Builds the agent of a pool, or says why it cannot run here. `base` is the folder relative
-/// paths (a shell `workdir`) resolve from.
+/// paths (a shell `workdir`) resolve from; `workspace` is the run's working folder.
 pub fn build(
     agent: &ir::Agent,
     mode: AgentMode,
     base: &std::path::Path,
+    workspace: Option<&std::path::Path>,
     modules: &Arc<crate::policy::ModuleSet>,
 ) -> Result<Arc<dyn Agent>, String> {
     if mode == AgentMode::DryRun {
@@ -87,7 +88,10 @@ pub fn build(
     }
     match &agent.kind {
         AgentKind::Mock(m) => Ok(Arc::new(MockAgent::new(m))),
-        AgentKind::Shell(_) => Ok(Arc::new(ShellAgent::new(base.to_path_buf()))),
+        AgentKind::Shell(_) => Ok(Arc::new(ShellAgent::new(
+            base.to_path_buf(),
+            workspace.map(std::path::Path::to_path_buf),
+        ))),
         AgentKind::Script(s) => Ok(Arc::new(ScriptAgent::new(
             modules.clone(),
             s.function.clone(),

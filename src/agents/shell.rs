@@ -19,13 +19,15 @@ pub const OUTPUT_LIMIT: usize = 1 << 20;
 const PIPE_GRACE: Duration = Duration::from_millis(250);
 
 pub struct ShellAgent {
-    /// Where relative `workdir`s resolve from, and the default working directory.
+    /// Where relative `workdir`s resolve from: the workflow file's folder.
     base: PathBuf,
+    /// The default working directory: the run's workspace, else `base`.
+    workspace: Option<PathBuf>,
 }
 
 impl ShellAgent {
-    pub fn new(base: PathBuf) -> ShellAgent {
-        ShellAgent { base }
+    pub fn new(base: PathBuf, workspace: Option<PathBuf>) -> ShellAgent {
+        ShellAgent { base, workspace }
     }
 }
 
@@ -48,6 +50,7 @@ impl Drop for GroupGuard {
 impl Agent for ShellAgent {
     fn execute(&self, req: TaskRequest) -> AgentFuture {
         let base = self.base.clone();
+        let default_dir = self.workspace.clone().unwrap_or_else(|| self.base.clone());
         Box::pin(async move {
             let shell = req.shell.clone().ok_or_else(|| {
                 TaskError::fatal(ErrorCode::InvalidInput, "a shell task needs a `command`")
@@ -60,7 +63,7 @@ impl Agent for ShellAgent {
             };
             let workdir = match &shell.workdir {
                 Some(w) => base.join(w),
-                None => base.clone(),
+                None => default_dir,
             };
             let mut cmd = tokio::process::Command::new(program);
             cmd.args(args)

@@ -628,6 +628,7 @@ fn run(
     if dry_run {
         options.agents = crate::agents::AgentMode::DryRun;
     }
+    options.workspace = workspace(store_path, &options.run_id);
     attach(&mut options, json, store.describe());
     let cancel = options.cancel.clone();
     drive(
@@ -636,8 +637,37 @@ fn run(
     )
 }
 
+/// The run's working folder beside a file store, `runs/RUN/work`, created; none for the
+/// memory store (shell agents then start in the workflow's folder).
+fn workspace(store_path: &std::path::Path, run: &crate::model::RunId) -> Option<PathBuf> {
+    if store_path.as_os_str() == "memory" {
+        return None;
+    }
+    let dir = store_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."))
+        .join("runs")
+        .join(&*run.0)
+        .join("work");
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(std::path::absolute(&dir).unwrap_or(dir)),
+        Err(e) => {
+            eprintln!(
+                "warning: cannot create the workspace `{}`: {e}",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
 /// The observers of a run on the command line, and the operator when there is a terminal.
 fn attach(options: &mut crate::exec::RunOptions, json: bool, store: String) {
+    let store = match &options.workspace {
+        Some(w) => format!("{store}  workspace {}", w.display()),
+        None => store,
+    };
     if json {
         options
             .observers
@@ -836,6 +866,7 @@ fn resume(
         }
     };
     let mut options = crate::exec::RunOptions::new(store.clone());
+    options.workspace = workspace(store_path, &run_id);
     attach(&mut options, json, store.describe());
     let cancel = options.cancel.clone();
     drive(

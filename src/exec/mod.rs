@@ -38,6 +38,9 @@ pub struct RunOptions {
     /// Who answers escalations (`on_escalation = "ask"`): a terminal prompt, a test. With none,
     /// `ask` makes the run WAIT for `conductor resume --decide`, and the default is `abort`.
     pub escalations: Option<Arc<dyn Escalations>>,
+    /// The run's working folder: shell agents start there unless their `workdir` says
+    /// otherwise. `None`: the workflow file's folder.
+    pub workspace: Option<std::path::PathBuf>,
 }
 
 /// A non-retryable failure put to an operator.
@@ -70,6 +73,7 @@ impl RunOptions {
             agents: AgentMode::Real,
             file: String::new(),
             escalations: None,
+            workspace: None,
         }
     }
 }

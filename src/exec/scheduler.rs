@@ -190,8 +190,16 @@ impl Scheduler {
                     || std::path::PathBuf::from("."),
                     std::path::Path::to_path_buf,
                 );
-            agents
-                .push(agents::build(a, options.agents, &base, &modules).map_err(ExecError::Agent)?);
+            agents.push(
+                agents::build(
+                    a,
+                    options.agents,
+                    &base,
+                    options.workspace.as_deref(),
+                    &modules,
+                )
+                .map_err(ExecError::Agent)?,
+            );
             pools.push(Pool {
                 count: a.count,
                 idle: (0..a.count).collect(),
