@@ -438,3 +438,53 @@ fn shell_tasks_start_in_the_runs_workspace() {
         std::fs::canonicalize(&expected).unwrap()
     );
 }
+
+#[test]
+fn resume_after_ctrl_c_with_an_external_task_keeps_the_order_and_does_not_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"workflow w {
+        agent slow { kind = "mock", latency = 1s }
+        agent fast { kind = "mock" }
+        phase p { task up on slow { effect = "external" }  task next on fast after up }
+        phase q { task last on fast }
+    }"#;
+    std::fs::write(dir.path().join("w.cond"), text).unwrap();
+    let mut cmd = conductor(dir.path());
+    cmd.args(["run", "w.cond", "--json"]);
+    let (child, run, reader) = start(cmd);
+    std::thread::sleep(Duration::from_millis(400));
+    // Ctrl-C: the run ends CANCELLED with `up` cancelled in flight.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let mut child = child;
+    let _ = child.wait();
+    let _ = reader.join();
+    let out = conductor(dir.path())
+        .args(["resume", &run])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an external task waits for a decision"
+    );
+    let out = conductor(dir.path())
+        .args(["resume", &run, "--decide", "up=retry"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let log = events(dir.path(), &run);
+    let order: Vec<&str> = log
+        .iter()
+        .filter(|e| e["event"] == "task_finished" && e["status"] == "completed")
+        .map(|e| e["task"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["up", "next", "last"]);
+}

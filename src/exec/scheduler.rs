@@ -107,6 +107,8 @@ struct TaskRt {
     waiting: bool,
     /// This pass's attempts, for the dead-letter queue.
     history: Vec<crate::model::AttemptRecord>,
+    /// Attempts made before the last retry decision: a decided retry gets `retry` more.
+    attempt_base: u32,
     /// The last request sent to the agent, as the dead-letter queue keeps it.
     last_request: Option<LastRequest>,
 }
@@ -228,6 +230,7 @@ impl Scheduler {
                 wait_token: 0,
                 waiting: false,
                 history: Vec::new(),
+                attempt_base: 0,
                 last_request: None,
             })
             .collect();
@@ -347,6 +350,8 @@ impl Scheduler {
             tasks: task_infos,
             agents: instances,
         });
+        // The run's first event is in the store before the run is marked in progress.
+        self.flush()?;
         self.store.set_status(&self.run_id, RunStatus::InProgress)?;
         if self.wf.phases.is_empty() {
             self.finish = Some((RunStatus::Completed, None));
@@ -420,6 +425,8 @@ impl Scheduler {
                 TaskStatus::InProgress | TaskStatus::Cancelled
             ) {
                 let t = TaskId(i as u32);
+                // Not final either way: it runs again, or waits for a decision.
+                rt.status = TaskStatus::Pending;
                 if wf.task(t).effect == crate::check::ir::Effect::External {
                     external.push(t);
                 } else {
@@ -439,6 +446,13 @@ impl Scheduler {
                 )));
             };
             let t = task.id;
+            if self.tasks[t.index()].status != TaskStatus::Failed {
+                return Err(ExecError::Agent(format!(
+                    "task `{name}` is {} now, not failed: dead letter {entry} is from an earlier \
+                     pass; nothing to retry",
+                    self.tasks[t.index()].status.as_str()
+                )));
+            }
             if task.phase.index() != phase {
                 return Err(ExecError::Agent(format!(
                     "task `{name}` belongs to phase `{}`, and the run is in phase `{}`: \
@@ -450,6 +464,7 @@ impl Scheduler {
             let rt = &mut self.tasks[t.index()];
             rt.status = TaskStatus::Pending;
             rt.history.clear();
+            rt.attempt_base = rt.attempt;
             let task_name = rt.name.clone();
             self.record(EventKind::Decided {
                 task: task_name,
@@ -477,6 +492,13 @@ impl Scheduler {
                 let rt = &mut self.tasks[other.index()];
                 rt.status = TaskStatus::Pending;
                 rt.upstream_failed = false;
+                let other_name = rt.name.clone();
+                // In the log too, so a crash before they run does not forget them.
+                self.record(EventKind::Decided {
+                    task: other_name,
+                    decision: Decision::Retry,
+                    by: format!("conductor dlq retry {entry} (its dependency runs again)"),
+                });
             }
         }
         let phase_tasks = wf.phases[phase].tasks.clone();
@@ -724,6 +746,7 @@ impl Scheduler {
             rt.upstream_failed = false;
             rt.waiting = false;
             rt.history.clear();
+            rt.attempt_base = 0;
             rt.last_request = None;
             rt.remaining = wf.task(t).after.len() as u32;
             if rt.remaining == 0 {
@@ -821,7 +844,9 @@ impl Scheduler {
     /// Takes an idle instance of the task's pool when one is free and `max_parallel` allows.
     fn acquire(&mut self, t: TaskId) -> Option<u32> {
         let pool = &mut self.pools[self.wf.task(t).agent.index()];
-        if self.running >= self.max_parallel || !pool.waiting.is_empty() {
+        // A half-open breaker's trial goes ahead of the tasks waiting for its outcome.
+        let trial = pool.breaker == (Breaker::HalfOpen { trial: Some(t) });
+        if self.running >= self.max_parallel || (!pool.waiting.is_empty() && !trial) {
             return None;
         }
         let instance = pool.idle.pop_first()?;
@@ -1150,7 +1175,7 @@ impl Scheduler {
             self.dead_letter(t, reason, error);
         } else if !error.retryable {
             self.escalate(t, error);
-        } else if attempt <= task.retry {
+        } else if attempt - self.tasks[t.index()].attempt_base.min(attempt) <= task.retry {
             let delay = backoff_delay(task.backoff, attempt, &self.tasks[t.index()].name)
                 .max(Duration::from_millis(error.retry_after_ms.unwrap_or(0)));
             let delay_ms = delay.as_millis() as u64;
@@ -1267,7 +1292,9 @@ impl Scheduler {
         });
         match decision {
             Decision::Retry => {
-                self.tasks[t.index()].status = TaskStatus::Pending;
+                let rt = &mut self.tasks[t.index()];
+                rt.status = TaskStatus::Pending;
+                rt.attempt_base = rt.attempt;
                 self.ready.push_back(t);
             }
             Decision::Skip => self.skip(t, SkipReason::Decision, Some(format!("decided by {by}"))),
@@ -1378,7 +1405,9 @@ impl Scheduler {
 
     /// A task reached a final status: release its dependents.
     fn task_final(&mut self, t: TaskId) {
-        self.phase_open -= 1;
+        // INVARIANT: each task of the phase becomes final once per pass; the saturation only
+        // keeps a log that breaks it (an old dead letter, a hand-edited store) from crashing.
+        self.phase_open = self.phase_open.saturating_sub(1);
         let failed = match self.tasks[t.index()].status {
             TaskStatus::Failed => true,
             TaskStatus::Skipped => self.tasks[t.index()].upstream_failed,
@@ -1397,6 +1426,9 @@ impl Scheduler {
         dependents.sort_unstable();
         for d in dependents {
             let rt = &mut self.tasks[d.index()];
+            if rt.status.is_final() || rt.remaining == 0 {
+                continue; // already decided in this pass
+            }
             if failed {
                 rt.upstream_failed = true;
             }
@@ -1431,6 +1463,10 @@ impl Scheduler {
                     if rt.waiting && rt.wait_token == token {
                         let pool = &mut self.pools[self.wf.task(t).agent.index()];
                         pool.waiting.retain(|w| *w != t);
+                        if pool.breaker == (Breaker::HalfOpen { trial: Some(t) }) {
+                            // The trial gave up waiting: the next dispatch becomes the trial.
+                            pool.breaker = Breaker::HalfOpen { trial: None };
+                        }
                         self.tasks[t.index()].waiting = false;
                         let agent = &self.wf.agent(self.wf.task(t).agent).name;
                         // Waiting in vain counts as an attempt, so retries end.
@@ -1444,7 +1480,8 @@ impl Scheduler {
                                 crate::check::render::dur(self.wf.settings.agent_wait)
                             ),
                         );
-                        let waited = self.wf.settings.agent_wait.as_millis() as u64;
+                        // Waiting is not running: the attempt took no agent time.
+                        let waited = 0;
                         self.tasks[t.index()]
                             .history
                             .push(crate::model::AttemptRecord {
