@@ -29,6 +29,12 @@ pub(super) fn find_run(store: &dyn Store, id: &str) -> Result<RunId, String> {
     }
 }
 
+/// How many tasks of a run completed and how many failed.
+fn done_and_failed(state: &RunState) -> (usize, usize) {
+    let count = |s: TaskStatus| state.tasks.iter().filter(|t| t.status == s).count();
+    (count(TaskStatus::Completed), count(TaskStatus::Failed))
+}
+
 fn duration_text(state: &RunState) -> String {
     match (state.started_at, state.completed_at) {
         (Some(a), Some(b)) => format!("{:.1}s", (b.0.saturating_sub(a.0)) as f64 / 1000.0),
@@ -66,16 +72,7 @@ pub(super) fn runs(
     let mut out = std::io::stdout().lock();
     if json {
         for (r, state, st) in &rows {
-            let done = state
-                .tasks
-                .iter()
-                .filter(|t| t.status == TaskStatus::Completed)
-                .count();
-            let failed = state
-                .tasks
-                .iter()
-                .filter(|t| t.status == TaskStatus::Failed)
-                .count();
+            let (done, failed) = done_and_failed(state);
             let line = serde_json::json!({
                 "id": &*r.id.0, "workflow": r.workflow, "file": r.file, "status": st.as_str(),
                 "phase": state.current_phase, "loop": state.feedback_loop_count,
@@ -92,16 +89,7 @@ pub(super) fn runs(
         "ID", "WORKFLOW", "STATUS", "PHASE", "LOOP", "DONE/FAILED", "STARTED", "DURATION"
     );
     for (r, state, st) in &rows {
-        let done = state
-            .tasks
-            .iter()
-            .filter(|t| t.status == TaskStatus::Completed)
-            .count();
-        let failed = state
-            .tasks
-            .iter()
-            .filter(|t| t.status == TaskStatus::Failed)
-            .count();
+        let (done, failed) = done_and_failed(state);
         let _ = writeln!(
             out,
             "{:<15} {:<18} {:<12} {:<14} {:>4} {:>11} {:<24} {:>9}",

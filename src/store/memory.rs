@@ -48,18 +48,7 @@ impl Store for MemoryStore {
         let (_, log) = runs
             .get_mut(run)
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
-        let mut last = log.last;
-        for e in events {
-            if e.seq != last + 1 {
-                return Err(StoreError::OutOfOrder {
-                    run: run.clone(),
-                    last,
-                    got: e.seq,
-                });
-            }
-            last = e.seq;
-        }
-        log.last = last;
+        log.last = super::check_order(run, log.last, events)?;
         log.batches.push(events.to_vec());
         Ok(())
     }

@@ -41,6 +41,21 @@ pub struct RunRecord {
     pub status: RunStatus,
 }
 
+/// Checks that `events` continue a log whose last event is `last`; returns the new last.
+pub(crate) fn check_order(run: &RunId, mut last: u64, events: &[Event]) -> Result<u64, StoreError> {
+    for e in events {
+        if e.seq != last + 1 {
+            return Err(StoreError::OutOfOrder {
+                run: run.clone(),
+                last,
+                got: e.seq,
+            });
+        }
+        last = e.seq;
+    }
+    Ok(last)
+}
+
 /// A place runs are kept. Calls are synchronous and short; the executor makes them from its
 /// scheduler task between awaits.
 pub trait Store: Send + Sync {

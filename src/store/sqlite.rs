@@ -376,21 +376,13 @@ impl Store for SqliteStore {
             if exists.is_none() {
                 return Err(StoreError::UnknownRun(run.clone()));
             }
-            let mut last = last.unwrap_or(0) as u64;
+            super::check_order(run, last.unwrap_or(0) as u64, events)?;
             let mut insert = tx
                 .prepare_cached(
                     "INSERT INTO events (run_id, seq, at, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .map_err(|e| self.err(e))?;
             for e in events {
-                if e.seq != last + 1 {
-                    return Err(StoreError::OutOfOrder {
-                        run: run.clone(),
-                        last,
-                        got: e.seq,
-                    });
-                }
-                last = e.seq;
                 let body = serde_json::to_string(e).map_err(|err| self.err(err))?;
                 insert
                     .execute(params![
