@@ -242,3 +242,43 @@ async fn a_refused_connection_is_a_retryable_transient_error() {
         error.message
     );
 }
+
+#[tokio::test]
+async fn a_body_past_the_limit_is_refused_even_without_a_length() {
+    // An HTTP/1.0-style answer: no Content-Length, the body ends when the connection closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.0 200 OK\r\nconnection: close\r\n\r\n")
+                    .await;
+                let chunk = vec![b'x'; 1 << 20];
+                for _ in 0..11 {
+                    if sock.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let text = format!(
+        r#"workflow w {{
+            on_escalation = "skip"
+            agent big {{ kind = "http", url = "http://{addr}/big" }}
+            phase p {{ task a on big  gate {{ true }} }}
+        }}"#
+    );
+    let (state, _) = run_text(&text).await;
+    let a = state.task("a").unwrap();
+    let error = a.error.clone().unwrap();
+    assert_eq!(error.code, ErrorCode::InvalidOutput);
+    assert!(
+        error.message.contains("larger than 10 MiB"),
+        "{}",
+        error.message
+    );
+}

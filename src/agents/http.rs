@@ -76,24 +76,36 @@ impl Agent for HttpAgent {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(parse_retry_after);
-            if response
-                .content_length()
-                .is_some_and(|n| n as usize > BODY_LIMIT)
-            {
-                return Err(TaskError::fatal(
+            let too_large = || {
+                TaskError::fatal(
                     ErrorCode::InvalidOutput,
                     format!(
                         "the response of {} is larger than {} MiB",
                         call.url,
                         BODY_LIMIT >> 20
                     ),
-                ));
+                )
+            };
+            if response
+                .content_length()
+                .is_some_and(|n| n as usize > BODY_LIMIT)
+            {
+                return Err(too_large());
             }
-            let bytes = response
-                .bytes()
+            // Read as a stream and count: a body without a length cannot grow past the limit.
+            let mut response = response;
+            let mut bytes: Vec<u8> = Vec::new();
+            while let Some(chunk) = response
+                .chunk()
                 .await
-                .map_err(|e| transport_error(&call.url, &e))?;
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(BODY_LIMIT)]).into_owned();
+                .map_err(|e| transport_error(&call.url, &e))?
+            {
+                if bytes.len() + chunk.len() > BODY_LIMIT {
+                    return Err(too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            let text = String::from_utf8_lossy(&bytes).into_owned();
             if status.is_success() {
                 return Ok(match serde_json::from_str::<serde_json::Value>(&text) {
                     Ok(json) => json,
