@@ -29,6 +29,16 @@ pub(super) fn find_run(store: &dyn Store, id: &str) -> Result<RunId, String> {
     }
 }
 
+/// A run named by id or prefix, and its log.
+fn load_run(
+    store: &Arc<SqliteStore>,
+    id: &str,
+) -> Result<(RunId, Vec<crate::model::Event>), ExitCode> {
+    let run = find_run(store.as_ref(), id).map_err(fail)?;
+    let events = store.events(&run).map_err(fail)?;
+    Ok((run, events))
+}
+
 /// How many tasks of a run completed and how many failed.
 fn done_and_failed(state: &RunState) -> (usize, usize) {
     let count = |s: TaskStatus| state.tasks.iter().filter(|t| t.status == s).count();
@@ -107,13 +117,9 @@ pub(super) fn runs(
 }
 
 pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
-    let run = match find_run(store.as_ref(), id) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    let events = match store.events(&run) {
-        Ok(e) => e,
-        Err(e) => return fail(e),
+    let (run, events) = match load_run(store, id) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let state = RunState::from_events(&events);
     let mut out = std::io::stdout().lock();
@@ -370,13 +376,9 @@ pub(super) fn gc(store: &Arc<SqliteStore>, older_than: &str) -> ExitCode {
 
 /// `conductor why RUN TASK`: the story of one task, from the log, with the rules and reasons.
 pub(super) fn why(store: &Arc<SqliteStore>, id: &str, task: &str) -> ExitCode {
-    let run = match find_run(store.as_ref(), id) {
-        Ok(r) => r,
-        Err(e) => return fail(e),
-    };
-    let events = match store.events(&run) {
-        Ok(e) => e,
-        Err(e) => return fail(e),
+    let (run, events) = match load_run(store, id) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
     };
     let state = RunState::from_events(&events);
     let Some(result) = state.task(task) else {
