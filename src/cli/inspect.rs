@@ -117,7 +117,7 @@ pub(super) fn runs(
 }
 
 pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
-    let (run, events) = match load_run(store, id) {
+    let (_, events) = match load_run(store, id) {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
