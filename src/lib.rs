@@ -22,6 +22,7 @@
 pub mod agents;
 pub mod check;
 pub mod cli;
+pub mod config;
 pub mod diag;
 pub mod exec;
 pub mod fmt;

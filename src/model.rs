@@ -125,6 +125,8 @@ pub enum ErrorCode {
     PolicyViolation,
     CircuitOpen,
     Cancelled,
+    /// The `replay` provider has no recorded reply for a request.
+    ReplayMiss,
     Fatal,
 }
 
@@ -145,6 +147,7 @@ impl ErrorCode {
             ErrorCode::PolicyViolation => "POLICY_VIOLATION",
             ErrorCode::CircuitOpen => "CIRCUIT_OPEN",
             ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::ReplayMiss => "REPLAY_MISS",
             ErrorCode::Fatal => "FATAL",
         }
     }
@@ -186,6 +189,48 @@ impl std::fmt::Display for TaskError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code.as_str(), self.message)
     }
+}
+
+/// One call to an LLM provider.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlmCall {
+    /// The provider's name in `conductor.toml`.
+    pub provider: String,
+    pub model: String,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub duration_ms: u64,
+    /// Answered from a cassette rather than by a model.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+/// Token usage, summed over calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub calls: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Task outputs served from the response cache.
+    #[serde(default)]
+    pub cached: u64,
+}
+
+impl Usage {
+    pub fn add(&mut self, call: &LlmCall) {
+        self.calls += 1;
+        self.input_tokens += call.input_tokens;
+        self.output_tokens += call.output_tokens;
+    }
+}
+
+/// A file an agent produced: where it went in the workspace and its content address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub path: String,
+    /// SHA-256 of the content, in hex.
+    pub sha256: String,
+    pub size: u64,
 }
 
 /// The feedback a pass ends with (DSL.md section 5, step 6).
@@ -257,6 +302,15 @@ pub enum EventKind {
         output: Option<serde_json::Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<TaskError>,
+        /// The LLM calls the attempt made, with their token usage.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        calls: Vec<LlmCall>,
+        /// The files the attempt produced, stored as artifacts and written to the workspace.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        artifacts: Vec<ArtifactRef>,
+        /// The output came from the response cache (`cache = true`); no agent was called.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        cached: bool,
     },
     RetryScheduled {
         task: Arc<str>,
@@ -466,6 +520,8 @@ pub struct RunState {
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
     pub error: Option<String>,
+    /// LLM token usage over the whole run (every attempt, failed ones too).
+    pub usage: Usage,
     /// The last event applied.
     pub last_seq: u64,
 }
@@ -605,8 +661,17 @@ impl RunState {
                 duration_ms,
                 output,
                 error,
+                calls,
+                cached,
+                ..
             } => {
                 let attempt = *attempt;
+                for call in calls {
+                    self.usage.add(call);
+                }
+                if *cached {
+                    self.usage.cached += 1;
+                }
                 if let Some(t) = self.task_mut(task) {
                     t.attempts = t.attempts.max(attempt);
                     t.duration_ms += duration_ms;
@@ -771,6 +836,7 @@ impl RunState {
             started_at: self.started_at,
             completed_at: self.completed_at,
             error: self.error.as_deref(),
+            usage: self.usage,
         }
     }
 }
@@ -799,6 +865,7 @@ pub struct RunStateView<'a> {
     pub started_at: Option<Timestamp>,
     pub completed_at: Option<Timestamp>,
     pub error: Option<&'a str>,
+    pub usage: Usage,
 }
 
 /// A wall-clock time in milliseconds since the Unix epoch; written as RFC 3339.

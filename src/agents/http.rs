@@ -66,84 +66,116 @@ impl Agent for HttpAgent {
             if let Some(body) = call.body {
                 request = request.body(body);
             }
-            let response = request
-                .send()
-                .await
-                .map_err(|e| transport_error(&call.url, &e))?;
-            let status = response.status();
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after);
-            let too_large = || {
-                TaskError::fatal(
-                    ErrorCode::InvalidOutput,
-                    format!(
-                        "the response of {} is larger than {} MiB",
-                        call.url,
-                        BODY_LIMIT >> 20
-                    ),
-                )
-            };
-            if response
-                .content_length()
-                .is_some_and(|n| n as usize > BODY_LIMIT)
-            {
-                return Err(too_large());
-            }
-            // Read as a stream and count: a body without a length cannot grow past the limit.
-            let mut response = response;
-            let mut bytes: Vec<u8> = Vec::new();
-            while let Some(chunk) = response
-                .chunk()
-                .await
-                .map_err(|e| transport_error(&call.url, &e))?
-            {
-                if bytes.len() + chunk.len() > BODY_LIMIT {
-                    return Err(too_large());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
-            let text = String::from_utf8_lossy(&bytes).into_owned();
-            if status.is_success() {
+            let (status, retry_after, text) = exchange(request, &call.url).await?;
+            if (200..300).contains(&status) {
                 return Ok(match serde_json::from_str::<serde_json::Value>(&text) {
                     Ok(json) => json,
                     Err(_) => serde_json::json!({ "body": text }),
                 });
             }
-            let excerpt: String = text.chars().take(300).collect();
-            let message = format!(
-                "{} {} answered {status}{}",
-                call.method,
-                call.url,
-                if excerpt.trim().is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", excerpt.trim())
-                }
-            );
-            let code = status.as_u16();
-            let mut error = match code {
-                429 => TaskError::retryable(ErrorCode::RateLimited, message),
-                408 | 425 | 500 | 502 | 503 | 504 => TaskError::retryable(ErrorCode::Http, message),
-                _ => TaskError::fatal(ErrorCode::Http, message),
-            };
-            error.retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
-            Err(error)
+            Err(status_error(
+                status,
+                retry_after,
+                format!("{} {}", call.method, call.url),
+                &text,
+            ))
         })
     }
 }
 
+/// Sends a request and reads its whole body (up to [`BODY_LIMIT`]): the status, the server's
+/// `Retry-After`, the body as text. Transport failures are typed errors.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    url: &str,
+) -> Result<(u16, Option<Duration>, String), TaskError> {
+    let mut response = request.send().await.map_err(|e| transport_error(url, &e))?;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_retry_after);
+    let too_large = || {
+        TaskError::fatal(
+            ErrorCode::InvalidOutput,
+            format!(
+                "the response of {url} is larger than {} MiB",
+                BODY_LIMIT >> 20
+            ),
+        )
+    };
+    if response
+        .content_length()
+        .is_some_and(|n| n as usize > BODY_LIMIT)
+    {
+        return Err(too_large());
+    }
+    // Read as a stream and count: a body without a length cannot grow past the limit.
+    let mut bytes: Vec<u8> = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| transport_error(url, &e))?
+    {
+        if bytes.len() + chunk.len() > BODY_LIMIT {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((
+        status,
+        retry_after,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
+}
+
+/// The typed error for a non-2xx status: 429 is RATE_LIMITED (with the server's delay); 408,
+/// 425, 5xx and 529 (overloaded) are retryable; other statuses are fatal. `what` names the
+/// request; an excerpt of the body explains it.
+pub(crate) fn status_error(
+    status: u16,
+    retry_after: Option<Duration>,
+    what: String,
+    body: &str,
+) -> TaskError {
+    let excerpt: String = body.trim().chars().take(300).collect();
+    let message = format!(
+        "{what} answered {status}{}{}",
+        reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .map(|r| format!(" {r}"))
+            .unwrap_or_default(),
+        if excerpt.is_empty() {
+            String::new()
+        } else {
+            format!(": {excerpt}")
+        }
+    );
+    let mut error = match status {
+        429 => TaskError::retryable(ErrorCode::RateLimited, message),
+        408 | 425 | 500 | 502 | 503 | 504 | 529 => TaskError::retryable(ErrorCode::Http, message),
+        _ => TaskError::fatal(ErrorCode::Http, message),
+    };
+    error.retry_after_ms = retry_after.map(|d| d.as_millis() as u64);
+    error
+}
+
 /// A failure before any status: retryable unless the request itself is malformed.
-fn transport_error(url: &str, e: &reqwest::Error) -> TaskError {
+pub(crate) fn transport_error(url: &str, e: &reqwest::Error) -> TaskError {
     let mut cause = e.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         cause = format!("{cause}: {s}");
         source = s.source();
     }
-    if e.is_builder() {
+    if e.is_timeout() {
+        TaskError::retryable(
+            ErrorCode::Timeout,
+            format!("request to {url} timed out: {cause}"),
+        )
+    } else if e.is_builder() {
         TaskError::fatal(
             ErrorCode::InvalidInput,
             format!("bad request to {url}: {cause}"),

@@ -2,7 +2,8 @@
 //! instances; the executor calls it once per attempt and enforces the timeout by dropping the
 //! future (so an agent's work must stop when its future is dropped).
 
-mod http;
+pub(crate) mod http;
+pub mod llm;
 mod mock;
 mod script;
 mod shell;
@@ -12,12 +13,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use http::{HttpAgent, HttpCall};
+pub use llm::LlmAgent;
 pub use mock::{dry_run_output, MockAgent};
 pub use script::ScriptAgent;
 pub use shell::ShellAgent;
 
 use crate::check::ir::{self, AgentKind};
-use crate::model::{ErrorCode, FeedbackPayload, RunId, TaskError};
+use crate::model::{ErrorCode, FeedbackPayload, LlmCall, RunId, TaskError};
 
 /// Everything an agent gets for one attempt.
 #[derive(Clone, Debug)]
@@ -44,6 +46,24 @@ pub struct TaskRequest {
     pub tasks: Option<serde_json::Value>,
     /// For http agents: the request with its templates rendered.
     pub http: Option<HttpCall>,
+    /// For llm agents: the agent's own `system` prompt, rendered (else the role's).
+    pub system: Option<String>,
+    /// Where the attempt's LLM calls are noted, whether it succeeds, fails or times out.
+    pub calls: CallLog,
+}
+
+/// The LLM calls of one attempt, shared between the agent and the executor.
+#[derive(Clone, Debug, Default)]
+pub struct CallLog(Arc<std::sync::Mutex<Vec<LlmCall>>>);
+
+impl CallLog {
+    pub fn push(&self, call: LlmCall) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+    }
+
+    pub fn take(&self) -> Vec<LlmCall> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 /// A shell agent's command for one attempt: argv (each element one argument), the working
@@ -74,35 +94,69 @@ pub enum AgentMode {
     DryRun,
 }
 
-/// Builds the agent of a pool, or says why it cannot run here. `base` is the folder relative
-/// paths (a shell `workdir`) resolve from; `workspace` is the run's working folder.
-pub fn build(
-    agent: &ir::Agent,
-    mode: AgentMode,
-    base: &std::path::Path,
-    workspace: Option<&std::path::Path>,
-    modules: &Arc<crate::policy::ModuleSet>,
-) -> Result<Arc<dyn Agent>, String> {
-    if mode == AgentMode::DryRun {
-        return Ok(Arc::new(MockAgent::dry_run(agent)));
+/// Builds the agents of a run's pools. Pools on the same LLM provider share one client.
+pub struct Builder<'a> {
+    pub mode: AgentMode,
+    /// Where relative paths (a shell `workdir`) resolve from: the workflow's folder.
+    pub base: &'a std::path::Path,
+    /// The run's working folder.
+    pub workspace: Option<&'a std::path::Path>,
+    pub modules: Arc<crate::policy::ModuleSet>,
+    pub config: &'a crate::config::Config,
+    /// `--record`: every provider exchange is written to this cassette.
+    pub recorder: Option<Arc<llm::Recorder>>,
+    providers: std::collections::HashMap<String, Arc<dyn llm::Provider>>,
+}
+
+impl<'a> Builder<'a> {
+    pub fn new(
+        mode: AgentMode,
+        base: &'a std::path::Path,
+        workspace: Option<&'a std::path::Path>,
+        modules: Arc<crate::policy::ModuleSet>,
+        config: &'a crate::config::Config,
+        recorder: Option<Arc<llm::Recorder>>,
+    ) -> Builder<'a> {
+        Builder {
+            mode,
+            base,
+            workspace,
+            modules,
+            config,
+            recorder,
+            providers: std::collections::HashMap::new(),
+        }
     }
-    match &agent.kind {
-        AgentKind::Mock(m) => Ok(Arc::new(MockAgent::new(m))),
-        AgentKind::Shell(_) => Ok(Arc::new(ShellAgent::new(
-            base.to_path_buf(),
-            workspace.map(std::path::Path::to_path_buf),
-        ))),
-        AgentKind::Script(s) => Ok(Arc::new(ScriptAgent::new(
-            modules.clone(),
-            s.function.clone(),
-        ))),
-        AgentKind::Http(_) => Ok(Arc::new(HttpAgent::new()?)),
-        other => Err(format!(
-            "agent `{}` is a `{}` agent, which this build cannot run yet; use `--dry-run` to \
-             replace every agent with a mock",
-            agent.name,
-            other.name()
-        )),
+
+    /// Builds the agent of a pool, or says why it cannot run here.
+    pub fn build(&mut self, agent: &ir::Agent) -> Result<Arc<dyn Agent>, String> {
+        if self.mode == AgentMode::DryRun {
+            return Ok(Arc::new(MockAgent::dry_run(agent)));
+        }
+        match &agent.kind {
+            AgentKind::Mock(m) => Ok(Arc::new(MockAgent::new(m))),
+            AgentKind::Shell(_) => Ok(Arc::new(ShellAgent::new(
+                self.base.to_path_buf(),
+                self.workspace.map(std::path::Path::to_path_buf),
+            ))),
+            AgentKind::Script(s) => Ok(Arc::new(ScriptAgent::new(
+                self.modules.clone(),
+                s.function.clone(),
+            ))),
+            AgentKind::Http(_) => Ok(Arc::new(HttpAgent::new()?)),
+            AgentKind::Llm(l) => {
+                let provider = match self.providers.get(&l.provider) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = llm::provider(&l.provider, self.config, self.recorder.as_ref())
+                            .map_err(|e| format!("agent `{}`: {e}", agent.name))?;
+                        self.providers.insert(l.provider.clone(), p.clone());
+                        p
+                    }
+                };
+                Ok(Arc::new(LlmAgent::new(agent, l, self.config, provider)?))
+            }
+        }
     }
 }
 

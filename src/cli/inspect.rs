@@ -154,6 +154,9 @@ pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
     if let Some(e) = &state.error {
         let _ = writeln!(out, "error {e}");
     }
+    if state.usage.calls > 0 || state.usage.cached > 0 {
+        let _ = writeln!(out, "{}", usage_line(&state.usage));
+    }
     let _ = writeln!(out, "\ntasks");
     for t in &state.tasks {
         let mut line = format!(
@@ -183,10 +186,30 @@ pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
             attempt,
             duration_ms,
             error,
+            calls,
+            artifacts,
+            cached,
             ..
         } = &e.kind
         {
-            let result = error.as_ref().map_or("ok".to_string(), |e| e.to_string());
+            let mut result = error.as_ref().map_or("ok".to_string(), |e| e.to_string());
+            if *cached {
+                result.push_str("  (from the response cache)");
+            }
+            if !calls.is_empty() {
+                let (i, o) = calls.iter().fold((0, 0), |(i, o), c| {
+                    (i + c.input_tokens, o + c.output_tokens)
+                });
+                result.push_str(&format!(
+                    "  {} call{} {i}+{o} tokens",
+                    calls.len(),
+                    if calls.len() == 1 { "" } else { "s" }
+                ));
+            }
+            if !artifacts.is_empty() {
+                let paths: Vec<&str> = artifacts.iter().map(|a| a.path.as_str()).collect();
+                result.push_str(&format!("  wrote {}", paths.join(", ")));
+            }
             let _ = writeln!(
                 out,
                 "  {} {task:<20} #{attempt} on {agent:<14} {duration_ms}ms  {result}",
@@ -247,6 +270,113 @@ pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
         for w in &state.warnings {
             let _ = writeln!(out, "  {w}");
         }
+    }
+    ExitCode::SUCCESS
+}
+
+/// `llm: 14 calls, 9,120 input + 3,400 output tokens`.
+pub(super) fn usage_line(u: &crate::model::Usage) -> String {
+    let mut line = format!(
+        "llm {} call{}, {} input + {} output tokens",
+        u.calls,
+        if u.calls == 1 { "" } else { "s" },
+        u.input_tokens,
+        u.output_tokens
+    );
+    if u.cached > 0 {
+        line.push_str(&format!(
+            "; {} task output(s) from the response cache",
+            u.cached
+        ));
+    }
+    line
+}
+
+/// `conductor artifacts RUN [--out DIR] [--all] [--json]`.
+pub(super) fn artifacts(
+    store: &Arc<SqliteStore>,
+    id: &str,
+    out_dir: Option<&std::path::Path>,
+    all: bool,
+    json: bool,
+) -> ExitCode {
+    let (run, events) = match load_run(store, id) {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let files: Vec<_> = crate::exec::artifacts::list(&events)
+        .into_iter()
+        .filter(|a| all || !a.superseded)
+        .collect();
+    if let Some(dir) = out_dir {
+        let mut written = 0;
+        for a in files.iter().filter(|a| !a.superseded) {
+            if let Err(e) = crate::agents::llm::roles::check_path(&a.path) {
+                return fail(format!("the run's log names a file it may not write: {e}"));
+            }
+            let content = match store.artifact(&a.sha256) {
+                Ok(Some(c)) => c,
+                Ok(None) => {
+                    return fail(format!(
+                        "`{}` ({}) is not in the store `{}`",
+                        a.path,
+                        &a.sha256[..12],
+                        store.describe()
+                    ))
+                }
+                Err(e) => return fail(e),
+            };
+            let target = dir.join(&a.path);
+            let result = target
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&target, content));
+            if let Err(e) = result {
+                return fail(format!("cannot write `{}`: {e}", target.display()));
+            }
+            written += 1;
+        }
+        println!(
+            "wrote {written} file{} of run {run} to {}",
+            if written == 1 { "" } else { "s" },
+            dir.display()
+        );
+        return ExitCode::SUCCESS;
+    }
+    let mut out = std::io::stdout().lock();
+    if json {
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&files).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if files.is_empty() {
+        let _ = writeln!(out, "run {run} has no artifacts");
+        return ExitCode::SUCCESS;
+    }
+    let _ = writeln!(
+        out,
+        "{:<32} {:>8}  {:<12}  {:<16} {:>4}  ATTEMPT",
+        "PATH", "BYTES", "SHA256", "TASK", "PASS"
+    );
+    for a in &files {
+        let _ = writeln!(
+            out,
+            "{:<32} {:>8}  {:<12}  {:<16} {:>4}  #{}{}",
+            a.path,
+            a.size,
+            &a.sha256[..12],
+            a.task,
+            a.loop_count + 1,
+            a.attempt,
+            if a.superseded {
+                "  (replaced later)"
+            } else {
+                ""
+            }
+        );
     }
     ExitCode::SUCCESS
 }

@@ -31,6 +31,10 @@ pub struct Cli {
         default_value = ".conductor/conductor.db"
     )]
     store: PathBuf,
+    /// The project configuration (LLM providers); by default `conductor.toml` beside the
+    /// workflow file, if there is one.
+    #[arg(long, global = true, env = "CONDUCTOR_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -62,6 +66,9 @@ enum Command {
         /// gates and loops without side effects.
         #[arg(long)]
         dry_run: bool,
+        /// Write every LLM provider exchange to this cassette file, for the `replay` provider.
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
     /// Continue a stopped run from its log (a crash, Ctrl-C, or a run waiting for a decision).
     Resume {
@@ -93,6 +100,19 @@ enum Command {
     },
     /// Explain a task: why it ran, was skipped, retried, dead-lettered or escalated.
     Why { run: String, task: String },
+    /// List the files a run's agents wrote, or export them with --out.
+    Artifacts {
+        /// A run id, or a unique prefix of one.
+        run: String,
+        /// Write the run's files (their latest versions) into this folder.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Every version, not just the latest of each path.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a run's event log as JSON lines.
     Events {
         run: String,
@@ -181,6 +201,8 @@ pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let store_path = cli.store.clone();
+    let config = cli.config.clone();
+    let config = config.as_deref();
     match cli.command {
         Command::Runs {
             status,
@@ -189,7 +211,17 @@ pub fn main() -> ExitCode {
         } => with_store(&store_path, |s| {
             inspect::runs(s, status.as_deref(), workflow.as_deref(), json)
         }),
-        Command::Resume { run, decide, json } => resume(&store_path, &run, &decide, json, None),
+        Command::Resume { run, decide, json } => {
+            resume(&store_path, config, &run, &decide, json, None)
+        }
+        Command::Artifacts {
+            run,
+            out,
+            all,
+            json,
+        } => with_store(&store_path, |s| {
+            inspect::artifacts(s, &run, out.as_deref(), all, json)
+        }),
         Command::Show { run, json } => with_store(&store_path, |s| inspect::show(s, &run, json)),
         Command::Why { run, task } => with_store(&store_path, |s| inspect::why(s, &run, &task)),
         Command::Events { run, follow } => {
@@ -199,7 +231,7 @@ pub fn main() -> ExitCode {
             DlqCommand::List { run, json } => inspect::dlq_list(s, run.as_deref(), json),
             DlqCommand::Show { entry } => inspect::dlq_show(s, &entry),
             DlqCommand::Drop { entry } => inspect::dlq_drop(s, &entry),
-            DlqCommand::Retry { entry } => dlq_retry(s, &store_path, &entry),
+            DlqCommand::Retry { entry } => dlq_retry(s, &store_path, config, &entry),
         }),
         Command::Gc { older_than } => with_store(&store_path, |s| inspect::gc(s, &older_than)),
         Command::Check {
@@ -215,7 +247,16 @@ pub fn main() -> ExitCode {
             params,
             json,
             dry_run,
-        } => run(&file, &params, json, dry_run, &store_path),
+            record,
+        } => run(
+            &file,
+            &params,
+            json,
+            dry_run,
+            &store_path,
+            config,
+            record.as_deref(),
+        ),
         Command::Graph {
             file,
             format,
@@ -584,6 +625,8 @@ fn run(
     json: bool,
     dry_run: bool,
     store_path: &std::path::Path,
+    config: Option<&std::path::Path>,
+    record: Option<&std::path::Path>,
 ) -> ExitCode {
     let params = match parse_params(params) {
         Ok(p) => p,
@@ -600,6 +643,20 @@ fn run(
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    let config = match load_config(config, path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let recorder = match record {
+        Some(file) => match crate::agents::llm::Recorder::create(file) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let store: std::sync::Arc<dyn crate::store::Store> = if store_path.as_os_str() == "memory" {
         std::sync::Arc::new(crate::store::MemoryStore::new())
     } else {
@@ -629,12 +686,29 @@ fn run(
         options.agents = crate::agents::AgentMode::DryRun;
     }
     options.workspace = workspace(store_path, &options.run_id);
+    options.config = std::sync::Arc::new(config);
+    options.recorder = recorder.clone();
     attach(&mut options, json, store.describe());
     let cancel = options.cancel.clone();
-    drive(
+    let code = drive(
         cancel,
         crate::exec::run(std::sync::Arc::new(wf), std::sync::Arc::new(plan), options),
-    )
+    );
+    if let (Some(r), false) = (&recorder, json) {
+        println!("recorded the provider exchanges to {}", r.path().display());
+    }
+    code
+}
+
+/// The project configuration of a workflow, or the exit code after saying what is wrong.
+fn load_config(
+    explicit: Option<&std::path::Path>,
+    workflow: &std::path::Path,
+) -> Result<crate::config::Config, ExitCode> {
+    crate::config::Config::discover(explicit, workflow, std::env::vars()).map_err(|e| {
+        eprintln!("error: {e}");
+        ExitCode::from(2)
+    })
 }
 
 /// The run's working folder beside a file store, `runs/RUN/work`, created; none for the
@@ -673,10 +747,11 @@ fn attach(options: &mut crate::exec::RunOptions, json: bool, store: String) {
             .observers
             .push(Box::new(crate::exec::JsonLines::new(std::io::stdout())));
     } else {
-        options.observers.push(Box::new(crate::exec::HumanView::new(
-            Box::new(std::io::stdout()),
-            store,
-        )));
+        let workspace = options.workspace.clone();
+        options.observers.push(Box::new(
+            crate::exec::HumanView::new(Box::new(std::io::stdout()), store)
+                .with_workspace(workspace),
+        ));
     }
     if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
         options.escalations = Some(std::sync::Arc::new(TerminalOperator));
@@ -748,6 +823,7 @@ fn exit_code(
 fn dlq_retry(
     store: &std::sync::Arc<crate::store::SqliteStore>,
     store_path: &std::path::Path,
+    config: Option<&std::path::Path>,
     entry: &str,
 ) -> ExitCode {
     use crate::store::Store;
@@ -764,6 +840,7 @@ fn dlq_retry(
     };
     let code = resume(
         store_path,
+        config,
         &dl.run_id.0,
         &[],
         false,
@@ -778,6 +855,7 @@ fn dlq_retry(
 
 fn resume(
     store_path: &std::path::Path,
+    config: Option<&std::path::Path>,
     id: &str,
     decide: &[String],
     json: bool,
@@ -865,8 +943,13 @@ fn resume(
             return code;
         }
     };
+    let config = match load_config(config, &path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
     let mut options = crate::exec::RunOptions::new(store.clone());
     options.workspace = workspace(store_path, &run_id);
+    options.config = std::sync::Arc::new(config);
     attach(&mut options, json, store.describe());
     let cancel = options.cancel.clone();
     drive(

@@ -5,6 +5,7 @@
 //! `JoinSet`. Every state change is an event, appended to the store before the scheduler acts
 //! on it. See [`run`].
 
+pub mod artifacts;
 mod context;
 mod observe;
 mod scheduler;
@@ -41,6 +42,10 @@ pub struct RunOptions {
     /// The run's working folder: shell agents start there unless their `workdir` says
     /// otherwise. `None`: the workflow file's folder.
     pub workspace: Option<std::path::PathBuf>,
+    /// Providers for llm agents (`conductor.toml`); empty by default.
+    pub config: Arc<crate::config::Config>,
+    /// `--record`: every provider exchange of the run is written to this cassette.
+    pub recorder: Option<Arc<crate::agents::llm::Recorder>>,
 }
 
 /// A non-retryable failure put to an operator.
@@ -74,6 +79,8 @@ impl RunOptions {
             file: String::new(),
             escalations: None,
             workspace: None,
+            config: Arc::default(),
+            recorder: None,
         }
     }
 }

@@ -47,6 +47,11 @@ pub struct HumanView {
     progress: Option<MultiProgress>,
     bars: std::collections::HashMap<String, ProgressBar>,
     store: String,
+    /// What each task's last attempt did, shown on its final line: files written, tokens,
+    /// whether it came from the response cache.
+    last_attempt: std::collections::HashMap<String, String>,
+    files_written: usize,
+    workspace: Option<std::path::PathBuf>,
 }
 
 impl HumanView {
@@ -61,7 +66,16 @@ impl HumanView {
             progress,
             bars: std::collections::HashMap::new(),
             store,
+            last_attempt: std::collections::HashMap::new(),
+            files_written: 0,
+            workspace: None,
         }
+    }
+
+    /// Names the run's working folder in the summary, where agents' files are.
+    pub fn with_workspace(mut self, dir: Option<std::path::PathBuf>) -> HumanView {
+        self.workspace = dir;
+        self
     }
 
     fn line(&mut self, text: String) {
@@ -178,7 +192,36 @@ impl Observer for HumanView {
                 if let Some(e) = error {
                     text.push_str(&format!("  {e}"));
                 }
+                if let Some(extra) = self.last_attempt.remove(&**task) {
+                    text.push_str(&extra);
+                }
                 self.line(text);
+            }
+            EventKind::AttemptFinished {
+                task,
+                calls,
+                artifacts,
+                cached,
+                ..
+            } => {
+                let mut extra = String::new();
+                if *cached {
+                    extra.push_str("  (cached)");
+                }
+                if !calls.is_empty() {
+                    let tokens: u64 = calls.iter().map(|c| c.input_tokens + c.output_tokens).sum();
+                    let replayed = calls.iter().all(|c| c.replayed);
+                    extra.push_str(&format!(
+                        "  {tokens} tokens{}",
+                        if replayed { " (replayed)" } else { "" }
+                    ));
+                }
+                if !artifacts.is_empty() {
+                    self.files_written += artifacts.len();
+                    let paths: Vec<&str> = artifacts.iter().map(|a| a.path.as_str()).collect();
+                    extra.push_str(&format!("  → {}", paths.join(", ")));
+                }
+                self.last_attempt.insert(task.to_string(), extra);
             }
             EventKind::TaskSkipped { task, reason, .. } => {
                 let why = match reason {
@@ -264,7 +307,7 @@ impl Observer for HumanView {
                 };
                 self.line(format!("\nresumed {}{again}", state.workflow_id));
             }
-            EventKind::RunFinished { .. } | EventKind::AttemptFinished { .. } => {}
+            EventKind::RunFinished { .. } => {}
         }
     }
 
@@ -296,6 +339,25 @@ impl Observer for HumanView {
         );
         if let Some(e) = &state.error {
             text.push_str(&format!("\n  {e}"));
+        }
+        if state.usage.calls > 0 {
+            text.push_str(&format!(
+                "\n  llm: {} call{}, {} input + {} output tokens",
+                state.usage.calls,
+                if state.usage.calls == 1 { "" } else { "s" },
+                state.usage.input_tokens,
+                state.usage.output_tokens
+            ));
+        }
+        if self.files_written > 0 {
+            text.push_str(&format!(
+                "\n  files: {} written to {}; list or export them with `conductor artifacts {}`",
+                self.files_written,
+                self.workspace
+                    .as_ref()
+                    .map_or("the store".to_string(), |w| w.display().to_string()),
+                state.workflow_id
+            ));
         }
         self.line(text);
         let _ = self.out.flush();

@@ -38,6 +38,10 @@ struct Done {
     elapsed: Duration,
     /// Whether the agent was called (a template error fails before it is).
     reached_agent: bool,
+    calls: Vec<crate::model::LlmCall>,
+    artifacts: Vec<crate::model::ArtifactRef>,
+    /// Served from the response cache.
+    cached: bool,
 }
 
 /// A pool's circuit breaker: closed → open after `threshold` consecutive failures → half-open
@@ -171,6 +175,9 @@ pub(super) struct Scheduler {
     awaiting: Vec<TaskId>,
     /// Retries whose backoff has not run out yet.
     retries_pending: usize,
+    /// The run's working folder, where agents' files are written.
+    workspace: Option<std::path::PathBuf>,
+    config: Arc<crate::config::Config>,
 }
 
 impl Scheduler {
@@ -183,25 +190,24 @@ impl Scheduler {
         let modules = Arc::new(wf.module_set.clone());
         let mut agents = Vec::with_capacity(wf.agents.len());
         let mut pools = Vec::with_capacity(wf.agents.len());
-        for a in &wf.agents {
-            let base = wf
-                .path
-                .parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .map_or_else(
-                    || std::path::PathBuf::from("."),
-                    std::path::Path::to_path_buf,
-                );
-            agents.push(
-                agents::build(
-                    a,
-                    options.agents,
-                    &base,
-                    options.workspace.as_deref(),
-                    &modules,
-                )
-                .map_err(ExecError::Agent)?,
+        let base = wf
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(
+                || std::path::PathBuf::from("."),
+                std::path::Path::to_path_buf,
             );
+        let mut builder = agents::Builder::new(
+            options.agents,
+            &base,
+            options.workspace.as_deref(),
+            modules,
+            &options.config,
+            options.recorder.clone(),
+        );
+        for a in &wf.agents {
+            agents.push(builder.build(a).map_err(ExecError::Agent)?);
             pools.push(Pool {
                 count: a.count,
                 idle: (0..a.count).collect(),
@@ -285,6 +291,8 @@ impl Scheduler {
             asks: VecDeque::new(),
             awaiting: Vec::new(),
             retries_pending: 0,
+            workspace: options.workspace.clone(),
+            config: options.config.clone(),
             phase_names: wf_phase_names,
             agent_names: wf_agent_names,
             clock: now(),
@@ -934,26 +942,86 @@ impl Scheduler {
                     });
                     let agent = self.agents[self.wf.task(t).agent.index()].clone();
                     let timeout = self.wf.task(t).timeout;
+                    let cache_key = self.wf.task(t).cache.then(|| self.cache_key(t, &request));
+                    let store = self.store.clone();
+                    let workspace = self.workspace.clone();
+                    let calls = request.calls.clone();
                     self.workers.spawn(async move {
                         let begun = Instant::now();
-                        let result =
-                            match tokio::time::timeout(timeout, agent.execute(request)).await {
-                                Ok(result) => result,
-                                Err(_) => Err(TaskError::retryable(
-                                    ErrorCode::Timeout,
-                                    format!(
-                                        "the attempt took longer than its timeout of {}",
-                                        crate::check::render::dur(timeout)
-                                    ),
-                                )),
-                            };
+                        let hit = match &cache_key {
+                            Some(key) => match store.cache_get(key) {
+                                Ok(hit) => hit,
+                                Err(e) => {
+                                    tracing::warn!("response cache unavailable: {e}");
+                                    None
+                                }
+                            },
+                            None => None,
+                        };
+                        let cached = hit.is_some();
+                        let result = match hit {
+                            Some(output) => Ok(output),
+                            None => {
+                                match tokio::time::timeout(timeout, agent.execute(request)).await {
+                                    Ok(result) => result,
+                                    Err(_) => Err(TaskError::retryable(
+                                        ErrorCode::Timeout,
+                                        format!(
+                                            "the attempt took longer than its timeout of {}",
+                                            crate::check::render::dur(timeout)
+                                        ),
+                                    )),
+                                }
+                            }
+                        };
+                        let mut artifacts = Vec::new();
+                        let result = match result {
+                            Ok(output) => {
+                                let saved = {
+                                    let store = store.clone();
+                                    let output = output.clone();
+                                    tokio::task::spawn_blocking(move || {
+                                        super::artifacts::save(
+                                            &*store,
+                                            workspace.as_deref(),
+                                            &output,
+                                        )
+                                    })
+                                    .await
+                                    .unwrap_or_else(|e| {
+                                        Err(TaskError::fatal(
+                                            ErrorCode::Fatal,
+                                            format!("saving the task's files failed: {e}"),
+                                        ))
+                                    })
+                                };
+                                match saved {
+                                    Ok(saved) => {
+                                        artifacts = saved;
+                                        if let (Some(key), false) = (&cache_key, cached) {
+                                            if let Err(e) = store.cache_put(key, &output) {
+                                                tracing::warn!(
+                                                    "cannot fill the response cache: {e}"
+                                                );
+                                            }
+                                        }
+                                        Ok(output)
+                                    }
+                                    Err(e) => Err(e),
+                                }
+                            }
+                            Err(e) => Err(e),
+                        };
                         Done {
                             task: t,
                             attempt,
                             instance,
                             result,
                             elapsed: begun.elapsed(),
-                            reached_agent: true,
+                            reached_agent: !cached,
+                            calls: calls.take(),
+                            artifacts,
+                            cached,
                         }
                     });
                 }
@@ -964,6 +1032,9 @@ impl Scheduler {
                     result: Err(error),
                     elapsed: Duration::ZERO,
                     reached_agent: false,
+                    calls: Vec::new(),
+                    artifacts: Vec::new(),
+                    cached: false,
                 }),
             }
         }
@@ -1064,6 +1135,17 @@ impl Scheduler {
             }
             _ => None,
         };
+        let system = match &self.wf.agent(task.agent).kind {
+            crate::check::ir::AgentKind::Llm(l) => match &l.system {
+                Some(sys) => Some(self.templates.render(
+                    sys,
+                    &format!("`system` of agent `{}`", self.wf.agent(task.agent).name),
+                    ctx_ref,
+                )?),
+                None => None,
+            },
+            _ => None,
+        };
         let upstream = task
             .after
             .iter()
@@ -1091,7 +1173,41 @@ impl Scheduler {
             )
             .then(|| context::tasks_json(&self.state, |r| r.status.is_final())),
             http,
+            system,
+            calls: agents::CallLog::default(),
         })
+    }
+
+    /// The response cache's key for a dispatch: the agent's configuration and everything
+    /// rendered for this attempt (prompt, system prompt, input, command, request; for script
+    /// agents the finished tasks they read).
+    fn cache_key(&self, t: TaskId, request: &TaskRequest) -> String {
+        use sha2::Digest;
+        let agent = self.wf.agent(self.wf.task(t).agent);
+        let config = match &agent.kind {
+            crate::check::ir::AgentKind::Llm(l) => {
+                let p = self.config.providers.get(&l.provider);
+                json!({
+                    "kind": "llm", "provider": l.provider, "model": l.model, "role": l.role.map(|r| r.as_str()),
+                    "temperature": l.temperature, "max_tokens": l.max_tokens,
+                    "provider_kind": p.map(|p| p.kind.as_str()), "provider_model": p.and_then(|p| p.model.clone()),
+                    "provider_url": p.map(|p| p.base_url.clone()),
+                })
+            }
+            crate::check::ir::AgentKind::Script(s) => {
+                json!({ "kind": "script", "function": s.function, "tasks": request.tasks })
+            }
+            other => json!({ "kind": other.name() }),
+        };
+        let key = json!({
+            "agent": config,
+            "prompt": request.prompt,
+            "system": request.system,
+            "input": request.input,
+            "shell": request.shell.as_ref().map(|s| json!({ "argv": s.argv, "workdir": s.workdir, "env": s.env })),
+            "http": request.http.as_ref().map(|h| json!({ "method": h.method, "url": h.url, "headers": h.headers, "body": h.body })),
+        });
+        format!("{:x}", sha2::Sha256::digest(key.to_string().as_bytes()))
     }
 
     fn attempt_finished(&mut self, done: Done) {
@@ -1130,6 +1246,9 @@ impl Scheduler {
             duration_ms: done.elapsed.as_millis() as u64,
             output,
             error,
+            calls: done.calls,
+            artifacts: done.artifacts,
+            cached: done.cached,
         });
         if done.reached_agent {
             match &done.result {
@@ -1500,6 +1619,9 @@ impl Scheduler {
                             duration_ms: waited,
                             output: None,
                             error: Some(error.clone()),
+                            calls: Vec::new(),
+                            artifacts: Vec::new(),
+                            cached: false,
                         });
                         self.failed_attempt(t, error);
                     }

@@ -16,6 +16,8 @@ struct Log {
 #[derive(Default)]
 pub struct MemoryStore {
     runs: Mutex<HashMap<RunId, (RunRecord, Log)>>,
+    artifacts: Mutex<HashMap<String, Vec<u8>>>,
+    cache: Mutex<HashMap<String, serde_json::Value>>,
 }
 
 impl MemoryStore {
@@ -80,5 +82,29 @@ impl Store for MemoryStore {
         let mut runs: Vec<RunRecord> = self.lock().values().map(|(r, _)| r.clone()).collect();
         runs.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(runs)
+    }
+
+    fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {
+        let mut artifacts = self.artifacts.lock().unwrap_or_else(|e| e.into_inner());
+        artifacts
+            .entry(sha256.to_string())
+            .or_insert_with(|| content.to_vec());
+        Ok(())
+    }
+
+    fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let artifacts = self.artifacts.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(artifacts.get(sha256).cloned())
+    }
+
+    fn cache_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(cache.get(key).cloned())
+    }
+
+    fn cache_put(&self, key: &str, output: &serde_json::Value) -> Result<(), StoreError> {
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        cache.insert(key.to_string(), output.clone());
+        Ok(())
     }
 }

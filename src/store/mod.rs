@@ -69,6 +69,14 @@ pub trait Store: Send + Sync {
     fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError>;
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
 
+    /// Stores an artifact's content under its SHA-256 (hex); storing it again is a no-op.
+    fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError>;
+    /// An artifact's content, if stored.
+    fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The response cache (`cache = true`): a task output stored under its request's key.
+    fn cache_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
+    fn cache_put(&self, key: &str, output: &serde_json::Value) -> Result<(), StoreError>;
+
     /// Dead-lettered tasks, of one run or of all, oldest first. Entries are kept as
     /// `DeadLettered` events; a backend may index them.
     fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError> {

@@ -329,6 +329,52 @@ fn kind_name(kind: &EventKind) -> &'static str {
 }
 
 impl Store for SqliteStore {
+    fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR IGNORE INTO artifacts (hash, size, content) VALUES (?1, ?2, ?3)",
+                params![sha256, content.len() as i64, content],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT content FROM artifacts WHERE hash = ?1",
+                params![sha256],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn cache_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let body: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT body FROM response_cache WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        // An entry that no longer parses is a miss, not an error: the task runs again.
+        Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+    }
+
+    fn cache_put(&self, key: &str, output: &serde_json::Value) -> Result<(), StoreError> {
+        let body = serde_json::to_string(output).map_err(|e| self.err(e))?;
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO response_cache (key, body, created_at) VALUES (?1, ?2, ?3)",
+                params![key, body, crate::model::Timestamp::now().0 as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
     fn describe(&self) -> String {
         self.path.display().to_string()
     }

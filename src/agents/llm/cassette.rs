@@ -1,0 +1,203 @@
+//! Cassettes: provider exchanges recorded to a JSON file (`conductor run --record FILE`) and
+//! answered from it by the `replay` provider, offline.
+//!
+//! An exchange is matched by role, task and request hash ([`ChatRequest::hash`]: the system
+//! prompt and the messages). A request the cassette does not hold is a REPLAY_MISS naming the
+//! task, the role, the hash and the start of the prompt.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{ChatFuture, ChatReply, ChatRequest, Provider};
+use crate::model::{ErrorCode, TaskError};
+
+pub const CASSETTE_VERSION: u32 = 1;
+
+/// A recorded conversation turn: what was asked and what came back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Exchange {
+    pub task: String,
+    pub role: String,
+    pub request_hash: String,
+    /// The request as sent (model, system, messages, temperature, max_tokens), for reading.
+    pub request: serde_json::Value,
+    pub reply: ChatReply,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cassette {
+    pub version: u32,
+    pub exchanges: Vec<Exchange>,
+}
+
+impl Cassette {
+    pub fn load(path: &Path) -> Result<Cassette, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the cassette `{}`: {e}", path.display()))?;
+        let cassette: Cassette = serde_json::from_str(&text).map_err(|e| {
+            format!(
+                "`{}` is not a cassette (a file `conductor run --record` writes): {e}",
+                path.display()
+            )
+        })?;
+        if cassette.version != CASSETTE_VERSION {
+            return Err(format!(
+                "the cassette `{}` has version {}, this build reads version {CASSETTE_VERSION}",
+                path.display(),
+                cassette.version
+            ));
+        }
+        Ok(cassette)
+    }
+
+    /// Writes the cassette whole, through a temporary file and a rename: a reader never sees
+    /// half of it.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text + "\n")
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| format!("cannot write the cassette `{}`: {e}", path.display()))
+    }
+}
+
+type Key = (String, String, String);
+
+/// Answers from a cassette.
+pub struct ReplayProvider {
+    path: PathBuf,
+    replies: HashMap<Key, ChatReply>,
+    /// How many exchanges each task has, for the message of a miss.
+    per_task: HashMap<String, usize>,
+}
+
+impl ReplayProvider {
+    pub fn open(path: &Path) -> Result<ReplayProvider, String> {
+        let cassette = Cassette::load(path)?;
+        let mut per_task = HashMap::new();
+        let mut replies = HashMap::new();
+        for e in cassette.exchanges {
+            *per_task.entry(e.task.clone()).or_insert(0) += 1;
+            replies.insert((e.role, e.task, e.request_hash), e.reply);
+        }
+        Ok(ReplayProvider {
+            path: path.to_path_buf(),
+            replies,
+            per_task,
+        })
+    }
+}
+
+impl Provider for ReplayProvider {
+    fn complete<'a>(&'a self, req: &'a ChatRequest) -> ChatFuture<'a> {
+        Box::pin(async move {
+            let hash = req.hash();
+            let key = (req.role.clone(), req.task.clone(), hash.clone());
+            if let Some(reply) = self.replies.get(&key) {
+                return Ok(reply.clone());
+            }
+            let last = req.messages.last().map_or("", |m| m.content.as_str());
+            let excerpt: String = last.chars().take(160).collect();
+            let known = self.per_task.get(&req.task).copied().unwrap_or(0);
+            Err(TaskError::fatal(
+                ErrorCode::ReplayMiss,
+                format!(
+                    "the cassette `{}` has no reply for task `{}` (role {}) with request hash \
+                     {}; it holds {known} exchange(s) for this task, so the prompt, an upstream \
+                     output or the system prompt differs from the recording. The request's last \
+                     message begins: {:?}. Record again with `conductor run --record`.",
+                    self.path.display(),
+                    req.task,
+                    req.role,
+                    &hash[..16],
+                    excerpt,
+                ),
+            ))
+        })
+    }
+
+    fn replays(&self) -> bool {
+        true
+    }
+}
+
+/// Collects exchanges during a run and keeps the cassette file current after each one, so a
+/// run that is stopped half way still leaves what it recorded.
+pub struct Recorder {
+    path: PathBuf,
+    cassette: Mutex<Cassette>,
+}
+
+impl Recorder {
+    /// Starts recording to `path`. An existing cassette is extended: a request recorded again
+    /// replaces its earlier exchange.
+    pub fn create(path: &Path) -> Result<Recorder, String> {
+        let cassette = if path.exists() {
+            Cassette::load(path)?
+        } else {
+            Cassette {
+                version: CASSETTE_VERSION,
+                exchanges: Vec::new(),
+            }
+        };
+        cassette.save(path)?;
+        Ok(Recorder {
+            path: path.to_path_buf(),
+            cassette: Mutex::new(cassette),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn record(&self, req: &ChatRequest, reply: &ChatReply) -> Result<(), String> {
+        let exchange = Exchange {
+            task: req.task.clone(),
+            role: req.role.clone(),
+            request_hash: req.hash(),
+            request: json!({
+                "model": req.model,
+                "system": req.system,
+                "messages": req.messages,
+                "temperature": req.temperature,
+                "max_tokens": req.max_tokens,
+            }),
+            reply: reply.clone(),
+        };
+        let mut cassette = self.cassette.lock().unwrap_or_else(|e| e.into_inner());
+        cassette.exchanges.retain(|e| {
+            (&e.role, &e.task, &e.request_hash)
+                != (&exchange.role, &exchange.task, &exchange.request_hash)
+        });
+        cassette.exchanges.push(exchange);
+        cassette.save(&self.path)
+    }
+}
+
+/// A provider whose successful exchanges are recorded.
+pub(super) struct Recording {
+    pub inner: Arc<dyn Provider>,
+    pub recorder: Arc<Recorder>,
+}
+
+impl Provider for Recording {
+    fn complete<'a>(&'a self, req: &'a ChatRequest) -> ChatFuture<'a> {
+        Box::pin(async move {
+            let reply = self.inner.complete(req).await?;
+            // A cassette that cannot be written must not pass unnoticed: the attempt fails.
+            self.recorder
+                .record(req, &reply)
+                .map_err(|e| TaskError::fatal(ErrorCode::Fatal, e))?;
+            Ok(reply)
+        })
+    }
+
+    fn replays(&self) -> bool {
+        self.inner.replays()
+    }
+}

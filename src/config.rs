@@ -1,0 +1,441 @@
+//! `conductor.toml`: the project configuration — which LLM providers exist and how to reach
+//! them — with `CONDUCTOR_PROVIDERS_<NAME>_<FIELD>` environment overrides.
+//!
+//! Secrets are never part of the configuration: a provider names the environment variable that
+//! holds its API key (`api_key_env`), and the key is read from the environment when a run
+//! builds its agents. It is never stored, logged or printed.
+//!
+//! ```toml
+//! [providers.default]
+//! kind = "replay"                 # "openai" | "anthropic" | "replay"
+//! cassette = "cassettes/sdlc.json"
+//!
+//! [providers.openai]
+//! kind = "openai"                 # any OpenAI-compatible chat completions server
+//! base_url = "https://api.openai.com/v1"
+//! model = "gpt-4o-mini"
+//! api_key_env = "OPENAI_API_KEY"
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The file name looked for beside a workflow.
+pub const FILE_NAME: &str = "conductor.toml";
+
+/// Where environment overrides start.
+pub const ENV_PREFIX: &str = "CONDUCTOR_PROVIDERS_";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProviderKind {
+    /// OpenAI-compatible chat completions: OpenAI, Ollama, vLLM, llama.cpp's server.
+    Openai,
+    /// Anthropic's messages API.
+    Anthropic,
+    /// Answers from a recorded cassette; no network.
+    Replay,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Replay => "replay",
+        }
+    }
+
+    fn parse(s: &str) -> Option<ProviderKind> {
+        match s {
+            "openai" => Some(ProviderKind::Openai),
+            "anthropic" => Some(ProviderKind::Anthropic),
+            "replay" => Some(ProviderKind::Replay),
+            _ => None,
+        }
+    }
+}
+
+/// How an OpenAI-compatible provider is asked for JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResponseFormat {
+    /// `{"type": "json_object"}`: understood by OpenAI, Ollama, vLLM and llama.cpp.
+    #[default]
+    JsonObject,
+    /// `{"type": "json_schema", ...}` with the role's schema, for servers that enforce it.
+    JsonSchema,
+    /// No `response_format` at all; the system prompt still asks for JSON.
+    None,
+}
+
+impl ResponseFormat {
+    fn parse(s: &str) -> Option<ResponseFormat> {
+        match s {
+            "json_object" => Some(ResponseFormat::JsonObject),
+            "json_schema" => Some(ResponseFormat::JsonSchema),
+            "none" => Some(ResponseFormat::None),
+            _ => None,
+        }
+    }
+}
+
+/// One provider, as configured (no secrets: `api_key_env` names a variable).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    pub base_url: String,
+    /// The model when the agent names none.
+    pub model: Option<String>,
+    /// The environment variable holding the API key.
+    pub api_key_env: Option<String>,
+    /// `replay`: the cassette file (relative paths resolve from the config file's folder).
+    pub cassette: Option<PathBuf>,
+    /// One request's limit (the task's `timeout` bounds the whole attempt).
+    pub timeout: Duration,
+    /// Defaults when the agent sets none.
+    pub max_tokens: Option<u32>,
+    pub temperature: Option<f64>,
+    pub response_format: ResponseFormat,
+}
+
+/// The project configuration.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Config {
+    /// The file it was read from, if any.
+    pub path: Option<PathBuf>,
+    pub providers: BTreeMap<String, ProviderConfig>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("`{path}`: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("environment variable `{var}`: {message}")]
+    Env { var: String, message: String },
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRepr {
+    #[serde(default)]
+    providers: BTreeMap<String, ProviderRepr>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderRepr {
+    kind: Option<String>,
+    base_url: Option<String>,
+    model: Option<String>,
+    api_key_env: Option<String>,
+    /// Present only to refuse it with a clear message.
+    api_key: Option<toml::Value>,
+    cassette: Option<String>,
+    timeout: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    response_format: Option<String>,
+}
+
+/// The environment override fields, longest first so `API_KEY_ENV` wins over a name ending
+/// in `_ENV`.
+const ENV_FIELDS: [&str; 9] = [
+    "RESPONSE_FORMAT",
+    "API_KEY_ENV",
+    "TEMPERATURE",
+    "MAX_TOKENS",
+    "BASE_URL",
+    "CASSETTE",
+    "TIMEOUT",
+    "MODEL",
+    "KIND",
+];
+
+impl Config {
+    /// Finds the configuration of a workflow: `explicit` (`--config`, `CONDUCTOR_CONFIG`),
+    /// else `conductor.toml` in the workflow's folder, else none; then applies the
+    /// environment overrides from `env`.
+    pub fn discover(
+        explicit: Option<&Path>,
+        workflow: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let path = match explicit {
+            Some(p) => Some(p.to_path_buf()),
+            None => {
+                let beside = workflow
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .join(FILE_NAME);
+                beside.is_file().then_some(beside)
+            }
+        };
+        let mut reprs = BTreeMap::new();
+        if let Some(p) = &path {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+                path: p.clone(),
+                message: e.to_string(),
+            })?;
+            let file: FileRepr = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: p.clone(),
+                message: e.to_string().trim_end().to_string(),
+            })?;
+            reprs = file.providers;
+        }
+        apply_env(&mut reprs, env)?;
+        let base = path
+            .as_deref()
+            .and_then(Path::parent)
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let origin = path.clone().unwrap_or_else(|| PathBuf::from("environment"));
+        let mut providers = BTreeMap::new();
+        for (name, r) in reprs {
+            providers.insert(name.clone(), resolve(&name, r, &base, &origin)?);
+        }
+        Ok(Config { path, providers })
+    }
+
+    /// Where this configuration was looked for, for messages.
+    pub fn describe(&self) -> String {
+        match &self.path {
+            Some(p) => format!("`{}`", p.display()),
+            None => format!("no {FILE_NAME} (none beside the workflow, no --config)"),
+        }
+    }
+}
+
+fn apply_env(
+    reprs: &mut BTreeMap<String, ProviderRepr>,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort();
+    for (var, value) in vars {
+        let rest = &var[ENV_PREFIX.len()..];
+        let Some(field) = ENV_FIELDS
+            .iter()
+            .find(|f| rest.len() > f.len() + 1 && rest.ends_with(&format!("_{f}")))
+        else {
+            return Err(ConfigError::Env {
+                var,
+                message: format!(
+                    "expected {ENV_PREFIX}<NAME>_<FIELD> with FIELD one of {}",
+                    ENV_FIELDS.join(", ")
+                ),
+            });
+        };
+        let upper = &rest[..rest.len() - field.len() - 1];
+        // `CONDUCTOR_PROVIDERS_MY_LLM_MODEL` names the provider `my-llm` or `my_llm`, whichever
+        // the file defines; a new one is `my_llm`.
+        let name = reprs
+            .keys()
+            .find(|k| k.to_ascii_uppercase().replace('-', "_") == upper)
+            .cloned()
+            .unwrap_or_else(|| upper.to_ascii_lowercase());
+        let r = reprs.entry(name).or_default();
+        let number = |what: &str| ConfigError::Env {
+            var: var.clone(),
+            message: format!("`{value}` is not {what}"),
+        };
+        match *field {
+            "KIND" => r.kind = Some(value.clone()),
+            "BASE_URL" => r.base_url = Some(value.clone()),
+            "MODEL" => r.model = Some(value.clone()),
+            "API_KEY_ENV" => r.api_key_env = Some(value.clone()),
+            "CASSETTE" => r.cassette = Some(value.clone()),
+            "TIMEOUT" => r.timeout = Some(value.clone()),
+            "RESPONSE_FORMAT" => r.response_format = Some(value.clone()),
+            "MAX_TOKENS" => {
+                r.max_tokens = Some(value.parse().map_err(|_| number("a whole number"))?)
+            }
+            "TEMPERATURE" => r.temperature = Some(value.parse().map_err(|_| number("a number"))?),
+            _ => unreachable!("every field of ENV_FIELDS is handled"),
+        }
+    }
+    Ok(())
+}
+
+fn resolve(
+    name: &str,
+    r: ProviderRepr,
+    base: &Path,
+    origin: &Path,
+) -> Result<ProviderConfig, ConfigError> {
+    let invalid = |message: String| ConfigError::Invalid {
+        path: origin.to_path_buf(),
+        message: format!("provider `{name}`: {message}"),
+    };
+    if r.api_key.is_some() {
+        return Err(invalid(
+            "`api_key` is not read from files: put the key in an environment variable and name \
+             it with `api_key_env = \"...\"`"
+                .into(),
+        ));
+    }
+    let kind_text = r.kind.ok_or_else(|| {
+        invalid("`kind` is missing (\"openai\", \"anthropic\" or \"replay\")".into())
+    })?;
+    let kind = ProviderKind::parse(&kind_text).ok_or_else(|| {
+        invalid(format!(
+            "unknown kind `{kind_text}`; expected \"openai\", \"anthropic\" or \"replay\""
+        ))
+    })?;
+    let response_format = match &r.response_format {
+        None => ResponseFormat::default(),
+        Some(s) => ResponseFormat::parse(s).ok_or_else(|| {
+            invalid(format!(
+                "unknown response_format `{s}`; expected \"json_object\", \"json_schema\" or \"none\""
+            ))
+        })?,
+    };
+    let timeout = match &r.timeout {
+        None => Duration::from_secs(300),
+        Some(t) => {
+            humantime::parse_duration(t).map_err(|e| invalid(format!("timeout `{t}`: {e}")))?
+        }
+    };
+    if let Some(t) = r.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(invalid(format!("temperature {t} is outside 0.0–2.0")));
+        }
+    }
+    let official_openai = "https://api.openai.com/v1";
+    let base_url = match (kind, r.base_url) {
+        (_, Some(u)) => u.trim_end_matches('/').to_string(),
+        (ProviderKind::Openai, None) => official_openai.to_string(),
+        (ProviderKind::Anthropic, None) => "https://api.anthropic.com".to_string(),
+        (ProviderKind::Replay, None) => String::new(),
+    };
+    if kind != ProviderKind::Replay
+        && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
+    {
+        return Err(invalid(format!(
+            "base_url `{base_url}` must start with http:// or https://"
+        )));
+    }
+    // The official endpoints need a key; a local server (Ollama, llama.cpp) usually does not.
+    let api_key_env = r.api_key_env.or_else(|| match kind {
+        ProviderKind::Openai if base_url == official_openai => Some("OPENAI_API_KEY".into()),
+        ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY".into()),
+        _ => None,
+    });
+    let cassette = r.cassette.map(|c| base.join(c));
+    if kind == ProviderKind::Replay && cassette.is_none() {
+        return Err(invalid(
+            "a `replay` provider needs `cassette = \"FILE\"` (a file `--record` wrote)".into(),
+        ));
+    }
+    Ok(ProviderConfig {
+        kind,
+        base_url,
+        model: r.model,
+        api_key_env,
+        cassette,
+        timeout,
+        max_tokens: r.max_tokens,
+        temperature: r.temperature,
+        response_format,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, text).unwrap();
+        let wf = dir.path().join("wf.cond");
+        Config::discover(
+            None,
+            &wf,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn reads_providers_with_defaults() {
+        let c = load(
+            "[providers.default]\nkind = \"openai\"\nmodel = \"gpt-4o-mini\"\n\
+             [providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:11434/v1/\"\n\
+             [providers.claude]\nkind = \"anthropic\"\nmodel = \"claude-sonnet-4-5\"\n",
+            &[],
+        )
+        .unwrap();
+        let d = &c.providers["default"];
+        assert_eq!(d.base_url, "https://api.openai.com/v1");
+        assert_eq!(d.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
+        let local = &c.providers["local"];
+        assert_eq!(local.base_url, "http://127.0.0.1:11434/v1");
+        assert_eq!(local.api_key_env, None);
+        assert_eq!(
+            c.providers["claude"].api_key_env.as_deref(),
+            Some("ANTHROPIC_API_KEY")
+        );
+    }
+
+    #[test]
+    fn environment_overrides_and_creates_providers() {
+        let c = load(
+            "[providers.my-llm]\nkind = \"replay\"\ncassette = \"a.json\"\n",
+            &[
+                ("CONDUCTOR_PROVIDERS_MY_LLM_KIND", "openai"),
+                (
+                    "CONDUCTOR_PROVIDERS_MY_LLM_BASE_URL",
+                    "http://127.0.0.1:9/v1",
+                ),
+                ("CONDUCTOR_PROVIDERS_MY_LLM_API_KEY_ENV", "MY_KEY"),
+                ("CONDUCTOR_PROVIDERS_OTHER_KIND", "anthropic"),
+                ("CONDUCTOR_PROVIDERS_OTHER_MAX_TOKENS", "99"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        let p = &c.providers["my-llm"];
+        assert_eq!(p.kind, ProviderKind::Openai);
+        assert_eq!(p.base_url, "http://127.0.0.1:9/v1");
+        assert_eq!(p.api_key_env.as_deref(), Some("MY_KEY"));
+        assert_eq!(c.providers["other"].max_tokens, Some(99));
+    }
+
+    #[test]
+    fn refuses_keys_in_files_and_bad_values() {
+        let e = load(
+            "[providers.default]\nkind = \"openai\"\napi_key = \"sk-secret\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("api_key_env"), "{e}");
+        assert!(!e.contains("sk-secret"), "{e}");
+        let e = load("[providers.default]\nkind = \"gpt\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown kind `gpt`"), "{e}");
+        let e = load("[providers.default]\nkind = \"replay\"\n", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs `cassette"), "{e}");
+        let e = load("[providers.default\nkind = 1", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("conductor.toml") && e.contains("line 1"), "{e}");
+        let e = load("", &[("CONDUCTOR_PROVIDERS_X_SPEED", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("CONDUCTOR_PROVIDERS_X_SPEED"), "{e}");
+    }
+}
