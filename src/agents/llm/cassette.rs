@@ -55,9 +55,14 @@ impl Cassette {
     }
 
     /// Writes the cassette whole, through a temporary file and a rename: a reader never sees
-    /// half of it.
+    /// half of it. Exchanges are sorted by task, role and hash, so recording the same run
+    /// twice writes the same file, whatever order concurrent tasks finished in.
     pub fn save(&self, path: &Path) -> Result<(), String> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| e.to_string())?;
+        let mut sorted = self.clone();
+        sorted.exchanges.sort_by(|a, b| {
+            (&a.task, &a.role, &a.request_hash).cmp(&(&b.task, &b.role, &b.request_hash))
+        });
+        let text = serde_json::to_string_pretty(&sorted).map_err(|e| e.to_string())?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text + "\n")
             .and_then(|()| std::fs::rename(&tmp, path))

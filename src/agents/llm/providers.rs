@@ -217,7 +217,18 @@ impl Provider for AnthropicProvider {
                 .header("anthropic-version", ANTHROPIC_VERSION)
                 .json(&self.body(req));
             if let Some(k) = &self.key {
-                request = request.header("x-api-key", k);
+                // Marked sensitive: kept out of debug output.
+                let mut value = reqwest::header::HeaderValue::from_str(k).map_err(|_| {
+                    TaskError::fatal(
+                        ErrorCode::InvalidInput,
+                        format!(
+                            "provider `{}`: the API key holds characters a header cannot carry",
+                            self.name
+                        ),
+                    )
+                })?;
+                value.set_sensitive(true);
+                request = request.header("x-api-key", value);
             }
             let key = self.key.as_deref();
             let (status, retry_after, text) = exchange(request, &self.url)
