@@ -138,4 +138,15 @@ fn the_sdlc_example_writes_tests_deploys_monitors_and_loops_once_for_real() {
     assert!(ok, "{said}");
     assert!(said.contains("wrote 6 files"), "{said}");
     assert_eq!(std::fs::read_to_string(out.join("app.py")).unwrap(), app);
+
+    // `gc` deletes the finished run, its workspace, and the artifacts no other run wrote.
+    let hash = conductor::exec::artifacts::list(&events)[0].sha256.clone();
+    assert!(store.artifact(&hash).unwrap().is_some());
+    drop(store);
+    let (ok, said, err) = conductor(&store_path, &["gc", "--older-than", "0s"]);
+    assert!(ok, "{said}{err}");
+    assert!(said.contains("deleted 1 finished run"), "{said}");
+    assert!(!work.exists(), "the workspace is removed with its run");
+    let store = SqliteStore::open(&store_path).unwrap();
+    assert!(store.artifact(&hash).unwrap().is_none());
 }

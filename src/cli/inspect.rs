@@ -481,7 +481,11 @@ pub(super) fn dlq_drop(store: &Arc<SqliteStore>, entry: &str) -> ExitCode {
     }
 }
 
-pub(super) fn gc(store: &Arc<SqliteStore>, older_than: &str) -> ExitCode {
+pub(super) fn gc(
+    store: &Arc<SqliteStore>,
+    store_path: &std::path::Path,
+    older_than: &str,
+) -> ExitCode {
     let age = match humantime::parse_duration(older_than) {
         Ok(d) => d,
         Err(e) => {
@@ -493,9 +497,24 @@ pub(super) fn gc(store: &Arc<SqliteStore>, older_than: &str) -> ExitCode {
     let cutoff =
         crate::model::Timestamp(crate::model::now().0.saturating_sub(age.as_millis() as u64));
     match store.gc(cutoff) {
-        Ok(n) => {
+        Ok(ids) => {
+            // Their workspaces too: `runs/RUN` beside the store.
+            let runs_dir = store_path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."))
+                .join("runs");
+            for id in &ids {
+                let dir = runs_dir.join(&*id.0);
+                if dir.exists() {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        eprintln!("warning: cannot remove `{}`: {e}", dir.display());
+                    }
+                }
+            }
+            let n = ids.len();
             println!(
-                "deleted {n} finished run{} older than {older_than}",
+                "deleted {n} finished run{} older than {older_than}, with their workspaces",
                 if n == 1 { "" } else { "s" }
             );
             ExitCode::SUCCESS

@@ -233,7 +233,9 @@ pub fn main() -> ExitCode {
             DlqCommand::Drop { entry } => inspect::dlq_drop(s, &entry),
             DlqCommand::Retry { entry } => dlq_retry(s, &store_path, config, &entry),
         }),
-        Command::Gc { older_than } => with_store(&store_path, |s| inspect::gc(s, &older_than)),
+        Command::Gc { older_than } => {
+            with_store(&store_path, |s| inspect::gc(s, &store_path, &older_than))
+        }
         Command::Check {
             files,
             format,

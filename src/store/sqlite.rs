@@ -203,16 +203,42 @@ impl SqliteStore {
         Ok(n > 0)
     }
 
-    /// Deletes finished runs created before `before`; returns how many.
-    pub fn gc(&self, before: Timestamp) -> Result<usize, StoreError> {
-        let n = self
-            .lock()
-            .execute(
-                "DELETE FROM runs WHERE created_at < ?1 AND status IN ('completed', 'failed')",
-                params![before.0 as i64],
+    /// Deletes finished runs created before `before`, and the artifacts no remaining run
+    /// refers to; returns the ids of the runs deleted (their workspaces are the caller's).
+    pub fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| self.err(e))?;
+        let ids: Vec<String> = {
+            let mut st = tx
+                .prepare(
+                    "SELECT id FROM runs WHERE created_at < ?1 AND status IN ('completed', 'failed')",
+                )
+                .map_err(|e| self.err(e))?;
+            let rows = st
+                .query_map(params![before.0 as i64], |r| r.get(0))
+                .map_err(|e| self.err(e))?;
+            rows.collect::<Result<_, _>>().map_err(|e| self.err(e))?
+        };
+        for id in &ids {
+            tx.execute("DELETE FROM runs WHERE id = ?1", params![id])
+                .map_err(|e| self.err(e))?;
+        }
+        if !ids.is_empty() {
+            // Artifacts are shared by content: keep every one an attempt of a kept run wrote.
+            tx.execute(
+                "DELETE FROM artifacts WHERE hash NOT IN (
+                    SELECT json_extract(a.value, '$.sha256')
+                    FROM events, json_each(events.body, '$.artifacts') AS a
+                    WHERE events.kind = 'attempt_finished'
+                )",
+                [],
             )
             .map_err(|e| self.err(e))?;
-        Ok(n)
+        }
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(ids.into_iter().map(|id| RunId(id.into())).collect())
     }
 }
 
