@@ -814,3 +814,64 @@ async fn api_keys_never_reach_the_store_the_cassette_the_workspace_or_the_output
         );
     }
 }
+
+#[tokio::test]
+async fn files_are_never_written_through_a_symbolic_link_in_the_workspace() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let outside = dir.path().join("outside");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::create_dir_all(&outside).unwrap();
+    // What an earlier shell task could leave behind.
+    std::os::unix::fs::symlink(&outside, work.join("link")).unwrap();
+    let text = r#"workflow w {
+        agent writer { kind = "mock", output = { files = [{ path = "link/planted.txt", content = "x" }], summary = "" } }
+        phase p { task write on writer }
+    }"#;
+    let ran = run_with(
+        text,
+        config(vec![]),
+        Arc::new(MemoryStore::new()),
+        Some(&work),
+    )
+    .await
+    .unwrap();
+    let t = ran.state.task("write").unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    let e = t.error.as_ref().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOutput);
+    assert!(e.message.contains("symbolic link"), "{}", e.message);
+    assert!(!outside.join("planted.txt").exists());
+}
+
+#[tokio::test]
+async fn a_dry_run_neither_reads_nor_fills_the_response_cache() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let text = r#"workflow w {
+        agent coding { kind = "llm", role = "coder" }
+        phase p { task t on coding { prompt = "go", cache = true } }
+    }"#;
+    let mut map = SourceMap::new();
+    let wf = Arc::new(
+        check_source(&mut map, "t.cond", Path::new("t.cond"), text)
+            .workflow
+            .unwrap(),
+    );
+    let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
+    let cfg = config(vec![(
+        "default",
+        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
+    )]);
+    let mut options = RunOptions::new(store.clone());
+    options.agents = conductor::agents::AgentMode::DryRun;
+    options.config = cfg.clone();
+    let dry = run(wf.clone(), plan.clone(), options).await.unwrap();
+    assert_eq!(dry.task("t").unwrap().output["summary"], "dry run");
+    let mut options = RunOptions::new(store.clone());
+    options.config = cfg;
+    let real = run(wf, plan, options).await.unwrap();
+    assert_eq!(real.task("t").unwrap().output["summary"], "prints hello");
+    assert_eq!(real.usage.cached, 0);
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}

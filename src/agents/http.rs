@@ -1,7 +1,7 @@
 //! The `http` agent: one request per attempt, its method, URL, headers and body rendered from
 //! templates by the executor. 2xx completes the task with the JSON body (or `{ body }`); other
 //! statuses map onto typed errors: 429 is RATE_LIMITED with the server's `Retry-After`, 408,
-//! 425, 500, 502, 503 and 504 are retryable, other 4xx are fatal. A connection that fails or
+//! 425, 500, 502, 503, 504 and 529 (overloaded) are retryable, other 4xx are fatal. A connection that fails or
 //! resets is retryable. Dropping the attempt (timeout, cancellation) drops the request.
 
 use std::sync::OnceLock;

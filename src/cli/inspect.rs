@@ -160,7 +160,7 @@ pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
     let _ = writeln!(out, "\ntasks");
     for t in &state.tasks {
         let mut line = format!(
-            "  {:<20} {:<10} {:<11} {:<14} {} attempt{}  {}ms",
+            "  {:<20} {:<12} {:<11} {:<14} {} attempt{}  {}ms",
             t.task,
             t.phase,
             t.status.as_str(),
@@ -274,10 +274,10 @@ pub(super) fn show(store: &Arc<SqliteStore>, id: &str, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `llm: 14 calls, 9,120 input + 3,400 output tokens`.
+/// `llm: 14 calls, 9120 input + 3400 output tokens`.
 pub(super) fn usage_line(u: &crate::model::Usage) -> String {
     let mut line = format!(
-        "llm {} call{}, {} input + {} output tokens",
+        "llm: {} call{}, {} input + {} output tokens",
         u.calls,
         if u.calls == 1 { "" } else { "s" },
         u.input_tokens,

@@ -43,12 +43,14 @@ pub(crate) fn save(
         store
             .put_artifact(&sha256, content.as_bytes())
             .map_err(|e| {
+                // A full disk or a busy store may pass: the attempt is retryable.
                 TaskError::retryable(
-                    ErrorCode::Fatal,
+                    ErrorCode::Transient,
                     format!("cannot store the file `{path}`: {e}"),
                 )
             })?;
         if let Some(dir) = workspace {
+            refuse_links(dir, path)?;
             let target = dir.join(path);
             let written = target
                 .parent()
@@ -56,7 +58,7 @@ pub(crate) fn save(
                 .and_then(|()| std::fs::write(&target, content));
             written.map_err(|e| {
                 TaskError::retryable(
-                    ErrorCode::Fatal,
+                    ErrorCode::Transient,
                     format!("cannot write `{}`: {e}", target.display()),
                 )
             })?;
@@ -68,6 +70,26 @@ pub(crate) fn save(
         });
     }
     Ok(saved)
+}
+
+/// A file is written only through real folders of the workspace: a symbolic link left there
+/// by an earlier task (`ln -s /etc x`) must not carry a write outside it.
+fn refuse_links(workspace: &Path, path: &str) -> Result<(), TaskError> {
+    let mut at = workspace.to_path_buf();
+    for part in Path::new(path).components() {
+        at.push(part);
+        if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(TaskError::fatal(
+                ErrorCode::InvalidOutput,
+                format!(
+                    "the task's output writes `{path}` through the symbolic link `{}`; files \
+                     are written only inside the workspace",
+                    at.display()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// One file of a run, as `conductor artifacts` lists it.

@@ -42,9 +42,16 @@ pub(super) struct Templates {
 }
 
 impl Templates {
-    pub fn new() -> Templates {
+    /// Strict: an undefined value fails the task, naming it. A dry run is lenient instead
+    /// (undefined values render empty): its mocks' outputs lack the fields real agents would
+    /// produce, such as the `url` a deploy script prints.
+    pub fn new(strict: bool) -> Templates {
         let mut env = minijinja::Environment::new();
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.set_undefined_behavior(if strict {
+            minijinja::UndefinedBehavior::Strict
+        } else {
+            minijinja::UndefinedBehavior::Chainable
+        });
         Templates { env }
     }
 

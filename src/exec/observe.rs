@@ -51,6 +51,7 @@ pub struct HumanView {
     /// whether it came from the response cache.
     last_attempt: std::collections::HashMap<String, String>,
     files_written: usize,
+    replayed_calls: u64,
     workspace: Option<std::path::PathBuf>,
 }
 
@@ -68,6 +69,7 @@ impl HumanView {
             store,
             last_attempt: std::collections::HashMap::new(),
             files_written: 0,
+            replayed_calls: 0,
             workspace: None,
         }
     }
@@ -211,6 +213,7 @@ impl Observer for HumanView {
                 if !calls.is_empty() {
                     let tokens: u64 = calls.iter().map(|c| c.input_tokens + c.output_tokens).sum();
                     let replayed = calls.iter().all(|c| c.replayed);
+                    self.replayed_calls += calls.iter().filter(|c| c.replayed).count() as u64;
                     extra.push_str(&format!(
                         "  {tokens} tokens{}",
                         if replayed { " (replayed)" } else { "" }
@@ -340,14 +343,26 @@ impl Observer for HumanView {
         if let Some(e) = &state.error {
             text.push_str(&format!("\n  {e}"));
         }
-        if state.usage.calls > 0 {
+        if state.usage.calls > 0 || state.usage.cached > 0 {
             text.push_str(&format!(
-                "\n  llm: {} call{}, {} input + {} output tokens",
+                "\n  llm: {} call{}{}, {} input + {} output tokens",
                 state.usage.calls,
                 if state.usage.calls == 1 { "" } else { "s" },
+                if self.replayed_calls > 0 && self.replayed_calls == state.usage.calls {
+                    " (replayed from a cassette)"
+                } else {
+                    ""
+                },
                 state.usage.input_tokens,
                 state.usage.output_tokens
             ));
+            if state.usage.cached > 0 {
+                text.push_str(&format!(
+                    "; {} task output{} from the response cache",
+                    state.usage.cached,
+                    if state.usage.cached == 1 { "" } else { "s" }
+                ));
+            }
         }
         if self.files_written > 0 {
             text.push_str(&format!(

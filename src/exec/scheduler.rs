@@ -178,6 +178,8 @@ pub(super) struct Scheduler {
     /// The run's working folder, where agents' files are written.
     workspace: Option<std::path::PathBuf>,
     config: Arc<crate::config::Config>,
+    /// Every agent is a mock: nothing is read from or written to the response cache.
+    dry_run: bool,
 }
 
 impl Scheduler {
@@ -279,7 +281,8 @@ impl Scheduler {
             timers: BinaryHeap::new(),
             timer_seq: 0,
             ready: VecDeque::new(),
-            templates: Templates::new(),
+            templates: Templates::new(options.agents != agents::AgentMode::DryRun),
+            dry_run: options.agents == agents::AgentMode::DryRun,
             cancel: options.cancel,
             started,
             deadline,
@@ -942,7 +945,8 @@ impl Scheduler {
                     });
                     let agent = self.agents[self.wf.task(t).agent.index()].clone();
                     let timeout = self.wf.task(t).timeout;
-                    let cache_key = self.wf.task(t).cache.then(|| self.cache_key(t, &request));
+                    let cache_key = (self.wf.task(t).cache && !self.dry_run)
+                        .then(|| self.cache_key(t, &request));
                     let store = self.store.clone();
                     let workspace = self.workspace.clone();
                     let calls = request.calls.clone();
@@ -1186,16 +1190,20 @@ impl Scheduler {
         let agent = self.wf.agent(self.wf.task(t).agent);
         let config = match &agent.kind {
             crate::check::ir::AgentKind::Llm(l) => {
+                // The provider's whole configuration (it holds no secret: only the name of the
+                // variable with the key).
                 let p = self.config.providers.get(&l.provider);
                 json!({
                     "kind": "llm", "provider": l.provider, "model": l.model, "role": l.role.map(|r| r.as_str()),
                     "temperature": l.temperature, "max_tokens": l.max_tokens,
-                    "provider_kind": p.map(|p| p.kind.as_str()), "provider_model": p.and_then(|p| p.model.clone()),
-                    "provider_url": p.map(|p| p.base_url.clone()),
+                    "provider_config": p.map(|p| format!("{p:?}")),
                 })
             }
             crate::check::ir::AgentKind::Script(s) => {
                 json!({ "kind": "script", "function": s.function, "tasks": request.tasks })
+            }
+            crate::check::ir::AgentKind::Mock(m) => {
+                json!({ "kind": "mock", "settings": format!("{m:?}") })
             }
             other => json!({ "kind": other.name() }),
         };

@@ -138,8 +138,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts recording to `path`. An existing cassette is extended: a request recorded again
-    /// replaces its earlier exchange.
+    /// Starts recording to `path`; the file is written at the first exchange. An existing
+    /// cassette is extended: a request recorded again replaces its earlier exchange. Two runs
+    /// must not record to one file at the same time: each keeps its own copy.
     pub fn create(path: &Path) -> Result<Recorder, String> {
         let cassette = if path.exists() {
             Cassette::load(path)?
@@ -149,7 +150,18 @@ impl Recorder {
                 exchanges: Vec::new(),
             }
         };
-        cassette.save(path)?;
+        // Fail now, not at the first exchange, when the folder is missing.
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        if !dir.is_dir() {
+            return Err(format!(
+                "cannot record to `{}`: the folder `{}` does not exist",
+                path.display(),
+                dir.display()
+            ));
+        }
         Ok(Recorder {
             path: path.to_path_buf(),
             cassette: Mutex::new(cassette),

@@ -78,7 +78,8 @@ pub fn generic_system_prompt() -> String {
 
 /// The JSON schema of a role's answer (for providers that enforce one).
 pub fn schema(role: Option<Role>) -> Value {
-    let strings = json!({ "type": "array", "items": { "type": "string" } });
+    // A finding may be a sentence or an object (`{"message": ..., "line": ...}`).
+    let strings = json!({ "type": "array", "items": { "type": ["string", "object"] } });
     match role {
         None => json!({ "type": "object" }),
         Some(Role::Reviewer) => json!({
@@ -142,8 +143,16 @@ pub fn parse_reply(role: Option<Role>, text: &str) -> Result<Value, String> {
             kind_of(&value)
         ));
     };
+    let mut map = map;
     if let Some(role) = role {
         validate(role, &map)?;
+        if role == Role::Monitor {
+            // `"Error "` reads as `error` for the default feedback; rules comparing strings
+            // should see it the same way.
+            if let Some(Value::String(s)) = map.get_mut("severity") {
+                *s = s.trim().to_ascii_lowercase();
+            }
+        }
     }
     Ok(Value::Object(map))
 }
@@ -272,7 +281,16 @@ pub fn check_path(path: &str) -> Result<(), String> {
     if path.contains('\0') || path.contains('\\') {
         return Err(format!("`{path}` contains a NUL or a backslash"));
     }
+    if path.ends_with('/') {
+        return Err(format!("`{path}` names a folder, not a file"));
+    }
     let p = std::path::Path::new(path);
+    if !p
+        .components()
+        .any(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return Err(format!("`{path}` names no file"));
+    }
     for c in p.components() {
         match c {
             Component::Normal(_) | Component::CurDir => {}
@@ -326,6 +344,15 @@ mod tests {
     }
 
     #[test]
+    fn paths_must_name_a_file_inside_the_workspace() {
+        assert!(check_path("a/b.txt").is_ok());
+        assert!(check_path("./a.txt").is_ok());
+        for bad in [".", "a/", "", "  ", "../a", "/a", "a/../../b", "a\\b"] {
+            assert!(check_path(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
     fn reviewer_and_monitor_shapes() {
         let r = r#"{"approved": true, "score": 80, "findings": [], "recommendations": ["x"]}"#;
         assert!(parse_reply(Some(Role::Reviewer), r).is_ok());
@@ -343,6 +370,12 @@ mod tests {
         assert!(e.contains("from 0 to 100"), "{e}");
         let m = r#"{"severity": "high", "summary": "s", "findings": [], "metrics": {"p99_ms": 3}}"#;
         assert!(parse_reply(Some(Role::Monitor), m).is_ok());
+        let m = r#"{"severity": " Error ", "summary": "s", "findings": [], "metrics": {}}"#;
+        assert_eq!(
+            parse_reply(Some(Role::Monitor), m).unwrap()["severity"],
+            "error",
+            "rules comparing strings see the word as the default feedback reads it"
+        );
         let e = parse_reply(
             Some(Role::Monitor),
             r#"{"severity": "bad", "summary": "s", "findings": [], "metrics": {}}"#,
