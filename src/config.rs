@@ -166,6 +166,37 @@ impl Config {
         workflow: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        Config::discover_with(explicit, workflow, env.into_iter().map(Ok))
+    }
+
+    /// [`Config::discover`] with the process environment, where a variable that is not
+    /// Unicode is an error only when it is one of Conductor's.
+    pub fn from_process_env(
+        explicit: Option<&Path>,
+        workflow: &Path,
+    ) -> Result<Config, ConfigError> {
+        let vars = std::env::vars_os().filter_map(|(k, v)| {
+            let name = k.to_string_lossy();
+            if !name.starts_with(ENV_PREFIX) {
+                return None;
+            }
+            Some(match (k.to_str(), v.to_str()) {
+                (Some(k), Some(v)) => Ok((k.to_string(), v.to_string())),
+                _ => Err(ConfigError::Env {
+                    var: name.into_owned(),
+                    message: "its name or value is not valid Unicode".into(),
+                }),
+            })
+        });
+        Config::discover_with(explicit, workflow, vars)
+    }
+
+    fn discover_with(
+        explicit: Option<&Path>,
+        workflow: &Path,
+        env: impl IntoIterator<Item = Result<(String, String), ConfigError>>,
+    ) -> Result<Config, ConfigError> {
+        let env: Vec<(String, String)> = env.into_iter().collect::<Result<_, _>>()?;
         let path = match explicit {
             Some(p) => Some(p.to_path_buf()),
             None => {
@@ -183,9 +214,19 @@ impl Config {
                 path: p.clone(),
                 message: e.to_string(),
             })?;
-            let file: FileRepr = toml::from_str(&text).map_err(|e| ConfigError::Invalid {
-                path: p.clone(),
-                message: e.to_string().trim_end().to_string(),
+            // The message and the place only: toml's own rendering quotes the offending line,
+            // which could be a key someone pasted into the file.
+            let file: FileRepr = toml::from_str(&text).map_err(|e| {
+                let place = e.span().map_or(String::new(), |span| {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: ")
+                });
+                ConfigError::Invalid {
+                    path: p.clone(),
+                    message: format!("{place}{}", e.message().trim_end()),
+                }
             })?;
             reprs = file.providers;
         }
@@ -318,12 +359,23 @@ fn resolve(
         (ProviderKind::Anthropic, None) => "https://api.anthropic.com".to_string(),
         (ProviderKind::Replay, None) => String::new(),
     };
-    if kind != ProviderKind::Replay
-        && !(base_url.starts_with("http://") || base_url.starts_with("https://"))
-    {
-        return Err(invalid(format!(
-            "base_url `{base_url}` must start with http:// or https://"
-        )));
+    if kind != ProviderKind::Replay {
+        let url = reqwest::Url::parse(&base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https"));
+        let Some(url) = url else {
+            return Err(invalid(format!(
+                "base_url `{base_url}` must be an http:// or https:// URL"
+            )));
+        };
+        // Error messages name the URL: it must not carry a secret.
+        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+            return Err(invalid(
+                "base_url must not carry credentials or a query; put the key in an \
+                 environment variable and name it with `api_key_env`"
+                    .into(),
+            ));
+        }
     }
     // The official endpoints need a key; a local server (Ollama, llama.cpp) usually does not.
     let api_key_env = r.api_key_env.or_else(|| match kind {
@@ -433,6 +485,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("conductor.toml") && e.contains("line 1"), "{e}");
+        // A misspelt key field: the error names the field and place, never the line's text.
+        let e = load(
+            "[providers.default]\nkind = \"openai\"\napikey = \"sk-planted-9d2f\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("line 3") && e.contains("apikey"), "{e}");
+        assert!(!e.contains("sk-planted-9d2f"), "{e}");
+        let e = load(
+            "[providers.default]\nkind = \"openai\"\nbase_url = \"https://u:sk-x@h/v1\"\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("must not carry credentials"), "{e}");
         let e = load("", &[("CONDUCTOR_PROVIDERS_X_SPEED", "1")])
             .unwrap_err()
             .to_string();

@@ -486,7 +486,8 @@ async fn two_unusable_replies_fail_the_task_as_invalid_output() {
         "one corrective turn, and INVALID_OUTPUT is not retried"
     );
     assert!(std::fs::read_dir(&work).unwrap().next().is_none());
-    assert!(!dir.path().join("etc").exists());
+    assert!(!dir.path().join("etc/evil").exists());
+    assert!(!dir.path().parent().unwrap().join("etc/evil").exists());
 }
 
 #[tokio::test]
@@ -750,9 +751,11 @@ async fn api_keys_never_reach_the_store_the_cassette_the_workspace_or_the_output
             on_escalation = "skip"
             agent coding { kind = "llm", role = "coder", retry = 2, backoff = fixed(10ms) }
             agent review { kind = "llm", role = "reviewer", provider = "claude" }
+            agent snoop { kind = "shell", command = ["env"] }
             phase p {
                 task implement on coding { prompt = "write it" }
                 task check on review { prompt = "review it" }
+                task look on snoop
                 gate { true }
             }
         }"#,
@@ -794,7 +797,9 @@ async fn api_keys_never_reach_the_store_the_cassette_the_workspace_or_the_output
         outputs[0]
     );
     // ...and appear nowhere: not in stdout or stderr (trace logging on), not in any file the
-    // runs left — the SQLite store and its WAL, the workspace, the cassette.
+    // runs left — the SQLite store and its WAL, the workspace, the cassette — not even through
+    // a shell task printing its environment (it ran: its output is in the --json lines).
+    assert!(outputs[2].contains("PATH="), "{}", outputs[2]);
     for (i, text) in outputs.iter().enumerate() {
         assert!(
             !text.contains(OPENAI_KEY) && !text.contains(ANTHROPIC_KEY),
@@ -874,4 +879,54 @@ async fn a_dry_run_neither_reads_nor_fills_the_response_cache() {
     assert_eq!(real.task("t").unwrap().output["summary"], "prints hello");
     assert_eq!(real.usage.cached, 0);
     assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn an_output_naming_a_path_outside_the_workspace_fails_whatever_agent_made_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let text = r#"workflow w {
+        agent writer { kind = "mock", output = { files = [{ path = "ok.txt", content = "fine" }, { path = "../escaped.txt", content = "x" }] } }
+        phase p { task write on writer }
+    }"#;
+    let ran = run_with(
+        text,
+        config(vec![]),
+        Arc::new(MemoryStore::new()),
+        Some(&work),
+    )
+    .await
+    .unwrap();
+    let e = ran.state.task("write").unwrap().error.clone().unwrap();
+    assert_eq!(e.code, ErrorCode::InvalidOutput);
+    assert!(e.message.contains("leaves the workspace"), "{}", e.message);
+    assert!(!dir.path().join("escaped.txt").exists());
+}
+
+#[tokio::test]
+async fn tokens_of_an_attempt_the_run_stopped_are_still_counted() {
+    let mut hang = openai_reply(CODER_JSON);
+    hang.delay = Duration::from_secs(30);
+    // The first reply needs a corrective turn; the second never comes before the run's timeout.
+    let (base, seen) = model_server(vec![openai_reply("not json"), hang]).await;
+    let text = r#"workflow w {
+        timeout = 1s
+        agent coding { kind = "llm", role = "coder" }
+        phase p { task implement on coding { prompt = "go" } }
+    }"#;
+    let cfg = config(vec![(
+        "default",
+        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
+    )]);
+    let ran = run_with(text, cfg, Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(ran.state.status(), RunStatus::Cancelled);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    assert_eq!(
+        ran.state.usage.calls, 1,
+        "the first call was made and paid for"
+    );
+    assert_eq!(ran.state.usage.input_tokens, 120);
 }

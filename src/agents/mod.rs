@@ -135,10 +135,18 @@ impl<'a> Builder<'a> {
         }
         match &agent.kind {
             AgentKind::Mock(m) => Ok(Arc::new(MockAgent::new(m))),
-            AgentKind::Shell(_) => Ok(Arc::new(ShellAgent::new(
-                self.base.to_path_buf(),
-                self.workspace.map(std::path::Path::to_path_buf),
-            ))),
+            AgentKind::Shell(_) => Ok(Arc::new(
+                ShellAgent::new(
+                    self.base.to_path_buf(),
+                    self.workspace.map(std::path::Path::to_path_buf),
+                )
+                .without_env(
+                    self.config
+                        .providers
+                        .values()
+                        .filter_map(|p| p.api_key_env.clone()),
+                ),
+            )),
             AgentKind::Script(s) => Ok(Arc::new(ScriptAgent::new(
                 self.modules.clone(),
                 s.function.clone(),

@@ -23,11 +23,24 @@ pub struct ShellAgent {
     base: PathBuf,
     /// The default working directory: the run's workspace, else `base`.
     workspace: Option<PathBuf>,
+    /// Environment variables the program must not see: the LLM providers' API keys (it may
+    /// run code a model wrote, and its output is stored).
+    scrub: Arc<[String]>,
 }
 
 impl ShellAgent {
     pub fn new(base: PathBuf, workspace: Option<PathBuf>) -> ShellAgent {
-        ShellAgent { base, workspace }
+        ShellAgent {
+            base,
+            workspace,
+            scrub: Arc::from([]),
+        }
+    }
+
+    /// Removes these variables from the programs' environment.
+    pub fn without_env(mut self, names: impl IntoIterator<Item = String>) -> ShellAgent {
+        self.scrub = names.into_iter().collect();
+        self
     }
 }
 
@@ -51,6 +64,7 @@ impl Agent for ShellAgent {
     fn execute(&self, req: TaskRequest) -> AgentFuture {
         let base = self.base.clone();
         let default_dir = self.workspace.clone().unwrap_or_else(|| self.base.clone());
+        let scrub = self.scrub.clone();
         Box::pin(async move {
             let shell = req.shell.clone().ok_or_else(|| {
                 TaskError::fatal(ErrorCode::InvalidInput, "a shell task needs a `command`")
@@ -66,6 +80,9 @@ impl Agent for ShellAgent {
                 None => default_dir,
             };
             let mut cmd = tokio::process::Command::new(program);
+            for name in scrub.iter() {
+                cmd.env_remove(name);
+            }
             cmd.args(args)
                 .current_dir(&workdir)
                 .envs(shell.env.iter().map(|(k, v)| (k, v)))

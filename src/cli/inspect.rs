@@ -292,6 +292,11 @@ pub(super) fn usage_line(u: &crate::model::Usage) -> String {
     line
 }
 
+/// The first 12 digits of a hash (all of a shorter one: the log may have been edited).
+fn short(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
 /// `conductor artifacts RUN [--out DIR] [--all] [--json]`.
 pub(super) fn artifacts(
     store: &Arc<SqliteStore>,
@@ -314,13 +319,16 @@ pub(super) fn artifacts(
             if let Err(e) = crate::agents::llm::roles::check_path(&a.path) {
                 return fail(format!("the run's log names a file it may not write: {e}"));
             }
+            if let Err(e) = crate::exec::artifacts::refuse_links(dir, &a.path) {
+                return fail(e.message);
+            }
             let content = match store.artifact(&a.sha256) {
                 Ok(Some(c)) => c,
                 Ok(None) => {
                     return fail(format!(
                         "`{}` ({}) is not in the store `{}`",
                         a.path,
-                        &a.sha256[..12],
+                        short(&a.sha256),
                         store.describe()
                     ))
                 }
@@ -367,7 +375,7 @@ pub(super) fn artifacts(
             "{:<32} {:>8}  {:<12}  {:<16} {:>4}  #{}{}",
             a.path,
             a.size,
-            &a.sha256[..12],
+            short(&a.sha256),
             a.task,
             a.loop_count + 1,
             a.attempt,

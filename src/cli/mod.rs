@@ -707,7 +707,7 @@ fn load_config(
     explicit: Option<&std::path::Path>,
     workflow: &std::path::Path,
 ) -> Result<crate::config::Config, ExitCode> {
-    crate::config::Config::discover(explicit, workflow, std::env::vars()).map_err(|e| {
+    crate::config::Config::from_process_env(explicit, workflow).map_err(|e| {
         eprintln!("error: {e}");
         ExitCode::from(2)
     })

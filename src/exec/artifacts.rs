@@ -39,6 +39,8 @@ pub(crate) fn save(
                 format!("the task's output names a file it may not write: {e}"),
             )
         })?;
+        let normal = normalize(path);
+        let path = normal.as_str();
         let sha256 = format!("{:x}", Sha256::digest(content.as_bytes()));
         store
             .put_artifact(&sha256, content.as_bytes())
@@ -74,7 +76,7 @@ pub(crate) fn save(
 
 /// A file is written only through real folders of the workspace: a symbolic link left there
 /// by an earlier task (`ln -s /etc x`) must not carry a write outside it.
-fn refuse_links(workspace: &Path, path: &str) -> Result<(), TaskError> {
+pub(crate) fn refuse_links(workspace: &Path, path: &str) -> Result<(), TaskError> {
     let mut at = workspace.to_path_buf();
     for part in Path::new(path).components() {
         at.push(part);
@@ -90,6 +92,18 @@ fn refuse_links(workspace: &Path, path: &str) -> Result<(), TaskError> {
         }
     }
     Ok(())
+}
+
+/// `./a//b.txt` → `a/b.txt`: one spelling per file, so later versions replace earlier ones.
+fn normalize(path: &str) -> String {
+    Path::new(path)
+        .components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// One file of a run, as `conductor artifacts` lists it.

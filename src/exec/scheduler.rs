@@ -115,6 +115,8 @@ struct TaskRt {
     attempt_base: u32,
     /// The last request sent to the agent, as the dead-letter queue keeps it.
     last_request: Option<LastRequest>,
+    /// The LLM calls of the attempt in flight, so a run that stops still records their tokens.
+    live_calls: Option<agents::CallLog>,
 }
 
 struct Pool {
@@ -180,6 +182,9 @@ pub(super) struct Scheduler {
     config: Arc<crate::config::Config>,
     /// Every agent is a mock: nothing is read from or written to the response cache.
     dry_run: bool,
+    /// `--record`: every provider exchange must happen, so the cache is not read (it is
+    /// still filled).
+    recording: bool,
 }
 
 impl Scheduler {
@@ -240,6 +245,7 @@ impl Scheduler {
                 history: Vec::new(),
                 attempt_base: 0,
                 last_request: None,
+                live_calls: None,
             })
             .collect();
         let wf_agent_names = wf
@@ -283,6 +289,7 @@ impl Scheduler {
             ready: VecDeque::new(),
             templates: Templates::new(options.agents != agents::AgentMode::DryRun),
             dry_run: options.agents == agents::AgentMode::DryRun,
+            recording: options.recorder.is_some(),
             cancel: options.cancel,
             started,
             deadline,
@@ -945,77 +952,25 @@ impl Scheduler {
                     });
                     let agent = self.agents[self.wf.task(t).agent.index()].clone();
                     let timeout = self.wf.task(t).timeout;
-                    let cache_key = (self.wf.task(t).cache && !self.dry_run)
-                        .then(|| self.cache_key(t, &request));
+                    let cache = (self.wf.task(t).cache && !self.dry_run).then(|| Cache {
+                        key: self.cache_key(t, &request),
+                        read: !self.recording,
+                    });
+                    // Files in an output become artifacts, except an http agent's: a third
+                    // party's answer must not write into the workspace.
+                    let files = !matches!(
+                        self.wf.agent(self.wf.task(t).agent).kind,
+                        crate::check::ir::AgentKind::Http(_)
+                    );
                     let store = self.store.clone();
                     let workspace = self.workspace.clone();
                     let calls = request.calls.clone();
+                    self.tasks[t.index()].live_calls = Some(calls.clone());
                     self.workers.spawn(async move {
                         let begun = Instant::now();
-                        let hit = match &cache_key {
-                            Some(key) => match store.cache_get(key) {
-                                Ok(hit) => hit,
-                                Err(e) => {
-                                    tracing::warn!("response cache unavailable: {e}");
-                                    None
-                                }
-                            },
-                            None => None,
-                        };
-                        let cached = hit.is_some();
-                        let result = match hit {
-                            Some(output) => Ok(output),
-                            None => {
-                                match tokio::time::timeout(timeout, agent.execute(request)).await {
-                                    Ok(result) => result,
-                                    Err(_) => Err(TaskError::retryable(
-                                        ErrorCode::Timeout,
-                                        format!(
-                                            "the attempt took longer than its timeout of {}",
-                                            crate::check::render::dur(timeout)
-                                        ),
-                                    )),
-                                }
-                            }
-                        };
-                        let mut artifacts = Vec::new();
-                        let result = match result {
-                            Ok(output) => {
-                                let saved = {
-                                    let store = store.clone();
-                                    let output = output.clone();
-                                    tokio::task::spawn_blocking(move || {
-                                        super::artifacts::save(
-                                            &*store,
-                                            workspace.as_deref(),
-                                            &output,
-                                        )
-                                    })
-                                    .await
-                                    .unwrap_or_else(|e| {
-                                        Err(TaskError::fatal(
-                                            ErrorCode::Fatal,
-                                            format!("saving the task's files failed: {e}"),
-                                        ))
-                                    })
-                                };
-                                match saved {
-                                    Ok(saved) => {
-                                        artifacts = saved;
-                                        if let (Some(key), false) = (&cache_key, cached) {
-                                            if let Err(e) = store.cache_put(key, &output) {
-                                                tracing::warn!(
-                                                    "cannot fill the response cache: {e}"
-                                                );
-                                            }
-                                        }
-                                        Ok(output)
-                                    }
-                                    Err(e) => Err(e),
-                                }
-                            }
-                            Err(e) => Err(e),
-                        };
+                        let (result, artifacts, cached) =
+                            run_attempt(agent, request, timeout, cache, store, workspace, files)
+                                .await;
                         Done {
                             task: t,
                             attempt,
@@ -1885,6 +1840,30 @@ impl Scheduler {
             .collect();
         for t in in_flight {
             self.tasks[t.index()].status = TaskStatus::Cancelled;
+            // Tokens already spent by the stopped attempt are still spent.
+            let calls = self.tasks[t.index()]
+                .live_calls
+                .take()
+                .map(|c| c.take())
+                .unwrap_or_default();
+            if !calls.is_empty() {
+                let rt = &self.tasks[t.index()];
+                let agent = rt.last_request.as_ref().map_or_else(
+                    || self.agent_names[self.wf.task(t).agent.index()].clone(),
+                    |r| r.instance.clone(),
+                );
+                self.record(EventKind::AttemptFinished {
+                    task: rt.name.clone(),
+                    agent,
+                    attempt: rt.attempt,
+                    duration_ms: 0,
+                    output: None,
+                    error: Some(TaskError::fatal(ErrorCode::Cancelled, "the run stopped")),
+                    calls,
+                    artifacts: Vec::new(),
+                    cached: false,
+                });
+            }
             self.record(EventKind::TaskFinished {
                 task: self.tasks[t.index()].name.clone(),
                 status: TaskStatus::Cancelled,
@@ -1892,6 +1871,101 @@ impl Scheduler {
             });
         }
     }
+}
+
+/// A dispatch's place in the response cache.
+struct Cache {
+    key: String,
+    /// Whether a stored output may answer (not while recording a cassette).
+    read: bool,
+}
+
+/// One attempt on a worker: the response cache, the agent under its timeout, then the files of
+/// a successful output stored and written. Store and file I/O run on blocking threads.
+async fn run_attempt(
+    agent: Arc<dyn Agent>,
+    request: TaskRequest,
+    timeout: Duration,
+    cache: Option<Cache>,
+    store: Arc<dyn Store>,
+    workspace: Option<std::path::PathBuf>,
+    files: bool,
+) -> (
+    Result<Value, TaskError>,
+    Vec<crate::model::ArtifactRef>,
+    bool,
+) {
+    let blocking = |f: Box<dyn FnOnce() -> Result<Value, TaskError> + Send>| async move {
+        tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+            Err(TaskError::retryable(
+                ErrorCode::Transient,
+                format!("a store operation failed: {e}"),
+            ))
+        })
+    };
+    let mut hit = None;
+    if let Some(c) = cache.as_ref().filter(|c| c.read) {
+        let (store, key) = (store.clone(), c.key.clone());
+        let found = blocking(Box::new(move || {
+            Ok(match store.cache_get(&key) {
+                Ok(Some(v)) => v,
+                Ok(None) => Value::Null,
+                Err(e) => {
+                    tracing::warn!("response cache unavailable: {e}");
+                    Value::Null
+                }
+            })
+        }))
+        .await;
+        hit = found.ok().filter(|v| !v.is_null());
+    }
+    let cached = hit.is_some();
+    let result = match hit {
+        Some(output) => Ok(output),
+        None => match tokio::time::timeout(timeout, agent.execute(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(TaskError::retryable(
+                ErrorCode::Timeout,
+                format!(
+                    "the attempt took longer than its timeout of {}",
+                    crate::check::render::dur(timeout)
+                ),
+            )),
+        },
+    };
+    let output = match result {
+        Ok(output) => output,
+        Err(e) => return (Err(e), Vec::new(), cached),
+    };
+    let mut artifacts = Vec::new();
+    if files {
+        let (store, out) = (store.clone(), output.clone());
+        let saved = tokio::task::spawn_blocking(move || {
+            super::artifacts::save(&*store, workspace.as_deref(), &out)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(TaskError::retryable(
+                ErrorCode::Transient,
+                format!("saving the task's files failed: {e}"),
+            ))
+        });
+        match saved {
+            Ok(saved) => artifacts = saved,
+            Err(e) => return (Err(e), Vec::new(), cached),
+        }
+    }
+    if let (Some(c), false) = (cache, cached) {
+        let value = output.clone();
+        let _ = blocking(Box::new(move || {
+            if let Err(e) = store.cache_put(&c.key, &value) {
+                tracing::warn!("cannot fill the response cache: {e}");
+            }
+            Ok(Value::Null)
+        }))
+        .await;
+    }
+    (Ok(output), artifacts, cached)
 }
 
 /// The default feedback: the highest `severity` in the outputs of the last phase's tasks.

@@ -241,7 +241,13 @@ impl Agent for LlmAgent {
                             e
                         };
                         if turn == 0 {
-                            chat.messages.push(Message::assistant(reply.text));
+                            // Providers refuse an empty assistant turn.
+                            let said = if reply.text.trim().is_empty() {
+                                "(no reply)".to_string()
+                            } else {
+                                reply.text
+                            };
+                            chat.messages.push(Message::assistant(said));
                             chat.messages.push(Message::user(format!(
                                 "Your reply could not be used: {problem}. Reply again with only \
                                  the JSON object, in the shape the system prompt gives."
