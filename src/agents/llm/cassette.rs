@@ -218,3 +218,37 @@ impl Provider for Recording {
         self.inner.replays()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreadable_cassettes_are_errors_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.json");
+        let e = ReplayProvider::open(&missing).err().unwrap();
+        assert!(
+            e.contains("missing.json") && e.contains("cannot read"),
+            "{e}"
+        );
+        let garbage = dir.path().join("garbage.json");
+        std::fs::write(&garbage, b"\x00\xff{not json").unwrap();
+        let e = ReplayProvider::open(&garbage).err().unwrap();
+        assert!(e.contains("garbage.json") && e.contains("UTF-8"), "{e}");
+        std::fs::write(&garbage, "{not json").unwrap();
+        let e = ReplayProvider::open(&garbage).err().unwrap();
+        assert!(
+            e.contains("garbage.json") && e.contains("is not a cassette"),
+            "{e}"
+        );
+        let future = dir.path().join("future.json");
+        std::fs::write(&future, r#"{"version": 99, "exchanges": []}"#).unwrap();
+        let e = ReplayProvider::open(&future).err().unwrap();
+        assert!(e.contains("version 99"), "{e}");
+        let e = Recorder::create(&dir.path().join("no/such/folder/c.json"))
+            .err()
+            .unwrap();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}
