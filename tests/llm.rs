@@ -170,6 +170,14 @@ fn config(providers: Vec<(&str, ProviderConfig)>) -> Arc<Config> {
     })
 }
 
+/// The default provider: OpenAI-compatible at `base`, no key.
+fn openai_at(base: &str) -> Arc<Config> {
+    config(vec![(
+        "default",
+        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
+    )])
+}
+
 struct Ran {
     state: RunState,
     events: Vec<Event>,
@@ -362,10 +370,7 @@ async fn rate_limits_and_server_errors_are_retried_and_a_400_is_fatal() {
         agent coding { kind = "llm", role = "coder", retry = 3, backoff = fixed(10ms) }
         phase p { task implement on coding { prompt = "go" } }
     }"#;
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let ran = run_with(text, cfg, Arc::new(MemoryStore::new()), None)
         .await
         .unwrap();
@@ -398,10 +403,7 @@ async fn rate_limits_and_server_errors_are_retried_and_a_400_is_fatal() {
         r#"{"error": {"message": "max_tokens is too large"}}"#,
     )])
     .await;
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let ran = run_with(text, cfg, Arc::new(MemoryStore::new()), None)
         .await
         .unwrap();
@@ -430,10 +432,7 @@ async fn a_reply_that_is_not_json_gets_one_corrective_turn() {
         agent coding { kind = "llm", role = "coder" }
         phase p { task implement on coding { prompt = "go" } }
     }"#;
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let ran = run_with(text, cfg, Arc::new(MemoryStore::new()), None)
         .await
         .unwrap();
@@ -468,10 +467,7 @@ async fn two_unusable_replies_fail_the_task_as_invalid_output() {
         agent coding { kind = "llm", role = "coder", retry = 3, backoff = fixed(10ms) }
         phase p { task implement on coding { prompt = "go" } }
     }"#;
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let ran = run_with(text, cfg, Arc::new(MemoryStore::new()), Some(&work))
         .await
         .unwrap();
@@ -530,10 +526,7 @@ async fn malformed_provider_bodies_are_errors_not_panics() {
         agent coding { kind = "llm", role = "coder", retry = 2, backoff = fixed(10ms) }
         phase p { task implement on coding { prompt = "go" } gate { true } }
     }"#;
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let ran = run_with(text, cfg, Arc::new(MemoryStore::new()), None)
         .await
         .unwrap();
@@ -599,10 +592,7 @@ async fn a_recorded_run_replays_offline_and_a_changed_prompt_is_a_clear_miss() {
         .unwrap();
     let plan = conductor::plan::plan(&wf).unwrap();
     let mut options = RunOptions::new(Arc::new(MemoryStore::new()));
-    options.config = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    options.config = openai_at(&base);
     options.recorder = Some(Arc::new(
         conductor::agents::llm::Recorder::create(&cassette).unwrap(),
     ));
@@ -662,10 +652,7 @@ async fn cache_true_reuses_an_identical_dispatch_across_runs() {
             task fresh on coding { prompt = "asked every time" }
         }
     }"#;
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let dir = tempfile::tempdir().unwrap();
     let first = run_with(text, cfg.clone(), store.clone(), None)
         .await
@@ -864,10 +851,7 @@ async fn a_dry_run_neither_reads_nor_fills_the_response_cache() {
             .unwrap(),
     );
     let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let mut options = RunOptions::new(store.clone());
     options.agents = conductor::agents::AgentMode::DryRun;
     options.config = cfg.clone();
@@ -915,10 +899,7 @@ async fn tokens_of_an_attempt_the_run_stopped_are_still_counted() {
         agent coding { kind = "llm", role = "coder" }
         phase p { task implement on coding { prompt = "go" } }
     }"#;
-    let cfg = config(vec![(
-        "default",
-        provider(ProviderKind::Openai, &format!("{base}/v1"), None),
-    )]);
+    let cfg = openai_at(&base);
     let ran = run_with(text, cfg, Arc::new(MemoryStore::new()), None)
         .await
         .unwrap();

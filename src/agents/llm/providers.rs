@@ -45,6 +45,31 @@ fn malformed(name: &str, url: &str, why: &str, body: &str) -> TaskError {
     )
 }
 
+/// Sends a provider request and reads its JSON body (with the raw text, for messages). The key
+/// is removed from everything that comes back; a non-2xx status is a typed error.
+async fn post(
+    request: reqwest::RequestBuilder,
+    name: &str,
+    url: &str,
+    key: Option<&str>,
+) -> Result<(Value, String), TaskError> {
+    let (status, retry_after, text) = exchange(request, url)
+        .await
+        .map_err(|e| redact_error(e, key))?;
+    let text = redact(text, key);
+    if !(200..300).contains(&status) {
+        return Err(status_error(
+            status,
+            retry_after,
+            format!("provider `{name}` (POST {url})"),
+            &text,
+        ));
+    }
+    let body = serde_json::from_str(&text)
+        .map_err(|_| malformed(name, url, "a body that is not JSON", &text))?;
+    Ok((body, text))
+}
+
 fn tokens(v: &Value, field: &str) -> u64 {
     v.get(field).and_then(Value::as_u64).unwrap_or(0)
 }
@@ -112,21 +137,7 @@ impl Provider for OpenAiProvider {
             if let Some(k) = &self.key {
                 request = request.bearer_auth(k);
             }
-            let key = self.key.as_deref();
-            let (status, retry_after, text) = exchange(request, &self.url)
-                .await
-                .map_err(|e| redact_error(e, key))?;
-            let text = redact(text, key);
-            if !(200..300).contains(&status) {
-                return Err(status_error(
-                    status,
-                    retry_after,
-                    format!("provider `{}` (POST {})", self.name, self.url),
-                    &text,
-                ));
-            }
-            let body: Value = serde_json::from_str(&text)
-                .map_err(|_| malformed(&self.name, &self.url, "a body that is not JSON", &text))?;
+            let (body, text) = post(request, &self.name, &self.url, self.key.as_deref()).await?;
             let choice = body.pointer("/choices/0").ok_or_else(|| {
                 malformed(&self.name, &self.url, "no `choices` in its JSON", &text)
             })?;
@@ -230,21 +241,7 @@ impl Provider for AnthropicProvider {
                 value.set_sensitive(true);
                 request = request.header("x-api-key", value);
             }
-            let key = self.key.as_deref();
-            let (status, retry_after, text) = exchange(request, &self.url)
-                .await
-                .map_err(|e| redact_error(e, key))?;
-            let text = redact(text, key);
-            if !(200..300).contains(&status) {
-                return Err(status_error(
-                    status,
-                    retry_after,
-                    format!("provider `{}` (POST {})", self.name, self.url),
-                    &text,
-                ));
-            }
-            let body: Value = serde_json::from_str(&text)
-                .map_err(|_| malformed(&self.name, &self.url, "a body that is not JSON", &text))?;
+            let (body, text) = post(request, &self.name, &self.url, self.key.as_deref()).await?;
             let Some(Value::Array(content)) = body.get("content") else {
                 return Err(malformed(
                     &self.name,
