@@ -377,3 +377,65 @@ async fn a_run_under_a_30_percent_failure_rate_completes_with_retries() {
         "a 30% rate over {attempts} attempts gave only {failures} failures"
     );
 }
+
+/// A `Write` the test can read back.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_run_shows_its_history_as_it_happened() {
+    let text = r#"workflow w {
+        on_escalation = "ask"
+        agent flaky { kind = "mock", fail_first = 1, backoff = fixed(10ms) }
+        agent bad { kind = "mock", fail_first = 1, error = "fatal" }
+        phase one { task a on flaky }
+        phase two { task b on bad  gate { true } }
+    }"#;
+    let o = run_text(text).await;
+    assert_eq!(o.state.status(), RunStatus::Waiting);
+    let mut map = SourceMap::new();
+    let wf = check_source(
+        &mut map,
+        "t.cond",
+        &std::env::temp_dir().join("t.cond"),
+        text,
+    )
+    .workflow
+    .unwrap();
+    let plan = conductor::plan::plan(&wf).unwrap();
+    let out = Buffer::default();
+    let mut options = RunOptions::new(o.store.clone());
+    options
+        .observers
+        .push(Box::new(conductor::exec::HumanView::new(
+            Box::new(out.clone()),
+            "memory".into(),
+        )));
+    let state = conductor::exec::resume(
+        Arc::new(wf),
+        Arc::new(plan),
+        options,
+        o.events.clone(),
+        vec![("b".into(), Decision::Skip)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(state.status(), RunStatus::Completed);
+    let shown = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    // Task `a` completed in the end; the retry line of its history still names the failure.
+    assert!(
+        shown.contains("attempt 1 failed (TRANSIENT: mock failure of `a` (attempt 1))"),
+        "{shown}"
+    );
+}

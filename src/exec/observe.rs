@@ -52,6 +52,8 @@ pub struct HumanView {
     last_attempt: std::collections::HashMap<String, String>,
     files_written: usize,
     replayed_calls: u64,
+    /// Each task's last failed attempt's error, for the retry line.
+    last_error: std::collections::HashMap<String, String>,
     workspace: Option<std::path::PathBuf>,
 }
 
@@ -70,6 +72,7 @@ impl HumanView {
             last_attempt: std::collections::HashMap::new(),
             files_written: 0,
             replayed_calls: 0,
+            last_error: std::collections::HashMap::new(),
             workspace: None,
         }
     }
@@ -155,11 +158,15 @@ impl Observer for HumanView {
                 delay_ms,
             } => {
                 self.stop_bar(task);
-                let why = state
-                    .task(task)
-                    .and_then(|t| t.error.as_ref())
-                    .map(|e| e.to_string())
-                    .unwrap_or_default();
+                // The error of the attempt this retry follows, from the events (the state may
+                // be a later one when a resumed run's history is shown).
+                let why = self.last_error.get(&**task).cloned().unwrap_or_else(|| {
+                    state
+                        .task(task)
+                        .and_then(|t| t.error.as_ref())
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                });
                 self.line(format!(
                     "  ↻ {task:<20} attempt {} failed ({why}); retry {attempt} in {}",
                     attempt - 1,
@@ -204,8 +211,12 @@ impl Observer for HumanView {
                 calls,
                 artifacts,
                 cached,
+                error,
                 ..
             } => {
+                if let Some(e) = error {
+                    self.last_error.insert(task.to_string(), e.to_string());
+                }
                 let mut extra = String::new();
                 if *cached {
                     extra.push_str("  (cached)");

@@ -415,9 +415,14 @@ impl Scheduler {
                 self.state.file, self.state.workflow_id
             )));
         }
-        for e in &events {
-            for o in &mut self.observers {
-                o.event(e, &self.state);
+        // Observers see the history as it happened: each event with the state it made.
+        if !self.observers.is_empty() {
+            let mut then = RunState::default();
+            for e in &events {
+                then.apply(e);
+                for o in &mut self.observers {
+                    o.event(e, &then);
+                }
             }
         }
         let wf = self.wf.clone();
