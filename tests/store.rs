@@ -122,3 +122,56 @@ async fn projection_tables_follow_the_log() {
     assert_eq!(rebuilt.status(), RunStatus::Completed);
     assert_eq!(rebuilt.task("a").unwrap().attempts, 2);
 }
+
+#[tokio::test]
+async fn projections_restart_a_phase_entered_again_and_show_escalated_tasks_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    // Pass 1 completes everything; pass 2 stops in its first phase, waiting for a decision on
+    // `x`, with `c` (after `x`) not run again yet.
+    let state = run_into(
+        store.clone(),
+        r#"workflow w {
+            on_escalation = "ask"
+            max_feedback_loops = 1
+            agent m { kind = "mock" }
+            agent bad { kind = "mock", fail_first = 1, error = "fatal" }
+            phase p {
+                task a on m
+                task x on bad after a { when { loop_count == 1 } }
+                task c on m after x
+                gate { true }
+            }
+            feedback to p { if loop_count == 0 { error("once more") } else { ok() } }
+        }"#,
+    )
+    .await;
+    assert_eq!(state.status(), RunStatus::Waiting);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let table: Vec<(String, String)> = conn
+        .prepare("SELECT task, status FROM task_results ORDER BY task")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let from_state: Vec<(String, String)> = ["a", "c", "x"]
+        .iter()
+        .map(|t| {
+            (
+                t.to_string(),
+                state.task(t).unwrap().status.as_str().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(table, from_state);
+    assert_eq!(
+        from_state,
+        [
+            ("a".to_string(), "completed".to_string()),
+            ("c".to_string(), "pending".to_string()),
+            ("x".to_string(), "pending".to_string())
+        ]
+    );
+}

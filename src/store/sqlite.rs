@@ -299,6 +299,42 @@ fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Re
             )?
             .execute(params![run, &**task, at])?;
         }
+        // Entering a phase (again, in a later pass) starts its tasks afresh, as in `RunState`.
+        // The phase of each task is in the run's first event.
+        EventKind::PhaseEntered { phase, .. } => {
+            tx.prepare_cached(
+                "UPDATE task_results SET status = 'pending', attempts = 0, error = NULL, updated_at = ?3
+                 WHERE run_id = ?1 AND task IN (
+                    SELECT json_extract(t.value, '$.name')
+                    FROM events, json_each(events.body, '$.tasks') AS t
+                    WHERE events.run_id = ?1 AND events.kind = 'run_started'
+                      AND json_extract(t.value, '$.phase') = ?2
+                 )",
+            )?
+            .execute(params![run, phase, at])?;
+        }
+        // Waiting for a decision: not running.
+        EventKind::Escalated { task, error } => {
+            tx.prepare_cached(
+                "UPDATE task_results SET status = 'pending', error = ?3, updated_at = ?4
+                 WHERE run_id = ?1 AND task = ?2",
+            )?
+            .execute(params![run, &**task, error.to_string(), at])?;
+        }
+        // A resumed run: the attempts in flight at the stop are over; their tasks run again.
+        EventKind::RunResumed { rerun } => {
+            tx.prepare_cached(
+                "UPDATE agent_states SET status = 'IDLE', current_task = NULL WHERE run_id = ?1",
+            )?
+            .execute(params![run])?;
+            for task in rerun {
+                tx.prepare_cached(
+                    "UPDATE task_results SET status = 'pending', updated_at = ?3
+                     WHERE run_id = ?1 AND task = ?2",
+                )?
+                .execute(params![run, &**task, at])?;
+            }
+        }
         EventKind::Decided { task, decision, by } => {
             let decision = match decision {
                 crate::model::Decision::Retry => "retry",
