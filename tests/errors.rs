@@ -439,3 +439,46 @@ async fn a_resumed_run_shows_its_history_as_it_happened() {
         "{shown}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_task_waiting_behind_a_half_open_trial_keeps_its_agent_wait() {
+    // 50ms: `f` times out and opens svc's breaker; 200ms: `trial` is the half-open trial (runs
+    // until 2.2s); 300ms: `w` queues behind it with agent_wait 1s, so it gives up at 1.3s —
+    // not later because `ping` finishing at 800ms woke the scheduler.
+    let o = run_text(
+        r#"workflow w {
+            agent_wait = 1s
+            agent svc { kind = "mock", latency = 2s, count = 2, circuit_breaker = breaker(1, 100ms) }
+            agent clock { kind = "mock", latency = 200ms }
+            agent clock2 { kind = "mock", latency = 300ms }
+            agent ping { kind = "mock", latency = 800ms }
+            agent marker { kind = "mock", latency = 1500ms }
+            phase p {
+                task f on svc { timeout = 50ms, retry = 0 }
+                task c1 on clock
+                task trial on svc after c1
+                task c2 on clock2
+                task w on svc after c2 { retry = 0 }
+                task pg on ping
+                task mk on marker
+                gate { true }
+            }
+        }"#,
+    )
+    .await;
+    let position = |pred: &dyn Fn(&EventKind) -> bool| o.events.iter().position(|e| pred(&e.kind));
+    let w_gave_up = position(&|k| {
+        matches!(k, EventKind::AttemptFinished { task, error: Some(e), .. }
+            if &**task == "w" && e.code == ErrorCode::NoAvailableAgent)
+    })
+    .expect("w gave up waiting");
+    let marker_done =
+        position(&|k| matches!(k, EventKind::TaskFinished { task, .. } if &**task == "mk"))
+            .unwrap();
+    assert!(
+        w_gave_up < marker_done,
+        "w waited past its agent_wait: {:#?}",
+        o.events.iter().map(|e| &e.kind).collect::<Vec<_>>()
+    );
+    assert_eq!(o.state.task("trial").unwrap().status, TaskStatus::Completed);
+}

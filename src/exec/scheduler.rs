@@ -834,17 +834,7 @@ impl Scheduler {
             match self.admit(t) {
                 Admit::Go => {}
                 Admit::Reject => {
-                    let pool = &self.wf.agent(self.wf.task(t).agent).name;
-                    self.dead_letter(
-                        t,
-                        format!("the circuit breaker of agent `{pool}` is open"),
-                        TaskError::retryable(
-                            ErrorCode::CircuitOpen,
-                            format!(
-                                "not dispatched: the circuit breaker of agent `{pool}` is open"
-                            ),
-                        ),
-                    );
+                    self.reject_open(t);
                     continue;
                 }
                 Admit::Wait => {
@@ -895,11 +885,34 @@ impl Scheduler {
         let mut starts = Vec::new();
         for p in 0..self.pools.len() {
             if self.pools[p].breaker != Breaker::Closed {
-                // Let pump decide each waiter against the breaker (trial, wait or dead letter).
-                let waiting: Vec<TaskId> = self.pools[p].waiting.drain(..).collect();
+                // Each waiter is decided against the breaker where it stands in the queue:
+                // the trial goes ahead when an instance is free, the others keep their place
+                // and their `agent_wait`, and an open breaker sends them to the dead-letter
+                // queue. (Their `when` and `enforce` rules were decided when they queued.)
+                let waiting: Vec<TaskId> = self.pools[p].waiting.iter().copied().collect();
                 for t in waiting {
-                    self.tasks[t.index()].waiting = false;
-                    self.ready.push_back(t);
+                    match self.admit(t) {
+                        Admit::Wait => {}
+                        Admit::Reject => {
+                            self.pools[p].waiting.retain(|w| *w != t);
+                            self.tasks[t.index()].waiting = false;
+                            self.reject_open(t);
+                        }
+                        Admit::Go => {
+                            if self.running >= self.max_parallel {
+                                continue;
+                            }
+                            let pool = &mut self.pools[p];
+                            let Some(instance) = pool.idle.pop_first() else {
+                                continue;
+                            };
+                            pool.waiting.retain(|w| *w != t);
+                            pool.running += 1;
+                            self.running += 1;
+                            self.tasks[t.index()].waiting = false;
+                            starts.push((t, instance));
+                        }
+                    }
                 }
                 continue;
             }
@@ -1399,6 +1412,19 @@ impl Scheduler {
     }
 
     /// What the pool's breaker says about dispatching `t` now.
+    /// A task not dispatched because its pool's breaker is open: to the dead-letter queue.
+    fn reject_open(&mut self, t: TaskId) {
+        let pool = &self.wf.agent(self.wf.task(t).agent).name;
+        self.dead_letter(
+            t,
+            format!("the circuit breaker of agent `{pool}` is open"),
+            TaskError::retryable(
+                ErrorCode::CircuitOpen,
+                format!("not dispatched: the circuit breaker of agent `{pool}` is open"),
+            ),
+        );
+    }
+
     fn admit(&mut self, t: TaskId) -> Admit {
         let p = self.wf.task(t).agent.index();
         match self.pools[p].breaker {
