@@ -482,3 +482,75 @@ async fn a_task_waiting_behind_a_half_open_trial_keeps_its_agent_wait() {
     );
     assert_eq!(o.state.task("trial").unwrap().status, TaskStatus::Completed);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_resumed_retry_waits_out_the_rest_of_its_backoff_and_its_dead_letter_has_every_attempt() {
+    let text = r#"workflow w {
+        agent flaky { kind = "mock", fail_first = 2, backoff = fixed(10s) }
+        agent slow { kind = "mock", latency = 5s }
+        phase p { task f on flaky { retry = 1 }  task mk on slow  gate { true } }
+    }"#;
+    let mut map = SourceMap::new();
+    let wf = Arc::new(
+        check_source(
+            &mut map,
+            "t.cond",
+            &std::env::temp_dir().join("t.cond"),
+            text,
+        )
+        .workflow
+        .unwrap(),
+    );
+    let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
+    // The run stops (Ctrl-C) 1s in: `f` failed once and waits out its 10s backoff.
+    let store = Arc::new(MemoryStore::new());
+    let options = RunOptions::new(store.clone());
+    let id = options.run_id.clone();
+    let cancel = options.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cancel.cancel();
+    });
+    let stopped = run(wf.clone(), plan.clone(), options).await.unwrap();
+    assert_eq!(stopped.status(), RunStatus::Cancelled);
+    let events = store.events(&id).unwrap();
+    let before = events.len();
+    let state = conductor::exec::resume(
+        wf,
+        plan,
+        RunOptions::new(store.clone()),
+        events,
+        vec![],
+        None,
+    )
+    .await
+    .unwrap();
+    let events = store.events(&id).unwrap();
+    let resumed: Vec<&EventKind> = events[before..].iter().map(|e| &e.kind).collect();
+    let finished = |name: &str| {
+        resumed
+            .iter()
+            .position(|k| matches!(k, EventKind::AttemptFinished { task, .. } if &**task == name))
+            .unwrap()
+    };
+    // `mk` runs again at once (5s); `f`'s retry comes ~9s later, not at the resume.
+    assert!(finished("mk") < finished("f"), "{resumed:#?}");
+    // The retry fails too: its dead letter lists both attempts, the one before the stop
+    // included.
+    assert_eq!(state.task("f").unwrap().status, TaskStatus::Failed);
+    let dl = o_dead_letter(&store, "f");
+    assert_eq!(
+        dl.attempts.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [1, 2]
+    );
+    assert_eq!(dl.attempts[0].retry_delay_ms, Some(10_000));
+}
+
+fn o_dead_letter(store: &MemoryStore, task: &str) -> conductor::model::DeadLetter {
+    store
+        .dead_letters(None)
+        .unwrap()
+        .into_iter()
+        .find(|d| &*d.task == task)
+        .unwrap()
+}

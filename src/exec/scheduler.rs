@@ -458,6 +458,7 @@ impl Scheduler {
                 }
             }
         }
+        let retry_due = self.rebuild_history(&events);
         self.record(EventKind::RunResumed {
             rerun: rerun.clone(),
         });
@@ -559,7 +560,18 @@ impl Scheduler {
                 && !awaiting.contains(&t)
                 && !external.contains(&t)
             {
-                self.ready.push_back(t);
+                // A retry still in its backoff when the run stopped waits out the rest of it.
+                let now = crate::model::now().0;
+                match retry_due.get(&t).filter(|due| **due > now) {
+                    Some(due) => {
+                        self.retries_pending += 1;
+                        self.add_timer(
+                            Instant::now() + Duration::from_millis(due - now),
+                            Timer::Retry(t),
+                        );
+                    }
+                    None => self.ready.push_back(t),
+                }
             }
         }
         if self.escalations.is_some() {
@@ -1412,6 +1424,86 @@ impl Scheduler {
     }
 
     /// What the pool's breaker says about dispatching `t` now.
+    /// Rebuilds from a stopped run's log what the runtime state keeps beside the projection:
+    /// each task's failed attempts of its current pass (for the dead-letter queue), the attempt
+    /// count a decided retry started from, and — returned — when a retry that was waiting out
+    /// its backoff is due (wall-clock milliseconds).
+    fn rebuild_history(&mut self, events: &[Event]) -> std::collections::HashMap<TaskId, u64> {
+        let mut due = std::collections::HashMap::new();
+        // Attempts made so far, as the log goes.
+        let mut made: std::collections::HashMap<TaskId, u32> = std::collections::HashMap::new();
+        let wf = self.wf.clone();
+        let id = |name: &str| wf.task_by_name(name).map(|t| t.id);
+        for e in events {
+            match &e.kind {
+                EventKind::PhaseEntered { phase, .. } => {
+                    if let Some(p) = wf.phases.iter().find(|p| &p.name == phase) {
+                        for &t in &p.tasks {
+                            let rt = &mut self.tasks[t.index()];
+                            rt.history.clear();
+                            rt.attempt_base = 0;
+                            due.remove(&t);
+                            made.remove(&t);
+                        }
+                    }
+                }
+                EventKind::TaskDispatched { task, attempt, .. } => {
+                    if let Some(t) = id(task) {
+                        due.remove(&t);
+                        made.insert(t, *attempt);
+                    }
+                }
+                EventKind::AttemptFinished {
+                    task,
+                    agent,
+                    attempt,
+                    duration_ms,
+                    error: Some(error),
+                    ..
+                } => {
+                    if let Some(t) = id(task) {
+                        let n = made.entry(t).or_insert(0);
+                        *n = (*n).max(*attempt);
+                        // An attempt that never found an instance is logged under the pool.
+                        let pool = &self.agent_names[wf.task(t).agent.index()];
+                        self.tasks[t.index()]
+                            .history
+                            .push(crate::model::AttemptRecord {
+                                attempt: *attempt,
+                                agent: (agent != pool).then(|| agent.clone()),
+                                error: Some(error.clone()),
+                                retry_delay_ms: None,
+                                duration_ms: *duration_ms,
+                            });
+                    }
+                }
+                EventKind::RetryScheduled { task, delay_ms, .. } => {
+                    if let Some(t) = id(task) {
+                        if let Some(last) = self.tasks[t.index()].history.last_mut() {
+                            last.retry_delay_ms = Some(*delay_ms);
+                        }
+                        due.insert(t, e.at.0 + delay_ms);
+                    }
+                }
+                EventKind::Decided {
+                    task,
+                    decision: Decision::Retry,
+                    by,
+                } => {
+                    if let Some(t) = id(task) {
+                        let rt = &mut self.tasks[t.index()];
+                        rt.attempt_base = made.get(&t).copied().unwrap_or(0);
+                        if by.starts_with("conductor dlq retry") {
+                            rt.history.clear();
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        due
+    }
+
     /// A task not dispatched because its pool's breaker is open: to the dead-letter queue.
     fn reject_open(&mut self, t: TaskId) {
         let pool = &self.wf.agent(self.wf.task(t).agent).name;
