@@ -554,3 +554,37 @@ fn o_dead_letter(store: &MemoryStore, task: &str) -> conductor::model::DeadLette
         .find(|d| &*d.task == task)
         .unwrap()
 }
+
+/// Answers after thinking for a while, like a person at a terminal.
+struct Slow;
+
+impl Escalations for Slow {
+    fn decide<'a>(&'a self, _: &'a Escalation) -> conductor::exec::DecisionFuture<'a> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Some((Decision::Skip, "slow operator (test)".to_string()))
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_run_goes_on_while_the_operator_thinks() {
+    let o = run_with(
+        r#"workflow w {
+            on_escalation = "ask"
+            agent bad { kind = "mock", fail_first = 1, error = "fatal" }
+            agent ok { kind = "mock", latency = 2s }
+            phase p { task a on bad  task b on ok  task c on ok after b  gate { true } }
+        }"#,
+        |opts| opts.escalations = Some(Arc::new(Slow)),
+    )
+    .await;
+    assert_eq!(o.state.status(), RunStatus::Completed);
+    let kinds: Vec<&EventKind> = o.events.iter().map(|e| &e.kind).collect();
+    let at = |pred: &dyn Fn(&EventKind) -> bool| kinds.iter().position(|k| pred(k)).unwrap();
+    let decided = at(&|k| matches!(k, EventKind::Decided { .. }));
+    // `b` (2s) and `c` after it (4s) finished while the question (10s) was open.
+    let c_done = at(&|k| matches!(k, EventKind::TaskFinished { task, .. } if &**task == "c"));
+    assert!(c_done < decided, "{kinds:#?}");
+    assert_eq!(o.state.task("a").unwrap().status, TaskStatus::Skipped);
+}

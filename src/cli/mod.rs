@@ -783,6 +783,9 @@ fn drive(
         let handle = tokio::spawn(scheduler);
         with_ctrl_c(cancel, handle).await
     });
+    // Do not wait for a terminal question nobody answered (its thread reads stdin): the run
+    // is over and recorded.
+    runtime.shutdown_background();
     exit_code(result)
 }
 

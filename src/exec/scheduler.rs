@@ -29,6 +29,15 @@ use crate::plan::{Node, Plan};
 use crate::policy::{PolicyHost, RuleCache, RuleContext, RuleKind, Severity, Verdict};
 use crate::store::{RunRecord, Store};
 
+/// A question to the operator in flight: the task, its error, and the answer when it comes.
+type Question = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (TaskId, TaskError, Option<(Decision, String)>)>
+            + Send
+            + 'static,
+    >,
+>;
+
 /// A worker's report: one finished attempt.
 struct Done {
     task: TaskId,
@@ -173,6 +182,8 @@ pub(super) struct Scheduler {
     escalations: Option<Arc<dyn super::Escalations>>,
     /// Escalations to put to the operator, in order.
     asks: VecDeque<(TaskId, TaskError)>,
+    /// The question being asked now: the run goes on while the operator thinks.
+    question: Option<Question>,
     /// Escalated tasks nobody could be asked about: the run will wait for a decision.
     awaiting: Vec<TaskId>,
     /// Retries whose backoff has not run out yet.
@@ -299,6 +310,7 @@ impl Scheduler {
             pending_starts: Vec::new(),
             escalations: options.escalations,
             asks: VecDeque::new(),
+            question: None,
             awaiting: Vec::new(),
             retries_pending: 0,
             workspace: options.workspace.clone(),
@@ -666,9 +678,8 @@ impl Scheduler {
             if self.finish.is_none() {
                 self.pump()?;
             }
-            if self.finish.is_none() && !self.asks.is_empty() {
-                self.ask().await?;
-                continue;
+            if self.finish.is_none() && self.question.is_none() && !self.asks.is_empty() {
+                self.ask()?;
             }
             // Work that became possible during the pump (an attempt that failed before reaching
             // its agent frees an instance for a waiter) is done now, not at the next wake-up.
@@ -678,6 +689,8 @@ impl Scheduler {
             }
             if self.finish.is_none()
                 && !self.awaiting.is_empty()
+                && self.question.is_none()
+                && self.asks.is_empty()
                 && self.running == 0
                 && self.ready.is_empty()
                 && self.pending_starts.is_empty()
@@ -743,6 +756,13 @@ impl Scheduler {
                     self.clock = now();
                     timer_at = None;
                     self.fire_timers();
+                }
+                (t, error, answer) = async { self.question.as_mut().expect("guarded").await },
+                    if self.question.is_some() =>
+                {
+                    self.clock = now();
+                    self.question = None;
+                    self.answered(t, &error, answer);
                 }
             }
         }
@@ -1373,25 +1393,39 @@ impl Scheduler {
     }
 
     /// Puts the queued escalations to the operator, one at a time.
-    async fn ask(&mut self) -> Result<(), ExecError> {
+    /// Puts the next escalation to the operator. The answer arrives in the scheduler loop, which
+    /// goes on meanwhile: completions, timers, Ctrl-C and the run timeout are not held up.
+    fn ask(&mut self) -> Result<(), ExecError> {
         self.flush()?;
         let Some(handler) = self.escalations.clone() else {
+            // Nobody to ask: the run will wait for `conductor resume --decide`.
+            let asks: Vec<TaskId> = self.asks.drain(..).map(|(t, _)| t).collect();
+            self.awaiting.extend(asks);
             return Ok(());
         };
-        while let Some((t, error)) = self.asks.pop_front() {
-            let question = super::Escalation {
-                run_id: self.run_id.clone(),
-                task: self.tasks[t.index()].name.to_string(),
-                attempts: self.tasks[t.index()].attempt,
-                error: error.clone(),
-            };
-            match handler.decide(&question).await {
-                Some((decision, by)) => self.decide(t, decision, by, &error),
-                None => self.awaiting.push(t),
-            }
-            self.flush()?;
-        }
+        let Some((t, error)) = self.asks.pop_front() else {
+            return Ok(());
+        };
+        let question = super::Escalation {
+            run_id: self.run_id.clone(),
+            task: self.tasks[t.index()].name.to_string(),
+            attempts: self.tasks[t.index()].attempt,
+            error: error.clone(),
+        };
+        self.question = Some(Box::pin(async move {
+            let answer = handler.decide(&question).await;
+            (t, error, answer)
+        }));
         Ok(())
+    }
+
+    fn answered(&mut self, t: TaskId, error: &TaskError, answer: Option<(Decision, String)>) {
+        match answer {
+            // The run may have moved on (a policy violation, an abort): a late answer is moot.
+            Some(_) if self.finish.is_some() => {}
+            Some((decision, by)) => self.decide(t, decision, by, error),
+            None => self.awaiting.push(t),
+        }
     }
 
     /// Applies a decision on an escalated task, recording who or what made it.
