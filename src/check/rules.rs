@@ -130,6 +130,58 @@ impl Checker<'_> {
                     ));
                     return None;
                 }
+                // A rule written for another kind reads fields this kind's context lacks
+                // (`enforce phase_gate(0.8)` reads `ctx.success_rate`): it would fail closed at
+                // every evaluation, so say it now.
+                let fields = kind.context_fields();
+                let reads = self.modules.context_reads(name, call.args.len());
+                if let Some(missing) = reads.iter().find(|r| !fields.contains(&r.as_str())) {
+                    let fits: Vec<&str> = [
+                        RuleKind::Gate,
+                        RuleKind::Enforce,
+                        RuleKind::When,
+                        RuleKind::Feedback,
+                    ]
+                    .into_iter()
+                    .filter(|k| {
+                        reads
+                            .iter()
+                            .all(|r| k.context_fields().contains(&r.as_str()))
+                    })
+                    .map(RuleKind::keyword)
+                    .collect();
+                    let a = |k: &str| if k == "enforce" { "an" } else { "a" };
+                    let article = a(kind.keyword());
+                    let mut help = format!(
+                        "{article} `{}` rule's context has {}",
+                        kind.keyword(),
+                        fields
+                            .iter()
+                            .map(|f| format!("`{f}`"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    if !fits.is_empty() {
+                        help.push_str(&format!(
+                            "; `{name}` reads like {} rule",
+                            fits.iter()
+                                .map(|k| format!("{} `{k}`", a(k)))
+                                .collect::<Vec<_>>()
+                                .join(" or ")
+                        ));
+                    }
+                    self.error(
+                        call.name.span,
+                        format!(
+                            "rule `{name}` reads `ctx.{missing}`, which {article} `{}` rule's \
+                             context does not have",
+                            kind.keyword()
+                        ),
+                    )
+                    .with_label(format!("not {article} `{}` rule", kind.keyword()))
+                    .help = Some(help);
+                    return None;
+                }
                 let mut args = Vec::new();
                 for a in &call.args {
                     args.push(self.reader().literal(a)?);

@@ -62,6 +62,8 @@ pub struct CompiledModule {
 pub struct ModuleSet {
     pub ast: SharedAst,
     pub functions: Vec<ModuleFn>,
+    /// Each module's own AST (positions are per module), for reading one function's body.
+    parts: Vec<SharedAst>,
 }
 
 impl ModuleSet {
@@ -75,6 +77,7 @@ impl ModuleSet {
         ModuleSet {
             ast: Arc::new(ast),
             functions,
+            parts: modules.iter().map(|m| m.ast.clone()).collect(),
         }
     }
 
@@ -93,6 +96,94 @@ impl ModuleSet {
 
     pub fn defines(&self, name: &str) -> bool {
         self.functions.iter().any(|f| f.name == name)
+    }
+
+    /// The fields of its context (`ctx.FIELD`, the first parameter) that the named rule `name`
+    /// called with `args` arguments reads, following calls that pass the context on to other
+    /// module functions. Sorted, without repeats.
+    pub fn context_reads(&self, name: &str, args: usize) -> Vec<String> {
+        let mut reads = BTreeSet::new();
+        let mut seen = BTreeSet::new();
+        self.collect_reads(name, args + 1, &mut reads, &mut seen);
+        reads.into_iter().collect()
+    }
+
+    fn collect_reads(
+        &self,
+        name: &str,
+        arity: usize,
+        reads: &mut BTreeSet<String>,
+        seen: &mut BTreeSet<(String, usize)>,
+    ) {
+        if !seen.insert((name.to_string(), arity)) {
+            return;
+        }
+        let mut calls: Vec<(String, usize)> = Vec::new();
+        // The module defining it, the name of its context parameter, and where its body is:
+        // a walk of that module's AST, kept to the body's lines, sees just this function.
+        let found = self.parts.iter().find_map(|ast| {
+            ast.iter_fn_def()
+                .find(|f| f.name == name && f.params.len() == arity)
+                .map(|f| {
+                    (
+                        ast,
+                        f.params[0].to_string(),
+                        f.body.start_position(),
+                        f.body.end_position(),
+                    )
+                })
+        });
+        let Some((only, ctx, start, end)) = found else {
+            return;
+        };
+        let inside = |p: Position| {
+            let at = (p.line().unwrap_or(0), p.position().unwrap_or(0));
+            let from = (start.line().unwrap_or(0), start.position().unwrap_or(0));
+            let to = (
+                end.line().unwrap_or(usize::MAX),
+                end.position().unwrap_or(usize::MAX),
+            );
+            from <= at && at <= to
+        };
+        only.walk(&mut |path: &[ASTNode]| {
+            if !path.last().is_some_and(|n| inside(n.position())) {
+                return true;
+            }
+            match path.last() {
+                Some(ASTNode::Expr(Expr::Dot(bin, _, _))) => {
+                    if let Expr::Variable(var, _, _) = &bin.lhs {
+                        if var.1.as_str() == ctx {
+                            let prop = match &bin.rhs {
+                                Expr::Property(p, _) => Some(p.2.to_string()),
+                                Expr::Dot(inner, _, _) | Expr::Index(inner, _, _) => {
+                                    match &inner.lhs {
+                                        Expr::Property(p, _) => Some(p.2.to_string()),
+                                        _ => None,
+                                    }
+                                }
+                                _ => None,
+                            };
+                            reads.extend(prop);
+                        }
+                    }
+                }
+                Some(ASTNode::Expr(Expr::FnCall(call, _)))
+                | Some(ASTNode::Stmt(rhai::Stmt::FnCall(call, _))) => {
+                    let passes_ctx = matches!(
+                        call.args.first(),
+                        Some(Expr::Variable(var, _, _)) if var.1.as_str() == ctx
+                    );
+                    if passes_ctx && self.defines(&call.name) {
+                        calls.push((call.name.to_string(), call.args.len()));
+                    }
+                }
+                _ => {}
+            }
+            true
+        });
+        for (callee, arity) in calls {
+            self.collect_reads(&callee, arity, reads, seen);
+        }
     }
 }
 
