@@ -100,6 +100,10 @@ pub struct ProviderConfig {
     pub max_tokens: Option<u32>,
     pub temperature: Option<f64>,
     pub response_format: ResponseFormat,
+    /// The body field that carries the reply's token limit (OpenAI-compatible):
+    /// `max_completion_tokens` for api.openai.com (its newer models refuse `max_tokens`),
+    /// `max_tokens` elsewhere (Ollama, vLLM, llama.cpp).
+    pub max_tokens_field: String,
 }
 
 /// The project configuration.
@@ -141,11 +145,13 @@ struct ProviderRepr {
     max_tokens: Option<u32>,
     temperature: Option<f64>,
     response_format: Option<String>,
+    max_tokens_field: Option<String>,
 }
 
 /// The environment override fields, longest first so `API_KEY_ENV` wins over a name ending
 /// in `_ENV`.
-const ENV_FIELDS: [&str; 9] = [
+const ENV_FIELDS: [&str; 10] = [
+    "MAX_TOKENS_FIELD",
     "RESPONSE_FORMAT",
     "API_KEY_ENV",
     "TEMPERATURE",
@@ -298,6 +304,7 @@ fn apply_env(
             "CASSETTE" => r.cassette = Some(value.clone()),
             "TIMEOUT" => r.timeout = Some(value.clone()),
             "RESPONSE_FORMAT" => r.response_format = Some(value.clone()),
+            "MAX_TOKENS_FIELD" => r.max_tokens_field = Some(value.clone()),
             "MAX_TOKENS" => {
                 r.max_tokens = Some(value.parse().map_err(|_| number("a whole number"))?)
             }
@@ -389,6 +396,16 @@ fn resolve(
             "a `replay` provider needs `cassette = \"FILE\"` (a file `--record` wrote)".into(),
         ));
     }
+    let max_tokens_field = match r.max_tokens_field.as_deref() {
+        None if base_url == official_openai => "max_completion_tokens".to_string(),
+        None => "max_tokens".to_string(),
+        Some(f @ ("max_tokens" | "max_completion_tokens")) => f.to_string(),
+        Some(other) => {
+            return Err(invalid(format!(
+                "unknown max_tokens_field `{other}`; expected \"max_tokens\" or \"max_completion_tokens\""
+            )))
+        }
+    };
     Ok(ProviderConfig {
         kind,
         base_url,
@@ -399,6 +416,7 @@ fn resolve(
         max_tokens: r.max_tokens,
         temperature: r.temperature,
         response_format,
+        max_tokens_field,
     })
 }
 
@@ -429,6 +447,8 @@ mod tests {
         .unwrap();
         let d = &c.providers["default"];
         assert_eq!(d.base_url, "https://api.openai.com/v1");
+        assert_eq!(d.max_tokens_field, "max_completion_tokens");
+        assert_eq!(c.providers["local"].max_tokens_field, "max_tokens");
         assert_eq!(d.api_key_env.as_deref(), Some("OPENAI_API_KEY"));
         let local = &c.providers["local"];
         assert_eq!(local.base_url, "http://127.0.0.1:11434/v1");

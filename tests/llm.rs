@@ -157,6 +157,7 @@ fn provider(kind: ProviderKind, base_url: &str, key_env: Option<&str>) -> Provid
         max_tokens: None,
         temperature: None,
         response_format: ResponseFormat::JsonObject,
+        max_tokens_field: "max_tokens".into(),
     }
 }
 
@@ -279,6 +280,7 @@ async fn json_schema_response_format_sends_the_roles_schema() {
     let (base, seen) = model_server(vec![openai_reply(monitor)]).await;
     let mut p = provider(ProviderKind::Openai, &format!("{base}/v1"), None);
     p.response_format = ResponseFormat::JsonSchema;
+    p.max_tokens_field = "max_completion_tokens".into();
     let text = r#"workflow w {
         agent watch { kind = "llm", role = "monitor" }
         phase p { task observe on watch { prompt = "look" } }
@@ -297,6 +299,8 @@ async fn json_schema_response_format_sends_the_roles_schema() {
     );
     let body = seen.lock().unwrap()[0].body.clone();
     assert_eq!(body["response_format"]["type"], "json_schema");
+    assert_eq!(body["max_completion_tokens"], 4096);
+    assert!(body.get("max_tokens").is_none());
     assert_eq!(
         body["response_format"]["json_schema"]["schema"]["required"],
         json!(["severity", "summary", "findings", "metrics"])

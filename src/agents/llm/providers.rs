@@ -80,6 +80,7 @@ pub struct OpenAiProvider {
     url: String,
     key: Option<String>,
     format: ResponseFormat,
+    max_tokens_field: String,
     client: reqwest::Client,
 }
 
@@ -94,6 +95,7 @@ impl OpenAiProvider {
             url: format!("{}/chat/completions", config.base_url),
             key,
             format: config.response_format,
+            max_tokens_field: config.max_tokens_field.clone(),
             client: client(name, config.timeout)?,
         })
     }
@@ -109,8 +111,8 @@ impl OpenAiProvider {
         let mut body = json!({
             "model": req.model,
             "messages": messages,
-            "max_tokens": req.max_tokens,
         });
+        body[self.max_tokens_field.as_str()] = json!(req.max_tokens);
         if let Some(t) = req.temperature {
             body["temperature"] = json!(t);
         }
