@@ -278,3 +278,55 @@ fn run_exit_codes_follow_the_outcome() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown param `nope`"));
 }
+
+#[test]
+fn check_warns_when_an_llm_agents_provider_is_not_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("wf.cond");
+    std::fs::write(
+        &wf,
+        r#"workflow w {
+            agent coding { kind = "llm", role = "coder" }
+            agent review { kind = "llm", role = "reviewer", provider = "claude" }
+            phase p { task a on coding { prompt = "x" }  task b on review { prompt = "y" } }
+        }"#,
+    )
+    .unwrap();
+    let check = || {
+        let out = conductor()
+            .env_remove("CONDUCTOR_CONFIG")
+            .arg("check")
+            .arg(&wf)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = check();
+    assert_eq!(code, Some(0), "warnings only: {stderr}");
+    assert!(
+        stderr.contains("provider `default` (used by `coding`) is not configured")
+            && stderr.contains("provider `claude` (used by `review`)"),
+        "{stderr}"
+    );
+    std::fs::write(
+        dir.path().join("conductor.toml"),
+        "[providers.default]\nkind = \"replay\"\ncassette = \"c.json\"\n",
+    )
+    .unwrap();
+    let (_, stderr) = check();
+    assert!(!stderr.contains("provider `default`"), "{stderr}");
+    // (miette wraps long lines: compare without the wrapping)
+    let flat: String = stderr
+        .lines()
+        .map(|l| l.trim_start_matches([' ', '│', '×', '⚠']).trim_end())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flat.contains("provider `claude` (used by `review`) is not configured")
+            && flat.contains("conductor.toml` does not define it"),
+        "{stderr}"
+    );
+}

@@ -240,7 +240,7 @@ pub fn main() -> ExitCode {
             files,
             format,
             explain,
-        } => check_files(&files, format, explain),
+        } => check_files(&files, format, explain, config),
         Command::Policy {
             command: PolicyCommand::Test { paths },
         } => policy_test(&paths),
@@ -281,7 +281,12 @@ fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
-fn check_files(files: &[PathBuf], format: Format, explain: bool) -> ExitCode {
+fn check_files(
+    files: &[PathBuf],
+    format: Format,
+    explain: bool,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
     let mut any_error = false;
     let mut unreadable = false;
     let mut json = Vec::new();
@@ -289,7 +294,7 @@ fn check_files(files: &[PathBuf], format: Format, explain: bool) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     for path in files {
         let mut map = SourceMap::new();
-        let checked: Checked = match check::read_text(path) {
+        let mut checked: Checked = match check::read_text(path) {
             Ok(text) => check::check_source(&mut map, &path.display().to_string(), path, &text),
             Err(diag) => {
                 unreadable = true;
@@ -299,6 +304,9 @@ fn check_files(files: &[PathBuf], format: Format, explain: bool) -> ExitCode {
                 }
             }
         };
+        if let Some(wf) = &checked.workflow {
+            checked.diags.extend(provider_warnings(wf, config, path));
+        }
         any_error |= checked.has_errors();
         match format {
             Format::Json => json.extend(checked.diags.iter().map(|d| diag::to_json(&map, d))),
@@ -576,6 +584,69 @@ fn policy_test(paths: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+/// Warnings for llm agents whose provider the project configuration does not define (or a
+/// configuration that does not load): `conductor run` would stop before starting.
+fn provider_warnings(
+    wf: &crate::Workflow,
+    explicit: Option<&std::path::Path>,
+    path: &std::path::Path,
+) -> Vec<Diagnostic> {
+    let llm: Vec<(&crate::check::ir::Agent, &str)> = wf
+        .agents
+        .iter()
+        .filter_map(|a| match &a.kind {
+            crate::check::ir::AgentKind::Llm(l) => Some((a, l.provider.as_str())),
+            _ => None,
+        })
+        .collect();
+    let Some((first, _)) = llm.first() else {
+        return Vec::new();
+    };
+    let config = match crate::config::Config::from_process_env(explicit, path) {
+        Ok(c) => c,
+        Err(e) => {
+            return vec![Diagnostic::warning(
+                first.span,
+                format!("the llm agents cannot run: {e}"),
+            )]
+        }
+    };
+    // One warning per missing provider, at the first agent that uses it.
+    let mut missing: Vec<(&str, Vec<&crate::check::ir::Agent>)> = Vec::new();
+    for (a, provider) in llm {
+        if config.providers.contains_key(provider) {
+            continue;
+        }
+        match missing.iter_mut().find(|(p, _)| *p == provider) {
+            Some((_, agents)) => agents.push(a),
+            None => missing.push((provider, vec![a])),
+        }
+    }
+    let where_ = match &config.path {
+        Some(p) => format!("`{}` does not define it", p.display()),
+        None => "there is no conductor.toml beside the workflow (and no --config)".to_string(),
+    };
+    missing
+        .into_iter()
+        .map(|(provider, agents)| {
+            let names: Vec<String> = agents.iter().map(|a| format!("`{}`", a.name)).collect();
+            Diagnostic::warning(
+                agents[0].span,
+                format!(
+                    "provider `{provider}` (used by {}) is not configured: {where_}",
+                    names.join(", ")
+                ),
+            )
+            .with_label("`conductor run` would stop before starting")
+            .with_help(format!(
+                "add [providers.{provider}] to conductor.toml beside the workflow (or give \
+                 --config FILE), or set CONDUCTOR_PROVIDERS_{}_KIND; `--dry-run` needs no provider",
+                provider.to_ascii_uppercase().replace('-', "_")
+            ))
+        })
+        .collect()
 }
 
 /// `NAME=VALUE` pairs; VALUE as JSON when it parses, else as a string.
