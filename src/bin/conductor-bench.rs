@@ -173,6 +173,22 @@ fn main() {
         }
     }
 
+    // LLM agents answered from a cassette: role prompt, validation, usage, one artifact per
+    // task stored and written into a workspace on disk.
+    for &n in if quick {
+        &[1_000][..]
+    } else {
+        &[1_000, 10_000][..]
+    } {
+        let (in_store, _) = llm_replay(&rt, n, false);
+        let (on_disk, files) = llm_replay(&rt, n, true);
+        println!(
+            "llm replay fan-out {n}, pool of 8, one 200-byte file each: {in_store:.1} µs/task \
+             (artifacts in the store only), {on_disk:.1} µs/task with {files} files written to a \
+             workspace (mostly the file system's file creation)"
+        );
+    }
+
     // Makespan: 3 layers of 8 tasks of 50 ms, a pool of 8 — ideal 150 ms.
     let mut text = String::from(
         "workflow layers {\n agent m { kind = \"mock\", latency = 50ms, count = 8 }\n phase p {\n",
@@ -199,6 +215,97 @@ fn main() {
         spans[0],
         spans[spans.len() - 1]
     );
+}
+
+/// Runs `n` coder tasks against a generated cassette; returns µs per task and files written.
+fn llm_replay(rt: &tokio::runtime::Runtime, n: usize, workspace: bool) -> (f64, usize) {
+    use conductor::agents::llm::{roles, Cassette, ChatReply, ChatRequest, Exchange, Message};
+    use conductor::check::ir::Role;
+    let dir = tempfile_dir();
+    let mut text = String::from(
+        "workflow llm {\n agent coding { kind = \"llm\", role = \"coder\", count = 8 }\n phase p {\n",
+    );
+    let mut exchanges = Vec::with_capacity(n);
+    let system = roles::system_prompt(Role::Coder);
+    for i in 0..n {
+        let prompt = format!("Write file number {i}.");
+        text.push_str(&format!(
+            "  task t{i} on coding {{ prompt = \"{prompt}\" }}\n"
+        ));
+        let request = ChatRequest {
+            task: format!("t{i}"),
+            role: "coder".into(),
+            model: "bench".into(),
+            system: system.clone(),
+            messages: vec![Message::user(prompt)],
+            temperature: None,
+            max_tokens: 4096,
+            schema: serde_json::Value::Null,
+        };
+        let reply = serde_json::json!({
+            "files": [{ "path": format!("src/f{i}.txt"), "content": "x".repeat(200) }],
+            "summary": "one file",
+        });
+        exchanges.push(Exchange {
+            task: request.task.clone(),
+            role: request.role.clone(),
+            request_hash: request.hash(),
+            request: serde_json::Value::Null,
+            reply: ChatReply {
+                model: "bench".into(),
+                text: reply.to_string(),
+                input_tokens: 300,
+                output_tokens: 60,
+                truncated: false,
+            },
+        });
+    }
+    text.push_str(" }\n}\n");
+    let cassette = dir.join("cassette.json");
+    Cassette {
+        version: 1,
+        exchanges,
+    }
+    .save(&cassette)
+    .expect("cassette");
+    let config = conductor::config::Config::discover(
+        None,
+        &dir.join("wf.cond"),
+        [
+            (
+                "CONDUCTOR_PROVIDERS_DEFAULT_KIND".to_string(),
+                "replay".to_string(),
+            ),
+            (
+                "CONDUCTOR_PROVIDERS_DEFAULT_CASSETTE".to_string(),
+                cassette.display().to_string(),
+            ),
+        ],
+    )
+    .expect("config");
+    let (wf, plan) = compile(&text);
+    let mut times = Vec::new();
+    let mut files = 0;
+    for round in 0..3 {
+        let work = dir.join(format!("work{round}"));
+        std::fs::create_dir_all(&work).expect("workspace");
+        let mut options = RunOptions::new(Arc::new(MemoryStore::new()));
+        options.config = Arc::new(config.clone());
+        options.workspace = workspace.then(|| work.clone());
+        let (wf, plan) = (wf.clone(), plan.clone());
+        let begun = Instant::now();
+        let state = rt
+            .block_on(async move { tokio::spawn(run(wf, plan, options)).await })
+            .expect("joined")
+            .expect("ran");
+        times.push(begun.elapsed());
+        assert_eq!(state.status(), RunStatus::Completed, "{:?}", state.error);
+        assert_eq!(state.usage.calls as usize, n);
+        files = std::fs::read_dir(work.join("src")).map_or(0, |d| d.count());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    times.sort();
+    (times[1].as_secs_f64() * 1e6 / n as f64, files)
 }
 
 /// A fresh folder under the system's temporary directory.

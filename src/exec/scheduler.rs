@@ -2095,7 +2095,8 @@ async fn run_attempt(
         Err(e) => return (Err(e), Vec::new(), cached),
     };
     let mut artifacts = Vec::new();
-    if files {
+    // Most outputs have no files: no trip to a blocking thread for them.
+    if files && output.get("files").is_some_and(Value::is_array) {
         let (store, out) = (store.clone(), output.clone());
         let saved = tokio::task::spawn_blocking(move || {
             super::artifacts::save(&*store, workspace.as_deref(), &out)
