@@ -175,3 +175,52 @@ async fn projections_restart_a_phase_entered_again_and_show_escalated_tasks_wait
         ]
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn projections_of_a_cancelled_run_show_no_running_instance_and_retries_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.db");
+    let store = Arc::new(SqliteStore::open(&path).unwrap());
+    let mut map = SourceMap::new();
+    let wf = check_source(
+        &mut map,
+        "t.cond",
+        Path::new("t.cond"),
+        r#"workflow w {
+            agent flaky { kind = "mock", fail_first = 1, backoff = fixed(10s) }
+            agent slow { kind = "mock", latency = 5s }
+            phase p { task f on flaky  task s on slow }
+        }"#,
+    )
+    .workflow
+    .unwrap();
+    let plan = conductor::plan::plan(&wf).unwrap();
+    let options = RunOptions::new(store);
+    let cancel = options.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        cancel.cancel();
+    });
+    let state = run(Arc::new(wf), Arc::new(plan), options).await.unwrap();
+    assert_eq!(state.status(), RunStatus::Cancelled);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let status = |task: &str| -> String {
+        conn.query_row(
+            "SELECT status FROM task_results WHERE task = ?1",
+            [task],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(status("f"), state.task("f").unwrap().status.as_str());
+    assert_eq!(status("f"), "pending", "waiting out its backoff");
+    assert_eq!(status("s"), "cancelled");
+    let running: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM agent_states WHERE status = 'RUNNING'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(running, 0, "the run is over");
+}

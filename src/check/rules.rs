@@ -131,8 +131,9 @@ impl Checker<'_> {
                     return None;
                 }
                 // A rule written for another kind reads fields this kind's context lacks
-                // (`enforce phase_gate(0.8)` reads `ctx.success_rate`): it would fail closed at
-                // every evaluation, so say it now.
+                // (`enforce phase_gate(0.8)` reads `ctx.success_rate`): at run time they are
+                // `()`, and such a rule usually fails closed. A warning, not an error: a helper
+                // shared between kinds may guard its reads (`ctx.x ?? 0`, `"x" in ctx`).
                 let fields = kind.context_fields();
                 let reads = self.modules.context_reads(name, call.args.len());
                 if let Some(missing) = reads.iter().find(|r| !fields.contains(&r.as_str())) {
@@ -170,17 +171,18 @@ impl Checker<'_> {
                                 .join(" or ")
                         ));
                     }
-                    self.error(
-                        call.name.span,
-                        format!(
-                            "rule `{name}` reads `ctx.{missing}`, which {article} `{}` rule's \
-                             context does not have",
-                            kind.keyword()
-                        ),
-                    )
-                    .with_label(format!("not {article} `{}` rule", kind.keyword()))
-                    .help = Some(help);
-                    return None;
+                    self.diags.push(
+                        Diagnostic::warning(
+                            call.name.span,
+                            format!(
+                                "rule `{name}` reads `ctx.{missing}`, which {article} `{}` rule's \
+                                 context does not have",
+                                kind.keyword()
+                            ),
+                        )
+                        .with_label(format!("not {article} `{}` rule?", kind.keyword()))
+                        .with_help(format!("{help}; at run time `ctx.{missing}` is `()`")),
+                    );
                 }
                 let mut args = Vec::new();
                 for a in &call.args {

@@ -640,11 +640,24 @@ fn provider_warnings(
                 ),
             )
             .with_label("`conductor run` would stop before starting")
-            .with_help(format!(
-                "add [providers.{provider}] to conductor.toml beside the workflow (or give \
-                 --config FILE), or set CONDUCTOR_PROVIDERS_{}_KIND; `--dry-run` needs no provider",
-                provider.to_ascii_uppercase().replace('-', "_")
-            ))
+            .with_help({
+                // The environment can create only lowercase names with underscores.
+                let env = if provider
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                {
+                    format!(
+                        ", or set CONDUCTOR_PROVIDERS_{}_KIND",
+                        provider.to_ascii_uppercase()
+                    )
+                } else {
+                    String::new()
+                };
+                format!(
+                    "add [providers.{provider}] to conductor.toml beside the workflow (or give \
+                     --config FILE){env}; `--dry-run` needs no provider"
+                )
+            })
         })
         .collect()
 }
@@ -854,9 +867,6 @@ fn drive(
         let handle = tokio::spawn(scheduler);
         with_ctrl_c(cancel, handle).await
     });
-    // Do not wait for a terminal question nobody answered (its thread reads stdin): the run
-    // is over and recorded.
-    runtime.shutdown_background();
     exit_code(result)
 }
 
@@ -1054,21 +1064,25 @@ impl crate::exec::Escalations for TerminalOperator {
             q.error
         );
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || loop {
-                eprint!("{prompt}");
-                let mut line = String::new();
-                match std::io::stdin().read_line(&mut line) {
-                    // End of input: nobody can answer; the run waits for `resume --decide`.
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => match line.parse::<crate::model::Decision>() {
-                        Ok(d) => return Some((d, "operator at the terminal".to_string())),
-                        Err(e) => eprintln!("{e}"),
-                    },
-                }
-            })
-            .await
-            .ok()
-            .flatten()
+            // A thread of its own, not the runtime's blocking pool: a run that ends while the
+            // question is open must not wait for a line nobody will type.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let answer = loop {
+                    eprint!("{prompt}");
+                    let mut line = String::new();
+                    match std::io::stdin().read_line(&mut line) {
+                        // End of input: nobody can answer; the run waits for `resume --decide`.
+                        Ok(0) | Err(_) => break None,
+                        Ok(_) => match line.parse::<crate::model::Decision>() {
+                            Ok(d) => break Some((d, "operator at the terminal".to_string())),
+                            Err(e) => eprintln!("{e}"),
+                        },
+                    }
+                };
+                let _ = tx.send(answer);
+            });
+            rx.await.ok().flatten()
         })
     }
 }

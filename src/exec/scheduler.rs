@@ -574,11 +574,13 @@ impl Scheduler {
             {
                 // A retry still in its backoff when the run stopped waits out the rest of it.
                 let now = crate::model::now().0;
-                match retry_due.get(&t).filter(|due| **due > now) {
-                    Some(due) => {
+                match retry_due.get(&t).filter(|(due, _)| *due > now) {
+                    Some((due, delay)) => {
+                        // Wall clock: if it stepped back, wait at most the backoff itself.
+                        let wait = (due - now).min(*delay);
                         self.retries_pending += 1;
                         self.add_timer(
-                            Instant::now() + Duration::from_millis(due - now),
+                            Instant::now() + Duration::from_millis(wait),
                             Timer::Retry(t),
                         );
                     }
@@ -1420,9 +1422,8 @@ impl Scheduler {
     }
 
     fn answered(&mut self, t: TaskId, error: &TaskError, answer: Option<(Decision, String)>) {
+        // (A run that ended while the question was open dropped it: no late answers here.)
         match answer {
-            // The run may have moved on (a policy violation, an abort): a late answer is moot.
-            Some(_) if self.finish.is_some() => {}
             Some((decision, by)) => self.decide(t, decision, by, error),
             None => self.awaiting.push(t),
         }
@@ -1461,8 +1462,11 @@ impl Scheduler {
     /// Rebuilds from a stopped run's log what the runtime state keeps beside the projection:
     /// each task's failed attempts of its current pass (for the dead-letter queue), the attempt
     /// count a decided retry started from, and — returned — when a retry that was waiting out
-    /// its backoff is due (wall-clock milliseconds).
-    fn rebuild_history(&mut self, events: &[Event]) -> std::collections::HashMap<TaskId, u64> {
+    /// its backoff is due (wall-clock milliseconds) and that backoff.
+    fn rebuild_history(
+        &mut self,
+        events: &[Event],
+    ) -> std::collections::HashMap<TaskId, (u64, u64)> {
         let mut due = std::collections::HashMap::new();
         // Attempts made so far, as the log goes.
         let mut made: std::collections::HashMap<TaskId, u32> = std::collections::HashMap::new();
@@ -1516,7 +1520,7 @@ impl Scheduler {
                         if let Some(last) = self.tasks[t.index()].history.last_mut() {
                             last.retry_delay_ms = Some(*delay_ms);
                         }
-                        due.insert(t, e.at.0 + delay_ms);
+                        due.insert(t, (e.at.0 + delay_ms, *delay_ms));
                     }
                 }
                 EventKind::Decided {

@@ -149,6 +149,13 @@ impl ModuleSet {
             if !path.last().is_some_and(|n| inside(n.position())) {
                 return true;
             }
+            // `ctx.x ?? default` reads a field that may be missing on purpose.
+            if path
+                .iter()
+                .any(|n| matches!(n, ASTNode::Expr(Expr::Coalesce(..))))
+            {
+                return true;
+            }
             match path.last() {
                 Some(ASTNode::Expr(Expr::Dot(bin, _, _))) => {
                     if let Expr::Variable(var, _, _) = &bin.lhs {

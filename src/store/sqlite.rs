@@ -307,11 +307,26 @@ fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Re
                  WHERE run_id = ?1 AND task IN (
                     SELECT json_extract(t.value, '$.name')
                     FROM events, json_each(events.body, '$.tasks') AS t
-                    WHERE events.run_id = ?1 AND events.kind = 'run_started'
+                    WHERE events.run_id = ?1 AND events.seq = 1 AND events.kind = 'run_started'
                       AND json_extract(t.value, '$.phase') = ?2
                  )",
             )?
             .execute(params![run, phase, at])?;
+        }
+        // Waiting out a backoff: not running.
+        EventKind::RetryScheduled { task, .. } => {
+            tx.prepare_cached(
+                "UPDATE task_results SET status = 'pending', updated_at = ?3
+                 WHERE run_id = ?1 AND task = ?2",
+            )?
+            .execute(params![run, &**task, at])?;
+        }
+        // The run is over: no instance is running any more.
+        EventKind::RunFinished { .. } => {
+            tx.prepare_cached(
+                "UPDATE agent_states SET status = 'IDLE', current_task = NULL WHERE run_id = ?1",
+            )?
+            .execute(params![run])?;
         }
         // Waiting for a decision: not running.
         EventKind::Escalated { task, error } => {
@@ -345,6 +360,14 @@ fn project(tx: &rusqlite::Transaction<'_>, run: &str, e: &Event) -> rusqlite::Re
                 "INSERT OR REPLACE INTO decisions (run_id, seq, task, decision, decided_by, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![run, e.seq as i64, &**task, decision, by, at])?;
+            // A retry (an operator's, or `dlq retry`'s) makes the task pending again.
+            if decision == "retry" {
+                tx.prepare_cached(
+                    "UPDATE task_results SET status = 'pending', updated_at = ?3
+                     WHERE run_id = ?1 AND task = ?2",
+                )?
+                .execute(params![run, &**task, at])?;
+            }
         }
         _ => {}
     }
