@@ -277,6 +277,9 @@ pub enum EventKind {
         tasks: Vec<TaskInfo>,
         /// Every agent instance, `NAME-01` upwards.
         agents: Vec<String>,
+        /// `--dry-run`: every agent a mock. A resume keeps it so.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        dry_run: bool,
     },
     PhaseEntered {
         phase: String,
@@ -522,6 +525,8 @@ pub struct RunState {
     pub error: Option<String>,
     /// LLM token usage over the whole run (every attempt, failed ones too).
     pub usage: Usage,
+    /// The run was started with `--dry-run`.
+    pub dry_run: bool,
     /// The last event applied.
     pub last_seq: u64,
 }
@@ -570,7 +575,9 @@ impl RunState {
                 params,
                 tasks,
                 agents,
+                dry_run,
             } => {
+                self.dry_run = *dry_run;
                 self.workflow_id = run_id.clone();
                 self.workflow = workflow.clone();
                 self.file = file.clone();

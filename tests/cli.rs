@@ -330,3 +330,37 @@ fn check_warns_when_an_llm_agents_provider_is_not_configured() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_run_that_cannot_start_leaves_no_workspace_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let wf = dir.path().join("wf.cond");
+    std::fs::write(
+        &wf,
+        r#"workflow w {
+            agent coding { kind = "llm", role = "coder" }
+            phase p { task a on coding { prompt = "x" } }
+        }"#,
+    )
+    .unwrap();
+    let store = dir.path().join("store/c.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .env_remove("CONDUCTOR_CONFIG")
+        .arg("--store")
+        .arg(&store)
+        .arg("run")
+        .arg(&wf)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("provider `default` is not configured"),
+        "{stderr}"
+    );
+    let runs = dir.path().join("store/runs");
+    let left: Vec<_> = std::fs::read_dir(&runs)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -915,3 +915,40 @@ async fn tokens_of_an_attempt_the_run_stopped_are_still_counted() {
     );
     assert_eq!(ran.state.usage.input_tokens, 120);
 }
+
+#[tokio::test]
+async fn a_dry_run_resumed_stays_a_dry_run() {
+    // No provider is configured: only a dry run can run the llm agent.
+    let text = r#"workflow w {
+        on_escalation = "ask"
+        agent coding { kind = "llm", role = "coder" }
+        agent bad { kind = "mock", fail_first = 1, error = "fatal" }
+        phase p { task a on bad  task b on coding after a { prompt = "go" } }
+    }"#;
+    let mut map = SourceMap::new();
+    let wf = Arc::new(
+        check_source(&mut map, "t.cond", Path::new("t.cond"), text)
+            .workflow
+            .unwrap(),
+    );
+    let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let mut options = RunOptions::new(store.clone());
+    options.agents = conductor::agents::AgentMode::DryRun;
+    let id = options.run_id.clone();
+    let waiting = run(wf.clone(), plan.clone(), options).await.unwrap();
+    assert_eq!(waiting.status(), RunStatus::Waiting);
+    let events = store.events(&id).unwrap();
+    let resumed = conductor::exec::resume(
+        wf,
+        plan,
+        RunOptions::new(store.clone()),
+        events,
+        vec![("a".into(), conductor::model::Decision::Retry)],
+        None,
+    )
+    .await
+    .expect("resumed as a dry run, without a provider");
+    assert_eq!(resumed.status(), RunStatus::Completed);
+    assert_eq!(resumed.task("b").unwrap().output["summary"], "dry run");
+}

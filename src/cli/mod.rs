@@ -79,6 +79,9 @@ enum Command {
         decide: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// Write the resumed part's LLM provider exchanges to this cassette (extending it).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
     /// List runs in the store.
     Runs {
@@ -211,9 +214,20 @@ pub fn main() -> ExitCode {
         } => with_store(&store_path, |s| {
             inspect::runs(s, status.as_deref(), workflow.as_deref(), json)
         }),
-        Command::Resume { run, decide, json } => {
-            resume(&store_path, config, &run, &decide, json, None)
-        }
+        Command::Resume {
+            run,
+            decide,
+            json,
+            record,
+        } => resume(
+            &store_path,
+            config,
+            &run,
+            &decide,
+            json,
+            None,
+            record.as_deref(),
+        ),
         Command::Artifacts {
             run,
             out,
@@ -772,6 +786,7 @@ fn run(
         options.agents = crate::agents::AgentMode::DryRun;
     }
     options.workspace = workspace(store_path, &options.run_id);
+    let workspace_dir = options.workspace.clone();
     options.config = std::sync::Arc::new(config);
     options.recorder = recorder.clone();
     attach(&mut options, json, store.describe());
@@ -780,7 +795,16 @@ fn run(
         cancel,
         crate::exec::run(std::sync::Arc::new(wf), std::sync::Arc::new(plan), options),
     );
-    if let (Some(r), false) = (&recorder, json) {
+    if code == ExitCode::from(2) {
+        // The run could not start (an agent could not be built): leave no empty workspace.
+        if let Some(dir) = &workspace_dir {
+            if std::fs::remove_dir(dir).is_ok() {
+                if let Some(run_dir) = dir.parent() {
+                    let _ = std::fs::remove_dir(run_dir);
+                }
+            }
+        }
+    } else if let (Some(r), false) = (&recorder, json) {
         println!("recorded the provider exchanges to {}", r.path().display());
     }
     code
@@ -931,6 +955,7 @@ fn dlq_retry(
         &[],
         false,
         Some((dl.task.to_string(), dl.id.clone())),
+        None,
     );
     if code != ExitCode::from(2) {
         // Handled: the retry is in the run's log, with its own outcome.
@@ -946,6 +971,7 @@ fn resume(
     decide: &[String],
     json: bool,
     retry: Option<(String, String)>,
+    record: Option<&std::path::Path>,
 ) -> ExitCode {
     use crate::store::Store;
     let mut decisions = Vec::new();
@@ -1033,9 +1059,20 @@ fn resume(
         Ok(c) => c,
         Err(code) => return code,
     };
+    let recorder = match record {
+        Some(file) => match crate::agents::llm::Recorder::create(file) {
+            Ok(r) => Some(std::sync::Arc::new(r)),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let mut options = crate::exec::RunOptions::new(store.clone());
     options.workspace = workspace(store_path, &run_id);
     options.config = std::sync::Arc::new(config);
+    options.recorder = recorder;
     attach(&mut options, json, store.describe());
     let cancel = options.cancel.clone();
     drive(

@@ -121,6 +121,10 @@ pub async fn resume(
     retry: Option<(String, String)>,
 ) -> Result<RunState, ExecError> {
     let state = RunState::from_events(&events);
+    if state.dry_run {
+        // A dry run stays one: its resume must not call real agents.
+        options.agents = AgentMode::DryRun;
+    }
     options.run_id = state.workflow_id.clone();
     options.params = state.params.clone();
     options.file = state.file.clone();

@@ -379,6 +379,7 @@ impl Scheduler {
             params: self.params_map.clone(),
             tasks: task_infos,
             agents: instances,
+            dry_run: self.dry_run,
         });
         // The run's first event is in the store before the run is marked in progress.
         self.flush()?;
