@@ -12,6 +12,8 @@ use conductor::store::{MemoryStore, Store};
 use conductor::{check_source, SourceMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+mod support;
+
 #[derive(Clone, Debug)]
 struct Seen {
     method: String,
@@ -39,47 +41,15 @@ async fn server(
             let log = log.clone();
             let calls = calls.clone();
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
+                let Some(req) = support::read_request(&mut sock).await else {
+                    return;
                 };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let mut lines = head.lines();
-                let first: Vec<String> = lines
-                    .next()
-                    .unwrap_or("")
-                    .split(' ')
-                    .map(str::to_string)
-                    .collect();
-                let headers: HashMap<String, String> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                let len: usize = headers
-                    .get("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let body = String::from_utf8_lossy(&buf[head_end..]).to_string();
-                let path = first.get(1).cloned().unwrap_or_default();
+                let body = String::from_utf8_lossy(&req.body).to_string();
+                let path = req.path.clone();
                 log.lock().unwrap().push(Seen {
-                    method: first.first().cloned().unwrap_or_default(),
+                    method: req.method,
                     path: path.clone(),
-                    headers,
+                    headers: req.headers,
                     body,
                 });
                 let n = {

@@ -15,7 +15,9 @@ use conductor::model::{ErrorCode, Event, EventKind, RunState, RunStatus, TaskSta
 use conductor::store::{MemoryStore, Store};
 use conductor::{check_source, SourceMap};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+
+mod support;
 
 #[derive(Clone, Debug)]
 struct Seen {
@@ -56,43 +58,11 @@ async fn model_server(script: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
             };
             let (log, counter, script) = (log.clone(), counter.clone(), script.clone());
             tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 8192];
-                let head_end = loop {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
+                let Some(req) = support::read_request(&mut sock).await else {
+                    return;
                 };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let mut lines = head.lines();
-                let path = lines
-                    .next()
-                    .unwrap_or("")
-                    .split(' ')
-                    .nth(1)
-                    .unwrap_or("")
-                    .to_string();
-                let headers: HashMap<String, String> = lines
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                    .collect();
-                let len: usize = headers
-                    .get("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + len {
-                    let n = sock.read(&mut chunk).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                }
-                let body = serde_json::from_slice(&buf[head_end..]).unwrap_or(Value::Null);
+                let body = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                let (path, headers) = (req.path, req.headers);
                 let n = {
                     let mut c = counter.lock().unwrap();
                     *c += 1;
