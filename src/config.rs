@@ -260,6 +260,14 @@ impl Config {
     }
 }
 
+/// The environment variable that would create provider `name` with a `kind`, if the
+/// environment can name it: overrides create only lowercase names with underscores.
+pub fn env_kind_var(name: &str) -> Option<String> {
+    name.chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        .then(|| format!("{ENV_PREFIX}{}_KIND", name.to_ascii_uppercase()))
+}
+
 fn apply_env(
     reprs: &mut BTreeMap<String, ProviderRepr>,
     env: impl IntoIterator<Item = (String, String)>,

@@ -34,15 +34,26 @@ pub(crate) fn install_crypto() {
     });
 }
 
+/// The HTTP client of http agents and LLM providers: rustls, Conductor's user agent, a 10 s
+/// connect timeout, and `timeout` for a whole request when given.
+pub(crate) fn client(timeout: Option<Duration>) -> Result<reqwest::Client, String> {
+    install_crypto();
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("conductor/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10));
+    if let Some(t) = timeout {
+        builder = builder.timeout(t);
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot set up the HTTP client: {e}"))
+}
+
 impl HttpAgent {
     pub fn new() -> Result<HttpAgent, String> {
-        install_crypto();
-        let client = reqwest::Client::builder()
-            .user_agent(concat!("conductor/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot set up the HTTP client: {e}"))?;
-        Ok(HttpAgent { client })
+        Ok(HttpAgent {
+            client: client(None)?,
+        })
     }
 }
 

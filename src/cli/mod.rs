@@ -654,24 +654,13 @@ fn provider_warnings(
                 ),
             )
             .with_label("`conductor run` would stop before starting")
-            .with_help({
-                // The environment can create only lowercase names with underscores.
-                let env = if provider
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-                {
-                    format!(
-                        ", or set CONDUCTOR_PROVIDERS_{}_KIND",
-                        provider.to_ascii_uppercase()
-                    )
-                } else {
-                    String::new()
-                };
-                format!(
-                    "add [providers.{provider}] to conductor.toml beside the workflow (or give \
-                     --config FILE){env}; `--dry-run` needs no provider"
-                )
-            })
+            .with_help(format!(
+                "add [providers.{provider}] to conductor.toml beside the workflow (or give \
+                 --config FILE){}; `--dry-run` needs no provider",
+                crate::config::env_kind_var(provider)
+                    .map(|v| format!(", or set {v}"))
+                    .unwrap_or_default()
+            ))
         })
         .collect()
 }
@@ -747,15 +736,9 @@ fn run(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let recorder = match record {
-        Some(file) => match crate::agents::llm::Recorder::create(file) {
-            Ok(r) => Some(std::sync::Arc::new(r)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let recorder = match open_recorder(record) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let store: std::sync::Arc<dyn crate::store::Store> = if store_path.as_os_str() == "memory" {
         std::sync::Arc::new(crate::store::MemoryStore::new())
@@ -808,6 +791,22 @@ fn run(
         println!("recorded the provider exchanges to {}", r.path().display());
     }
     code
+}
+
+/// `--record FILE`: the cassette recorder, or the exit code after saying what is wrong.
+fn open_recorder(
+    record: Option<&std::path::Path>,
+) -> Result<Option<std::sync::Arc<crate::agents::llm::Recorder>>, ExitCode> {
+    record
+        .map(|file| {
+            crate::agents::llm::Recorder::create(file)
+                .map(std::sync::Arc::new)
+                .map_err(|e| {
+                    eprintln!("error: {e}");
+                    ExitCode::from(2)
+                })
+        })
+        .transpose()
 }
 
 /// The project configuration of a workflow, or the exit code after saying what is wrong.
@@ -1059,15 +1058,9 @@ fn resume(
         Ok(c) => c,
         Err(code) => return code,
     };
-    let recorder = match record {
-        Some(file) => match crate::agents::llm::Recorder::create(file) {
-            Ok(r) => Some(std::sync::Arc::new(r)),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-        },
-        None => None,
+    let recorder = match open_recorder(record) {
+        Ok(r) => r,
+        Err(code) => return code,
     };
     let mut options = crate::exec::RunOptions::new(store.clone());
     options.workspace = workspace(store_path, &run_id);

@@ -112,15 +112,16 @@ pub fn provider(
     let Some(p) = config.providers.get(name) else {
         let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
         return Err(format!(
-            "provider `{name}` is not configured ({}){}; add [providers.{name}] to conductor.toml \
-             or set CONDUCTOR_PROVIDERS_{}_KIND",
+            "provider `{name}` is not configured ({}){}; add [providers.{name}] to conductor.toml{}",
             config.describe(),
             if known.is_empty() {
                 String::new()
             } else {
                 format!("; configured: {}", known.join(", "))
             },
-            name.to_ascii_uppercase().replace('-', "_")
+            crate::config::env_kind_var(name)
+                .map(|v| format!(" or set {v}"))
+                .unwrap_or_default()
         ));
     };
     let key = match &p.api_key_env {

@@ -9,18 +9,12 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use super::{ChatFuture, ChatReply, ChatRequest, Provider};
-use crate::agents::http::{exchange, install_crypto, status_error};
+use crate::agents::http::{exchange, status_error};
 use crate::config::{ProviderConfig, ResponseFormat};
 use crate::model::{ErrorCode, TaskError};
 
 fn client(name: &str, timeout: Duration) -> Result<reqwest::Client, String> {
-    install_crypto();
-    reqwest::Client::builder()
-        .user_agent(concat!("conductor/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(timeout)
-        .build()
-        .map_err(|e| format!("provider `{name}`: cannot set up the HTTP client: {e}"))
+    crate::agents::http::client(Some(timeout)).map_err(|e| format!("provider `{name}`: {e}"))
 }
 
 /// Removes the key from text that may have come back from the server.
