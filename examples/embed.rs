@@ -6,8 +6,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use conductor::exec::{run, JsonLines, RunOptions};
+use conductor::exec::{run, RunOptions};
 use conductor::model::RunStatus;
+use conductor::report::JsonLines;
 use conductor::store::{MemoryStore, Store};
 use conductor::{check_file, SourceMap};
 

@@ -2,38 +2,47 @@
 //!
 //! Modules in dependency order; each uses only those above it:
 //!
-//! | module   | owns |
-//! |----------|------|
-//! | `source` | files, spans, line/column |
-//! | `diag`   | diagnostics and their rendering (miette) |
-//! | `syntax` | the pest grammar and the owned, spanned AST; the only place that sees pest |
-//! | `policy` | the sandboxed rhai host; the only place that sees rhai |
-//! | `check`  | AST → IR: names, settings, types, rules, templates, warnings |
-//! | `plan`   | IR → petgraph DAG of tasks and gates, its analysis and exports |
-//! | `model`  | run data: statuses, events, task results, the run state (a projection of events) |
-//! | `store`  | the `Store` trait and its backends (memory) |
-//! | `agents` | the `Agent` trait and the agent kinds (mock) |
-//! | `exec`   | the scheduler: phases, dispatch, pools, retries, gates, feedback loop |
-//! | `fmt`    | the canonical layout of a `.cond` file, printed from the AST |
-//! | `cli`    | the `conductor` command line |
+//! | module     | owns |
+//! |------------|------|
+//! | `source`   | files, spans, line/column |
+//! | `diag`     | diagnostics and their rendering (miette) |
+//! | `text`     | durations, counts and code as people read them |
+//! | `config`   | `conductor.toml`: LLM providers; secrets only from the environment |
+//! | `files`    | the paths agents may write, and writing them without following links |
+//! | `syntax`   | the pest grammar, the owned spanned AST, and `fmt`; the only place that sees pest |
+//! | `template` | compiled templates (Jinja); the only place that sees minijinja |
+//! | `policy`   | the sandboxed rhai host; the only place that sees rhai |
+//! | `check`    | AST → IR: names, settings, types, rules, templates, warnings |
+//! | `plan`     | IR → petgraph DAG of tasks and gates, its analysis and exports |
+//! | `model`    | run data: ids, statuses, events, and the run state — the one reader of the log |
+//! | `store`    | the `Store` trait and its backends (memory, SQLite); rusqlite stops here |
+//! | `agents`   | the agent kinds: each prepares a serialisable `AgentCall` and executes it |
+//! | `exec`     | the dispatcher and its concepts: dispatch, outcomes, escalation, phases, resume |
+//! | `report`   | how runs are shown: the live view, `--json` lines, `show`, `why`, `runs` |
+//! | `app`      | the application layer: stores, workspaces, loading, run, resume, gc, export |
+//! | `cli`      | the `conductor` command line: parse, call `app`, render, exit code |
 
 #![forbid(unsafe_code)]
 
 pub mod agents;
+pub mod app;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod diag;
 pub mod exec;
-pub mod fmt;
+pub mod files;
 pub mod model;
 pub mod plan;
 pub mod policy;
+pub mod report;
 pub mod source;
 pub mod store;
 pub mod syntax;
+pub mod template;
 #[doc(hidden)]
 pub mod testing;
+pub mod text;
 
 pub use check::ir::Workflow;
 pub use check::{check_file, check_source, Checked};

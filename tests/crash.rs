@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WORKFLOW: &str = r#"workflow crashy {
-    agent fast { kind = "mock", latency = 20ms, count = 3 }
-    agent slow { kind = "mock", latency = 60ms, count = 2 }
-    agent flaky { kind = "mock", latency = 30ms, fail_first = 1, retry = 2, backoff = fixed(20ms) }
+    agent fast { kind = "mock", latency = 20ms, count = 3, log = "mock.log" }
+    agent slow { kind = "mock", latency = 60ms, count = 2, log = "mock.log" }
+    agent flaky { kind = "mock", latency = 30ms, fail_first = 1, retry = 2, backoff = fixed(20ms), log = "mock.log" }
     phase build {
         task fetch on fast
         task compile_a on slow after fetch
@@ -34,7 +34,6 @@ const WORKFLOW: &str = r#"workflow crashy {
 fn conductor(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
     c.current_dir(dir)
-        .env("CONDUCTOR_MOCK_LOG", dir.join("mock.log"))
         .env("CONDUCTOR_STORE", dir.join("store.db"))
         .stdin(Stdio::null());
     c
@@ -165,6 +164,10 @@ fn kill_nine_at_any_moment_loses_nothing_and_repeats_nothing() {
         );
         // Every real execution (from the mock's own log) was a recorded dispatch.
         let mock_log = std::fs::read_to_string(dir.path().join("mock.log")).unwrap_or_default();
+        assert!(
+            !mock_log.is_empty(),
+            "run {i}: the mocks logged no execution"
+        );
         for line in mock_log.lines() {
             let parts: Vec<&str> = line.split(' ').collect();
             let key = (parts[1].to_string(), parts[2].parse::<u64>().unwrap());

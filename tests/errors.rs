@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use conductor::exec::{run, Escalation, Escalations, RunOptions};
+use conductor::exec::{run, Escalation, Operator, RunOptions};
 use conductor::model::{
     BreakerState, Decision, ErrorCode, Event, EventKind, RunState, RunStatus, SkipReason,
     TaskStatus,
@@ -170,7 +170,7 @@ struct Scripted {
     asked: Mutex<Vec<String>>,
 }
 
-impl Escalations for Scripted {
+impl Operator for Scripted {
     fn decide<'a>(&'a self, q: &'a Escalation) -> conductor::exec::DecisionFuture<'a> {
         Box::pin(async move {
             self.asked
@@ -195,7 +195,7 @@ async fn an_operator_can_retry_a_task_after_a_fatal_error() {
             agent bad { kind = "mock", fail_first = 1, error = "fatal" }
             phase p { task a on bad }
         }"#,
-        move |opts| opts.escalations = Some(op),
+        move |opts| opts.operator = Some(op),
     )
     .await;
     assert_eq!(o.state.status(), RunStatus::Completed);
@@ -417,7 +417,7 @@ async fn a_resumed_run_shows_its_history_as_it_happened() {
     let mut options = RunOptions::new(o.store.clone());
     options
         .observers
-        .push(Box::new(conductor::exec::HumanView::new(
+        .push(Box::new(conductor::report::HumanView::new(
             Box::new(out.clone()),
             "memory".into(),
         )));
@@ -426,8 +426,10 @@ async fn a_resumed_run_shows_its_history_as_it_happened() {
         Arc::new(plan),
         options,
         o.events.clone(),
-        vec![("b".into(), Decision::Skip)],
-        None,
+        conductor::exec::ResumeRequest {
+            decisions: vec![("b".into(), Decision::Skip)],
+            retry: None,
+        },
     )
     .await
     .unwrap();
@@ -520,8 +522,10 @@ async fn a_resumed_retry_waits_out_the_rest_of_its_backoff_and_its_dead_letter_h
         plan,
         RunOptions::new(store.clone()),
         events,
-        vec![],
-        None,
+        conductor::exec::ResumeRequest {
+            decisions: vec![],
+            retry: None,
+        },
     )
     .await
     .unwrap();
@@ -558,7 +562,7 @@ fn o_dead_letter(store: &MemoryStore, task: &str) -> conductor::model::DeadLette
 /// Answers after thinking for a while, like a person at a terminal.
 struct Slow;
 
-impl Escalations for Slow {
+impl Operator for Slow {
     fn decide<'a>(&'a self, _: &'a Escalation) -> conductor::exec::DecisionFuture<'a> {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_secs(10)).await;
@@ -576,7 +580,7 @@ async fn the_run_goes_on_while_the_operator_thinks() {
             agent ok { kind = "mock", latency = 2s }
             phase p { task a on bad  task b on ok  task c on ok after b  gate { true } }
         }"#,
-        |opts| opts.escalations = Some(Arc::new(Slow)),
+        |opts| opts.operator = Some(Arc::new(Slow)),
     )
     .await;
     assert_eq!(o.state.status(), RunStatus::Completed);

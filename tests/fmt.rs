@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use conductor::check::render::render;
-use conductor::fmt::format_source;
+use conductor::syntax::format_source;
 use conductor::{check_source, SourceMap};
 
 fn files() -> Vec<PathBuf> {

@@ -12,8 +12,6 @@ use conductor::store::{MemoryStore, Store};
 use conductor::{check_source, SourceMap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-mod support;
-
 #[derive(Clone, Debug)]
 struct Seen {
     method: String,
@@ -41,7 +39,7 @@ async fn server(
             let log = log.clone();
             let calls = calls.clone();
             tokio::spawn(async move {
-                let Some(req) = support::read_request(&mut sock).await else {
+                let Some(req) = crate::support::read_request(&mut sock).await else {
                     return;
                 };
                 let body = String::from_utf8_lossy(&req.body).to_string();

@@ -17,8 +17,6 @@ use conductor::{check_source, SourceMap};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
-mod support;
-
 #[derive(Clone, Debug)]
 struct Seen {
     path: String,
@@ -58,7 +56,7 @@ async fn model_server(script: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
             };
             let (log, counter, script) = (log.clone(), counter.clone(), script.clone());
             tokio::spawn(async move {
-                let Some(req) = support::read_request(&mut sock).await else {
+                let Some(req) = crate::support::read_request(&mut sock).await else {
                     return;
                 };
                 let body = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
@@ -237,7 +235,7 @@ async fn openai_requests_carry_the_role_prompt_settings_and_key_and_files_reach_
     // The file is in the workspace and recorded as an artifact of the attempt.
     let written = std::fs::read_to_string(dir.path().join("src/hello.py")).unwrap();
     assert_eq!(written, "print('hello')\n");
-    let artifacts = conductor::exec::artifacts::list(&ran.events);
+    let artifacts = conductor::model::RunState::from_events(&ran.events).artifacts;
     assert_eq!(artifacts.len(), 1);
     assert_eq!(artifacts[0].path, "src/hello.py");
     assert_eq!(artifacts[0].task, "implement");
@@ -827,7 +825,7 @@ async fn a_dry_run_neither_reads_nor_fills_the_response_cache() {
     let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
     let cfg = openai_at(&base);
     let mut options = RunOptions::new(store.clone());
-    options.agents = conductor::agents::AgentMode::DryRun;
+    options.dry_run = true;
     options.config = cfg.clone();
     let dry = run(wf.clone(), plan.clone(), options).await.unwrap();
     assert_eq!(dry.task("t").unwrap().output["summary"], "dry run");
@@ -904,7 +902,7 @@ async fn a_dry_run_resumed_stays_a_dry_run() {
     let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
     let store = Arc::new(MemoryStore::new());
     let mut options = RunOptions::new(store.clone());
-    options.agents = conductor::agents::AgentMode::DryRun;
+    options.dry_run = true;
     let id = options.run_id.clone();
     let waiting = run(wf.clone(), plan.clone(), options).await.unwrap();
     assert_eq!(waiting.status(), RunStatus::Waiting);
@@ -914,8 +912,10 @@ async fn a_dry_run_resumed_stays_a_dry_run() {
         plan,
         RunOptions::new(store.clone()),
         events,
-        vec![("a".into(), conductor::model::Decision::Retry)],
-        None,
+        conductor::exec::ResumeRequest {
+            decisions: vec![("a".into(), conductor::model::Decision::Retry)],
+            retry: None,
+        },
     )
     .await
     .expect("resumed as a dry run, without a provider");

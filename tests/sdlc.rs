@@ -145,7 +145,9 @@ fn the_sdlc_example_writes_tests_deploys_monitors_and_loops_once_for_real() {
     assert_eq!(std::fs::read_to_string(out.join("app.py")).unwrap(), app);
 
     // `gc` deletes the finished run, its workspace, and the artifacts no other run wrote.
-    let hash = conductor::exec::artifacts::list(&events)[0].sha256.clone();
+    let hash = conductor::model::RunState::from_events(&events).artifacts[0]
+        .sha256
+        .clone();
     assert!(store.artifact(&hash).unwrap().is_some());
     drop(store);
     let (ok, said, err) = conductor(&store_path, &["gc", "--older-than", "0s"]);

@@ -7,23 +7,46 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{Agent, AgentFuture, TaskRequest};
+use serde::{Deserialize, Serialize};
+
+use super::{AgentEnv, AgentFuture, Renderer};
+use crate::check::ir;
 use crate::model::{ErrorCode, TaskError};
 
 /// Response bodies larger than this are refused rather than read into memory.
 pub const BODY_LIMIT: usize = 10 << 20;
 
 /// A request for one attempt, rendered.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HttpCall {
     pub method: String,
     pub url: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<(String, String)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
 }
 
-pub struct HttpAgent {
-    client: reqwest::Client,
+/// Renders an http pool's URL, headers and body.
+pub(super) fn prepare(
+    h: &ir::HttpAgent,
+    agent: &str,
+    r: &Renderer<'_>,
+) -> Result<HttpCall, TaskError> {
+    let what = |part: &str| format!("`{part}` of agent `{agent}`");
+    let url = r.render(&h.url, &what("url"))?;
+    let headers = h
+        .headers
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), r.render(v, &what("headers"))?)))
+        .collect::<Result<Vec<_>, TaskError>>()?;
+    let body = r.render_opt(h.body.as_ref(), &what("body"))?;
+    Ok(HttpCall {
+        method: h.method.clone(),
+        url,
+        headers,
+        body,
+    })
 }
 
 /// rustls needs its crypto provider chosen once per process.
@@ -49,49 +72,38 @@ pub(crate) fn client(timeout: Option<Duration>) -> Result<reqwest::Client, Strin
         .map_err(|e| format!("cannot set up the HTTP client: {e}"))
 }
 
-impl HttpAgent {
-    pub fn new() -> Result<HttpAgent, String> {
-        Ok(HttpAgent {
-            client: client(None)?,
-        })
-    }
-}
-
-impl Agent for HttpAgent {
-    fn execute(&self, req: TaskRequest) -> AgentFuture {
-        let client = self.client.clone();
-        Box::pin(async move {
-            let call = req.http.clone().ok_or_else(|| {
-                TaskError::fatal(ErrorCode::InvalidInput, "an http task needs a `url`")
-            })?;
-            let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|_| {
-                TaskError::fatal(
-                    ErrorCode::InvalidInput,
-                    format!("bad method `{}`", call.method),
-                )
-            })?;
-            let mut request = client.request(method, &call.url);
-            for (k, v) in &call.headers {
-                request = request.header(k, v);
-            }
-            if let Some(body) = call.body {
-                request = request.body(body);
-            }
-            let (status, retry_after, text) = exchange(request, &call.url).await?;
-            if (200..300).contains(&status) {
-                return Ok(match serde_json::from_str::<serde_json::Value>(&text) {
-                    Ok(json) => json,
-                    Err(_) => serde_json::json!({ "body": text }),
-                });
-            }
-            Err(status_error(
-                status,
-                retry_after,
-                format!("{} {}", call.method, call.url),
-                &text,
-            ))
-        })
-    }
+/// Sends one attempt's request.
+pub(super) fn execute(call: HttpCall, env: &AgentEnv) -> AgentFuture {
+    let client = env.http_client();
+    Box::pin(async move {
+        let client = client?;
+        let method = reqwest::Method::from_bytes(call.method.as_bytes()).map_err(|_| {
+            TaskError::fatal(
+                ErrorCode::InvalidInput,
+                format!("bad method `{}`", call.method),
+            )
+        })?;
+        let mut request = client.request(method, &call.url);
+        for (k, v) in &call.headers {
+            request = request.header(k, v);
+        }
+        if let Some(body) = call.body {
+            request = request.body(body);
+        }
+        let (status, retry_after, text) = exchange(request, &call.url).await?;
+        if (200..300).contains(&status) {
+            return Ok(match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(json) => json,
+                Err(_) => serde_json::json!({ "body": text }),
+            });
+        }
+        Err(status_error(
+            status,
+            retry_after,
+            format!("{} {}", call.method, call.url),
+            &text,
+        ))
+    })
 }
 
 /// Sends a request and reads its whole body (up to [`BODY_LIMIT`]): the status, the server's

@@ -2,145 +2,82 @@
 //! any workflow can be exercised offline and in tests under paused time.
 
 use std::hash::Hasher;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Agent, AgentFuture, TaskRequest};
+use serde::{Deserialize, Serialize};
+
+use super::{AgentFuture, Preparing, Renderer};
 use crate::check::ir::{self, AgentKind, ErrorClass, Role};
-use crate::model::{ErrorCode, TaskError};
+use crate::model::{ErrorCode, RunId, TaskError};
 
-pub struct MockAgent {
-    /// Whether `output` holds template tags, rendered per attempt.
-    templated: bool,
-    /// `CONDUCTOR_MOCK_LOG`: a file each execution appends a line to (`RUN TASK ATTEMPT LOOP`),
-    /// so crash tests can count real executions.
-    log: Option<std::path::PathBuf>,
-    latency: Duration,
-    fail_first: u32,
-    fail_rate: f64,
-    seed: u64,
-    error: ErrorClass,
-    output: serde_json::Value,
+/// One attempt of a mock: how long it takes, whether it fails and how, and its output.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MockCall {
+    pub latency_ms: u64,
+    /// Decided when the call is prepared: the first `fail_first` attempts fail, then a seeded
+    /// draw against `fail_rate`.
+    pub fail: bool,
+    pub error: ErrorClass,
+    pub output: serde_json::Value,
+    /// A file each execution appends a line to (`RUN TASK ATTEMPT LOOP`): the mock's own
+    /// record of what really ran, for checking crash safety.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<PathBuf>,
 }
 
-impl MockAgent {
-    pub fn new(m: &ir::MockAgent) -> MockAgent {
-        let output = m.output.to_json();
-        MockAgent {
-            templated: has_tags(&output),
-            log: std::env::var_os("CONDUCTOR_MOCK_LOG").map(Into::into),
-            latency: m.latency,
-            fail_first: m.fail_first,
-            fail_rate: m.fail_rate,
-            seed: m.seed,
-            error: m.error,
-            output,
+impl MockCall {
+    /// A stand-in for any agent: no latency, no failure, an output shaped like its role's.
+    pub fn dry_run(kind: &AgentKind) -> MockCall {
+        MockCall {
+            latency_ms: 0,
+            fail: false,
+            error: ErrorClass::Retryable,
+            output: dry_run_output(kind),
+            log: None,
         }
-    }
-
-    /// A stand-in for any agent: no latency, no failures, an output shaped like its role's.
-    pub fn dry_run(agent: &ir::Agent) -> MockAgent {
-        match &agent.kind {
-            AgentKind::Mock(m) => MockAgent::new(m),
-            other => MockAgent {
-                templated: false,
-                log: None,
-                latency: Duration::ZERO,
-                fail_first: 0,
-                fail_rate: 0.0,
-                seed: 0,
-                error: ErrorClass::Retryable,
-                output: dry_run_output(other),
-            },
-        }
-    }
-
-    /// Whether this attempt fails: the first `fail_first` attempts do, then a seeded draw.
-    fn fails(&self, req: &TaskRequest) -> bool {
-        if req.attempt <= self.fail_first {
-            return true;
-        }
-        if self.fail_rate <= 0.0 {
-            return false;
-        }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        h.write_u64(self.seed);
-        h.write(req.task.as_bytes());
-        h.write_u32(req.attempt);
-        h.write_u32(req.loop_count);
-        let draw = (splitmix64(h.finish()) >> 11) as f64 / (1u64 << 53) as f64;
-        draw < self.fail_rate
     }
 }
 
-fn has_tags(v: &serde_json::Value) -> bool {
-    match v {
-        serde_json::Value::String(s) => s.contains("{{") || s.contains("{%") || s.contains("{#"),
-        serde_json::Value::Array(items) => items.iter().any(has_tags),
-        serde_json::Value::Object(map) => map.values().any(has_tags),
-        _ => false,
-    }
+/// The call for one attempt of a mock pool, its output's templates rendered.
+pub(super) fn prepare(
+    m: &ir::MockAgent,
+    p: &Preparing<'_>,
+    r: &Renderer<'_>,
+) -> Result<MockCall, TaskError> {
+    let output = m
+        .output_tree
+        .render(
+            r.templates,
+            r.ctx,
+            &format!("in the mock `output` of task `{}`", p.task.name),
+            r.strict,
+        )
+        .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?;
+    Ok(MockCall {
+        latency_ms: m.latency.as_millis() as u64,
+        fail: fails(m, &p.task.name, p.attempt, p.loop_count),
+        error: m.error,
+        output,
+        log: m.log.as_ref().map(|l| p.env.base.join(l)),
+    })
 }
 
-/// Renders the templates of a mock's output with what the request carries: `params`,
-/// `input`, `feedback`, `loop_count`, `attempt`, and `tasks` — the outputs of the tasks in its
-/// `after` list.
-fn render_output(
-    output: &serde_json::Value,
-    req: &TaskRequest,
-) -> Result<serde_json::Value, TaskError> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    let tasks: serde_json::Map<String, serde_json::Value> = req
-        .upstream
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.clone(),
-                serde_json::json!({ "status": "completed", "output": v }),
-            )
-        })
-        .collect();
-    let ctx = serde_json::json!({
-        "params": &*req.params,
-        "input": req.input,
-        "feedback": req.feedback.as_ref().map(|f| serde_json::json!({
-            "severity": f.severity.as_str(), "summary": f.summary, "details": f.details })),
-        "loop_count": req.loop_count,
-        "attempt": req.attempt,
-        "tasks": tasks,
-    });
-    fn walk(
-        env: &minijinja::Environment<'_>,
-        v: &serde_json::Value,
-        ctx: &serde_json::Value,
-        task: &str,
-    ) -> Result<serde_json::Value, TaskError> {
-        Ok(match v {
-            serde_json::Value::String(s)
-                if s.contains("{{") || s.contains("{%") || s.contains("{#") =>
-            {
-                serde_json::Value::String(env.render_str(s, ctx).map_err(|e| {
-                    TaskError::fatal(
-                        ErrorCode::Template,
-                        format!("template in the mock `output` of task `{task}`: {e}"),
-                    )
-                })?)
-            }
-            serde_json::Value::Array(items) => serde_json::Value::Array(
-                items
-                    .iter()
-                    .map(|i| walk(env, i, ctx, task))
-                    .collect::<Result<_, _>>()?,
-            ),
-            serde_json::Value::Object(map) => serde_json::Value::Object(
-                map.iter()
-                    .map(|(k, v)| Ok((k.clone(), walk(env, v, ctx, task)?)))
-                    .collect::<Result<_, TaskError>>()?,
-            ),
-            other => other.clone(),
-        })
+/// Whether this attempt fails: the first `fail_first` attempts do, then a seeded draw.
+fn fails(m: &ir::MockAgent, task: &str, attempt: u32, loop_count: u32) -> bool {
+    if attempt <= m.fail_first {
+        return true;
     }
-    walk(&env, output, &ctx, &req.task)
+    if m.fail_rate <= 0.0 {
+        return false;
+    }
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    h.write_u64(m.seed);
+    h.write(task.as_bytes());
+    h.write_u32(attempt);
+    h.write_u32(loop_count);
+    let draw = (splitmix64(h.finish()) >> 11) as f64 / (1u64 << 53) as f64;
+    draw < m.fail_rate
 }
 
 fn splitmix64(mut x: u64) -> u64 {
@@ -150,46 +87,40 @@ fn splitmix64(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-impl Agent for MockAgent {
-    fn execute(&self, req: TaskRequest) -> AgentFuture {
-        let fails = self.fails(&req);
-        let latency = self.latency;
-        let error = self.error;
-        if let Some(path) = &self.log {
-            use std::io::Write;
-            let line = format!(
-                "{} {} {} {}\n",
-                req.run_id, req.task, req.attempt, req.loop_count
-            );
-            // One short O_APPEND write: lines from concurrent executions do not interleave.
-            if let Ok(mut f) = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-            {
-                let _ = f.write_all(line.as_bytes());
-            }
+/// Runs one mock attempt.
+pub(super) fn execute(
+    call: MockCall,
+    run: &RunId,
+    task: &str,
+    attempt: u32,
+    loop_count: u32,
+) -> AgentFuture {
+    if let Some(path) = &call.log {
+        use std::io::Write;
+        let line = format!("{run} {task} {attempt} {loop_count}\n");
+        // One short O_APPEND write: lines from concurrent executions do not interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            let _ = f.write_all(line.as_bytes());
         }
-        let output = if self.templated {
-            render_output(&self.output, &req)
-        } else {
-            Ok(self.output.clone())
-        };
-        Box::pin(async move {
-            if !latency.is_zero() {
-                tokio::time::sleep(latency).await;
-            }
-            let output = output?;
-            if fails {
-                let message = format!("mock failure of `{}` (attempt {})", req.task, req.attempt);
-                return Err(match error {
-                    ErrorClass::Retryable => TaskError::retryable(ErrorCode::Transient, message),
-                    ErrorClass::Fatal => TaskError::fatal(ErrorCode::Fatal, message),
-                });
-            }
-            Ok(output)
-        })
     }
+    let task = task.to_string();
+    Box::pin(async move {
+        if call.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(call.latency_ms)).await;
+        }
+        if call.fail {
+            let message = format!("mock failure of `{task}` (attempt {attempt})");
+            return Err(match call.error {
+                ErrorClass::Retryable => TaskError::retryable(ErrorCode::Transient, message),
+                ErrorClass::Fatal => TaskError::fatal(ErrorCode::Fatal, message),
+            });
+        }
+        Ok(call.output)
+    })
 }
 
 /// The output a dry run gives an agent of this kind: the shape its role promises, all clear.

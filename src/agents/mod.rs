@@ -1,7 +1,13 @@
-//! Agents: what executes a task. Each pool of a workflow gets one [`Agent`] shared by its
-//! instances; the executor calls it once per attempt and enforces the timeout by dropping the
-//! future (so an agent's work must stop when its future is dropped).
+//! Agents: what executes an attempt.
+//!
+//! Each agent kind knows two things and nothing else does: how to turn a task, its pool's
+//! settings and the attempt's rendered templates into one serialisable [`AgentCall`]
+//! ([`prepare`]), and how to execute that call ([`execute`]). The scheduler knows no kinds: it
+//! asks for a call, hands it to a worker (in this process, or — serialised as JSON — a
+//! `conductor worker` elsewhere) and records the result. Dropping an attempt's future
+//! (timeout, cancellation) stops its work.
 
+mod env;
 pub(crate) mod http;
 pub mod llm;
 mod mock;
@@ -12,18 +18,22 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-pub use http::{HttpAgent, HttpCall};
-pub use llm::LlmAgent;
-pub use mock::{dry_run_output, MockAgent};
-pub use script::ScriptAgent;
-pub use shell::ShellAgent;
+use serde::{Deserialize, Serialize};
 
-use crate::check::ir::{self, AgentKind};
-use crate::model::{ErrorCode, FeedbackPayload, LlmCall, RunId, TaskError};
+pub use env::{AgentEnv, AgentEnvOptions, SetupError};
+pub use http::HttpCall;
+pub use llm::ChatCall;
+pub use mock::{dry_run_output, MockCall};
+pub use script::ScriptCall;
+pub use shell::ShellCall;
 
-/// Everything an agent gets for one attempt.
-#[derive(Clone, Debug)]
-pub struct TaskRequest {
+use crate::check::ir::{self, AgentKind, Workflow};
+use crate::model::{ErrorCode, LlmCall, RunId, TaskError};
+use crate::template::{Context, Templates};
+
+/// One attempt as a worker receives it: who it is for, and the call to make.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
     pub run_id: RunId,
     pub task: Arc<str>,
     pub phase: Arc<str>,
@@ -32,24 +42,124 @@ pub struct TaskRequest {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub loop_count: u32,
-    /// The rendered prompt (llm agents).
-    pub prompt: Option<String>,
-    /// The task's `input`, its templates rendered.
-    pub input: serde_json::Value,
-    /// Outputs of the tasks in its `after` list, by name.
-    pub upstream: serde_json::Map<String, serde_json::Value>,
-    pub params: Arc<serde_json::Value>,
-    pub feedback: Option<FeedbackPayload>,
-    /// For shell agents: the command with its templates rendered.
-    pub shell: Option<ShellCommand>,
-    /// For script agents: every finished task of the run, as rules see `tasks`.
-    pub tasks: Option<serde_json::Value>,
-    /// For http agents: the request with its templates rendered.
-    pub http: Option<HttpCall>,
-    /// For llm agents: the agent's own `system` prompt, rendered (else the role's).
-    pub system: Option<String>,
-    /// Where the attempt's LLM calls are noted, whether it succeeds, fails or times out.
-    pub calls: CallLog,
+    pub call: AgentCall,
+}
+
+/// Everything one attempt's agent needs, with every template rendered and nothing that points
+/// into the workflow: it round-trips through JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AgentCall {
+    Mock(MockCall),
+    Shell(ShellCall),
+    Http(HttpCall),
+    Script(ScriptCall),
+    Llm(ChatCall),
+}
+
+impl AgentCall {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            AgentCall::Mock(_) => "mock",
+            AgentCall::Shell(_) => "shell",
+            AgentCall::Http(_) => "http",
+            AgentCall::Script(_) => "script",
+            AgentCall::Llm(_) => "llm",
+        }
+    }
+
+    /// Whether files in a successful output are written to the workspace: not for http
+    /// agents, since a third party's answer must not write files.
+    pub fn writes_files(&self) -> bool {
+        !matches!(self, AgentCall::Http(_))
+    }
+
+    /// The request as the dead-letter queue keeps it (prompt, input, command…).
+    pub fn describe(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// What a task's agent is asked, rendered for one attempt.
+pub struct Renderer<'a> {
+    pub templates: &'a Templates,
+    pub ctx: &'a Context,
+    /// Undefined values fail the task (false only in dry runs).
+    pub strict: bool,
+}
+
+impl Renderer<'_> {
+    /// Renders a template; a plain string is itself.
+    pub fn render(&self, t: &ir::Template, what: &str) -> Result<String, TaskError> {
+        match t.id {
+            Some(id) if t.dynamic => self
+                .templates
+                .render(id, self.ctx, what, self.strict)
+                .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0)),
+            _ => Ok(t.text.clone()),
+        }
+    }
+
+    pub fn render_opt(
+        &self,
+        t: Option<&ir::Template>,
+        what: &str,
+    ) -> Result<Option<String>, TaskError> {
+        t.map(|t| self.render(t, what)).transpose()
+    }
+}
+
+/// What [`prepare`] needs besides the templates.
+pub struct Preparing<'a> {
+    pub wf: &'a Workflow,
+    pub task: &'a ir::Task,
+    pub attempt: u32,
+    pub loop_count: u32,
+    /// The task's `input`, rendered.
+    pub input: &'a serde_json::Value,
+    /// The script context's `tasks`: the finished tasks as rules see them.
+    pub tasks: &'a dyn Fn() -> serde_json::Value,
+    pub params: &'a serde_json::Value,
+    pub feedback: &'a serde_json::Value,
+    pub env: &'a AgentEnv,
+    /// `--dry-run`: every agent is a mock shaped like its role.
+    pub dry_run: bool,
+}
+
+/// The call for one attempt of `p.task`, its templates rendered.
+pub fn prepare(p: &Preparing<'_>, r: &Renderer<'_>) -> Result<AgentCall, TaskError> {
+    let agent = p.wf.agent(p.task.agent);
+    if p.dry_run && !matches!(agent.kind, AgentKind::Mock(_)) {
+        return Ok(AgentCall::Mock(MockCall::dry_run(&agent.kind)));
+    }
+    Ok(match &agent.kind {
+        AgentKind::Mock(m) => AgentCall::Mock(mock::prepare(m, p, r)?),
+        AgentKind::Shell(s) => AgentCall::Shell(shell::prepare(s, &agent.name, r)?),
+        AgentKind::Http(h) => AgentCall::Http(http::prepare(h, &agent.name, r)?),
+        AgentKind::Script(s) => AgentCall::Script(script::prepare(s, p)),
+        AgentKind::Llm(l) => AgentCall::Llm(llm::prepare(l, agent, p, r)?),
+    })
+}
+
+pub type AgentResult = Result<serde_json::Value, TaskError>;
+pub type AgentFuture = Pin<Box<dyn Future<Output = AgentResult> + Send + 'static>>;
+
+/// Executes one attempt's call. Its LLM calls are noted in `calls` as they happen, so an
+/// attempt that is stopped still has its tokens counted.
+pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, calls: CallLog) -> AgentFuture {
+    match attempt.call {
+        AgentCall::Mock(m) => mock::execute(
+            m,
+            &attempt.run_id,
+            &attempt.task,
+            attempt.attempt,
+            attempt.loop_count,
+        ),
+        AgentCall::Shell(s) => shell::execute(s, &env),
+        AgentCall::Http(h) => http::execute(h, &env),
+        AgentCall::Script(s) => script::execute(s, env, attempt.task),
+        AgentCall::Llm(c) => llm::execute(c, attempt.task, env, calls),
+    }
 }
 
 /// The LLM calls of one attempt, shared between the agent and the executor.
@@ -66,109 +176,5 @@ impl CallLog {
     }
 }
 
-/// A shell agent's command for one attempt: argv (each element one argument), the working
-/// directory and extra environment.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ShellCommand {
-    pub argv: Vec<String>,
-    pub workdir: Option<String>,
-    pub env: Vec<(String, String)>,
-}
-
-pub type AgentResult = Result<serde_json::Value, TaskError>;
-pub type AgentFuture = Pin<Box<dyn Future<Output = AgentResult> + Send + 'static>>;
-
-/// Executes tasks for one pool.
-pub trait Agent: Send + Sync {
-    fn execute(&self, request: TaskRequest) -> AgentFuture;
-}
-
-/// How agents are made for a run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum AgentMode {
-    /// Each pool's declared kind.
-    #[default]
-    Real,
-    /// Every pool becomes a zero-latency mock with outputs shaped like its role's
-    /// (`conductor run --dry-run`): exercises rules, gates and loops without side effects.
-    DryRun,
-}
-
-/// Builds the agents of a run's pools. Pools on the same LLM provider share one client.
-pub struct Builder<'a> {
-    pub mode: AgentMode,
-    /// Where relative paths (a shell `workdir`) resolve from: the workflow's folder.
-    pub base: &'a std::path::Path,
-    /// The run's working folder.
-    pub workspace: Option<&'a std::path::Path>,
-    pub modules: Arc<crate::policy::ModuleSet>,
-    pub config: &'a crate::config::Config,
-    /// `--record`: every provider exchange is written to this cassette.
-    pub recorder: Option<Arc<llm::Recorder>>,
-    providers: std::collections::HashMap<String, Arc<dyn llm::Provider>>,
-}
-
-impl<'a> Builder<'a> {
-    pub fn new(
-        mode: AgentMode,
-        base: &'a std::path::Path,
-        workspace: Option<&'a std::path::Path>,
-        modules: Arc<crate::policy::ModuleSet>,
-        config: &'a crate::config::Config,
-        recorder: Option<Arc<llm::Recorder>>,
-    ) -> Builder<'a> {
-        Builder {
-            mode,
-            base,
-            workspace,
-            modules,
-            config,
-            recorder,
-            providers: std::collections::HashMap::new(),
-        }
-    }
-
-    /// Builds the agent of a pool, or says why it cannot run here.
-    pub fn build(&mut self, agent: &ir::Agent) -> Result<Arc<dyn Agent>, String> {
-        if self.mode == AgentMode::DryRun {
-            return Ok(Arc::new(MockAgent::dry_run(agent)));
-        }
-        match &agent.kind {
-            AgentKind::Mock(m) => Ok(Arc::new(MockAgent::new(m))),
-            AgentKind::Shell(_) => Ok(Arc::new(
-                ShellAgent::new(
-                    self.base.to_path_buf(),
-                    self.workspace.map(std::path::Path::to_path_buf),
-                )
-                .without_env(
-                    self.config
-                        .providers
-                        .values()
-                        .filter_map(|p| p.api_key_env.clone()),
-                ),
-            )),
-            AgentKind::Script(s) => Ok(Arc::new(ScriptAgent::new(
-                self.modules.clone(),
-                s.function.clone(),
-            ))),
-            AgentKind::Http(_) => Ok(Arc::new(HttpAgent::new()?)),
-            AgentKind::Llm(l) => {
-                let provider = match self.providers.get(&l.provider) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = llm::provider(&l.provider, self.config, self.recorder.as_ref())
-                            .map_err(|e| format!("agent `{}`: {e}", agent.name))?;
-                        self.providers.insert(l.provider.clone(), p.clone());
-                        p
-                    }
-                };
-                Ok(Arc::new(LlmAgent::new(agent, l, self.config, provider)?))
-            }
-        }
-    }
-}
-
-/// An error for a task the agent could not start.
-pub fn not_runnable(message: impl Into<String>) -> TaskError {
-    TaskError::fatal(ErrorCode::Fatal, message)
-}
+#[cfg(test)]
+mod tests;

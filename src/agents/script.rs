@@ -1,67 +1,69 @@
 //! The `script` agent: a function of a `use`d rhai module computes the output from the task's
 //! context, in the same sandbox as rules (no file, network or process access; bounded).
 
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use super::{Agent, AgentFuture, TaskRequest};
+use serde::{Deserialize, Serialize};
+
+use super::{AgentEnv, AgentFuture, Preparing};
+use crate::check::ir;
 use crate::model::{ErrorCode, TaskError};
-use crate::policy::{ModuleSet, PolicyHost};
+use crate::policy::PolicyHost;
 
-pub struct ScriptAgent {
-    modules: Arc<ModuleSet>,
-    function: String,
+/// One script attempt: the modules' source (so a worker elsewhere can compile them), the
+/// function, and the context it is called with.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScriptCall {
+    pub function: String,
+    pub modules: Vec<Arc<str>>,
+    pub ctx: serde_json::Value,
 }
 
-impl ScriptAgent {
-    pub fn new(modules: Arc<ModuleSet>, function: String) -> ScriptAgent {
-        ScriptAgent { modules, function }
+/// Identifies a set of module sources, to compile each set once per process.
+pub(super) fn modules_hash(sources: &[Arc<str>]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    sources.hash(&mut h);
+    h.finish()
+}
+
+/// The call for one attempt: the context of DSL.md (task, phase, attempt, loop_count, params,
+/// input, tasks, feedback).
+pub(super) fn prepare(s: &ir::ScriptAgent, p: &Preparing<'_>) -> ScriptCall {
+    let ctx = serde_json::json!({
+        "task": p.task.name,
+        "phase": p.wf.phase(p.task.phase).name,
+        "attempt": p.attempt,
+        "loop_count": p.loop_count,
+        "params": p.params,
+        "input": p.input,
+        "tasks": (p.tasks)(),
+        "feedback": p.feedback,
+    });
+    ScriptCall {
+        function: s.function.clone(),
+        modules: p.wf.module_sources(),
+        ctx,
     }
 }
 
-impl Agent for ScriptAgent {
-    fn execute(&self, req: TaskRequest) -> AgentFuture {
-        let modules = self.modules.clone();
-        let function = self.function.clone();
-        Box::pin(async move {
-            let tasks = req.tasks.clone().unwrap_or_else(|| {
-                req.upstream
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.clone(),
-                            serde_json::json!({ "status": "completed", "output": v }),
-                        )
-                    })
-                    .collect::<serde_json::Map<_, _>>()
-                    .into()
-            });
-            let ctx = serde_json::json!({
-                "task": &*req.task,
-                "phase": &*req.phase,
-                "attempt": req.attempt,
-                "loop_count": req.loop_count,
-                "params": &*req.params,
-                "input": req.input,
-                "tasks": tasks,
-                "feedback": req.feedback.as_ref().map(|f| serde_json::json!({
-                    "severity": f.severity.as_str(), "summary": f.summary, "details": f.details })),
-            });
-            // Bounded CPU work: off the async workers.
-            let result = tokio::task::spawn_blocking(move || {
-                PolicyHost::get().call_script(&modules, &function, &ctx)
-            })
-            .await
-            .map_err(|e| {
-                TaskError::fatal(ErrorCode::AgentCrashed, format!("script worker: {e}"))
-            })?;
-            result.map_err(|e| {
-                let code = if e.limit {
-                    ErrorCode::Rule
-                } else {
-                    ErrorCode::Fatal
-                };
-                TaskError::fatal(code, format!("script `{}`: {}", req.task, e.cause))
-            })
+/// Calls the function off the async workers (it is bounded CPU work).
+pub(super) fn execute(call: ScriptCall, env: Arc<AgentEnv>, task: Arc<str>) -> AgentFuture {
+    Box::pin(async move {
+        let modules = env.modules(&call.modules)?;
+        let function = call.function.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            PolicyHost::get().call_script(&modules, &function, &call.ctx)
         })
-    }
+        .await
+        .map_err(|e| TaskError::fatal(ErrorCode::AgentCrashed, format!("script worker: {e}")))?;
+        result.map_err(|e| {
+            let code = if e.limit {
+                ErrorCode::Rule
+            } else {
+                ErrorCode::Fatal
+            };
+            TaskError::fatal(code, format!("script `{task}`: {}", e.cause))
+        })
+    })
 }

@@ -2,14 +2,16 @@
 //! process group, capturing bounded stdout and stderr. Dropping the attempt's future (timeout,
 //! cancellation) kills the whole group, so no grandchild outlives it.
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use super::{Agent, AgentFuture, TaskRequest};
+use serde::{Deserialize, Serialize};
+
+use super::{AgentEnv, AgentFuture, Renderer};
+use crate::check::ir;
 use crate::model::{ErrorCode, TaskError};
 
 /// Bytes of stdout and of stderr kept; past it, the tail is kept.
@@ -18,30 +20,36 @@ pub const OUTPUT_LIMIT: usize = 1 << 20;
 /// How long output is still read after the program exits, when something else holds its pipes.
 const PIPE_GRACE: Duration = Duration::from_millis(250);
 
-pub struct ShellAgent {
-    /// Where relative `workdir`s resolve from: the workflow file's folder.
-    base: PathBuf,
-    /// The default working directory: the run's workspace, else `base`.
-    workspace: Option<PathBuf>,
-    /// Environment variables the program must not see: the LLM providers' API keys (it may
-    /// run code a model wrote, and its output is stored).
-    scrub: Arc<[String]>,
+/// A shell agent's command for one attempt: argv (each element one argument, never parsed by
+/// a shell), the working directory and extra environment, all rendered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShellCall {
+    pub argv: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
-impl ShellAgent {
-    pub fn new(base: PathBuf, workspace: Option<PathBuf>) -> ShellAgent {
-        ShellAgent {
-            base,
-            workspace,
-            scrub: Arc::from([]),
-        }
-    }
-
-    /// Removes these variables from the programs' environment.
-    pub fn without_env(mut self, names: impl IntoIterator<Item = String>) -> ShellAgent {
-        self.scrub = names.into_iter().collect();
-        self
-    }
+/// Renders a shell pool's command, working directory and environment.
+pub(super) fn prepare(
+    sh: &ir::ShellAgent,
+    agent: &str,
+    r: &Renderer<'_>,
+) -> Result<ShellCall, TaskError> {
+    let what = |part: &str| format!("`{part}` of agent `{agent}`");
+    let argv = sh
+        .command
+        .iter()
+        .map(|t| r.render(t, &what("command")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let workdir = r.render_opt(sh.workdir.as_ref(), &what("workdir"))?;
+    let env = sh
+        .env
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), r.render(v, &what("env"))?)))
+        .collect::<Result<Vec<_>, TaskError>>()?;
+    Ok(ShellCall { argv, workdir, env })
 }
 
 /// Kills a process group when dropped, unless disarmed.
@@ -60,99 +68,94 @@ impl Drop for GroupGuard {
     }
 }
 
-impl Agent for ShellAgent {
-    fn execute(&self, req: TaskRequest) -> AgentFuture {
-        let base = self.base.clone();
-        let default_dir = self.workspace.clone().unwrap_or_else(|| self.base.clone());
-        let scrub = self.scrub.clone();
-        Box::pin(async move {
-            let shell = req.shell.clone().ok_or_else(|| {
-                TaskError::fatal(ErrorCode::InvalidInput, "a shell task needs a `command`")
-            })?;
-            let Some((program, args)) = shell.argv.split_first() else {
-                return Err(TaskError::fatal(
-                    ErrorCode::InvalidInput,
-                    "`command` is empty",
-                ));
-            };
-            let workdir = match &shell.workdir {
-                Some(w) => base.join(w),
-                None => default_dir,
-            };
-            let mut cmd = tokio::process::Command::new(program);
-            for name in scrub.iter() {
-                cmd.env_remove(name);
-            }
-            cmd.args(args)
-                .current_dir(&workdir)
-                .envs(shell.env.iter().map(|(k, v)| (k, v)))
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0)
-                .kill_on_drop(true);
-            let mut child = cmd.spawn().map_err(|e| {
-                TaskError::fatal(
-                    ErrorCode::InvalidInput,
-                    format!("cannot run `{program}` in `{}`: {e}", workdir.display()),
-                )
-            })?;
-            // The child leads its own group (process_group(0)): its pid is the group id.
-            let mut guard = GroupGuard {
-                pgid: child.id().map(|p| p as i32),
-            };
-            let out_buf = Arc::new(Mutex::new(Captured::default()));
-            let err_buf = Arc::new(Mutex::new(Captured::default()));
-            let readers = (
-                tokio::spawn(read_bounded(child.stdout.take(), out_buf.clone())),
-                tokio::spawn(read_bounded(child.stderr.take(), err_buf.clone())),
-            );
-            let status = child.wait().await.map_err(|e| {
-                TaskError::retryable(
-                    ErrorCode::AgentCrashed,
-                    format!("waiting for `{program}`: {e}"),
-                )
-            })?;
-            // It finished on its own: what it started in the background (a service) lives on.
-            guard.pgid = None;
-            // A background process may hold the pipes open; take what came within a moment.
-            let _ = tokio::time::timeout(PIPE_GRACE, async {
-                let _ = readers.0.await;
-                let _ = readers.1.await;
-            })
-            .await;
-            let out = lock(&out_buf).text();
-            let err = lock(&err_buf).text();
-            let mut output = serde_json::json!({
-                "exit_code": status.code(),
-                "stdout": out,
-                "stderr": err,
-            });
-            match status.code() {
-                Some(0) => {
-                    if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(out.trim()) {
-                        if let (Some(obj), Some(fields)) =
-                            (output.as_object_mut(), parsed.as_object())
-                        {
-                            for (k, v) in fields {
-                                obj.entry(k.clone()).or_insert_with(|| v.clone());
-                            }
-                        }
-                        output["json"] = parsed;
-                    }
-                    Ok(output)
-                }
-                Some(code) => Err(TaskError::retryable(
-                    ErrorCode::ExitCode,
-                    format!("`{program}` exited with status {code}{}", tail_hint(&err)),
-                )),
-                None => Err(TaskError::retryable(
-                    ErrorCode::AgentCrashed,
-                    format!("`{program}` was killed by a signal"),
-                )),
-            }
+/// Runs the program of one attempt.
+pub(super) fn execute(shell: ShellCall, env: &AgentEnv) -> AgentFuture {
+    let base = env.base.clone();
+    let default_dir = env.workspace.clone().unwrap_or_else(|| env.base.clone());
+    let scrub = env.scrub.clone();
+    Box::pin(async move {
+        let Some((program, args)) = shell.argv.split_first() else {
+            return Err(TaskError::fatal(
+                ErrorCode::InvalidInput,
+                "`command` is empty",
+            ));
+        };
+        let workdir = match &shell.workdir {
+            Some(w) => base.join(w),
+            None => default_dir,
+        };
+        let mut cmd = tokio::process::Command::new(program);
+        for name in scrub.iter() {
+            cmd.env_remove(name);
+        }
+        cmd.args(args)
+            .current_dir(&workdir)
+            .envs(shell.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|e| {
+            TaskError::fatal(
+                ErrorCode::InvalidInput,
+                format!("cannot run `{program}` in `{}`: {e}", workdir.display()),
+            )
+        })?;
+        // The child leads its own group (process_group(0)): its pid is the group id.
+        let mut guard = GroupGuard {
+            pgid: child.id().map(|p| p as i32),
+        };
+        let out_buf = Arc::new(Mutex::new(Captured::default()));
+        let err_buf = Arc::new(Mutex::new(Captured::default()));
+        let readers = (
+            tokio::spawn(read_bounded(child.stdout.take(), out_buf.clone())),
+            tokio::spawn(read_bounded(child.stderr.take(), err_buf.clone())),
+        );
+        let status = child.wait().await.map_err(|e| {
+            TaskError::retryable(
+                ErrorCode::AgentCrashed,
+                format!("waiting for `{program}`: {e}"),
+            )
+        })?;
+        // It finished on its own: what it started in the background (a service) lives on.
+        guard.pgid = None;
+        // A background process may hold the pipes open; take what came within a moment.
+        let _ = tokio::time::timeout(PIPE_GRACE, async {
+            let _ = readers.0.await;
+            let _ = readers.1.await;
         })
-    }
+        .await;
+        let out = lock(&out_buf).text();
+        let err = lock(&err_buf).text();
+        let mut output = serde_json::json!({
+            "exit_code": status.code(),
+            "stdout": out,
+            "stderr": err,
+        });
+        match status.code() {
+            Some(0) => {
+                if let Ok(parsed) = serde_json::from_str::<serde_json::Value>(out.trim()) {
+                    if let (Some(obj), Some(fields)) = (output.as_object_mut(), parsed.as_object())
+                    {
+                        for (k, v) in fields {
+                            obj.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                    output["json"] = parsed;
+                }
+                Ok(output)
+            }
+            Some(code) => Err(TaskError::retryable(
+                ErrorCode::ExitCode,
+                format!("`{program}` exited with status {code}{}", tail_hint(&err)),
+            )),
+            None => Err(TaskError::retryable(
+                ErrorCode::AgentCrashed,
+                format!("`{program}` was killed by a signal"),
+            )),
+        }
+    })
 }
 
 /// The last line of stderr, for error messages.

@@ -39,6 +39,7 @@ fn kind_settings(kind: &str) -> &'static [&'static str] {
             "seed",
             "error",
             "output",
+            "log",
         ],
         _ => &[],
     }
@@ -102,7 +103,9 @@ impl Checker<'_> {
                 fail_rate: 0.0,
                 seed: 0,
                 error: ErrorClass::Retryable,
+                log: None,
                 output: Value::Map(IndexMap::new()),
+                output_tree: crate::template::Tree::Plain(serde_json::json!({})),
             }),
             count: 1,
             retry: None,
@@ -409,7 +412,9 @@ impl Checker<'_> {
             fail_rate: 0.0,
             seed: 0,
             error: ErrorClass::Retryable,
+            log: None,
             output: Value::Map(IndexMap::new()),
+            output_tree: crate::template::Tree::Plain(serde_json::json!({})),
         };
         for s in settings {
             let name = s.name.name.as_str();
@@ -434,13 +439,14 @@ impl Checker<'_> {
                         )
                         .unwrap_or(ErrorClass::Retryable)
                 }
+                "log" => mock.log = r.string(name, v).map(|l| l.value.clone().into()),
                 "output" => match &v.kind {
                     ValueKind::Map(entries) => {
                         if let Some(m) = r.template_map(entries) {
                             mock.output = Value::Map(m);
                         }
                         // Strings of a mock's output are templates, rendered per attempt.
-                        self.check_templates_in(v);
+                        mock.output_tree = self.tree(v, "output");
                     }
                     _ => {
                         let found = super::values::describe(v);

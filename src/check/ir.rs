@@ -8,6 +8,7 @@ use indexmap::IndexMap;
 
 use crate::policy::{CompiledRule, ModuleSet, RuleKind};
 use crate::source::Span;
+use crate::template::{TemplateId, Templates, Tree};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskId(pub u32);
@@ -55,6 +56,8 @@ pub struct Workflow {
     pub modules: Vec<Module>,
     /// The merged code of every module, for named rules and `script` agents.
     pub module_set: ModuleSet,
+    /// Every template of the workflow, compiled.
+    pub templates: Templates,
     pub span: Span,
 }
 
@@ -73,6 +76,11 @@ impl Workflow {
 
     pub fn task_by_name(&self, name: &str) -> Option<&Task> {
         self.tasks.iter().find(|t| t.name == name)
+    }
+
+    /// The code of every `use`d module, in `use` order.
+    pub fn module_sources(&self) -> Vec<std::sync::Arc<str>> {
+        self.modules.iter().map(|m| m.source.clone()).collect()
     }
 }
 
@@ -131,6 +139,8 @@ pub struct Module {
     /// Resolved against the workflow file's folder.
     pub path: PathBuf,
     pub functions: Vec<String>,
+    /// The module's code, for agents that run elsewhere.
+    pub source: std::sync::Arc<str>,
 }
 
 /// A pool of `count` identical agent instances named `NAME-01`, `NAME-02`, ….
@@ -185,7 +195,8 @@ pub struct LlmAgent {
     pub max_tokens: Option<u32>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Role {
     Coder,
     Reviewer,
@@ -243,10 +254,15 @@ pub struct MockAgent {
     pub fail_rate: f64,
     pub seed: u64,
     pub error: ErrorClass,
+    /// `log`: a file (relative to the workflow's folder) each execution appends a line to.
+    pub log: Option<PathBuf>,
     pub output: Value,
+    /// `output` with its templates compiled, rendered per attempt.
+    pub output_tree: Tree,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     Retryable,
     Fatal,
@@ -308,6 +324,8 @@ pub struct Task {
     pub after: Vec<TaskId>,
     pub prompt: Option<Template>,
     pub input: IndexMap<String, Value>,
+    /// `input` with its templates compiled, rendered per attempt.
+    pub input_tree: Tree,
     /// Effective values: the task's own, else its agent's, else the language default.
     pub retry: u32,
     pub backoff: Backoff,
@@ -362,6 +380,8 @@ pub struct Template {
     pub text: String,
     /// Whether it contains any tag; a plain string renders as itself.
     pub dynamic: bool,
+    /// The compiled template in [`Workflow::templates`], when `dynamic`.
+    pub id: Option<TemplateId>,
     pub span: Span,
 }
 

@@ -9,6 +9,7 @@ mod cycles;
 pub mod ir;
 pub mod render;
 mod rules;
+mod templates;
 mod values;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,6 @@ use std::time::Duration;
 use indexmap::IndexMap;
 
 use self::ir::*;
-pub use self::rules::normalize_code;
 use self::values::Reader;
 use crate::diag::{self, Annotate, Diagnostic};
 use crate::policy::{ModuleSet, RuleKind};
@@ -128,7 +128,7 @@ struct Checker<'m> {
     diags: Vec<Diagnostic>,
     names: Names,
     modules: ModuleSet,
-    templates: minijinja::Environment<'static>,
+    templates: crate::template::TemplatesBuilder,
     /// What tasks inherit from each agent, by `AgentId`.
     agent_defaults: Vec<Option<AgentDefaults>>,
     /// Where each resolved `after` entry is written, aligned with `Task::after`.
@@ -149,7 +149,7 @@ impl<'m> Checker<'m> {
             diags: Vec::new(),
             names: Names::default(),
             modules: ModuleSet::default(),
-            templates: minijinja::Environment::new(),
+            templates: crate::template::TemplatesBuilder::default(),
             agent_defaults: Vec::new(),
             after_spans: Vec::new(),
         }
@@ -238,6 +238,7 @@ impl<'m> Checker<'m> {
             feedback,
             modules,
             module_set: self.modules.clone(),
+            templates: std::mem::take(&mut self.templates).finish(),
             span: wf.span,
         })
     }
@@ -376,6 +377,7 @@ impl<'m> Checker<'m> {
                     out.push(Module {
                         written: written.clone(),
                         path: path.clone(),
+                        source: std::sync::Arc::from(text.as_str()),
                         functions: {
                             let mut names: Vec<String> =
                                 module.functions.iter().map(|f| f.name.clone()).collect();
@@ -685,6 +687,7 @@ impl<'m> Checker<'m> {
             after,
             prompt: None,
             input: IndexMap::new(),
+            input_tree: crate::template::Tree::Plain(serde_json::json!({})),
             retry: 3,
             backoff: Backoff::default(),
             timeout: Duration::from_secs(300),
@@ -729,9 +732,9 @@ impl<'m> Checker<'m> {
                         }
                         "input" => match &v.kind {
                             ast::ValueKind::Map(entries) => {
-                                self.check_templates_in(v);
                                 task.input =
                                     self.reader().template_map(entries).unwrap_or_default();
+                                task.input_tree = self.tree(v, "input");
                             }
                             _ => {
                                 let found = values::describe(v);

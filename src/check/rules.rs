@@ -1,35 +1,12 @@
-//! Rules (inline rhai and named calls) and templates: compiled or parsed at check time, with
-//! their errors mapped back to the `.cond` file.
+//! Rules (inline rhai and named calls): compiled at check time, with their errors mapped back
+//! to the `.cond` file.
 
-use super::ir::{Rule, RuleSource, Template};
+use super::ir::{Rule, RuleSource};
 use super::Checker;
 use crate::diag::{self, Annotate, Diagnostic};
-use crate::policy::{KnownNames, NameSet, PolicyHost, Problem, RuleKind};
+use crate::policy::{KnownNames, PolicyHost, Problem, RuleKind};
 use crate::source::{FileId, Span};
-use crate::syntax::ast::{self, ValueKind};
-
-/// Top-level names a template can read.
-pub const TEMPLATE_VARIABLES: &[&str] = &[
-    "params",
-    "tasks",
-    "input",
-    "feedback",
-    "loop_count",
-    "attempt",
-];
-
-/// Jinja names that are not variables of the context.
-const TEMPLATE_BUILTINS: &[&str] = &[
-    "range",
-    "dict",
-    "namespace",
-    "debug",
-    "loop",
-    "self",
-    "none",
-    "true",
-    "false",
-];
+use crate::syntax::ast;
 
 impl Checker<'_> {
     pub(super) fn rule(&mut self, kind: RuleKind, rule: &ast::Rule) -> Option<Rule> {
@@ -49,7 +26,7 @@ impl Checker<'_> {
                 match compiled {
                     Ok(compiled) => Some(Rule {
                         kind,
-                        source: RuleSource::Inline(normalize_code(&block.raw)),
+                        source: RuleSource::Inline(crate::text::normalize_code(&block.raw)),
                         compiled,
                         location,
                         span: block.span,
@@ -202,127 +179,6 @@ impl Checker<'_> {
             }
         }
     }
-
-    /// Parses a string as a template and checks the names it reads.
-    pub(super) fn template(&mut self, lit: &ast::StrLit, what: &str) -> Option<Template> {
-        let dynamic = ["{{", "{%", "{#"].iter().any(|t| lit.template.contains(t));
-        if dynamic {
-            let parsed = self.templates.template_from_str(&lit.template);
-            match parsed {
-                Ok(t) => {
-                    let vars = t.undeclared_variables(true);
-                    let mut vars: Vec<String> = vars.into_iter().collect();
-                    vars.sort();
-                    let mut bad = false;
-                    for var in vars {
-                        if let Some(d) = self.template_var(lit, &var, what) {
-                            self.diags.push(d);
-                            bad = true;
-                        }
-                    }
-                    if bad {
-                        return None;
-                    }
-                }
-                Err(e) => {
-                    let span = template_error_span(lit, &e);
-                    let detail = e.detail().unwrap_or("syntax error").to_string();
-                    self.error(span, format!("template error in `{what}`: {detail}"))
-                        .with_label("here")
-                        .help = Some(
-                        "templates use Jinja syntax: `{{ params.name }}`, `{% if feedback %}…{% endif %}`; \
-                         write `\\{` for a literal brace"
-                            .into(),
-                    );
-                    return None;
-                }
-            }
-        }
-        Some(Template {
-            source: lit.template.clone(),
-            text: lit.value.clone(),
-            dynamic,
-            span: lit.span,
-        })
-    }
-
-    /// Checks one variable path a template reads (`params.spec`, `tasks.build.output`).
-    fn template_var(&self, lit: &ast::StrLit, var: &str, what: &str) -> Option<Diagnostic> {
-        let mut parts = var.split('.');
-        let top = parts.next().unwrap_or("");
-        if TEMPLATE_BUILTINS.contains(&top) {
-            return None;
-        }
-        let span = find_in_string(lit, var);
-        if !TEMPLATE_VARIABLES.contains(&top) {
-            let d = Diagnostic::error(
-                span,
-                format!("unknown template variable `{top}` in `{what}`"),
-            )
-            .with_label("not in the template context");
-            return Some(
-                match diag::suggest(top, TEMPLATE_VARIABLES.iter().copied()) {
-                    Some(near) => d.with_help(format!("did you mean `{near}`?")),
-                    None => d.with_help(format!(
-                        "templates can read {}",
-                        TEMPLATE_VARIABLES
-                            .iter()
-                            .map(|v| format!("`{v}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                },
-            );
-        }
-        let second = parts.next()?;
-        let (list, kind): (&dyn NameSet, &str) = match top {
-            "params" => (&self.names.params, "param"),
-            "tasks" => (&self.names.tasks, "task"),
-            _ => return None,
-        };
-        if list.has(second) {
-            return None;
-        }
-        let d = Diagnostic::error(span, format!("unknown {kind} `{second}` in `{what}`"))
-            .with_label(format!("no {kind} of this name"));
-        Some(d.with_suggestion(second, list.names()))
-    }
-
-    /// Checks templates inside an `input` map.
-    pub(super) fn check_templates_in(&mut self, v: &ast::Value) {
-        match &v.kind {
-            ValueKind::Str(lit) => {
-                self.template(lit, "input");
-            }
-            ValueKind::List(items) => items.iter().for_each(|i| self.check_templates_in(i)),
-            ValueKind::Map(entries) => entries
-                .iter()
-                .for_each(|e| self.check_templates_in(&e.value)),
-            _ => {}
-        }
-    }
-}
-
-/// Where in a string literal `needle` is written, or the whole literal.
-fn find_in_string(lit: &ast::StrLit, needle: &str) -> Span {
-    // Offsets inside the value match the file only for one-line strings without escapes.
-    if !lit.triple && lit.value.len() + 2 == lit.span.len() {
-        if let Some(at) = lit.value.find(needle) {
-            return lit.span.sub(1 + at, needle.len());
-        }
-    }
-    lit.span
-}
-
-fn template_error_span(lit: &ast::StrLit, err: &minijinja::Error) -> Span {
-    if !lit.triple && lit.template.len() + 2 == lit.span.len() {
-        if let Some(range) = err.range() {
-            let start = range.start.min(lit.template.len());
-            let end = range.end.clamp(start, lit.template.len());
-            return lit.span.sub(1 + start, (end - start).max(1));
-        }
-    }
-    lit.span
 }
 
 /// A diagnostic for a rhai problem at (line, col) of `code`, which starts at byte `base` of
@@ -357,34 +213,4 @@ fn offset_in(code: &str, line: usize, col: usize) -> usize {
             .char_indices()
             .nth(col.saturating_sub(1))
             .map_or(line_text.len(), |(i, _)| i)
-}
-
-/// Rule code with its indentation normalised: what `fmt` prints and the IR compares.
-pub fn normalize_code(raw: &str) -> String {
-    let mut lines = raw.lines();
-    let first = lines.next().unwrap_or("").trim().to_string();
-    let rest: Vec<&str> = lines.collect();
-    let indent = rest
-        .iter()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.len() - l.trim_start_matches([' ', '\t']).len())
-        .min()
-        .unwrap_or(0);
-    let mut out: Vec<String> = Vec::with_capacity(rest.len() + 1);
-    out.push(first);
-    for l in rest {
-        if l.trim().is_empty() {
-            out.push(String::new());
-        } else {
-            let cut = indent.min(l.len() - l.trim_start_matches([' ', '\t']).len());
-            out.push(l[cut..].trim_end().to_string());
-        }
-    }
-    while out.first().is_some_and(String::is_empty) {
-        out.remove(0);
-    }
-    while out.last().is_some_and(String::is_empty) {
-        out.pop();
-    }
-    out.join("\n")
 }

@@ -1,25 +1,38 @@
 //! The executor: walks a plan concurrently — phases in order, independent tasks at the same
 //! time on pools of agents — with gates, dispatch policies, retries and the feedback loop.
 //!
-//! One scheduler task owns the run state; workers execute attempts and report back through a
-//! `JoinSet`. Every state change is an event, appended to the store before the scheduler acts
-//! on it. See [`run`].
+//! One dispatcher owns the run state; workers execute attempts and report back. Every state
+//! change is an event, appended to the store before the dispatcher acts on it. See [`run`]
+//! and [`resume`].
 
-pub mod artifacts;
+mod artifacts;
+mod attempt;
+mod backoff;
+mod breaker;
 mod context;
+mod dispatch;
+mod dispatcher;
+mod escalation;
+mod journal;
 mod observe;
-mod scheduler;
+mod outcome;
+mod phases;
+mod pool;
+mod resume;
+mod timers;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use observe::{HumanView, JsonLines, Observer};
+pub use observe::{DecisionFuture, Escalation, Observer, Operator};
+pub use resume::DlqRetry;
 
-use crate::agents::AgentMode;
+use crate::agents::SetupError;
 use crate::check::ir::Workflow;
-use crate::model::{RunId, RunState};
+use crate::config::Config;
+use crate::model::{Decision, Event, RunId, RunState, TaskStatus};
 use crate::plan::Plan;
 use crate::store::{Store, StoreError};
 
@@ -33,38 +46,20 @@ pub struct RunOptions {
     /// Cancelling it (Ctrl-C) cancels the run: running tasks are stopped, the run ends
     /// CANCELLED with its record kept.
     pub cancel: CancellationToken,
-    pub agents: AgentMode,
+    /// Every agent is a zero-latency mock shaped like its role (`--dry-run`).
+    pub dry_run: bool,
     /// The file as the user named it, for records and headers.
     pub file: String,
     /// Who answers escalations (`on_escalation = "ask"`): a terminal prompt, a test. With none,
     /// `ask` makes the run WAIT for `conductor resume --decide`, and the default is `abort`.
-    pub escalations: Option<Arc<dyn Escalations>>,
+    pub operator: Option<Arc<dyn Operator>>,
     /// The run's working folder: shell agents start there unless their `workdir` says
-    /// otherwise. `None`: the workflow file's folder.
+    /// otherwise, and files are written there. `None`: the workflow file's folder.
     pub workspace: Option<std::path::PathBuf>,
     /// Providers for llm agents (`conductor.toml`); empty by default.
-    pub config: Arc<crate::config::Config>,
+    pub config: Arc<Config>,
     /// `--record`: every provider exchange of the run is written to this cassette.
     pub recorder: Option<Arc<crate::agents::llm::Recorder>>,
-}
-
-/// A non-retryable failure put to an operator.
-#[derive(Clone, Debug)]
-pub struct Escalation {
-    pub run_id: RunId,
-    pub task: String,
-    pub attempts: u32,
-    pub error: crate::model::TaskError,
-}
-
-/// A decision and who made it, or `None` when nobody can answer now.
-pub type DecisionFuture<'a> = std::pin::Pin<
-    Box<dyn std::future::Future<Output = Option<(crate::model::Decision, String)>> + Send + 'a>,
->;
-
-/// Answers escalations.
-pub trait Escalations: Send + Sync {
-    fn decide<'a>(&'a self, question: &'a Escalation) -> DecisionFuture<'a>;
 }
 
 impl RunOptions {
@@ -75,9 +70,9 @@ impl RunOptions {
             store,
             observers: Vec::new(),
             cancel: CancellationToken::new(),
-            agents: AgentMode::Real,
+            dry_run: false,
             file: String::new(),
-            escalations: None,
+            operator: None,
             workspace: None,
             config: Arc::default(),
             recorder: None,
@@ -85,51 +80,77 @@ impl RunOptions {
     }
 }
 
+/// What `resume` is asked to do besides continuing.
+#[derive(Clone, Debug, Default)]
+pub struct ResumeRequest {
+    /// Answers to escalations: (task, decision).
+    pub decisions: Vec<(String, Decision)>,
+    /// `conductor dlq retry`: a dead-lettered task to run again.
+    pub retry: Option<DlqRetry>,
+}
+
+/// Why a run could not start, continue or be recorded. A run that fails (a gate, a policy
+/// violation) is not an error: it returns its final state with status FAILED.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("missing required param `{0}`")]
     MissingParam(String),
     #[error("unknown param `{0}`")]
     UnknownParam(String),
-    #[error("{0}")]
-    Agent(String),
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the workflow file `{file}` no longer has the tasks run {run} started with; resume needs the file as it was (start a new run for the changed workflow)")]
+    ChangedWorkflow { file: String, run: RunId },
+    #[error("no task `{0}` in this workflow")]
+    UnknownTask(String),
+    #[error("task `{task}` is {} now, not failed: dead letter {entry} is from an earlier pass; nothing to retry", status.as_str())]
+    NotFailed {
+        task: String,
+        status: TaskStatus,
+        entry: String,
+    },
+    #[error("task `{task}` belongs to phase `{phase}`, and the run is in phase `{current}`: `dlq retry` re-runs a task only in the phase its run stopped in")]
+    OtherPhase {
+        task: String,
+        phase: String,
+        current: String,
+    },
+    #[error("`--decide {0}=…`: no task `{0}` in this workflow")]
+    UnknownDecisionTask(String),
+    #[error("`--decide {0}=…`: task `{0}` is not waiting for a decision")]
+    NotWaiting(String),
 }
 
-/// Runs a checked, planned workflow to its end and returns the final state. Errors are the
-/// problems that prevent a run from starting or being recorded; a run that fails (a gate, a
-/// policy violation) returns `Ok` with status FAILED.
+/// Runs a checked, planned workflow to its end and returns the final state.
 pub async fn run(
     workflow: Arc<Workflow>,
     plan: Arc<Plan>,
     options: RunOptions,
 ) -> Result<RunState, ExecError> {
-    let scheduler = scheduler::Scheduler::new(workflow, plan, options)?;
-    scheduler.run().await
+    dispatcher::Dispatcher::new(workflow, plan, options)?
+        .start()
+        .await
 }
 
-/// Continues a stopped run from its events (`conductor resume`), applying `decisions` to tasks
-/// waiting for one; `retry` = (task, dead-letter entry) re-runs a dead-lettered task
-/// (`conductor dlq retry`).
+/// Continues a stopped run from its events (`conductor resume`, `conductor dlq retry`).
 pub async fn resume(
     workflow: Arc<Workflow>,
     plan: Arc<Plan>,
     mut options: RunOptions,
-    events: Vec<crate::model::Event>,
-    decisions: Vec<(String, crate::model::Decision)>,
-    retry: Option<(String, String)>,
+    events: Vec<Event>,
+    request: ResumeRequest,
 ) -> Result<RunState, ExecError> {
     let state = RunState::from_events(&events);
-    if state.dry_run {
-        // A dry run stays one: its resume must not call real agents.
-        options.agents = AgentMode::DryRun;
-    }
+    // A dry run stays one: its resume must not call real agents.
+    options.dry_run |= state.dry_run;
     options.run_id = state.workflow_id.clone();
     options.params = state.params.clone();
     options.file = state.file.clone();
-    let scheduler = scheduler::Scheduler::new(workflow, plan, options)?;
-    scheduler.resume(events, decisions, retry).await
+    dispatcher::Dispatcher::new(workflow, plan, options)?
+        .resume(events, request)
+        .await
 }
 
 /// Checks `--param` values against the workflow's params and fills defaults.

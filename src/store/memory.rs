@@ -1,10 +1,10 @@
 //! The in-memory store: for tests, benchmarks and runs nobody needs to resume.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
 
-use super::{RunRecord, Store, StoreError};
-use crate::model::{Event, RunId, RunStatus};
+use super::{Batch, RunLease, RunRecord, Store, StoreError};
+use crate::model::{DeadLetter, Event, RunId, RunState, RunStatus, Timestamp};
 
 /// A run's log in the batches it was appended in: no giant reallocation as it grows.
 #[derive(Default)]
@@ -18,16 +18,20 @@ pub struct MemoryStore {
     runs: Mutex<HashMap<RunId, (RunRecord, Log)>>,
     artifacts: Mutex<HashMap<String, Vec<u8>>>,
     cache: Mutex<HashMap<String, serde_json::Value>>,
+    dropped: Mutex<HashSet<String>>,
 }
+
+/// A panic while holding a lock leaves plain data behind; keep using it.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct NoLease;
+impl RunLease for NoLease {}
 
 impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore::default()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, (RunRecord, Log)>> {
-        // A panic while holding the lock leaves plain data behind; keep using it.
-        self.runs.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -37,7 +41,7 @@ impl Store for MemoryStore {
     }
 
     fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
-        let mut runs = self.lock();
+        let mut runs = lock(&self.runs);
         if runs.contains_key(&run.id) {
             return Err(StoreError::DuplicateRun(run.id.clone()));
         }
@@ -45,66 +49,98 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    fn append(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError> {
-        let mut runs = self.lock();
-        let (_, log) = runs
+    fn append(&self, run: &RunId, batch: &Batch<'_>) -> Result<(), StoreError> {
+        let mut runs = lock(&self.runs);
+        let (record, log) = runs
             .get_mut(run)
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
-        log.last = super::check_order(run, log.last, events)?;
-        log.batches.push(events.to_vec());
-        Ok(())
-    }
-
-    fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError> {
-        let mut runs = self.lock();
-        let (record, _) = runs
-            .get_mut(run)
-            .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
-        record.status = status;
+        log.last = super::check_order(run, log.last, batch.events)?;
+        log.batches.push(batch.events.to_vec());
+        record.status = batch.state.status();
         Ok(())
     }
 
     fn run(&self, run: &RunId) -> Result<RunRecord, StoreError> {
-        self.lock()
+        lock(&self.runs)
             .get(run)
             .map(|(r, _)| r.clone())
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))
     }
 
     fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
-        self.lock()
+        lock(&self.runs)
             .get(run)
             .map(|(_, log)| log.batches.iter().flatten().cloned().collect())
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))
     }
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        let mut runs: Vec<RunRecord> = self.lock().values().map(|(r, _)| r.clone()).collect();
-        runs.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut runs: Vec<RunRecord> = lock(&self.runs).values().map(|(r, _)| r.clone()).collect();
+        runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(runs)
     }
 
     fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {
-        let mut artifacts = self.artifacts.lock().unwrap_or_else(|e| e.into_inner());
-        artifacts
+        lock(&self.artifacts)
             .entry(sha256.to_string())
             .or_insert_with(|| content.to_vec());
         Ok(())
     }
 
     fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let artifacts = self.artifacts.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(artifacts.get(sha256).cloned())
+        Ok(lock(&self.artifacts).get(sha256).cloned())
     }
 
     fn cache_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(cache.get(key).cloned())
+        Ok(lock(&self.cache).get(key).cloned())
     }
 
     fn cache_put(&self, key: &str, output: &serde_json::Value) -> Result<(), StoreError> {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.insert(key.to_string(), output.clone());
+        lock(&self.cache).insert(key.to_string(), output.clone());
         Ok(())
+    }
+
+    fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError> {
+        let runs = match run {
+            Some(r) => vec![r.clone()],
+            None => self.runs()?.into_iter().map(|r| r.id).collect(),
+        };
+        let dropped = lock(&self.dropped).clone();
+        let mut out = Vec::new();
+        for r in runs {
+            let state = RunState::from_events(&self.events(&r)?);
+            out.extend(
+                state
+                    .dead_letter_entries
+                    .into_iter()
+                    .filter(|d| !dropped.contains(&d.id)),
+            );
+        }
+        Ok(out)
+    }
+
+    fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        let known = self.dead_letters(None)?.iter().any(|d| d.id == id);
+        Ok(known && lock(&self.dropped).insert(id.to_string()))
+    }
+
+    fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError> {
+        let mut runs = lock(&self.runs);
+        let old: Vec<RunId> = runs
+            .values()
+            .filter(|(r, _)| {
+                r.created_at < before
+                    && matches!(r.status, RunStatus::Completed | RunStatus::Failed)
+            })
+            .map(|(r, _)| r.id.clone())
+            .collect();
+        for id in &old {
+            runs.remove(id);
+        }
+        Ok(old)
+    }
+
+    fn lease(&self, _run: &RunId) -> Result<Box<dyn RunLease>, StoreError> {
+        Ok(Box::new(NoLease))
     }
 }

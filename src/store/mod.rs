@@ -1,10 +1,11 @@
-//! Where runs are kept: the `Store` trait and its backends.
+//! Where runs are kept: the `Store` trait and its backends — memory, and SQLite (the embedded
+//! default). A backend's own types stop here; the rest of the code sees these.
 //!
 //! The executor appends every event before it acts on it; events produced together (several
-//! completions arriving at once) are appended in one call, so a durable backend can commit them
-//! in one transaction. This module's types are the only ones the rest of the code sees: a
-//! backend's own types (rusqlite, redis) stop here.
+//! completions arriving at once) are appended in one call, with what they changed, so a
+//! durable backend commits them — and its projections — in one transaction.
 
+mod error;
 mod memory;
 mod sqlite;
 
@@ -12,22 +13,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use error::StoreError;
 pub use memory::MemoryStore;
-pub use sqlite::{RunLock, SqliteStore};
+pub use sqlite::SqliteStore;
 
-use crate::model::{DeadLetter, Event, EventKind, RunId, RunStatus};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("run `{0}` is not in the store")]
-    UnknownRun(RunId),
-    #[error("run `{0}` is already in the store")]
-    DuplicateRun(RunId),
-    #[error("event {got} of run `{run}` does not follow event {last}")]
-    OutOfOrder { run: RunId, last: u64, got: u64 },
-    #[error("store error: {0}")]
-    Backend(String),
-}
+use crate::model::{Changes, DeadLetter, Event, RunId, RunState, RunStatus, Timestamp};
 
 /// What a store knows about a run besides its events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -37,9 +27,20 @@ pub struct RunRecord {
     /// The workflow file as given on the command line.
     pub file: String,
     pub params: BTreeMap<String, serde_json::Value>,
-    pub created_at: crate::model::Timestamp,
+    pub created_at: Timestamp,
     pub status: RunStatus,
 }
+
+/// One scheduler turn's events, what they changed, and the state after them.
+pub struct Batch<'a> {
+    pub events: &'a [Event],
+    pub changes: &'a Changes,
+    pub state: &'a RunState,
+}
+
+/// Holds a run so that only one process drives it; released when dropped (or when the
+/// process ends, however it ends).
+pub trait RunLease: Send {}
 
 /// Checks that `events` continue a log whose last event is `last`; returns the new last.
 pub(crate) fn check_order(run: &RunId, mut last: u64, events: &[Event]) -> Result<u64, StoreError> {
@@ -57,16 +58,26 @@ pub(crate) fn check_order(run: &RunId, mut last: u64, events: &[Event]) -> Resul
 }
 
 /// A place runs are kept. Calls are synchronous and short; the executor makes them from its
-/// scheduler task between awaits.
+/// dispatcher between awaits, and from workers on blocking threads.
 pub trait Store: Send + Sync {
     /// Says where the store is, for headers and messages (`memory`, a file path).
     fn describe(&self) -> String;
+    /// Whether the store keeps projections of the log, and so wants [`Batch::changes`].
+    fn keeps_projections(&self) -> bool {
+        false
+    }
     fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
-    /// Appends events in order, all or none.
-    fn append(&self, run: &RunId, events: &[Event]) -> Result<(), StoreError>;
-    fn set_status(&self, run: &RunId, status: RunStatus) -> Result<(), StoreError>;
+    /// Appends a batch of events in order, all or none.
+    fn append(&self, run: &RunId, batch: &Batch<'_>) -> Result<(), StoreError>;
     fn run(&self, run: &RunId) -> Result<RunRecord, StoreError>;
     fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError>;
+    /// The events after `seq`, in order (for following a run without reading it all again).
+    fn events_after(&self, run: &RunId, seq: u64) -> Result<Vec<Event>, StoreError> {
+        let mut events = self.events(run)?;
+        events.retain(|e| e.seq > seq);
+        Ok(events)
+    }
+    /// Every run, oldest first.
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
 
     /// Stores an artifact's content under its SHA-256 (hex); storing it again is a no-op.
@@ -77,21 +88,13 @@ pub trait Store: Send + Sync {
     fn cache_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError>;
     fn cache_put(&self, key: &str, output: &serde_json::Value) -> Result<(), StoreError>;
 
-    /// Dead-lettered tasks, of one run or of all, oldest first. Entries are kept as
-    /// `DeadLettered` events; a backend may index them.
-    fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError> {
-        let runs = match run {
-            Some(r) => vec![r.clone()],
-            None => self.runs()?.into_iter().map(|r| r.id).collect(),
-        };
-        let mut out = Vec::new();
-        for r in runs {
-            for e in self.events(&r)? {
-                if let EventKind::DeadLettered { entry } = e.kind {
-                    out.push(entry);
-                }
-            }
-        }
-        Ok(out)
-    }
+    /// Dead-lettered tasks not yet dropped, of one run or of all, oldest first.
+    fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Marks a dead letter as handled (`conductor dlq drop`); returns whether it was there.
+    fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
+    /// Deletes finished runs created before `before`, and the artifacts no remaining run
+    /// refers to; returns the ids of the runs deleted.
+    fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError>;
+    /// Takes the run so this process alone drives it.
+    fn lease(&self, run: &RunId) -> Result<Box<dyn RunLease>, StoreError>;
 }

@@ -6,10 +6,12 @@
 pub mod ast;
 mod build;
 mod comments;
+mod fmt;
 mod strings;
 
 use pest::Parser as _;
 
+pub use fmt::{format_source, WIDTH};
 pub use strings::dedent as dedent_raw;
 
 use crate::diag::Diagnostic;

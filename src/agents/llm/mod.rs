@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub use cassette::{Cassette, Exchange, Recorder, ReplayProvider};
 pub use providers::{AnthropicProvider, OpenAiProvider};
 
-use super::{Agent, AgentFuture, TaskRequest};
+use super::{AgentEnv, AgentFuture, CallLog, Preparing, Renderer};
 use crate::check::ir::{self, Role};
 use crate::config::{Config, ProviderKind};
 use crate::model::{ErrorCode, LlmCall, TaskError};
@@ -102,46 +102,69 @@ pub trait Provider: Send + Sync {
     }
 }
 
+/// Why a provider cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("provider `{name}` is not configured ({described}){known}; add [providers.{name}] to conductor.toml{hint}")]
+    NotConfigured {
+        name: String,
+        /// Where the configuration came from.
+        described: String,
+        /// `; configured: a, b`, or empty.
+        known: String,
+        /// ` or set CONDUCTOR_PROVIDERS_X_KIND`, or empty.
+        hint: String,
+    },
+    #[error("provider `{name}` reads its API key from the environment variable `{var}`, which is not set")]
+    MissingKey { name: String, var: String },
+    #[error("{0}")]
+    Setup(String),
+}
+
 /// Builds the provider named in `conductor.toml`. The API key is read from the environment
 /// variable the configuration names, here and nowhere else.
 pub fn provider(
     name: &str,
     config: &Config,
     recorder: Option<&Arc<Recorder>>,
-) -> Result<Arc<dyn Provider>, String> {
+) -> Result<Arc<dyn Provider>, ProviderError> {
     let Some(p) = config.providers.get(name) else {
         let known: Vec<&str> = config.providers.keys().map(String::as_str).collect();
-        return Err(format!(
-            "provider `{name}` is not configured ({}){}; add [providers.{name}] to conductor.toml{}",
-            config.describe(),
-            if known.is_empty() {
+        return Err(ProviderError::NotConfigured {
+            name: name.to_string(),
+            described: config.describe(),
+            known: if known.is_empty() {
                 String::new()
             } else {
                 format!("; configured: {}", known.join(", "))
             },
-            crate::config::env_kind_var(name)
+            hint: crate::config::env_kind_var(name)
                 .map(|v| format!(" or set {v}"))
-                .unwrap_or_default()
-        ));
+                .unwrap_or_default(),
+        });
     };
     let key = match &p.api_key_env {
         Some(var) => match std::env::var(var) {
             Ok(k) if !k.trim().is_empty() => Some(k.trim().to_string()),
             _ => {
-                return Err(format!(
-                    "provider `{name}` reads its API key from the environment variable `{var}`, \
-                     which is not set"
-                ))
+                return Err(ProviderError::MissingKey {
+                    name: name.to_string(),
+                    var: var.clone(),
+                })
             }
         },
         None => None,
     };
     let inner: Arc<dyn Provider> = match p.kind {
-        ProviderKind::Openai => Arc::new(OpenAiProvider::new(name, p, key)?),
-        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(name, p, key)?),
+        ProviderKind::Openai => {
+            Arc::new(OpenAiProvider::new(name, p, key).map_err(ProviderError::Setup)?)
+        }
+        ProviderKind::Anthropic => {
+            Arc::new(AnthropicProvider::new(name, p, key).map_err(ProviderError::Setup)?)
+        }
         ProviderKind::Replay => {
             let path = p.cassette.as_deref().unwrap_or(std::path::Path::new(""));
-            Arc::new(ReplayProvider::open(path)?)
+            Arc::new(ReplayProvider::open(path).map_err(ProviderError::Setup)?)
         }
     };
     Ok(match recorder {
@@ -153,130 +176,154 @@ pub fn provider(
     })
 }
 
-/// An `llm` pool's agent.
-pub struct LlmAgent {
-    provider_name: String,
-    provider: Arc<dyn Provider>,
-    role: Option<Role>,
-    model: String,
-    temperature: Option<f64>,
-    max_tokens: u32,
+/// The model an llm pool uses: its own, else its provider's default; a replay provider
+/// needs none.
+pub(crate) fn model_for(llm: &ir::LlmAgent, config: &Config) -> Option<String> {
+    let p = config.providers.get(&llm.provider);
+    llm.model
+        .clone()
+        .or_else(|| p.and_then(|p| p.model.clone()))
+        .or_else(|| (p.map(|p| p.kind) == Some(ProviderKind::Replay)).then(|| "replay".into()))
 }
 
-impl LlmAgent {
-    pub fn new(
-        agent: &ir::Agent,
-        llm: &ir::LlmAgent,
-        config: &Config,
-        provider: Arc<dyn Provider>,
-    ) -> Result<LlmAgent, String> {
-        let p = config.providers.get(&llm.provider);
-        let model = llm
-            .model
-            .clone()
-            .or_else(|| p.and_then(|p| p.model.clone()));
-        let model = match (model, p.map(|p| p.kind)) {
-            (Some(m), _) => m,
-            (None, Some(ProviderKind::Replay)) => "replay".to_string(),
-            (None, _) => {
-                return Err(format!(
-                    "agent `{}` names no `model`, and provider `{}` sets none",
-                    agent.name, llm.provider
-                ))
-            }
-        };
-        Ok(LlmAgent {
-            provider_name: llm.provider.clone(),
-            provider,
-            role: llm.role,
-            model,
-            temperature: llm.temperature.or_else(|| p.and_then(|p| p.temperature)),
-            max_tokens: llm
-                .max_tokens
-                .or_else(|| p.and_then(|p| p.max_tokens))
-                .unwrap_or(DEFAULT_MAX_TOKENS),
-        })
-    }
+/// One llm attempt: the provider to ask, the conversation's start, and how to judge replies.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChatCall {
+    /// The provider's name in `conductor.toml` (the executing process's own configuration
+    /// says how to reach it).
+    pub provider: String,
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    pub system: String,
+    /// The user turn.
+    pub prompt: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f64>,
+    pub max_tokens: u32,
 }
 
-impl Agent for LlmAgent {
-    fn execute(&self, req: TaskRequest) -> AgentFuture {
-        let provider = self.provider.clone();
-        let provider_name = self.provider_name.clone();
-        let role = self.role;
-        let mut chat = ChatRequest {
-            task: req.task.to_string(),
-            role: role.map_or("custom", Role::as_str).to_string(),
-            model: self.model.clone(),
-            system: req.system.clone().unwrap_or_else(|| match role {
-                Some(r) => roles::system_prompt(r),
-                None => roles::generic_system_prompt(),
-            }),
-            messages: vec![Message::user(user_message(&req))],
-            temperature: self.temperature,
-            max_tokens: self.max_tokens,
-            schema: roles::schema(role),
-        };
-        Box::pin(async move {
-            let mut problem = String::new();
-            for turn in 0..2 {
-                let begun = Instant::now();
-                let reply = provider.complete(&chat).await?;
-                req.calls.push(LlmCall {
-                    provider: provider_name.clone(),
-                    model: reply.model.clone(),
-                    input_tokens: reply.input_tokens,
-                    output_tokens: reply.output_tokens,
-                    duration_ms: begun.elapsed().as_millis() as u64,
-                    replayed: provider.replays(),
-                });
-                match roles::parse_reply(role, &reply.text) {
-                    Ok(output) => return Ok(output),
-                    Err(e) => {
-                        problem = if reply.truncated {
-                            format!(
-                                "{e} (the reply stopped at max_tokens = {})",
-                                chat.max_tokens
-                            )
-                        } else {
-                            e
-                        };
-                        if turn == 0 {
-                            // Providers refuse an empty assistant turn.
-                            let said = if reply.text.trim().is_empty() {
-                                "(no reply)".to_string()
-                            } else {
-                                reply.text
-                            };
-                            chat.messages.push(Message::assistant(said));
-                            chat.messages.push(Message::user(format!(
-                                "Your reply could not be used: {problem}. Reply again with only \
-                                 the JSON object, in the shape the system prompt gives."
-                            )));
-                        }
-                    }
-                }
-            }
-            Err(TaskError::fatal(
-                ErrorCode::InvalidOutput,
-                format!(
-                    "the {} reply was not usable twice (the second time after being told why): \
-                     {problem}",
-                    chat.role
-                ),
-            ))
-        })
-    }
-}
-
-/// The user turn: the task's rendered prompt; with none, the task's input as JSON.
-fn user_message(req: &TaskRequest) -> String {
-    match &req.prompt {
-        Some(p) if !p.trim().is_empty() => p.trim().to_string(),
+/// The call for one attempt of an llm pool.
+pub(super) fn prepare(
+    l: &ir::LlmAgent,
+    agent: &ir::Agent,
+    p: &Preparing<'_>,
+    r: &Renderer<'_>,
+) -> Result<ChatCall, TaskError> {
+    let config = &p.env.config;
+    let provider = config.providers.get(&l.provider);
+    let system = match &l.system {
+        Some(sys) => r.render(sys, &format!("`system` of agent `{}`", agent.name))?,
+        None => match l.role {
+            Some(role) => roles::system_prompt(role),
+            None => roles::generic_system_prompt(),
+        },
+    };
+    let prompt = r.render_opt(
+        p.task.prompt.as_ref(),
+        &format!("`prompt` of task `{}`", p.task.name),
+    )?;
+    let prompt = match prompt {
+        Some(text) if !text.trim().is_empty() => text.trim().to_string(),
         _ => format!(
             "Task `{}`. Its input:\n{}",
-            req.task,
-            serde_json::to_string_pretty(&req.input).unwrap_or_default()
+            p.task.name,
+            serde_json::to_string_pretty(p.input).unwrap_or_default()
         ),
+    };
+    Ok(ChatCall {
+        provider: l.provider.clone(),
+        model: model_for(l, config).unwrap_or_default(),
+        role: l.role,
+        system,
+        prompt,
+        temperature: l
+            .temperature
+            .or_else(|| provider.and_then(|p| p.temperature)),
+        max_tokens: l
+            .max_tokens
+            .or_else(|| provider.and_then(|p| p.max_tokens))
+            .unwrap_or(DEFAULT_MAX_TOKENS),
+    })
+}
+
+/// Asks the provider, validates the reply against the role's shape, and gives one corrective
+/// turn before INVALID_OUTPUT.
+pub(super) fn execute(
+    call: ChatCall,
+    task: Arc<str>,
+    env: Arc<AgentEnv>,
+    calls: CallLog,
+) -> AgentFuture {
+    Box::pin(async move {
+        let provider = env.provider(&call.provider)?;
+        let role = call.role;
+        let mut chat = ChatRequest {
+            task: task.to_string(),
+            role: role.map_or("custom", Role::as_str).to_string(),
+            model: call.model.clone(),
+            system: call.system.clone(),
+            messages: vec![Message::user(call.prompt.clone())],
+            temperature: call.temperature,
+            max_tokens: call.max_tokens,
+            schema: roles::schema(role),
+        };
+        converse(&mut chat, &*provider, &call.provider, role, &calls).await
+    })
+}
+
+async fn converse(
+    chat: &mut ChatRequest,
+    provider: &dyn Provider,
+    provider_name: &str,
+    role: Option<Role>,
+    calls: &CallLog,
+) -> Result<Value, TaskError> {
+    let mut problem = String::new();
+    for turn in 0..2 {
+        let begun = Instant::now();
+        let reply = provider.complete(chat).await?;
+        calls.push(LlmCall {
+            provider: provider_name.to_string(),
+            model: reply.model.clone(),
+            input_tokens: reply.input_tokens,
+            output_tokens: reply.output_tokens,
+            duration_ms: begun.elapsed().as_millis() as u64,
+            replayed: provider.replays(),
+        });
+        match roles::parse_reply(role, &reply.text) {
+            Ok(output) => return Ok(output),
+            Err(e) => {
+                problem = if reply.truncated {
+                    format!(
+                        "{e} (the reply stopped at max_tokens = {})",
+                        chat.max_tokens
+                    )
+                } else {
+                    e
+                };
+                if turn == 0 {
+                    // Providers refuse an empty assistant turn.
+                    let said = if reply.text.trim().is_empty() {
+                        "(no reply)".to_string()
+                    } else {
+                        reply.text
+                    };
+                    chat.messages.push(Message::assistant(said));
+                    chat.messages.push(Message::user(format!(
+                        "Your reply could not be used: {problem}. Reply again with only \
+                         the JSON object, in the shape the system prompt gives."
+                    )));
+                }
+            }
+        }
     }
+    Err(TaskError::fatal(
+        ErrorCode::InvalidOutput,
+        format!(
+            "the {} reply was not usable twice (the second time after being told why): \
+             {problem}",
+            chat.role
+        ),
+    ))
 }

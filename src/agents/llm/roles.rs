@@ -272,40 +272,7 @@ fn validate(role: Role, map: &Map<String, Value>) -> Result<(), String> {
     Ok(())
 }
 
-/// A file path an agent may write: relative, inside the workspace, made of ordinary names.
-pub fn check_path(path: &str) -> Result<(), String> {
-    use std::path::Component;
-    if path.trim().is_empty() {
-        return Err("the path is empty".into());
-    }
-    if path.contains('\0') || path.contains('\\') {
-        return Err(format!("`{path}` contains a NUL or a backslash"));
-    }
-    if path.ends_with('/') {
-        return Err(format!("`{path}` names a folder, not a file"));
-    }
-    let p = std::path::Path::new(path);
-    if !p
-        .components()
-        .any(|c| matches!(c, std::path::Component::Normal(_)))
-    {
-        return Err(format!("`{path}` names no file"));
-    }
-    for c in p.components() {
-        match c {
-            Component::Normal(_) | Component::CurDir => {}
-            Component::ParentDir => {
-                return Err(format!("`{path}` leaves the workspace (`..`)"));
-            }
-            Component::RootDir | Component::Prefix(_) => {
-                return Err(format!(
-                    "`{path}` is absolute; paths are relative to the workspace"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
+use crate::files::check_path;
 
 #[cfg(test)]
 mod tests {

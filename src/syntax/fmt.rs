@@ -10,8 +10,8 @@
 
 use crate::diag::Diagnostic;
 use crate::source::SourceMap;
+use crate::syntax;
 use crate::syntax::ast::*;
-use crate::syntax::{self};
 
 /// The line width blocks are joined within.
 pub const WIDTH: usize = 100;
@@ -431,7 +431,7 @@ impl Printer<'_> {
         match r {
             Rule::Call(c) => self.inline_call(c),
             Rule::Block(b) => {
-                let code = crate::check::normalize_code(&b.raw);
+                let code = crate::text::normalize_code(&b.raw);
                 if code.contains('\n') || code.contains("//") || code.contains("/*") {
                     return None;
                 }
@@ -458,7 +458,7 @@ impl Printer<'_> {
                 self.value(&v, depth);
             }
             Rule::Block(b) => {
-                let code = crate::check::normalize_code(&b.raw);
+                let code = crate::text::normalize_code(&b.raw);
                 self.out.push_str("{\n");
                 for line in code.split('\n') {
                     if !line.is_empty() {

@@ -1,0 +1,234 @@
+//! Starting and continuing runs: everything between "the user asked" and the executor — the
+//! workflow, its params and configuration, the store and the run's lease, the workspace, the
+//! cassette recorder.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{AppError, StoreSpec};
+use crate::agents::llm::Recorder;
+use crate::config::Config;
+use crate::exec::{DlqRetry, Observer, Operator, ResumeRequest, RunOptions};
+use crate::model::{Decision, RunId, RunState, RunStatus};
+use crate::store::Store;
+
+/// A new run, as asked for.
+pub struct Start {
+    pub file: PathBuf,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub dry_run: bool,
+    /// `--record FILE`: write every provider exchange to this cassette.
+    pub record: Option<PathBuf>,
+    /// `--config FILE`; by default `conductor.toml` beside the workflow.
+    pub config: Option<PathBuf>,
+    pub store: StoreSpec,
+}
+
+/// A run to continue, as asked for.
+pub struct Resume {
+    /// A run id, or a unique prefix of one.
+    pub run: String,
+    pub decisions: Vec<(String, Decision)>,
+    /// `conductor dlq retry ENTRY`: the dead letter to run again.
+    pub dead_letter: Option<String>,
+    pub record: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub store: StoreSpec,
+}
+
+/// What the caller watches a run with, decided once the run's id, store and workspace are
+/// known.
+pub struct Watch {
+    pub observers: Vec<Box<dyn Observer>>,
+    pub operator: Option<Arc<dyn Operator>>,
+}
+
+/// What the caller is told before the run starts, to set up its watch.
+pub struct Prepared<'a> {
+    pub run_id: RunId,
+    pub store: String,
+    pub workspace: Option<PathBuf>,
+    /// The workflow's warnings, and the files they point into.
+    pub warnings: &'a [crate::diag::Diagnostic],
+    pub map: &'a crate::source::SourceMap,
+}
+
+/// How a run stopped.
+pub enum Stopped {
+    /// It ran (or ran on) to an end: completed, failed, cancelled or waiting.
+    Ran {
+        state: RunState,
+        /// The cassette written, with `--record`.
+        recorded: Option<PathBuf>,
+    },
+    /// There was nothing to continue: the run had already finished.
+    Finished { run: RunId, state: RunState },
+}
+
+/// `NAME=VALUE` pairs; VALUE is read as JSON when it parses, else as a string.
+pub fn parse_params(pairs: &[String]) -> Result<BTreeMap<String, serde_json::Value>, AppError> {
+    let mut out = BTreeMap::new();
+    for pair in pairs {
+        let Some((name, value)) = pair.split_once('=') else {
+            return Err(AppError::Usage(format!(
+                "`--param {pair}` needs the form NAME=VALUE"
+            )));
+        };
+        let value = serde_json::from_str(value)
+            .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        out.insert(name.trim().to_string(), value);
+    }
+    Ok(out)
+}
+
+/// `TASK=retry|skip|abort`.
+pub fn parse_decision(text: &str) -> Result<(String, Decision), AppError> {
+    let Some((task, decision)) = text.split_once('=') else {
+        return Err(AppError::Usage(format!(
+            "`--decide {text}` needs the form TASK=retry|skip|abort"
+        )));
+    };
+    let decision = decision
+        .parse::<Decision>()
+        .map_err(|e| AppError::Usage(format!("`--decide {text}`: {e}")))?;
+    Ok((task.trim().to_string(), decision))
+}
+
+fn open_recorder(record: Option<&PathBuf>) -> Result<Option<Arc<Recorder>>, AppError> {
+    record
+        .map(|file| {
+            Recorder::create(file)
+                .map(Arc::new)
+                .map_err(AppError::Cassette)
+        })
+        .transpose()
+}
+
+/// Starts a run and drives it to its end.
+pub async fn start(
+    req: Start,
+    cancel: CancellationToken,
+    watch: impl FnOnce(&Prepared<'_>) -> Watch,
+) -> Result<Stopped, AppError> {
+    let loaded = super::load(&req.file)?;
+    crate::exec::resolve_params(&loaded.workflow, &req.params)?;
+    let config = Config::from_process_env(req.config.as_deref(), &req.file)?;
+    let recorder = open_recorder(req.record.as_ref())?;
+    let store = req.store.open_for_run()?;
+    let mut options = RunOptions::new(store.clone());
+    let _lease = store.lease(&options.run_id)?;
+    options.cancel = cancel;
+    options.params = req.params;
+    options.file = req.file.display().to_string();
+    options.dry_run = req.dry_run;
+    options.workspace = super::workspace::create(&req.store, &options.run_id);
+    options.config = Arc::new(config);
+    options.recorder = recorder.clone();
+    attach(&mut options, &*store, &loaded, watch);
+    let workspace = options.workspace.clone();
+    let result = crate::exec::run(Arc::new(loaded.workflow), Arc::new(loaded.plan), options).await;
+    match result {
+        Ok(state) => Ok(Stopped::Ran {
+            state,
+            recorded: recorder.map(|r| r.path().to_path_buf()),
+        }),
+        Err(e) => {
+            // The run could not start (an agent could not be set up): leave no empty workspace.
+            if let Some(dir) = &workspace {
+                super::workspace::remove_if_empty(dir);
+            }
+            Err(e.into())
+        }
+    }
+}
+
+fn attach(
+    options: &mut RunOptions,
+    store: &dyn Store,
+    loaded: &super::Loaded,
+    watch: impl FnOnce(&Prepared<'_>) -> Watch,
+) {
+    let w = watch(&Prepared {
+        run_id: options.run_id.clone(),
+        store: store.describe(),
+        workspace: options.workspace.clone(),
+        warnings: &loaded.warnings,
+        map: &loaded.map,
+    });
+    options.observers = w.observers;
+    options.operator = w.operator;
+}
+
+/// Continues a stopped run (`conductor resume`, `conductor dlq retry`).
+pub async fn resume(
+    req: Resume,
+    cancel: CancellationToken,
+    watch: impl FnOnce(&Prepared<'_>) -> Watch,
+) -> Result<Stopped, AppError> {
+    let store = req.store.open_existing()?;
+    let (run_id, retry) = match &req.dead_letter {
+        Some(entry) => {
+            let dl = store
+                .dead_letters(None)?
+                .into_iter()
+                .find(|e| e.id == *entry)
+                .ok_or_else(|| AppError::UnknownDeadLetter(entry.clone()))?;
+            let retry = DlqRetry {
+                task: dl.task.clone(),
+                entry: dl.id.clone(),
+            };
+            (dl.run_id, Some(retry))
+        }
+        None => (super::find_run(&*store, &req.run)?, None),
+    };
+    let _lease = store.lease(&run_id)?;
+    let events = store.events(&run_id)?;
+    let state = RunState::from_events(&events);
+    match state.status() {
+        RunStatus::Completed | RunStatus::Failed if retry.is_none() => {
+            return Ok(Stopped::Finished { run: run_id, state })
+        }
+        RunStatus::Completed => return Err(AppError::CompletedAlready(run_id.to_string())),
+        _ => {}
+    }
+    let file = PathBuf::from(&state.file);
+    let loaded = super::load(&file).map_err(|e| match e {
+        AppError::Invalid { .. } | AppError::Plan(_) => AppError::WorkflowGone {
+            file: state.file.clone(),
+            run: run_id.to_string(),
+        },
+        other => other,
+    })?;
+    let config = Config::from_process_env(req.config.as_deref(), &file)?;
+    let recorder = open_recorder(req.record.as_ref())?;
+    let mut options = RunOptions::new(store.clone());
+    options.run_id = run_id.clone();
+    options.cancel = cancel;
+    options.workspace = super::workspace::create(&req.store, &run_id);
+    options.config = Arc::new(config);
+    options.recorder = recorder.clone();
+    attach(&mut options, &*store, &loaded, watch);
+    let request = ResumeRequest {
+        decisions: req.decisions,
+        retry: retry.clone(),
+    };
+    let state = crate::exec::resume(
+        Arc::new(loaded.workflow),
+        Arc::new(loaded.plan),
+        options,
+        events,
+        request,
+    )
+    .await?;
+    if let Some(r) = &retry {
+        // Handled: the retry is in the run's log, with its own outcome.
+        let _ = store.drop_dead_letter(&r.entry);
+    }
+    Ok(Stopped::Ran {
+        state,
+        recorded: recorder.map(|r| r.path().to_path_buf()),
+    })
+}

@@ -1,0 +1,73 @@
+//! `conductor dlq list|show|retry|drop`: the dead-letter queue.
+
+use std::process::ExitCode;
+
+use super::{output, Globals};
+use crate::app::AppError;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// List dead-lettered tasks.
+    List {
+        #[arg(long)]
+        run: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one entry with its attempts and the request it was sent.
+    Show { entry: String },
+    /// Remove an entry from the queue (it stays in the run's log).
+    Drop { entry: String },
+    /// Re-run the task in its run and, when the run stopped in that task's phase, continue it.
+    Retry { entry: String },
+}
+
+pub fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppError> {
+    if let Command::Retry { entry } = &command {
+        return super::run::retry_dead_letter(entry, globals);
+    }
+    let store = globals.store.open_existing()?;
+    match command {
+        Command::List { run, json } => {
+            let run = run.map(|r| crate::app::find_run(&*store, &r)).transpose()?;
+            let entries = store.dead_letters(run.as_ref())?;
+            if json {
+                for e in &entries {
+                    output::line(serde_json::to_string(e).unwrap_or_default());
+                }
+                return Ok(ExitCode::SUCCESS);
+            }
+            output::line(format!(
+                "{:<22} {:<16} {:<12} {:>8}  {:<24} REASON",
+                "ENTRY", "TASK", "POOL", "ATTEMPTS", "AT"
+            ));
+            for e in &entries {
+                output::line(format!(
+                    "{:<22} {:<16} {:<12} {:>8}  {:<24} {}",
+                    e.id,
+                    e.task,
+                    e.pool,
+                    e.attempts.len(),
+                    e.at.to_string(),
+                    e.reason
+                ));
+            }
+        }
+        Command::Show { entry } => {
+            let entries = store.dead_letters(None)?;
+            let e = entries
+                .iter()
+                .find(|e| e.id == entry)
+                .ok_or(AppError::UnknownDeadLetter(entry))?;
+            output::line(serde_json::to_string_pretty(e).unwrap_or_default());
+        }
+        Command::Drop { entry } => {
+            if !store.drop_dead_letter(&entry)? {
+                return Err(AppError::UnknownDeadLetter(entry));
+            }
+            output::line(format!("dropped {entry}"));
+        }
+        Command::Retry { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}

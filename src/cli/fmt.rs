@@ -1,0 +1,79 @@
+//! `conductor fmt FILE...`: the canonical layout (`-` reads stdin and writes stdout).
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::output;
+use crate::app::AppError;
+use crate::diag::Diagnostic;
+use crate::source::SourceMap;
+
+/// Rewrite workflow files in the canonical layout (`-` reads stdin, writes stdout).
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Change nothing; exit 1 and name the files that would change.
+    #[arg(long)]
+    check: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode, AppError> {
+    let mut code = 0u8;
+    for path in &args.files {
+        code = code.max(one(path, args.check));
+    }
+    Ok(ExitCode::from(code))
+}
+
+/// Formats one file (or stdin); returns its exit code.
+fn one(path: &std::path::Path, check_only: bool) -> u8 {
+    let stdin = path.as_os_str() == "-";
+    let text = if stdin {
+        let mut buf = String::new();
+        if let Err(e) = std::io::stdin().read_to_string(&mut buf) {
+            eprintln!("error: cannot read standard input: {e}");
+            return 2;
+        }
+        buf
+    } else {
+        match crate::check::read_text(path) {
+            Ok(text) => text,
+            Err(diag) => {
+                output::diagnostics(&SourceMap::new(), &[diag]);
+                return 2;
+            }
+        }
+    };
+    let name = if stdin {
+        "<stdin>".to_string()
+    } else {
+        path.display().to_string()
+    };
+    let formatted = match crate::syntax::format_source(&name, &text) {
+        Ok(f) => f,
+        Err((map, diags)) => {
+            output::diagnostics(&map, &diags);
+            return 1;
+        }
+    };
+    if stdin {
+        print!("{formatted}");
+        return 0;
+    }
+    if formatted == text {
+        return 0;
+    }
+    if check_only {
+        output::line(format!("would reformat {}", path.display()));
+        return 1;
+    }
+    if let Err(e) = std::fs::write(path, &formatted) {
+        let d = Diagnostic::general(format!("cannot write `{}`: {e}", path.display()));
+        output::diagnostics(&SourceMap::new(), &[d]);
+        return 2;
+    }
+    output::line(format!("formatted {}", path.display()));
+    0
+}

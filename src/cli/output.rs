@@ -1,0 +1,63 @@
+//! How the command line prints: diagnostics (in colour on a terminal), errors, and lines
+//! that tolerate a closed pipe.
+
+use std::io::{IsTerminal, Write};
+
+use crate::app::AppError;
+use crate::diag::{self, Diagnostic};
+use crate::source::SourceMap;
+
+/// Colour only on a terminal, and not when `NO_COLOR` is set.
+pub fn color() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Prints diagnostics on stderr.
+pub fn diagnostics(map: &SourceMap, diags: &[Diagnostic]) {
+    if diags.is_empty() {
+        return;
+    }
+    let _ = write!(std::io::stderr(), "{}", diag::render(map, diags, color()));
+}
+
+/// Says what went wrong, on stderr.
+pub fn report(e: &AppError) {
+    match e {
+        AppError::Invalid { map, diags } => diagnostics(map, diags),
+        other => {
+            let _ = writeln!(std::io::stderr(), "error: {other}");
+        }
+    }
+}
+
+/// Prints a line on stdout; false when the reader went away.
+pub fn line(text: impl std::fmt::Display) -> bool {
+    writeln!(std::io::stdout(), "{text}").is_ok()
+}
+
+/// Runs a future to its end on a multi-threaded runtime, with Ctrl-C cancelling `cancel`.
+/// The work runs as a spawned task, not on the blocking main thread: completions from worker
+/// threads reach it without a cross-thread wake of `block_on`.
+pub fn drive<T: Send + 'static>(
+    cancel: tokio_util::sync::CancellationToken,
+    work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static,
+) -> Result<T, AppError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(AppError::Runtime)?;
+    runtime.block_on(async move {
+        let ctrl_c = tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        });
+        let result = tokio::spawn(work).await;
+        ctrl_c.abort();
+        result.unwrap_or_else(|e| {
+            Err(AppError::Usage(format!(
+                "the run stopped unexpectedly: {e}"
+            )))
+        })
+    })
+}

@@ -1,0 +1,197 @@
+//! `conductor run FILE` and `conductor resume RUN`: start or continue a run, watch it, and
+//! turn how it ended into the exit code (0 COMPLETED, 1 FAILED or CANCELLED, 3 WAITING).
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{output, Globals};
+use crate::app::{self, AppError, Prepared, Stopped, Watch};
+use crate::exec::{DecisionFuture, Escalation, Observer, Operator};
+use crate::model::{Decision, RunStatus};
+use crate::report::{HumanView, JsonLines};
+
+/// Run a workflow: phases in order, independent tasks at the same time.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    file: PathBuf,
+    /// A param value, `NAME=VALUE` (VALUE is read as JSON when it parses, else a string).
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// Print every event as a JSON line; the last line is the final run state.
+    #[arg(long)]
+    json: bool,
+    /// Replace every agent with a zero-latency mock shaped like its role: exercises rules,
+    /// gates and loops without side effects.
+    #[arg(long)]
+    dry_run: bool,
+    /// Write every LLM provider exchange to this cassette file, for the `replay` provider.
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+}
+
+/// Continue a stopped run from its log (a crash, Ctrl-C, or a run waiting for a decision).
+#[derive(clap::Args, Debug)]
+pub struct ResumeArgs {
+    /// A run id, or a unique prefix of one.
+    run: String,
+    /// Answer an escalation: `TASK=retry`, `TASK=skip` or `TASK=abort`.
+    #[arg(long = "decide", value_name = "TASK=DECISION")]
+    decide: Vec<String>,
+    #[arg(long)]
+    json: bool,
+    /// Write the resumed part's LLM provider exchanges to this cassette (extending it).
+    #[arg(long, value_name = "FILE")]
+    record: Option<PathBuf>,
+}
+
+pub fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError> {
+    let start = app::Start {
+        params: app::parse_params(&args.params)?,
+        file: args.file,
+        dry_run: args.dry_run,
+        record: args.record,
+        config: globals.config.clone(),
+        store: globals.store.clone(),
+    };
+    let cancel = CancellationToken::new();
+    let json = args.json;
+    let stopped = output::drive(cancel.clone(), async move {
+        app::start(start, cancel, |p| watch(p, json)).await
+    })?;
+    Ok(ended(stopped, json))
+}
+
+pub fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, AppError> {
+    let decisions = args
+        .decide
+        .iter()
+        .map(|d| app::parse_decision(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    let req = app::Resume {
+        run: args.run,
+        decisions,
+        dead_letter: None,
+        record: args.record,
+        config: globals.config.clone(),
+        store: globals.store.clone(),
+    };
+    let cancel = CancellationToken::new();
+    let json = args.json;
+    let stopped = output::drive(cancel.clone(), async move {
+        app::resume(req, cancel, |p| watch(p, json)).await
+    })?;
+    Ok(ended(stopped, json))
+}
+
+/// `conductor dlq retry ENTRY`.
+pub fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCode, AppError> {
+    let req = app::Resume {
+        run: String::new(),
+        decisions: Vec::new(),
+        dead_letter: Some(entry.to_string()),
+        record: None,
+        config: globals.config.clone(),
+        store: globals.store.clone(),
+    };
+    let cancel = CancellationToken::new();
+    let stopped = output::drive(cancel.clone(), async move {
+        app::resume(req, cancel, |p| watch(p, false)).await
+    })?;
+    Ok(ended(stopped, false))
+}
+
+/// The observers of a run on the command line, and the operator when there is a terminal.
+fn watch(p: &Prepared<'_>, json: bool) -> Watch {
+    // The workflow's warnings are shown before the run starts.
+    output::diagnostics(p.map, p.warnings);
+    let observer: Box<dyn Observer> = if json {
+        Box::new(JsonLines::new(std::io::stdout()))
+    } else {
+        let store = match &p.workspace {
+            Some(w) => format!("{}  workspace {}", p.store, w.display()),
+            None => p.store.clone(),
+        };
+        Box::new(
+            HumanView::new(Box::new(std::io::stdout()), store).with_workspace(p.workspace.clone()),
+        )
+    };
+    let operator: Option<Arc<dyn Operator>> = (std::io::stdin().is_terminal()
+        && std::io::stderr().is_terminal())
+    .then(|| Arc::new(TerminalOperator) as Arc<dyn Operator>);
+    Watch {
+        observers: vec![observer],
+        operator,
+    }
+}
+
+/// 0 COMPLETED, 1 FAILED or CANCELLED, 3 WAITING for a decision.
+fn ended(stopped: Stopped, json: bool) -> ExitCode {
+    match stopped {
+        Stopped::Ran { state, recorded } => {
+            if let (Some(path), false) = (recorded, json) {
+                output::line(format!(
+                    "recorded the provider exchanges to {}",
+                    path.display()
+                ));
+            }
+            match state.status() {
+                RunStatus::Completed => ExitCode::SUCCESS,
+                RunStatus::Waiting => ExitCode::from(3),
+                _ => ExitCode::from(1),
+            }
+        }
+        Stopped::Finished { run, state } if state.status() == RunStatus::Completed => {
+            output::line(format!(
+                "run {run} is already completed; there is nothing to resume"
+            ));
+            ExitCode::SUCCESS
+        }
+        Stopped::Finished { run, state } => {
+            output::line(format!(
+                "run {run} failed ({}); there is nothing to resume",
+                state.error.as_deref().unwrap_or("no reason recorded")
+            ));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Asks the operator at the terminal what to do with a task that failed fatally.
+struct TerminalOperator;
+
+impl Operator for TerminalOperator {
+    fn decide<'a>(&'a self, q: &'a Escalation) -> DecisionFuture<'a> {
+        let prompt = format!(
+            "\ntask `{}` failed after {} attempt{}: {}\nretry, skip or abort? [r/s/a] ",
+            q.task,
+            q.attempts,
+            crate::text::plural(q.attempts),
+            q.error
+        );
+        Box::pin(async move {
+            // A thread of its own, not the runtime's blocking pool: a run that ends while the
+            // question is open must not wait for a line nobody will type.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::spawn(move || {
+                let answer = loop {
+                    eprint!("{prompt}");
+                    let mut line = String::new();
+                    match std::io::stdin().read_line(&mut line) {
+                        // End of input: nobody can answer; the run waits for `resume --decide`.
+                        Ok(0) | Err(_) => break None,
+                        Ok(_) => match line.parse::<Decision>() {
+                            Ok(d) => break Some((d, "operator at the terminal".to_string())),
+                            Err(e) => eprintln!("{e}"),
+                        },
+                    }
+                };
+                let _ = tx.send(answer);
+            });
+            rx.await.ok().flatten()
+        })
+    }
+}

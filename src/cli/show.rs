@@ -1,0 +1,26 @@
+//! `conductor show RUN`: a run's state, every task with its attempts, gates and feedback.
+
+use std::process::ExitCode;
+
+use super::{output, Globals};
+use crate::app::AppError;
+
+/// Show a run: its state, every task with its attempts, gates and feedback with reasons.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A run id, or a unique prefix of one.
+    run: String,
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+    let store = globals.store.open_existing()?;
+    let run = crate::app::load_run(&*store, &args.run)?;
+    if args.json {
+        output::line(serde_json::to_string_pretty(&run.state.view()).unwrap_or_default());
+    } else {
+        print!("{}", crate::report::show_text(&run.state, &run.events));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,176 @@
+//! One attempt on a worker: the response cache, the agent under its timeout, then the files of
+//! a successful output stored and written. Store and file I/O run on blocking threads.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::agents::{self, AgentEnv, Attempt, CallLog};
+use crate::check::ir::TaskId;
+use crate::config::Config;
+use crate::model::{ArtifactRef, ErrorCode, LlmCall, TaskError};
+use crate::store::Store;
+
+/// A worker's report: one finished attempt.
+pub(super) struct Done {
+    pub task: TaskId,
+    pub attempt: u32,
+    pub instance: u32,
+    pub result: Result<Value, TaskError>,
+    pub elapsed: Duration,
+    /// Whether the agent was called (a template error fails before it is, a cache hit
+    /// answers instead).
+    pub reached_agent: bool,
+    pub calls: Vec<LlmCall>,
+    pub artifacts: Vec<ArtifactRef>,
+    /// Served from the response cache.
+    pub cached: bool,
+}
+
+impl Done {
+    /// An attempt that failed before its agent was called.
+    pub fn unstarted(task: TaskId, attempt: u32, instance: u32, error: TaskError) -> Done {
+        Done {
+            task,
+            attempt,
+            instance,
+            result: Err(error),
+            elapsed: Duration::ZERO,
+            reached_agent: false,
+            calls: Vec::new(),
+            artifacts: Vec::new(),
+            cached: false,
+        }
+    }
+}
+
+/// A dispatch's place in the response cache.
+pub(super) struct CacheUse {
+    pub key: String,
+    /// Whether a stored output may answer (not while recording a cassette).
+    pub read: bool,
+}
+
+/// Everything a worker needs for one attempt.
+pub(super) struct Job {
+    pub attempt: Arc<Attempt>,
+    pub timeout: Duration,
+    pub cache: Option<CacheUse>,
+    pub store: Arc<dyn Store>,
+    pub env: Arc<AgentEnv>,
+    pub calls: CallLog,
+}
+
+/// The response cache's key for a call: everything rendered for it, and for llm calls the
+/// provider's whole configuration (it holds no secret: only the name of the key's variable).
+pub(super) fn cache_key(config: &Config, call: &Value) -> String {
+    use sha2::Digest;
+    let provider = call
+        .get("provider")
+        .and_then(Value::as_str)
+        .and_then(|p| config.providers.get(p))
+        .map(|p| format!("{p:?}"));
+    let key = json!({ "call": call, "provider_config": provider });
+    format!("{:x}", sha2::Sha256::digest(key.to_string().as_bytes()))
+}
+
+async fn blocking<T: Send + 'static>(
+    what: &'static str,
+    f: impl FnOnce() -> Result<T, TaskError> + Send + 'static,
+) -> Result<T, TaskError> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|e| {
+        Err(TaskError::retryable(
+            ErrorCode::Transient,
+            format!("{what} failed: {e}"),
+        ))
+    })
+}
+
+/// Runs one attempt to its report.
+pub(super) async fn run(job: Job, task: TaskId, instance: u32) -> Done {
+    let begun = Instant::now();
+    let attempt = job.attempt.attempt;
+    let (result, artifacts, cached) = execute(&job).await;
+    Done {
+        task,
+        attempt,
+        instance,
+        result,
+        elapsed: begun.elapsed(),
+        reached_agent: !cached,
+        calls: job.calls.take(),
+        artifacts,
+        cached,
+    }
+}
+
+async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool) {
+    let hit = match job.cache.as_ref().filter(|c| c.read) {
+        Some(c) => cache_get(job.store.clone(), c.key.clone()).await,
+        None => None,
+    };
+    let cached = hit.is_some();
+    let result = match hit {
+        Some(output) => Ok(output),
+        None => {
+            let a = (*job.attempt).clone();
+            let work = agents::execute(a, job.env.clone(), job.calls.clone());
+            match tokio::time::timeout(job.timeout, work).await {
+                Ok(result) => result,
+                Err(_) => Err(TaskError::retryable(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the attempt took longer than its timeout of {}",
+                        crate::text::duration(job.timeout)
+                    ),
+                )),
+            }
+        }
+    };
+    let output = match result {
+        Ok(output) => output,
+        Err(e) => return (Err(e), Vec::new(), cached),
+    };
+    let mut artifacts = Vec::new();
+    // Most outputs have no files: no trip to a blocking thread for them.
+    if job.attempt.call.writes_files() && output.get("files").is_some_and(Value::is_array) {
+        let (store, out) = (job.store.clone(), output.clone());
+        let workspace = job.env.workspace.clone();
+        let saved = blocking("saving the task's files", move || {
+            super::artifacts::save(&*store, workspace.as_deref(), &out)
+        })
+        .await;
+        match saved {
+            Ok(saved) => artifacts = saved,
+            Err(e) => return (Err(e), Vec::new(), cached),
+        }
+    }
+    if let (Some(c), false) = (&job.cache, cached) {
+        let (store, key, value) = (job.store.clone(), c.key.clone(), output.clone());
+        let _ = blocking("filling the response cache", move || {
+            if let Err(e) = store.cache_put(&key, &value) {
+                tracing::warn!("cannot fill the response cache: {e}");
+            }
+            Ok(())
+        })
+        .await;
+    }
+    (Ok(output), artifacts, cached)
+}
+
+async fn cache_get(store: Arc<dyn Store>, key: String) -> Option<Value> {
+    blocking("reading the response cache", move || {
+        Ok(match store.cache_get(&key) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("response cache unavailable: {e}");
+                None
+            }
+        })
+    })
+    .await
+    .ok()
+    .flatten()
+}

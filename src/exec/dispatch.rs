@@ -1,0 +1,413 @@
+//! From ready to running: the upstream check, `when`, the `enforce` rules, the breaker, an
+//! instance of the pool (FIFO, up to `agent_wait`), then the dispatch — committed before the
+//! attempt starts.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::attempt::{self, Done};
+use super::breaker::Admit;
+use super::context;
+use super::dispatcher::Dispatcher;
+use super::timers::Timer;
+use super::ExecError;
+use crate::agents::{self, Attempt, CallLog, Preparing, Renderer};
+use crate::check::ir::{Rule, RuleSource, TaskId};
+use crate::model::{ErrorCode, EventKind, RunStatus, SkipReason, TaskError};
+use crate::policy::{PolicyHost, Verdict};
+
+impl Dispatcher {
+    /// Moves ready tasks through `when`, `enforce` and instance assignment, then starts them.
+    pub(super) fn pump(&mut self) -> Result<(), ExecError> {
+        let mut starts = std::mem::take(&mut self.pending_starts);
+        while let Some(t) = self.ready.pop_front() {
+            if self.finish.is_some() {
+                break;
+            }
+            if self.tasks[t.index()].upstream_failed {
+                let detail = self.failed_dependency(t);
+                self.skip(t, SkipReason::UpstreamFailed, detail);
+                continue;
+            }
+            if self.state.tasks[t.index()].attempts == 0 && !self.passes_when(t) {
+                continue;
+            }
+            if !self.enforce(t) {
+                break;
+            }
+            match self.admit(t) {
+                Admit::Go => {}
+                Admit::Reject => {
+                    self.reject_open(t);
+                    continue;
+                }
+                Admit::Wait => {
+                    self.wait_for_instance(t);
+                    continue;
+                }
+            }
+            match self.acquire(t) {
+                Some(instance) => starts.push((t, instance)),
+                None => self.wait_for_instance(t),
+            }
+        }
+        if self.finish.is_some() {
+            // A violation ends the run: nothing more is dispatched.
+            return Ok(());
+        }
+        self.start_attempts(starts)
+    }
+
+    /// Which dependency failed, in words, for the skip's detail.
+    fn failed_dependency(&self, t: TaskId) -> Option<String> {
+        self.run.wf.task(t).after.iter().find_map(|d| {
+            let r = &self.state.tasks[d.index()];
+            r.failed_for_dependents().then(|| {
+                let how = if r.status == crate::model::TaskStatus::Failed {
+                    "failed"
+                } else {
+                    "was skipped because its own upstream failed"
+                };
+                format!("its dependency `{}` {how}", r.task)
+            })
+        })
+    }
+
+    /// Evaluates `when` before the first attempt; false skips the task, an error escalates it.
+    fn passes_when(&mut self, t: TaskId) -> bool {
+        let Some(rule) = self.run.wf.task(t).when.clone() else {
+            return true;
+        };
+        let ctx = context::when(&self.state, &self.run.params_json);
+        let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
+        match (e.verdict, e.error) {
+            (_, Some(err)) => {
+                let error = TaskError::fatal(
+                    ErrorCode::Rule,
+                    format!("`when` rule at {} failed: {}", rule.location, err.cause),
+                );
+                self.escalate(t, error);
+                false
+            }
+            (Verdict::When(true), None) => true,
+            _ => {
+                let detail = format!(
+                    "its `when` rule at {} was false (it saw loop_count {} and params {})",
+                    rule.location, self.state.feedback_loop_count, self.run.params_json
+                );
+                self.skip(t, SkipReason::WhenFalse, Some(detail));
+                false
+            }
+        }
+    }
+
+    /// Runs the `enforce` rules, workflow then phase. A deny fails the run with a
+    /// `PolicyViolation`; returns whether the dispatch may go on.
+    fn enforce(&mut self, t: TaskId) -> bool {
+        let wf = self.run.wf.clone();
+        let task = wf.task(t);
+        let phase = wf.phase(task.phase);
+        if wf.enforce.is_empty() && phase.enforce.is_empty() {
+            return true;
+        }
+        let ctx = context::enforce(self.enforce_fields(t));
+        for rule in wf.enforce.iter().chain(phase.enforce.iter()) {
+            let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
+            if let Verdict::Enforce {
+                allow: false,
+                reason,
+            } = e.verdict
+            {
+                let reason = reason.unwrap_or_else(|| "denied".into());
+                let rule_name = describe_rule(rule);
+                self.record(EventKind::PolicyViolation {
+                    task: self.name(t),
+                    rule: rule_name.clone(),
+                    reason: reason.clone(),
+                });
+                self.finish = Some((
+                    RunStatus::Failed,
+                    Some(format!(
+                        "policy violation: {rule_name} denied task `{}`: {reason}",
+                        task.name
+                    )),
+                ));
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The fields of an `enforce` context for dispatching `t` now.
+    fn enforce_fields(&self, t: TaskId) -> Value {
+        let wf = &self.run.wf;
+        let task = wf.task(t);
+        let agent = wf.agent(task.agent);
+        let pool = &self.pools[task.agent.index()];
+        let running: serde_json::Map<String, Value> = wf
+            .agents
+            .iter()
+            .map(|a| (a.name.clone(), json!(self.pools[a.id.index()].running)))
+            .collect();
+        json!({
+            "task": {
+                "name": task.name, "agent": agent.name, "phase": wf.phase(task.phase).name,
+                "attempt": self.state.tasks[t.index()].attempts + 1,
+                "timeout_ms": task.timeout.as_millis() as u64,
+            },
+            "pool": {
+                "name": agent.name, "count": pool.count, "idle": pool.idle(),
+                "running": pool.running, "failed": pool.failed,
+                "breaker": pool.breaker.observed(Instant::now()),
+            },
+            "running": running,
+            "running_total": self.running,
+            "params": &*self.run.params_json,
+            "loop_count": self.state.feedback_loop_count,
+            "elapsed_ms": self.run.started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// What the pool's breaker says about dispatching `t` now.
+    pub(super) fn admit(&mut self, t: TaskId) -> Admit {
+        let p = self.run.wf.task(t).agent.index();
+        // The clock is read only when it matters: this runs for every dispatch.
+        if self.pools[p].breaker.is_closed() {
+            return Admit::Go;
+        }
+        let (admit, transition) = self.pools[p].breaker.admit(t, Instant::now());
+        if let Some(tr) = transition {
+            self.breaker_changed(p, tr);
+        }
+        admit
+    }
+
+    /// Takes an idle instance of the task's pool when one is free and `max_parallel` allows.
+    fn acquire(&mut self, t: TaskId) -> Option<u32> {
+        if self.running >= self.run.max_parallel {
+            return None;
+        }
+        let pool = &mut self.pools[self.run.wf.task(t).agent.index()];
+        // A half-open breaker's trial goes ahead of the tasks waiting for its outcome.
+        let trial = pool.breaker.is_trial(t);
+        let instance = pool.acquire(trial)?;
+        self.running += 1;
+        Some(instance)
+    }
+
+    fn wait_for_instance(&mut self, t: TaskId) {
+        let wait = self.run.wf.settings.agent_wait;
+        let rt = &mut self.tasks[t.index()];
+        rt.wait_token += 1;
+        rt.waiting = true;
+        let token = rt.wait_token;
+        self.pools[self.run.wf.task(t).agent.index()].wait(t);
+        self.add_timer(wait, Timer::AgentWait(t, token));
+    }
+
+    /// Gives freed instances to waiting tasks, first come first served; they start at the
+    /// next pump, after this turn's events are committed.
+    pub(super) fn serve_waiters(&mut self) {
+        for p in 0..self.pools.len() {
+            if self.pools[p].breaker.is_closed() {
+                while self.running < self.run.max_parallel {
+                    let Some((t, instance)) = self.pools[p].serve_next() else {
+                        break;
+                    };
+                    self.running += 1;
+                    self.tasks[t.index()].waiting = false;
+                    self.pending_starts.push((t, instance));
+                }
+                continue;
+            }
+            // Each waiter is decided against the breaker where it stands in the queue: the
+            // trial goes ahead when an instance is free, the others keep their place and their
+            // `agent_wait`, and an open breaker sends them to the dead-letter queue. (Their
+            // `when` and `enforce` rules were decided when they queued.)
+            for t in self.pools[p].waiters() {
+                match self.admit(t) {
+                    Admit::Wait => {}
+                    Admit::Reject => {
+                        self.pools[p].leave(t);
+                        self.tasks[t.index()].waiting = false;
+                        self.reject_open(t);
+                    }
+                    Admit::Go => {
+                        if self.running >= self.run.max_parallel {
+                            continue;
+                        }
+                        let Some(instance) = self.pools[p].serve(t) else {
+                            continue;
+                        };
+                        self.running += 1;
+                        self.tasks[t.index()].waiting = false;
+                        self.pending_starts.push((t, instance));
+                    }
+                }
+            }
+        }
+    }
+
+    /// A task waited for an instance until `agent_wait` ran out: that counts as a failed
+    /// attempt (so retries end), logged under the pool's name.
+    pub(super) fn gave_up_waiting(&mut self, t: TaskId) {
+        let wf = self.run.wf.clone();
+        let p = wf.task(t).agent.index();
+        self.pools[p].leave(t);
+        self.pools[p].breaker.abandon_trial(t);
+        self.tasks[t.index()].waiting = false;
+        let attempt = self.state.tasks[t.index()].attempts + 1;
+        let error = TaskError::retryable(
+            ErrorCode::NoAvailableAgent,
+            format!(
+                "no instance of agent `{}` became idle within `agent_wait` ({})",
+                wf.agent(wf.task(t).agent).name,
+                crate::text::duration(wf.settings.agent_wait)
+            ),
+        );
+        self.record(EventKind::AttemptFinished {
+            task: self.name(t),
+            agent: Arc::from(wf.agent(wf.task(t).agent).name.as_str()),
+            attempt,
+            duration_ms: 0,
+            output: None,
+            error: Some(error.clone()),
+            calls: Vec::new(),
+            artifacts: Vec::new(),
+            cached: false,
+        });
+        self.failed_attempt(t, error);
+    }
+
+    /// Records the dispatches, commits them, then hands the attempts to workers.
+    fn start_attempts(&mut self, starts: Vec<(TaskId, u32)>) -> Result<(), ExecError> {
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let mut started = Vec::with_capacity(starts.len());
+        for (t, instance) in starts {
+            let attempt = self.state.tasks[t.index()].attempts + 1;
+            let pool = self.run.wf.task(t).agent.index();
+            let instance_name = self.pools[pool].instances[instance as usize].clone();
+            self.record(EventKind::TaskDispatched {
+                task: self.name(t),
+                agent: instance_name.clone(),
+                attempt,
+            });
+            started.push((t, instance, attempt, instance_name));
+        }
+        // Persist before acting: the dispatches are in the log before any agent starts.
+        self.flush()?;
+        for (t, instance, attempt, instance_name) in started {
+            match self.prepare(t, attempt, instance_name) {
+                Ok(a) => self.spawn(t, instance, a),
+                Err(error) => self.attempt_finished(Done::unstarted(t, attempt, instance, error)),
+            }
+        }
+        Ok(())
+    }
+
+    /// The attempt's call, its templates rendered.
+    fn prepare(
+        &mut self,
+        t: TaskId,
+        attempt: u32,
+        instance: Arc<str>,
+    ) -> Result<Attempt, TaskError> {
+        let wf = self.run.wf.clone();
+        let task = wf.task(t);
+        let strict = !self.run.dry_run;
+        let params = &*self.run.params_json;
+        let input = if task.input_tree.is_plain() {
+            match &task.input_tree {
+                crate::template::Tree::Plain(v) => v.clone(),
+                _ => Value::Null,
+            }
+        } else {
+            let ctx = context::template(&self.state, params, attempt, None);
+            task.input_tree
+                .render(
+                    &wf.templates,
+                    &ctx,
+                    &format!("`input` of task `{}`", task.name),
+                    strict,
+                )
+                .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?
+        };
+        let ctx = context::template(&self.state, params, attempt, Some(&input));
+        let feedback = context::feedback_json(&self.state);
+        let state = &self.state;
+        let tasks = || context::finished_tasks(state);
+        let preparing = Preparing {
+            wf: &wf,
+            task,
+            attempt,
+            loop_count: self.state.feedback_loop_count,
+            input: &input,
+            tasks: &tasks,
+            params,
+            feedback: &feedback,
+            env: &self.run.env,
+            dry_run: self.run.dry_run,
+        };
+        let renderer = Renderer {
+            templates: &wf.templates,
+            ctx: &ctx,
+            strict,
+        };
+        let call = agents::prepare(&preparing, &renderer)?;
+        self.tasks[t.index()].last_input = input;
+        Ok(Attempt {
+            run_id: self.run.id.clone(),
+            task: self.name(t),
+            phase: Arc::from(wf.phase(task.phase).name.as_str()),
+            instance,
+            attempt,
+            loop_count: self.state.feedback_loop_count,
+            call,
+        })
+    }
+
+    /// Hands an attempt to a worker.
+    fn spawn(&mut self, t: TaskId, instance: u32, a: Attempt) {
+        let task = self.run.wf.task(t);
+        let a = Arc::new(a);
+        let calls = CallLog::default();
+        let rt = &mut self.tasks[t.index()];
+        rt.last = Some(a.clone());
+        rt.live_calls = Some(calls.clone());
+        let job = attempt::Job {
+            attempt: a,
+            timeout: task.timeout,
+            cache: (task.cache && !self.run.dry_run).then(|| attempt::CacheUse {
+                key: attempt::cache_key(&self.run.env.config, &a_call(&self.tasks[t.index()])),
+                read: !self.run.recording,
+            }),
+            store: self.journal.store().clone(),
+            env: self.run.env.clone(),
+            calls,
+        };
+        self.workers.spawn(attempt::run(job, t, instance));
+    }
+
+    /// When a retry's backoff is due, or at once.
+    pub(super) fn schedule_retry(&mut self, t: TaskId, delay: Duration) {
+        self.retries_pending += 1;
+        self.add_timer(delay, Timer::Retry(t));
+    }
+}
+
+fn a_call(rt: &super::dispatcher::TaskRt) -> Value {
+    rt.last.as_ref().map_or(Value::Null, |a| a.call.describe())
+}
+
+/// A rule as messages name it: `` `name(…)` at FILE:L:C `` or `rule at FILE:L:C`.
+pub(super) fn describe_rule(rule: &Rule) -> String {
+    match &rule.source {
+        RuleSource::Named { name, .. } => format!("`{name}(…)` at {}", rule.location),
+        RuleSource::Inline(_) => format!("rule at {}", rule.location),
+    }
+}

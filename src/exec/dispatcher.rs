@@ -1,0 +1,383 @@
+//! The dispatcher: the one task that owns a run's state and reacts to what happens — an
+//! attempt finishes, a timer fires, the operator answers, the run is cancelled or times out.
+//!
+//! It works in turns: in one turn it does all the work it can (releases, rules, dispatches,
+//! the error handler), commits the turn's events, and then waits for the next message. The
+//! concepts live beside it: `dispatch` (ready → running), `outcome` (the error handler),
+//! `escalation`, `phases` (gates and feedback), `resume`, and the pure parts `pool`,
+//! `breaker`, `timers` and `backoff`.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::attempt::Done;
+use super::escalation::Escalations;
+use super::journal::Journal;
+use super::pool::Pool;
+use super::timers::{Timer, Timers};
+use super::{ExecError, RunOptions};
+use crate::agents::{AgentEnv, AgentEnvOptions, Attempt, CallLog};
+use crate::check::ir::{TaskId, Workflow};
+use crate::model::{now, EventKind, RunId, RunState, RunStatus, TaskInfo, TaskStatus};
+use crate::plan::Plan;
+use crate::policy::RuleCache;
+use crate::store::RunRecord;
+
+/// What does not change during a run.
+pub(super) struct Run {
+    pub wf: Arc<Workflow>,
+    pub plan: Arc<Plan>,
+    pub id: RunId,
+    pub file: String,
+    pub params: std::collections::BTreeMap<String, Value>,
+    /// `params` as one JSON object, shared by every context.
+    pub params_json: Arc<Value>,
+    pub dry_run: bool,
+    /// `--record`: every provider exchange must happen, so the cache is not read.
+    pub recording: bool,
+    pub started: Instant,
+    pub deadline: Instant,
+    pub max_parallel: usize,
+    pub env: Arc<AgentEnv>,
+}
+
+/// Per-task runtime state the log does not keep, by `TaskId`.
+#[derive(Clone, Debug, Default)]
+pub(super) struct TaskRt {
+    /// Dependencies not yet final.
+    pub remaining: u32,
+    /// A dependency failed (or was skipped because its own upstream failed).
+    pub upstream_failed: bool,
+    /// Bumped each time the task starts waiting for an instance.
+    pub wait_token: u64,
+    pub waiting: bool,
+    /// The last attempt sent to the agent, for the dead-letter queue.
+    pub last: Option<Arc<Attempt>>,
+    /// The rendered input of that attempt.
+    pub last_input: Value,
+    /// The LLM calls of the attempt in flight, so a run that stops still records its tokens.
+    pub live_calls: Option<CallLog>,
+}
+
+pub(super) struct Dispatcher {
+    pub run: Run,
+    pub state: RunState,
+    pub journal: Journal,
+    pub tasks: Vec<TaskRt>,
+    pub pools: Vec<Pool>,
+    pub timers: Timers,
+    /// Tasks ready to go through `when`, `enforce` and instance assignment.
+    pub ready: VecDeque<TaskId>,
+    /// Instances handed to waiting tasks, started at the next pump (after a commit).
+    pub pending_starts: Vec<(TaskId, u32)>,
+    /// Attempts running, over all pools (`max_parallel`).
+    pub running: usize,
+    /// Retries whose backoff has not run out yet.
+    pub retries_pending: usize,
+    /// The phase being run, and how many of its tasks are not final.
+    pub phase: usize,
+    pub phase_open: usize,
+    pub workers: JoinSet<Done>,
+    pub escalations: Escalations,
+    pub rules: RuleCache,
+    /// Set when the run must stop: (status, error).
+    pub finish: Option<(RunStatus, Option<String>)>,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Dispatcher {
+    pub fn new(
+        wf: Arc<Workflow>,
+        plan: Arc<Plan>,
+        options: RunOptions,
+    ) -> Result<Dispatcher, ExecError> {
+        let params = super::resolve_params(&wf, &options.params)?;
+        let base = wf
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(
+                || std::path::PathBuf::from("."),
+                std::path::Path::to_path_buf,
+            );
+        let env = AgentEnv::new(AgentEnvOptions {
+            base,
+            workspace: options.workspace.clone(),
+            config: options.config.clone(),
+            recorder: options.recorder.clone(),
+        });
+        env.prepare_for(&wf, options.dry_run)?;
+        let started = Instant::now();
+        let run = Run {
+            params_json: Arc::new(Value::Object(
+                params.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            )),
+            params,
+            id: options.run_id.clone(),
+            file: options.file,
+            dry_run: options.dry_run,
+            recording: options.recorder.is_some(),
+            started,
+            deadline: started + wf.settings.timeout,
+            max_parallel: wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize),
+            env: Arc::new(env),
+            wf: wf.clone(),
+            plan,
+        };
+        Ok(Dispatcher {
+            pools: wf.agents.iter().map(Pool::new).collect(),
+            tasks: vec![TaskRt::default(); wf.tasks.len()],
+            journal: Journal::new(options.run_id, options.store, options.observers),
+            state: RunState::default(),
+            timers: Timers::default(),
+            ready: VecDeque::new(),
+            pending_starts: Vec::new(),
+            running: 0,
+            retries_pending: 0,
+            phase: 0,
+            phase_open: 0,
+            workers: JoinSet::new(),
+            escalations: Escalations::new(options.operator),
+            rules: RuleCache::default(),
+            finish: None,
+            cancel: options.cancel,
+            run,
+        })
+    }
+
+    /// Records an event: applied to the state now, committed at the next flush.
+    pub fn record(&mut self, kind: EventKind) {
+        self.journal.record(&mut self.state, kind);
+    }
+
+    /// Commits the recorded events.
+    pub fn flush(&mut self) -> Result<(), ExecError> {
+        Ok(self.journal.flush(&self.state)?)
+    }
+
+    /// A task's name as events carry it.
+    pub fn name(&self, t: TaskId) -> Arc<str> {
+        self.state.tasks[t.index()].task.clone()
+    }
+
+    pub fn status(&self, t: TaskId) -> TaskStatus {
+        self.state.tasks[t.index()].status
+    }
+
+    /// Starts the run: records it, enters the first phase, and drives it to its end.
+    pub async fn start(mut self) -> Result<RunState, ExecError> {
+        let wf = self.run.wf.clone();
+        self.journal.store().create_run(&RunRecord {
+            id: self.run.id.clone(),
+            workflow: wf.name.clone(),
+            file: self.run.file.clone(),
+            params: self.run.params.clone(),
+            created_at: now(),
+            status: RunStatus::Pending,
+        })?;
+        let tasks = wf
+            .tasks
+            .iter()
+            .map(|t| TaskInfo {
+                name: Arc::from(t.name.as_str()),
+                phase: Arc::from(wf.phase(t.phase).name.as_str()),
+                agent: Arc::from(wf.agent(t.agent).name.as_str()),
+            })
+            .collect();
+        let agents = self
+            .pools
+            .iter()
+            .flat_map(|p| p.instances.iter().map(|i| i.to_string()))
+            .collect();
+        self.record(EventKind::RunStarted {
+            run_id: self.run.id.clone(),
+            workflow: wf.name.clone(),
+            file: self.run.file.clone(),
+            params: self.run.params.clone(),
+            tasks,
+            agents,
+            dry_run: self.run.dry_run,
+        });
+        // The run's first event is in the store before anything else happens.
+        self.flush()?;
+        if wf.phases.is_empty() {
+            self.finish = Some((RunStatus::Completed, None));
+        } else {
+            self.enter_phase(0);
+        }
+        self.drive_to_end().await
+    }
+
+    pub(super) async fn drive_to_end(mut self) -> Result<RunState, ExecError> {
+        let result = self.drive().await;
+        // Whatever happened, stop the workers before reporting.
+        self.workers.shutdown().await;
+        result?;
+        self.journal.finished(&self.state);
+        Ok(self.state)
+    }
+
+    async fn drive(&mut self) -> Result<(), ExecError> {
+        // Created once: registering a timer or a cancellation waiter on every turn of the
+        // loop would cost more than the rest of a turn.
+        let cancel = self.cancel.clone();
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
+        let deadline = tokio::time::sleep_until(self.run.deadline);
+        tokio::pin!(deadline);
+        let timer = tokio::time::sleep_until(self.run.deadline);
+        tokio::pin!(timer);
+        let mut timer_at: Option<Instant> = None;
+        loop {
+            self.journal.clock = now();
+            if self.turn()? {
+                continue;
+            }
+            if let Some((status, error)) = self.finish.take() {
+                return self.stop(status, error);
+            }
+            self.flush()?;
+            let next_timer = self.timers.next();
+            if next_timer != timer_at {
+                if let Some(at) = next_timer {
+                    timer.as_mut().reset(at);
+                }
+                timer_at = next_timer;
+            }
+            tokio::select! {
+                biased;
+                _ = &mut cancelled => {
+                    self.journal.clock = now();
+                    self.record(EventKind::Warning { message: "cancelled by the operator".into() });
+                    self.finish = Some((RunStatus::Cancelled, Some("cancelled by the operator".into())));
+                }
+                _ = &mut deadline => {
+                    self.journal.clock = now();
+                    let limit = crate::text::duration(self.run.wf.settings.timeout);
+                    self.finish = Some((
+                        RunStatus::Cancelled,
+                        Some(format!("the run exceeded its timeout of {limit}")),
+                    ));
+                }
+                Some(joined) = self.workers.join_next(), if !self.workers.is_empty() => {
+                    self.journal.clock = now();
+                    self.completed(joined);
+                    // Completions that arrived together are handled, and committed, together.
+                    while let Some(joined) = self.workers.try_join_next() {
+                        self.completed(joined);
+                    }
+                }
+                _ = &mut timer, if timer_at.is_some() => {
+                    self.journal.clock = now();
+                    timer_at = None;
+                    self.fire_timers();
+                }
+                answer = self.escalations.answer(), if self.escalations.asking() => {
+                    self.journal.clock = now();
+                    self.answered(answer);
+                }
+            }
+        }
+    }
+
+    /// Does the work that can be done now; returns whether more became possible at once.
+    fn turn(&mut self) -> Result<bool, ExecError> {
+        if self.finish.is_some() {
+            return Ok(false);
+        }
+        self.pump()?;
+        if self.finish.is_none() {
+            self.ask_next()?;
+        }
+        // Work that became possible during the pump (an attempt that failed before reaching
+        // its agent frees an instance for a waiter) is done now, not at the next wake-up.
+        if self.finish.is_none() && (!self.pending_starts.is_empty() || !self.ready.is_empty()) {
+            return Ok(true);
+        }
+        if self.finish.is_none() && self.idle() && self.escalations.has_waiting() {
+            self.finish = Some((RunStatus::Waiting, None));
+        }
+        if self.finish.is_none() && self.phase_open == 0 && self.running == 0 {
+            self.end_phase();
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Nothing runs, nothing is queued, no question is open and no retry is pending.
+    fn idle(&self) -> bool {
+        !self.escalations.asking()
+            && self.running == 0
+            && self.ready.is_empty()
+            && self.pending_starts.is_empty()
+            && self.retries_pending == 0
+    }
+
+    /// Ends the run (or leaves it waiting for a decision) and commits the last events.
+    fn stop(&mut self, status: RunStatus, error: Option<String>) -> Result<(), ExecError> {
+        if status == RunStatus::Waiting {
+            let tasks = self.escalations.waiting_names(&self.state);
+            self.record(EventKind::RunWaiting { tasks });
+        } else {
+            self.stop_running();
+            self.record(EventKind::RunFinished { status, error });
+        }
+        self.flush()
+    }
+
+    fn completed(&mut self, joined: Result<Done, tokio::task::JoinError>) {
+        match joined {
+            Ok(done) => self.attempt_finished(done),
+            // A worker that panicked: its task is identified by the abort handle's id only,
+            // so the panic is reported as a run error.
+            Err(e) if e.is_panic() => {
+                self.finish = Some((
+                    RunStatus::Failed,
+                    Some("internal error: an agent worker panicked".into()),
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        for timer in self.timers.due(Instant::now()) {
+            match timer {
+                Timer::Retry(t) => {
+                    self.retries_pending = self.retries_pending.saturating_sub(1);
+                    if self.status(t) == TaskStatus::Pending {
+                        self.ready.push_back(t);
+                    }
+                }
+                Timer::AgentWait(t, token) => {
+                    let rt = &self.tasks[t.index()];
+                    if rt.waiting && rt.wait_token == token {
+                        self.gave_up_waiting(t);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops every running attempt; their tasks end CANCELLED.
+    fn stop_running(&mut self) {
+        self.workers.abort_all();
+        let in_flight: Vec<TaskId> = (0..self.tasks.len())
+            .map(|i| TaskId(i as u32))
+            .filter(|t| self.status(*t) == TaskStatus::InProgress)
+            .collect();
+        for t in in_flight {
+            self.cancel_attempt(t);
+        }
+    }
+
+    /// When a retry of `t` that waits out its backoff is due.
+    pub fn add_timer(&mut self, after: Duration, timer: Timer) {
+        self.timers.add(Instant::now() + after, timer);
+    }
+}

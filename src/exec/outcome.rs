@@ -1,0 +1,243 @@
+//! What happens after an attempt: success ends the task; a failure goes through the error
+//! handler (the seed's flowchart) — circuit open → dead-letter queue; non-retryable →
+//! escalation; retryable with attempts left → retry after backoff; otherwise → dead-letter
+//! queue. A final task releases its dependents.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use super::attempt::Done;
+use super::breaker::Transition;
+use super::dispatcher::Dispatcher;
+use crate::check::ir::TaskId;
+use crate::model::{DeadLetter, ErrorCode, EventKind, SkipReason, TaskError, TaskStatus};
+use crate::plan::Node;
+
+impl Dispatcher {
+    pub(super) fn attempt_finished(&mut self, done: Done) {
+        let t = done.task;
+        let p = self.run.wf.task(t).agent.index();
+        let instance_name = self.pools[p].instances[done.instance as usize].clone();
+        let failed = done.reached_agent.then_some(done.result.is_err());
+        self.pools[p].release(done.instance, failed);
+        self.running -= 1;
+        self.tasks[t.index()].live_calls = None;
+        let (output, error) = match &done.result {
+            Ok(v) => (Some(v.clone()), None),
+            Err(e) => (None, Some(e.clone())),
+        };
+        self.record(EventKind::AttemptFinished {
+            task: self.name(t),
+            agent: instance_name,
+            attempt: done.attempt,
+            duration_ms: done.elapsed.as_millis() as u64,
+            output,
+            error,
+            calls: done.calls,
+            artifacts: done.artifacts,
+            cached: done.cached,
+        });
+        if done.reached_agent {
+            let transition = match &done.result {
+                Ok(_) => self.pools[p].breaker.success(t),
+                Err(e) if e.code != ErrorCode::Cancelled => {
+                    self.pools[p].breaker.failure(t, Instant::now())
+                }
+                Err(_) => None,
+            };
+            if let Some(tr) = transition {
+                self.breaker_changed(p, tr);
+            }
+        } else {
+            // The trial never reached the agent: the next dispatch becomes the trial.
+            self.pools[p].breaker.abandon_trial(t);
+        }
+        match done.result {
+            Ok(_) => {
+                self.record(EventKind::TaskFinished {
+                    task: self.name(t),
+                    status: TaskStatus::Completed,
+                    error: None,
+                });
+                self.task_final(t);
+            }
+            Err(error) => self.failed_attempt(t, error),
+        }
+        self.serve_waiters();
+    }
+
+    pub(super) fn breaker_changed(&mut self, p: usize, tr: Transition) {
+        self.record(EventKind::BreakerChanged {
+            agent: Arc::from(self.run.wf.agents[p].name.as_str()),
+            state: tr.state,
+            reason: Some(tr.reason),
+        });
+    }
+
+    /// The error handler.
+    pub(super) fn failed_attempt(&mut self, t: TaskId, error: TaskError) {
+        let task = self.run.wf.task(t);
+        let result = &self.state.tasks[t.index()];
+        let attempt = result.attempts;
+        let attempts_this_round = attempt - result.attempt_base.min(attempt);
+        if self.finish.is_some() {
+            self.fail_task(t, error);
+        } else if self.pools[task.agent.index()].breaker.is_open() {
+            let name = &self.run.wf.agent(task.agent).name;
+            let reason = format!("the circuit breaker of agent `{name}` opened");
+            self.dead_letter(t, reason, error);
+        } else if !error.retryable {
+            self.escalate(t, error);
+        } else if attempts_this_round <= task.retry {
+            let delay = super::backoff::delay(task.backoff, attempt, &task.name).max(
+                std::time::Duration::from_millis(error.retry_after_ms.unwrap_or(0)),
+            );
+            self.record(EventKind::RetryScheduled {
+                task: self.name(t),
+                attempt: attempt + 1,
+                delay_ms: delay.as_millis() as u64,
+            });
+            self.schedule_retry(t, delay);
+        } else {
+            let reason = format!("{attempt} attempt{} failed", crate::text::plural(attempt));
+            self.dead_letter(t, reason, error);
+        }
+    }
+
+    /// Puts a task in the dead-letter queue with its attempts and last request; it ends FAILED.
+    pub(super) fn dead_letter(&mut self, t: TaskId, reason: String, error: TaskError) {
+        let wf = &self.run.wf;
+        let task = wf.task(t);
+        let result = &self.state.tasks[t.index()];
+        let entry = DeadLetter {
+            id: format!("{}:{}", self.run.id, self.state.last_seq + 1),
+            run_id: self.run.id.clone(),
+            task: result.task.clone(),
+            phase: result.phase.clone(),
+            pool: Arc::from(wf.agent(task.agent).name.as_str()),
+            reason,
+            attempts: result.history.clone(),
+            request: self.last_request(t),
+            at: self.journal.clock,
+        };
+        self.record(EventKind::DeadLettered { entry });
+        self.fail_task(t, error);
+    }
+
+    /// The last request sent to a task's agent, as the dead-letter queue keeps it.
+    fn last_request(&self, t: TaskId) -> Value {
+        let rt = &self.tasks[t.index()];
+        let Some(a) = &rt.last else {
+            return Value::Null;
+        };
+        let mut request = json!({
+            "instance": &*a.instance,
+            "attempt": a.attempt,
+            "input": rt.last_input,
+            "call": a.call.describe(),
+        });
+        match &a.call {
+            crate::agents::AgentCall::Llm(c) => request["prompt"] = json!(c.prompt),
+            crate::agents::AgentCall::Shell(s) => request["command"] = json!(s.argv),
+            _ => {}
+        }
+        request
+    }
+
+    /// A task not dispatched because its pool's breaker is open: to the dead-letter queue.
+    pub(super) fn reject_open(&mut self, t: TaskId) {
+        let pool = &self.run.wf.agent(self.run.wf.task(t).agent).name;
+        let reason = format!("the circuit breaker of agent `{pool}` is open");
+        let error = TaskError::retryable(
+            ErrorCode::CircuitOpen,
+            format!("not dispatched: the circuit breaker of agent `{pool}` is open"),
+        );
+        self.dead_letter(t, reason, error);
+    }
+
+    pub(super) fn fail_task(&mut self, t: TaskId, error: TaskError) {
+        self.record(EventKind::TaskFinished {
+            task: self.name(t),
+            status: TaskStatus::Failed,
+            error: Some(error),
+        });
+        self.task_final(t);
+    }
+
+    pub(super) fn skip(&mut self, t: TaskId, reason: SkipReason, detail: Option<String>) {
+        if reason == SkipReason::UpstreamFailed {
+            self.tasks[t.index()].upstream_failed = true;
+        }
+        self.record(EventKind::TaskSkipped {
+            task: self.name(t),
+            reason,
+            detail,
+        });
+        self.task_final(t);
+    }
+
+    /// A task reached a final status: release its dependents, in declaration order.
+    pub(super) fn task_final(&mut self, t: TaskId) {
+        // INVARIANT: each task of the phase becomes final once per pass; the saturation only
+        // keeps a log that breaks it (an old dead letter, a hand-edited store) from crashing.
+        self.phase_open = self.phase_open.saturating_sub(1);
+        let failed = self.state.tasks[t.index()].failed_for_dependents();
+        let plan = self.run.plan.clone();
+        let mut dependents: Vec<TaskId> = plan
+            .dependents(plan.task_nodes[t.index()])
+            .filter_map(|n| match plan.node(n) {
+                Node::Task { task, .. } => Some(task),
+                Node::Gate { .. } => None,
+            })
+            .collect();
+        dependents.sort_unstable();
+        for d in dependents {
+            if self.status(d).is_final() || self.tasks[d.index()].remaining == 0 {
+                continue; // already decided in this pass
+            }
+            let rt = &mut self.tasks[d.index()];
+            if failed {
+                rt.upstream_failed = true;
+            }
+            rt.remaining -= 1;
+            if rt.remaining == 0 {
+                self.ready.push_back(d);
+            }
+        }
+    }
+
+    /// Ends an attempt the run's stop interrupted: its tokens are still spent, its task ends
+    /// CANCELLED.
+    pub(super) fn cancel_attempt(&mut self, t: TaskId) {
+        let calls = self.tasks[t.index()]
+            .live_calls
+            .take()
+            .map(|c| c.take())
+            .unwrap_or_default();
+        let stopped = TaskError::fatal(ErrorCode::Cancelled, "the run stopped");
+        if !calls.is_empty() {
+            let agent = self.tasks[t.index()].last.as_ref().map_or_else(
+                || Arc::from(self.run.wf.agent(self.run.wf.task(t).agent).name.as_str()),
+                |a| a.instance.clone(),
+            );
+            self.record(EventKind::AttemptFinished {
+                task: self.name(t),
+                agent,
+                attempt: self.state.tasks[t.index()].attempts,
+                duration_ms: 0,
+                output: None,
+                error: Some(stopped.clone()),
+                calls,
+                artifacts: Vec::new(),
+                cached: false,
+            });
+        }
+        self.record(EventKind::TaskFinished {
+            task: self.name(t),
+            status: TaskStatus::Cancelled,
+            error: Some(stopped),
+        });
+    }
+}

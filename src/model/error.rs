@@ -1,0 +1,86 @@
+//! What went wrong in an attempt, typed for the error handler.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    Timeout,
+    RateLimited,
+    Transient,
+    NoAvailableAgent,
+    InvalidInput,
+    InvalidOutput,
+    Template,
+    AgentCrashed,
+    ExitCode,
+    Http,
+    Rule,
+    PolicyViolation,
+    CircuitOpen,
+    Cancelled,
+    /// The `replay` provider has no recorded reply for a request.
+    ReplayMiss,
+    Fatal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Timeout => "TIMEOUT",
+            ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::Transient => "TRANSIENT",
+            ErrorCode::NoAvailableAgent => "NO_AVAILABLE_AGENT",
+            ErrorCode::InvalidInput => "INVALID_INPUT",
+            ErrorCode::InvalidOutput => "INVALID_OUTPUT",
+            ErrorCode::Template => "TEMPLATE",
+            ErrorCode::AgentCrashed => "AGENT_CRASHED",
+            ErrorCode::ExitCode => "EXIT_CODE",
+            ErrorCode::Http => "HTTP",
+            ErrorCode::Rule => "RULE",
+            ErrorCode::PolicyViolation => "POLICY_VIOLATION",
+            ErrorCode::CircuitOpen => "CIRCUIT_OPEN",
+            ErrorCode::Cancelled => "CANCELLED",
+            ErrorCode::ReplayMiss => "REPLAY_MISS",
+            ErrorCode::Fatal => "FATAL",
+        }
+    }
+}
+
+/// A task attempt's failure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Whether another attempt may succeed.
+    pub retryable: bool,
+    /// A provider's hint for how long to wait before retrying, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+impl TaskError {
+    pub fn retryable(code: ErrorCode, message: impl Into<String>) -> TaskError {
+        TaskError {
+            code,
+            message: message.into(),
+            retryable: true,
+            retry_after_ms: None,
+        }
+    }
+
+    pub fn fatal(code: ErrorCode, message: impl Into<String>) -> TaskError {
+        TaskError {
+            code,
+            message: message.into(),
+            retryable: false,
+            retry_after_ms: None,
+        }
+    }
+}
+
+impl std::fmt::Display for TaskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}

@@ -1,0 +1,24 @@
+//! Run data: ids, statuses, errors, events, usage, and the run state that is the one reader of
+//! the event log.
+
+mod error;
+mod event;
+mod ids;
+mod state;
+mod status;
+mod time;
+mod usage;
+
+pub use error::{ErrorCode, TaskError};
+pub use event::{AttemptRecord, DeadLetter, Event, EventKind, FeedbackPayload, TaskInfo};
+pub use ids::RunId;
+pub(crate) use state::DLQ_RETRY_BY;
+pub use state::{
+    AgentRow, AgentState, AttemptRow, Changes, DecisionRow, GateRecord, RetryDue, RunArtifact,
+    RunState, RunStateView, TaskResult, TaskRow,
+};
+pub use status::{
+    AgentStatus, BreakerState, Decision, NotADecision, RunStatus, SkipReason, TaskStatus,
+};
+pub use time::{now, Timestamp};
+pub use usage::{ArtifactRef, LlmCall, Usage};

@@ -1,0 +1,531 @@
+//! [`RunState::apply`]: how each event changes the state, and the record of what changed.
+
+use std::sync::Arc;
+
+use super::{AgentState, GateRecord, RetryDue, RunArtifact, RunState, TaskResult};
+use crate::model::{
+    AgentStatus, ArtifactRef, AttemptRecord, DeadLetter, Decision, Event, EventKind,
+    FeedbackPayload, LlmCall, RunStatus, TaskError, TaskInfo, TaskStatus, Timestamp,
+};
+
+/// Who decided a retry that gives a dead-lettered task a fresh history (`conductor dlq retry`).
+pub(crate) const DLQ_RETRY_BY: &str = "conductor dlq retry";
+
+/// What a batch of events changed, for the stores' projections: the rows to write, each
+/// built from the state after the batch.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// The run's status changed.
+    pub run: bool,
+    /// Indexes of touched tasks (may repeat; see [`Changes::task_rows`]).
+    pub tasks: Vec<usize>,
+    /// Names of touched agent instances (may repeat).
+    pub agents: Vec<Arc<str>>,
+    pub attempts: Vec<AttemptRow>,
+    pub decisions: Vec<DecisionRow>,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// A task's row in a projection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRow {
+    pub task: Arc<str>,
+    pub status: TaskStatus,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+/// An agent instance's row in a projection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AgentRow {
+    pub agent: Arc<str>,
+    pub status: AgentStatus,
+    pub current_task: Option<Arc<str>>,
+}
+
+/// One finished attempt.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptRow {
+    pub seq: u64,
+    pub task: Arc<str>,
+    pub attempt: u32,
+    pub agent: Arc<str>,
+    pub duration_ms: u64,
+    pub error: Option<String>,
+}
+
+/// One decision on an escalated or dead-lettered task.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionRow {
+    pub seq: u64,
+    pub task: Arc<str>,
+    pub decision: Decision,
+    pub by: String,
+    pub at: Timestamp,
+}
+
+impl Changes {
+    /// The latest row of every touched task, once each, in task order.
+    pub fn task_rows(&self, state: &RunState) -> Vec<TaskRow> {
+        let mut idx = self.tasks.clone();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter()
+            .filter_map(|i| state.tasks.get(i))
+            .map(|t| TaskRow {
+                task: t.task.clone(),
+                status: t.status,
+                attempts: t.attempts,
+                error: t.error.as_ref().map(ToString::to_string),
+            })
+            .collect()
+    }
+
+    /// The latest row of every touched agent instance, once each.
+    pub fn agent_rows(&self, state: &RunState) -> Vec<AgentRow> {
+        let mut names = self.agents.clone();
+        names.sort_unstable();
+        names.dedup();
+        names
+            .into_iter()
+            .filter_map(|n| {
+                state.agent_states.get(&*n).map(|a| AgentRow {
+                    agent: n.clone(),
+                    status: a.status,
+                    current_task: a.current_task.clone(),
+                })
+            })
+            .collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.run
+            && self.tasks.is_empty()
+            && self.agents.is_empty()
+            && self.attempts.is_empty()
+            && self.decisions.is_empty()
+            && self.dead_letters.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.run = false;
+        self.tasks.clear();
+        self.agents.clear();
+        self.attempts.clear();
+        self.decisions.clear();
+        self.dead_letters.clear();
+    }
+}
+
+/// Where `apply` notes what it changed; a no-op when nobody asked.
+struct Note<'a>(Option<&'a mut Changes>);
+
+impl Note<'_> {
+    fn run(&mut self) {
+        if let Some(c) = self.0.as_deref_mut() {
+            c.run = true;
+        }
+    }
+    fn task(&mut self, i: usize) {
+        if let Some(c) = self.0.as_deref_mut() {
+            c.tasks.push(i);
+        }
+    }
+    fn agent(&mut self, name: &Arc<str>) {
+        if let Some(c) = self.0.as_deref_mut() {
+            c.agents.push(name.clone());
+        }
+    }
+    fn with(&mut self, f: impl FnOnce(&mut Changes)) {
+        if let Some(c) = self.0.as_deref_mut() {
+            f(c);
+        }
+    }
+}
+
+impl RunState {
+    /// Folds one event into the state.
+    pub fn apply(&mut self, event: &Event) {
+        self.apply_noting(event, Note(None));
+    }
+
+    /// Folds one event into the state and adds what it changed to `changes`.
+    pub fn apply_tracked(&mut self, event: &Event, changes: &mut Changes) {
+        self.apply_noting(event, Note(Some(changes)));
+    }
+
+    fn apply_noting(&mut self, event: &Event, mut note: Note<'_>) {
+        self.last_seq = event.seq;
+        let at = event.at;
+        match &event.kind {
+            EventKind::RunStarted {
+                run_id,
+                workflow,
+                file,
+                params,
+                tasks,
+                agents,
+                dry_run,
+            } => {
+                self.workflow_id = run_id.clone();
+                self.workflow = workflow.clone();
+                self.file = file.clone();
+                self.params = params.clone();
+                self.dry_run = *dry_run;
+                self.status = Some(RunStatus::InProgress);
+                self.started_at = Some(at);
+                self.start(tasks, agents, &mut note);
+            }
+            EventKind::PhaseEntered { phase, .. } => self.enter_phase(phase, &mut note),
+            EventKind::TaskSkipped { task, reason, .. } => {
+                if let Some((i, t)) = self.task_mut(task) {
+                    t.status = TaskStatus::Skipped;
+                    t.skip_reason = Some(*reason);
+                    t.finished_at = Some(at);
+                    note.task(i);
+                }
+            }
+            EventKind::TaskDispatched {
+                task,
+                agent,
+                attempt,
+            } => self.dispatched(task, agent, *attempt, at, &mut note),
+            EventKind::AttemptFinished {
+                task,
+                agent,
+                attempt,
+                duration_ms,
+                output,
+                error,
+                calls,
+                cached,
+                artifacts,
+            } => {
+                self.add_artifacts(task, *attempt, artifacts);
+                let finished = Finished {
+                    seq: event.seq,
+                    task,
+                    agent,
+                    attempt: *attempt,
+                    duration_ms: *duration_ms,
+                    output: output.as_ref(),
+                    error: error.as_ref(),
+                    calls,
+                    cached: *cached,
+                };
+                self.attempt_finished(finished, &mut note);
+            }
+            EventKind::RetryScheduled { task, delay_ms, .. } => {
+                if let Some((i, t)) = self.task_mut(task) {
+                    t.status = TaskStatus::Pending;
+                    if let Some(last) = t.history.last_mut() {
+                        last.retry_delay_ms = Some(*delay_ms);
+                    }
+                    t.retry_due = Some(RetryDue {
+                        at_ms: at.0 + delay_ms,
+                        delay_ms: *delay_ms,
+                    });
+                    note.task(i);
+                }
+            }
+            EventKind::TaskFinished {
+                task,
+                status,
+                error,
+            } => {
+                if let Some((i, t)) = self.task_mut(task) {
+                    t.status = *status;
+                    if error.is_some() {
+                        t.error = error.clone();
+                    }
+                    t.finished_at = Some(at);
+                    note.task(i);
+                }
+            }
+            EventKind::PolicyViolation { task, rule, reason } => {
+                self.error = Some(format!(
+                    "policy violation: {rule} denied task `{task}`: {reason}"
+                ));
+            }
+            EventKind::GateDecided {
+                phase,
+                pass,
+                reason,
+                rule,
+            } => self.gates.push(GateRecord {
+                phase: phase.clone(),
+                loop_count: self.feedback_loop_count,
+                pass: *pass,
+                reason: reason.clone(),
+                rule: rule.clone(),
+            }),
+            EventKind::FeedbackDecided {
+                severity,
+                summary,
+                details,
+                ..
+            } => {
+                self.feedback = Some(FeedbackPayload {
+                    severity: *severity,
+                    summary: summary.clone(),
+                    details: details.clone(),
+                });
+            }
+            EventKind::LoopStarted { loop_count, .. } => self.feedback_loop_count = *loop_count,
+            EventKind::Warning { message } => self.warnings.push(message.clone()),
+            EventKind::BreakerChanged { agent, state, .. } => {
+                self.breakers.insert(agent.to_string(), *state);
+            }
+            EventKind::DeadLettered { entry } => {
+                self.dead_letters.push(entry.id.clone());
+                self.dead_letter_entries.push(entry.clone());
+                note.with(|c| c.dead_letters.push(entry.clone()));
+            }
+            EventKind::Escalated { task, error } => self.escalated(task, error, &mut note),
+            EventKind::Decided { task, decision, by } => {
+                self.decided(event.seq, at, task, *decision, by, &mut note)
+            }
+            EventKind::RunResumed { rerun } => self.resumed(rerun, &mut note),
+            EventKind::RunWaiting { tasks } => {
+                self.status = Some(RunStatus::Waiting);
+                note.run();
+                for t in tasks {
+                    if !self.awaiting_decision.contains(t) {
+                        self.awaiting_decision.push(t.clone());
+                    }
+                }
+            }
+            EventKind::RunFinished { status, error } => {
+                self.status = Some(*status);
+                self.completed_at = Some(at);
+                if error.is_some() {
+                    self.error = error.clone();
+                }
+                note.run();
+                self.all_agents_idle(&mut note);
+            }
+        }
+    }
+
+    fn start(&mut self, tasks: &[TaskInfo], agents: &[String], note: &mut Note<'_>) {
+        self.tasks = tasks
+            .iter()
+            .map(|t| TaskResult::new(t.name.clone(), t.phase.clone()))
+            .collect();
+        self.pools = tasks.iter().map(|t| t.agent.clone()).collect();
+        self.index = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        self.agent_states = agents
+            .iter()
+            .map(|a| {
+                let state = AgentState {
+                    status: AgentStatus::Idle,
+                    current_task: None,
+                    completed_tasks: Vec::new(),
+                };
+                (a.clone(), state)
+            })
+            .collect();
+        note.run();
+        for i in 0..self.tasks.len() {
+            note.task(i);
+        }
+        for a in agents {
+            note.agent(&Arc::from(a.as_str()));
+        }
+    }
+
+    /// Entering a phase (again, in a later pass) starts its tasks afresh.
+    fn enter_phase(&mut self, phase: &str, note: &mut Note<'_>) {
+        self.current_phase = Some(phase.to_string());
+        for (i, t) in self.tasks.iter_mut().enumerate() {
+            if *t.phase != *phase {
+                continue;
+            }
+            let name = t.task.clone();
+            *t = TaskResult::new(name, t.phase.clone());
+            note.task(i);
+        }
+    }
+
+    fn dispatched(
+        &mut self,
+        task: &str,
+        agent: &Arc<str>,
+        attempt: u32,
+        at: Timestamp,
+        note: &mut Note<'_>,
+    ) {
+        if let Some((i, t)) = self.task_mut(task) {
+            t.status = TaskStatus::InProgress;
+            t.agent = Some(agent.clone());
+            t.attempts = attempt;
+            t.retry_due = None;
+            if t.started_at.is_none() {
+                t.started_at = Some(at);
+            }
+            note.task(i);
+        }
+        if let Some(a) = self.agent_states.get_mut(&**agent) {
+            a.status = AgentStatus::Running;
+            a.current_task = Some(Arc::from(task));
+            note.agent(agent);
+        }
+    }
+
+    fn attempt_finished(&mut self, f: Finished<'_>, note: &mut Note<'_>) {
+        for call in f.calls {
+            self.usage.add(call);
+        }
+        if f.cached {
+            self.usage.cached += 1;
+        }
+        if let Some((i, t)) = self.task_mut(f.task) {
+            t.attempts = t.attempts.max(f.attempt);
+            t.duration_ms += f.duration_ms;
+            if let Some(o) = f.output {
+                t.output = o.clone();
+            }
+            t.error = f.error.cloned();
+            note.task(i);
+        }
+        if let Some(error) = f.error {
+            // An attempt logged under the pool's name never found an instance.
+            let pool = self
+                .task_index(f.task)
+                .and_then(|i| self.pools.get(i).cloned());
+            let agent = (pool.as_deref() != Some(&**f.agent)).then(|| f.agent.clone());
+            if let Some((_, t)) = self.task_mut(f.task) {
+                t.history.push(AttemptRecord {
+                    attempt: f.attempt,
+                    agent,
+                    error: Some(error.clone()),
+                    retry_delay_ms: None,
+                    duration_ms: f.duration_ms,
+                });
+            }
+        }
+        if let Some(a) = self.agent_states.get_mut(&**f.agent) {
+            a.status = AgentStatus::Idle;
+            a.current_task = None;
+            if f.error.is_none() {
+                a.completed_tasks.push(Arc::from(f.task));
+            }
+            note.agent(f.agent);
+        }
+        note.with(|c| {
+            c.attempts.push(AttemptRow {
+                seq: f.seq,
+                task: Arc::from(f.task),
+                attempt: f.attempt,
+                agent: f.agent.clone(),
+                duration_ms: f.duration_ms,
+                error: f.error.map(ToString::to_string),
+            })
+        });
+    }
+
+    fn add_artifacts(&mut self, task: &str, attempt: u32, artifacts: &[ArtifactRef]) {
+        for a in artifacts {
+            if let Some(&i) = self.latest_artifact.get(&a.path) {
+                self.artifacts[i].superseded = true;
+            }
+            self.latest_artifact
+                .insert(a.path.clone(), self.artifacts.len());
+            self.artifacts.push(RunArtifact {
+                path: a.path.clone(),
+                sha256: a.sha256.clone(),
+                size: a.size,
+                task: task.to_string(),
+                attempt,
+                loop_count: self.feedback_loop_count,
+                superseded: false,
+            });
+        }
+    }
+
+    fn escalated(&mut self, task: &Arc<str>, error: &TaskError, note: &mut Note<'_>) {
+        if let Some((i, t)) = self.task_mut(task) {
+            t.error = Some(error.clone());
+            // Not running: it waits for a decision.
+            t.status = TaskStatus::Pending;
+            note.task(i);
+        }
+        // Until a `Decided` event: even if the process dies before the run is marked WAITING,
+        // a resume knows this task needs a decision.
+        if !self.awaiting_decision.contains(task) {
+            self.awaiting_decision.push(task.clone());
+        }
+    }
+
+    fn decided(
+        &mut self,
+        seq: u64,
+        at: Timestamp,
+        task: &Arc<str>,
+        decision: Decision,
+        by: &str,
+        note: &mut Note<'_>,
+    ) {
+        self.awaiting_decision.retain(|t| t != task);
+        if decision == Decision::Retry {
+            if let Some((i, t)) = self.task_mut(task) {
+                t.status = TaskStatus::Pending;
+                t.attempt_base = t.attempts;
+                t.skip_reason = None;
+                if by.starts_with(DLQ_RETRY_BY) {
+                    t.history.clear();
+                }
+                note.task(i);
+            }
+        }
+        note.with(|c| {
+            c.decisions.push(DecisionRow {
+                seq,
+                task: task.clone(),
+                decision,
+                by: by.to_string(),
+                at,
+            })
+        });
+    }
+
+    fn resumed(&mut self, rerun: &[Arc<str>], note: &mut Note<'_>) {
+        self.status = Some(RunStatus::InProgress);
+        self.completed_at = None;
+        self.error = None;
+        note.run();
+        for name in rerun {
+            if let Some((i, t)) = self.task_mut(name) {
+                t.status = TaskStatus::Pending;
+                note.task(i);
+            }
+        }
+        self.all_agents_idle(note);
+    }
+
+    /// Nothing runs after the end, or right after a resume.
+    fn all_agents_idle(&mut self, note: &mut Note<'_>) {
+        for (name, a) in self.agent_states.iter_mut() {
+            a.status = AgentStatus::Idle;
+            a.current_task = None;
+            note.agent(&Arc::from(name.as_str()));
+        }
+    }
+}
+
+/// The fields of an `attempt_finished` event.
+struct Finished<'a> {
+    seq: u64,
+    task: &'a str,
+    agent: &'a Arc<str>,
+    attempt: u32,
+    duration_ms: u64,
+    output: Option<&'a serde_json::Value>,
+    error: Option<&'a TaskError>,
+    calls: &'a [LlmCall],
+    cached: bool,
+}

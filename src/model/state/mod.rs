@@ -1,0 +1,207 @@
+//! The state of a run: a projection of its events, and the only reader of the log.
+//!
+//! [`RunState::apply`] folds one event into the state and reports what it changed
+//! ([`Changes`]), so stores write their projections from the state, `resume` continues from it,
+//! and views display it — nobody else interprets events. Field names follow the predecessor's
+//! `WorkflowState` so its users recognise them.
+
+mod apply;
+mod view;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use apply::DLQ_RETRY_BY;
+pub use apply::{AgentRow, AttemptRow, Changes, DecisionRow, TaskRow};
+pub use view::RunStateView;
+
+use super::{
+    AgentStatus, AttemptRecord, BreakerState, DeadLetter, Event, FeedbackPayload, RunId, RunStatus,
+    SkipReason, TaskError, TaskStatus, Timestamp, Usage,
+};
+
+/// The state of a run.
+#[derive(Clone, Debug, Default)]
+pub struct RunState {
+    pub workflow_id: RunId,
+    pub workflow: String,
+    /// The workflow file as given when the run started.
+    pub file: String,
+    pub params: BTreeMap<String, serde_json::Value>,
+    pub status: Option<RunStatus>,
+    pub current_phase: Option<String>,
+    /// Every task in declaration order.
+    pub tasks: Vec<TaskResult>,
+    index: HashMap<Arc<str>, usize>,
+    /// Each task's pool, by task index (an attempt logged under the pool's name never found an
+    /// instance).
+    pools: Vec<Arc<str>>,
+    pub agent_states: BTreeMap<String, AgentState>,
+    pub feedback_loop_count: u32,
+    pub feedback: Option<FeedbackPayload>,
+    pub warnings: Vec<String>,
+    pub gates: Vec<GateRecord>,
+    /// Each pool's circuit breaker.
+    pub breakers: BTreeMap<String, BreakerState>,
+    /// Ids of this run's dead-lettered tasks.
+    pub dead_letters: Vec<String>,
+    /// The dead letters themselves, in order.
+    pub dead_letter_entries: Vec<DeadLetter>,
+    /// Tasks waiting for an operator's decision.
+    pub awaiting_decision: Vec<Arc<str>>,
+    pub started_at: Option<Timestamp>,
+    pub completed_at: Option<Timestamp>,
+    pub error: Option<String>,
+    /// LLM token usage over the whole run (every attempt, failed ones too).
+    pub usage: Usage,
+    /// The run was started with `--dry-run`.
+    pub dry_run: bool,
+    /// Every file the run's agents wrote, in the order written.
+    pub artifacts: Vec<RunArtifact>,
+    /// The index in `artifacts` of the latest version of each path.
+    latest_artifact: HashMap<String, usize>,
+    /// The last event applied.
+    pub last_seq: u64,
+}
+
+/// A task's latest result, and what resuming it needs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub task: Arc<str>,
+    pub phase: Arc<str>,
+    pub status: TaskStatus,
+    /// The agent instance of the latest attempt.
+    pub agent: Option<Arc<str>>,
+    pub attempts: u32,
+    pub output: serde_json::Value,
+    pub error: Option<TaskError>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub duration_ms: u64,
+    /// This pass's failed attempts, for the dead-letter queue.
+    #[serde(skip)]
+    pub history: Vec<AttemptRecord>,
+    /// Attempts made before the last retry decision: a decided retry gets `retry` more.
+    #[serde(skip)]
+    pub attempt_base: u32,
+    /// A retry waiting out its backoff: when it is due and the backoff it waits.
+    #[serde(skip)]
+    pub retry_due: Option<RetryDue>,
+}
+
+/// When a scheduled retry is due (wall clock) and the backoff it waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryDue {
+    pub at_ms: u64,
+    pub delay_ms: u64,
+}
+
+impl TaskResult {
+    fn new(task: Arc<str>, phase: Arc<str>) -> TaskResult {
+        TaskResult {
+            task,
+            phase,
+            status: TaskStatus::Pending,
+            agent: None,
+            attempts: 0,
+            output: serde_json::Value::Null,
+            error: None,
+            skip_reason: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: 0,
+            history: Vec::new(),
+            attempt_base: 0,
+            retry_due: None,
+        }
+    }
+
+    /// Whether it counts as failed for its dependents: FAILED, or skipped because its own
+    /// upstream failed.
+    pub fn failed_for_dependents(&self) -> bool {
+        self.status == TaskStatus::Failed
+            || (self.status == TaskStatus::Skipped
+                && self.skip_reason == Some(SkipReason::UpstreamFailed))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AgentState {
+    pub status: AgentStatus,
+    pub current_task: Option<Arc<str>>,
+    pub completed_tasks: Vec<Arc<str>>,
+}
+
+/// One file of a run, as `conductor artifacts` lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RunArtifact {
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+    /// The task whose output it was, its attempt, and the feedback loop it ran in.
+    pub task: String,
+    pub attempt: u32,
+    pub loop_count: u32,
+    /// A later write to the same path replaced it in the workspace.
+    pub superseded: bool,
+}
+
+/// A gate decision, kept for `show`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateRecord {
+    pub phase: String,
+    pub loop_count: u32,
+    pub pass: bool,
+    pub reason: String,
+    pub rule: String,
+}
+
+impl RunState {
+    /// Rebuilds a run's state from its events.
+    pub fn from_events<'a>(events: impl IntoIterator<Item = &'a Event>) -> RunState {
+        let mut state = RunState::default();
+        for e in events {
+            state.apply(e);
+        }
+        state
+    }
+
+    pub fn status(&self) -> RunStatus {
+        self.status.unwrap_or(RunStatus::Pending)
+    }
+
+    pub fn task(&self, name: &str) -> Option<&TaskResult> {
+        self.index.get(name).map(|&i| &self.tasks[i])
+    }
+
+    /// The index of a task in [`RunState::tasks`].
+    pub fn task_index(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    fn task_mut(&mut self, name: &str) -> Option<(usize, &mut TaskResult)> {
+        let i = *self.index.get(name)?;
+        Some((i, &mut self.tasks[i]))
+    }
+
+    /// How many tasks have this status.
+    pub fn count(&self, status: TaskStatus) -> usize {
+        self.tasks.iter().filter(|t| t.status == status).count()
+    }
+
+    /// The names of the tasks with this status, in declaration order.
+    pub fn names_with(&self, status: TaskStatus) -> Vec<Arc<str>> {
+        self.tasks
+            .iter()
+            .filter(|t| t.status == status)
+            .map(|t| t.task.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! The texts of `conductor show` and `conductor runs`.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use crate::model::{Event, EventKind, RunState, TaskStatus, Usage};
+use crate::store::RunRecord;
+use crate::text::plural;
+
+/// How long a run took, or `-` while it has not finished.
+pub fn duration_text(state: &RunState) -> String {
+    match (state.started_at, state.completed_at) {
+        (Some(a), Some(b)) => format!("{:.1}s", (b.0.saturating_sub(a.0)) as f64 / 1000.0),
+        _ => "-".into(),
+    }
+}
+
+/// `llm: 14 calls, 9120 input + 3400 output tokens`.
+pub fn usage_line(u: &Usage) -> String {
+    let mut line = format!(
+        "llm: {} call{}, {} input + {} output tokens",
+        u.calls,
+        plural(u.calls),
+        u.input_tokens,
+        u.output_tokens
+    );
+    if u.cached > 0 {
+        line.push_str(&format!(
+            "; {} task output(s) from the response cache",
+            u.cached
+        ));
+    }
+    line
+}
+
+/// One row of `conductor runs`.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRow {
+    pub id: String,
+    pub workflow: String,
+    pub file: String,
+    pub status: String,
+    pub phase: Option<String>,
+    #[serde(rename = "loop")]
+    pub loop_count: u32,
+    pub completed: usize,
+    pub failed: usize,
+    pub tasks: usize,
+    pub started_at: String,
+    pub duration: String,
+}
+
+impl RunRow {
+    pub fn new(record: &RunRecord, state: &RunState) -> RunRow {
+        RunRow {
+            id: record.id.to_string(),
+            workflow: record.workflow.clone(),
+            file: record.file.clone(),
+            status: state.status.unwrap_or(record.status).as_str().to_string(),
+            phase: state.current_phase.clone(),
+            loop_count: state.feedback_loop_count,
+            completed: state.count(TaskStatus::Completed),
+            failed: state.count(TaskStatus::Failed),
+            tasks: state.tasks.len(),
+            started_at: record.created_at.to_string(),
+            duration: duration_text(state),
+        }
+    }
+
+    pub const HEADER: [&'static str; 8] = [
+        "ID",
+        "WORKFLOW",
+        "STATUS",
+        "PHASE",
+        "LOOP",
+        "DONE/FAILED",
+        "STARTED",
+        "DURATION",
+    ];
+
+    /// The row as the table prints it.
+    pub fn cells(&self) -> [String; 8] {
+        [
+            self.id.clone(),
+            self.workflow.clone(),
+            self.status.clone(),
+            self.phase.clone().unwrap_or_else(|| "-".into()),
+            self.loop_count.to_string(),
+            format!("{}/{} of {}", self.completed, self.failed, self.tasks),
+            self.started_at.clone(),
+            self.duration.clone(),
+        ]
+    }
+}
+
+/// `conductor show`: the run, every task, every attempt, gates, feedback, breakers.
+pub fn show_text(state: &RunState, events: &[Event]) -> String {
+    let mut out = String::new();
+    header(&mut out, state);
+    let _ = writeln!(out, "\ntasks");
+    for t in &state.tasks {
+        let mut line = format!(
+            "  {:<20} {:<12} {:<11} {:<14} {} attempt{}  {}ms",
+            t.task,
+            t.phase,
+            t.status.as_str(),
+            t.agent.as_deref().unwrap_or("-"),
+            t.attempts,
+            plural(t.attempts),
+            t.duration_ms
+        );
+        if let Some(reason) = t.skip_reason {
+            line.push_str(&format!("  skipped: {reason:?}"));
+        }
+        if let Some(e) = &t.error {
+            line.push_str(&format!("  {e}"));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    let _ = writeln!(out, "\nattempts");
+    for e in events {
+        if let Some(line) = attempt_line(e) {
+            let _ = writeln!(out, "  {} {line}", e.at);
+        }
+    }
+    decisions(&mut out, state, events);
+    out
+}
+
+fn header(out: &mut String, state: &RunState) {
+    let _ = writeln!(
+        out,
+        "run {}  workflow {}  file {}\nstatus {}  phase {}  loops {}  started {}  duration {}",
+        state.workflow_id,
+        state.workflow,
+        state.file,
+        state.status().as_str(),
+        state.current_phase.as_deref().unwrap_or("-"),
+        state.feedback_loop_count,
+        state.started_at.map_or("-".into(), |t| t.to_string()),
+        duration_text(state)
+    );
+    if !state.params.is_empty() {
+        let params: Vec<String> = state
+            .params
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(out, "params {}", params.join(" "));
+    }
+    if let Some(e) = &state.error {
+        let _ = writeln!(out, "error {e}");
+    }
+    if state.usage.calls > 0 || state.usage.cached > 0 {
+        let _ = writeln!(out, "{}", usage_line(&state.usage));
+    }
+}
+
+/// An attempt or a retry, as `show` lists them.
+fn attempt_line(e: &Event) -> Option<String> {
+    match &e.kind {
+        EventKind::AttemptFinished {
+            task,
+            agent,
+            attempt,
+            duration_ms,
+            error,
+            calls,
+            artifacts,
+            cached,
+            ..
+        } => {
+            let mut result = error.as_ref().map_or("ok".to_string(), |e| e.to_string());
+            if *cached {
+                result.push_str("  (from the response cache)");
+            }
+            if !calls.is_empty() {
+                let (i, o) = calls.iter().fold((0, 0), |(i, o), c| {
+                    (i + c.input_tokens, o + c.output_tokens)
+                });
+                result.push_str(&format!(
+                    "  {} call{} {i}+{o} tokens",
+                    calls.len(),
+                    plural(calls.len() as u64)
+                ));
+            }
+            if !artifacts.is_empty() {
+                let paths: Vec<&str> = artifacts.iter().map(|a| a.path.as_str()).collect();
+                result.push_str(&format!("  wrote {}", paths.join(", ")));
+            }
+            Some(format!(
+                "{task:<20} #{attempt} on {agent:<14} {duration_ms}ms  {result}"
+            ))
+        }
+        EventKind::RetryScheduled {
+            task,
+            attempt,
+            delay_ms,
+        } => Some(format!("{task:<20} retry #{attempt} after {delay_ms}ms")),
+        _ => None,
+    }
+}
+
+/// Gates, feedback, breakers, dead letters and warnings.
+fn decisions(out: &mut String, state: &RunState, events: &[Event]) {
+    if !state.gates.is_empty() {
+        let _ = writeln!(out, "\ngates");
+        for g in &state.gates {
+            let _ = writeln!(
+                out,
+                "  {} (pass {}) {} by {}: {}",
+                g.phase,
+                g.loop_count + 1,
+                if g.pass { "passed" } else { "FAILED" },
+                g.rule,
+                g.reason
+            );
+        }
+    }
+    for e in events {
+        if let EventKind::FeedbackDecided {
+            severity,
+            summary,
+            rule,
+            ..
+        } = &e.kind
+        {
+            let _ = writeln!(out, "\nfeedback {severity} by {rule}: {summary}");
+        }
+    }
+    if !state.breakers.is_empty() {
+        let b: Vec<String> = state
+            .breakers
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str()))
+            .collect();
+        let _ = writeln!(out, "\nbreakers {}", b.join(" "));
+    }
+    if !state.dead_letters.is_empty() {
+        let _ = writeln!(out, "dead letters {}", state.dead_letters.join(" "));
+    }
+    if !state.warnings.is_empty() {
+        let _ = writeln!(out, "\nwarnings");
+        for w in &state.warnings {
+            let _ = writeln!(out, "  {w}");
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! `conductor why RUN TASK`: the story of one task, from the log, with the rules and reasons.
+
+use crate::model::{Event, EventKind, TaskResult};
+
+/// The lines of a task's story: a header, then one line per event that concerns it.
+pub fn why_text(result: &TaskResult, run: &str, workflow: &str, events: &[Event]) -> Vec<String> {
+    let task = &*result.task;
+    let mut out = vec![format!(
+        "task `{task}` of run {run} (workflow {workflow}, phase {}): {}",
+        result.phase,
+        result.status.as_str()
+    )];
+    let mut in_phase = false;
+    for e in events {
+        if let EventKind::PhaseEntered { phase, .. } = &e.kind {
+            in_phase = **phase == *result.phase;
+        }
+        if let Some(line) = line(task, &result.phase, in_phase, &e.kind) {
+            out.push(format!("  {}  {line}", e.at));
+        }
+    }
+    out
+}
+
+/// What one event says about the task, if anything.
+fn line(task: &str, phase_of_task: &str, in_phase: bool, kind: &EventKind) -> Option<String> {
+    let mine = kind.task() == Some(task);
+    Some(match kind {
+        EventKind::PhaseEntered { phase, loop_count } if in_phase => {
+            format!("phase {phase} entered (pass {})", loop_count + 1)
+        }
+        EventKind::TaskDispatched { agent, attempt, .. } if mine => format!(
+            "attempt {attempt} dispatched to {agent}: its dependencies were final and the enforce rules allowed it"
+        ),
+        EventKind::AttemptFinished {
+            attempt,
+            duration_ms,
+            error,
+            ..
+        } if mine => match error {
+            None => format!("attempt {attempt} succeeded after {duration_ms}ms"),
+            Some(err) => format!(
+                "attempt {attempt} failed after {duration_ms}ms: {err} ({})",
+                if err.retryable {
+                    "retryable"
+                } else {
+                    "not retryable"
+                }
+            ),
+        },
+        EventKind::RetryScheduled {
+            attempt, delay_ms, ..
+        } if mine => format!(
+            "retry {attempt} scheduled after {delay_ms}ms of backoff: the error was retryable and attempts were left"
+        ),
+        EventKind::TaskSkipped { reason, detail, .. } if mine => format!(
+            "skipped ({}){}",
+            reason.as_str(),
+            detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
+        ),
+        EventKind::DeadLettered { entry } if mine => format!(
+            "dead-lettered as {}: {} (see `conductor dlq show {}`)",
+            entry.id, entry.reason, entry.id
+        ),
+        EventKind::Escalated { error, .. } if mine => {
+            format!("escalated, as a non-retryable failure: {error}")
+        }
+        EventKind::Decided { decision, by, .. } if mine => {
+            format!("decision: {} (by {by})", decision.as_str()).to_lowercase()
+        }
+        EventKind::PolicyViolation { rule, reason, .. } if mine => {
+            format!("denied by {rule}: {reason}; the run failed")
+        }
+        EventKind::TaskFinished { status, .. } if mine => {
+            format!("finished {}", status.as_str())
+        }
+        EventKind::BreakerChanged {
+            agent,
+            state,
+            reason,
+        } if in_phase => format!(
+            "the circuit breaker of `{agent}` became {}{}",
+            state.as_str(),
+            reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
+        ),
+        EventKind::GateDecided {
+            phase,
+            pass,
+            reason,
+            rule,
+        } if **phase == *phase_of_task => format!(
+            "the gate of phase {phase} {} ({rule}): {reason}",
+            if *pass { "passed" } else { "failed" }
+        ),
+        EventKind::RunResumed { rerun } if rerun.iter().any(|t| &**t == task) => {
+            "the run was resumed; this task was in flight at the stop and ran again".into()
+        }
+        _ => return None,
+    })
+}

@@ -1,0 +1,31 @@
+//! What can go wrong with a store, in terms a user can act on.
+
+use std::path::PathBuf;
+
+use crate::model::RunId;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("run `{0}` is not in the store")]
+    UnknownRun(RunId),
+    #[error("run `{0}` is already in the store")]
+    DuplicateRun(RunId),
+    #[error("event {got} of run `{run}` does not follow event {last}")]
+    OutOfOrder { run: RunId, last: u64, got: u64 },
+    #[error("run `{run}` is being driven by another process (lock `{}`)", lock.display())]
+    Busy { run: RunId, lock: PathBuf },
+    #[error("`{}` is not a Conductor store, or it is damaged: {cause}", path.display())]
+    NotAStore { path: PathBuf, cause: String },
+    #[error("`{}` was written by a newer Conductor (schema {found}; this build knows {known})", path.display())]
+    NewerSchema {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("an event of run `{run}` cannot be read: {cause}")]
+    UnreadableEvent { run: RunId, cause: String },
+    #[error("cannot create `{}`: {cause}", path.display())]
+    CannotCreate { path: PathBuf, cause: String },
+    #[error("`{}`: {cause}", path.display())]
+    Io { path: PathBuf, cause: String },
+}

@@ -1,0 +1,260 @@
+//! The durable store: one SQLite file (WAL mode), a versioned schema migrated forward on open.
+//!
+//! The event log is the truth: `events` holds every event of every run as JSON, in order.
+//! `runs`, `dead_letters` and the projection tables (`task_results`, `attempts`,
+//! `agent_states`, `decisions`) are written from the state changes of each batch, in the same
+//! transaction as its events, so they never disagree with the log. With `synchronous =
+//! NORMAL` a committed batch survives the process being killed at any point (it may be lost
+//! only to a power failure before the next checkpoint).
+
+mod append;
+mod gc;
+mod lock;
+mod read;
+mod schema;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Batch, RunLease, RunRecord, Store, StoreError};
+use crate::model::{DeadLetter, Event, RunId, Timestamp};
+use schema::{MIGRATIONS, SCHEMA_VERSION};
+
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the store at `path`, migrating its schema forward.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::CannotCreate {
+                path: dir.to_path_buf(),
+                cause: e.to_string(),
+            })?;
+        }
+        let not_a_store = |e: rusqlite::Error| StoreError::NotAStore {
+            path: path.to_path_buf(),
+            cause: e.to_string(),
+        };
+        let conn = Connection::open(path).map_err(not_a_store)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(not_a_store)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(not_a_store)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(not_a_store)?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(not_a_store)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(not_a_store)?;
+        let check: String = conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(not_a_store)?;
+        if check != "ok" {
+            return Err(StoreError::NotAStore {
+                path: path.to_path_buf(),
+                cause: check,
+            });
+        }
+        let store = SqliteStore {
+            path: path.to_path_buf(),
+            conn: Mutex::new(conn),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves a usable connection behind.
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            cause: e.to_string(),
+        }
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let err = |e: rusqlite::Error| self.err(e);
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                path: self.path.clone(),
+                found: version,
+                known: SCHEMA_VERSION,
+            });
+        }
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        // IMMEDIATE: take the write lock up front, so two processes opening a new store wait
+        // for each other instead of failing.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(err)?;
+        let version: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(err)?;
+        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(migration).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+}
+
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn keeps_projections(&self) -> bool {
+        true
+    }
+
+    fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
+        let params_json = serde_json::to_string(&run.params).map_err(|e| self.err(e))?;
+        let result = self.lock().execute(
+            "INSERT INTO runs (id, workflow, file, params, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                &*run.id.0,
+                run.workflow,
+                run.file,
+                params_json,
+                run.created_at.0 as i64,
+                run.status.as_str()
+            ],
+        );
+        match result {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                Err(StoreError::DuplicateRun(run.id.clone()))
+            }
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn append(&self, run: &RunId, batch: &Batch<'_>) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        append::append(&mut conn, run, batch).map_err(|e| match e {
+            append::Failure::Store(e) => e,
+            append::Failure::Sql(e) => self.err(e),
+        })
+    }
+
+    fn run(&self, run: &RunId) -> Result<RunRecord, StoreError> {
+        read::runs(&self.lock(), Some(run))
+            .map_err(|e| self.err(e))?
+            .pop()
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))
+    }
+
+    fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
+        let out = self.events_after(run, 0)?;
+        if out.is_empty() {
+            // An unknown run, or one created but never started (killed before its first
+            // commit): the latter has no events, and that is not an error.
+            self.run(run)?;
+        }
+        Ok(out)
+    }
+
+    fn events_after(&self, run: &RunId, seq: u64) -> Result<Vec<Event>, StoreError> {
+        read::events_after(&self.lock(), run, seq).map_err(|e| match e {
+            read::Failure::Sql(e) => self.err(e),
+            read::Failure::Store(e) => e,
+        })
+    }
+
+    fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        read::runs(&self.lock(), None).map_err(|e| self.err(e))
+    }
+
+    fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {
+        self.lock()
+            .execute(
+                "INSERT OR IGNORE INTO artifacts (hash, size, content) VALUES (?1, ?2, ?3)",
+                params![sha256, content.len() as i64, content],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn artifact(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.lock()
+            .query_row(
+                "SELECT content FROM artifacts WHERE hash = ?1",
+                params![sha256],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    fn cache_get(&self, key: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let body: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT body FROM response_cache WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        // An entry that no longer parses is a miss, not an error: the task runs again.
+        Ok(body.and_then(|b| serde_json::from_str(&b).ok()))
+    }
+
+    fn cache_put(&self, key: &str, output: &serde_json::Value) -> Result<(), StoreError> {
+        let body = serde_json::to_string(output).map_err(|e| self.err(e))?;
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO response_cache (key, body, created_at) VALUES (?1, ?2, ?3)",
+                params![key, body, Timestamp::now().0 as i64],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError> {
+        read::dead_letters(&self.lock(), run).map_err(|e| self.err(e))
+    }
+
+    fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
+        let n = self
+            .lock()
+            .execute(
+                "UPDATE dead_letters SET dropped = 1 WHERE id = ?1 AND dropped = 0",
+                params![id],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(n > 0)
+    }
+
+    fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError> {
+        gc::gc(&mut self.lock(), before).map_err(|e| self.err(e))
+    }
+
+    fn lease(&self, run: &RunId) -> Result<Box<dyn RunLease>, StoreError> {
+        Ok(Box::new(lock::RunLock::acquire(&self.path, run)?))
+    }
+}

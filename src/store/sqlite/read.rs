@@ -1,0 +1,87 @@
+//! Reading runs, events and dead letters back.
+
+use rusqlite::{params, Connection};
+
+use crate::model::{DeadLetter, Event, RunId, RunStatus, Timestamp};
+use crate::store::{RunRecord, StoreError};
+
+pub(super) enum Failure {
+    Store(StoreError),
+    Sql(rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Failure {
+        Failure::Sql(e)
+    }
+}
+
+/// The events of a run after `seq`, in order.
+pub(super) fn events_after(
+    conn: &Connection,
+    run: &RunId,
+    seq: u64,
+) -> Result<Vec<Event>, Failure> {
+    let mut stmt =
+        conn.prepare_cached("SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq")?;
+    let rows = stmt.query_map(params![&*run.0, seq as i64], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let body = row?;
+        let event: Event = serde_json::from_str(&body).map_err(|e| {
+            Failure::Store(StoreError::UnreadableEvent {
+                run: run.clone(),
+                cause: e.to_string(),
+            })
+        })?;
+        out.push(event);
+    }
+    Ok(out)
+}
+
+/// Every run (or one), oldest first.
+pub(super) fn runs(conn: &Connection, only: Option<&RunId>) -> rusqlite::Result<Vec<RunRecord>> {
+    let filter = if only.is_some() { "WHERE id = ?1" } else { "" };
+    let sql = format!(
+        "SELECT id, workflow, file, params, created_at, status FROM runs {filter} ORDER BY created_at, id"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let map = |r: &rusqlite::Row<'_>| {
+        Ok(RunRecord {
+            id: RunId(r.get::<_, String>(0)?.into()),
+            workflow: r.get(1)?,
+            file: r.get(2)?,
+            params: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+            created_at: Timestamp(r.get::<_, i64>(4)? as u64),
+            status: RunStatus::parse(&r.get::<_, String>(5)?).unwrap_or(RunStatus::Pending),
+        })
+    };
+    let rows = match only {
+        Some(id) => stmt.query_map(params![&*id.0], map)?,
+        None => stmt.query_map([], map)?,
+    };
+    rows.collect()
+}
+
+/// Dead letters not yet dropped, oldest first.
+pub(super) fn dead_letters(
+    conn: &Connection,
+    run: Option<&RunId>,
+) -> rusqlite::Result<Vec<DeadLetter>> {
+    let filter = if run.is_some() { "AND run_id = ?1" } else { "" };
+    let sql =
+        format!("SELECT body FROM dead_letters WHERE dropped = 0 {filter} ORDER BY at, rowid");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let map = |r: &rusqlite::Row<'_>| r.get::<_, String>(0);
+    let rows: Vec<String> = match run {
+        Some(id) => stmt
+            .query_map(params![&*id.0], map)?
+            .collect::<Result<_, _>>()?,
+        None => stmt.query_map([], map)?.collect::<Result<_, _>>()?,
+    };
+    // A row that does not parse is skipped rather than hiding every other entry.
+    Ok(rows
+        .iter()
+        .filter_map(|b| serde_json::from_str(b).ok())
+        .collect())
+}

@@ -1,0 +1,81 @@
+//! The schema, and how older stores move forward to it.
+
+/// The schema version this build writes. Each migration moves the schema one version forward.
+pub(super) const SCHEMA_VERSION: i64 = 2;
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: runs, the event log, and the indexes derived from it.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        workflow TEXT NOT NULL,
+        file TEXT NOT NULL,
+        params TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status TEXT NOT NULL
+    );
+    CREATE TABLE events (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE dead_letters (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task TEXT NOT NULL,
+        pool TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        dropped INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX dead_letters_run ON dead_letters(run_id);
+    CREATE TABLE response_cache (
+        key TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE artifacts (
+        hash TEXT PRIMARY KEY,
+        size INTEGER NOT NULL,
+        content BLOB NOT NULL
+    );",
+    // 2: queryable projections of the log, kept in the same transaction as the events:
+    // each task's latest result, every attempt, each agent instance, every decision.
+    "CREATE TABLE task_results (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, task)
+    ) WITHOUT ROWID;
+    CREATE TABLE attempts (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        agent TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        error TEXT,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE agent_states (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        agent TEXT NOT NULL,
+        status TEXT NOT NULL,
+        current_task TEXT,
+        PRIMARY KEY (run_id, agent)
+    ) WITHOUT ROWID;
+    CREATE TABLE decisions (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        seq INTEGER NOT NULL,
+        task TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        decided_by TEXT NOT NULL,
+        at INTEGER NOT NULL,
+        PRIMARY KEY (run_id, seq)
+    ) WITHOUT ROWID;",
+];

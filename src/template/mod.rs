@@ -1,0 +1,325 @@
+//! Templates (Jinja syntax, through minijinja): the only module that sees minijinja.
+//!
+//! A workflow's templates are compiled once, at check time, into one [`Templates`] set that
+//! the IR carries; a dispatch renders a template by its [`TemplateId`] against the attempt's
+//! context. Rendering is strict (an undefined value fails the task, naming it) except in dry
+//! runs, whose mocks lack the fields real agents would produce.
+
+use std::sync::{Arc, OnceLock};
+
+use serde::Serialize;
+
+/// The variables every template can read (DSL.md section 4).
+pub const CONTEXT_FIELDS: [&str; 6] = [
+    "params",
+    "tasks",
+    "input",
+    "feedback",
+    "loop_count",
+    "attempt",
+];
+
+/// Names Jinja itself provides inside templates (`loop` of a for loop, `range`, …).
+pub const BUILTINS: [&str; 8] = [
+    "loop",
+    "range",
+    "dict",
+    "namespace",
+    "debug",
+    "true",
+    "false",
+    "none",
+];
+
+/// A compiled template of a [`Templates`] set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TemplateId(pub u32);
+
+/// Whether a string holds any template tag; a plain string renders as itself.
+pub fn has_tags(s: &str) -> bool {
+    s.contains("{{") || s.contains("{%") || s.contains("{#")
+}
+
+/// A syntax error in a template: its byte range in the source, when known, and the detail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub range: Option<std::ops::Range<usize>>,
+    pub detail: String,
+}
+
+/// Why a template could not be rendered, in the author's words.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct RenderError(pub String);
+
+/// A workflow's compiled templates.
+#[derive(Clone)]
+pub struct Templates {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    strict: minijinja::Environment<'static>,
+    lenient: OnceLock<minijinja::Environment<'static>>,
+    sources: Vec<Arc<str>>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Templates({})", self.inner.sources.len())
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Templates {
+        TemplatesBuilder::default().finish()
+    }
+}
+
+/// Collects a workflow's templates while it is checked.
+pub struct TemplatesBuilder {
+    env: minijinja::Environment<'static>,
+    sources: Vec<Arc<str>>,
+}
+
+fn environment() -> minijinja::Environment<'static> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env
+}
+
+impl Default for TemplatesBuilder {
+    fn default() -> TemplatesBuilder {
+        TemplatesBuilder {
+            env: environment(),
+            sources: Vec::new(),
+        }
+    }
+}
+
+impl TemplatesBuilder {
+    /// Compiles a template; on success returns its id and the variables it reads (dotted
+    /// paths such as `tasks.build.output`, sorted).
+    pub fn add(&mut self, source: &str) -> Result<(TemplateId, Vec<String>), SyntaxError> {
+        let id = TemplateId(self.sources.len() as u32);
+        let name = id.0.to_string();
+        self.env
+            .add_template_owned(name.clone(), source.to_string())
+            .map_err(|e| SyntaxError {
+                range: e.range(),
+                detail: e.detail().unwrap_or("syntax error").to_string(),
+            })?;
+        self.sources.push(Arc::from(source));
+        let mut vars: Vec<String> = match self.env.get_template(&name) {
+            Ok(t) => t.undeclared_variables(true).into_iter().collect(),
+            Err(_) => Vec::new(),
+        };
+        vars.sort();
+        Ok((id, vars))
+    }
+
+    /// Checks a template's syntax without keeping it.
+    pub fn parse_only(source: &str) -> Result<Vec<String>, SyntaxError> {
+        let env = environment();
+        let t = env.template_from_str(source).map_err(|e| SyntaxError {
+            range: e.range(),
+            detail: e.detail().unwrap_or("syntax error").to_string(),
+        })?;
+        let mut vars: Vec<String> = t.undeclared_variables(true).into_iter().collect();
+        vars.sort();
+        Ok(vars)
+    }
+
+    pub fn finish(self) -> Templates {
+        Templates {
+            inner: Arc::new(Inner {
+                strict: self.env,
+                lenient: OnceLock::new(),
+                sources: self.sources,
+            }),
+        }
+    }
+}
+
+impl Templates {
+    /// The source of a template.
+    pub fn source(&self, id: TemplateId) -> &str {
+        self.inner.sources.get(id.0 as usize).map_or("", |s| &**s)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.sources.is_empty()
+    }
+
+    /// Renders a template against `ctx`; `what` names it in errors (``prompt` of task `x``).
+    /// `strict = false` renders undefined values empty (dry runs).
+    pub fn render(
+        &self,
+        id: TemplateId,
+        ctx: &Context,
+        what: &str,
+        strict: bool,
+    ) -> Result<String, RenderError> {
+        let env = if strict {
+            &self.inner.strict
+        } else {
+            self.inner.lenient.get_or_init(|| {
+                let mut env = self.inner.strict.clone();
+                env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+                env
+            })
+        };
+        let template = env
+            .get_template(&id.0.to_string())
+            .map_err(|e| RenderError(format!("template {what}: {e}")))?;
+        template
+            .render(&ctx.0)
+            .map_err(|e| render_error(self.source(id), what, &e))
+    }
+}
+
+/// The values a template sees.
+#[derive(Clone, Debug, Default)]
+pub struct Context(minijinja::Value);
+
+impl Context {
+    /// A context from any serialisable map of the [`CONTEXT_FIELDS`].
+    pub fn from_serialize(value: &impl Serialize) -> Context {
+        Context(minijinja::Value::from_serialize(value))
+    }
+}
+
+fn render_error(source: &str, what: &str, e: &minijinja::Error) -> RenderError {
+    let detail = match e.kind() {
+        minijinja::ErrorKind::UndefinedError => {
+            // Minijinja points at the failing attribute; widen to the whole dotted path.
+            let at = e
+                .range()
+                .and_then(|r| {
+                    let start = source
+                        .get(..r.start)?
+                        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
+                        .map_or(0, |i| i + 1);
+                    source.get(start..r.end)
+                })
+                .map(|s| format!(": `{}` is not defined", s.trim()))
+                .unwrap_or_else(|| ": a variable is not defined".to_string());
+            format!("undefined value{at}")
+        }
+        _ => e.detail().unwrap_or("cannot render").to_string(),
+    };
+    RenderError(format!("template {what}: {detail}"))
+}
+
+/// A JSON-shaped value whose strings may be templates (a task's `input`, a mock's `output`),
+/// compiled once.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Tree {
+    /// No template anywhere inside.
+    Plain(serde_json::Value),
+    Template(TemplateId),
+    List(Vec<Tree>),
+    Map(Vec<(String, Tree)>),
+}
+
+impl Tree {
+    pub fn is_plain(&self) -> bool {
+        matches!(self, Tree::Plain(_))
+    }
+
+    /// The value with its templates rendered.
+    pub fn render(
+        &self,
+        templates: &Templates,
+        ctx: &Context,
+        what: &str,
+        strict: bool,
+    ) -> Result<serde_json::Value, RenderError> {
+        Ok(match self {
+            Tree::Plain(v) => v.clone(),
+            Tree::Template(id) => {
+                serde_json::Value::String(templates.render(*id, ctx, what, strict)?)
+            }
+            Tree::List(items) => serde_json::Value::Array(
+                items
+                    .iter()
+                    .map(|i| i.render(templates, ctx, what, strict))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Tree::Map(entries) => serde_json::Value::Object(
+                entries
+                    .iter()
+                    .map(|(k, v)| Ok((k.clone(), v.render(templates, ctx, what, strict)?)))
+                    .collect::<Result<_, RenderError>>()?,
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(sources: &[&str]) -> (Templates, Vec<TemplateId>) {
+        let mut b = TemplatesBuilder::default();
+        let ids = sources.iter().map(|s| b.add(s).unwrap().0).collect();
+        (b.finish(), ids)
+    }
+
+    #[test]
+    fn templates_compile_once_and_render_by_id() {
+        let (t, ids) = set(&["hello {{ params.who }}", "{{ loop_count + 1 }}"]);
+        let ctx = Context::from_serialize(&serde_json::json!({
+            "params": { "who": "world" }, "loop_count": 2
+        }));
+        assert_eq!(t.render(ids[0], &ctx, "x", true).unwrap(), "hello world");
+        assert_eq!(t.render(ids[1], &ctx, "x", true).unwrap(), "3");
+    }
+
+    #[test]
+    fn an_undefined_value_is_named_whole() {
+        let (t, ids) = set(&["{{ tasks.one.output.stdot }}"]);
+        let ctx = Context::from_serialize(&serde_json::json!({
+            "tasks": { "one": { "output": { "stdout": "x" } } }
+        }));
+        let err = t
+            .render(ids[0], &ctx, "`prompt` of task `t`", true)
+            .unwrap_err();
+        assert_eq!(
+            err.0,
+            "template `prompt` of task `t`: undefined value: `tasks.one.output.stdot` is not defined"
+        );
+        // A dry run renders it empty.
+        assert_eq!(t.render(ids[0], &ctx, "x", false).unwrap(), "");
+    }
+
+    #[test]
+    fn syntax_errors_and_variables_are_reported_at_compile_time() {
+        let mut b = TemplatesBuilder::default();
+        let err = b.add("{{ oops").unwrap_err();
+        assert!(!err.detail.is_empty());
+        let (_, vars) = b.add("{{ params.a }} {{ tasks.b.output }}").unwrap();
+        assert_eq!(vars, ["params.a", "tasks.b.output"]);
+    }
+
+    #[test]
+    fn trees_render_every_template_inside() {
+        let (t, ids) = set(&["{{ params.v }}"]);
+        let tree = Tree::Map(vec![
+            ("a".into(), Tree::Template(ids[0])),
+            (
+                "b".into(),
+                Tree::List(vec![Tree::Plain(serde_json::json!(1))]),
+            ),
+        ]);
+        let ctx = Context::from_serialize(&serde_json::json!({ "params": { "v": "x" } }));
+        assert_eq!(
+            tree.render(&t, &ctx, "input", true).unwrap(),
+            serde_json::json!({ "a": "x", "b": [1] })
+        );
+    }
+}

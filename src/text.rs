@@ -1,0 +1,109 @@
+//! Small text helpers shared by every layer: durations in the language's notation, counts with
+//! their plural, inline code with its indentation normalised, and values made safe to print on
+//! a terminal.
+
+use std::time::Duration;
+
+/// A duration in the language's own notation, in the largest exact unit (`90s`, `2m`, `250ms`).
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        "0s".to_string()
+    } else if ms % 3_600_000 == 0 {
+        format!("{}h", ms / 3_600_000)
+    } else if ms % 60_000 == 0 {
+        format!("{}m", ms / 60_000)
+    } else if ms % 1_000 == 0 {
+        format!("{}s", ms / 1_000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Milliseconds for people: `850ms`, `1.2s`.
+pub fn millis(ms: u64) -> String {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// `s` when `n` is not one.
+pub fn plural(n: impl Into<u64>) -> &'static str {
+    if n.into() == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// `3 errors`, `1 warning`.
+pub fn count(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", plural(n as u64))
+}
+
+/// Inline code as written between braces, its common indentation removed and blank lines at
+/// either end dropped; the first line (after the brace) is trimmed on its own.
+pub fn normalize_code(raw: &str) -> String {
+    let mut lines = raw.lines();
+    let first = lines.next().unwrap_or("").trim().to_string();
+    let rest: Vec<&str> = lines.collect();
+    let indent_of = |l: &str| l.len() - l.trim_start_matches([' ', '\t']).len();
+    let indent = rest
+        .iter()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| indent_of(l))
+        .min()
+        .unwrap_or(0);
+    let mut out: Vec<String> = Vec::with_capacity(rest.len() + 1);
+    out.push(first);
+    for l in rest {
+        if l.trim().is_empty() {
+            out.push(String::new());
+        } else {
+            out.push(l[indent.min(indent_of(l))..].trim_end().to_string());
+        }
+    }
+    let start = out.iter().position(|l| !l.is_empty()).unwrap_or(out.len());
+    let end = out
+        .iter()
+        .rposition(|l| !l.is_empty())
+        .map_or(start, |i| i + 1);
+    out[start..end].join("\n")
+}
+
+/// The first 12 characters of a hash (all of a shorter one).
+pub fn short_hash(hash: &str) -> &str {
+    hash.get(..12).unwrap_or(hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_use_the_largest_exact_unit() {
+        assert_eq!(duration(Duration::ZERO), "0s");
+        assert_eq!(duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(duration(Duration::from_secs(90)), "90s");
+        assert_eq!(duration(Duration::from_secs(120)), "2m");
+        assert_eq!(duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(millis(850), "850ms");
+        assert_eq!(millis(1250), "1.2s");
+    }
+
+    #[test]
+    fn code_loses_its_common_indentation_and_blank_ends() {
+        let raw = "  \n        if x {\n            y\n        }\n    ";
+        assert_eq!(normalize_code(raw), "if x {\n    y\n}");
+        assert_eq!(normalize_code(" a "), "a");
+        assert_eq!(normalize_code(""), "");
+    }
+
+    #[test]
+    fn counts_say_their_plural() {
+        assert_eq!(count(1, "error"), "1 error");
+        assert_eq!(count(2, "error"), "2 errors");
+    }
+}

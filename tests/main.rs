@@ -1,0 +1,19 @@
+//! Conductor's integration tests: one binary, a module per area.
+
+mod support;
+
+mod cli;
+mod crash;
+mod diagnostics;
+mod errors;
+mod examples;
+mod exec;
+mod fmt;
+mod graph;
+mod http;
+mod llm;
+mod policy;
+mod robustness;
+mod sdlc;
+mod shell;
+mod store;
