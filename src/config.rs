@@ -323,6 +323,8 @@ fn apply_env(
     Ok(())
 }
 
+const OFFICIAL_OPENAI: &str = "https://api.openai.com/v1";
+
 fn resolve(
     name: &str,
     r: ProviderRepr,
@@ -340,22 +342,8 @@ fn resolve(
                 .into(),
         ));
     }
-    let kind_text = r.kind.ok_or_else(|| {
-        invalid("`kind` is missing (\"openai\", \"anthropic\" or \"replay\")".into())
-    })?;
-    let kind = ProviderKind::parse(&kind_text).ok_or_else(|| {
-        invalid(format!(
-            "unknown kind `{kind_text}`; expected \"openai\", \"anthropic\" or \"replay\""
-        ))
-    })?;
-    let response_format = match &r.response_format {
-        None => ResponseFormat::default(),
-        Some(s) => ResponseFormat::parse(s).ok_or_else(|| {
-            invalid(format!(
-                "unknown response_format `{s}`; expected \"json_object\", \"json_schema\" or \"none\""
-            ))
-        })?,
-    };
+    let kind = parse_kind(r.kind.as_deref(), &invalid)?;
+    let response_format = parse_response_format(r.response_format.as_deref(), &invalid)?;
     let timeout = match &r.timeout {
         None => Duration::from_secs(300),
         Some(t) => {
@@ -367,34 +355,10 @@ fn resolve(
             return Err(invalid(format!("temperature {t} is outside 0.0–2.0")));
         }
     }
-    let official_openai = "https://api.openai.com/v1";
-    let base_url = match (kind, r.base_url) {
-        (_, Some(u)) => u.trim_end_matches('/').to_string(),
-        (ProviderKind::Openai, None) => official_openai.to_string(),
-        (ProviderKind::Anthropic, None) => "https://api.anthropic.com".to_string(),
-        (ProviderKind::Replay, None) => String::new(),
-    };
-    if kind != ProviderKind::Replay {
-        let url = reqwest::Url::parse(&base_url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https"));
-        let Some(url) = url else {
-            return Err(invalid(format!(
-                "base_url `{base_url}` must be an http:// or https:// URL"
-            )));
-        };
-        // Error messages name the URL: it must not carry a secret.
-        if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
-            return Err(invalid(
-                "base_url must not carry credentials or a query; put the key in an \
-                 environment variable and name it with `api_key_env`"
-                    .into(),
-            ));
-        }
-    }
+    let base_url = parse_base_url(kind, r.base_url, &invalid)?;
     // The official endpoints need a key; a local server (Ollama, llama.cpp) usually does not.
     let api_key_env = r.api_key_env.or_else(|| match kind {
-        ProviderKind::Openai if base_url == official_openai => Some("OPENAI_API_KEY".into()),
+        ProviderKind::Openai if base_url == OFFICIAL_OPENAI => Some("OPENAI_API_KEY".into()),
         ProviderKind::Anthropic => Some("ANTHROPIC_API_KEY".into()),
         _ => None,
     });
@@ -404,16 +368,8 @@ fn resolve(
             "a `replay` provider needs `cassette = \"FILE\"` (a file `--record` wrote)".into(),
         ));
     }
-    let max_tokens_field = match r.max_tokens_field.as_deref() {
-        None if base_url == official_openai => "max_completion_tokens".to_string(),
-        None => "max_tokens".to_string(),
-        Some(f @ ("max_tokens" | "max_completion_tokens")) => f.to_string(),
-        Some(other) => {
-            return Err(invalid(format!(
-                "unknown max_tokens_field `{other}`; expected \"max_tokens\" or \"max_completion_tokens\""
-            )))
-        }
-    };
+    let max_tokens_field =
+        parse_max_tokens_field(r.max_tokens_field.as_deref(), &base_url, &invalid)?;
     Ok(ProviderConfig {
         kind,
         base_url,
@@ -426,6 +382,83 @@ fn resolve(
         response_format,
         max_tokens_field,
     })
+}
+
+fn parse_kind(
+    text: Option<&str>,
+    invalid: &impl Fn(String) -> ConfigError,
+) -> Result<ProviderKind, ConfigError> {
+    let text = text.ok_or_else(|| {
+        invalid("`kind` is missing (\"openai\", \"anthropic\" or \"replay\")".into())
+    })?;
+    ProviderKind::parse(text).ok_or_else(|| {
+        invalid(format!(
+            "unknown kind `{text}`; expected \"openai\", \"anthropic\" or \"replay\""
+        ))
+    })
+}
+
+fn parse_response_format(
+    text: Option<&str>,
+    invalid: &impl Fn(String) -> ConfigError,
+) -> Result<ResponseFormat, ConfigError> {
+    match text {
+        None => Ok(ResponseFormat::default()),
+        Some(s) => ResponseFormat::parse(s).ok_or_else(|| {
+            invalid(format!(
+                "unknown response_format `{s}`; expected \"json_object\", \"json_schema\" or \"none\""
+            ))
+        }),
+    }
+}
+
+/// The base URL, without a trailing slash; checked unless the provider replays.
+fn parse_base_url(
+    kind: ProviderKind,
+    written: Option<String>,
+    invalid: &impl Fn(String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    let base_url = match (kind, written) {
+        (_, Some(u)) => u.trim_end_matches('/').to_string(),
+        (ProviderKind::Openai, None) => OFFICIAL_OPENAI.to_string(),
+        (ProviderKind::Anthropic, None) => "https://api.anthropic.com".to_string(),
+        (ProviderKind::Replay, None) => String::new(),
+    };
+    if kind == ProviderKind::Replay {
+        return Ok(base_url);
+    }
+    let url = reqwest::Url::parse(&base_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"));
+    let Some(url) = url else {
+        return Err(invalid(format!(
+            "base_url `{base_url}` must be an http:// or https:// URL"
+        )));
+    };
+    // Error messages name the URL: it must not carry a secret.
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() {
+        return Err(invalid(
+            "base_url must not carry credentials or a query; put the key in an \
+             environment variable and name it with `api_key_env`"
+                .into(),
+        ));
+    }
+    Ok(base_url)
+}
+
+fn parse_max_tokens_field(
+    written: Option<&str>,
+    base_url: &str,
+    invalid: &impl Fn(String) -> ConfigError,
+) -> Result<String, ConfigError> {
+    match written {
+        None if base_url == OFFICIAL_OPENAI => Ok("max_completion_tokens".to_string()),
+        None => Ok("max_tokens".to_string()),
+        Some(f @ ("max_tokens" | "max_completion_tokens")) => Ok(f.to_string()),
+        Some(other) => Err(invalid(format!(
+            "unknown max_tokens_field `{other}`; expected \"max_tokens\" or \"max_completion_tokens\""
+        ))),
+    }
 }
 
 #[cfg(test)]

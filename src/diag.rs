@@ -13,7 +13,7 @@ use crate::source::{SourceMap, Span};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Severity {
+pub enum Level {
     Warning,
     Error,
 }
@@ -21,7 +21,7 @@ pub enum Severity {
 /// One problem found in a file.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Diagnostic {
-    pub severity: Severity,
+    pub severity: Level,
     /// One line, lowercase first word, no final period, user input in backticks.
     pub message: String,
     /// Where the problem is; `None` for problems with no place (an unreadable file).
@@ -35,19 +35,19 @@ pub struct Diagnostic {
 
 impl Diagnostic {
     pub fn error(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(Severity::Error, Some(span), message)
+        Diagnostic::new(Level::Error, Some(span), message)
     }
 
     pub fn warning(span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(Severity::Warning, Some(span), message)
+        Diagnostic::new(Level::Warning, Some(span), message)
     }
 
     /// An error with no place in a file, e.g. a file that cannot be read.
     pub fn general(message: impl Into<String>) -> Diagnostic {
-        Diagnostic::new(Severity::Error, None, message)
+        Diagnostic::new(Level::Error, None, message)
     }
 
-    fn new(severity: Severity, span: Option<Span>, message: impl Into<String>) -> Diagnostic {
+    fn new(severity: Level, span: Option<Span>, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             severity,
             message: message.into(),
@@ -86,7 +86,7 @@ impl Diagnostic {
     }
 
     pub fn is_error(&self) -> bool {
-        self.severity == Severity::Error
+        self.severity == Level::Error
     }
 }
 
@@ -147,7 +147,7 @@ pub struct JsonDiagnostic {
     pub column: Option<usize>,
     pub end_line: Option<usize>,
     pub end_column: Option<usize>,
-    pub severity: Severity,
+    pub severity: Level,
     pub message: String,
     pub label: Option<String>,
     pub help: Option<String>,
@@ -182,7 +182,7 @@ pub fn to_json(map: &SourceMap, diag: &Diagnostic) -> JsonDiagnostic {
 /// since a miette report shows one source.
 struct Report {
     message: String,
-    severity: Severity,
+    severity: Level,
     help: Option<String>,
     source: Option<NamedSource<std::sync::Arc<str>>>,
     labels: Vec<LabeledSpan>,
@@ -249,8 +249,8 @@ impl std::error::Error for Report {}
 impl miette::Diagnostic for Report {
     fn severity(&self) -> Option<miette::Severity> {
         Some(match self.severity {
-            Severity::Error => miette::Severity::Error,
-            Severity::Warning => miette::Severity::Warning,
+            Level::Error => miette::Severity::Error,
+            Level::Warning => miette::Severity::Warning,
         })
     }
 

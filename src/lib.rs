@@ -46,5 +46,5 @@ pub mod text;
 
 pub use check::ir::Workflow;
 pub use check::{check_file, check_source, Checked};
-pub use diag::{Diagnostic, Severity};
+pub use diag::{Diagnostic, Level};
 pub use source::{SourceMap, Span};

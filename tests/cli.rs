@@ -189,10 +189,42 @@ fn policy_test_with_nothing_to_run_says_so() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no `*_test.rhai` files"));
 }
 
+/// `examples/sdlc_mock.cond` with its mock latencies divided by 50 (the same shape, in a
+/// fiftieth of the time), beside a copy of the policies it uses.
+fn fast_sdlc_mock(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string("examples/sdlc_mock.cond").unwrap();
+    let scaled: Vec<String> = text
+        .lines()
+        .map(|line| match line.split_once("latency = ") {
+            Some((head, rest)) => {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let unit = &rest[digits.len()..];
+                let ms: u64 =
+                    digits.parse::<u64>().unwrap() * if unit.starts_with("ms") { 1 } else { 1000 };
+                let tail = unit.trim_start_matches(|c: char| c.is_ascii_alphabetic());
+                format!("{head}latency = {}ms{tail}", (ms / 50).max(1))
+            }
+            None => line.to_string(),
+        })
+        .collect();
+    std::fs::create_dir_all(dir.join("examples")).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::copy("policies/standard.rhai", dir.join("policies/standard.rhai")).unwrap();
+    let path = dir.join("examples/sdlc_mock.cond");
+    std::fs::write(&path, scaled.join("\n")).unwrap();
+    path
+}
+
 #[test]
 fn run_completes_the_offline_sdlc_example_with_one_feedback_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = fast_sdlc_mock(dir.path());
     let out = conductor()
-        .args(["run", "examples/sdlc_mock.cond", "--json"])
+        .arg("--store")
+        .arg(dir.path().join("s.db"))
+        .arg("run")
+        .arg(&file)
+        .arg("--json")
         .output()
         .unwrap();
     assert_eq!(

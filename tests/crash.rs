@@ -9,9 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WORKFLOW: &str = r#"workflow crashy {
-    agent fast { kind = "mock", latency = 20ms, count = 3, log = "mock.log" }
-    agent slow { kind = "mock", latency = 60ms, count = 2, log = "mock.log" }
-    agent flaky { kind = "mock", latency = 30ms, fail_first = 1, retry = 2, backoff = fixed(20ms), log = "mock.log" }
+    agent fast { kind = "mock", latency = 10ms, count = 3, log = "mock.log" }
+    agent slow { kind = "mock", latency = 30ms, count = 2, log = "mock.log" }
+    agent flaky { kind = "mock", latency = 15ms, fail_first = 1, retry = 2, backoff = fixed(10ms), log = "mock.log" }
     phase build {
         task fetch on fast
         task compile_a on slow after fetch
@@ -61,10 +61,40 @@ fn start(mut cmd: Command) -> (Child, String, std::thread::JoinHandle<()>) {
     (child, run_id, reader)
 }
 
-fn kill_after(mut child: Child, delay: Duration) {
-    std::thread::sleep(delay);
-    let _ = child.kill(); // SIGKILL
+/// Starts a command with `--json` and kills it (SIGKILL) as soon as `stop` says so, given
+/// the event lines printed so far. Events are printed after they are committed, so the kill
+/// point is a point in the run's own progress, not in wall-clock time: the coverage does not
+/// depend on the machine's speed. Returns the lines read.
+fn run_until(
+    mut cmd: Command,
+    stop: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    while let Ok(line) = rx.recv_timeout(Duration::from_secs(30)) {
+        lines.push(serde_json::from_str(&line).unwrap_or_default());
+        if stop(&lines) {
+            break;
+        }
+    }
+    let _ = child.kill();
     let _ = child.wait();
+    drop(rx);
+    let _ = reader.join();
+    lines
 }
 
 fn events(dir: &Path, run: &str) -> Vec<serde_json::Value> {
@@ -85,24 +115,31 @@ fn kill_nine_at_any_moment_loses_nothing_and_repeats_nothing() {
     // How far each killed run had got: the number of events before the first resume.
     let mut progress_at_kill = BTreeSet::new();
     let mut resumed_runs = 0;
-    for i in 0..28u64 {
+    for i in 0..28usize {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("crashy.cond"), WORKFLOW).unwrap();
-        // Kill points spread over the run's life (~0.5 s), a different one each time.
-        let delay = Duration::from_millis(15 + i * 11);
+        // Kill points spread over the run's ~50 events, a different one each time.
+        let kill_at = 1 + i * 44 / 27;
         let mut cmd = conductor(dir.path());
         cmd.args(["run", "crashy.cond", "--json"]);
-        let (child, run, reader) = start(cmd);
+        let lines = run_until(cmd, |lines| lines.len() >= kill_at);
+        let run = lines
+            .first()
+            .and_then(|l| l["run_id"].as_str())
+            .unwrap_or_default()
+            .to_string();
         assert!(!run.is_empty(), "run {i} printed no run id");
-        kill_after(child, delay);
-        let _ = reader.join();
-        // Every third run is killed again while resuming.
+        // Every third run is killed again while resuming, a few events after it resumed.
         if i % 3 == 0 {
             let mut cmd = conductor(dir.path());
             cmd.args(["resume", &run, "--json"]);
-            let (child, _, reader) = start(cmd);
-            kill_after(child, Duration::from_millis(40 + i * 5));
-            let _ = reader.join();
+            let after = 1 + i % 7;
+            run_until(cmd, |lines| {
+                lines
+                    .iter()
+                    .position(|l| l["event"] == "run_resumed")
+                    .is_some_and(|at| lines.len() > at + after)
+            });
         }
         let mut finished = false;
         for _ in 0..3 {
@@ -122,7 +159,7 @@ fn kill_nine_at_any_moment_loses_nothing_and_repeats_nothing() {
         }
         assert!(
             finished,
-            "run {i} (killed at {delay:?}) did not complete after resuming"
+            "run {i} (killed after event {kill_at}) did not complete after resuming"
         );
 
         let log = events(dir.path(), &run);
@@ -388,9 +425,8 @@ fn resuming_with_a_changed_workflow_file_is_refused_not_garbled() {
     std::fs::write(dir.path().join("crashy.cond"), WORKFLOW).unwrap();
     let mut cmd = conductor(dir.path());
     cmd.args(["run", "crashy.cond", "--json"]);
-    let (child, run, reader) = start(cmd);
-    kill_after(child, Duration::from_millis(60));
-    let _ = reader.join();
+    let lines = run_until(cmd, |lines| lines.len() >= 5);
+    let run = lines[0]["run_id"].as_str().unwrap().to_string();
     std::fs::write(
         dir.path().join("crashy.cond"),
         WORKFLOW

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use conductor::check::render::render;
+use conductor::check::text::to_text;
 use conductor::{check_file, SourceMap};
 
 fn relative(path: &Path) -> PathBuf {
@@ -19,7 +19,7 @@ fn examples_check_cleanly_and_their_models_are_stable() {
         let errors: Vec<_> = checked.diags.iter().filter(|d| d.is_error()).collect();
         assert!(errors.is_empty(), "{}: {errors:#?}", path.display());
         let wf = checked.workflow.expect("a model");
-        insta::assert_snapshot!(render(&wf));
+        insta::assert_snapshot!(to_text(&wf));
     });
 }
 

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use conductor::check::render::render;
+use conductor::check::text::to_text;
 use conductor::syntax::format_source;
 use conductor::{check_source, SourceMap};
 
@@ -30,7 +30,7 @@ fn meaning(path: &Path, text: &str) -> String {
     let mut map = SourceMap::new();
     let checked = check_source(&mut map, &path.display().to_string(), path, text);
     match checked.workflow {
-        Some(wf) => render(&wf),
+        Some(wf) => to_text(&wf),
         None => checked
             .diags
             .iter()

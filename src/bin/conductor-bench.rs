@@ -98,6 +98,17 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    scaling(&rt, quick);
+    sqlite_fan_out(&rt);
+    if !quick {
+        memory_figures();
+    }
+    llm_figures(&rt, quick);
+    makespan(&rt);
+}
+
+/// Time per task for a chain and a fan-out, from 1,000 tasks up.
+fn scaling(rt: &tokio::runtime::Runtime, quick: bool) {
     let sizes: &[usize] = if quick {
         &[1_000, 10_000]
     } else {
@@ -111,7 +122,7 @@ fn main() {
         for &n in sizes {
             let text = workflow(shape, n, 64);
             let runs = if n >= 100_000 { 3 } else { 7 };
-            let mut times: Vec<Duration> = (0..runs).map(|_| run_once(&rt, &text)).collect();
+            let mut times: Vec<Duration> = (0..runs).map(|_| run_once(rt, &text)).collect();
             times.sort();
             let median = times[times.len() / 2];
             println!(
@@ -123,10 +134,13 @@ fn main() {
             );
         }
     }
-    // The durable store, side by side with memory: a 10,000-task fan-out.
+}
+
+/// The durable store, side by side with memory: a 10,000-task fan-out.
+fn sqlite_fan_out(rt: &tokio::runtime::Runtime) {
     let text = workflow(Shape::FanOut, 10_000, 64);
     let memory = {
-        let mut t: Vec<Duration> = (0..5).map(|_| run_once(&rt, &text)).collect();
+        let mut t: Vec<Duration> = (0..5).map(|_| run_once(rt, &text)).collect();
         t.sort();
         t[2]
     };
@@ -137,7 +151,7 @@ fn main() {
         let dir = tempfile_dir();
         let path = dir.join("bench.db");
         let store = Arc::new(conductor::store::SqliteStore::open(&path).expect("store"));
-        sqlite_times.push(run_on(&rt, &text, store.clone()));
+        sqlite_times.push(run_on(rt, &text, store.clone()));
         let runs = conductor::store::Store::runs(store.as_ref()).expect("runs");
         events = conductor::store::Store::events(store.as_ref(), &runs[0].id)
             .expect("events")
@@ -160,36 +174,40 @@ fn main() {
         memory.as_secs_f64() * 1e6 / 10_000.0,
         size as f64 / 1e6
     );
+}
 
-    if !quick {
-        // Each figure in a process of its own.
-        let exe = std::env::current_exe().expect("own path");
-        for shape in ["chain", "fan-out"] {
-            let out = std::process::Command::new(&exe)
-                .args(["--memory", shape])
-                .output()
-                .expect("memory run");
-            print!("{}", String::from_utf8_lossy(&out.stdout));
-        }
+/// Peak memory for each shape, each figure in a process of its own.
+fn memory_figures() {
+    let exe = std::env::current_exe().expect("own path");
+    for shape in ["chain", "fan-out"] {
+        let out = std::process::Command::new(&exe)
+            .args(["--memory", shape])
+            .output()
+            .expect("memory run");
+        print!("{}", String::from_utf8_lossy(&out.stdout));
     }
+}
 
-    // LLM agents answered from a cassette: role prompt, validation, usage, one artifact per
-    // task stored and written into a workspace on disk.
+/// LLM agents answered from a cassette: role prompt, validation, usage, one artifact per
+/// task stored and written into a workspace on disk.
+fn llm_figures(rt: &tokio::runtime::Runtime, quick: bool) {
     for &n in if quick {
         &[1_000][..]
     } else {
         &[1_000, 10_000][..]
     } {
-        let (in_store, _) = llm_replay(&rt, n, false);
-        let (on_disk, files) = llm_replay(&rt, n, true);
+        let (in_store, _) = llm_replay(rt, n, false);
+        let (on_disk, files) = llm_replay(rt, n, true);
         println!(
             "llm replay fan-out {n}, pool of 8, one 200-byte file each: {in_store:.1} µs/task \
              (artifacts in the store only), {on_disk:.1} µs/task with {files} files written to a \
              workspace (mostly the file system's file creation)"
         );
     }
+}
 
-    // Makespan: 3 layers of 8 tasks of 50 ms, a pool of 8 — ideal 150 ms.
+/// Makespan: 3 layers of 8 tasks of 50 ms, a pool of 8 — ideal 150 ms.
+fn makespan(rt: &tokio::runtime::Runtime) {
     let mut text = String::from(
         "workflow layers {\n agent m { kind = \"mock\", latency = 50ms, count = 8 }\n phase p {\n",
     );
@@ -207,7 +225,7 @@ fn main() {
         }
     }
     text.push_str(" }\n}\n");
-    let mut spans: Vec<Duration> = (0..9).map(|_| run_once(&rt, &text)).collect();
+    let mut spans: Vec<Duration> = (0..9).map(|_| run_once(rt, &text)).collect();
     spans.sort();
     println!(
         "makespan 3 layers × 8 tasks × 50 ms, count 8: median {:.1?} (ideal 150 ms), min {:.1?}, max {:.1?}",
@@ -219,9 +237,40 @@ fn main() {
 
 /// Runs `n` coder tasks against a generated cassette; returns µs per task and files written.
 fn llm_replay(rt: &tokio::runtime::Runtime, n: usize, workspace: bool) -> (f64, usize) {
+    let dir = tempfile_dir();
+    let cassette = dir.join("cassette.json");
+    let text = llm_fixture(n, &cassette);
+    let config = replay_config(&dir, &cassette);
+    let (wf, plan) = compile(&text);
+    let mut times = Vec::new();
+    let mut files = 0;
+    for round in 0..3 {
+        let work = dir.join(format!("work{round}"));
+        std::fs::create_dir_all(&work).expect("workspace");
+        let mut options = RunOptions::new(Arc::new(MemoryStore::new()));
+        options.config = Arc::new(config.clone());
+        options.workspace = workspace.then(|| work.clone());
+        let (wf, plan) = (wf.clone(), plan.clone());
+        let begun = Instant::now();
+        let state = rt
+            .block_on(async move { tokio::spawn(run(wf, plan, options)).await })
+            .expect("joined")
+            .expect("ran");
+        times.push(begun.elapsed());
+        assert_eq!(state.status(), RunStatus::Completed, "{:?}", state.error);
+        assert_eq!(state.usage.calls as usize, n);
+        files = std::fs::read_dir(work.join("src")).map_or(0, |d| d.count());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    times.sort();
+    (times[1].as_secs_f64() * 1e6 / n as f64, files)
+}
+
+/// A workflow of `n` coder tasks, and the cassette answering each with one file, saved at
+/// `cassette`; returns the workflow's text.
+fn llm_fixture(n: usize, cassette: &Path) -> String {
     use conductor::agents::llm::{roles, Cassette, ChatReply, ChatRequest, Exchange, Message};
     use conductor::check::ir::Role;
-    let dir = tempfile_dir();
     let mut text = String::from(
         "workflow llm {\n agent coding { kind = \"llm\", role = \"coder\", count = 8 }\n phase p {\n",
     );
@@ -261,14 +310,18 @@ fn llm_replay(rt: &tokio::runtime::Runtime, n: usize, workspace: bool) -> (f64, 
         });
     }
     text.push_str(" }\n}\n");
-    let cassette = dir.join("cassette.json");
     Cassette {
         version: 1,
         exchanges,
     }
-    .save(&cassette)
+    .save(cassette)
     .expect("cassette");
-    let config = conductor::config::Config::discover(
+    text
+}
+
+/// A configuration whose default provider replays `cassette`, as the environment sets it.
+fn replay_config(dir: &Path, cassette: &Path) -> conductor::config::Config {
+    conductor::config::Config::discover(
         None,
         &dir.join("wf.cond"),
         [
@@ -282,30 +335,7 @@ fn llm_replay(rt: &tokio::runtime::Runtime, n: usize, workspace: bool) -> (f64, 
             ),
         ],
     )
-    .expect("config");
-    let (wf, plan) = compile(&text);
-    let mut times = Vec::new();
-    let mut files = 0;
-    for round in 0..3 {
-        let work = dir.join(format!("work{round}"));
-        std::fs::create_dir_all(&work).expect("workspace");
-        let mut options = RunOptions::new(Arc::new(MemoryStore::new()));
-        options.config = Arc::new(config.clone());
-        options.workspace = workspace.then(|| work.clone());
-        let (wf, plan) = (wf.clone(), plan.clone());
-        let begun = Instant::now();
-        let state = rt
-            .block_on(async move { tokio::spawn(run(wf, plan, options)).await })
-            .expect("joined")
-            .expect("ran");
-        times.push(begun.elapsed());
-        assert_eq!(state.status(), RunStatus::Completed, "{:?}", state.error);
-        assert_eq!(state.usage.calls as usize, n);
-        files = std::fs::read_dir(work.join("src")).map_or(0, |d| d.count());
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-    times.sort();
-    (times[1].as_secs_f64() * 1e6 / n as f64, files)
+    .expect("config")
 }
 
 /// A fresh folder under the system's temporary directory.

@@ -59,54 +59,11 @@ impl Checker<'_> {
             .iter()
             .filter(|s| self.first_setting(&mut seen, s))
             .collect();
-        let kind_setting = settings.iter().find(|s| s.name.name == "kind");
-        let kind: Option<&'static str> = match kind_setting {
-            None => {
-                self.error(
-                    a.name.span,
-                    format!("agent `{}` has no `kind`", a.name.name),
-                )
-                .with_label("missing `kind`")
-                .help = Some(format!(
-                    "add `kind = \"mock\"`; the kinds are {}",
-                    quoted(KINDS)
-                ));
-                None
-            }
-            Some(s) => match &s.value.kind {
-                ValueKind::Str(k) => match KINDS.iter().find(|n| **n == k.value) {
-                    Some(k) => Some(*k),
-                    None => {
-                        let d = Diagnostic::error(
-                            s.value.span,
-                            format!("unknown agent kind `{}`", k.value),
-                        )
-                        .with_label(format!("expected one of {}", quoted(KINDS)))
-                        .with_suggestion(&k.value, KINDS.iter().copied());
-                        self.diags.push(d);
-                        None
-                    }
-                },
-                _ => {
-                    let choices: Vec<(&str, ())> = KINDS.iter().map(|k| (*k, ())).collect();
-                    self.reader().choice("kind", &s.value, &choices);
-                    None
-                }
-            },
-        };
+        let kind = self.agent_kind(a, &settings);
         let mut pool = Agent {
             id,
             name: a.name.name.clone(),
-            kind: AgentKind::Mock(MockAgent {
-                latency: Duration::ZERO,
-                fail_first: 0,
-                fail_rate: 0.0,
-                seed: 0,
-                error: ErrorClass::Retryable,
-                log: None,
-                output: Value::Map(IndexMap::new()),
-                output_tree: crate::template::Tree::Plain(serde_json::json!({})),
-            }),
+            kind: AgentKind::Mock(empty_mock()),
             count: 1,
             retry: None,
             backoff: None,
@@ -127,49 +84,8 @@ impl Checker<'_> {
                 "circuit_breaker" => {
                     pool.breaker = self.reader().breaker(v).unwrap_or_default();
                 }
-                _ => match kind {
-                    Some(k) if kind_settings(k).contains(&name) => specific.push(s),
-                    Some(k) => {
-                        let owner = KINDS
-                            .iter()
-                            .find(|other| kind_settings(other).contains(&name));
-                        let mut valid: Vec<&str> = COMMON.to_vec();
-                        valid.extend(kind_settings(k));
-                        let d = match owner {
-                            Some(owner) => Diagnostic::error(
-                                s.name.span,
-                                format!("`{name}` is not a setting of `{k}` agents"),
-                            )
-                            .with_label(format!("only `{owner}` agents have it"))
-                            .with_help(format!("`{k}` agents take {}", backticks(&valid))),
-                            None => Diagnostic::error(
-                                s.name.span,
-                                format!("unknown setting `{name}` for a `{k}` agent"),
-                            )
-                            .with_label("unknown setting")
-                            .with_suggestion(name, valid.iter().copied()),
-                        };
-                        self.diags.push(d);
-                    }
-                    None => {
-                        // The kind is missing or wrong (already reported): only flag names no
-                        // kind knows, so one mistake gives one error.
-                        let known = KINDS.iter().any(|k| kind_settings(k).contains(&name));
-                        if !known {
-                            let mut all: Vec<&str> = COMMON.to_vec();
-                            for k in KINDS {
-                                all.extend(kind_settings(k));
-                            }
-                            let d = Diagnostic::error(
-                                s.name.span,
-                                format!("unknown setting `{name}` for an agent"),
-                            )
-                            .with_label("unknown setting")
-                            .with_suggestion(name, all.iter().copied());
-                            self.diags.push(d);
-                        }
-                    }
-                },
+                _ if kind.is_some_and(|k| kind_settings(k).contains(&name)) => specific.push(s),
+                _ => self.foreign_setting(s, kind),
             }
         }
         let kind = kind?;
@@ -190,6 +106,86 @@ impl Checker<'_> {
             timeout: pool.timeout,
         });
         Some(pool)
+    }
+
+    /// The agent's `kind`, or `None` after reporting it missing or wrong.
+    fn agent_kind(&mut self, a: &ast::Agent, settings: &[&ast::Setting]) -> Option<&'static str> {
+        let Some(s) = settings.iter().find(|s| s.name.name == "kind") else {
+            self.error(
+                a.name.span,
+                format!("agent `{}` has no `kind`", a.name.name),
+            )
+            .with_label("missing `kind`")
+            .help = Some(format!(
+                "add `kind = \"mock\"`; the kinds are {}",
+                quoted(KINDS)
+            ));
+            return None;
+        };
+        match &s.value.kind {
+            ValueKind::Str(k) => match KINDS.iter().find(|n| **n == k.value) {
+                Some(k) => Some(*k),
+                None => {
+                    let d = Diagnostic::error(
+                        s.value.span,
+                        format!("unknown agent kind `{}`", k.value),
+                    )
+                    .with_label(format!("expected one of {}", quoted(KINDS)))
+                    .with_suggestion(&k.value, KINDS.iter().copied());
+                    self.diags.push(d);
+                    None
+                }
+            },
+            _ => {
+                let choices: Vec<(&str, ())> = KINDS.iter().map(|k| (*k, ())).collect();
+                self.reader().choice("kind", &s.value, &choices);
+                None
+            }
+        }
+    }
+
+    /// Reports a setting that is neither common nor of the agent's kind.
+    fn foreign_setting(&mut self, s: &ast::Setting, kind: Option<&str>) {
+        let name = s.name.name.as_str();
+        let Some(k) = kind else {
+            // The kind is missing or wrong (already reported): only flag names no kind knows,
+            // so one mistake gives one error.
+            let known = KINDS.iter().any(|k| kind_settings(k).contains(&name));
+            if !known {
+                let mut all: Vec<&str> = COMMON.to_vec();
+                for k in KINDS {
+                    all.extend(kind_settings(k));
+                }
+                let d = Diagnostic::error(
+                    s.name.span,
+                    format!("unknown setting `{name}` for an agent"),
+                )
+                .with_label("unknown setting")
+                .with_suggestion(name, all.iter().copied());
+                self.diags.push(d);
+            }
+            return;
+        };
+        let owner = KINDS
+            .iter()
+            .find(|other| kind_settings(other).contains(&name));
+        let mut valid: Vec<&str> = COMMON.to_vec();
+        valid.extend(kind_settings(k));
+        let d = match owner {
+            Some(owner) => Diagnostic::error(
+                s.name.span,
+                format!("`{name}` is not a setting of `{k}` agents"),
+            )
+            .with_label(format!("only `{owner}` agents have it"))
+            .with_help(format!("`{k}` agents take {}", backticks(&valid))),
+            None => Diagnostic::error(
+                s.name.span,
+                format!("unknown setting `{name}` for a `{k}` agent"),
+            )
+            .with_label("unknown setting")
+            .with_suggestion(name, valid.iter().copied()),
+        };
+        self.diags.push(d);
     }
 
     fn llm(&mut self, settings: &[&ast::Setting]) -> LlmAgent {
@@ -255,62 +251,6 @@ impl Checker<'_> {
             workdir,
             env,
         })
-    }
-
-    /// `command`: a list of argument templates, or one string split as a shell would.
-    fn command(&mut self, v: &ast::Value) -> Option<Vec<Template>> {
-        match &v.kind {
-            ValueKind::List(items) if !items.is_empty() => {
-                // Every argument is checked, so all bad ones are reported together.
-                let mut out = Vec::new();
-                for item in items {
-                    let arg = self
-                        .reader()
-                        .string("command", item)
-                        .cloned()
-                        .and_then(|lit| self.template(&lit, "command"));
-                    out.push(arg);
-                }
-                out.into_iter().collect()
-            }
-            ValueKind::List(_) => {
-                self.error(v.span, "`command` is empty")
-                    .with_label("no program to run");
-                None
-            }
-            ValueKind::Str(lit) => {
-                let words = match split_command(&lit.template) {
-                    Ok(words) => words,
-                    Err(_) => {
-                        self.error(v.span, "`command` has an unclosed quote")
-                            .with_label("cannot split into arguments")
-                            .help =
-                            Some("close the quote, or write the arguments as a list".into());
-                        return None;
-                    }
-                };
-                if words.is_empty() {
-                    self.error(v.span, "`command` is empty")
-                        .with_label("no program to run");
-                    return None;
-                }
-                let mut out = Vec::new();
-                for word in words {
-                    let piece = ast::StrLit {
-                        value: word.clone(),
-                        template: word,
-                        triple: false,
-                        span: lit.span,
-                    };
-                    out.push(self.template(&piece, "command")?);
-                }
-                Some(out)
-            }
-            _ => {
-                self.reader().string("command", v);
-                None
-            }
-        }
     }
 
     fn http(&mut self, a: &ast::Agent, settings: &[&ast::Setting]) -> Option<HttpAgent> {
@@ -406,16 +346,7 @@ impl Checker<'_> {
     }
 
     fn mock(&mut self, settings: &[&ast::Setting]) -> MockAgent {
-        let mut mock = MockAgent {
-            latency: Duration::ZERO,
-            fail_first: 0,
-            fail_rate: 0.0,
-            seed: 0,
-            error: ErrorClass::Retryable,
-            log: None,
-            output: Value::Map(IndexMap::new()),
-            output_tree: crate::template::Tree::Plain(serde_json::json!({})),
-        };
+        let mut mock = empty_mock();
         for s in settings {
             let name = s.name.name.as_str();
             let v = &s.value;
@@ -498,46 +429,18 @@ impl Checker<'_> {
     }
 }
 
-/// Splits a one-string command into words as a shell would, keeping each `{{ … }}` and
-/// `{% … %}` tag whole, so a template is one argument however many spaces it holds.
-fn split_command(template: &str) -> Result<Vec<String>, shell_words::ParseError> {
-    let mut tags = Vec::new();
-    let mut masked = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(open) = rest.find("{{").into_iter().chain(rest.find("{%")).min() {
-        let close_pat = if rest[open..].starts_with("{{") {
-            "}}"
-        } else {
-            "%}"
-        };
-        let Some(close) = rest[open + 2..].find(close_pat) else {
-            break;
-        };
-        let end = open + 2 + close + 2;
-        masked.push_str(&rest[..open]);
-        masked.push_str(&format!("\u{E000}{}\u{E001}", tags.len()));
-        tags.push(&rest[open..end]);
-        rest = &rest[end..];
+/// A mock agent with every setting at its default.
+fn empty_mock() -> MockAgent {
+    MockAgent {
+        latency: Duration::ZERO,
+        fail_first: 0,
+        fail_rate: 0.0,
+        seed: 0,
+        error: ErrorClass::Retryable,
+        log: None,
+        output: Value::Map(IndexMap::new()),
+        output_tree: crate::template::Tree::Plain(serde_json::json!({})),
     }
-    masked.push_str(rest);
-    let words = shell_words::split(&masked)?;
-    Ok(words
-        .into_iter()
-        .map(|w| {
-            let mut out = String::with_capacity(w.len());
-            let mut parts = w.split('\u{E000}');
-            out.push_str(parts.next().unwrap_or(""));
-            for part in parts {
-                let (index, tail) = part.split_once('\u{E001}').unwrap_or((part, ""));
-                match index.parse::<usize>().ok().and_then(|i| tags.get(i)) {
-                    Some(tag) => out.push_str(tag),
-                    None => out.push_str(part),
-                }
-                out.push_str(tail);
-            }
-            out
-        })
-        .collect())
 }
 
 fn quoted(names: &[&str]) -> String {
@@ -554,24 +457,4 @@ fn backticks(names: &[&str]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::split_command;
-
-    #[test]
-    fn one_string_commands_split_like_a_shell_and_keep_templates_whole() {
-        let words =
-            split_command(r#"echo "hello world" {{ params.name }} --x={{ a ~ "b c" }}"#).unwrap();
-        assert_eq!(
-            words,
-            vec![
-                "echo",
-                "hello world",
-                "{{ params.name }}",
-                r#"--x={{ a ~ "b c" }}"#
-            ]
-        );
-    }
 }

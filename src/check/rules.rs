@@ -16,168 +16,194 @@ impl Checker<'_> {
         };
         let location = format!("{}:{line}:{col}", self.map.get(self.file).name);
         match rule {
-            ast::Rule::Block(block) => {
-                let names = KnownNames {
-                    tasks: &self.names.tasks,
-                    params: &self.names.params,
-                };
-                let compiled =
-                    PolicyHost::get().compile_inline(kind, &block.raw, &self.modules, &names);
-                match compiled {
-                    Ok(compiled) => Some(Rule {
-                        kind,
-                        source: RuleSource::Inline(crate::text::normalize_code(&block.raw)),
-                        compiled,
-                        location,
-                        span: block.span,
-                    }),
-                    Err(problems) => {
-                        for p in problems {
-                            let d = problem_diag(
-                                self.file,
-                                block.code_span.start as usize,
-                                &block.raw,
-                                &p,
-                            );
-                            let d = if d.message.starts_with("unknown variable") {
-                                let mut d = d;
-                                let article = if kind == RuleKind::Enforce { "an" } else { "a" };
-                                d.message =
-                                    format!("{} in {article} `{}` rule", d.message, kind.keyword());
-                                d
-                            } else {
-                                d
-                            };
-                            self.diags.push(d);
-                        }
-                        None
-                    }
-                }
-            }
-            ast::Rule::Call(call) => {
-                let name = &call.name.name;
-                let arities = self.modules.rule_arities(name);
-                if arities.is_empty() {
-                    let candidates: Vec<String> = self
-                        .modules
-                        .functions
-                        .iter()
-                        .filter(|f| !f.params.is_empty())
-                        .map(|f| f.name.clone())
-                        .collect();
-                    let mut d = Diagnostic::error(call.name.span, format!("unknown rule `{name}`"))
-                        .with_label(format!("no `use`d module defines `fn {name}(ctx, …)`"));
-                    d = match diag::suggest(name, candidates.iter().map(String::as_str)) {
-                        Some(near) => d.with_help(format!("did you mean `{near}`?")),
-                        None if self.modules.functions.is_empty() => d.with_help(
-                            "named rules call functions of `use`d modules, and this workflow \
-                             `use`s none; e.g. `use \"policies/standard.rhai\"`",
-                        ),
-                        None => d.with_help(format!(
-                            "define `fn {name}(ctx, …)` in a `use`d module, or write the rule inline as `{{ … }}`"
-                        )),
+            ast::Rule::Block(block) => self.inline_rule(kind, block, location),
+            ast::Rule::Call(call) => self.named_rule(kind, call, location),
+        }
+    }
+
+    fn inline_rule(
+        &mut self,
+        kind: RuleKind,
+        block: &ast::RhaiBlock,
+        location: String,
+    ) -> Option<Rule> {
+        let names = KnownNames {
+            tasks: &self.names.tasks,
+            params: &self.names.params,
+        };
+        let compiled = PolicyHost::get().compile_inline(kind, &block.raw, &self.modules, &names);
+        match compiled {
+            Ok(compiled) => Some(Rule {
+                kind,
+                source: RuleSource::Inline(crate::text::normalize_code(&block.raw)),
+                compiled,
+                location,
+                span: block.span,
+            }),
+            Err(problems) => {
+                for p in problems {
+                    let d = problem_diag(self.file, block.code_span.start as usize, &block.raw, &p);
+                    let d = if d.message.starts_with("unknown variable") {
+                        let mut d = d;
+                        let article = if kind == RuleKind::Enforce { "an" } else { "a" };
+                        d.message = format!("{} in {article} `{}` rule", d.message, kind.keyword());
+                        d
+                    } else {
+                        d
                     };
                     self.diags.push(d);
-                    return None;
                 }
-                if !arities.contains(&call.args.len()) {
-                    let takes = arities
-                        .iter()
-                        .map(usize::to_string)
-                        .collect::<Vec<_>>()
-                        .join(" or ");
-                    let plural = if arities == [1] { "" } else { "s" };
-                    self.error(
-                        call.span,
-                        format!(
-                            "rule `{name}` takes {takes} argument{plural}, found {}",
-                            call.args.len()
-                        ),
-                    )
-                    .with_label("wrong number of arguments")
-                    .help = Some(format!(
-                        "the module defines {} (the first parameter is the context, passed by the engine)",
-                        self.modules
-                            .functions
-                            .iter()
-                            .filter(|f| &f.name == name)
-                            .map(|f| format!("`fn {name}({})`", f.params.join(", ")))
-                            .collect::<Vec<_>>()
-                            .join(" and ")
-                    ));
-                    return None;
-                }
-                // A rule written for another kind reads fields this kind's context lacks
-                // (`enforce phase_gate(0.8)` reads `ctx.success_rate`): at run time they are
-                // `()`, and such a rule usually fails closed. A warning, not an error: a helper
-                // shared between kinds may guard its reads (`ctx.x ?? 0`, `"x" in ctx`).
-                let fields = kind.context_fields();
-                let reads = self.modules.context_reads(name, call.args.len());
-                if let Some(missing) = reads.iter().find(|r| !fields.contains(&r.as_str())) {
-                    let fits: Vec<&str> = [
-                        RuleKind::Gate,
-                        RuleKind::Enforce,
-                        RuleKind::When,
-                        RuleKind::Feedback,
-                    ]
-                    .into_iter()
-                    .filter(|k| {
-                        reads
-                            .iter()
-                            .all(|r| k.context_fields().contains(&r.as_str()))
-                    })
-                    .map(RuleKind::keyword)
-                    .collect();
-                    let a = |k: &str| if k == "enforce" { "an" } else { "a" };
-                    let article = a(kind.keyword());
-                    let mut help = format!(
-                        "{article} `{}` rule's context has {}",
-                        kind.keyword(),
-                        fields
-                            .iter()
-                            .map(|f| format!("`{f}`"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    if !fits.is_empty() {
-                        help.push_str(&format!(
-                            "; `{name}` reads like {} rule",
-                            fits.iter()
-                                .map(|k| format!("{} `{k}`", a(k)))
-                                .collect::<Vec<_>>()
-                                .join(" or ")
-                        ));
-                    }
-                    self.diags.push(
-                        Diagnostic::warning(
-                            call.name.span,
-                            format!(
-                                "rule `{name}` reads `ctx.{missing}`, which {article} `{}` rule's \
-                                 context does not have",
-                                kind.keyword()
-                            ),
-                        )
-                        .with_label(format!("not {article} `{}` rule?", kind.keyword()))
-                        .with_help(format!("{help}; at run time `ctx.{missing}` is `()`")),
-                    );
-                }
-                let mut args = Vec::new();
-                for a in &call.args {
-                    args.push(self.reader().literal(a)?);
-                }
-                let json: Vec<serde_json::Value> = args.iter().map(|a| a.to_json()).collect();
-                Some(Rule {
-                    kind,
-                    source: RuleSource::Named {
-                        name: name.clone(),
-                        args,
-                    },
-                    compiled: PolicyHost::get().named_rule(kind, &self.modules, name, &json),
-                    location,
-                    span: call.span,
-                })
+                None
             }
         }
+    }
+
+    fn named_rule(&mut self, kind: RuleKind, call: &ast::Call, location: String) -> Option<Rule> {
+        let name = &call.name.name;
+        let arities = self.modules.rule_arities(name);
+        if arities.is_empty() {
+            self.unknown_rule(call);
+            return None;
+        }
+        if !arities.contains(&call.args.len()) {
+            self.wrong_arity(call, &arities);
+            return None;
+        }
+        self.warn_context_reads(kind, call);
+        let mut args = Vec::new();
+        for a in &call.args {
+            args.push(self.reader().literal(a)?);
+        }
+        let json: Vec<serde_json::Value> = args.iter().map(|a| a.to_json()).collect();
+        Some(Rule {
+            kind,
+            source: RuleSource::Named {
+                name: name.clone(),
+                args,
+            },
+            compiled: PolicyHost::get().named_rule(kind, &self.modules, name, &json),
+            location,
+            span: call.span,
+        })
+    }
+
+    fn unknown_rule(&mut self, call: &ast::Call) {
+        let name = &call.name.name;
+        let candidates: Vec<String> = self
+            .modules
+            .functions
+            .iter()
+            .filter(|f| !f.params.is_empty())
+            .map(|f| f.name.clone())
+            .collect();
+        let mut d = Diagnostic::error(call.name.span, format!("unknown rule `{name}`"))
+            .with_label(format!("no `use`d module defines `fn {name}(ctx, …)`"));
+        d = match diag::suggest(name, candidates.iter().map(String::as_str)) {
+            Some(near) => d.with_help(format!("did you mean `{near}`?")),
+            None if self.modules.functions.is_empty() => d.with_help(
+                "named rules call functions of `use`d modules, and this workflow \
+                 `use`s none; e.g. `use \"policies/standard.rhai\"`",
+            ),
+            None => d.with_help(format!(
+                "define `fn {name}(ctx, …)` in a `use`d module, or write the rule inline as `{{ … }}`"
+            )),
+        };
+        self.diags.push(d);
+    }
+
+    fn wrong_arity(&mut self, call: &ast::Call, arities: &[usize]) {
+        let name = &call.name.name;
+        let takes = arities
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(" or ");
+        let plural = if arities == [1] { "" } else { "s" };
+        self.error(
+            call.span,
+            format!(
+                "rule `{name}` takes {takes} argument{plural}, found {}",
+                call.args.len()
+            ),
+        )
+        .with_label("wrong number of arguments")
+        .help = Some(format!(
+            "the module defines {} (the first parameter is the context, passed by the engine)",
+            self.modules
+                .functions
+                .iter()
+                .filter(|f| &f.name == name)
+                .map(|f| format!("`fn {name}({})`", f.params.join(", ")))
+                .collect::<Vec<_>>()
+                .join(" and ")
+        ));
+    }
+
+    /// A rule written for another kind reads fields this kind's context lacks
+    /// (`enforce phase_gate(0.8)` reads `ctx.success_rate`): at run time they are `()`, and
+    /// such a rule usually fails closed. A warning, not an error: a helper shared between
+    /// kinds may guard its reads (`ctx.x ?? 0`, `"x" in ctx`).
+    fn warn_context_reads(&mut self, kind: RuleKind, call: &ast::Call) {
+        let name = &call.name.name;
+        let fields = kind.context_fields();
+        let reads = self.modules.context_reads(name, call.args.len());
+        let Some(missing) = reads.iter().find(|r| !fields.contains(&r.as_str())) else {
+            return;
+        };
+        let fits: Vec<&str> = [
+            RuleKind::Gate,
+            RuleKind::Enforce,
+            RuleKind::When,
+            RuleKind::Feedback,
+        ]
+        .into_iter()
+        .filter(|k| {
+            reads
+                .iter()
+                .all(|r| k.context_fields().contains(&r.as_str()))
+        })
+        .map(RuleKind::keyword)
+        .collect();
+        let article = a_or_an(kind.keyword());
+        let mut help = format!(
+            "{article} `{}` rule's context has {}",
+            kind.keyword(),
+            fields
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !fits.is_empty() {
+            help.push_str(&format!(
+                "; `{name}` reads like {} rule",
+                fits.iter()
+                    .map(|k| format!("{} `{k}`", a_or_an(k)))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ));
+        }
+        self.diags.push(
+            Diagnostic::warning(
+                call.name.span,
+                format!(
+                    "rule `{name}` reads `ctx.{missing}`, which {article} `{}` rule's \
+                     context does not have",
+                    kind.keyword()
+                ),
+            )
+            .with_label(format!("not {article} `{}` rule?", kind.keyword()))
+            .with_help(format!("{help}; at run time `ctx.{missing}` is `()`")),
+        );
+    }
+}
+
+/// The article before a rule keyword: "an `enforce` rule", "a `gate` rule".
+fn a_or_an(keyword: &str) -> &'static str {
+    if keyword == "enforce" {
+        "an"
+    } else {
+        "a"
     }
 }
 

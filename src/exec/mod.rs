@@ -174,3 +174,6 @@ pub fn resolve_params(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Serialize;
 
 use super::{Node, Plan};
-use crate::check::ir::{AgentId, Workflow};
+use crate::check::ir::{Agent, AgentId, Phase, Workflow};
 
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Analysis {
@@ -44,20 +44,7 @@ pub struct PoolDemand {
 }
 
 pub(super) fn analyse(wf: &Workflow, plan: &Plan) -> Analysis {
-    // Depth of each task inside its phase: 0 without `after`, else 1 + deepest dependency.
-    // Plan order is topological, so dependencies are seen first.
-    let mut depth = vec![0usize; wf.tasks.len()];
-    for &node in &plan.order {
-        if let Node::Task { task, .. } = plan.node(node) {
-            let t = wf.task(task);
-            depth[task.index()] = t
-                .after
-                .iter()
-                .map(|d| depth[d.index()] + 1)
-                .max()
-                .unwrap_or(0);
-        }
-    }
+    let depth = depths(wf, plan);
     let mut analysis = Analysis::default();
     // (agent) → (peak, phase index)
     let mut peaks: BTreeMap<AgentId, (usize, usize)> = BTreeMap::new();
@@ -72,43 +59,7 @@ pub(super) fn analyse(wf: &Workflow, plan: &Plan) -> Analysis {
             });
             continue;
         }
-        let mut per_level: Vec<usize> = Vec::new();
-        let mut per_pool_level: HashMap<(AgentId, usize), usize> = HashMap::new();
-        for &task in &phase.tasks {
-            let d = depth[task.index()];
-            if per_level.len() <= d {
-                per_level.resize(d + 1, 0);
-            }
-            per_level[d] += 1;
-            *per_pool_level.entry((wf.task(task).agent, d)).or_default() += 1;
-        }
-        for ((agent, _), n) in per_pool_level {
-            let entry = peaks.entry(agent).or_insert((0, phase.id.index()));
-            if n > entry.0 {
-                *entry = (n, phase.id.index());
-            }
-        }
-        let width = per_level.iter().copied().max().unwrap_or(0);
-        // The critical path ends at the deepest task (the first declared among equals) and
-        // walks back through the deepest dependency.
-        let mut end = phase.tasks[0];
-        for &task in &phase.tasks {
-            if depth[task.index()] > depth[end.index()] {
-                end = task;
-            }
-        }
-        let mut path = vec![wf.task(end).name.clone()];
-        let mut at = end;
-        while let Some(&prev) = wf
-            .task(at)
-            .after
-            .iter()
-            .find(|d| depth[d.index()] + 1 == depth[at.index()])
-        {
-            path.push(wf.task(prev).name.clone());
-            at = prev;
-        }
-        path.reverse();
+        let width = levels(wf, phase, &depth, &mut peaks);
         if let Some(max) = wf.settings.max_parallel {
             if width > max as usize {
                 analysis.warnings.push(format!(
@@ -120,42 +71,121 @@ pub(super) fn analyse(wf: &Workflow, plan: &Plan) -> Analysis {
         analysis.phases.push(PhaseAnalysis {
             phase: phase.name.clone(),
             tasks: phase.tasks.len(),
-            critical_path: path,
+            critical_path: critical_path(wf, phase, &depth),
             width,
         });
     }
     for agent in &wf.agents {
-        match peaks.get(&agent.id) {
-            Some(&(peak, phase)) => {
-                let queues = peak > agent.count as usize;
-                let phase_name = wf.phases[phase].name.clone();
-                if queues {
-                    analysis.warnings.push(format!(
-                        "phase `{phase_name}`: up to {peak} tasks of pool `{}` are ready at once, but it has {} instance{}; they will queue",
-                        agent.name,
-                        agent.count,
-                        if agent.count == 1 { "" } else { "s" }
-                    ));
-                }
-                analysis.pools.push(PoolDemand {
-                    agent: agent.name.clone(),
-                    count: agent.count,
-                    peak,
-                    phase: Some(phase_name),
-                    queues,
-                });
-            }
-            None => {
-                analysis.unused_agents.push(agent.name.clone());
-                analysis.pools.push(PoolDemand {
-                    agent: agent.name.clone(),
-                    count: agent.count,
-                    peak: 0,
-                    phase: None,
-                    queues: false,
-                });
-            }
-        }
+        pool_demand(&mut analysis, wf, agent, peaks.get(&agent.id).copied());
     }
     analysis
+}
+
+/// Depth of each task inside its phase: 0 without `after`, else 1 + deepest dependency.
+fn depths(wf: &Workflow, plan: &Plan) -> Vec<usize> {
+    // Plan order is topological, so dependencies are seen first.
+    let mut depth = vec![0usize; wf.tasks.len()];
+    for &node in &plan.order {
+        if let Node::Task { task, .. } = plan.node(node) {
+            let t = wf.task(task);
+            depth[task.index()] = t
+                .after
+                .iter()
+                .map(|d| depth[d.index()] + 1)
+                .max()
+                .unwrap_or(0);
+        }
+    }
+    depth
+}
+
+/// The phase's width; raises each pool's peak in `peaks` to its most tasks at one depth here.
+fn levels(
+    wf: &Workflow,
+    phase: &Phase,
+    depth: &[usize],
+    peaks: &mut BTreeMap<AgentId, (usize, usize)>,
+) -> usize {
+    let mut per_level: Vec<usize> = Vec::new();
+    let mut per_pool_level: HashMap<(AgentId, usize), usize> = HashMap::new();
+    for &task in &phase.tasks {
+        let d = depth[task.index()];
+        if per_level.len() <= d {
+            per_level.resize(d + 1, 0);
+        }
+        per_level[d] += 1;
+        *per_pool_level.entry((wf.task(task).agent, d)).or_default() += 1;
+    }
+    for ((agent, _), n) in per_pool_level {
+        let entry = peaks.entry(agent).or_insert((0, phase.id.index()));
+        if n > entry.0 {
+            *entry = (n, phase.id.index());
+        }
+    }
+    per_level.iter().copied().max().unwrap_or(0)
+}
+
+/// The critical path of a phase with tasks, as task names in run order.
+fn critical_path(wf: &Workflow, phase: &Phase, depth: &[usize]) -> Vec<String> {
+    // The critical path ends at the deepest task (the first declared among equals) and
+    // walks back through the deepest dependency.
+    let mut end = phase.tasks[0];
+    for &task in &phase.tasks {
+        if depth[task.index()] > depth[end.index()] {
+            end = task;
+        }
+    }
+    let mut path = vec![wf.task(end).name.clone()];
+    let mut at = end;
+    while let Some(&prev) = wf
+        .task(at)
+        .after
+        .iter()
+        .find(|d| depth[d.index()] + 1 == depth[at.index()])
+    {
+        path.push(wf.task(prev).name.clone());
+        at = prev;
+    }
+    path.reverse();
+    path
+}
+
+/// Records a pool's demand, given its peak and the index of the phase where it occurs.
+fn pool_demand(
+    analysis: &mut Analysis,
+    wf: &Workflow,
+    agent: &Agent,
+    peak: Option<(usize, usize)>,
+) {
+    match peak {
+        Some((peak, phase)) => {
+            let queues = peak > agent.count as usize;
+            let phase_name = wf.phases[phase].name.clone();
+            if queues {
+                analysis.warnings.push(format!(
+                    "phase `{phase_name}`: up to {peak} tasks of pool `{}` are ready at once, but it has {} instance{}; they will queue",
+                    agent.name,
+                    agent.count,
+                    if agent.count == 1 { "" } else { "s" }
+                ));
+            }
+            analysis.pools.push(PoolDemand {
+                agent: agent.name.clone(),
+                count: agent.count,
+                peak,
+                phase: Some(phase_name),
+                queues,
+            });
+        }
+        None => {
+            analysis.unused_agents.push(agent.name.clone());
+            analysis.pools.push(PoolDemand {
+                agent: agent.name.clone(),
+                count: agent.count,
+                peak: 0,
+                phase: None,
+                queues: false,
+            });
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rhai::{CallFnOptions, Dynamic, EvalAltResult, Map, Scope};
 
-use super::helpers::{Decision, Severity};
+use super::helpers::{Ruling, Severity};
 use super::{CompiledRule, PolicyHost, RuleKind};
 
 /// A rule's context: the fields of DSL.md section 4 for its kind, built once from JSON and
@@ -217,16 +217,16 @@ impl Default for RuleCache {
 
 /// The verdict a rule's value stands for, or fail closed when it stands for none.
 fn interpret(kind: RuleKind, value: Dynamic) -> Evaluation {
-    let verdict = match (kind, value.as_bool(), value.clone().try_cast::<Decision>()) {
+    let verdict = match (kind, value.as_bool(), value.clone().try_cast::<Ruling>()) {
         (RuleKind::Gate, Ok(pass), _) => Some(Verdict::Gate {
             pass,
             reason: (!pass).then(|| "the gate rule returned false".to_string()),
         }),
-        (RuleKind::Gate, _, Some(Decision::Pass)) => Some(Verdict::Gate {
+        (RuleKind::Gate, _, Some(Ruling::Pass)) => Some(Verdict::Gate {
             pass: true,
             reason: None,
         }),
-        (RuleKind::Gate, _, Some(Decision::Fail(r))) => Some(Verdict::Gate {
+        (RuleKind::Gate, _, Some(Ruling::Fail(r))) => Some(Verdict::Gate {
             pass: false,
             reason: Some(r),
         }),
@@ -234,16 +234,16 @@ fn interpret(kind: RuleKind, value: Dynamic) -> Evaluation {
             allow,
             reason: (!allow).then(|| "the enforce rule returned false".to_string()),
         }),
-        (RuleKind::Enforce, _, Some(Decision::Allow)) => Some(Verdict::Enforce {
+        (RuleKind::Enforce, _, Some(Ruling::Allow)) => Some(Verdict::Enforce {
             allow: true,
             reason: None,
         }),
-        (RuleKind::Enforce, _, Some(Decision::Deny(r))) => Some(Verdict::Enforce {
+        (RuleKind::Enforce, _, Some(Ruling::Deny(r))) => Some(Verdict::Enforce {
             allow: false,
             reason: Some(r),
         }),
         (RuleKind::When, Ok(run), _) => Some(Verdict::When(run)),
-        (RuleKind::Feedback, _, Some(Decision::Feedback(severity, summary))) => {
+        (RuleKind::Feedback, _, Some(Ruling::Feedback(severity, summary))) => {
             Some(Verdict::Feedback { severity, summary })
         }
         _ => None,
@@ -269,7 +269,7 @@ fn interpret(kind: RuleKind, value: Dynamic) -> Evaluation {
 }
 
 fn describe_value(value: &Dynamic) -> String {
-    if let Some(d) = value.clone().try_cast::<Decision>() {
+    if let Some(d) = value.clone().try_cast::<Ruling>() {
         return format!("`{d}`");
     }
     if value.is_unit() {

@@ -49,7 +49,7 @@ impl fmt::Display for Severity {
 
 /// What a rule decided, as built by the result constructors.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Decision {
+pub enum Ruling {
     Pass,
     Fail(String),
     Allow,
@@ -57,53 +57,53 @@ pub enum Decision {
     Feedback(Severity, String),
 }
 
-impl fmt::Display for Decision {
+impl fmt::Display for Ruling {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Decision::Pass => f.write_str("pass()"),
-            Decision::Fail(r) => write!(f, "fail({r:?})"),
-            Decision::Allow => f.write_str("allow()"),
-            Decision::Deny(r) => write!(f, "deny({r:?})"),
-            Decision::Feedback(Severity::Ok, m) if m.is_empty() => f.write_str("ok()"),
-            Decision::Feedback(s, m) => write!(f, "{s}({m:?})"),
+            Ruling::Pass => f.write_str("pass()"),
+            Ruling::Fail(r) => write!(f, "fail({r:?})"),
+            Ruling::Allow => f.write_str("allow()"),
+            Ruling::Deny(r) => write!(f, "deny({r:?})"),
+            Ruling::Feedback(Severity::Ok, m) if m.is_empty() => f.write_str("ok()"),
+            Ruling::Feedback(s, m) => write!(f, "{s}({m:?})"),
         }
     }
 }
 
 pub(super) fn register(engine: &mut Engine) {
     engine
-        .register_type_with_name::<Decision>("Decision")
-        .register_fn("to_string", |d: &mut Decision| d.to_string())
-        .register_fn("to_debug", |d: &mut Decision| d.to_string())
-        .register_fn("==", |a: Decision, b: Decision| a == b)
-        .register_fn("!=", |a: Decision, b: Decision| a != b)
-        .register_get("reason", |d: &mut Decision| match d {
-            Decision::Fail(r) | Decision::Deny(r) | Decision::Feedback(_, r) => r.clone(),
+        .register_type_with_name::<Ruling>("Decision")
+        .register_fn("to_string", |d: &mut Ruling| d.to_string())
+        .register_fn("to_debug", |d: &mut Ruling| d.to_string())
+        .register_fn("==", |a: Ruling, b: Ruling| a == b)
+        .register_fn("!=", |a: Ruling, b: Ruling| a != b)
+        .register_get("reason", |d: &mut Ruling| match d {
+            Ruling::Fail(r) | Ruling::Deny(r) | Ruling::Feedback(_, r) => r.clone(),
             _ => String::new(),
         })
-        .register_get("severity", |d: &mut Decision| match d {
-            Decision::Feedback(s, _) => s.as_str().to_string(),
+        .register_get("severity", |d: &mut Ruling| match d {
+            Ruling::Feedback(s, _) => s.as_str().to_string(),
             _ => String::new(),
         })
-        .register_fn("pass", || Decision::Pass)
-        .register_fn("fail", |r: ImmutableString| Decision::Fail(r.to_string()))
-        .register_fn("allow", || Decision::Allow)
-        .register_fn("deny", |r: ImmutableString| Decision::Deny(r.to_string()))
-        .register_fn("ok", || Decision::Feedback(Severity::Ok, String::new()))
+        .register_fn("pass", || Ruling::Pass)
+        .register_fn("fail", |r: ImmutableString| Ruling::Fail(r.to_string()))
+        .register_fn("allow", || Ruling::Allow)
+        .register_fn("deny", |r: ImmutableString| Ruling::Deny(r.to_string()))
+        .register_fn("ok", || Ruling::Feedback(Severity::Ok, String::new()))
         .register_fn("ok", |m: ImmutableString| {
-            Decision::Feedback(Severity::Ok, m.to_string())
+            Ruling::Feedback(Severity::Ok, m.to_string())
         })
         .register_fn("info", |m: ImmutableString| {
-            Decision::Feedback(Severity::Info, m.to_string())
+            Ruling::Feedback(Severity::Info, m.to_string())
         })
         .register_fn("warning", |m: ImmutableString| {
-            Decision::Feedback(Severity::Warning, m.to_string())
+            Ruling::Feedback(Severity::Warning, m.to_string())
         })
         .register_fn("error", |m: ImmutableString| {
-            Decision::Feedback(Severity::Error, m.to_string())
+            Ruling::Feedback(Severity::Error, m.to_string())
         })
         .register_fn("critical", |m: ImmutableString| {
-            Decision::Feedback(Severity::Critical, m.to_string())
+            Ruling::Feedback(Severity::Critical, m.to_string())
         })
         .register_fn("count_status", count_status)
         .register_fn("severity_max", severity_max)

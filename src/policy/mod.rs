@@ -20,7 +20,7 @@ pub use compile::{
     CompiledModule, CompiledRule, KnownNames, ModuleFn, ModuleSet, NameSet, Problem,
 };
 pub use eval::{Evaluation, RuleCache, RuleContext, RuleError, Verdict};
-pub use helpers::{Decision, Severity};
+pub use helpers::{Ruling, Severity};
 
 /// Bounds every rule runs under. An infinite loop stops at `MAX_OPERATIONS`.
 pub const MAX_OPERATIONS: u64 = 1_000_000;

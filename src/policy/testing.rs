@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 
 use rhai::{CallFnOptions, Dynamic, Engine, EvalAltResult, ImmutableString, Map, Position, Scope};
 
-use super::helpers::{Decision, Severity};
+use super::helpers::{Ruling, Severity};
 use super::PolicyHost;
 
 /// The outcome of one test function.
@@ -202,16 +202,16 @@ fn register(engine: &mut Engine) {
             }
         })
         .register_fn("assert_pass", |d: Dynamic| {
-            expect(&d, "pass", |d| matches!(d, Decision::Pass), true)
+            expect(&d, "pass", |d| matches!(d, Ruling::Pass), true)
         })
         .register_fn("assert_fail", |d: Dynamic| {
-            expect(&d, "fail", |d| matches!(d, Decision::Fail(_)), false)
+            expect(&d, "fail", |d| matches!(d, Ruling::Fail(_)), false)
         })
         .register_fn("assert_allow", |d: Dynamic| {
-            expect(&d, "allow", |d| matches!(d, Decision::Allow), true)
+            expect(&d, "allow", |d| matches!(d, Ruling::Allow), true)
         })
         .register_fn("assert_deny", |d: Dynamic| {
-            expect(&d, "deny", |d| matches!(d, Decision::Deny(_)), false)
+            expect(&d, "deny", |d| matches!(d, Ruling::Deny(_)), false)
         })
         .register_fn(
             "assert_severity",
@@ -219,8 +219,8 @@ fn register(engine: &mut Engine) {
                 let Some(want_sev) = Severity::parse(&want) else {
                     return fail(format!("assert_severity: `{want}` is not a severity"));
                 };
-                match d.clone().try_cast::<Decision>() {
-                    Some(Decision::Feedback(sev, _)) if sev == want_sev => Ok(()),
+                match d.clone().try_cast::<Ruling>() {
+                    Some(Ruling::Feedback(sev, _)) if sev == want_sev => Ok(()),
                     _ => fail(format!(
                         "assert_severity: expected {want_sev}, got {}",
                         show(&d)
@@ -231,8 +231,8 @@ fn register(engine: &mut Engine) {
 }
 
 /// Checks a rule result: a decision matching `ok`, or the bool `as_bool` stands for.
-fn expect(value: &Dynamic, what: &str, ok: fn(&Decision) -> bool, as_bool: bool) -> Outcome {
-    if let Some(d) = value.clone().try_cast::<Decision>() {
+fn expect(value: &Dynamic, what: &str, ok: fn(&Ruling) -> bool, as_bool: bool) -> Outcome {
+    if let Some(d) = value.clone().try_cast::<Ruling>() {
         if ok(&d) {
             return Ok(());
         }
@@ -246,7 +246,7 @@ fn expect(value: &Dynamic, what: &str, ok: fn(&Decision) -> bool, as_bool: bool)
 }
 
 fn show(v: &Dynamic) -> String {
-    if let Some(d) = v.clone().try_cast::<Decision>() {
+    if let Some(d) = v.clone().try_cast::<Ruling>() {
         return d.to_string();
     }
     if v.is_string() {
@@ -265,8 +265,8 @@ fn same(a: &Dynamic, b: &Dynamic) -> bool {
         return x == y;
     }
     if let (Some(x), Some(y)) = (
-        a.clone().try_cast::<Decision>(),
-        b.clone().try_cast::<Decision>(),
+        a.clone().try_cast::<Ruling>(),
+        b.clone().try_cast::<Ruling>(),
     ) {
         return x == y;
     }

@@ -172,7 +172,6 @@ impl RunState {
                 self.file = file.clone();
                 self.params = params.clone();
                 self.dry_run = *dry_run;
-                self.status = Some(RunStatus::InProgress);
                 self.started_at = Some(at);
                 self.start(tasks, agents, &mut note);
             }
@@ -216,32 +215,36 @@ impl RunState {
                 self.attempt_finished(finished, &mut note);
             }
             EventKind::RetryScheduled { task, delay_ms, .. } => {
-                if let Some((i, t)) = self.task_mut(task) {
-                    t.status = TaskStatus::Pending;
-                    if let Some(last) = t.history.last_mut() {
-                        last.retry_delay_ms = Some(*delay_ms);
-                    }
-                    t.retry_due = Some(RetryDue {
-                        at_ms: at.0 + delay_ms,
-                        delay_ms: *delay_ms,
-                    });
-                    note.task(i);
-                }
+                self.retry_scheduled(task, *delay_ms, at, &mut note)
             }
             EventKind::TaskFinished {
                 task,
                 status,
                 error,
-            } => {
-                if let Some((i, t)) = self.task_mut(task) {
-                    t.status = *status;
-                    if error.is_some() {
-                        t.error = error.clone();
-                    }
-                    t.finished_at = Some(at);
-                    note.task(i);
-                }
+            } => self.task_finished(task, *status, error.as_ref(), at, &mut note),
+            EventKind::Escalated { task, error } => self.escalated(task, error, &mut note),
+            EventKind::Decided { task, decision, by } => {
+                self.decided(event.seq, at, task, *decision, by, &mut note)
             }
+            EventKind::RunResumed { rerun } => self.resumed(rerun, &mut note),
+            EventKind::RunWaiting { tasks } => self.waiting(tasks, &mut note),
+            EventKind::RunFinished { status, error } => {
+                self.run_finished(*status, error.as_ref(), at, &mut note)
+            }
+            // Listed, not a wildcard: a new event kind must be decided on here.
+            k @ (EventKind::PolicyViolation { .. }
+            | EventKind::GateDecided { .. }
+            | EventKind::FeedbackDecided { .. }
+            | EventKind::LoopStarted { .. }
+            | EventKind::Warning { .. }
+            | EventKind::BreakerChanged { .. }
+            | EventKind::DeadLettered { .. }) => self.decision_event(k, &mut note),
+        }
+    }
+
+    /// Policy, gate, feedback, loop, warning, breaker and dead-letter events.
+    fn decision_event(&mut self, kind: &EventKind, note: &mut Note<'_>) {
+        match kind {
             EventKind::PolicyViolation { task, rule, reason } => {
                 self.error = Some(format!(
                     "policy violation: {rule} denied task `{task}`: {reason}"
@@ -281,33 +284,12 @@ impl RunState {
                 self.dead_letter_entries.push(entry.clone());
                 note.with(|c| c.dead_letters.push(entry.clone()));
             }
-            EventKind::Escalated { task, error } => self.escalated(task, error, &mut note),
-            EventKind::Decided { task, decision, by } => {
-                self.decided(event.seq, at, task, *decision, by, &mut note)
-            }
-            EventKind::RunResumed { rerun } => self.resumed(rerun, &mut note),
-            EventKind::RunWaiting { tasks } => {
-                self.status = Some(RunStatus::Waiting);
-                note.run();
-                for t in tasks {
-                    if !self.awaiting_decision.contains(t) {
-                        self.awaiting_decision.push(t.clone());
-                    }
-                }
-            }
-            EventKind::RunFinished { status, error } => {
-                self.status = Some(*status);
-                self.completed_at = Some(at);
-                if error.is_some() {
-                    self.error = error.clone();
-                }
-                note.run();
-                self.all_agents_idle(&mut note);
-            }
+            _ => {}
         }
     }
 
     fn start(&mut self, tasks: &[TaskInfo], agents: &[String], note: &mut Note<'_>) {
+        self.status = Some(RunStatus::InProgress);
         self.tasks = tasks
             .iter()
             .map(|t| TaskResult::new(t.name.clone(), t.phase.clone()))
@@ -426,6 +408,64 @@ impl RunState {
                 error: f.error.map(ToString::to_string),
             })
         });
+    }
+
+    fn retry_scheduled(&mut self, task: &str, delay_ms: u64, at: Timestamp, note: &mut Note<'_>) {
+        if let Some((i, t)) = self.task_mut(task) {
+            t.status = TaskStatus::Pending;
+            if let Some(last) = t.history.last_mut() {
+                last.retry_delay_ms = Some(delay_ms);
+            }
+            t.retry_due = Some(RetryDue {
+                at_ms: at.0 + delay_ms,
+                delay_ms,
+            });
+            note.task(i);
+        }
+    }
+
+    fn task_finished(
+        &mut self,
+        task: &str,
+        status: TaskStatus,
+        error: Option<&TaskError>,
+        at: Timestamp,
+        note: &mut Note<'_>,
+    ) {
+        if let Some((i, t)) = self.task_mut(task) {
+            t.status = status;
+            if error.is_some() {
+                t.error = error.cloned();
+            }
+            t.finished_at = Some(at);
+            note.task(i);
+        }
+    }
+
+    fn waiting(&mut self, tasks: &[Arc<str>], note: &mut Note<'_>) {
+        self.status = Some(RunStatus::Waiting);
+        note.run();
+        for t in tasks {
+            if !self.awaiting_decision.contains(t) {
+                self.awaiting_decision.push(t.clone());
+            }
+        }
+    }
+
+    fn run_finished(
+        &mut self,
+        status: RunStatus,
+        error: Option<&String>,
+        at: Timestamp,
+        note: &mut Note<'_>,
+    ) {
+        self.status = Some(status);
+        self.completed_at = Some(at);
+        if error.is_some() {
+            self.error = error.cloned();
+        }
+        note.run();
+        self.all_agents_idle(note);
     }
 
     fn add_artifacts(&mut self, task: &str, attempt: u32, artifacts: &[ArtifactRef]) {

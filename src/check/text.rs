@@ -1,4 +1,4 @@
-//! A deterministic text rendering of the checked model, for snapshots and for comparing a
+//! The checked model as deterministic text, for snapshots and for comparing a
 //! file with its formatted text (`fmt` must not change meaning). Spans are left out on purpose.
 
 use std::fmt::Write;
@@ -6,24 +6,13 @@ use std::time::Duration;
 
 use super::ir::*;
 
-pub fn render(wf: &Workflow) -> String {
+pub fn to_text(wf: &Workflow) -> String {
     let mut out = String::new();
-    let s = &wf.settings;
     let _ = writeln!(out, "workflow {}", wf.name);
     if let Some(d) = &wf.description {
         let _ = writeln!(out, "  description: {d:?}");
     }
-    let _ = writeln!(
-        out,
-        "  settings: max_feedback_loops={} on_max_loops={:?} min_success_rate={} agent_wait={} timeout={} max_parallel={} on_escalation={}",
-        s.max_feedback_loops,
-        s.on_max_loops,
-        s.min_success_rate,
-        dur(s.agent_wait),
-        dur(s.timeout),
-        s.max_parallel.map_or("unlimited".to_string(), |n| n.to_string()),
-        s.on_escalation.map_or("default".to_string(), |e| format!("{e:?}")),
-    );
+    settings(&mut out, &wf.settings);
     for m in &wf.modules {
         let _ = writeln!(
             out,
@@ -43,69 +32,13 @@ pub fn render(wf: &Workflow) -> String {
         }
     }
     for a in &wf.agents {
-        let _ = writeln!(
-            out,
-            "  agent {} kind={} count={} retry={} backoff={} timeout={} breaker=({}, {})",
-            a.name,
-            a.kind.name(),
-            a.count,
-            a.retry.map_or("-".to_string(), |n| n.to_string()),
-            a.backoff.map_or("-".to_string(), backoff),
-            a.timeout.map_or("-".to_string(), dur),
-            a.breaker.failures,
-            dur(a.breaker.cooldown),
-        );
-        agent_kind(&mut out, &a.kind);
+        agent(&mut out, a);
     }
     for r in &wf.enforce {
         let _ = writeln!(out, "  enforce {}", rule(r));
     }
     for p in &wf.phases {
-        let _ = writeln!(
-            out,
-            "  phase {} min_success_rate={}",
-            p.name,
-            p.min_success_rate.map_or_else(
-                || format!("{} (workflow)", s.min_success_rate),
-                |r| r.to_string()
-            )
-        );
-        for r in &p.enforce {
-            let _ = writeln!(out, "    enforce {}", rule(r));
-        }
-        for id in &p.tasks {
-            let t = wf.task(*id);
-            let after: Vec<&str> = t.after.iter().map(|d| wf.task(*d).name.as_str()).collect();
-            let _ = writeln!(
-                out,
-                "    task {} on {} after [{}] retry={} backoff={} timeout={} cache={} effect={:?}",
-                t.name,
-                wf.agent(t.agent).name,
-                after.join(", "),
-                t.retry,
-                backoff(t.backoff),
-                dur(t.timeout),
-                t.cache,
-                t.effect,
-            );
-            if let Some(w) = &t.when {
-                let _ = writeln!(out, "      when {}", rule(w));
-            }
-            if let Some(p) = &t.prompt {
-                let _ = writeln!(out, "      prompt {}", template(p));
-            }
-            for (k, v) in &t.input {
-                let _ = writeln!(out, "      input {k} = {}", value(v));
-            }
-        }
-        match &p.gate {
-            Some(g) => {
-                let _ = writeln!(out, "    gate {}", rule(g));
-            }
-            None => {
-                let _ = writeln!(out, "    gate (default: success_rate >= min_success_rate)");
-            }
-        }
+        phase(&mut out, wf, p);
     }
     match &wf.feedback {
         Some(f) => {
@@ -124,6 +57,87 @@ pub fn render(wf: &Workflow) -> String {
         }
     }
     out
+}
+
+fn settings(out: &mut String, s: &WorkflowSettings) {
+    let _ = writeln!(
+        out,
+        "  settings: max_feedback_loops={} on_max_loops={:?} min_success_rate={} agent_wait={} timeout={} max_parallel={} on_escalation={}",
+        s.max_feedback_loops,
+        s.on_max_loops,
+        s.min_success_rate,
+        dur(s.agent_wait),
+        dur(s.timeout),
+        s.max_parallel.map_or("unlimited".to_string(), |n| n.to_string()),
+        s.on_escalation.map_or("default".to_string(), |e| format!("{e:?}")),
+    );
+}
+
+fn agent(out: &mut String, a: &Agent) {
+    let _ = writeln!(
+        out,
+        "  agent {} kind={} count={} retry={} backoff={} timeout={} breaker=({}, {})",
+        a.name,
+        a.kind.name(),
+        a.count,
+        a.retry.map_or("-".to_string(), |n| n.to_string()),
+        a.backoff.map_or("-".to_string(), backoff),
+        a.timeout.map_or("-".to_string(), dur),
+        a.breaker.failures,
+        dur(a.breaker.cooldown),
+    );
+    agent_kind(out, &a.kind);
+}
+
+fn phase(out: &mut String, wf: &Workflow, p: &Phase) {
+    let _ = writeln!(
+        out,
+        "  phase {} min_success_rate={}",
+        p.name,
+        p.min_success_rate.map_or_else(
+            || format!("{} (workflow)", wf.settings.min_success_rate),
+            |r| r.to_string()
+        )
+    );
+    for r in &p.enforce {
+        let _ = writeln!(out, "    enforce {}", rule(r));
+    }
+    for id in &p.tasks {
+        task(out, wf, wf.task(*id));
+    }
+    match &p.gate {
+        Some(g) => {
+            let _ = writeln!(out, "    gate {}", rule(g));
+        }
+        None => {
+            let _ = writeln!(out, "    gate (default: success_rate >= min_success_rate)");
+        }
+    }
+}
+
+fn task(out: &mut String, wf: &Workflow, t: &Task) {
+    let after: Vec<&str> = t.after.iter().map(|d| wf.task(*d).name.as_str()).collect();
+    let _ = writeln!(
+        out,
+        "    task {} on {} after [{}] retry={} backoff={} timeout={} cache={} effect={:?}",
+        t.name,
+        wf.agent(t.agent).name,
+        after.join(", "),
+        t.retry,
+        backoff(t.backoff),
+        dur(t.timeout),
+        t.cache,
+        t.effect,
+    );
+    if let Some(w) = &t.when {
+        let _ = writeln!(out, "      when {}", rule(w));
+    }
+    if let Some(p) = &t.prompt {
+        let _ = writeln!(out, "      prompt {}", template(p));
+    }
+    for (k, v) in &t.input {
+        let _ = writeln!(out, "      input {k} = {}", value(v));
+    }
 }
 
 fn agent_kind(out: &mut String, kind: &AgentKind) {

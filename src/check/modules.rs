@@ -1,0 +1,136 @@
+//! `use`d modules: read, compiled into the checker's module set, and their calls checked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use super::ir::Module;
+use super::{rules, Checker};
+use crate::diag::Annotate;
+use crate::policy::{CompiledModule, ModuleSet, PolicyHost};
+use crate::source::{FileId, Span};
+use crate::syntax::ast;
+
+/// A module compiled without errors: its file, its text and its compiled form.
+type Compiled = (FileId, String, CompiledModule);
+
+impl Checker<'_> {
+    /// Compiles every `use`d module into the checker's module set.
+    pub(super) fn modules(&mut self, wf: &ast::Workflow) -> Vec<Module> {
+        let mut compiled = Vec::new();
+        let mut out = Vec::new();
+        let mut defined: HashMap<(String, usize), String> = HashMap::new();
+        let mut used: HashMap<PathBuf, Span> = HashMap::new();
+        for item in &wf.items {
+            let ast::Item::Use(u) = item else { continue };
+            let written = u.path.value.clone();
+            let path = self.dir.join(&written);
+            if let Some(first) = used.get(&path) {
+                let first = *first;
+                self.error(u.path.span, format!("module `{written}` is used twice"))
+                    .with_label("used again here")
+                    .related
+                    .push((first, "first used here".into()));
+                continue;
+            }
+            used.insert(path.clone(), u.path.span);
+            let Some(text) = self.read_module(u, &path) else {
+                continue;
+            };
+            let module_file = self.map.add(written.clone(), &path, &text);
+            match PolicyHost::get().compile_module(&text) {
+                Ok(module) => {
+                    self.define_functions(u, &module, &mut defined);
+                    out.push(Module {
+                        written: written.clone(),
+                        path: path.clone(),
+                        source: std::sync::Arc::from(text.as_str()),
+                        functions: {
+                            let mut names: Vec<String> =
+                                module.functions.iter().map(|f| f.name.clone()).collect();
+                            names.dedup();
+                            names
+                        },
+                    });
+                    compiled.push((module_file, text, module));
+                }
+                Err(problem) => {
+                    let d = rules::problem_diag(module_file, 0, &text, &problem);
+                    self.diags.push(d);
+                }
+            }
+        }
+        let modules: Vec<_> = compiled.iter().map(|(_, _, m)| m.clone()).collect();
+        self.modules = ModuleSet::new(&modules);
+        self.check_module_calls(&compiled);
+        out
+    }
+
+    /// The text of a `use`d module, or an error on its `use` when it cannot be read.
+    fn read_module(&mut self, u: &ast::Use, path: &Path) -> Option<String> {
+        let written = &u.path.value;
+        match std::fs::read(path) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(t) => Some(t),
+                Err(_) => {
+                    self.error(u.path.span, format!("module `{written}` is not UTF-8 text"))
+                        .with_label("cannot read this module");
+                    None
+                }
+            },
+            Err(e) => {
+                let cause = if e.kind() == std::io::ErrorKind::NotFound {
+                    "no such file".to_string()
+                } else {
+                    e.to_string()
+                };
+                self.error(
+                    u.path.span,
+                    format!("cannot read module `{written}`: {cause}"),
+                )
+                .with_label("not found")
+                .help = Some(format!(
+                    "`use` paths are relative to the workflow file; this one resolves to `{}`",
+                    path.display()
+                ));
+                None
+            }
+        }
+    }
+
+    /// Records the functions of one module in `defined` (by name and arity), reporting those
+    /// an earlier module already defines.
+    fn define_functions(
+        &mut self,
+        u: &ast::Use,
+        module: &CompiledModule,
+        defined: &mut HashMap<(String, usize), String>,
+    ) {
+        let written = &u.path.value;
+        for f in &module.functions {
+            let key = (f.name.clone(), f.params.len());
+            if let Some(other) = defined.get(&key) {
+                self.error(
+                    u.path.span,
+                    format!(
+                        "`fn {}` with {} parameters is defined in both `{other}` and `{written}`",
+                        f.name,
+                        f.params.len()
+                    ),
+                )
+                .with_label("second definition comes from here");
+            } else {
+                defined.insert(key, written.clone());
+            }
+        }
+    }
+
+    /// Calls inside modules are checked against every module, since rules see them all.
+    fn check_module_calls(&mut self, compiled: &[Compiled]) {
+        for (file, text, module) in compiled {
+            for problem in PolicyHost::get().check_calls(&module.ast, &self.modules) {
+                let d = rules::problem_diag(*file, 0, text, &problem);
+                self.diags.push(d);
+            }
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! Phases and their tasks: gates, `after`, task settings and what tasks inherit from their
+//! agent, and the warnings for unused agents and empty phases.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use super::ir::*;
+use super::{values, AgentDefaults, Checker, SeenSettings};
+use crate::diag::{Annotate, Diagnostic};
+use crate::policy::RuleKind;
+use crate::source::Span;
+use crate::syntax::ast;
+
+const PHASE_SETTINGS: &[&str] = &["min_success_rate"];
+const TASK_SETTINGS: &[&str] = &[
+    "prompt", "input", "retry", "backoff", "timeout", "cache", "effect",
+];
+
+/// The settings a task inherits from its agent when it does not set them itself: what the
+/// task's own body sets.
+#[derive(Default)]
+struct Inheritable {
+    retry: Option<u32>,
+    backoff: Option<Backoff>,
+    timeout: Option<Duration>,
+}
+
+impl Inheritable {
+    /// The task's own setting wins, then its agent's, then the built-in default in `task`.
+    fn apply(self, task: &mut Task, agent: Option<&AgentDefaults>) {
+        let (retry, backoff, timeout) =
+            agent.map_or((None, None, None), |d| (d.retry, d.backoff, d.timeout));
+        task.retry = self.retry.or(retry).unwrap_or(task.retry);
+        task.backoff = self.backoff.or(backoff).unwrap_or(task.backoff);
+        task.timeout = self.timeout.or(timeout).unwrap_or(task.timeout);
+    }
+}
+
+impl Checker<'_> {
+    /// Every phase of the workflow, and every task of those phases.
+    pub(super) fn phases(&mut self, wf: &ast::Workflow) -> (Vec<Phase>, Vec<Task>) {
+        let mut tasks = Vec::new();
+        let mut phases = Vec::new();
+        for item in &wf.items {
+            if let ast::Item::Phase(p) = item {
+                if let Some(phase) = self.phase(p, &mut tasks) {
+                    phases.push(phase);
+                }
+            }
+        }
+        (phases, tasks)
+    }
+
+    fn phase(&mut self, p: &ast::Phase, tasks: &mut Vec<Task>) -> Option<Phase> {
+        let &(id, span) = self.names.phases.get(&p.name.name)?;
+        if span != p.name.span {
+            return None; // a duplicate, already reported
+        }
+        let mut phase = Phase {
+            id,
+            name: p.name.name.clone(),
+            min_success_rate: None,
+            tasks: Vec::new(),
+            gate: None,
+            enforce: Vec::new(),
+            span: p.span,
+        };
+        let mut seen = SeenSettings::default();
+        let mut gate_span: Option<Span> = None;
+        for item in &p.items {
+            match item {
+                ast::PhaseItem::Setting(s) => {
+                    if !self.first_setting(&mut seen, s) {
+                        continue;
+                    }
+                    if s.name.name == "min_success_rate" {
+                        phase.min_success_rate =
+                            self.reader().float("min_success_rate", &s.value, 0.0, 1.0);
+                    } else {
+                        self.unknown_setting(s, "a phase", PHASE_SETTINGS);
+                    }
+                }
+                ast::PhaseItem::Gate(g) => {
+                    let kw = g.span.sub(0, "gate".len());
+                    if let Some(first) = gate_span {
+                        self.second_gate(p, kw, first);
+                        continue;
+                    }
+                    gate_span = Some(kw);
+                    phase.gate = self.rule(RuleKind::Gate, &g.rule);
+                }
+                ast::PhaseItem::Enforce(r) => {
+                    phase.enforce.extend(self.rule(RuleKind::Enforce, &r.rule));
+                }
+                ast::PhaseItem::Task(t) => {
+                    if let Some(task) = self.task(t, id) {
+                        phase.tasks.push(task.id);
+                        tasks.push(task);
+                    }
+                }
+            }
+        }
+        Some(phase)
+    }
+
+    fn second_gate(&mut self, p: &ast::Phase, kw: Span, first: Span) {
+        self.error(
+            kw,
+            format!("phase `{}` has more than one `gate`", p.name.name),
+        )
+        .with_label("second gate")
+        .related
+        .push((first, "first gate here".into()));
+        self.diags.last_mut().expect("just pushed").help =
+            Some("combine the conditions into one rule with `&&`".into());
+    }
+
+    fn task(&mut self, t: &ast::Task, phase: PhaseId) -> Option<Task> {
+        let &(id, _, span) = self.names.tasks.get(&t.name.name)?;
+        if span != t.name.span {
+            return None; // a duplicate, already reported
+        }
+        let agent = self.task_agent(&t.agent);
+        let after = self.after(t, id, phase);
+        let agent = agent?;
+        let agent_defaults = self.agent_defaults.get(agent.index()).cloned().flatten();
+        let mut task = Task {
+            id,
+            name: t.name.name.clone(),
+            phase,
+            agent,
+            after,
+            prompt: None,
+            input: IndexMap::new(),
+            input_tree: crate::template::Tree::Plain(serde_json::json!({})),
+            retry: 3,
+            backoff: Backoff::default(),
+            timeout: Duration::from_secs(300),
+            cache: false,
+            effect: Effect::Pure,
+            when: None,
+            span: t.span,
+        };
+        let own = self.task_body(t, &mut task);
+        own.apply(&mut task, agent_defaults.as_ref());
+        if let Some(defaults) = &agent_defaults {
+            if task.prompt.is_some() && defaults.kind != "llm" {
+                self.warn_ignored_prompt(t, defaults.kind);
+            }
+        }
+        Some(task)
+    }
+
+    /// The agent a task runs on, or an error naming the agents there are.
+    fn task_agent(&mut self, name: &ast::Ident) -> Option<AgentId> {
+        if let Some(&(agent, _)) = self.names.agents.get(&name.name) {
+            return Some(agent);
+        }
+        let agents: Vec<String> = self.names.agents.keys().cloned().collect();
+        let d = Diagnostic::error(name.span, format!("unknown agent `{}`", name.name))
+            .with_label("no agent of this name")
+            .with_suggestion(&name.name, agents.iter().map(String::as_str));
+        let d = if d.help.is_none() && !agents.is_empty() {
+            d.with_help(format!("the agents are {}", backticked_owned(&agents)))
+        } else {
+            d
+        };
+        self.diags.push(d);
+        None
+    }
+
+    /// The tasks a task runs after; records where each is written, for cycle errors.
+    fn after(&mut self, t: &ast::Task, id: TaskId, phase: PhaseId) -> Vec<TaskId> {
+        let mut after = Vec::new();
+        let mut after_spans = Vec::new();
+        let mut seen_deps = HashSet::with_capacity(t.after.len().min(64));
+        for dep in &t.after {
+            match self.names.tasks.get(&dep.name) {
+                Some(&(dep_id, dep_phase, _)) if dep_phase == phase => {
+                    if !seen_deps.insert(dep_id) {
+                        self.error(
+                            dep.span,
+                            format!("`{}` is named twice in `after`", dep.name),
+                        )
+                        .with_label("repeated");
+                    } else {
+                        after.push(dep_id);
+                        after_spans.push(dep.span);
+                    }
+                }
+                Some(&(_, dep_phase, _)) => self.after_other_phase(dep, dep_phase),
+                None => self.unknown_after(dep, phase),
+            }
+        }
+        if self.after_spans.len() <= id.index() {
+            self.after_spans.resize_with(id.index() + 1, Vec::new);
+        }
+        self.after_spans[id.index()] = after_spans;
+        after
+    }
+
+    fn after_other_phase(&mut self, dep: &ast::Ident, dep_phase: PhaseId) {
+        let other = self
+            .names
+            .phases
+            .get_index(dep_phase.index())
+            .map_or(String::new(), |(n, _)| n.clone());
+        self.error(
+            dep.span,
+            format!("`after` names `{}`, a task of phase `{other}`", dep.name),
+        )
+        .with_label("in another phase")
+        .help = Some(
+            "`after` names tasks of the same phase; every task already waits for \
+             the previous phase's gate"
+                .into(),
+        );
+    }
+
+    fn unknown_after(&mut self, dep: &ast::Ident, phase: PhaseId) {
+        let same_phase: Vec<String> = self
+            .names
+            .tasks
+            .iter()
+            .filter(|(_, (_, p, _))| *p == phase)
+            .map(|(n, _)| n.clone())
+            .collect();
+        let d = Diagnostic::error(dep.span, format!("unknown task `{}`", dep.name))
+            .with_label("no task of this name")
+            .with_suggestion(&dep.name, same_phase.iter().map(String::as_str));
+        self.diags.push(d);
+    }
+
+    /// Reads a task's body into `task`; returns what it sets of what agents also set.
+    fn task_body(&mut self, t: &ast::Task, task: &mut Task) -> Inheritable {
+        let mut own = Inheritable::default();
+        let mut seen = SeenSettings::default();
+        let mut when_span: Option<Span> = None;
+        for item in t.body.iter().flatten() {
+            match item {
+                ast::TaskItem::When(w) => {
+                    let kw = w.span.sub(0, "when".len());
+                    if let Some(first) = when_span {
+                        self.error(
+                            kw,
+                            format!("task `{}` has more than one `when`", t.name.name),
+                        )
+                        .with_label("second `when`")
+                        .related
+                        .push((first, "first `when` here".into()));
+                        continue;
+                    }
+                    when_span = Some(kw);
+                    task.when = self.rule(RuleKind::When, &w.rule);
+                }
+                ast::TaskItem::Setting(s) => {
+                    if self.first_setting(&mut seen, s) {
+                        self.task_setting(s, task, &mut own);
+                    }
+                }
+            }
+        }
+        own
+    }
+
+    fn task_setting(&mut self, s: &ast::Setting, task: &mut Task, own: &mut Inheritable) {
+        let name = s.name.name.as_str();
+        let v = &s.value;
+        match name {
+            "prompt" => {
+                if let Some(lit) = self.reader().string(name, v) {
+                    task.prompt = self.template(lit, "prompt");
+                }
+            }
+            "input" => self.task_input(v, task),
+            "retry" => own.retry = self.reader().int(name, v, 0, 100).map(|n| n as u32),
+            "backoff" => own.backoff = self.reader().backoff(v),
+            "timeout" => own.timeout = self.reader().duration(name, v, true),
+            "cache" => task.cache = self.reader().boolean(name, v).unwrap_or(false),
+            "effect" => {
+                task.effect = self
+                    .reader()
+                    .choice(
+                        name,
+                        v,
+                        &[
+                            ("pure", Effect::Pure),
+                            ("idempotent", Effect::Idempotent),
+                            ("external", Effect::External),
+                        ],
+                    )
+                    .unwrap_or(Effect::Pure)
+            }
+            _ => self.unknown_setting(s, "a task", TASK_SETTINGS),
+        }
+    }
+
+    fn task_input(&mut self, v: &ast::Value, task: &mut Task) {
+        match &v.kind {
+            ast::ValueKind::Map(entries) => {
+                task.input = self.reader().template_map(entries).unwrap_or_default();
+                task.input_tree = self.tree(v, "input");
+            }
+            _ => {
+                let found = values::describe(v);
+                self.error(v.span, format!("`input` expects a map, found {found}"))
+                    .with_label("expected a map")
+                    .help = Some("write `input = { key = value }`".into());
+            }
+        }
+    }
+
+    fn warn_ignored_prompt(&mut self, t: &ast::Task, kind: &str) {
+        let span = t
+            .body
+            .iter()
+            .flatten()
+            .find_map(|i| match i {
+                ast::TaskItem::Setting(s) if s.name.name == "prompt" => Some(s.name.span),
+                _ => None,
+            })
+            .unwrap_or(t.name.span);
+        self.diags.push(
+            Diagnostic::warning(
+                span,
+                format!(
+                    "`prompt` is ignored: task `{}` runs on `{}`, a {kind} agent",
+                    t.name.name, t.agent.name
+                ),
+            )
+            .with_label("unused")
+            .with_help("only llm agents read a prompt; pass data to other agents with `input`"),
+        );
+    }
+    pub(super) fn warn_unused(&mut self, agents: &[Agent], tasks: &[Task], phases: &[Phase]) {
+        let used: HashSet<AgentId> = tasks.iter().map(|t| t.agent).collect();
+        for agent in agents {
+            if !used.contains(&agent.id) {
+                let span = self
+                    .names
+                    .agents
+                    .get(&agent.name)
+                    .map_or(agent.span, |(_, s)| *s);
+                self.diags.push(
+                    Diagnostic::warning(
+                        span,
+                        format!("agent `{}` is not used by any task", agent.name),
+                    )
+                    .with_label("unused agent")
+                    .with_help("remove it, or give a task to it with `task NAME on AGENT`"),
+                );
+            }
+        }
+        for phase in phases {
+            if !self.names.phases_with_tasks.contains(&phase.id) {
+                let span = self
+                    .names
+                    .phases
+                    .get(&phase.name)
+                    .map_or(phase.span, |(_, s)| *s);
+                self.diags.push(
+                    Diagnostic::warning(span, format!("phase `{}` has no tasks", phase.name))
+                        .with_label("empty phase")
+                        .with_help("its gate passes at once; add tasks or remove the phase"),
+                );
+            }
+        }
+    }
+}
+
+fn backticked_owned(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

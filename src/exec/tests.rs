@@ -1,0 +1,224 @@
+//! The dispatcher's concepts, each on a small workflow under paused time: dispatch order and
+//! limits, the error handler's branches, escalation without an operator, resume from a log,
+//! and the journal's order of commit and observation.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::escalation::Escalations;
+use super::*;
+use crate::check::ir::TaskId;
+use crate::model::{ErrorCode, EventKind, RunStatus, SkipReason, TaskError, TaskStatus};
+use crate::store::MemoryStore;
+
+fn compile(text: &str) -> (Arc<Workflow>, Arc<Plan>) {
+    let mut map = crate::source::SourceMap::new();
+    let checked =
+        crate::check::check_source(&mut map, "t.cond", std::path::Path::new("t.cond"), text);
+    let wf = checked
+        .workflow
+        .unwrap_or_else(|| panic!("{}", crate::diag::render(&map, &checked.diags, false)));
+    let plan = crate::plan::plan(&wf).unwrap();
+    (Arc::new(wf), Arc::new(plan))
+}
+
+async fn run_text(text: &str) -> (RunState, Vec<Event>) {
+    let (wf, plan) = compile(text);
+    let store = Arc::new(MemoryStore::new());
+    let options = RunOptions::new(store.clone());
+    let id = options.run_id.clone();
+    let state = run(wf, plan, options).await.unwrap();
+    (state, store.events(&id).unwrap())
+}
+
+fn kinds(events: &[Event]) -> Vec<&'static str> {
+    events.iter().map(|e| e.kind.name()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn dispatch_goes_in_declaration_order_within_max_parallel() {
+    let (state, events) = run_text(
+        r#"workflow w { max_parallel = 1
+            agent m { kind = "mock", latency = 10ms, count = 3 }
+            phase p { task c on m  task a on m  task b on m } }"#,
+    )
+    .await;
+    assert_eq!(state.status(), RunStatus::Completed);
+    let order: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::TaskDispatched { task, .. } => Some(&**task),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(order, ["c", "a", "b"]);
+    // One at a time: each dispatch follows the previous task's end.
+    let k = kinds(&events);
+    let first_finish = k.iter().position(|k| *k == "task_finished").unwrap();
+    let second_dispatch = k.iter().rposition(|k| *k == "task_dispatched").unwrap();
+    assert!(first_finish < second_dispatch);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dispatch_gives_up_after_agent_wait_and_counts_an_attempt() {
+    let (state, events) = run_text(
+        r#"workflow w { agent_wait = 50ms
+            agent m { kind = "mock", latency = 1s, retry = 0 }
+            phase p { task a on m  task b on m  gate { true } } }"#,
+    )
+    .await;
+    let b = state.task("b").unwrap();
+    assert_eq!(b.status, TaskStatus::Failed);
+    assert_eq!(b.error.as_ref().unwrap().code, ErrorCode::NoAvailableAgent);
+    let under_pool = events.iter().any(|e| {
+        matches!(&e.kind, EventKind::AttemptFinished { task, agent, .. } if &**task == "b" && &**agent == "m")
+    });
+    assert!(
+        under_pool,
+        "the attempt that found no instance is logged under the pool"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcome_retries_then_dead_letters_with_the_history() {
+    let (state, events) = run_text(
+        r#"workflow w { agent m { kind = "mock", fail_first = 9, retry = 2, backoff = fixed(10ms) }
+            phase p { task a on m  gate { true } } }"#,
+    )
+    .await;
+    let retries = kinds(&events)
+        .iter()
+        .filter(|k| **k == "retry_scheduled")
+        .count();
+    assert_eq!(retries, 2);
+    let entry = state.dead_letter_entries.first().expect("dead-lettered");
+    assert_eq!(entry.attempts.len(), 3);
+    assert_eq!(entry.reason, "3 attempts failed");
+    assert_eq!(entry.attempts[0].retry_delay_ms, Some(10));
+    assert_eq!(state.task("a").unwrap().status, TaskStatus::Failed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcome_escalates_a_fatal_error_and_aborts_without_an_operator() {
+    let (state, events) = run_text(
+        r#"workflow w { agent m { kind = "mock", fail_first = 1, error = "fatal" }
+            phase p { task a on m  task b on m after a } }"#,
+    )
+    .await;
+    assert!(kinds(&events).contains(&"escalated"));
+    assert_eq!(state.status(), RunStatus::Failed);
+    assert!(state
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("aborted by on_escalation"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn escalation_with_ask_and_no_operator_leaves_the_run_waiting() {
+    let (state, _) = run_text(
+        r#"workflow w { on_escalation = "ask"
+            agent m { kind = "mock", fail_first = 1, error = "fatal" }
+            phase p { task a on m } }"#,
+    )
+    .await;
+    assert_eq!(state.status(), RunStatus::Waiting);
+    assert_eq!(state.awaiting_decision, [Arc::<str>::from("a")]);
+}
+
+#[test]
+fn escalations_put_wait_and_close() {
+    let mut e = Escalations::new(None);
+    let t = TaskId(3);
+    e.put(t, TaskError::fatal(ErrorCode::Fatal, "x"));
+    assert!(e.is_open(t) && e.has_waiting() && !e.asking());
+    e.close(t);
+    assert!(!e.is_open(t) && !e.has_waiting());
+}
+
+#[tokio::test(start_paused = true)]
+async fn resume_runs_again_what_was_in_flight_and_keeps_what_completed() {
+    let (wf, plan) = compile(
+        r#"workflow w { agent m { kind = "mock", latency = 100ms }
+            phase p { task a on m  task b on m after a } }"#,
+    );
+    let store = Arc::new(MemoryStore::new());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut options = RunOptions::new(store.clone());
+    options.cancel = cancel.clone();
+    let id = options.run_id.clone();
+    let handle = tokio::spawn(run(wf.clone(), plan.clone(), options));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    cancel.cancel();
+    let stopped = handle.await.unwrap().unwrap();
+    assert_eq!(stopped.status(), RunStatus::Cancelled);
+    assert_eq!(stopped.task("a").unwrap().status, TaskStatus::Completed);
+    let events = store.events(&id).unwrap();
+    let state = resume(
+        wf,
+        plan,
+        RunOptions::new(store.clone()),
+        events,
+        ResumeRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state.status(), RunStatus::Completed);
+    let all = store.events(&id).unwrap();
+    let dispatched_a = all
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::TaskDispatched { task, .. } if &**task == "a"))
+        .count();
+    assert_eq!(
+        dispatched_a, 1,
+        "a completed before the stop and never ran again"
+    );
+    let resumed = all
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::RunResumed { rerun } => Some(rerun.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(resumed, [Arc::<str>::from("b")]);
+}
+
+/// Records what it saw: the number of events the store held when each event was observed.
+struct Witness {
+    store: Arc<MemoryStore>,
+    seen: Arc<Mutex<Vec<(u64, usize)>>>,
+}
+
+impl Observer for Witness {
+    fn event(&mut self, event: &Event, state: &RunState) {
+        let stored = self.store.events(&state.workflow_id).map_or(0, |e| e.len());
+        self.seen.lock().unwrap().push((event.seq, stored));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_journal_commits_before_observers_see_an_event() {
+    let (wf, plan) = compile(
+        r#"workflow w { agent m { kind = "mock" } phase p { task a on m { when { false } } task b on m } }"#,
+    );
+    let store = Arc::new(MemoryStore::new());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let mut options = RunOptions::new(store.clone());
+    options.observers.push(Box::new(Witness {
+        store: store.clone(),
+        seen: seen.clone(),
+    }));
+    let state = run(wf, plan, options).await.unwrap();
+    assert_eq!(
+        state.task("a").unwrap().skip_reason,
+        Some(SkipReason::WhenFalse)
+    );
+    let seen = seen.lock().unwrap();
+    assert!(!seen.is_empty());
+    for (seq, stored) in seen.iter() {
+        assert!(
+            *stored as u64 >= *seq,
+            "event {seq} observed before it was stored"
+        );
+    }
+}
