@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use conductor::testing::{workflow, Shape};
+use conductor::workloads::{workflow, Shape};
 use conductor::SourceMap;
 
 #[global_allocator]

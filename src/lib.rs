@@ -25,13 +25,13 @@
 #![forbid(unsafe_code)]
 
 pub mod agents;
-pub mod app;
+mod app;
 pub mod check;
-pub mod cli;
+mod cli;
 pub mod config;
 pub mod diag;
 pub mod exec;
-pub mod files;
+mod files;
 pub mod model;
 pub mod plan;
 pub mod policy;
@@ -39,11 +39,13 @@ pub mod report;
 pub mod source;
 pub mod store;
 pub mod syntax;
-pub mod template;
+mod template;
 #[doc(hidden)]
-pub mod testing;
-pub mod text;
+pub mod workloads;
+mod text;
 
+/// The command line, as the `conductor` binary runs it.
+pub use cli::main as run_cli;
 pub use check::ir::Workflow;
 pub use check::{check_file, check_source, Checked};
 pub use diag::{Diagnostic, Level};

@@ -10,7 +10,7 @@ pub mod stores;
 pub mod workspace;
 
 pub use error::AppError;
-pub use inspect::{export_artifacts, find_run, gc, load_run, parse_age, LoadedRun};
+pub use inspect::{export_artifacts, find_run, gc, load_run, parse_age};
 pub use load::{load, provider_warnings, Loaded};
 pub use runs::{
     parse_decision, parse_params, resume, start, Prepared, Resume, Start, Stopped, Watch,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use conductor::exec::{run, RunOptions};
 use conductor::model::RunStatus;
 use conductor::store::MemoryStore;
-use conductor::testing::{workflow, Shape};
+use conductor::workloads::{workflow, Shape};
 use conductor::{check_source, SourceMap};
 
 #[global_allocator]

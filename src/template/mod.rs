@@ -118,18 +118,6 @@ impl TemplatesBuilder {
         Ok((id, vars))
     }
 
-    /// Checks a template's syntax without keeping it.
-    pub fn parse_only(source: &str) -> Result<Vec<String>, SyntaxError> {
-        let env = environment();
-        let t = env.template_from_str(source).map_err(|e| SyntaxError {
-            range: e.range(),
-            detail: e.detail().unwrap_or("syntax error").to_string(),
-        })?;
-        let mut vars: Vec<String> = t.undeclared_variables(true).into_iter().collect();
-        vars.sort();
-        Ok(vars)
-    }
-
     pub fn finish(self) -> Templates {
         Templates {
             inner: Arc::new(Inner {
