@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 /// Why a path may not be written.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct UnsafePath(pub String);
+pub(crate) struct UnsafePath(pub String);
 
 /// A file path an agent may write: relative, inside the workspace, made of ordinary names.
-pub fn check_path(path: &str) -> Result<(), UnsafePath> {
+pub(crate) fn check_path(path: &str) -> Result<(), UnsafePath> {
     use std::path::Component;
     if path.trim().is_empty() {
         return Err(UnsafePath("the path is empty".into()));
@@ -46,7 +46,7 @@ pub fn check_path(path: &str) -> Result<(), UnsafePath> {
 }
 
 /// `./a//b.txt` → `a/b.txt`: one spelling per file, so later versions replace earlier ones.
-pub fn normalize(path: &str) -> String {
+pub(crate) fn normalize(path: &str) -> String {
     Path::new(path)
         .components()
         .filter_map(|c| match c {
@@ -59,7 +59,7 @@ pub fn normalize(path: &str) -> String {
 
 /// A file is written only through real folders of `root`: a symbolic link left there by an
 /// earlier task (`ln -s /etc x`) must not carry a write outside it.
-pub fn refuse_links(root: &Path, path: &str) -> Result<(), UnsafePath> {
+pub(crate) fn refuse_links(root: &Path, path: &str) -> Result<(), UnsafePath> {
     let mut at = root.to_path_buf();
     for part in Path::new(path).components() {
         at.push(part);
@@ -76,7 +76,7 @@ pub fn refuse_links(root: &Path, path: &str) -> Result<(), UnsafePath> {
 
 /// Why a file could not be written.
 #[derive(Debug, thiserror::Error)]
-pub enum WriteError {
+pub(crate) enum WriteError {
     #[error(transparent)]
     Unsafe(#[from] UnsafePath),
     #[error("cannot write `{}`: {source}", path.display())]
@@ -87,7 +87,7 @@ pub enum WriteError {
 }
 
 /// Writes `content` to `root/path`, creating folders, refusing paths that leave `root`.
-pub fn write_under(root: &Path, path: &str, content: &[u8]) -> Result<(), WriteError> {
+pub(crate) fn write_under(root: &Path, path: &str, content: &[u8]) -> Result<(), WriteError> {
     check_path(path)?;
     refuse_links(root, path)?;
     let target = root.join(path);

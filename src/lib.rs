@@ -40,13 +40,13 @@ pub mod source;
 pub mod store;
 pub mod syntax;
 mod template;
+mod text;
 #[doc(hidden)]
 pub mod workloads;
-mod text;
 
-/// The command line, as the `conductor` binary runs it.
-pub use cli::main as run_cli;
 pub use check::ir::Workflow;
 pub use check::{check_file, check_source, Checked};
+/// The command line, as the `conductor` binary runs it.
+pub use cli::main as run_cli;
 pub use diag::{Diagnostic, Level};
 pub use source::{SourceMap, Span};

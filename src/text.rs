@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 /// A duration in the language's own notation, in the largest exact unit (`90s`, `2m`, `250ms`).
-pub fn duration(d: Duration) -> String {
+pub(crate) fn duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms == 0 {
         "0s".to_string()
@@ -21,7 +21,7 @@ pub fn duration(d: Duration) -> String {
 }
 
 /// Milliseconds for people: `850ms`, `1.2s`.
-pub fn millis(ms: u64) -> String {
+pub(crate) fn millis(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms}ms")
     } else {
@@ -30,7 +30,7 @@ pub fn millis(ms: u64) -> String {
 }
 
 /// `s` when `n` is not one.
-pub fn plural(n: impl Into<u64>) -> &'static str {
+pub(crate) fn plural(n: impl Into<u64>) -> &'static str {
     if n.into() == 1 {
         ""
     } else {
@@ -39,13 +39,13 @@ pub fn plural(n: impl Into<u64>) -> &'static str {
 }
 
 /// `3 errors`, `1 warning`.
-pub fn count(n: usize, what: &str) -> String {
+pub(crate) fn count(n: usize, what: &str) -> String {
     format!("{n} {what}{}", plural(n as u64))
 }
 
 /// Inline code as written between braces, its common indentation removed and blank lines at
 /// either end dropped; the first line (after the brace) is trimmed on its own.
-pub fn normalize_code(raw: &str) -> String {
+pub(crate) fn normalize_code(raw: &str) -> String {
     let mut lines = raw.lines();
     let first = lines.next().unwrap_or("").trim().to_string();
     let rest: Vec<&str> = lines.collect();
@@ -74,7 +74,7 @@ pub fn normalize_code(raw: &str) -> String {
 }
 
 /// The first 12 characters of a hash (all of a shorter one).
-pub fn short_hash(hash: &str) -> &str {
+pub(crate) fn short_hash(hash: &str) -> &str {
     hash.get(..12).unwrap_or(hash)
 }
 

@@ -14,7 +14,7 @@ use crate::check::ir;
 use crate::model::{ErrorCode, TaskError};
 
 /// Response bodies larger than this are refused rather than read into memory.
-pub const BODY_LIMIT: usize = 10 << 20;
+pub(crate) const BODY_LIMIT: usize = 10 << 20;
 
 /// A request for one attempt, rendered.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

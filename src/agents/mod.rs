@@ -81,7 +81,7 @@ impl AgentCall {
 }
 
 /// What a task's agent is asked, rendered for one attempt.
-pub struct Renderer<'a> {
+pub(crate) struct Renderer<'a> {
     pub templates: &'a Templates,
     pub ctx: &'a Context,
     /// Undefined values fail the task (false only in dry runs).
@@ -110,7 +110,7 @@ impl Renderer<'_> {
 }
 
 /// What [`prepare`] needs besides the templates.
-pub struct Preparing<'a> {
+pub(crate) struct Preparing<'a> {
     pub wf: &'a Workflow,
     pub task: &'a ir::Task,
     pub attempt: u32,
@@ -127,7 +127,7 @@ pub struct Preparing<'a> {
 }
 
 /// The call for one attempt of `p.task`, its templates rendered.
-pub fn prepare(p: &Preparing<'_>, r: &Renderer<'_>) -> Result<AgentCall, TaskError> {
+pub(crate) fn prepare(p: &Preparing<'_>, r: &Renderer<'_>) -> Result<AgentCall, TaskError> {
     let agent = p.wf.agent(p.task.agent);
     if p.dry_run && !matches!(agent.kind, AgentKind::Mock(_)) {
         return Ok(AgentCall::Mock(MockCall::dry_run(&agent.kind)));

@@ -15,7 +15,7 @@ use crate::check::ir;
 use crate::model::{ErrorCode, TaskError};
 
 /// Bytes of stdout and of stderr kept; past it, the tail is kept.
-pub const OUTPUT_LIMIT: usize = 1 << 20;
+pub(super) const OUTPUT_LIMIT: usize = 1 << 20;
 
 /// How long output is still read after the program exits, when something else holds its pipes.
 const PIPE_GRACE: Duration = Duration::from_millis(250);

@@ -10,7 +10,7 @@ use crate::source::SourceMap;
 use crate::store::StoreError;
 
 #[derive(Debug, thiserror::Error)]
-pub enum AppError {
+pub(crate) enum AppError {
     /// A value on the command line is malformed.
     #[error("{0}")]
     Usage(String),
@@ -51,8 +51,8 @@ pub enum AppError {
         "run {0} completed (its gate passed without this task); start a new run to run it again"
     )]
     CompletedAlready(String),
-    #[error("{0}")]
-    Cassette(String),
+    #[error(transparent)]
+    Cassette(#[from] crate::agents::llm::CassetteError),
     #[error("the run's log names a file it may not write: {0}")]
     UnsafeArtifact(crate::files::UnsafePath),
     #[error("`{path}` ({hash}) is not in the store `{store}`")]

@@ -8,7 +8,7 @@ use crate::model::{Event, RunId, RunState, Timestamp};
 use crate::store::Store;
 
 /// Resolves a run id or a unique prefix of one.
-pub fn find_run(store: &dyn Store, id: &str) -> Result<RunId, AppError> {
+pub(crate) fn find_run(store: &dyn Store, id: &str) -> Result<RunId, AppError> {
     let runs = store.runs()?;
     if let Some(r) = runs.iter().find(|r| &*r.id.0 == id) {
         return Ok(r.id.clone());
@@ -25,14 +25,14 @@ pub fn find_run(store: &dyn Store, id: &str) -> Result<RunId, AppError> {
 }
 
 /// A run's log and the state it makes.
-pub struct LoadedRun {
+pub(crate) struct LoadedRun {
     pub id: RunId,
     pub events: Vec<Event>,
     pub state: RunState,
 }
 
 /// A run named by id or prefix, with its log.
-pub fn load_run(store: &dyn Store, id: &str) -> Result<LoadedRun, AppError> {
+pub(crate) fn load_run(store: &dyn Store, id: &str) -> Result<LoadedRun, AppError> {
     let id = find_run(store, id)?;
     let events = store.events(&id)?;
     let state = RunState::from_events(&events);
@@ -40,7 +40,11 @@ pub fn load_run(store: &dyn Store, id: &str) -> Result<LoadedRun, AppError> {
 }
 
 /// Writes the latest version of each of a run's files into `dir`; returns how many.
-pub fn export_artifacts(store: &dyn Store, run: &LoadedRun, dir: &Path) -> Result<usize, AppError> {
+pub(crate) fn export_artifacts(
+    store: &dyn Store,
+    run: &LoadedRun,
+    dir: &Path,
+) -> Result<usize, AppError> {
     let mut written = 0;
     for a in run.state.artifacts.iter().filter(|a| !a.superseded) {
         crate::files::check_path(&a.path).map_err(AppError::UnsafeArtifact)?;
@@ -58,14 +62,14 @@ pub fn export_artifacts(store: &dyn Store, run: &LoadedRun, dir: &Path) -> Resul
 }
 
 /// An age like `30d` or `12h`.
-pub fn parse_age(text: &str) -> Result<std::time::Duration, AppError> {
+pub(crate) fn parse_age(text: &str) -> Result<std::time::Duration, AppError> {
     humantime::parse_duration(text)
         .map_err(|e| AppError::Usage(format!("`--older-than {text}`: {e} (e.g. `30d`, `12h`)")))
 }
 
 /// Deletes finished runs older than `age`, with their workspaces; returns their ids. A
 /// workspace that cannot be removed is reported and left.
-pub fn gc(
+pub(crate) fn gc(
     store: &dyn Store,
     spec: &StoreSpec,
     age: std::time::Duration,

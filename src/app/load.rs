@@ -9,7 +9,7 @@ use crate::plan::Plan;
 use crate::source::SourceMap;
 
 /// A checked, planned workflow, and the warnings its check gave.
-pub struct Loaded {
+pub(crate) struct Loaded {
     pub map: SourceMap,
     pub workflow: Workflow,
     pub plan: Plan,
@@ -17,7 +17,7 @@ pub struct Loaded {
 }
 
 /// Reads, checks and plans a workflow file.
-pub fn load(path: &Path) -> Result<Loaded, AppError> {
+pub(crate) fn load(path: &Path) -> Result<Loaded, AppError> {
     let mut map = SourceMap::new();
     let text = match crate::check::read_text(path) {
         Ok(text) => text,
@@ -46,7 +46,7 @@ pub fn load(path: &Path) -> Result<Loaded, AppError> {
 
 /// Warnings for llm agents whose provider the project configuration does not define (or a
 /// configuration that does not load): `conductor run` would stop before starting.
-pub fn provider_warnings(
+pub(crate) fn provider_warnings(
     wf: &Workflow,
     explicit: Option<&std::path::Path>,
     path: &std::path::Path,

@@ -6,13 +6,13 @@ mod error;
 mod inspect;
 mod load;
 mod runs;
-pub mod stores;
-pub mod workspace;
+pub(crate) mod stores;
+pub(crate) mod workspace;
 
-pub use error::AppError;
-pub use inspect::{export_artifacts, find_run, gc, load_run, parse_age};
-pub use load::{load, provider_warnings, Loaded};
-pub use runs::{
+pub(crate) use error::AppError;
+pub(crate) use inspect::{export_artifacts, find_run, gc, load_run, parse_age};
+pub(crate) use load::{load, provider_warnings, Loaded};
+pub(crate) use runs::{
     parse_decision, parse_params, resume, start, Prepared, Resume, Start, Stopped, Watch,
 };
-pub use stores::StoreSpec;
+pub(crate) use stores::StoreSpec;

@@ -16,7 +16,7 @@ use crate::model::{Decision, RunId, RunState, RunStatus};
 use crate::store::Store;
 
 /// A new run, as asked for.
-pub struct Start {
+pub(crate) struct Start {
     pub file: PathBuf,
     pub params: BTreeMap<String, serde_json::Value>,
     pub dry_run: bool,
@@ -28,7 +28,7 @@ pub struct Start {
 }
 
 /// A run to continue, as asked for.
-pub struct Resume {
+pub(crate) struct Resume {
     /// A run id, or a unique prefix of one.
     pub run: String,
     pub decisions: Vec<(String, Decision)>,
@@ -41,14 +41,13 @@ pub struct Resume {
 
 /// What the caller watches a run with, decided once the run's id, store and workspace are
 /// known.
-pub struct Watch {
+pub(crate) struct Watch {
     pub observers: Vec<Box<dyn Observer>>,
     pub operator: Option<Arc<dyn Operator>>,
 }
 
 /// What the caller is told before the run starts, to set up its watch.
-pub struct Prepared<'a> {
-    pub run_id: RunId,
+pub(crate) struct Prepared<'a> {
     pub store: String,
     pub workspace: Option<PathBuf>,
     /// The workflow's warnings, and the files they point into.
@@ -57,7 +56,7 @@ pub struct Prepared<'a> {
 }
 
 /// How a run stopped.
-pub enum Stopped {
+pub(crate) enum Stopped {
     /// It ran (or ran on) to an end: completed, failed, cancelled or waiting.
     Ran {
         state: RunState,
@@ -69,7 +68,9 @@ pub enum Stopped {
 }
 
 /// `NAME=VALUE` pairs; VALUE is read as JSON when it parses, else as a string.
-pub fn parse_params(pairs: &[String]) -> Result<BTreeMap<String, serde_json::Value>, AppError> {
+pub(crate) fn parse_params(
+    pairs: &[String],
+) -> Result<BTreeMap<String, serde_json::Value>, AppError> {
     let mut out = BTreeMap::new();
     for pair in pairs {
         let Some((name, value)) = pair.split_once('=') else {
@@ -85,7 +86,7 @@ pub fn parse_params(pairs: &[String]) -> Result<BTreeMap<String, serde_json::Val
 }
 
 /// `TASK=retry|skip|abort`.
-pub fn parse_decision(text: &str) -> Result<(String, Decision), AppError> {
+pub(crate) fn parse_decision(text: &str) -> Result<(String, Decision), AppError> {
     let Some((task, decision)) = text.split_once('=') else {
         return Err(AppError::Usage(format!(
             "`--decide {text}` needs the form TASK=retry|skip|abort"
@@ -108,7 +109,7 @@ fn open_recorder(record: Option<&PathBuf>) -> Result<Option<Arc<Recorder>>, AppE
 }
 
 /// Starts a run and drives it to its end.
-pub async fn start(
+pub(crate) async fn start(
     req: Start,
     cancel: CancellationToken,
     watch: impl FnOnce(&Prepared<'_>) -> Watch,
@@ -152,7 +153,6 @@ fn attach(
     watch: impl FnOnce(&Prepared<'_>) -> Watch,
 ) {
     let w = watch(&Prepared {
-        run_id: options.run_id.clone(),
         store: store.describe(),
         workspace: options.workspace.clone(),
         warnings: &loaded.warnings,
@@ -163,7 +163,7 @@ fn attach(
 }
 
 /// Continues a stopped run (`conductor resume`, `conductor dlq retry`).
-pub async fn resume(
+pub(crate) async fn resume(
     req: Resume,
     cancel: CancellationToken,
     watch: impl FnOnce(&Prepared<'_>) -> Watch,

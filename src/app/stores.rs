@@ -8,7 +8,7 @@ use crate::store::{MemoryStore, SqliteStore, Store};
 
 /// Where runs are kept, as `--store` / `CONDUCTOR_STORE` give it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreSpec {
+pub(crate) enum StoreSpec {
     /// Nothing kept between commands.
     Memory,
     /// A SQLite file (created when missing).
@@ -16,7 +16,7 @@ pub enum StoreSpec {
 }
 
 impl StoreSpec {
-    pub fn parse(arg: &str) -> StoreSpec {
+    pub(crate) fn parse(arg: &str) -> StoreSpec {
         match arg {
             "memory" => StoreSpec::Memory,
             path => StoreSpec::Sqlite(PathBuf::from(
@@ -26,7 +26,7 @@ impl StoreSpec {
     }
 
     /// The folder beside the store where runs' workspaces and locks go.
-    pub fn home(&self) -> Option<PathBuf> {
+    pub(crate) fn home(&self) -> Option<PathBuf> {
         match self {
             StoreSpec::Memory => None,
             StoreSpec::Sqlite(path) => Some(
@@ -39,7 +39,7 @@ impl StoreSpec {
     }
 
     /// Opens the store for a new run, creating it when missing.
-    pub fn open_for_run(&self) -> Result<Arc<dyn Store>, AppError> {
+    pub(crate) fn open_for_run(&self) -> Result<Arc<dyn Store>, AppError> {
         Ok(match self {
             StoreSpec::Memory => Arc::new(MemoryStore::new()),
             StoreSpec::Sqlite(path) => Arc::new(SqliteStore::open(path)?),
@@ -47,7 +47,7 @@ impl StoreSpec {
     }
 
     /// Opens an existing store to read or continue its runs.
-    pub fn open_existing(&self) -> Result<Arc<dyn Store>, AppError> {
+    pub(crate) fn open_existing(&self) -> Result<Arc<dyn Store>, AppError> {
         match self {
             StoreSpec::Memory => Err(AppError::MemoryStore),
             StoreSpec::Sqlite(path) if !path.exists() => Err(AppError::NoStore(path.clone())),

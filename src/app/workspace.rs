@@ -7,7 +7,7 @@ use crate::model::RunId;
 
 /// The run's working folder, created; none for the memory store (shell agents then start in
 /// the workflow's folder).
-pub fn create(store: &StoreSpec, run: &RunId) -> Option<PathBuf> {
+pub(crate) fn create(store: &StoreSpec, run: &RunId) -> Option<PathBuf> {
     let dir = run_dir(store, run)?.join("work");
     match std::fs::create_dir_all(&dir) {
         Ok(()) => Some(std::path::absolute(&dir).unwrap_or(dir)),
@@ -19,12 +19,12 @@ pub fn create(store: &StoreSpec, run: &RunId) -> Option<PathBuf> {
 }
 
 /// `runs/RUN` beside the store.
-pub fn run_dir(store: &StoreSpec, run: &RunId) -> Option<PathBuf> {
+pub(crate) fn run_dir(store: &StoreSpec, run: &RunId) -> Option<PathBuf> {
     Some(store.home()?.join("runs").join(run.as_str()))
 }
 
 /// Removes a workspace that a run which could not start left empty.
-pub fn remove_if_empty(dir: &std::path::Path) {
+pub(crate) fn remove_if_empty(dir: &std::path::Path) {
     if std::fs::remove_dir(dir).is_ok() {
         if let Some(run_dir) = dir.parent() {
             let _ = std::fs::remove_dir(run_dir);

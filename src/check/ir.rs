@@ -57,7 +57,7 @@ pub struct Workflow {
     /// The merged code of every module, for named rules and `script` agents.
     pub module_set: ModuleSet,
     /// Every template of the workflow, compiled.
-    pub templates: Templates,
+    pub(crate) templates: Templates,
     pub span: Span,
 }
 
@@ -258,7 +258,7 @@ pub struct MockAgent {
     pub log: Option<PathBuf>,
     pub output: Value,
     /// `output` with its templates compiled, rendered per attempt.
-    pub output_tree: Tree,
+    pub(crate) output_tree: Tree,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -325,7 +325,7 @@ pub struct Task {
     pub prompt: Option<Template>,
     pub input: IndexMap<String, Value>,
     /// `input` with its templates compiled, rendered per attempt.
-    pub input_tree: Tree,
+    pub(crate) input_tree: Tree,
     /// Effective values: the task's own, else its agent's, else the language default.
     pub retry: u32,
     pub backoff: Backoff,
@@ -381,7 +381,7 @@ pub struct Template {
     /// Whether it contains any tag; a plain string renders as itself.
     pub dynamic: bool,
     /// The compiled template in [`Workflow::templates`], when `dynamic`.
-    pub id: Option<TemplateId>,
+    pub(crate) id: Option<TemplateId>,
     pub span: Span,
 }
 

@@ -119,7 +119,11 @@ impl Reader<'_> {
         );
     }
 
-    pub fn string<'v>(&mut self, what: &str, value: &'v ast::Value) -> Option<&'v ast::StrLit> {
+    pub(super) fn string<'v>(
+        &mut self,
+        what: &str,
+        value: &'v ast::Value,
+    ) -> Option<&'v ast::StrLit> {
         match &value.kind {
             ValueKind::Str(s) => Some(s),
             _ => {
@@ -129,7 +133,7 @@ impl Reader<'_> {
         }
     }
 
-    pub fn boolean(&mut self, what: &str, value: &ast::Value) -> Option<bool> {
+    pub(super) fn boolean(&mut self, what: &str, value: &ast::Value) -> Option<bool> {
         match &value.kind {
             ValueKind::Bool(b) => Some(*b),
             _ => {
@@ -140,7 +144,13 @@ impl Reader<'_> {
     }
 
     /// An integer in `min..=max`.
-    pub fn int(&mut self, what: &str, value: &ast::Value, min: i64, max: i64) -> Option<i64> {
+    pub(super) fn int(
+        &mut self,
+        what: &str,
+        value: &ast::Value,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
         let n = match &value.kind {
             ValueKind::Number(t) => match number(t) {
                 Ok(Number::Int(n)) => Some(n),
@@ -165,7 +175,13 @@ impl Reader<'_> {
     }
 
     /// A number (integer or float) in `min..=max`.
-    pub fn float(&mut self, what: &str, value: &ast::Value, min: f64, max: f64) -> Option<f64> {
+    pub(super) fn float(
+        &mut self,
+        what: &str,
+        value: &ast::Value,
+        min: f64,
+        max: f64,
+    ) -> Option<f64> {
         let n = match &value.kind {
             ValueKind::Number(t) => match number(t) {
                 Ok(Number::Int(n)) => Some(n as f64),
@@ -191,7 +207,12 @@ impl Reader<'_> {
     }
 
     /// A duration; `positive` refuses zero.
-    pub fn duration(&mut self, what: &str, value: &ast::Value, positive: bool) -> Option<Duration> {
+    pub(super) fn duration(
+        &mut self,
+        what: &str,
+        value: &ast::Value,
+        positive: bool,
+    ) -> Option<Duration> {
         let d = match &value.kind {
             ValueKind::Number(t) => match number(t) {
                 Ok(Number::Duration(d)) => Some(d),
@@ -224,7 +245,7 @@ impl Reader<'_> {
     }
 
     /// A string that must be one of `choices`.
-    pub fn choice<T: Copy>(
+    pub(super) fn choice<T: Copy>(
         &mut self,
         what: &str,
         value: &ast::Value,
@@ -264,7 +285,7 @@ impl Reader<'_> {
     }
 
     /// `fixed(d)` or `exponential(initial, max)`.
-    pub fn backoff(&mut self, value: &ast::Value) -> Option<Backoff> {
+    pub(super) fn backoff(&mut self, value: &ast::Value) -> Option<Backoff> {
         let ValueKind::Call(call) = &value.kind else {
             self.mismatch(
                 "backoff",
@@ -310,7 +331,7 @@ impl Reader<'_> {
     }
 
     /// `breaker(failures, cooldown)`.
-    pub fn breaker(&mut self, value: &ast::Value) -> Option<Breaker> {
+    pub(super) fn breaker(&mut self, value: &ast::Value) -> Option<Breaker> {
         let ValueKind::Call(call) = &value.kind else {
             self.mismatch("circuit_breaker", value, "`breaker(failures, cooldown)`");
             return None;
@@ -354,7 +375,7 @@ impl Reader<'_> {
     }
 
     /// Any literal value (params, rule arguments).
-    pub fn literal(&mut self, value: &ast::Value) -> Option<Value> {
+    pub(super) fn literal(&mut self, value: &ast::Value) -> Option<Value> {
         self.literal_as(value, false)
     }
 
@@ -411,7 +432,10 @@ impl Reader<'_> {
 
     /// A map literal whose strings are templates (`input`, mock `output`): strings keep their
     /// template source, so a `\{` stays a literal brace when rendered.
-    pub fn template_map(&mut self, entries: &[ast::MapEntry]) -> Option<IndexMap<String, Value>> {
+    pub(super) fn template_map(
+        &mut self,
+        entries: &[ast::MapEntry],
+    ) -> Option<IndexMap<String, Value>> {
         self.map_as(entries, true)
     }
 

@@ -9,7 +9,7 @@ use crate::text::{plural, short_hash};
 
 /// List the files a run's agents wrote, or export them with --out.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     /// A run id, or a unique prefix of one.
     run: String,
     /// Write the run's files (their latest versions) into this folder.
@@ -22,7 +22,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let store = globals.store.open_existing()?;
     let run = crate::app::load_run(&*store, &args.run)?;
     if let Some(dir) = &args.out {

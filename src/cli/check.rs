@@ -15,7 +15,7 @@ use crate::text::count;
 
 /// Check workflow files and report every problem with its place.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     /// `.cond` files to check.
     #[arg(required = true)]
     files: Vec<PathBuf>,
@@ -33,7 +33,7 @@ enum Format {
     Json,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let mut any_error = false;
     let mut unreadable = false;
     let mut json = Vec::new();

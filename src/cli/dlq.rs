@@ -6,7 +6,7 @@ use super::{output, Globals};
 use crate::app::AppError;
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(super) enum Command {
     /// List dead-lettered tasks.
     List {
         #[arg(long)]
@@ -22,7 +22,7 @@ pub enum Command {
     Retry { entry: String },
 }
 
-pub fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppError> {
     if let Command::Retry { entry } = &command {
         return super::run::retry_dead_letter(entry, globals);
     }

@@ -8,14 +8,14 @@ use crate::app::AppError;
 
 /// Print a run's event log as JSON lines.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     run: String,
     /// Keep printing new events until the run finishes.
     #[arg(long)]
     follow: bool,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let store = globals.store.open_existing()?;
     let run = crate::app::find_run(&*store, &args.run)?;
     let mut last = 0;

@@ -11,7 +11,7 @@ use crate::source::SourceMap;
 
 /// Rewrite workflow files in the canonical layout (`-` reads stdin, writes stdout).
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Change nothing; exit 1 and name the files that would change.
@@ -19,7 +19,7 @@ pub struct Args {
     check: bool,
 }
 
-pub fn run(args: Args) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args) -> Result<ExitCode, AppError> {
     let mut code = 0u8;
     for path in &args.files {
         code = code.max(one(path, args.check));

@@ -8,13 +8,13 @@ use crate::text::plural;
 
 /// Delete finished runs older than a given age.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     /// An age like `30d`, `12h`.
     #[arg(long)]
     older_than: String,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let age = crate::app::parse_age(&args.older_than)?;
     let store = globals.store.open_existing()?;
     let (ids, problems) = crate::app::gc(&*store, &globals.store, age)?;

@@ -11,7 +11,7 @@ use crate::app::AppError;
 
 /// Print a workflow's execution plan as text, Graphviz DOT, Mermaid, JSON or SVG.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     file: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
@@ -29,7 +29,7 @@ enum Format {
     Svg,
 }
 
-pub fn run(args: Args) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args) -> Result<ExitCode, AppError> {
     let loaded = crate::app::load(&args.file)?;
     output::diagnostics(&loaded.map, &loaded.warnings);
     let (wf, plan) = (&loaded.workflow, &loaded.plan);

@@ -32,7 +32,7 @@ use crate::app::{AppError, StoreSpec};
     version,
     about = "Runs multi-agent software-delivery workflows declared in .cond files"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// The run store: a SQLite file, or `memory` for a run nobody will inspect or resume.
     #[arg(
         long,

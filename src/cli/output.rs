@@ -8,12 +8,12 @@ use crate::diag::{self, Diagnostic};
 use crate::source::SourceMap;
 
 /// Colour only on a terminal, and not when `NO_COLOR` is set.
-pub fn color() -> bool {
+pub(super) fn color() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// Prints diagnostics on stderr.
-pub fn diagnostics(map: &SourceMap, diags: &[Diagnostic]) {
+pub(super) fn diagnostics(map: &SourceMap, diags: &[Diagnostic]) {
     if diags.is_empty() {
         return;
     }
@@ -21,7 +21,7 @@ pub fn diagnostics(map: &SourceMap, diags: &[Diagnostic]) {
 }
 
 /// Says what went wrong, on stderr.
-pub fn report(e: &AppError) {
+pub(super) fn report(e: &AppError) {
     match e {
         AppError::Invalid { map, diags } => diagnostics(map, diags),
         other => {
@@ -31,14 +31,14 @@ pub fn report(e: &AppError) {
 }
 
 /// Prints a line on stdout; false when the reader went away.
-pub fn line(text: impl std::fmt::Display) -> bool {
+pub(super) fn line(text: impl std::fmt::Display) -> bool {
     writeln!(std::io::stdout(), "{text}").is_ok()
 }
 
 /// Runs a future to its end on a multi-threaded runtime, with Ctrl-C cancelling `cancel`.
 /// The work runs as a spawned task, not on the blocking main thread: completions from worker
 /// threads reach it without a cross-thread wake of `block_on`.
-pub fn drive<T: Send + 'static>(
+pub(super) fn drive<T: Send + 'static>(
     cancel: tokio_util::sync::CancellationToken,
     work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static,
 ) -> Result<T, AppError> {

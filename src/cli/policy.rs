@@ -8,7 +8,7 @@ use crate::app::AppError;
 use crate::policy::testing;
 
 #[derive(clap::Subcommand, Debug)]
-pub enum Command {
+pub(super) enum Command {
     /// Run every `fn test_*()` in `*_test.rhai` files (each tests its sibling `X.rhai`).
     Test {
         /// Files or folders to search; the current folder when none is given.
@@ -16,7 +16,7 @@ pub enum Command {
     },
 }
 
-pub fn run(command: Command) -> Result<ExitCode, AppError> {
+pub(super) fn run(command: Command) -> Result<ExitCode, AppError> {
     let Command::Test { paths } = command;
     let paths = if paths.is_empty() {
         vec![PathBuf::from(".")]

@@ -16,7 +16,7 @@ use crate::report::{HumanView, JsonLines};
 
 /// Run a workflow: phases in order, independent tasks at the same time.
 #[derive(clap::Args, Debug)]
-pub struct RunArgs {
+pub(super) struct RunArgs {
     file: PathBuf,
     /// A param value, `NAME=VALUE` (VALUE is read as JSON when it parses, else a string).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
@@ -35,7 +35,7 @@ pub struct RunArgs {
 
 /// Continue a stopped run from its log (a crash, Ctrl-C, or a run waiting for a decision).
 #[derive(clap::Args, Debug)]
-pub struct ResumeArgs {
+pub(super) struct ResumeArgs {
     /// A run id, or a unique prefix of one.
     run: String,
     /// Answer an escalation: `TASK=retry`, `TASK=skip` or `TASK=abort`.
@@ -48,7 +48,7 @@ pub struct ResumeArgs {
     record: Option<PathBuf>,
 }
 
-pub fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError> {
     let start = app::Start {
         params: app::parse_params(&args.params)?,
         file: args.file,
@@ -65,7 +65,7 @@ pub fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError> {
     Ok(ended(stopped, json))
 }
 
-pub fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, AppError> {
     let decisions = args
         .decide
         .iter()
@@ -88,7 +88,7 @@ pub fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, AppError>
 }
 
 /// `conductor dlq retry ENTRY`.
-pub fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCode, AppError> {
     let req = app::Resume {
         run: String::new(),
         decisions: Vec::new(),

@@ -9,7 +9,7 @@ use crate::report::RunRow;
 
 /// List runs in the store.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     /// Only runs with this status (pending, in_progress, waiting, completed, failed, cancelled).
     #[arg(long)]
     status: Option<String>,
@@ -20,7 +20,7 @@ pub struct Args {
     json: bool,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let status = match &args.status {
         Some(s) => Some(RunStatus::parse(s).ok_or_else(|| {
             AppError::Usage(format!(

@@ -7,14 +7,14 @@ use crate::app::AppError;
 
 /// Show a run: its state, every task with its attempts, gates and feedback with reasons.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     /// A run id, or a unique prefix of one.
     run: String,
     #[arg(long)]
     json: bool,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let store = globals.store.open_existing()?;
     let run = crate::app::load_run(&*store, &args.run)?;
     if args.json {

@@ -7,12 +7,12 @@ use crate::app::AppError;
 
 /// Explain a task: why it ran, was skipped, retried, dead-lettered or escalated.
 #[derive(clap::Args, Debug)]
-pub struct Args {
+pub(super) struct Args {
     run: String,
     task: String,
 }
 
-pub fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let store = globals.store.open_existing()?;
     let run = crate::app::load_run(&*store, &args.run)?;
     let Some(result) = run.state.task(&args.task) else {

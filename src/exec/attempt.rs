@@ -31,7 +31,7 @@ pub(super) struct Done {
 
 impl Done {
     /// An attempt that failed before its agent was called.
-    pub fn unstarted(task: TaskId, attempt: u32, instance: u32, error: TaskError) -> Done {
+    pub(super) fn unstarted(task: TaskId, attempt: u32, instance: u32, error: TaskError) -> Done {
         Done {
             task,
             attempt,

@@ -47,7 +47,7 @@ pub(super) struct Breaker {
 }
 
 impl Breaker {
-    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+    pub(super) fn new(threshold: u32, cooldown: Duration) -> Breaker {
         Breaker {
             state: State::Closed,
             consecutive_failures: 0,
@@ -56,22 +56,22 @@ impl Breaker {
         }
     }
 
-    pub fn is_closed(&self) -> bool {
+    pub(super) fn is_closed(&self) -> bool {
         self.state == State::Closed
     }
 
-    pub fn is_open(&self) -> bool {
+    pub(super) fn is_open(&self) -> bool {
         matches!(self.state, State::Open { .. })
     }
 
     /// Whether `t` is the half-open breaker's trial.
-    pub fn is_trial(&self, t: TaskId) -> bool {
+    pub(super) fn is_trial(&self, t: TaskId) -> bool {
         self.state == (State::HalfOpen { trial: Some(t) })
     }
 
     /// Decides a dispatch of `t` at `now`; an open breaker whose cooldown is over lets it
     /// through as its trial.
-    pub fn admit(&mut self, t: TaskId, now: Instant) -> (Admit, Option<Transition>) {
+    pub(super) fn admit(&mut self, t: TaskId, now: Instant) -> (Admit, Option<Transition>) {
         match self.state {
             State::Closed => (Admit::Go, None),
             State::Open { until } if now < until => (Admit::Reject, None),
@@ -93,7 +93,7 @@ impl Breaker {
     }
 
     /// An attempt of `t` that reached the agent succeeded.
-    pub fn success(&mut self, t: TaskId) -> Option<Transition> {
+    pub(super) fn success(&mut self, t: TaskId) -> Option<Transition> {
         self.consecutive_failures = 0;
         // Only the trial's outcome decides a half-open breaker.
         if self.is_trial(t) {
@@ -107,7 +107,7 @@ impl Breaker {
     }
 
     /// An attempt of `t` that reached the agent failed.
-    pub fn failure(&mut self, t: TaskId, now: Instant) -> Option<Transition> {
+    pub(super) fn failure(&mut self, t: TaskId, now: Instant) -> Option<Transition> {
         self.consecutive_failures += 1;
         let n = self.consecutive_failures;
         let reason = match self.state {
@@ -130,7 +130,7 @@ impl Breaker {
 
     /// The trial `t` never reached the agent (or gave up waiting): the next dispatch becomes
     /// the trial.
-    pub fn abandon_trial(&mut self, t: TaskId) {
+    pub(super) fn abandon_trial(&mut self, t: TaskId) {
         if self.is_trial(t) {
             self.state = State::HalfOpen { trial: None };
         }
@@ -138,7 +138,7 @@ impl Breaker {
 
     /// The breaker as a rule sees it: an open breaker whose cooldown is over lets the next
     /// dispatch through as its trial, so it reads as half-open.
-    pub fn observed(&self, now: Instant) -> &'static str {
+    pub(super) fn observed(&self, now: Instant) -> &'static str {
         match self.state {
             State::Closed => "closed",
             State::Open { until } if now < until => "open",

@@ -65,7 +65,7 @@ pub(super) struct Tally {
 }
 
 impl Tally {
-    pub fn success_rate(&self) -> f64 {
+    pub(super) fn success_rate(&self) -> f64 {
         if self.total == 0 {
             1.0
         } else {

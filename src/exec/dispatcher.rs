@@ -91,7 +91,7 @@ pub(super) struct Dispatcher {
 }
 
 impl Dispatcher {
-    pub fn new(
+    pub(super) fn new(
         wf: Arc<Workflow>,
         plan: Arc<Plan>,
         options: RunOptions,
@@ -151,26 +151,26 @@ impl Dispatcher {
     }
 
     /// Records an event: applied to the state now, committed at the next flush.
-    pub fn record(&mut self, kind: EventKind) {
+    pub(super) fn record(&mut self, kind: EventKind) {
         self.journal.record(&mut self.state, kind);
     }
 
     /// Commits the recorded events.
-    pub fn flush(&mut self) -> Result<(), ExecError> {
+    pub(super) fn flush(&mut self) -> Result<(), ExecError> {
         Ok(self.journal.flush(&self.state)?)
     }
 
     /// A task's name as events carry it.
-    pub fn name(&self, t: TaskId) -> Arc<str> {
+    pub(super) fn name(&self, t: TaskId) -> Arc<str> {
         self.state.tasks[t.index()].task.clone()
     }
 
-    pub fn status(&self, t: TaskId) -> TaskStatus {
+    pub(super) fn status(&self, t: TaskId) -> TaskStatus {
         self.state.tasks[t.index()].status
     }
 
     /// Starts the run: records it, enters the first phase, and drives it to its end.
-    pub async fn start(mut self) -> Result<RunState, ExecError> {
+    pub(super) async fn start(mut self) -> Result<RunState, ExecError> {
         let wf = self.run.wf.clone();
         self.journal.store().create_run(&RunRecord {
             id: self.run.id.clone(),
@@ -377,7 +377,7 @@ impl Dispatcher {
     }
 
     /// When a retry of `t` that waits out its backoff is due.
-    pub fn add_timer(&mut self, after: Duration, timer: Timer) {
+    pub(super) fn add_timer(&mut self, after: Duration, timer: Timer) {
         self.timers.add(Instant::now() + after, timer);
     }
 }

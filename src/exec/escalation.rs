@@ -26,7 +26,7 @@ pub(super) struct Escalations {
 }
 
 impl Escalations {
-    pub fn new(operator: Option<Arc<dyn Operator>>) -> Escalations {
+    pub(super) fn new(operator: Option<Arc<dyn Operator>>) -> Escalations {
         Escalations {
             operator,
             asks: VecDeque::new(),
@@ -35,22 +35,22 @@ impl Escalations {
         }
     }
 
-    pub fn has_operator(&self) -> bool {
+    pub(super) fn has_operator(&self) -> bool {
         self.operator.is_some()
     }
 
     /// A question is open.
-    pub fn asking(&self) -> bool {
+    pub(super) fn asking(&self) -> bool {
         self.question.is_some()
     }
 
     /// Tasks wait for a decision from outside the run.
-    pub fn has_waiting(&self) -> bool {
+    pub(super) fn has_waiting(&self) -> bool {
         !self.waiting.is_empty() && self.asks.is_empty()
     }
 
     /// The open question's answer.
-    pub async fn answer(&mut self) -> Answer {
+    pub(super) async fn answer(&mut self) -> Answer {
         let answer = match self.question.as_mut() {
             Some(q) => q.await,
             None => std::future::pending().await,
@@ -60,7 +60,7 @@ impl Escalations {
     }
 
     /// Puts `t` to the operator, or — with none — leaves it waiting for a decision.
-    pub fn put(&mut self, t: TaskId, error: TaskError) {
+    pub(super) fn put(&mut self, t: TaskId, error: TaskError) {
         if self.operator.is_some() {
             self.asks.push_back((t, error));
         } else {
@@ -69,25 +69,25 @@ impl Escalations {
     }
 
     /// Leaves `t` waiting for a decision from outside the run.
-    pub fn wait(&mut self, t: TaskId) {
+    pub(super) fn wait(&mut self, t: TaskId) {
         if !self.waiting.contains(&t) {
             self.waiting.push(t);
         }
     }
 
     /// Whether `t` waits for a decision, asked or not yet asked.
-    pub fn is_open(&self, t: TaskId) -> bool {
+    pub(super) fn is_open(&self, t: TaskId) -> bool {
         self.waiting.contains(&t) || self.asks.iter().any(|(a, _)| *a == t)
     }
 
     /// `t` was decided.
-    pub fn close(&mut self, t: TaskId) {
+    pub(super) fn close(&mut self, t: TaskId) {
         self.waiting.retain(|w| *w != t);
         self.asks.retain(|(a, _)| *a != t);
     }
 
     /// The names of the tasks waiting, for `run_waiting`.
-    pub fn waiting_names(&self, state: &RunState) -> Vec<Arc<str>> {
+    pub(super) fn waiting_names(&self, state: &RunState) -> Vec<Arc<str>> {
         self.waiting
             .iter()
             .map(|t| state.tasks[t.index()].task.clone())

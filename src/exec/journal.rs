@@ -21,7 +21,11 @@ pub(super) struct Journal {
 }
 
 impl Journal {
-    pub fn new(run_id: RunId, store: Arc<dyn Store>, observers: Vec<Box<dyn Observer>>) -> Journal {
+    pub(super) fn new(
+        run_id: RunId,
+        store: Arc<dyn Store>,
+        observers: Vec<Box<dyn Observer>>,
+    ) -> Journal {
         let track = store.keeps_projections();
         Journal {
             run_id,
@@ -34,12 +38,12 @@ impl Journal {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 
     /// Records an event: applied to the state now, appended at the next flush.
-    pub fn record(&mut self, state: &mut RunState, kind: EventKind) {
+    pub(super) fn record(&mut self, state: &mut RunState, kind: EventKind) {
         let event = Event {
             seq: state.last_seq + 1,
             at: self.clock,
@@ -55,7 +59,7 @@ impl Journal {
 
     /// Appends the recorded events in one call (one transaction for a durable store), then
     /// shows them to the observers.
-    pub fn flush(&mut self, state: &RunState) -> Result<(), StoreError> {
+    pub(super) fn flush(&mut self, state: &RunState) -> Result<(), StoreError> {
         if self.batch.is_empty() {
             return Ok(());
         }
@@ -78,7 +82,7 @@ impl Journal {
     }
 
     /// Shows a resumed run's history to the observers, each event with the state it made.
-    pub fn replay(&mut self, events: &[Event]) {
+    pub(super) fn replay(&mut self, events: &[Event]) {
         if self.observers.is_empty() {
             return;
         }
@@ -91,7 +95,7 @@ impl Journal {
         }
     }
 
-    pub fn finished(&mut self, state: &RunState) {
+    pub(super) fn finished(&mut self, state: &RunState) {
         for o in &mut self.observers {
             o.finished(state);
         }

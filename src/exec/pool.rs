@@ -20,7 +20,7 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub fn new(agent: &ir::Agent) -> Pool {
+    pub(super) fn new(agent: &ir::Agent) -> Pool {
         Pool {
             count: agent.count,
             idle: (0..agent.count).collect(),
@@ -35,18 +35,18 @@ impl Pool {
         }
     }
 
-    pub fn idle(&self) -> usize {
+    pub(super) fn idle(&self) -> usize {
         self.idle.len()
     }
 
     /// The tasks waiting, first come first.
-    pub fn waiters(&self) -> Vec<TaskId> {
+    pub(super) fn waiters(&self) -> Vec<TaskId> {
         self.waiting.iter().copied().collect()
     }
 
     /// Takes the lowest-numbered idle instance, unless tasks that came earlier are waiting
     /// (`jump_queue`: the half-open breaker's trial goes ahead of them).
-    pub fn acquire(&mut self, jump_queue: bool) -> Option<u32> {
+    pub(super) fn acquire(&mut self, jump_queue: bool) -> Option<u32> {
         if !self.waiting.is_empty() && !jump_queue {
             return None;
         }
@@ -56,17 +56,17 @@ impl Pool {
     }
 
     /// Joins the queue of tasks waiting for an instance.
-    pub fn wait(&mut self, t: TaskId) {
+    pub(super) fn wait(&mut self, t: TaskId) {
         self.waiting.push_back(t);
     }
 
     /// Leaves the queue (gave up, or was served out of order).
-    pub fn leave(&mut self, t: TaskId) {
+    pub(super) fn leave(&mut self, t: TaskId) {
         self.waiting.retain(|w| *w != t);
     }
 
     /// The first waiter gets an idle instance, if there is one.
-    pub fn serve_next(&mut self) -> Option<(TaskId, u32)> {
+    pub(super) fn serve_next(&mut self) -> Option<(TaskId, u32)> {
         if self.idle.is_empty() {
             return None;
         }
@@ -77,7 +77,7 @@ impl Pool {
     }
 
     /// A specific waiter takes an idle instance (a half-open breaker's trial).
-    pub fn serve(&mut self, t: TaskId) -> Option<u32> {
+    pub(super) fn serve(&mut self, t: TaskId) -> Option<u32> {
         let i = self.idle.pop_first()?;
         self.waiting.retain(|w| *w != t);
         self.running += 1;
@@ -85,7 +85,7 @@ impl Pool {
     }
 
     /// An attempt on `instance` ended; `failed` when it reached the agent, whether it failed.
-    pub fn release(&mut self, instance: u32, failed: Option<bool>) {
+    pub(super) fn release(&mut self, instance: u32, failed: Option<bool>) {
         self.idle.insert(instance);
         self.running = self.running.saturating_sub(1);
         if let Some(f) = failed {

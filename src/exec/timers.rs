@@ -23,18 +23,18 @@ pub(super) struct Timers {
 }
 
 impl Timers {
-    pub fn add(&mut self, at: Instant, timer: Timer) {
+    pub(super) fn add(&mut self, at: Instant, timer: Timer) {
         self.seq += 1;
         self.heap.push(Reverse((at, self.seq, timer)));
     }
 
     /// When the next timer fires.
-    pub fn next(&self) -> Option<Instant> {
+    pub(super) fn next(&self) -> Option<Instant> {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     /// Takes the timers due at `now`, in order.
-    pub fn due(&mut self, now: Instant) -> Vec<Timer> {
+    pub(super) fn due(&mut self, now: Instant) -> Vec<Timer> {
         let mut out = Vec::new();
         while let Some(Reverse((at, _, timer))) = self.heap.peek().copied() {
             if at > now {

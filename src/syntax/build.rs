@@ -17,7 +17,7 @@ pub(super) struct Builder {
 }
 
 impl Builder {
-    pub fn new(file: FileId) -> Builder {
+    pub(super) fn new(file: FileId) -> Builder {
         Builder {
             file,
             diags: Vec::new(),
@@ -30,7 +30,7 @@ impl Builder {
         Span::new(self.file, s.start(), s.end())
     }
 
-    pub fn file(&mut self, mut pairs: Pairs<'_, R>) -> Workflow {
+    pub(super) fn file(&mut self, mut pairs: Pairs<'_, R>) -> Workflow {
         // INVARIANT: the grammar's `file` rule is `SOI ~ workflow ~ EOI`.
         let file = pairs.next().expect("file rule");
         let workflow = file

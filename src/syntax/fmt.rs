@@ -28,7 +28,7 @@ pub fn format_source(name: &str, text: &str) -> Result<String, (SourceMap, Vec<D
 }
 
 /// Prints a parsed file in the canonical layout.
-pub fn format(file: &File, text: &str) -> String {
+pub(super) fn format(file: &File, text: &str) -> String {
     let mut p = Printer {
         text,
         comments: &file.comments,

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde::Serialize;
 
 /// The variables every template can read (DSL.md section 4).
-pub const CONTEXT_FIELDS: [&str; 6] = [
+pub(crate) const CONTEXT_FIELDS: [&str; 6] = [
     "params",
     "tasks",
     "input",
@@ -20,7 +20,7 @@ pub const CONTEXT_FIELDS: [&str; 6] = [
 ];
 
 /// Names Jinja itself provides inside templates (`loop` of a for loop, `range`, …).
-pub const BUILTINS: [&str; 8] = [
+pub(crate) const BUILTINS: [&str; 8] = [
     "loop",
     "range",
     "dict",
@@ -33,16 +33,16 @@ pub const BUILTINS: [&str; 8] = [
 
 /// A compiled template of a [`Templates`] set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TemplateId(pub u32);
+pub(crate) struct TemplateId(pub u32);
 
 /// Whether a string holds any template tag; a plain string renders as itself.
-pub fn has_tags(s: &str) -> bool {
+pub(crate) fn has_tags(s: &str) -> bool {
     s.contains("{{") || s.contains("{%") || s.contains("{#")
 }
 
 /// A syntax error in a template: its byte range in the source, when known, and the detail.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyntaxError {
+pub(crate) struct SyntaxError {
     pub range: Option<std::ops::Range<usize>>,
     pub detail: String,
 }
@@ -50,11 +50,11 @@ pub struct SyntaxError {
 /// Why a template could not be rendered, in the author's words.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
-pub struct RenderError(pub String);
+pub(crate) struct RenderError(pub String);
 
 /// A workflow's compiled templates.
 #[derive(Clone)]
-pub struct Templates {
+pub(crate) struct Templates {
     inner: Arc<Inner>,
 }
 
@@ -77,7 +77,7 @@ impl Default for Templates {
 }
 
 /// Collects a workflow's templates while it is checked.
-pub struct TemplatesBuilder {
+pub(crate) struct TemplatesBuilder {
     env: minijinja::Environment<'static>,
     sources: Vec<Arc<str>>,
 }
@@ -100,7 +100,7 @@ impl Default for TemplatesBuilder {
 impl TemplatesBuilder {
     /// Compiles a template; on success returns its id and the variables it reads (dotted
     /// paths such as `tasks.build.output`, sorted).
-    pub fn add(&mut self, source: &str) -> Result<(TemplateId, Vec<String>), SyntaxError> {
+    pub(crate) fn add(&mut self, source: &str) -> Result<(TemplateId, Vec<String>), SyntaxError> {
         let id = TemplateId(self.sources.len() as u32);
         let name = id.0.to_string();
         self.env
@@ -118,7 +118,7 @@ impl TemplatesBuilder {
         Ok((id, vars))
     }
 
-    pub fn finish(self) -> Templates {
+    pub(crate) fn finish(self) -> Templates {
         Templates {
             inner: Arc::new(Inner {
                 strict: self.env,
@@ -131,21 +131,13 @@ impl TemplatesBuilder {
 
 impl Templates {
     /// The source of a template.
-    pub fn source(&self, id: TemplateId) -> &str {
+    pub(crate) fn source(&self, id: TemplateId) -> &str {
         self.inner.sources.get(id.0 as usize).map_or("", |s| &**s)
-    }
-
-    pub fn len(&self) -> usize {
-        self.inner.sources.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.inner.sources.is_empty()
     }
 
     /// Renders a template against `ctx`; `what` names it in errors (``prompt` of task `x``).
     /// `strict = false` renders undefined values empty (dry runs).
-    pub fn render(
+    pub(crate) fn render(
         &self,
         id: TemplateId,
         ctx: &Context,
@@ -172,11 +164,11 @@ impl Templates {
 
 /// The values a template sees.
 #[derive(Clone, Debug, Default)]
-pub struct Context(minijinja::Value);
+pub(crate) struct Context(minijinja::Value);
 
 impl Context {
     /// A context from any serialisable map of the [`CONTEXT_FIELDS`].
-    pub fn from_serialize(value: &impl Serialize) -> Context {
+    pub(crate) fn from_serialize(value: &impl Serialize) -> Context {
         Context(minijinja::Value::from_serialize(value))
     }
 }
@@ -206,7 +198,7 @@ fn render_error(source: &str, what: &str, e: &minijinja::Error) -> RenderError {
 /// A JSON-shaped value whose strings may be templates (a task's `input`, a mock's `output`),
 /// compiled once.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Tree {
+pub(crate) enum Tree {
     /// No template anywhere inside.
     Plain(serde_json::Value),
     Template(TemplateId),
@@ -215,12 +207,12 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub fn is_plain(&self) -> bool {
+    pub(crate) fn is_plain(&self) -> bool {
         matches!(self, Tree::Plain(_))
     }
 
     /// The value with its templates rendered.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         templates: &Templates,
         ctx: &Context,

@@ -15,7 +15,12 @@ use serde_json::json;
 use super::{ChatFuture, ChatReply, ChatRequest, Provider};
 use crate::model::{ErrorCode, TaskError};
 
-pub const CASSETTE_VERSION: u32 = 1;
+pub(super) const CASSETTE_VERSION: u32 = 1;
+
+/// Why a cassette cannot be read or written, naming the file.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CassetteError(pub String);
 
 /// A recorded conversation turn: what was asked and what came back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,21 +40,25 @@ pub struct Cassette {
 }
 
 impl Cassette {
-    pub fn load(path: &Path) -> Result<Cassette, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read the cassette `{}`: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<Cassette, CassetteError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            CassetteError(format!(
+                "cannot read the cassette `{}`: {e}",
+                path.display()
+            ))
+        })?;
         let cassette: Cassette = serde_json::from_str(&text).map_err(|e| {
-            format!(
+            CassetteError(format!(
                 "`{}` is not a cassette (a file `conductor run --record` writes): {e}",
                 path.display()
-            )
+            ))
         })?;
         if cassette.version != CASSETTE_VERSION {
-            return Err(format!(
+            return Err(CassetteError(format!(
                 "the cassette `{}` has version {}, this build reads version {CASSETTE_VERSION}",
                 path.display(),
                 cassette.version
-            ));
+            )));
         }
         Ok(cassette)
     }
@@ -57,16 +66,22 @@ impl Cassette {
     /// Writes the cassette whole, through a temporary file and a rename: a reader never sees
     /// half of it. Exchanges are sorted by task, role and hash, so recording the same run
     /// twice writes the same file, whatever order concurrent tasks finished in.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), CassetteError> {
         let mut sorted = self.clone();
         sorted.exchanges.sort_by(|a, b| {
             (&a.task, &a.role, &a.request_hash).cmp(&(&b.task, &b.role, &b.request_hash))
         });
-        let text = serde_json::to_string_pretty(&sorted).map_err(|e| e.to_string())?;
+        let text =
+            serde_json::to_string_pretty(&sorted).map_err(|e| CassetteError(e.to_string()))?;
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text + "\n")
             .and_then(|()| std::fs::rename(&tmp, path))
-            .map_err(|e| format!("cannot write the cassette `{}`: {e}", path.display()))
+            .map_err(|e| {
+                CassetteError(format!(
+                    "cannot write the cassette `{}`: {e}",
+                    path.display()
+                ))
+            })
     }
 }
 
@@ -81,7 +96,7 @@ pub struct ReplayProvider {
 }
 
 impl ReplayProvider {
-    pub fn open(path: &Path) -> Result<ReplayProvider, String> {
+    pub fn open(path: &Path) -> Result<ReplayProvider, CassetteError> {
         let cassette = Cassette::load(path)?;
         let mut per_task = HashMap::new();
         let mut replies = HashMap::new();
@@ -141,7 +156,7 @@ impl Recorder {
     /// Starts recording to `path`; the file is written at the first exchange. An existing
     /// cassette is extended: a request recorded again replaces its earlier exchange. Two runs
     /// must not record to one file at the same time: each keeps its own copy.
-    pub fn create(path: &Path) -> Result<Recorder, String> {
+    pub fn create(path: &Path) -> Result<Recorder, CassetteError> {
         let cassette = if path.exists() {
             Cassette::load(path)?
         } else {
@@ -156,11 +171,11 @@ impl Recorder {
             .filter(|d| !d.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         if !dir.is_dir() {
-            return Err(format!(
+            return Err(CassetteError(format!(
                 "cannot record to `{}`: the folder `{}` does not exist",
                 path.display(),
                 dir.display()
-            ));
+            )));
         }
         Ok(Recorder {
             path: path.to_path_buf(),
@@ -172,7 +187,7 @@ impl Recorder {
         &self.path
     }
 
-    fn record(&self, req: &ChatRequest, reply: &ChatReply) -> Result<(), String> {
+    fn record(&self, req: &ChatRequest, reply: &ChatReply) -> Result<(), CassetteError> {
         let exchange = Exchange {
             task: req.task.clone(),
             role: req.role.clone(),
@@ -209,7 +224,7 @@ impl Provider for Recording {
             // A cassette that cannot be written must not pass unnoticed: the attempt fails.
             self.recorder
                 .record(req, &reply)
-                .map_err(|e| TaskError::fatal(ErrorCode::Fatal, e))?;
+                .map_err(|e| TaskError::fatal(ErrorCode::Fatal, e.0))?;
             Ok(reply)
         })
     }
@@ -227,28 +242,29 @@ mod tests {
     fn unreadable_cassettes_are_errors_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("missing.json");
-        let e = ReplayProvider::open(&missing).err().unwrap();
+        let e = ReplayProvider::open(&missing).err().unwrap().to_string();
         assert!(
             e.contains("missing.json") && e.contains("cannot read"),
             "{e}"
         );
         let garbage = dir.path().join("garbage.json");
         std::fs::write(&garbage, b"\x00\xff{not json").unwrap();
-        let e = ReplayProvider::open(&garbage).err().unwrap();
+        let e = ReplayProvider::open(&garbage).err().unwrap().to_string();
         assert!(e.contains("garbage.json") && e.contains("UTF-8"), "{e}");
         std::fs::write(&garbage, "{not json").unwrap();
-        let e = ReplayProvider::open(&garbage).err().unwrap();
+        let e = ReplayProvider::open(&garbage).err().unwrap().to_string();
         assert!(
             e.contains("garbage.json") && e.contains("is not a cassette"),
             "{e}"
         );
         let future = dir.path().join("future.json");
         std::fs::write(&future, r#"{"version": 99, "exchanges": []}"#).unwrap();
-        let e = ReplayProvider::open(&future).err().unwrap();
+        let e = ReplayProvider::open(&future).err().unwrap().to_string();
         assert!(e.contains("version 99"), "{e}");
         let e = Recorder::create(&dir.path().join("no/such/folder/c.json"))
             .err()
-            .unwrap();
+            .unwrap()
+            .to_string();
         assert!(e.contains("does not exist"), "{e}");
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub use cassette::{Cassette, Exchange, Recorder, ReplayProvider};
+pub use cassette::{Cassette, CassetteError, Exchange, Recorder, ReplayProvider};
 pub use providers::{AnthropicProvider, OpenAiProvider};
 
 use super::{AgentEnv, AgentFuture, CallLog, Preparing, Renderer};
@@ -119,6 +119,8 @@ pub enum ProviderError {
     MissingKey { name: String, var: String },
     #[error("{0}")]
     Setup(String),
+    #[error(transparent)]
+    Cassette(#[from] CassetteError),
 }
 
 /// Builds the provider named in `conductor.toml`. The API key is read from the environment
@@ -156,15 +158,11 @@ pub fn provider(
         None => None,
     };
     let inner: Arc<dyn Provider> = match p.kind {
-        ProviderKind::Openai => {
-            Arc::new(OpenAiProvider::new(name, p, key).map_err(ProviderError::Setup)?)
-        }
-        ProviderKind::Anthropic => {
-            Arc::new(AnthropicProvider::new(name, p, key).map_err(ProviderError::Setup)?)
-        }
+        ProviderKind::Openai => Arc::new(OpenAiProvider::new(name, p, key)?),
+        ProviderKind::Anthropic => Arc::new(AnthropicProvider::new(name, p, key)?),
         ProviderKind::Replay => {
             let path = p.cassette.as_deref().unwrap_or(std::path::Path::new(""));
-            Arc::new(ReplayProvider::open(path).map_err(ProviderError::Setup)?)
+            Arc::new(ReplayProvider::open(path)?)
         }
     };
     Ok(match recorder {
@@ -300,7 +298,7 @@ async fn converse(
                         chat.max_tokens
                     )
                 } else {
-                    e
+                    e.0
                 };
                 if turn == 0 {
                     // Providers refuse an empty assistant turn.

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{ChatFuture, ChatReply, ChatRequest, Provider};
+use super::{ChatFuture, ChatReply, ChatRequest, Provider, ProviderError};
 use crate::agents::http::{exchange, status_error};
 use crate::config::{ProviderConfig, ResponseFormat};
 use crate::model::{ErrorCode, TaskError};
 
-fn client(name: &str, timeout: Duration) -> Result<reqwest::Client, String> {
-    crate::agents::http::client(Some(timeout)).map_err(|e| format!("provider `{name}`: {e}"))
+fn client(name: &str, timeout: Duration) -> Result<reqwest::Client, ProviderError> {
+    crate::agents::http::client(Some(timeout))
+        .map_err(|e| ProviderError::Setup(format!("provider `{name}`: {e}")))
 }
 
 /// Removes the key from text that may have come back from the server.
@@ -83,7 +84,7 @@ impl OpenAiProvider {
         name: &str,
         config: &ProviderConfig,
         key: Option<String>,
-    ) -> Result<OpenAiProvider, String> {
+    ) -> Result<OpenAiProvider, ProviderError> {
         Ok(OpenAiProvider {
             name: name.to_string(),
             url: format!("{}/chat/completions", config.base_url),
@@ -181,14 +182,14 @@ pub struct AnthropicProvider {
 }
 
 /// The API version this client speaks.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+pub(super) const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 impl AnthropicProvider {
     pub fn new(
         name: &str,
         config: &ProviderConfig,
         key: Option<String>,
-    ) -> Result<AnthropicProvider, String> {
+    ) -> Result<AnthropicProvider, ProviderError> {
         Ok(AnthropicProvider {
             name: name.to_string(),
             url: format!("{}/v1/messages", config.base_url),

@@ -128,7 +128,16 @@ pub fn schema(role: Option<Role>) -> Value {
 /// Reads a model's reply as the role's output: the JSON object (a Markdown fence around it is
 /// tolerated), checked against the role's shape. The error says what is wrong in words the
 /// model can act on.
-pub fn parse_reply(role: Option<Role>, text: &str) -> Result<Value, String> {
+pub fn parse_reply(role: Option<Role>, text: &str) -> Result<Value, InvalidReply> {
+    reply_value(role, text).map_err(InvalidReply)
+}
+
+/// Why a model's reply cannot be used, in words the model can act on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidReply(pub String);
+
+fn reply_value(role: Option<Role>, text: &str) -> Result<Value, String> {
     let body = strip_fence(text.trim());
     let value: Value = serde_json::from_str(body).map_err(|e| {
         if body.is_empty() {
@@ -306,7 +315,7 @@ mod tests {
             ("Sure! Here is the code", "not valid JSON"),
         ] {
             let e = parse_reply(Some(Role::Coder), reply).unwrap_err();
-            assert!(e.contains(want), "{reply}: {e}");
+            assert!(e.0.contains(want), "{reply}: {e}");
         }
     }
 
@@ -328,13 +337,13 @@ mod tests {
             r#"{"approved": "yes", "score": 80, "findings": [], "recommendations": []}"#,
         )
         .unwrap_err();
-        assert!(e.contains("`approved` must be true or false"), "{e}");
+        assert!(e.0.contains("`approved` must be true or false"), "{e}");
         let e = parse_reply(
             Some(Role::Reviewer),
             r#"{"approved": true, "score": 800, "findings": [], "recommendations": []}"#,
         )
         .unwrap_err();
-        assert!(e.contains("from 0 to 100"), "{e}");
+        assert!(e.0.contains("from 0 to 100"), "{e}");
         let m = r#"{"severity": "high", "summary": "s", "findings": [], "metrics": {"p99_ms": 3}}"#;
         assert!(parse_reply(Some(Role::Monitor), m).is_ok());
         let m = r#"{"severity": " Error ", "summary": "s", "findings": [], "metrics": {}}"#;
@@ -348,6 +357,6 @@ mod tests {
             r#"{"severity": "bad", "summary": "s", "findings": [], "metrics": {}}"#,
         )
         .unwrap_err();
-        assert!(e.contains("`severity` must be one of"), "{e}");
+        assert!(e.0.contains("`severity` must be one of"), "{e}");
     }
 }

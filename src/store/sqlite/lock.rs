@@ -13,7 +13,7 @@ pub(super) struct RunLock {
 impl RunLease for RunLock {}
 
 impl RunLock {
-    pub fn acquire(store: &Path, run: &RunId) -> Result<RunLock, StoreError> {
+    pub(super) fn acquire(store: &Path, run: &RunId) -> Result<RunLock, StoreError> {
         let dir = store
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
