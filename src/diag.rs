@@ -6,7 +6,12 @@
 
 use std::fmt;
 
-use miette::{GraphicalReportHandler, GraphicalTheme, LabeledSpan, NamedSource, SourceSpan};
+use std::sync::Arc;
+
+use miette::{
+    GraphicalReportHandler, GraphicalTheme, LabeledSpan, MietteError, MietteSpanContents,
+    SourceCode, SourceSpan, SpanContents,
+};
 use serde::Serialize;
 
 use crate::source::{SourceMap, Span};
@@ -184,7 +189,7 @@ struct Report {
     message: String,
     severity: Level,
     help: Option<String>,
-    source: Option<NamedSource<std::sync::Arc<str>>>,
+    source: Option<Window>,
     labels: Vec<LabeledSpan>,
 }
 
@@ -214,7 +219,11 @@ impl Report {
                     });
                 }
             }
-            NamedSource::new(file.name.clone(), file.text.clone()).with_language("cond")
+            Window {
+                name: file.name.clone(),
+                text: file.text.clone(),
+                line_starts: file.line_starts(),
+            }
         });
         Report {
             message: diag.message.clone(),
@@ -223,6 +232,60 @@ impl Report {
             source,
             labels,
         }
+    }
+}
+
+/// A file as miette reads it, through its line index: a snippet costs the lines it shows, not
+/// the length of the file before it (100,000 diagnostics of one file render in linear time).
+struct Window {
+    name: String,
+    text: Arc<str>,
+    line_starts: Arc<[usize]>,
+}
+
+impl Window {
+    fn line_of(&self, offset: usize) -> usize {
+        match self.line_starts.binary_search(&offset) {
+            Ok(i) => i,
+            Err(i) => i.saturating_sub(1),
+        }
+    }
+}
+
+impl SourceCode for Window {
+    fn read_span<'a>(
+        &'a self,
+        span: &SourceSpan,
+        before: usize,
+        after: usize,
+    ) -> Result<Box<dyn SpanContents<'a> + 'a>, MietteError> {
+        let bytes = self.text.as_bytes();
+        // The lines around the span, with one spare on each side for miette's own scan.
+        let first = self.line_of(span.offset()).saturating_sub(before + 1);
+        let last = self.line_of(span.offset() + span.len()) + after + 2;
+        let start = self
+            .line_starts
+            .get(first)
+            .copied()
+            .unwrap_or(0)
+            .min(bytes.len());
+        let end = self
+            .line_starts
+            .get(last)
+            .copied()
+            .unwrap_or(bytes.len())
+            .clamp(start, bytes.len());
+        let window = &bytes[start..end];
+        let shifted = SourceSpan::new(span.offset().saturating_sub(start).into(), span.len());
+        let c = <[u8] as SourceCode>::read_span(window, &shifted, before, after)?;
+        Ok(Box::new(MietteSpanContents::new_named(
+            self.name.clone(),
+            c.data(),
+            SourceSpan::new((c.span().offset() + start).into(), c.span().len()),
+            c.line() + first,
+            c.column(),
+            c.line_count() + first,
+        )))
     }
 }
 

@@ -65,7 +65,7 @@ pub struct SourceFile {
     pub name: String,
     pub path: PathBuf,
     pub text: Arc<str>,
-    line_starts: Vec<usize>,
+    line_starts: Arc<[usize]>,
 }
 
 impl SourceFile {
@@ -79,6 +79,11 @@ impl SourceFile {
             text,
             line_starts,
         }
+    }
+
+    /// The byte offset of each line's start, shared (cheap to clone).
+    pub fn line_starts(&self) -> Arc<[usize]> {
+        self.line_starts.clone()
     }
 
     /// 1-based line and column (in characters) of a byte offset.

@@ -56,6 +56,8 @@ pub struct Workflow {
     pub modules: Vec<Module>,
     /// The merged code of every module, for named rules and `script` agents.
     pub module_set: ModuleSet,
+    /// Whether a template or a `when` rule reads `tasks` (so a run keeps views of them).
+    pub(crate) reads_tasks: bool,
     /// Every template of the workflow, compiled.
     pub(crate) templates: Templates,
     pub span: Span,

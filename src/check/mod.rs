@@ -212,7 +212,18 @@ impl<'m> Checker<'m> {
             Some((_, None)) => return None,
             None => None,
         };
+        // Whether anything reads `tasks` per dispatch: then the run keeps a view of each
+        // finished task for templates and `when` rules (named rules may read it too).
+        let reads_tasks = self.templates.reads_tasks()
+            || tasks
+                .iter()
+                .filter_map(|t| t.when.as_ref())
+                .any(|r| match &r.source {
+                    RuleSource::Inline(code) => code.contains("tasks"),
+                    RuleSource::Named { .. } => true,
+                });
         Some(Workflow {
+            reads_tasks,
             name: wf.name.name.clone(),
             description,
             path: self.path.clone(),

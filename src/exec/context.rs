@@ -2,9 +2,67 @@
 
 use serde_json::{json, Map, Value};
 
+use std::sync::Arc;
+
 use crate::model::{RunState, TaskResult};
-use crate::policy::{RuleContext, RuleKind};
-use crate::template::Context;
+use crate::policy::{RuleContext, RuleKind, SharedTasks};
+use crate::template::{Context, Converted, Scope, TaskViews};
+
+/// What templates and `when` rules see of a run, kept up to date as tasks finish: each
+/// finished task converted once, so a context costs the same at any size of run.
+pub(super) struct Views {
+    /// Whether anything reads `tasks` per dispatch; when not, the views stay empty.
+    enabled: bool,
+    scope: Scope,
+    rules: SharedTasks,
+}
+
+impl Views {
+    pub fn new(names: impl IntoIterator<Item = Arc<str>>, params: &Value, enabled: bool) -> Views {
+        Views {
+            enabled,
+            scope: Scope {
+                params: Converted::new(params),
+                tasks: Arc::new(TaskViews::new(names)),
+                feedback: Converted::new(&Value::Null),
+                loop_count: 0,
+            },
+            rules: SharedTasks::default(),
+        }
+    }
+
+    /// Brings task `i`'s view in line with the state: seen when final, unseen otherwise.
+    pub fn refresh(&mut self, state: &RunState, i: usize) {
+        if !self.enabled {
+            return;
+        }
+        let Some(t) = state.tasks.get(i) else {
+            return;
+        };
+        if t.status.is_final() {
+            let view = task_json(t);
+            self.scope.tasks.set(i, &view);
+            self.rules.set(&t.task, &view);
+        } else {
+            self.scope.tasks.clear(i);
+            self.rules.remove(&t.task);
+        }
+    }
+
+    /// Every task, the feedback and the loop count, from the state (a resumed run).
+    pub fn refresh_all(&mut self, state: &RunState) {
+        for i in 0..state.tasks.len() {
+            self.refresh(state, i);
+        }
+        self.feedback_changed(state);
+    }
+
+    /// The feedback payload or the loop count changed.
+    pub fn feedback_changed(&mut self, state: &RunState) {
+        self.scope.feedback = Converted::new(&feedback_json(state));
+        self.scope.loop_count = state.feedback_loop_count;
+    }
+}
 
 /// `tasks` as rules and templates see it: name → `{ status, output, error, attempts,
 /// duration_ms, agent }`, for the tasks `keep` selects.
@@ -43,11 +101,11 @@ pub(super) fn finished_tasks(state: &RunState) -> Value {
 }
 
 /// The context of a `when` rule.
-pub(super) fn when(state: &RunState, params: &Value) -> RuleContext {
-    RuleContext::from_json(
+pub(super) fn when(views: &Views, state: &RunState, params: &Value) -> RuleContext {
+    RuleContext::with_tasks(
         RuleKind::When,
+        &views.rules,
         &json!({
-            "tasks": finished_tasks(state),
             "params": params,
             "loop_count": state.feedback_loop_count,
             "feedback": feedback_json(state),
@@ -105,18 +163,6 @@ pub(super) fn enforce(fields: Value) -> RuleContext {
 }
 
 /// What a task's templates see for one attempt.
-pub(super) fn template(
-    state: &RunState,
-    params: &Value,
-    attempt: u32,
-    input: Option<&Value>,
-) -> Context {
-    Context::from_serialize(&json!({
-        "params": params,
-        "tasks": finished_tasks(state),
-        "feedback": feedback_json(state),
-        "loop_count": state.feedback_loop_count,
-        "attempt": attempt,
-        "input": input,
-    }))
+pub(super) fn template(views: &Views, attempt: u32, input: Option<&Value>) -> Context {
+    Context::for_attempt(&views.scope, attempt, input)
 }

@@ -81,7 +81,7 @@ impl Dispatcher {
         let Some(rule) = self.run.wf.task(t).when.clone() else {
             return true;
         };
-        let ctx = context::when(&self.state, &self.run.params_json);
+        let ctx = context::when(&self.views, &self.state, &self.run.params_json);
         let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
         match (e.verdict, e.error) {
             (_, Some(err)) => {
@@ -327,7 +327,7 @@ impl Dispatcher {
                 _ => Value::Null,
             }
         } else {
-            let ctx = context::template(&self.state, params, attempt, None);
+            let ctx = context::template(&self.views, attempt, None);
             task.input_tree
                 .render(
                     &wf.templates,
@@ -337,7 +337,7 @@ impl Dispatcher {
                 )
                 .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?
         };
-        let ctx = context::template(&self.state, params, attempt, Some(&input));
+        let ctx = context::template(&self.views, attempt, Some(&input));
         let feedback = context::feedback_json(&self.state);
         let state = &self.state;
         let tasks = || context::finished_tasks(state);

@@ -85,6 +85,8 @@ pub(super) struct Dispatcher {
     pub workers: JoinSet<Done>,
     pub escalations: Escalations,
     pub rules: RuleCache,
+    /// What templates and `when` rules see of the finished tasks.
+    pub views: super::context::Views,
     /// Set when the run must stop: (status, error).
     pub finish: Option<(RunStatus, Option<String>)>,
     cancel: tokio_util::sync::CancellationToken,
@@ -129,7 +131,13 @@ impl Dispatcher {
             wf: wf.clone(),
             plan,
         };
+        let views = super::context::Views::new(
+            wf.tasks.iter().map(|t| Arc::from(t.name.as_str())),
+            &run.params_json,
+            wf.reads_tasks,
+        );
         Ok(Dispatcher {
+            views,
             pools: wf.agents.iter().map(Pool::new).collect(),
             tasks: vec![TaskRt::default(); wf.tasks.len()],
             journal: Journal::new(options.run_id, options.store, options.observers),
@@ -150,9 +158,23 @@ impl Dispatcher {
         })
     }
 
-    /// Records an event: applied to the state now, committed at the next flush.
+    /// Records an event: applied to the state now, committed at the next flush; the views of
+    /// the tasks it changed follow.
     pub(super) fn record(&mut self, kind: EventKind) {
+        let from = self.journal.touched_count();
         self.journal.record(&mut self.state, kind);
+        match self.journal.touched_since(from) {
+            [] => {}
+            [i] => {
+                let i = *i;
+                self.views.refresh(&self.state, i);
+            }
+            many => {
+                for i in many.to_vec() {
+                    self.views.refresh(&self.state, i);
+                }
+            }
+        }
     }
 
     /// Commits the recorded events.

@@ -13,8 +13,6 @@ pub(super) struct Journal {
     store: Arc<dyn Store>,
     batch: Vec<Event>,
     changes: Changes,
-    /// Whether the store keeps projections (and so wants the changes).
-    track: bool,
     pub observers: Vec<Box<dyn Observer>>,
     /// The wall-clock time stamped on events, read once per scheduler turn.
     pub clock: Timestamp,
@@ -31,8 +29,10 @@ impl Journal {
             run_id,
             store,
             batch: Vec::new(),
-            changes: Changes::default(),
-            track,
+            changes: Changes {
+                rows: track,
+                ..Changes::default()
+            },
             observers,
             clock: Timestamp::now(),
         }
@@ -49,12 +49,18 @@ impl Journal {
             at: self.clock,
             kind,
         };
-        if self.track {
-            state.apply_tracked(&event, &mut self.changes);
-        } else {
-            state.apply(&event);
-        }
+        state.apply_tracked(&event, &mut self.changes);
         self.batch.push(event);
+    }
+
+    /// How many task changes are noted so far in this batch.
+    pub fn touched_count(&self) -> usize {
+        self.changes.tasks.len()
+    }
+
+    /// The tasks changed since `from` (a [`Journal::touched_count`]).
+    pub fn touched_since(&self, from: usize) -> &[usize] {
+        self.changes.tasks.get(from..).unwrap_or(&[])
     }
 
     /// Appends the recorded events in one call (one transaction for a durable store), then

@@ -104,6 +104,7 @@ impl Dispatcher {
             details,
             rule,
         });
+        self.views.feedback_changed(&self.state);
         if severity < Severity::Error {
             self.finish = Some((RunStatus::Completed, None));
         } else if loop_count < max {
@@ -112,6 +113,7 @@ impl Dispatcher {
                 loop_count: loop_count + 1,
                 target: wf.phase(target).name.clone(),
             });
+            self.views.feedback_changed(&self.state);
             self.enter_phase(target.index());
         } else {
             let message = format!(

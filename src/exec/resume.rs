@@ -20,6 +20,7 @@ impl Dispatcher {
     ) -> Result<RunState, ExecError> {
         self.state = RunState::from_events(&events);
         self.check_same_workflow()?;
+        self.views.refresh_all(&self.state);
         // Observers see the history as it happened: each event with the state it made.
         self.journal.replay(&events);
         let wf = self.run.wf.clone();

@@ -88,6 +88,73 @@ impl RuleContext {
     pub fn kind(&self) -> RuleKind {
         self.kind
     }
+
+    /// A context whose `tasks` is a run's shared map and whose other fields come from `rest`:
+    /// building it costs the other fields, not the size of the run.
+    pub fn with_tasks(
+        kind: RuleKind,
+        tasks: &SharedTasks,
+        rest: &serde_json::Value,
+    ) -> RuleContext {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        kind.hash(&mut hasher);
+        hash_json(rest, &mut hasher);
+        tasks.version.hash(&mut hasher);
+        let mut fields = Vec::with_capacity(kind.context_fields().len());
+        let mut map = Map::new();
+        for &name in kind.context_fields() {
+            let value = if name == "tasks" {
+                tasks.map.clone()
+            } else {
+                let v = rest.get(name).map(json_to_dynamic).unwrap_or(Dynamic::UNIT);
+                v.into_read_only().into_shared()
+            };
+            map.insert(name.into(), value.clone());
+            fields.push((name, value));
+        }
+        RuleContext {
+            kind,
+            fields,
+            map: Dynamic::from_map(map).into_read_only().into_shared(),
+            hash: hasher.finish(),
+        }
+    }
+}
+
+/// The `tasks` of a run's rule contexts: one shared, read-only map that the run changes in
+/// place as tasks finish or start a new pass, each task converted once.
+#[derive(Clone, Debug)]
+pub struct SharedTasks {
+    map: Dynamic,
+    /// Changes with every change of the map, for the result cache.
+    version: u64,
+}
+
+impl Default for SharedTasks {
+    fn default() -> SharedTasks {
+        SharedTasks {
+            map: Dynamic::from_map(Map::new()).into_read_only().into_shared(),
+            version: 0,
+        }
+    }
+}
+
+impl SharedTasks {
+    /// Task `name` is final, and rules see it as `view`.
+    pub fn set(&mut self, name: &str, view: &serde_json::Value) {
+        if let Some(mut m) = self.map.write_lock::<Map>() {
+            m.insert(name.into(), json_to_dynamic(view).into_read_only());
+        }
+        self.version += 1;
+    }
+
+    /// Task `name` is not final (again): rules do not see it.
+    pub fn remove(&mut self, name: &str) {
+        if let Some(mut m) = self.map.write_lock::<Map>() {
+            m.remove(name);
+        }
+        self.version += 1;
+    }
 }
 
 /// Converts JSON to a rhai value: objects become maps, arrays arrays, numbers integers when

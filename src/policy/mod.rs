@@ -19,7 +19,7 @@ use rhai::Engine;
 pub use compile::{
     CompiledModule, CompiledRule, KnownNames, ModuleFn, ModuleSet, NameSet, Problem,
 };
-pub use eval::{Evaluation, RuleCache, RuleContext, RuleError, Verdict};
+pub use eval::{Evaluation, RuleCache, RuleContext, RuleError, SharedTasks, Verdict};
 pub use helpers::{Ruling, Severity};
 
 /// Bounds every rule runs under. An infinite loop stops at `MAX_OPERATIONS`.

@@ -7,8 +7,6 @@
 
 use std::sync::{Arc, OnceLock};
 
-use serde::Serialize;
-
 /// The variables every template can read (DSL.md section 4).
 pub(crate) const CONTEXT_FIELDS: [&str; 6] = [
     "params",
@@ -80,6 +78,7 @@ impl Default for Templates {
 pub(crate) struct TemplatesBuilder {
     env: minijinja::Environment<'static>,
     sources: Vec<Arc<str>>,
+    reads_tasks: bool,
 }
 
 fn environment() -> minijinja::Environment<'static> {
@@ -93,6 +92,7 @@ impl Default for TemplatesBuilder {
         TemplatesBuilder {
             env: environment(),
             sources: Vec::new(),
+            reads_tasks: false,
         }
     }
 }
@@ -115,7 +115,13 @@ impl TemplatesBuilder {
             Err(_) => Vec::new(),
         };
         vars.sort();
+        self.reads_tasks |= vars.iter().any(|v| v == "tasks" || v.starts_with("tasks."));
         Ok((id, vars))
+    }
+
+    /// Whether some template reads `tasks`.
+    pub(crate) fn reads_tasks(&self) -> bool {
+        self.reads_tasks
     }
 
     pub(crate) fn finish(self) -> Templates {
@@ -168,8 +174,110 @@ pub(crate) struct Context(minijinja::Value);
 
 impl Context {
     /// A context from any serialisable map of the [`CONTEXT_FIELDS`].
-    pub(crate) fn from_serialize(value: &impl Serialize) -> Context {
+    #[cfg(test)]
+    fn from_serialize(value: &impl serde::Serialize) -> Context {
         Context(minijinja::Value::from_serialize(value))
+    }
+
+    /// The context of one attempt: a handful of pointers, whatever the size of the run.
+    pub(crate) fn for_attempt(
+        scope: &Scope,
+        attempt: u32,
+        input: Option<&serde_json::Value>,
+    ) -> Context {
+        Context(minijinja::context! {
+            params => scope.params.0.clone(),
+            tasks => minijinja::Value::from_dyn_object(scope.tasks.clone()),
+            feedback => scope.feedback.0.clone(),
+            loop_count => scope.loop_count,
+            attempt => attempt,
+            input => input.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from_serialize),
+        })
+    }
+}
+
+/// A JSON value converted once for templates (params, the feedback payload).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Converted(minijinja::Value);
+
+impl Converted {
+    pub(crate) fn new(value: &serde_json::Value) -> Converted {
+        Converted(minijinja::Value::from_serialize(value))
+    }
+}
+
+/// What every template of a run sees besides its attempt: params and feedback converted once
+/// per change, and the finished tasks, each converted once when it becomes final.
+#[derive(Clone, Debug)]
+pub(crate) struct Scope {
+    pub(crate) params: Converted,
+    pub(crate) tasks: Arc<TaskViews>,
+    pub(crate) feedback: Converted,
+    pub(crate) loop_count: u32,
+}
+
+/// The finished tasks of a run as templates read them (`tasks.build.output`), by name, in
+/// declaration order. Looking a task up costs the same at ten tasks as at a hundred thousand.
+#[derive(Debug)]
+pub(crate) struct TaskViews {
+    names: std::collections::HashMap<Arc<str>, usize>,
+    order: Vec<Arc<str>>,
+    views: std::sync::RwLock<Vec<Option<minijinja::Value>>>,
+}
+
+impl TaskViews {
+    pub(crate) fn new(names: impl IntoIterator<Item = Arc<str>>) -> TaskViews {
+        let order: Vec<Arc<str>> = names.into_iter().collect();
+        TaskViews {
+            names: order
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), i))
+                .collect(),
+            views: std::sync::RwLock::new(vec![None; order.len()]),
+            order,
+        }
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<minijinja::Value>>> {
+        self.views.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<minijinja::Value>>> {
+        self.views.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Task `i` is final, and templates see it as `view`.
+    pub(crate) fn set(&self, i: usize, view: &serde_json::Value) {
+        if let Some(slot) = self.write().get_mut(i) {
+            *slot = Some(minijinja::Value::from_serialize(view));
+        }
+    }
+
+    /// Task `i` is not final (again): templates do not see it.
+    pub(crate) fn clear(&self, i: usize) {
+        if let Some(slot) = self.write().get_mut(i) {
+            *slot = None;
+        }
+    }
+}
+
+impl minijinja::value::Object for TaskViews {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let i = *self.names.get(key.as_str()?)?;
+        self.read().get(i).cloned().flatten()
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        let views = self.read();
+        let keys: Vec<minijinja::Value> = self
+            .order
+            .iter()
+            .zip(views.iter())
+            .filter(|(_, v)| v.is_some())
+            .map(|(n, _)| minijinja::Value::from(&**n))
+            .collect();
+        minijinja::value::Enumerator::Values(keys)
     }
 }
 

@@ -15,6 +15,9 @@ pub(crate) const DLQ_RETRY_BY: &str = "conductor dlq retry";
 /// built from the state after the batch.
 #[derive(Debug, Default)]
 pub struct Changes {
+    /// Whether rows are wanted (a store keeps projections); without, only `run` and `tasks`
+    /// are noted.
+    pub rows: bool,
     /// The run's status changed.
     pub run: bool,
     /// Indexes of touched tasks (may repeat; see [`Changes::task_rows`]).
@@ -24,6 +27,8 @@ pub struct Changes {
     pub attempts: Vec<AttemptRow>,
     pub decisions: Vec<DecisionRow>,
     pub dead_letters: Vec<DeadLetter>,
+    /// Content hashes of the files written.
+    pub artifacts: Vec<String>,
 }
 
 /// A task's row in a projection.
@@ -105,6 +110,7 @@ impl Changes {
             && self.attempts.is_empty()
             && self.decisions.is_empty()
             && self.dead_letters.is_empty()
+            && self.artifacts.is_empty()
     }
 
     pub fn clear(&mut self) {
@@ -114,6 +120,7 @@ impl Changes {
         self.attempts.clear();
         self.decisions.clear();
         self.dead_letters.clear();
+        self.artifacts.clear();
     }
 }
 
@@ -132,12 +139,12 @@ impl Note<'_> {
         }
     }
     fn agent(&mut self, name: &Arc<str>) {
-        if let Some(c) = self.0.as_deref_mut() {
+        if let Some(c) = self.0.as_deref_mut().filter(|c| c.rows) {
             c.agents.push(name.clone());
         }
     }
     fn with(&mut self, f: impl FnOnce(&mut Changes)) {
-        if let Some(c) = self.0.as_deref_mut() {
+        if let Some(c) = self.0.as_deref_mut().filter(|c| c.rows) {
             f(c);
         }
     }
@@ -201,6 +208,10 @@ impl RunState {
                 artifacts,
             } => {
                 self.add_artifacts(task, *attempt, artifacts);
+                note.with(|c| {
+                    c.artifacts
+                        .extend(artifacts.iter().map(|a| a.sha256.clone()))
+                });
                 let finished = Finished {
                     seq: event.seq,
                     task,

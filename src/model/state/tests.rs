@@ -62,7 +62,10 @@ fn run_started_lists_every_task_pending_and_every_instance_idle() {
 #[test]
 fn dispatch_and_attempt_move_task_and_instance() {
     let mut s = started();
-    let mut ch = Changes::default();
+    let mut ch = Changes {
+        rows: true,
+        ..Changes::default()
+    };
     s.apply_tracked(
         &ev(
             2,
@@ -252,7 +255,10 @@ fn gates_feedback_loops_warnings_breakers() {
 #[test]
 fn escalation_decisions_and_dead_letters() {
     let mut s = started();
-    let mut ch = Changes::default();
+    let mut ch = Changes {
+        rows: true,
+        ..Changes::default()
+    };
     s.apply_tracked(
         &ev(
             2,

@@ -36,27 +36,24 @@ pub(super) fn append(conn: &mut Connection, run: &RunId, batch: &Batch<'_>) -> R
         return Err(StoreError::UnknownRun(run.clone()).into());
     }
     let last: Option<i64> = tx
-        .prepare_cached("SELECT MAX(seq) FROM events WHERE run_id = ?1")?
-        .query_row(params![id], |r| r.get(0))?;
+        .prepare_cached(
+            "SELECT last_seq FROM event_batches WHERE run_id = ?1 ORDER BY first_seq DESC LIMIT 1",
+        )?
+        .query_row(params![id], |r| r.get(0))
+        .optional()?;
     check_order(run, last.unwrap_or(0) as u64, batch.events)?;
-    {
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO events (run_id, seq, at, kind, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?;
-        for e in batch.events {
-            let body = serde_json::to_string(e).map_err(|err| StoreError::UnreadableEvent {
-                run: run.clone(),
-                cause: err.to_string(),
-            })?;
-            insert.execute(params![
-                id,
-                e.seq as i64,
-                e.at.0 as i64,
-                e.kind.name(),
-                body
-            ])?;
-        }
-    }
+    let (Some(first), Some(end)) = (batch.events.first(), batch.events.last()) else {
+        return Ok(());
+    };
+    // The batch is one row: its events written once, as a JSON array.
+    let body = serde_json::to_string(batch.events).map_err(|err| StoreError::UnreadableEvent {
+        run: run.clone(),
+        cause: err.to_string(),
+    })?;
+    tx.prepare_cached(
+        "INSERT INTO event_batches (run_id, first_seq, last_seq, body) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![id, first.seq as i64, end.seq as i64, body])?;
     project(&tx, id, batch)?;
     tx.commit()?;
     Ok(())
@@ -128,6 +125,11 @@ fn project(tx: &Transaction<'_>, run: &str, batch: &Batch<'_>) -> Result<(), Fai
             d.by,
             d.at.0 as i64
         ])?;
+    }
+    let mut artifact =
+        tx.prepare_cached("INSERT OR IGNORE INTO artifact_refs (run_id, hash) VALUES (?1, ?2)")?;
+    for hash in &changes.artifacts {
+        artifact.execute(params![run, hash])?;
     }
     let mut dead = tx.prepare_cached(
         "INSERT OR REPLACE INTO dead_letters (id, run_id, task, pool, at, body)

@@ -21,11 +21,7 @@ pub(super) fn gc(conn: &mut Connection, before: Timestamp) -> rusqlite::Result<V
     if !ids.is_empty() {
         // Artifacts are shared by content: keep every one an attempt of a kept run wrote.
         tx.execute(
-            "DELETE FROM artifacts WHERE hash NOT IN (
-                SELECT json_extract(a.value, '$.sha256')
-                FROM events, json_each(events.body, '$.artifacts') AS a
-                WHERE events.kind = 'attempt_finished'
-            )",
+            "DELETE FROM artifacts WHERE hash NOT IN (SELECT hash FROM artifact_refs)",
             [],
         )?;
     }

@@ -22,19 +22,20 @@ pub(super) fn events_after(
     run: &RunId,
     seq: u64,
 ) -> Result<Vec<Event>, Failure> {
-    let mut stmt =
-        conn.prepare_cached("SELECT body FROM events WHERE run_id = ?1 AND seq > ?2 ORDER BY seq")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT body FROM event_batches WHERE run_id = ?1 AND last_seq > ?2 ORDER BY first_seq",
+    )?;
     let rows = stmt.query_map(params![&*run.0, seq as i64], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
     for row in rows {
         let body = row?;
-        let event: Event = serde_json::from_str(&body).map_err(|e| {
+        let batch: Vec<Event> = serde_json::from_str(&body).map_err(|e| {
             Failure::Store(StoreError::UnreadableEvent {
                 run: run.clone(),
                 cause: e.to_string(),
             })
         })?;
-        out.push(event);
+        out.extend(batch.into_iter().filter(|e| e.seq > seq));
     }
     Ok(out)
 }

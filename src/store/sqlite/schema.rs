@@ -1,7 +1,7 @@
 //! The schema, and how older stores move forward to it.
 
 /// The schema version this build writes. Each migration moves the schema one version forward.
-pub(super) const SCHEMA_VERSION: i64 = 2;
+pub(super) const SCHEMA_VERSION: i64 = 3;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs, the event log, and the indexes derived from it.
@@ -78,4 +78,26 @@ pub(super) const MIGRATIONS: &[&str] = &[
         at INTEGER NOT NULL,
         PRIMARY KEY (run_id, seq)
     ) WITHOUT ROWID;",
+    // 3: the log as one row per committed batch (a turn's events, written once as a JSON
+    // array), and an index of the artifacts each run wrote (for gc).
+    "CREATE TABLE event_batches (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        PRIMARY KEY (run_id, first_seq)
+    ) WITHOUT ROWID;
+    INSERT INTO event_batches (run_id, first_seq, last_seq, body)
+        SELECT run_id, seq, seq, '[' || body || ']' FROM events;
+    CREATE TABLE artifact_refs (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        hash TEXT NOT NULL,
+        PRIMARY KEY (run_id, hash)
+    ) WITHOUT ROWID;
+    CREATE INDEX artifact_refs_hash ON artifact_refs(hash);
+    INSERT OR IGNORE INTO artifact_refs (run_id, hash)
+        SELECT events.run_id, json_extract(a.value, '$.sha256')
+        FROM events, json_each(events.body, '$.artifacts') AS a
+        WHERE events.kind = 'attempt_finished';
+    DROP TABLE events;",
 ];
