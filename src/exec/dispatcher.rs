@@ -163,17 +163,8 @@ impl Dispatcher {
     pub(super) fn record(&mut self, kind: EventKind) {
         let from = self.journal.touched_count();
         self.journal.record(&mut self.state, kind);
-        match self.journal.touched_since(from) {
-            [] => {}
-            [i] => {
-                let i = *i;
-                self.views.refresh(&self.state, i);
-            }
-            many => {
-                for i in many.to_vec() {
-                    self.views.refresh(&self.state, i);
-                }
-            }
+        for &i in self.journal.touched_since(from) {
+            self.views.refresh(&self.state, i);
         }
     }
 
