@@ -109,6 +109,22 @@ impl Renderer<'_> {
     }
 }
 
+/// Whether preparing a call of `task` renders any template (else it needs no context).
+pub(crate) fn is_templated(wf: &Workflow, task: &ir::Task) -> bool {
+    let t = |t: &ir::Template| t.dynamic;
+    let some = |t: Option<&ir::Template>| t.is_some_and(|t| t.dynamic);
+    let agent = match &wf.agent(task.agent).kind {
+        AgentKind::Llm(l) => some(l.system.as_ref()),
+        AgentKind::Shell(s) => {
+            s.command.iter().any(t) || some(s.workdir.as_ref()) || s.env.values().any(t)
+        }
+        AgentKind::Http(h) => t(&h.url) || h.headers.values().any(t) || some(h.body.as_ref()),
+        AgentKind::Mock(m) => !m.output_tree.is_plain(),
+        AgentKind::Script(_) => false,
+    };
+    agent || some(task.prompt.as_ref()) || !task.input_tree.is_plain()
+}
+
 /// What [`prepare`] needs besides the templates.
 pub(crate) struct Preparing<'a> {
     pub wf: &'a Workflow,

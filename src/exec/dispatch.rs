@@ -299,8 +299,18 @@ impl Dispatcher {
             });
             started.push((t, instance, attempt, instance_name));
         }
-        // Persist before acting: the dispatches are in the log before any agent starts.
-        self.flush()?;
+        // Persist before acting: an idempotent or external task's dispatch is in the log before
+        // its agent starts. A pure task (the default) may run again after a crash anyway, so
+        // its dispatch joins the group commit of the next few milliseconds: it can start
+        // before its dispatch is durable, and after a crash it may have run without a record —
+        // never a task whose completion is recorded.
+        let wf = &self.run.wf;
+        if started
+            .iter()
+            .any(|(t, ..)| wf.task(*t).effect != crate::check::ir::Effect::Pure)
+        {
+            self.flush()?;
+        }
         for (t, instance, attempt, instance_name) in started {
             match self.prepare(t, attempt, instance_name) {
                 Ok(a) => self.spawn(t, instance, a),
@@ -337,7 +347,12 @@ impl Dispatcher {
                 )
                 .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?
         };
-        let ctx = context::template(&self.views, attempt, Some(&input));
+        // A context only for tasks that render something: most calls are plain.
+        let ctx = if self.run.templated[t.index()] {
+            context::template(&self.views, attempt, Some(&input))
+        } else {
+            crate::template::Context::default()
+        };
         let feedback = context::feedback_json(&self.state);
         let state = &self.state;
         let tasks = || context::finished_tasks(state);

@@ -43,6 +43,8 @@ pub(super) struct Run {
     pub started: Instant,
     pub deadline: Instant,
     pub max_parallel: usize,
+    /// Whether preparing each task's call renders a template, by `TaskId`.
+    pub templated: Vec<bool>,
     pub env: Arc<AgentEnv>,
 }
 
@@ -128,6 +130,11 @@ impl Dispatcher {
             deadline: started + wf.settings.timeout,
             max_parallel: wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize),
             env: Arc::new(env),
+            templated: wf
+                .tasks
+                .iter()
+                .map(|t| crate::agents::is_templated(&wf, t))
+                .collect(),
             wf: wf.clone(),
             plan,
         };
@@ -246,6 +253,9 @@ impl Dispatcher {
         let timer = tokio::time::sleep_until(self.run.deadline);
         tokio::pin!(timer);
         let mut timer_at: Option<Instant> = None;
+        let commit = tokio::time::sleep_until(self.run.deadline);
+        tokio::pin!(commit);
+        let mut commit_at: Option<Instant> = None;
         loop {
             self.journal.clock = now();
             if self.turn()? {
@@ -254,7 +264,21 @@ impl Dispatcher {
             if let Some((status, error)) = self.finish.take() {
                 return self.stop(status, error);
             }
-            self.flush()?;
+            // Group commit: events nothing acts on yet wait up to the commit window, so one
+            // commit serves many turns.
+            if self.journal.commit_due() || self.workers.is_empty() {
+                self.flush()?;
+            }
+            let due = self
+                .journal
+                .pending_since()
+                .map(|t| t + super::journal::COMMIT_WINDOW);
+            if due != commit_at {
+                if let Some(at) = due {
+                    commit.as_mut().reset(at);
+                }
+                commit_at = due;
+            }
             let next_timer = self.timers.next();
             if next_timer != timer_at {
                 if let Some(at) = next_timer {
@@ -284,6 +308,10 @@ impl Dispatcher {
                     while let Some(joined) = self.workers.try_join_next() {
                         self.completed(joined);
                     }
+                }
+                _ = &mut commit, if commit_at.is_some() => {
+                    commit_at = None;
+                    self.flush()?;
                 }
                 _ = &mut timer, if timer_at.is_some() => {
                     self.journal.clock = now();

@@ -8,10 +8,21 @@ use super::observe::Observer;
 use crate::model::{Changes, Event, EventKind, RunId, RunState, Timestamp};
 use crate::store::{Batch, Store, StoreError};
 
+/// How long events may wait to be committed when nothing acts on them yet (a pure task's
+/// dispatch; see `dispatch`): the bound on group commit's delay.
+pub(super) const COMMIT_WINDOW: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A batch this large is committed without waiting for the window.
+const MAX_BATCH: usize = 4096;
+
 pub(super) struct Journal {
     run_id: RunId,
     store: Arc<dyn Store>,
     batch: Vec<Event>,
+    /// The batch's events as JSON lines, when anyone wants them.
+    json: Vec<String>,
+    /// When the oldest uncommitted event was recorded.
+    pending_since: Option<tokio::time::Instant>,
     changes: Changes,
     pub observers: Vec<Box<dyn Observer>>,
     /// The wall-clock time stamped on events, read once per scheduler turn.
@@ -29,6 +40,8 @@ impl Journal {
             run_id,
             store,
             batch: Vec::new(),
+            json: Vec::new(),
+            pending_since: None,
             changes: Changes {
                 rows: track,
                 ..Changes::default()
@@ -42,6 +55,20 @@ impl Journal {
         &self.store
     }
 
+    /// When the oldest event not yet committed was recorded, if any.
+    pub(super) fn pending_since(&self) -> Option<tokio::time::Instant> {
+        self.pending_since
+    }
+
+    /// Whether the events waiting to be committed should be committed before the dispatcher
+    /// waits: many of them, or the oldest has waited its window.
+    pub(super) fn commit_due(&self) -> bool {
+        self.batch.len() >= MAX_BATCH
+            || self
+                .pending_since
+                .is_some_and(|t| t.elapsed() >= COMMIT_WINDOW)
+    }
+
     /// Records an event: applied to the state now, appended at the next flush.
     pub(super) fn record(&mut self, state: &mut RunState, kind: EventKind) {
         let event = Event {
@@ -50,7 +77,25 @@ impl Journal {
             kind,
         };
         state.apply_tracked(&event, &mut self.changes);
+        if self.batch.is_empty() {
+            self.pending_since = Some(tokio::time::Instant::now());
+        }
         self.batch.push(event);
+    }
+
+    /// Rows the store's projections lack (a run resumed after a crash), written with the next
+    /// batch.
+    pub(super) fn catch_up(&mut self, events: &[Event]) -> Result<(), StoreError> {
+        if !self.changes.rows {
+            return Ok(());
+        }
+        let Some(seq) = self.store.projected_seq(&self.run_id)? else {
+            return Ok(());
+        };
+        if events.last().is_some_and(|e| e.seq > seq) {
+            self.changes.merge(Changes::after(events, seq));
+        }
+        Ok(())
     }
 
     /// How many task changes are noted so far in this batch.
@@ -69,19 +114,36 @@ impl Journal {
         if self.batch.is_empty() {
             return Ok(());
         }
+        let json_observers = self.observers.iter().any(|o| o.wants_json());
+        self.json.clear();
+        if self.store.wants_json() || json_observers {
+            self.json.extend(
+                self.batch
+                    .iter()
+                    .map(|e| serde_json::to_string(e).unwrap_or_default()),
+            );
+        }
         self.store.append(
             &self.run_id,
             &Batch {
                 events: &self.batch,
+                json: &self.json,
                 changes: &self.changes,
                 state,
             },
         )?;
         self.changes.clear();
-        for e in &self.batch {
+        self.pending_since = None;
+        for (i, e) in self.batch.iter().enumerate() {
             for o in &mut self.observers {
                 o.event(e, state);
+                if let (true, Some(line)) = (json_observers, self.json.get(i)) {
+                    o.json_line(line);
+                }
             }
+        }
+        for o in &mut self.observers {
+            o.batch_end();
         }
         self.batch.clear();
         Ok(())
@@ -92,12 +154,24 @@ impl Journal {
         if self.observers.is_empty() {
             return;
         }
+        let json = self.observers.iter().any(|o| o.wants_json());
         let mut then = RunState::default();
         for e in events {
             then.apply(e);
+            let line = if json {
+                serde_json::to_string(e).unwrap_or_default()
+            } else {
+                String::new()
+            };
             for o in &mut self.observers {
                 o.event(e, &then);
+                if json {
+                    o.json_line(&line);
+                }
             }
+        }
+        for o in &mut self.observers {
+            o.batch_end();
         }
     }
 

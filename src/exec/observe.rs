@@ -7,6 +7,15 @@ use crate::model::{Decision, Event, RunId, RunState, TaskError};
 /// Receives a run's events as they are committed, and its final state.
 pub trait Observer: Send {
     fn event(&mut self, event: &Event, state: &RunState);
+    /// Whether it wants each event as a JSON line too ([`Observer::json_line`]): events are
+    /// serialised once, for the store and every observer.
+    fn wants_json(&self) -> bool {
+        false
+    }
+    /// An event as one line of JSON, right after [`Observer::event`].
+    fn json_line(&mut self, _line: &str) {}
+    /// A committed batch has been shown: the moment to flush buffered output.
+    fn batch_end(&mut self) {}
     fn finished(&mut self, _state: &RunState) {}
 }
 

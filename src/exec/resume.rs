@@ -21,6 +21,7 @@ impl Dispatcher {
         self.state = RunState::from_events(&events);
         self.check_same_workflow()?;
         self.views.refresh_all(&self.state);
+        self.journal.catch_up(&events)?;
         // Observers see the history as it happened: each event with the state it made.
         self.journal.replay(&events);
         let wf = self.run.wf.clone();

@@ -31,8 +31,20 @@ impl std::fmt::Display for Timestamp {
 }
 
 impl Serialize for Timestamp {
+    /// Events of one turn share their time: the text of the last one formatted is kept, so a
+    /// batch formats it once.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        thread_local! {
+            static LAST: std::cell::RefCell<(u64, String)> =
+                const { std::cell::RefCell::new((u64::MAX, String::new())) };
+        }
+        LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            if last.0 != self.0 {
+                *last = (self.0, self.to_string());
+            }
+            s.serialize_str(&last.1)
+        })
     }
 }
 

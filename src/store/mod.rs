@@ -34,6 +34,9 @@ pub struct RunRecord {
 /// One scheduler turn's events, what they changed, and the state after them.
 pub struct Batch<'a> {
     pub events: &'a [Event],
+    /// Each event serialised as one JSON line, when the store asked for them
+    /// ([`Store::wants_json`]).
+    pub json: &'a [String],
     pub changes: &'a Changes,
     pub state: &'a RunState,
 }
@@ -66,6 +69,10 @@ pub trait Store: Send + Sync {
     fn keeps_projections(&self) -> bool {
         false
     }
+    /// Whether the store keeps events as JSON, and so wants [`Batch::json`].
+    fn wants_json(&self) -> bool {
+        false
+    }
     fn create_run(&self, run: &RunRecord) -> Result<(), StoreError>;
     /// Appends a batch of events in order, all or none.
     fn append(&self, run: &RunId, batch: &Batch<'_>) -> Result<(), StoreError>;
@@ -95,6 +102,10 @@ pub trait Store: Send + Sync {
     /// Deletes finished runs created before `before`, and the artifacts no remaining run
     /// refers to; returns the ids of the runs deleted.
     fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError>;
+    /// Up to which event a run's projections are written (`None`: the store keeps none).
+    fn projected_seq(&self, _run: &RunId) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
     /// Takes the run so this process alone drives it.
     fn lease(&self, run: &RunId) -> Result<Box<dyn RunLease>, StoreError>;
 }

@@ -11,6 +11,8 @@ use crate::source::{FileId, Span};
 
 pub(super) struct Builder {
     file: FileId,
+    /// Where the text pest saw starts in the file (a file is parsed item by item).
+    pub offset: usize,
     pub diags: Vec<Diagnostic>,
     /// Byte ranges of rhai code, where `//` and `/*` belong to rhai, not to `fmt`'s comments.
     pub rhai_ranges: Vec<(usize, usize)>,
@@ -20,14 +22,19 @@ impl Builder {
     pub(super) fn new(file: FileId) -> Builder {
         Builder {
             file,
+            offset: 0,
             diags: Vec::new(),
             rhai_ranges: Vec::new(),
         }
     }
 
+    pub(super) fn file_id(&self) -> FileId {
+        self.file
+    }
+
     fn span(&self, pair: &Pair<'_, R>) -> Span {
         let s = pair.as_span();
-        Span::new(self.file, s.start(), s.end())
+        Span::new(self.file, self.offset + s.start(), self.offset + s.end())
     }
 
     pub(super) fn file(&mut self, mut pairs: Pairs<'_, R>) -> Workflow {
@@ -48,7 +55,7 @@ impl Builder {
         Workflow { name, items, span }
     }
 
-    fn item(&mut self, pair: Pair<'_, R>) -> Item {
+    pub(super) fn item(&mut self, pair: Pair<'_, R>) -> Item {
         let span = self.span(&pair);
         match pair.as_rule() {
             R::setting => Item::Setting(self.setting(pair)),
@@ -101,16 +108,18 @@ impl Builder {
         let span = self.span(&pair);
         let mut inner = significant(pair);
         let name = self.ident(inner.next().expect("phase name"));
-        let items = inner
-            .map(|p| match p.as_rule() {
-                R::setting => PhaseItem::Setting(self.setting(p)),
-                R::task => PhaseItem::Task(self.task(p)),
-                R::gate => PhaseItem::Gate(self.rule_item(p)),
-                R::enforce => PhaseItem::Enforce(self.rule_item(p)),
-                other => unreachable!("grammar produced {other:?} in a phase"),
-            })
-            .collect();
+        let items = inner.map(|p| self.phase_item(p)).collect();
         Phase { name, items, span }
+    }
+
+    pub(super) fn phase_item(&mut self, p: Pair<'_, R>) -> PhaseItem {
+        match p.as_rule() {
+            R::setting => PhaseItem::Setting(self.setting(p)),
+            R::task => PhaseItem::Task(self.task(p)),
+            R::gate => PhaseItem::Gate(self.rule_item(p)),
+            R::enforce => PhaseItem::Enforce(self.rule_item(p)),
+            other => unreachable!("grammar produced {other:?} in a phase"),
+        }
     }
 
     fn task(&mut self, pair: Pair<'_, R>) -> Task {
@@ -220,7 +229,7 @@ impl Builder {
         let span = self.span(&pair);
         let triple = pair.as_rule() == R::triple_string;
         let inner = pair.into_inner().next().expect("string body");
-        let body_start = inner.as_span().start();
+        let body_start = self.offset + inner.as_span().start();
         let decoded = strings::decode(inner.as_str(), triple);
         for (offset, len, message) in decoded.errors {
             let at = Span::new(self.file, body_start + offset, body_start + offset + len);
@@ -238,7 +247,7 @@ impl Builder {
         }
     }
 
-    fn ident(&self, pair: Pair<'_, R>) -> Ident {
+    pub(super) fn ident(&self, pair: Pair<'_, R>) -> Ident {
         Ident {
             name: pair.as_str().to_string(),
             span: self.span(&pair),
@@ -247,7 +256,7 @@ impl Builder {
 }
 
 /// The children of a pair without keyword tokens, which carry no information once parsed.
-fn significant(pair: Pair<'_, R>) -> impl Iterator<Item = Pair<'_, R>> {
+pub(super) fn significant(pair: Pair<'_, R>) -> impl Iterator<Item = Pair<'_, R>> {
     pair.into_inner().filter(|p| {
         !matches!(
             p.as_rule(),

@@ -7,6 +7,7 @@ pub mod ast;
 mod build;
 mod comments;
 mod fmt;
+mod stream;
 mod strings;
 
 use pest::Parser as _;
@@ -31,6 +32,14 @@ pub fn parse(file: FileId, text: &str) -> Result<(ast::File, Vec<Diagnostic>), V
     if let Some(diag) = check_nesting(file, text) {
         return Err(vec![diag]);
     }
+    if let Some(parsed) = stream::parse(file, text) {
+        return Ok(parsed);
+    }
+    parse_whole(file, text)
+}
+
+/// Parses the file as one (the exact syntax error, or a file the item-by-item walk declined).
+fn parse_whole(file: FileId, text: &str) -> Result<(ast::File, Vec<Diagnostic>), Vec<Diagnostic>> {
     let pairs = match CondParser::parse(Rule::file, text) {
         Ok(pairs) => pairs,
         Err(_) => return Err(vec![syntax_error(file, text)]),

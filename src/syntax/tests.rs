@@ -78,3 +78,65 @@ fn comments_outside_rhai_are_collected() {
     let texts: Vec<&str> = f.comments.iter().map(|c| c.text.as_str()).collect();
     assert_eq!(texts, vec!["// head", "/* b */", "// tail"]);
 }
+
+#[test]
+fn the_item_by_item_walk_builds_the_same_ast_as_the_whole_parse() {
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    for dir in [
+        "examples",
+        "tests/fixtures/warnings",
+        "tests/fixtures/invalid",
+    ] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "cond") {
+                files.push(path);
+            }
+        }
+    }
+    let mut walked = 0;
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let whole = super::parse_whole(FileId(0), &text);
+        match super::stream::parse(FileId(0), &text) {
+            Some(streamed) => {
+                walked += 1;
+                assert_eq!(Ok(streamed), whole, "{}", path.display());
+            }
+            None => assert!(
+                whole.is_err(),
+                "{} parses whole but not item by item",
+                path.display()
+            ),
+        }
+    }
+    assert!(walked >= 8, "only {walked} files were walked");
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// Whatever a mutation does to a well-formed file, the walk either declines it or agrees
+    /// with the whole parse.
+    #[test]
+    fn the_walk_agrees_with_the_whole_parse_on_mutated_files(
+        which in 0usize..8,
+        at in 0usize..4000,
+        cut in 0usize..40,
+        insert in "[ {}\"a-z=,\\n/*]{0,6}",
+    ) {
+        let examples = ["examples/sdlc.cond", "examples/sdlc_mock.cond", "examples/shell_ci.cond",
+            "examples/http_probe.cond", "examples/mock_pipeline.cond", "examples/script_scoring.cond",
+            "examples/sdlc.cond", "examples/shell_ci.cond"];
+        let text = std::fs::read_to_string(examples[which]).unwrap();
+        let at = at.min(text.len());
+        let mut at = at;
+        while !text.is_char_boundary(at) { at -= 1; }
+        let mut end = (at + cut).min(text.len());
+        while !text.is_char_boundary(end) { end -= 1; }
+        let mutated = format!("{}{}{}", &text[..at], insert, &text[end..]);
+        let whole = super::parse_whole(FileId(0), &mutated);
+        if let Some(streamed) = super::stream::parse(FileId(0), &mutated) {
+            proptest::prop_assert_eq!(Ok(streamed), whole);
+        }
+    }
+}

@@ -103,6 +103,42 @@ impl Changes {
             .collect()
     }
 
+    /// What a store whose projections were written up to event `seq` lacks: the latest row of
+    /// every task and agent, and the attempts and decisions after `seq`.
+    pub fn after(events: &[Event], seq: u64) -> Changes {
+        let mut scratch = RunState::default();
+        let mut changes = Changes {
+            rows: true,
+            ..Changes::default()
+        };
+        for e in events {
+            if e.seq > seq {
+                scratch.apply_tracked(e, &mut changes);
+            } else {
+                scratch.apply(e);
+            }
+        }
+        changes.run = true;
+        changes.tasks = (0..scratch.tasks.len()).collect();
+        changes.agents = scratch
+            .agent_states
+            .keys()
+            .map(|k| Arc::from(k.as_str()))
+            .collect();
+        changes
+    }
+
+    /// Adds another set of changes to these.
+    pub fn merge(&mut self, other: Changes) {
+        self.run |= other.run;
+        self.tasks.extend(other.tasks);
+        self.agents.extend(other.agents);
+        self.attempts.extend(other.attempts);
+        self.decisions.extend(other.decisions);
+        self.dead_letters.extend(other.dead_letters);
+        self.artifacts.extend(other.artifacts);
+    }
+
     pub fn is_empty(&self) -> bool {
         !self.run
             && self.tasks.is_empty()

@@ -3,6 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
+use super::backlog::Backlogs;
 use crate::model::RunId;
 use crate::store::{check_order, Batch, StoreError};
 
@@ -25,7 +26,12 @@ impl From<StoreError> for Failure {
 
 /// One transaction per batch: a group commit of everything the scheduler recorded in one
 /// turn.
-pub(super) fn append(conn: &mut Connection, run: &RunId, batch: &Batch<'_>) -> Result<(), Failure> {
+pub(super) fn append(
+    conn: &mut Connection,
+    backlogs: &mut Backlogs,
+    run: &RunId,
+    batch: &Batch<'_>,
+) -> Result<(), Failure> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let id = &*run.0;
     let exists: Option<i64> = tx
@@ -45,86 +51,48 @@ pub(super) fn append(conn: &mut Connection, run: &RunId, batch: &Batch<'_>) -> R
     let (Some(first), Some(end)) = (batch.events.first(), batch.events.last()) else {
         return Ok(());
     };
-    // The batch is one row: its events written once, as a JSON array.
-    let body = serde_json::to_string(batch.events).map_err(|err| StoreError::UnreadableEvent {
-        run: run.clone(),
-        cause: err.to_string(),
-    })?;
+    // The batch is one row: its events, serialised once for every reader, as a JSON array.
+    let body = if batch.json.len() == batch.events.len() {
+        let mut body =
+            String::with_capacity(batch.json.iter().map(|l| l.len() + 1).sum::<usize>() + 2);
+        body.push('[');
+        for (i, line) in batch.json.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(line);
+        }
+        body.push(']');
+        body
+    } else {
+        serde_json::to_string(batch.events).map_err(|err| StoreError::UnreadableEvent {
+            run: run.clone(),
+            cause: err.to_string(),
+        })?
+    };
     tx.prepare_cached(
         "INSERT INTO event_batches (run_id, first_seq, last_seq, body) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![id, first.seq as i64, end.seq as i64, body])?;
-    project(&tx, id, batch)?;
+    indexes(&tx, id, batch)?;
+    let due = backlogs.merge(run, batch);
+    if due {
+        backlogs.write(&tx, run, end.seq)?;
+    }
     tx.commit()?;
+    if due {
+        backlogs.written(run);
+    }
     Ok(())
 }
 
-/// Writes the rows the batch changed, each from the state after the batch.
-fn project(tx: &Transaction<'_>, run: &str, batch: &Batch<'_>) -> Result<(), Failure> {
+/// The rows commands rely on at once: the run's status, its dead letters (`dlq`) and the
+/// artifacts it wrote (`gc`). The projections go through the backlog.
+fn indexes(tx: &Transaction<'_>, run: &str, batch: &Batch<'_>) -> Result<(), Failure> {
     let changes = batch.changes;
-    let at = batch.events.last().map_or(0, |e| e.at.0 as i64);
     if changes.run {
         tx.prepare_cached("UPDATE runs SET status = ?2 WHERE id = ?1")?
             .execute(params![run, batch.state.status().as_str()])?;
-    }
-    let mut task = tx.prepare_cached(
-        "INSERT INTO task_results (run_id, task, status, attempts, error, updated_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (run_id, task) DO UPDATE SET
-            status = excluded.status, attempts = excluded.attempts,
-            error = excluded.error, updated_at = excluded.updated_at",
-    )?;
-    for row in changes.task_rows(batch.state) {
-        task.execute(params![
-            run,
-            &*row.task,
-            row.status.as_str(),
-            row.attempts as i64,
-            row.error,
-            at
-        ])?;
-    }
-    let mut agent = tx.prepare_cached(
-        "INSERT INTO agent_states (run_id, agent, status, current_task) VALUES (?1, ?2, ?3, ?4)
-         ON CONFLICT (run_id, agent) DO UPDATE SET
-            status = excluded.status, current_task = excluded.current_task",
-    )?;
-    for row in changes.agent_rows(batch.state) {
-        agent.execute(params![
-            run,
-            &*row.agent,
-            row.status.as_str(),
-            row.current_task.as_deref()
-        ])?;
-    }
-    let mut attempt = tx.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (run_id, seq, task, attempt, agent, duration_ms, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    for a in &changes.attempts {
-        attempt.execute(params![
-            run,
-            a.seq as i64,
-            &*a.task,
-            a.attempt as i64,
-            &*a.agent,
-            a.duration_ms as i64,
-            a.error
-        ])?;
-    }
-    let mut decision = tx.prepare_cached(
-        "INSERT OR REPLACE INTO decisions (run_id, seq, task, decision, decided_by, at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for d in &changes.decisions {
-        decision.execute(params![
-            run,
-            d.seq as i64,
-            &*d.task,
-            d.decision.as_str(),
-            d.by,
-            d.at.0 as i64
-        ])?;
     }
     let mut artifact =
         tx.prepare_cached("INSERT OR IGNORE INTO artifact_refs (run_id, hash) VALUES (?1, ?2)")?;

@@ -8,6 +8,7 @@
 //! only to a power failure before the next checkpoint).
 
 mod append;
+mod backlog;
 mod checkpoint;
 mod gc;
 mod lock;
@@ -29,6 +30,8 @@ pub struct SqliteStore {
     /// Started by the first append: checkpoints the WAL on a thread of its own, so the
     /// writer never waits for a checkpoint's fsync.
     checkpointer: std::sync::OnceLock<checkpoint::Checkpointer>,
+    /// Projection rows waiting to be written in bulk.
+    backlogs: Mutex<backlog::Backlogs>,
 }
 
 impl SqliteStore {
@@ -69,6 +72,7 @@ impl SqliteStore {
             path: path.to_path_buf(),
             conn: Mutex::new(conn),
             checkpointer: std::sync::OnceLock::new(),
+            backlogs: Mutex::new(backlog::Backlogs::default()),
         };
         store.migrate()?;
         Ok(store)
@@ -132,6 +136,10 @@ impl Store for SqliteStore {
         true
     }
 
+    fn wants_json(&self) -> bool {
+        true
+    }
+
     fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let params_json = serde_json::to_string(&run.params).map_err(|e| self.err(e))?;
         let result = self.lock().execute(
@@ -163,9 +171,13 @@ impl Store for SqliteStore {
             checkpoint::Checkpointer::start(&self.path)
         });
         let mut conn = self.lock();
-        append::append(&mut conn, run, batch).map_err(|e| match e {
-            append::Failure::Store(e) => e,
-            append::Failure::Sql(e) => self.err(e),
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        append::append(&mut conn, &mut backlogs, run, batch).map_err(|e| {
+            backlogs.drop_run(run);
+            match e {
+                append::Failure::Store(e) => e,
+                append::Failure::Sql(e) => self.err(e),
+            }
         })?;
         checkpointer.appended();
         Ok(())
@@ -262,6 +274,20 @@ impl Store for SqliteStore {
 
     fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError> {
         gc::gc(&mut self.lock(), before).map_err(|e| self.err(e))
+    }
+
+    fn projected_seq(&self, run: &RunId) -> Result<Option<u64>, StoreError> {
+        let seq: i64 = self
+            .lock()
+            .query_row(
+                "SELECT projected_seq FROM runs WHERE id = ?1",
+                params![&*run.0],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
+        Ok(Some(seq as u64))
     }
 
     fn lease(&self, run: &RunId) -> Result<Box<dyn RunLease>, StoreError> {

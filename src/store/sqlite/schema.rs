@@ -1,7 +1,7 @@
 //! The schema, and how older stores move forward to it.
 
 /// The schema version this build writes. Each migration moves the schema one version forward.
-pub(super) const SCHEMA_VERSION: i64 = 3;
+pub(super) const SCHEMA_VERSION: i64 = 4;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs, the event log, and the indexes derived from it.
@@ -100,4 +100,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FROM events, json_each(events.body, '$.artifacts') AS a
         WHERE events.kind = 'attempt_finished';
     DROP TABLE events;",
+    // 4: projections are written in bulk; this is the event they are written up to.
+    "ALTER TABLE runs ADD COLUMN projected_seq INTEGER NOT NULL DEFAULT 0;
+    UPDATE runs SET projected_seq = COALESCE(
+        (SELECT MAX(last_seq) FROM event_batches WHERE event_batches.run_id = runs.id), 0);",
 ];
