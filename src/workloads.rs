@@ -22,22 +22,52 @@ impl Shape {
 
 /// A workflow of `n` mock tasks (n ≥ 3) in one phase, on a pool of `count` zero-latency mocks.
 pub fn workflow(shape: Shape, n: usize, count: u32) -> String {
+    generate(shape, n, count, None)
+}
+
+/// The input every task of [`templated_fan_out`] renders.
+const TEMPLATED_BODY: &str = " { input = { v = \"{{ params.p }}\" } }";
+
+/// [`Shape::FanOut`] where every task renders a template at dispatch: the workflow declares
+/// `param p = "x"` and each task has `{ input = { v = "{{ params.p }}" } }`.
+pub fn templated_fan_out(n: usize, count: u32) -> String {
+    generate(Shape::FanOut, n, count, Some(TEMPLATED_BODY))
+}
+
+/// `n` tasks (n ≥ 1), each on the undeclared agent `nope`: one error diagnostic per task.
+pub fn unknown_agents(n: usize) -> String {
+    let n = n.max(1);
+    let mut out = String::with_capacity(n * 30 + 64);
+    out.push_str("workflow bench_diagnostics {\n    phase p {\n");
+    for i in 0..n {
+        let _ = writeln!(out, "        task t{i} on nope");
+    }
+    out.push_str("    }\n}\n");
+    out
+}
+
+/// The text of a workflow of `shape`; `body`, when given, follows every task's header.
+fn generate(shape: Shape, n: usize, count: u32, body: Option<&str>) -> String {
     let n = n.max(3);
-    let mut out = String::with_capacity(n * 40);
+    let body = body.unwrap_or("");
+    let mut out = String::with_capacity(n * (40 + body.len()));
     let _ = writeln!(out, "workflow bench_{} {{", shape.name().replace('-', "_"));
+    if !body.is_empty() {
+        out.push_str("    param p = \"x\"\n");
+    }
     let _ = writeln!(out, "    agent m {{ kind = \"mock\", count = {count} }}");
     out.push_str("    phase p {\n");
     match shape {
         Shape::Chain => {
-            out.push_str("        task t0 on m\n");
+            let _ = writeln!(out, "        task t0 on m{body}");
             for i in 1..n {
-                let _ = writeln!(out, "        task t{i} on m after t{}", i - 1);
+                let _ = writeln!(out, "        task t{i} on m after t{}{body}", i - 1);
             }
         }
         Shape::FanOut => {
-            out.push_str("        task src on m\n");
+            let _ = writeln!(out, "        task src on m{body}");
             for i in 0..n - 2 {
-                let _ = writeln!(out, "        task t{i} on m after src");
+                let _ = writeln!(out, "        task t{i} on m after src{body}");
             }
             out.push_str("        task sink on m after ");
             for i in 0..n - 2 {
@@ -46,7 +76,7 @@ pub fn workflow(shape: Shape, n: usize, count: u32) -> String {
                 }
                 let _ = write!(out, "t{i}");
             }
-            out.push('\n');
+            let _ = writeln!(out, "{body}");
         }
     }
     out.push_str("    }\n}\n");

@@ -171,9 +171,10 @@ async fn dependents_of_a_failed_task_are_skipped_as_upstream_failed() {
 async fn a_policy_deny_fails_the_run_with_the_violation() {
     let o = run_text(
         r#"workflow w {
-            use "policies/standard.rhai"
             agent m { kind = "mock", latency = 1s, count = 4 }
-            enforce max_concurrent_tasks(2)
+            enforce {
+                if running_total >= 2 { deny(`${running_total} tasks are already running`) } else { allow() }
+            }
             phase p { task a on m  task b on m  task c on m }
         }"#,
     )
@@ -191,7 +192,7 @@ async fn a_policy_deny_fails_the_run_with_the_violation() {
         .expect("a violation event");
     assert_eq!(&*violation.0, "c");
     assert!(
-        violation.1.contains("max_concurrent_tasks"),
+        violation.1.starts_with("rule at t.cond:"),
         "{}",
         violation.1
     );
@@ -206,6 +207,58 @@ async fn a_policy_deny_fails_the_run_with_the_violation() {
     assert!(o.dispatch_order().is_empty(), "{:?}", o.dispatch_order());
     let error = o.state.error.clone().unwrap();
     assert!(error.starts_with("policy violation"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deferring_policy_holds_tasks_back_and_the_run_completes() {
+    let o = run_text(
+        r#"workflow w {
+            use "policies/standard.rhai"
+            agent m { kind = "mock", latency = 100ms, count = 10 }
+            enforce max_concurrent_tasks(2)
+            phase p {
+                task t0 on m  task t1 on m  task t2 on m  task t3 on m  task t4 on m
+                task t5 on m  task t6 on m  task t7 on m  task t8 on m  task t9 on m
+            }
+        }"#,
+    )
+    .await;
+    assert_eq!(o.state.status(), RunStatus::Completed);
+    // Never more than two running: count dispatches minus finishes along the log.
+    let mut running = 0i32;
+    let mut most = 0;
+    for e in &o.events {
+        match &e.kind {
+            EventKind::TaskDispatched { .. } => running += 1,
+            EventKind::AttemptFinished { .. } => running -= 1,
+            _ => {}
+        }
+        most = most.max(running);
+    }
+    assert_eq!(most, 2);
+    // Five waves of two, 100 ms each.
+    assert_eq!(o.elapsed, Duration::from_millis(500));
+    let deferred = o
+        .events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::TaskDeferred { .. }))
+        .count();
+    assert_eq!(
+        deferred, 8,
+        "each task held back is recorded once, with its rule and reason"
+    );
+    let why = o
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::TaskDeferred { rule, reason, .. } => Some(format!("{rule}: {reason}")),
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        why.contains("max_concurrent_tasks") && why.contains("2 tasks are already running"),
+        "{why}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -120,7 +120,7 @@ fn standard_phase_gate_passes_at_exactly_the_threshold_and_fails_with_nothing_co
 }
 
 #[test]
-fn enforce_rules_allow_and_deny() {
+fn enforce_rules_allow_and_defer() {
     let wf = workflow("enforce max_concurrent_tasks(2)  phase p { task t on a }");
     let rule = &wf.enforce[0];
     let ctx = |running: i64| {
@@ -138,9 +138,10 @@ fn enforce_rules_allow_and_deny() {
     match eval(rule, &ctx(2)).verdict {
         Verdict::Enforce {
             allow: false,
+            defer: true,
             reason: Some(r),
         } => assert!(r.contains('2'), "{r}"),
-        other => panic!("n running of n must deny: {other:?}"),
+        other => panic!("n running of n must defer: {other:?}"),
     }
 }
 

@@ -80,6 +80,16 @@ impl Workflow {
         self.tasks.iter().find(|t| t.name == name)
     }
 
+    /// The phases a run goes through before it ends, in order (not the `always` ones).
+    pub fn normal_phases(&self) -> impl Iterator<Item = &Phase> {
+        self.phases.iter().filter(|p| !p.always)
+    }
+
+    /// The `always` phases, in order.
+    pub fn always_phases(&self) -> impl Iterator<Item = &Phase> {
+        self.phases.iter().filter(|p| p.always)
+    }
+
     /// The code of every `use`d module, in `use` order.
     pub fn module_sources(&self) -> Vec<std::sync::Arc<str>> {
         self.modules.iter().map(|m| m.source.clone()).collect()
@@ -104,7 +114,7 @@ impl Default for WorkflowSettings {
         WorkflowSettings {
             max_feedback_loops: 3,
             on_max_loops: OnMaxLoops::Complete,
-            min_success_rate: 0.8,
+            min_success_rate: 1.0,
             agent_wait: Duration::from_secs(60),
             timeout: Duration::from_secs(3600),
             max_parallel: None,
@@ -311,6 +321,9 @@ pub struct Phase {
     pub name: String,
     /// Overrides the workflow's `min_success_rate` for the default gate.
     pub min_success_rate: Option<f64>,
+    /// `always = true`: runs once after the run ends COMPLETED or FAILED, after the normal
+    /// phases (cleanup, reports).
+    pub always: bool,
     pub tasks: Vec<TaskId>,
     pub gate: Option<Rule>,
     pub enforce: Vec<Rule>,

@@ -204,6 +204,9 @@ impl<'m> Checker<'m> {
         let (phases, tasks) = self.phases(wf);
         self.check_cycles(&tasks);
         self.warn_unused(&agents, &tasks, &phases);
+        if let Some((ast_feedback, Some(f))) = &mut feedback {
+            self.feedback_target(ast_feedback, f, &phases);
+        }
         if self.diags.iter().any(Diagnostic::is_error) {
             return None;
         }

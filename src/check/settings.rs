@@ -149,6 +149,41 @@ impl Checker<'_> {
         })
     }
 
+    /// The loop goes back to a normal phase: the first one by default; an `always` phase runs
+    /// only at the end and cannot be a target.
+    pub(super) fn feedback_target(
+        &mut self,
+        ast: &ast::Feedback,
+        f: &mut Feedback,
+        phases: &[Phase],
+    ) {
+        match &ast.target {
+            None => match phases.iter().find(|p| !p.always) {
+                Some(first) => f.target = first.id,
+                None => {
+                    self.error(
+                        ast.span.sub(0, "feedback".len()),
+                        "`feedback` needs a phase to return to, and every phase of this workflow is `always`",
+                    )
+                    .with_label("no phase to loop to");
+                }
+            },
+            Some(t) => {
+                if phases.iter().any(|p| p.id == f.target && p.always) {
+                    self.error(
+                        t.span,
+                        format!(
+                            "`feedback` cannot return to `{}`, an `always` phase",
+                            t.name
+                        ),
+                    )
+                    .with_label("runs only once, at the end")
+                    .help = Some("return to a phase that runs before the end".into());
+                }
+            }
+        }
+    }
+
     /// Reports a second `feedback` block.
     pub(super) fn second_feedback(&mut self, first: &ast::Feedback, f: &ast::Feedback) {
         self.error(

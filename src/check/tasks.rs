@@ -13,7 +13,7 @@ use crate::policy::RuleKind;
 use crate::source::Span;
 use crate::syntax::ast;
 
-const PHASE_SETTINGS: &[&str] = &["min_success_rate"];
+const PHASE_SETTINGS: &[&str] = &["min_success_rate", "always"];
 const TASK_SETTINGS: &[&str] = &[
     "prompt", "input", "retry", "backoff", "timeout", "cache", "effect",
 ];
@@ -62,6 +62,7 @@ impl Checker<'_> {
             id,
             name: p.name.name.clone(),
             min_success_rate: None,
+            always: false,
             tasks: Vec::new(),
             gate: None,
             enforce: Vec::new(),
@@ -78,6 +79,8 @@ impl Checker<'_> {
                     if s.name.name == "min_success_rate" {
                         phase.min_success_rate =
                             self.reader().float("min_success_rate", &s.value, 0.0, 1.0);
+                    } else if s.name.name == "always" {
+                        phase.always = self.reader().boolean("always", &s.value).unwrap_or(false);
                     } else {
                         self.unknown_setting(s, "a phase", PHASE_SETTINGS);
                     }

@@ -13,6 +13,8 @@ use crate::template::{Context, Converted, Scope, TaskViews};
 pub(super) struct Views {
     /// Whether anything reads `tasks` per dispatch; when not, the views stay empty.
     enabled: bool,
+    /// Every task is seen, final or not.
+    all: bool,
     scope: Scope,
     rules: SharedTasks,
 }
@@ -21,11 +23,13 @@ impl Views {
     pub fn new(names: impl IntoIterator<Item = Arc<str>>, params: &Value, enabled: bool) -> Views {
         Views {
             enabled,
+            all: false,
             scope: Scope {
                 params: Converted::new(params),
                 tasks: Arc::new(TaskViews::new(names)),
                 feedback: Converted::new(&Value::Null),
                 loop_count: 0,
+                run: Converted::new(&Value::Null),
             },
             rules: SharedTasks::default(),
         }
@@ -39,7 +43,7 @@ impl Views {
         let Some(t) = state.tasks.get(i) else {
             return;
         };
-        if t.status.is_final() {
+        if t.status.is_final() || self.all {
             let view = task_json(t);
             self.scope.tasks.set(i, &view);
             self.rules.set(&t.task, &view);
@@ -49,12 +53,34 @@ impl Views {
         }
     }
 
+    /// Templates see every task from now on, final or not (the `always` phases see how the
+    /// run ended).
+    pub(super) fn show_all(&mut self, state: &RunState) {
+        self.all = true;
+        self.refresh_all(state);
+    }
+
     /// Every task, the feedback and the loop count, from the state (a resumed run).
     pub fn refresh_all(&mut self, state: &RunState) {
         for i in 0..state.tasks.len() {
             self.refresh(state, i);
         }
         self.feedback_changed(state);
+    }
+
+    /// What templates see of the run itself: `run.id`, `run.workspace`, and `run.status` and
+    /// `run.error` (the status it ends with, in its `always` phases).
+    pub(super) fn run_changed(&mut self, state: &RunState, workspace: Option<&std::path::Path>) {
+        let (status, error) = match &state.ending {
+            Some((status, error)) => (*status, error.clone()),
+            None => (state.status(), state.error.clone()),
+        };
+        self.scope.run = Converted::new(&json!({
+            "id": state.workflow_id.as_str(),
+            "workspace": workspace.map(|w| w.display().to_string()),
+            "status": status.as_str(),
+            "error": error,
+        }));
     }
 
     /// The feedback payload or the loop count changed.
@@ -114,21 +140,46 @@ pub(super) fn when(views: &Views, state: &RunState, params: &Value) -> RuleConte
 }
 
 /// What a phase's gate counts.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub(super) struct Tally {
     pub total: usize,
     pub completed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Skips by reason: by choice (a false `when`, a decision, a fan-out over nothing) and
+    /// because an upstream task failed.
+    pub when_false: usize,
+    pub decision: usize,
+    pub empty_fan_out: usize,
+    pub upstream_failed: usize,
 }
 
 impl Tally {
+    /// Skips by choice: they are not counted for or against the phase.
+    pub(super) fn skipped_by_choice(&self) -> usize {
+        self.when_false + self.decision + self.empty_fan_out
+    }
+
+    /// What counts: every task but those skipped by choice.
+    pub(super) fn counted(&self) -> usize {
+        self.total.saturating_sub(self.skipped_by_choice())
+    }
+
+    /// completed / (total − skipped by choice); a phase with nothing to count passes.
     pub(super) fn success_rate(&self) -> f64 {
-        if self.total == 0 {
-            1.0
-        } else {
-            self.completed as f64 / self.total as f64
+        match self.counted() {
+            0 => 1.0,
+            n => self.completed as f64 / n as f64,
         }
+    }
+
+    fn skipped_by(&self) -> Value {
+        json!({
+            "when_false": self.when_false,
+            "decision": self.decision,
+            "empty_fan_out": self.empty_fan_out,
+            "upstream_failed": self.upstream_failed,
+        })
     }
 }
 
@@ -139,6 +190,7 @@ pub(super) fn gate(phase: &str, tally: Tally, state: &RunState, params: &Value) 
         &json!({
             "phase": phase, "total": tally.total, "completed": tally.completed,
             "failed": tally.failed, "skipped": tally.skipped,
+            "skipped_by": tally.skipped_by(),
             "success_rate": tally.success_rate(),
             "tasks": finished_tasks(state),
             "params": params, "loop_count": state.feedback_loop_count,

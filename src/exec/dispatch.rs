@@ -22,10 +22,20 @@ use crate::policy::{PolicyHost, Verdict};
 impl Dispatcher {
     /// Moves ready tasks through `when`, `enforce` and instance assignment, then starts them.
     pub(super) fn pump(&mut self) -> Result<(), ExecError> {
+        self.recheck_deferred();
         let mut starts = std::mem::take(&mut self.pending_starts);
+        // A pool whose re-asked task was deferred again for the same reason: its other
+        // deferred tasks wait for the next change rather than being asked in vain.
+        let mut blocked = vec![false; self.pools.len()];
         while let Some(t) = self.ready.pop_front() {
             if self.finish.is_some() {
                 break;
+            }
+            let pool = self.run.wf.task(t).agent.index();
+            let rechecking = std::mem::take(&mut self.tasks[t.index()].rechecking);
+            if rechecking && blocked[pool] {
+                self.deferred.push(t);
+                continue;
             }
             if self.tasks[t.index()].upstream_failed {
                 let detail = self.failed_dependency(t);
@@ -35,9 +45,20 @@ impl Dispatcher {
             if self.state.tasks[t.index()].attempts == 0 && !self.passes_when(t) {
                 continue;
             }
-            if !self.enforce(t) {
-                break;
+            match self.enforce(t) {
+                Enforced::Go => {}
+                Enforced::Violation => break,
+                Enforced::Defer { rule, reason } => {
+                    let again = self.state.tasks[t.index()]
+                        .deferred
+                        .as_ref()
+                        .is_some_and(|d| d.rule == rule && d.reason == reason);
+                    blocked[pool] |= rechecking && again;
+                    self.defer(t, rule, reason);
+                    continue;
+                }
             }
+            self.undefer(t);
             match self.admit(t) {
                 Admit::Go => {}
                 Admit::Reject => {
@@ -104,21 +125,33 @@ impl Dispatcher {
         }
     }
 
-    /// Runs the `enforce` rules, workflow then phase. A deny fails the run with a
-    /// `PolicyViolation`; returns whether the dispatch may go on.
-    fn enforce(&mut self, t: TaskId) -> bool {
+    /// Runs the `enforce` rules, workflow then phase: the first that defers holds the task
+    /// back; the first that denies fails the run with a `PolicyViolation`.
+    fn enforce(&mut self, t: TaskId) -> Enforced {
         let wf = self.run.wf.clone();
         let task = wf.task(t);
         let phase = wf.phase(task.phase);
         if wf.enforce.is_empty() && phase.enforce.is_empty() {
-            return true;
+            return Enforced::Go;
         }
         let ctx = context::enforce(self.enforce_fields(t));
         for rule in wf.enforce.iter().chain(phase.enforce.iter()) {
             let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
             if let Verdict::Enforce {
                 allow: false,
+                defer: true,
                 reason,
+            } = e.verdict
+            {
+                return Enforced::Defer {
+                    rule: describe_rule(rule),
+                    reason: reason.unwrap_or_else(|| "deferred".into()),
+                };
+            }
+            if let Verdict::Enforce {
+                allow: false,
+                reason,
+                ..
             } = e.verdict
             {
                 let reason = reason.unwrap_or_else(|| "denied".into());
@@ -135,10 +168,10 @@ impl Dispatcher {
                         task.name
                     )),
                 ));
-                return false;
+                return Enforced::Violation;
             }
         }
-        true
+        Enforced::Go
     }
 
     /// The fields of an `enforce` context for dispatching `t` now.
@@ -259,7 +292,6 @@ impl Dispatcher {
         self.pools[p].leave(t);
         self.pools[p].breaker.abandon_trial(t);
         self.tasks[t.index()].waiting = false;
-        let attempt = self.state.tasks[t.index()].attempts + 1;
         let error = TaskError::retryable(
             ErrorCode::NoAvailableAgent,
             format!(
@@ -268,6 +300,14 @@ impl Dispatcher {
                 crate::text::duration(wf.settings.agent_wait)
             ),
         );
+        self.gave_up(t, error);
+    }
+
+    /// An attempt that never reached an instance (its wait ran out), logged under the pool's
+    /// name, then the error handler.
+    pub(super) fn gave_up(&mut self, t: TaskId, error: TaskError) {
+        let wf = self.run.wf.clone();
+        let attempt = self.state.tasks[t.index()].attempts + 1;
         self.record(EventKind::AttemptFinished {
             task: self.name(t),
             agent: Arc::from(wf.agent(wf.task(t).agent).name.as_str()),
@@ -417,6 +457,18 @@ impl Dispatcher {
 
 fn a_call(rt: &super::dispatcher::TaskRt) -> Value {
     rt.last.as_ref().map_or(Value::Null, |a| a.call.describe())
+}
+
+/// What the `enforce` rules said about a dispatch.
+pub(super) enum Enforced {
+    Go,
+    /// A deny: the run ends.
+    Violation,
+    /// Not now: the task waits.
+    Defer {
+        rule: String,
+        reason: String,
+    },
 }
 
 /// A rule as messages name it: `` `name(…)` at FILE:L:C `` or `rule at FILE:L:C`.

@@ -64,6 +64,10 @@ pub(super) struct TaskRt {
     pub last_input: Value,
     /// The LLM calls of the attempt in flight, so a run that stops still records its tokens.
     pub live_calls: Option<CallLog>,
+    /// The token of the `agent_wait` of the deferral it is in, if deferred.
+    pub deferred_token: Option<u64>,
+    /// It is going through its rules again after a deferral.
+    pub rechecking: bool,
 }
 
 pub(super) struct Dispatcher {
@@ -89,6 +93,12 @@ pub(super) struct Dispatcher {
     pub rules: RuleCache,
     /// What templates and `when` rules see of the finished tasks.
     pub views: super::context::Views,
+    /// Tasks an `enforce` rule deferred, in the order they were deferred.
+    pub deferred: Vec<TaskId>,
+    /// Counts recorded events (deferrals aside): what rules see has changed when it moves.
+    pub epoch: u64,
+    /// The epoch of the last deferral.
+    pub deferred_epoch: u64,
     /// Set when the run must stop: (status, error).
     pub finish: Option<(RunStatus, Option<String>)>,
     cancel: tokio_util::sync::CancellationToken,
@@ -145,6 +155,9 @@ impl Dispatcher {
         );
         Ok(Dispatcher {
             views,
+            deferred: Vec::new(),
+            epoch: 0,
+            deferred_epoch: 0,
             pools: wf.agents.iter().map(Pool::new).collect(),
             tasks: vec![TaskRt::default(); wf.tasks.len()],
             journal: Journal::new(options.run_id, options.store, options.observers),
@@ -168,6 +181,9 @@ impl Dispatcher {
     /// Records an event: applied to the state now, committed at the next flush; the views of
     /// the tasks it changed follow.
     pub(super) fn record(&mut self, kind: EventKind) {
+        if !matches!(kind, EventKind::TaskDeferred { .. }) {
+            self.epoch += 1;
+        }
         let from = self.journal.touched_count();
         self.journal.record(&mut self.state, kind);
         for &i in self.journal.touched_since(from) {
@@ -225,10 +241,11 @@ impl Dispatcher {
         });
         // The run's first event is in the store before anything else happens.
         self.flush()?;
-        if wf.phases.is_empty() {
-            self.finish = Some((RunStatus::Completed, None));
-        } else {
-            self.enter_phase(0);
+        self.views
+            .run_changed(&self.state, self.run.env.workspace.as_deref());
+        match wf.phases.iter().position(|p| !p.always) {
+            Some(first) => self.enter_phase(first),
+            None => self.finish = Some((RunStatus::Completed, None)),
         }
         self.drive_to_end().await
     }
@@ -262,6 +279,17 @@ impl Dispatcher {
                 continue;
             }
             if let Some((status, error)) = self.finish.take() {
+                if self.state.ending.is_none()
+                    && matches!(status, RunStatus::Completed | RunStatus::Failed)
+                    && self.run.wf.always_phases().next().is_some()
+                {
+                    // The normal phases are over: what still runs of them stops, then the
+                    // `always` phases run.
+                    self.halt_work();
+                    if self.start_always(status, error.clone()) {
+                        continue;
+                    }
+                }
                 return self.stop(status, error);
             }
             // Group commit: events nothing acts on yet wait up to the commit window, so one
@@ -371,6 +399,22 @@ impl Dispatcher {
         self.flush()
     }
 
+    /// Stops every attempt and forgets every queue, leaving every instance idle: the normal
+    /// phases are over (their running tasks end CANCELLED).
+    fn halt_work(&mut self) {
+        self.stop_running();
+        self.workers.detach_all();
+        for pool in &mut self.pools {
+            pool.reset();
+        }
+        self.running = 0;
+        self.ready.clear();
+        self.pending_starts.clear();
+        self.deferred.clear();
+        self.retries_pending = 0;
+        self.escalations = super::escalation::Escalations::new(self.escalations.operator());
+    }
+
     fn completed(&mut self, joined: Result<Done, tokio::task::JoinError>) {
         match joined {
             Ok(done) => self.attempt_finished(done),
@@ -391,10 +435,12 @@ impl Dispatcher {
             match timer {
                 Timer::Retry(t) => {
                     self.retries_pending = self.retries_pending.saturating_sub(1);
-                    if self.status(t) == TaskStatus::Pending {
+                    let here = self.run.wf.task(t).phase.index() == self.phase;
+                    if here && self.status(t) == TaskStatus::Pending {
                         self.ready.push_back(t);
                     }
                 }
+                Timer::Deferred(t, token) => self.deferred_too_long(t, token),
                 Timer::AgentWait(t, token) => {
                     let rt = &self.tasks[t.index()];
                     if rt.waiting && rt.wait_token == token {

@@ -35,7 +35,11 @@ impl Escalations {
         }
     }
 
-    pub(super) fn has_operator(&self) -> bool {
+    pub fn operator(&self) -> Option<Arc<dyn Operator>> {
+        self.operator.clone()
+    }
+
+    pub fn has_operator(&self) -> bool {
         self.operator.is_some()
     }
 

@@ -10,6 +10,7 @@ mod attempt;
 mod backoff;
 mod breaker;
 mod context;
+mod defer;
 mod dispatch;
 mod dispatcher;
 mod escalation;

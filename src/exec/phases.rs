@@ -7,7 +7,7 @@ use super::context::{self, Tally};
 use super::dispatch::describe_rule;
 use super::dispatcher::Dispatcher;
 use crate::check::ir::{OnMaxLoops, Phase, PhaseId, Rule, Workflow};
-use crate::model::{EventKind, RunState, RunStatus, TaskStatus};
+use crate::model::{EventKind, RunState, RunStatus, SkipReason, TaskStatus};
 use crate::policy::{Evaluation, Severity, Verdict};
 
 /// A gate's or the feedback's decision, as recorded.
@@ -42,10 +42,32 @@ impl Dispatcher {
         }
     }
 
-    /// Every task of the phase is final: the gate decides.
+    /// Every task of the phase is final: its gate decides — except after the last normal
+    /// phase, where the feedback decides first.
     pub(super) fn end_phase(&mut self) {
         let wf = self.run.wf.clone();
         let phase = &wf.phases[self.phase];
+        if phase.always {
+            // Decided and recorded; a failure shows in the final status.
+            self.gate(phase);
+            self.next_always();
+            return;
+        }
+        if self.next_normal(self.phase).is_none() {
+            self.end_last_phase();
+            return;
+        }
+        let decision = self.gate(phase);
+        if decision.pass {
+            let next = self.next_normal(self.phase).unwrap_or(self.phase);
+            self.enter_phase(next);
+        } else {
+            self.gate_failed(phase, &decision);
+        }
+    }
+
+    /// Decides and records a phase's gate.
+    fn gate(&mut self, phase: &Phase) -> GateDecision {
         let tally = tally(phase, &self.state);
         let decision = match &phase.gate {
             Some(rule) => {
@@ -57,33 +79,75 @@ impl Dispatcher {
                 );
                 gate_rule_decision(rule, e)
             }
-            None => default_gate(phase, &wf, tally),
+            None => default_gate(phase, &self.run.wf, tally),
         };
         self.record(EventKind::GateDecided {
             phase: phase.name.clone(),
             pass: decision.pass,
             reason: decision.reason.clone(),
-            rule: decision.rule,
+            rule: decision.rule.clone(),
         });
+        decision
+    }
+
+    fn gate_failed(&mut self, phase: &Phase, decision: &GateDecision) {
+        self.finish = Some((
+            RunStatus::Failed,
+            Some(format!(
+                "the gate of phase `{}` failed: {}",
+                phase.name, decision.reason
+            )),
+        ));
+    }
+
+    /// The next normal phase after `k`, if any.
+    pub(super) fn next_normal(&self, k: usize) -> Option<usize> {
+        let phases = &self.run.wf.phases;
+        (k + 1..phases.len()).find(|&i| !phases[i].always)
+    }
+
+    /// After the last normal phase: the feedback decides first — a loop goes back without
+    /// consulting the last phase's gate (the seed draws none before the feedback decision);
+    /// otherwise the gate decides, then `on_max_loops` when the feedback still wants a loop.
+    fn end_last_phase(&mut self) {
+        let wf = self.run.wf.clone();
+        let loop_count = self.state.feedback_loop_count;
+        let max = wf.settings.max_feedback_loops;
+        let (severity, summary) = self.decide_feedback();
+        if severity >= Severity::Error && loop_count < max {
+            let target = wf.feedback.as_ref().map_or(PhaseId(0), |f| f.target);
+            self.record(EventKind::LoopStarted {
+                loop_count: loop_count + 1,
+                target: wf.phase(target).name.clone(),
+            });
+            self.views.feedback_changed(&self.state);
+            self.enter_phase(target.index());
+            return;
+        }
+        let phase = &wf.phases[self.phase];
+        let decision = self.gate(phase);
         if !decision.pass {
-            self.finish = Some((
-                RunStatus::Failed,
-                Some(format!(
-                    "the gate of phase `{}` failed: {}",
-                    phase.name, decision.reason
-                )),
-            ));
-        } else if self.phase + 1 < wf.phases.len() {
-            self.enter_phase(self.phase + 1);
+            self.gate_failed(phase, &decision);
+        } else if severity >= Severity::Error {
+            let message = format!(
+                "feedback is still `{severity}` after {max} loop{} (the limit): {summary}",
+                crate::text::plural(max)
+            );
+            match wf.settings.on_max_loops {
+                OnMaxLoops::Complete => {
+                    self.record(EventKind::Warning { message });
+                    self.finish = Some((RunStatus::Completed, None));
+                }
+                OnMaxLoops::Fail => self.finish = Some((RunStatus::Failed, Some(message))),
+            }
         } else {
-            self.decide_feedback();
+            self.finish = Some((RunStatus::Completed, None));
         }
     }
 
-    /// After the last phase: loop back, or finish.
-    fn decide_feedback(&mut self) {
+    /// Evaluates and records the feedback of the pass that just ended.
+    fn decide_feedback(&mut self) -> (Severity, String) {
         let wf = self.run.wf.clone();
-        let loop_count = self.state.feedback_loop_count;
         let max = wf.settings.max_feedback_loops;
         let (severity, summary, details, rule) = match &wf.feedback {
             Some(f) => {
@@ -105,47 +169,73 @@ impl Dispatcher {
             rule,
         });
         self.views.feedback_changed(&self.state);
-        if severity < Severity::Error {
-            self.finish = Some((RunStatus::Completed, None));
-        } else if loop_count < max {
-            let target = wf.feedback.as_ref().map_or(PhaseId(0), |f| f.target);
-            self.record(EventKind::LoopStarted {
-                loop_count: loop_count + 1,
-                target: wf.phase(target).name.clone(),
-            });
-            self.views.feedback_changed(&self.state);
-            self.enter_phase(target.index());
-        } else {
-            let message = format!(
-                "feedback is still `{severity}` after {max} loop{} (the limit): {summary}",
-                crate::text::plural(max)
-            );
-            match wf.settings.on_max_loops {
-                OnMaxLoops::Complete => {
-                    self.record(EventKind::Warning { message });
-                    self.finish = Some((RunStatus::Completed, None));
-                }
-                OnMaxLoops::Fail => self.finish = Some((RunStatus::Failed, Some(message))),
-            }
+        (severity, summary)
+    }
+
+    /// The run is ending with `status`: its `always` phases run first, once; returns whether
+    /// they do (else the run ends now).
+    pub(super) fn start_always(&mut self, status: RunStatus, error: Option<String>) -> bool {
+        let first = self.run.wf.phases.iter().position(|p| p.always);
+        let Some(first) = first else {
+            return false;
+        };
+        if self.state.ending.is_some()
+            || !matches!(status, RunStatus::Completed | RunStatus::Failed)
+        {
+            return false;
         }
+        self.record(EventKind::RunEnding { status, error });
+        self.views.show_all(&self.state);
+        self.views
+            .run_changed(&self.state, self.run.env.workspace.as_deref());
+        self.enter_phase(first);
+        true
+    }
+
+    /// The next `always` phase, or the end: FAILED stays FAILED; COMPLETED becomes FAILED
+    /// when an `always` phase failed.
+    pub(super) fn next_always(&mut self) {
+        let phases = &self.run.wf.phases;
+        if let Some(next) = (self.phase + 1..phases.len()).find(|&i| phases[i].always) {
+            self.enter_phase(next);
+            return;
+        }
+        let (status, error) = self
+            .state
+            .ending
+            .clone()
+            .unwrap_or((RunStatus::Completed, None));
+        self.finish = Some(match (status, &self.state.always_failure) {
+            (RunStatus::Completed, Some(why)) => (RunStatus::Failed, Some(why.clone())),
+            _ => (status, error),
+        });
     }
 }
 
 /// What a phase's tasks came to.
 pub(super) fn tally(phase: &Phase, state: &RunState) -> Tally {
-    let count = |s: TaskStatus| {
-        phase
-            .tasks
-            .iter()
-            .filter(|t| state.tasks[t.index()].status == s)
-            .count()
-    };
-    Tally {
+    let mut tally = Tally {
         total: phase.tasks.len(),
-        completed: count(TaskStatus::Completed),
-        failed: count(TaskStatus::Failed),
-        skipped: count(TaskStatus::Skipped),
+        ..Tally::default()
+    };
+    for t in &phase.tasks {
+        let r = &state.tasks[t.index()];
+        match r.status {
+            TaskStatus::Completed => tally.completed += 1,
+            TaskStatus::Failed => tally.failed += 1,
+            TaskStatus::Skipped => {
+                tally.skipped += 1;
+                match r.skip_reason {
+                    Some(SkipReason::WhenFalse) => tally.when_false += 1,
+                    Some(SkipReason::Decision) => tally.decision += 1,
+                    Some(SkipReason::EmptyFanOut) => tally.empty_fan_out += 1,
+                    Some(SkipReason::UpstreamFailed) | None => tally.upstream_failed += 1,
+                }
+            }
+            _ => {}
+        }
     }
+    tally
 }
 
 /// A gate rule's verdict as a decision; a rule that gives none fails the gate.
@@ -171,13 +261,17 @@ pub(super) fn default_gate(phase: &Phase, wf: &Workflow, tally: Tally) -> GateDe
         .min_success_rate
         .unwrap_or(wf.settings.min_success_rate);
     let rate = tally.success_rate();
-    let pass = tally.total == 0 || rate >= min;
+    let pass = tally.counted() == 0 || rate >= min;
+    let not_counted = match tally.skipped_by_choice() {
+        0 => String::new(),
+        n => format!("; {n} skipped by choice, not counted"),
+    };
     GateDecision {
         pass,
         reason: format!(
-            "success rate {rate:.2} ({} of {} completed) {} the minimum {min}",
+            "success rate {rate:.2} ({} of {} completed{not_counted}) {} the minimum {min}",
             tally.completed,
-            tally.total,
+            tally.counted(),
             if pass { "meets" } else { "is below" }
         ),
         rule: "default gate".to_string(),
@@ -249,8 +343,43 @@ mod tests {
             total,
             completed,
             failed: total - completed,
-            skipped: 0,
+            ..Tally::default()
         }
+    }
+
+    #[test]
+    fn skips_by_choice_are_not_counted_and_upstream_failures_are() {
+        let wf = workflow(r#"workflow w { agent m { kind = "mock" } phase p { task a on m } }"#);
+        let mut t = Tally {
+            total: 4,
+            completed: 2,
+            skipped: 2,
+            when_false: 1,
+            decision: 1,
+            ..Tally::default()
+        };
+        let d = default_gate(&wf.phases[0], &wf, t);
+        assert!(d.pass, "{}", d.reason);
+        assert_eq!(
+            d.reason,
+            "success rate 1.00 (2 of 2 completed; 2 skipped by choice, not counted) meets the minimum 1"
+        );
+        t.decision = 0;
+        t.upstream_failed = 1;
+        assert!(
+            !default_gate(&wf.phases[0], &wf, t).pass,
+            "an upstream failure counts"
+        );
+        let nothing = Tally {
+            total: 1,
+            skipped: 1,
+            when_false: 1,
+            ..Tally::default()
+        };
+        assert!(
+            default_gate(&wf.phases[0], &wf, nothing).pass,
+            "nothing to count passes"
+        );
     }
 
     #[test]

@@ -84,6 +84,13 @@ impl Pool {
         Some(i)
     }
 
+    /// Every instance idle, nobody waiting (the attempts were abandoned).
+    pub(super) fn reset(&mut self) {
+        self.idle = (0..self.count).collect();
+        self.waiting.clear();
+        self.running = 0;
+    }
+
     /// An attempt on `instance` ended; `failed` when it reached the agent, whether it failed.
     pub(super) fn release(&mut self, instance: u32, failed: Option<bool>) {
         self.idle.insert(instance);

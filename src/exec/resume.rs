@@ -21,6 +21,8 @@ impl Dispatcher {
         self.state = RunState::from_events(&events);
         self.check_same_workflow()?;
         self.views.refresh_all(&self.state);
+        self.views
+            .run_changed(&self.state, self.run.env.workspace.as_deref());
         self.journal.catch_up(&events)?;
         // Observers see the history as it happened: each event with the state it made.
         self.journal.replay(&events);
@@ -65,7 +67,17 @@ impl Dispatcher {
                 error: external_error.clone(),
             });
         }
-        self.release_phase(&awaiting, &external);
+        if self.state.ending.is_some() {
+            self.views.show_all(&self.state);
+        }
+        match self.state.ending.is_some() && !wf.phases[self.phase].always {
+            // Stopped between the end of the normal phases and the first `always` one.
+            true => match wf.phases.iter().position(|p| p.always) {
+                Some(first) => self.enter_phase(first),
+                None => self.next_always(),
+            },
+            false => self.release_phase(&awaiting, &external),
+        }
         let mut decisions = request.decisions;
         for t in awaiting {
             let asked = !decisions.iter().any(|(n, _)| **n == *self.name(t));

@@ -13,6 +13,8 @@ pub(super) enum Timer {
     Retry(TaskId),
     /// A task waiting for an instance gives up (the token tells stale timers apart).
     AgentWait(TaskId, u64),
+    /// A deferred task's `agent_wait` runs out.
+    Deferred(TaskId, u64),
 }
 
 /// Timers in order of when they fire; equal times fire in the order they were set.

@@ -89,6 +89,13 @@ pub enum EventKind {
         rule: String,
         reason: String,
     },
+    /// An `enforce` rule deferred the task: it waits, and the rule is asked again when what it
+    /// sees changes.
+    TaskDeferred {
+        task: Arc<str>,
+        rule: String,
+        reason: String,
+    },
     GateDecided {
         phase: String,
         pass: bool,
@@ -140,6 +147,13 @@ pub enum EventKind {
     RunWaiting {
         tasks: Vec<Arc<str>>,
     },
+    /// The normal phases are over and the run will end with this status once its `always`
+    /// phases have run (their failure can only turn COMPLETED into FAILED).
+    RunEnding {
+        status: RunStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     RunFinished {
         status: RunStatus,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -159,6 +173,7 @@ impl EventKind {
             EventKind::RetryScheduled { .. } => "retry_scheduled",
             EventKind::TaskFinished { .. } => "task_finished",
             EventKind::PolicyViolation { .. } => "policy_violation",
+            EventKind::TaskDeferred { .. } => "task_deferred",
             EventKind::GateDecided { .. } => "gate_decided",
             EventKind::FeedbackDecided { .. } => "feedback_decided",
             EventKind::LoopStarted { .. } => "loop_started",
@@ -169,6 +184,7 @@ impl EventKind {
             EventKind::Decided { .. } => "decided",
             EventKind::RunWaiting { .. } => "run_waiting",
             EventKind::RunResumed { .. } => "run_resumed",
+            EventKind::RunEnding { .. } => "run_ending",
             EventKind::RunFinished { .. } => "run_finished",
         }
     }
@@ -190,6 +206,7 @@ impl EventKind {
             | EventKind::RetryScheduled { task, .. }
             | EventKind::TaskFinished { task, .. }
             | EventKind::PolicyViolation { task, .. }
+            | EventKind::TaskDeferred { task, .. }
             | EventKind::Escalated { task, .. }
             | EventKind::Decided { task, .. } => Some(task),
             EventKind::DeadLettered { entry } => Some(&entry.task),

@@ -89,14 +89,22 @@ pub enum SkipReason {
     UpstreamFailed,
     /// An operator (or `on_escalation = "skip"`) decided to skip it.
     Decision,
+    /// A fan-out over an empty list: nothing to do.
+    EmptyFanOut,
 }
 
 impl SkipReason {
+    /// A skip by choice (not because something failed): it does not count against a gate.
+    pub fn by_choice(self) -> bool {
+        self != SkipReason::UpstreamFailed
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::WhenFalse => "when_false",
             SkipReason::UpstreamFailed => "upstream_failed",
             SkipReason::Decision => "decision",
+            SkipReason::EmptyFanOut => "empty_fan_out",
         }
     }
 }

@@ -35,6 +35,8 @@ pub enum Verdict {
     },
     Enforce {
         allow: bool,
+        /// Not allowed now, not denied: the task waits and the rule is asked again.
+        defer: bool,
         reason: Option<String>,
     },
     /// Whether the task runs.
@@ -299,14 +301,22 @@ fn interpret(kind: RuleKind, value: Dynamic) -> Evaluation {
         }),
         (RuleKind::Enforce, Ok(allow), _) => Some(Verdict::Enforce {
             allow,
+            defer: false,
             reason: (!allow).then(|| "the enforce rule returned false".to_string()),
         }),
         (RuleKind::Enforce, _, Some(Ruling::Allow)) => Some(Verdict::Enforce {
             allow: true,
+            defer: false,
             reason: None,
         }),
         (RuleKind::Enforce, _, Some(Ruling::Deny(r))) => Some(Verdict::Enforce {
             allow: false,
+            defer: false,
+            reason: Some(r),
+        }),
+        (RuleKind::Enforce, _, Some(Ruling::Defer(r))) => Some(Verdict::Enforce {
+            allow: false,
+            defer: true,
             reason: Some(r),
         }),
         (RuleKind::When, Ok(run), _) => Some(Verdict::When(run)),
@@ -360,6 +370,7 @@ fn fail_closed(kind: RuleKind, error: RuleError) -> Evaluation {
         },
         RuleKind::Enforce => Verdict::Enforce {
             allow: false,
+            defer: false,
             reason: Some(error.cause.clone()),
         },
         RuleKind::When => Verdict::When(false),

@@ -54,6 +54,8 @@ pub enum Ruling {
     Fail(String),
     Allow,
     Deny(String),
+    /// Not now: the task waits and the rule is asked again when what it sees changes.
+    Defer(String),
     Feedback(Severity, String),
 }
 
@@ -64,6 +66,7 @@ impl fmt::Display for Ruling {
             Ruling::Fail(r) => write!(f, "fail({r:?})"),
             Ruling::Allow => f.write_str("allow()"),
             Ruling::Deny(r) => write!(f, "deny({r:?})"),
+            Ruling::Defer(r) => write!(f, "defer({r:?})"),
             Ruling::Feedback(Severity::Ok, m) if m.is_empty() => f.write_str("ok()"),
             Ruling::Feedback(s, m) => write!(f, "{s}({m:?})"),
         }
@@ -78,7 +81,9 @@ pub(super) fn register(engine: &mut Engine) {
         .register_fn("==", |a: Ruling, b: Ruling| a == b)
         .register_fn("!=", |a: Ruling, b: Ruling| a != b)
         .register_get("reason", |d: &mut Ruling| match d {
-            Ruling::Fail(r) | Ruling::Deny(r) | Ruling::Feedback(_, r) => r.clone(),
+            Ruling::Fail(r) | Ruling::Deny(r) | Ruling::Defer(r) | Ruling::Feedback(_, r) => {
+                r.clone()
+            }
             _ => String::new(),
         })
         .register_get("severity", |d: &mut Ruling| match d {
@@ -89,6 +94,7 @@ pub(super) fn register(engine: &mut Engine) {
         .register_fn("fail", |r: ImmutableString| Ruling::Fail(r.to_string()))
         .register_fn("allow", || Ruling::Allow)
         .register_fn("deny", |r: ImmutableString| Ruling::Deny(r.to_string()))
+        .register_fn("defer", |r: ImmutableString| Ruling::Defer(r.to_string()))
         .register_fn("ok", || Ruling::Feedback(Severity::Ok, String::new()))
         .register_fn("ok", |m: ImmutableString| {
             Ruling::Feedback(Severity::Ok, m.to_string())

@@ -50,6 +50,7 @@ impl RuleKind {
                 "completed",
                 "failed",
                 "skipped",
+                "skipped_by",
                 "success_rate",
                 "tasks",
                 "params",
@@ -82,7 +83,7 @@ impl RuleKind {
     pub fn expected_result(self) -> &'static str {
         match self {
             RuleKind::Gate => "a bool, `pass()` or `fail(reason)`",
-            RuleKind::Enforce => "a bool, `allow()` or `deny(reason)`",
+            RuleKind::Enforce => "a bool, `allow()`, `deny(reason)` or `defer(reason)`",
             RuleKind::When => "a bool",
             RuleKind::Feedback => {
                 "`ok()`, `info(msg)`, `warning(msg)`, `error(msg)` or `critical(msg)`"

@@ -210,6 +210,9 @@ fn register(engine: &mut Engine) {
         .register_fn("assert_allow", |d: Dynamic| {
             expect(&d, "allow", |d| matches!(d, Ruling::Allow), true)
         })
+        .register_fn("assert_defer", |d: Dynamic| {
+            expect(&d, "defer", |d| matches!(d, Ruling::Defer(_)), false)
+        })
         .register_fn("assert_deny", |d: Dynamic| {
             expect(&d, "deny", |d| matches!(d, Ruling::Deny(_)), false)
         })
@@ -316,6 +319,11 @@ fn gate_defaults(given: &Map) -> Map {
         Dynamic::from_int((total - completed).max(0)),
     );
     m.insert("skipped".into(), Dynamic::from_int(0));
+    let mut by = Map::new();
+    for reason in ["when_false", "decision", "empty_fan_out", "upstream_failed"] {
+        by.insert(reason.into(), Dynamic::from_int(0));
+    }
+    m.insert("skipped_by".into(), Dynamic::from_map(by));
     let rate = if total == 0 {
         1.0
     } else {

@@ -213,6 +213,7 @@ impl HumanView {
                     SkipReason::WhenFalse => "its `when` rule is false",
                     SkipReason::UpstreamFailed => "upstream_failed",
                     SkipReason::Decision => "skipped by decision",
+                    SkipReason::EmptyFanOut => "a fan-out over nothing",
                 };
                 format!("  - {task:<20} {:<14} skipped    {why}", "-")
             }
@@ -244,6 +245,9 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str) -> Option<String> {
         }
         EventKind::PolicyViolation { task, rule, reason } => {
             format!("  ✗ policy violation: {rule} denied `{task}`: {reason}")
+        }
+        EventKind::TaskDeferred { task, rule, reason } => {
+            format!("  ⏸ {task:<20} waits: deferred by {rule}: {reason}")
         }
         EventKind::GateDecided {
             phase,
@@ -290,6 +294,10 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str) -> Option<String> {
                 state.workflow_id
             )
         }
+        EventKind::RunEnding { status, .. } => format!(
+            "\nthe normal phases are over (the run ends {}); its `always` phases run now",
+            status.as_str().to_uppercase()
+        ),
         EventKind::RunResumed { rerun } => {
             let again = if rerun.is_empty() {
                 String::new()

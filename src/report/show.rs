@@ -116,6 +116,9 @@ pub fn show_text(state: &RunState, events: &[Event]) -> String {
         if let Some(e) = &t.error {
             line.push_str(&format!("  {e}"));
         }
+        if let Some(d) = &t.deferred {
+            line.push_str(&format!("  waiting: deferred by {}: {}", d.rule, d.reason));
+        }
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out, "\nattempts");

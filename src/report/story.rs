@@ -71,6 +71,9 @@ fn line(task: &str, phase_of_task: &str, in_phase: bool, kind: &EventKind) -> Op
         EventKind::PolicyViolation { rule, reason, .. } if mine => {
             format!("denied by {rule}: {reason}; the run failed")
         }
+        EventKind::TaskDeferred { rule, reason, .. } if mine => format!(
+            "deferred by {rule}: {reason}; it waits, and the rule is asked again when what it sees changes"
+        ),
         EventKind::TaskFinished { status, .. } if mine => {
             format!("finished {}", status.as_str())
         }

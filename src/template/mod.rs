@@ -8,13 +8,14 @@
 use std::sync::{Arc, OnceLock};
 
 /// The variables every template can read (DSL.md section 4).
-pub(crate) const CONTEXT_FIELDS: [&str; 6] = [
+pub(crate) const CONTEXT_FIELDS: [&str; 7] = [
     "params",
     "tasks",
     "input",
     "feedback",
     "loop_count",
     "attempt",
+    "run",
 ];
 
 /// Names Jinja itself provides inside templates (`loop` of a for loop, `range`, …).
@@ -192,6 +193,7 @@ impl Context {
             loop_count => scope.loop_count,
             attempt => attempt,
             input => input.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from_serialize),
+            run => scope.run.0.clone(),
         })
     }
 }
@@ -214,6 +216,8 @@ pub(crate) struct Scope {
     pub(crate) tasks: Arc<TaskViews>,
     pub(crate) feedback: Converted,
     pub(crate) loop_count: u32,
+    /// `run`: its id, its workspace, its status and error (as the `always` phases see them).
+    pub(crate) run: Converted,
 }
 
 /// The finished tasks of a run as templates read them (`tasks.build.output`), by name, in

@@ -222,6 +222,7 @@ impl RunState {
             EventKind::TaskSkipped { task, reason, .. } => {
                 if let Some((i, t)) = self.task_mut(task) {
                     t.status = TaskStatus::Skipped;
+                    t.deferred = None;
                     t.skip_reason = Some(*reason);
                     t.finished_at = Some(at);
                     note.task(i);
@@ -273,7 +274,19 @@ impl RunState {
             EventKind::Decided { task, decision, by } => {
                 self.decided(event.seq, at, task, *decision, by, &mut note)
             }
+            EventKind::TaskDeferred { task, rule, reason } => {
+                if let Some((i, t)) = self.task_mut(task) {
+                    t.deferred = Some(super::Deferral {
+                        rule: rule.clone(),
+                        reason: reason.clone(),
+                    });
+                    note.task(i);
+                }
+            }
             EventKind::RunResumed { rerun } => self.resumed(rerun, &mut note),
+            EventKind::RunEnding { status, error } => {
+                self.ending = Some((*status, error.clone()));
+            }
             EventKind::RunWaiting { tasks } => self.waiting(tasks, &mut note),
             EventKind::RunFinished { status, error } => {
                 self.run_finished(*status, error.as_ref(), at, &mut note)
@@ -302,13 +315,21 @@ impl RunState {
                 pass,
                 reason,
                 rule,
-            } => self.gates.push(GateRecord {
-                phase: phase.clone(),
-                loop_count: self.feedback_loop_count,
-                pass: *pass,
-                reason: reason.clone(),
-                rule: rule.clone(),
-            }),
+            } => {
+                // After `run_ending`, gates are those of `always` phases: the first that fails
+                // says why a COMPLETED run ends FAILED.
+                if self.ending.is_some() && !*pass && self.always_failure.is_none() {
+                    self.always_failure =
+                        Some(format!("the `always` phase `{phase}` failed: {reason}"));
+                }
+                self.gates.push(GateRecord {
+                    phase: phase.clone(),
+                    loop_count: self.feedback_loop_count,
+                    pass: *pass,
+                    reason: reason.clone(),
+                    rule: rule.clone(),
+                })
+            }
             EventKind::FeedbackDecided {
                 severity,
                 summary,
@@ -390,6 +411,7 @@ impl RunState {
     ) {
         if let Some((i, t)) = self.task_mut(task) {
             t.status = TaskStatus::InProgress;
+            t.deferred = None;
             t.agent = Some(agent.clone());
             t.attempts = attempt;
             t.retry_due = None;
@@ -481,6 +503,7 @@ impl RunState {
     ) {
         if let Some((i, t)) = self.task_mut(task) {
             t.status = status;
+            t.deferred = None;
             if error.is_some() {
                 t.error = error.cloned();
             }

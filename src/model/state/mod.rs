@@ -56,6 +56,10 @@ pub struct RunState {
     pub error: Option<String>,
     /// LLM token usage over the whole run (every attempt, failed ones too).
     pub usage: Usage,
+    /// The status the run ends with once its `always` phases have run, and its error.
+    pub ending: Option<(RunStatus, Option<String>)>,
+    /// Why an `always` phase failed (it turns a COMPLETED run into FAILED).
+    pub always_failure: Option<String>,
     /// The run was started with `--dry-run`.
     pub dry_run: bool,
     /// Every file the run's agents wrote, in the order written.
@@ -82,6 +86,9 @@ pub struct TaskResult {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub duration_ms: u64,
+    /// An `enforce` rule holds the task back: which, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<Deferral>,
     /// This pass's failed attempts, for the dead-letter queue.
     #[serde(skip)]
     pub history: Vec<AttemptRecord>,
@@ -91,6 +98,13 @@ pub struct TaskResult {
     /// A retry waiting out its backoff: when it is due and the backoff it waits.
     #[serde(skip)]
     pub retry_due: Option<RetryDue>,
+}
+
+/// Why a task waits: the `enforce` rule that deferred it and its reason.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deferral {
+    pub rule: String,
+    pub reason: String,
 }
 
 /// When a scheduled retry is due (wall clock) and the backoff it waits.
@@ -114,6 +128,7 @@ impl TaskResult {
             started_at: None,
             finished_at: None,
             duration_ms: 0,
+            deferred: None,
             history: Vec::new(),
             attempt_base: 0,
             retry_due: None,
