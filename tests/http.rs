@@ -185,6 +185,52 @@ async fn rate_limits_and_unavailability_are_retried_and_a_400_is_not() {
 }
 
 #[tokio::test]
+async fn a_listed_status_is_the_services_verdict_failed_at_once_and_not_escalated() {
+    let (base, seen) = server(HashMap::from([
+        ("/verdict", vec![(422, "", "deploy rejected: quota")]),
+        ("/flaky", vec![(503, "", "maintenance"), (200, "", "{}")]),
+    ]))
+    .await;
+    // `on_escalation = "abort"` would end the run if the 422 were escalated; a small breaker
+    // would open if verdicts counted as errors.
+    let text = format!(
+        r#"workflow w {{
+            on_escalation = "abort"
+            agent verdict {{ kind = "http", url = "{base}/verdict", retry = 3, backoff = fixed(10ms),
+                            fail_on_status = [409, 422], circuit_breaker = breaker(1, 30s) }}
+            agent flaky {{ kind = "http", url = "{base}/flaky", retry = 3, backoff = fixed(10ms),
+                          fail_on_status = [422] }}
+            phase p {{ task a on verdict  task again on verdict after a  task b on flaky  gate {{ true }} }}
+        }}"#
+    );
+    let (state, events) = run_text(&text).await;
+    let a = state.task("a").unwrap();
+    assert_eq!(a.status, TaskStatus::Failed);
+    assert_eq!(a.attempts, 1, "a verdict is not retried");
+    let error = a.error.clone().unwrap();
+    assert!(error.failure, "{error:?}");
+    assert!(error.message.contains("422"), "{}", error.message);
+    // Its dependant is skipped, and nothing was dead-lettered or escalated.
+    assert_eq!(state.task("again").unwrap().status, TaskStatus::Skipped);
+    assert!(!events.iter().any(|e| matches!(
+        e.kind,
+        EventKind::DeadLettered { .. }
+            | EventKind::Escalated { .. }
+            | EventKind::BreakerChanged { .. }
+    )));
+    // A status not listed is still an error: the 503 is retried.
+    assert_eq!(state.task("b").unwrap().status, TaskStatus::Completed);
+    assert_eq!(state.task("b").unwrap().attempts, 2);
+    let verdict_calls = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path == "/verdict")
+        .count();
+    assert_eq!(verdict_calls, 1);
+}
+
+#[tokio::test]
 async fn a_refused_connection_is_a_retryable_transient_error() {
     // Bind and drop, so the port is closed.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

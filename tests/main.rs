@@ -2,6 +2,7 @@
 
 mod support;
 
+mod ci;
 mod cli;
 mod crash;
 mod diagnostics;

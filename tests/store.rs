@@ -47,7 +47,7 @@ fn a_version_1_store_is_migrated_forward_and_keeps_its_runs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4, "migrated forward to the current schema");
+    assert_eq!(version, 5, "migrated forward to the current schema");
     for table in ["task_results", "attempts", "agent_states", "decisions"] {
         let n: i64 = conn
             .query_row(

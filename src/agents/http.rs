@@ -25,6 +25,9 @@ pub struct HttpCall {
     pub headers: Vec<(String, String)>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// Statuses that are the service's verdict: the task fails, without retry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fail_on_status: Vec<u16>,
 }
 
 /// Renders an http pool's URL, headers and body.
@@ -46,6 +49,7 @@ pub(super) fn prepare(
         url,
         headers,
         body,
+        fail_on_status: h.fail_on_status.clone(),
     })
 }
 
@@ -97,12 +101,16 @@ pub(super) fn execute(call: HttpCall, env: &AgentEnv) -> AgentFuture {
                 Err(_) => serde_json::json!({ "body": text }),
             });
         }
-        Err(status_error(
+        let error = status_error(
             status,
             retry_after,
             format!("{} {}", call.method, call.url),
             &text,
-        ))
+        );
+        if call.fail_on_status.contains(&status) {
+            return Err(TaskError::failure(error.code, error.message));
+        }
+        Err(error)
     })
 }
 

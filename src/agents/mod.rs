@@ -13,6 +13,7 @@ pub mod llm;
 mod mock;
 mod script;
 mod shell;
+mod trace;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,9 +27,10 @@ pub use llm::ChatCall;
 pub use mock::{dry_run_output, MockCall};
 pub use script::ScriptCall;
 pub use shell::ShellCall;
+pub use trace::{Trace, EVENT_TAIL, LOG_HEAD, LOG_TAIL};
 
 use crate::check::ir::{self, AgentKind, Workflow};
-use crate::model::{ErrorCode, LlmCall, RunId, TaskError};
+use crate::model::{ErrorCode, RunId, TaskError};
 use crate::template::{Context, Templates};
 
 /// One attempt as a worker receives it: who it is for, and the call to make.
@@ -160,9 +162,10 @@ pub(crate) fn prepare(p: &Preparing<'_>, r: &Renderer<'_>) -> Result<AgentCall, 
 pub type AgentResult = Result<serde_json::Value, TaskError>;
 pub type AgentFuture = Pin<Box<dyn Future<Output = AgentResult> + Send + 'static>>;
 
-/// Executes one attempt's call. Its LLM calls are noted in `calls` as they happen, so an
-/// attempt that is stopped still has its tokens counted.
-pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, calls: CallLog) -> AgentFuture {
+/// Executes one attempt's call. Its LLM calls and its program's output are noted in `trace`
+/// as they happen, so an attempt that is stopped still has its tokens counted and its output
+/// kept.
+pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFuture {
     match attempt.call {
         AgentCall::Mock(m) => mock::execute(
             m,
@@ -171,24 +174,10 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, calls: CallLog) -> AgentFut
             attempt.attempt,
             attempt.loop_count,
         ),
-        AgentCall::Shell(s) => shell::execute(s, &env),
+        AgentCall::Shell(s) => shell::execute(s, &env, trace),
         AgentCall::Http(h) => http::execute(h, &env),
         AgentCall::Script(s) => script::execute(s, env, attempt.task),
-        AgentCall::Llm(c) => llm::execute(c, attempt.task, env, calls),
-    }
-}
-
-/// The LLM calls of one attempt, shared between the agent and the executor.
-#[derive(Clone, Debug, Default)]
-pub struct CallLog(Arc<std::sync::Mutex<Vec<LlmCall>>>);
-
-impl CallLog {
-    pub fn push(&self, call: LlmCall) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(call);
-    }
-
-    pub fn take(&self) -> Vec<LlmCall> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+        AgentCall::Llm(c) => llm::execute(c, attempt.task, env, trace),
     }
 }
 

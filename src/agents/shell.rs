@@ -10,9 +10,9 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 use serde::{Deserialize, Serialize};
 
-use super::{AgentEnv, AgentFuture, Renderer};
+use super::{AgentEnv, AgentFuture, Renderer, Trace};
 use crate::check::ir;
-use crate::model::{ErrorCode, TaskError};
+use crate::model::{ErrorCode, LogStream, TaskError};
 
 /// Bytes of stdout and of stderr kept; past it, the tail is kept.
 pub(super) const OUTPUT_LIMIT: usize = 1 << 20;
@@ -69,7 +69,7 @@ impl Drop for GroupGuard {
 }
 
 /// Runs the program of one attempt.
-pub(super) fn execute(shell: ShellCall, env: &AgentEnv) -> AgentFuture {
+pub(super) fn execute(shell: ShellCall, env: &AgentEnv, trace: Trace) -> AgentFuture {
     let base = env.base.clone();
     let default_dir = env.workspace.clone().unwrap_or_else(|| env.base.clone());
     let scrub = env.scrub.clone();
@@ -109,8 +109,18 @@ pub(super) fn execute(shell: ShellCall, env: &AgentEnv) -> AgentFuture {
         let out_buf = Arc::new(Mutex::new(Captured::default()));
         let err_buf = Arc::new(Mutex::new(Captured::default()));
         let readers = (
-            tokio::spawn(read_bounded(child.stdout.take(), out_buf.clone())),
-            tokio::spawn(read_bounded(child.stderr.take(), err_buf.clone())),
+            tokio::spawn(read_bounded(
+                child.stdout.take(),
+                out_buf.clone(),
+                trace.clone(),
+                LogStream::Stdout,
+            )),
+            tokio::spawn(read_bounded(
+                child.stderr.take(),
+                err_buf.clone(),
+                trace.clone(),
+                LogStream::Stderr,
+            )),
         );
         let status = child.wait().await.map_err(|e| {
             TaskError::retryable(
@@ -146,10 +156,14 @@ pub(super) fn execute(shell: ShellCall, env: &AgentEnv) -> AgentFuture {
                 }
                 Ok(output)
             }
-            Some(code) => Err(TaskError::retryable(
-                ErrorCode::ExitCode,
-                format!("`{program}` exited with status {code}{}", tail_hint(&err)),
-            )),
+            // It ran and said no: a failure, its output in the attempt's log.
+            Some(code) => Err(TaskError {
+                exit_code: Some(code),
+                ..TaskError::failure(
+                    ErrorCode::ExitCode,
+                    format!("`{program}` exited with status {code}{}", tail_hint(&err)),
+                )
+            }),
             None => Err(TaskError::retryable(
                 ErrorCode::AgentCrashed,
                 format!("`{program}` was killed by a signal"),
@@ -192,7 +206,12 @@ fn lock(m: &Mutex<Captured>) -> std::sync::MutexGuard<'_, Captured> {
 }
 
 /// Reads a pipe to its end into `into`, keeping the tail.
-async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, into: Arc<Mutex<Captured>>) {
+async fn read_bounded(
+    pipe: Option<impl AsyncRead + Unpin>,
+    into: Arc<Mutex<Captured>>,
+    trace: Trace,
+    stream: LogStream,
+) {
     let Some(mut pipe) = pipe else {
         return;
     };
@@ -201,6 +220,7 @@ async fn read_bounded(pipe: Option<impl AsyncRead + Unpin>, into: Arc<Mutex<Capt
         match pipe.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                trace.output(stream, &chunk[..n]);
                 let mut c = lock(&into);
                 c.kept.extend_from_slice(&chunk[..n]);
                 if c.kept.len() > OUTPUT_LIMIT {

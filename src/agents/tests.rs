@@ -35,6 +35,7 @@ fn every_agent_call_round_trips_through_json() {
             url: "http://127.0.0.1:1/x".into(),
             headers: vec![("content-type".into(), "application/json".into())],
             body: Some("{\"a\":1}".into()),
+            fail_on_status: vec![422],
         }),
         AgentCall::Script(ScriptCall {
             function: "score".into(),

@@ -39,6 +39,23 @@ pub(crate) fn load_run(store: &dyn Store, id: &str) -> Result<LoadedRun, AppErro
     Ok(LoadedRun { id, events, state })
 }
 
+impl LoadedRun {
+    /// A task of the run by name; an unknown one is an error with the closest name.
+    pub(crate) fn task(&self, name: &str) -> Result<&crate::model::TaskResult, AppError> {
+        self.state.task(name).ok_or_else(|| {
+            let names = self.state.tasks.iter().map(|t| &*t.task);
+            let hint = crate::diag::suggest(name, names)
+                .map(|n| format!("; did you mean `{n}`?"))
+                .unwrap_or_default();
+            AppError::UnknownTask {
+                run: self.id.to_string(),
+                task: name.to_string(),
+                hint,
+            }
+        })
+    }
+}
+
 /// Writes the latest version of each of a run's files into `dir`; returns how many.
 pub(crate) fn export_artifacts(
     store: &dyn Store,

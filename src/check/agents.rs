@@ -29,8 +29,8 @@ fn kind_settings(kind: &str) -> &'static [&'static str] {
             "temperature",
             "max_tokens",
         ],
-        "shell" => &["command", "workdir", "env"],
-        "http" => &["url", "method", "headers", "body"],
+        "shell" => &["command", "workdir", "env", "retry_on_exit"],
+        "http" => &["url", "method", "headers", "body", "fail_on_status"],
         "script" => &["function"],
         "mock" => &[
             "latency",
@@ -102,6 +102,10 @@ impl Checker<'_> {
         self.agent_defaults[id.index()] = Some(AgentDefaults {
             kind,
             retry: pool.retry,
+            retry_on_exit: match &pool.kind {
+                AgentKind::Shell(s) => Some(s.retry_on_exit.clone()),
+                _ => None,
+            },
             backoff: pool.backoff,
             timeout: pool.timeout,
         });
@@ -230,10 +234,12 @@ impl Checker<'_> {
         let mut command = None;
         let mut workdir = None;
         let mut env = IndexMap::new();
+        let mut retry_on_exit = Vec::new();
         for s in settings {
             let v = &s.value;
             match s.name.name.as_str() {
                 "command" => command = self.command(v),
+                "retry_on_exit" => retry_on_exit = self.exit_codes(v),
                 "workdir" => {
                     if let Some(lit) = self.reader().string("workdir", v) {
                         workdir = self.template(lit, "workdir");
@@ -250,7 +256,15 @@ impl Checker<'_> {
             command: command?,
             workdir,
             env,
+            retry_on_exit,
         })
+    }
+
+    /// `retry_on_exit = [75, 137]`: the exit codes a failed command is retried for.
+    pub(super) fn exit_codes(&mut self, v: &ast::Value) -> Vec<i32> {
+        self.reader()
+            .ints("retry_on_exit", v, 1, 255)
+            .map_or_else(Vec::new, |l| l.into_iter().map(|n| n as i32).collect())
     }
 
     fn http(&mut self, a: &ast::Agent, settings: &[&ast::Setting]) -> Option<HttpAgent> {
@@ -258,9 +272,14 @@ impl Checker<'_> {
         let mut method = "GET".to_string();
         let mut headers = IndexMap::new();
         let mut body = None;
+        let mut fail_on_status = Vec::new();
         for s in settings {
             let v = &s.value;
             match s.name.name.as_str() {
+                "fail_on_status" => {
+                    fail_on_status = (self.reader().ints("fail_on_status", v, 100, 599))
+                        .map_or_else(Vec::new, |l| l.into_iter().map(|n| n as u16).collect());
+                }
                 "url" => {
                     if let Some(lit) = self.reader().string("url", v) {
                         url = self.template(lit, "url");
@@ -299,6 +318,7 @@ impl Checker<'_> {
             method,
             headers,
             body,
+            fail_on_status,
         })
     }
 

@@ -244,6 +244,8 @@ pub struct ShellAgent {
     pub command: Vec<Template>,
     pub workdir: Option<Template>,
     pub env: IndexMap<String, Template>,
+    /// Exit codes a failed command is retried for (its tasks' default).
+    pub retry_on_exit: Vec<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -252,6 +254,8 @@ pub struct HttpAgent {
     pub method: String,
     pub headers: IndexMap<String, Template>,
     pub body: Option<Template>,
+    /// Statuses that are the service's verdict: the task fails, without retry.
+    pub fail_on_status: Vec<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -343,6 +347,8 @@ pub struct Task {
     pub(crate) input_tree: Tree,
     /// Effective values: the task's own, else its agent's, else the language default.
     pub retry: u32,
+    /// Exit codes a failed command is retried for (the task's, else its shell agent's).
+    pub retry_on_exit: Vec<i32>,
     pub backoff: Backoff,
     pub timeout: Duration,
     pub cache: bool,

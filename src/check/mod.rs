@@ -320,6 +320,7 @@ struct SeenSettings(BTreeMap<String, Span>);
 struct AgentDefaults {
     kind: &'static str,
     retry: Option<u32>,
+    retry_on_exit: Option<Vec<i32>>,
     backoff: Option<Backoff>,
     timeout: Option<Duration>,
 }

@@ -15,7 +15,14 @@ use crate::syntax::ast;
 
 const PHASE_SETTINGS: &[&str] = &["min_success_rate", "always"];
 const TASK_SETTINGS: &[&str] = &[
-    "prompt", "input", "retry", "backoff", "timeout", "cache", "effect",
+    "prompt",
+    "input",
+    "retry",
+    "retry_on_exit",
+    "backoff",
+    "timeout",
+    "cache",
+    "effect",
 ];
 
 /// The settings a task inherits from its agent when it does not set them itself: what the
@@ -23,6 +30,7 @@ const TASK_SETTINGS: &[&str] = &[
 #[derive(Default)]
 struct Inheritable {
     retry: Option<u32>,
+    retry_on_exit: Option<Vec<i32>>,
     backoff: Option<Backoff>,
     timeout: Option<Duration>,
 }
@@ -33,6 +41,8 @@ impl Inheritable {
         let (retry, backoff, timeout) =
             agent.map_or((None, None, None), |d| (d.retry, d.backoff, d.timeout));
         task.retry = self.retry.or(retry).unwrap_or(task.retry);
+        let agent_codes = agent.and_then(|d| d.retry_on_exit.clone());
+        task.retry_on_exit = self.retry_on_exit.or(agent_codes).unwrap_or_default();
         task.backoff = self.backoff.or(backoff).unwrap_or(task.backoff);
         task.timeout = self.timeout.or(timeout).unwrap_or(task.timeout);
     }
@@ -139,6 +149,7 @@ impl Checker<'_> {
             input: IndexMap::new(),
             input_tree: crate::template::Tree::Plain(serde_json::json!({})),
             retry: 3,
+            retry_on_exit: Vec::new(),
             backoff: Backoff::default(),
             timeout: Duration::from_secs(300),
             cache: false,
@@ -279,6 +290,7 @@ impl Checker<'_> {
             }
             "input" => self.task_input(v, task),
             "retry" => own.retry = self.reader().int(name, v, 0, 100).map(|n| n as u32),
+            "retry_on_exit" => own.retry_on_exit = Some(self.exit_codes(v)),
             "backoff" => own.backoff = self.reader().backoff(v),
             "timeout" => own.timeout = self.reader().duration(name, v, true),
             "cache" => task.cache = self.reader().boolean(name, v).unwrap_or(false),

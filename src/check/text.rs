@@ -92,8 +92,9 @@ fn agent(out: &mut String, a: &Agent) {
 fn phase(out: &mut String, wf: &Workflow, p: &Phase) {
     let _ = writeln!(
         out,
-        "  phase {} min_success_rate={}",
+        "  phase {}{} min_success_rate={}",
         p.name,
+        if p.always { " always" } else { "" },
         p.min_success_rate.map_or_else(
             || format!("{} (workflow)", wf.settings.min_success_rate),
             |r| r.to_string()
@@ -129,6 +130,9 @@ fn task(out: &mut String, wf: &Workflow, t: &Task) {
         t.cache,
         t.effect,
     );
+    if !t.retry_on_exit.is_empty() {
+        let _ = writeln!(out, "      retry_on_exit {:?}", t.retry_on_exit);
+    }
     if let Some(w) = &t.when {
         let _ = writeln!(out, "      when {}", rule(w));
     }
@@ -167,6 +171,9 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
             for (k, v) in &s.env {
                 let _ = writeln!(out, "    env {k} = {}", template(v));
             }
+            if !s.retry_on_exit.is_empty() {
+                let _ = writeln!(out, "    retry_on_exit {:?}", s.retry_on_exit);
+            }
         }
         AgentKind::Http(h) => {
             let _ = writeln!(out, "    {} {}", h.method, template(&h.url));
@@ -175,6 +182,9 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
             }
             if let Some(b) = &h.body {
                 let _ = writeln!(out, "    body {}", template(b));
+            }
+            if !h.fail_on_status.is_empty() {
+                let _ = writeln!(out, "    fail_on_status {:?}", h.fail_on_status);
             }
         }
         AgentKind::Script(s) => {

@@ -174,6 +174,28 @@ impl Reader<'_> {
         Some(n)
     }
 
+    /// A list of integers, each in `min..=max` (a single integer reads as a list of one).
+    pub(super) fn ints(
+        &mut self,
+        what: &str,
+        value: &ast::Value,
+        min: i64,
+        max: i64,
+    ) -> Option<Vec<i64>> {
+        match &value.kind {
+            ValueKind::List(items) => {
+                let read: Vec<Option<i64>> =
+                    items.iter().map(|v| self.int(what, v, min, max)).collect();
+                read.into_iter().collect()
+            }
+            ValueKind::Number(_) => self.int(what, value, min, max).map(|n| vec![n]),
+            _ => {
+                self.mismatch(what, value, "a list of integers");
+                None
+            }
+        }
+    }
+
     /// A number (integer or float) in `min..=max`.
     pub(super) fn float(
         &mut self,

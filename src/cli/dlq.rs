@@ -15,7 +15,12 @@ pub(super) enum Command {
         json: bool,
     },
     /// Show one entry with its attempts and the request it was sent.
-    Show { entry: String },
+    Show {
+        entry: String,
+        /// The entry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Remove an entry from the queue (it stays in the run's log).
     Drop { entry: String },
     /// Re-run the task in its run and, when the run stopped in that task's phase, continue it.
@@ -53,13 +58,19 @@ pub(super) fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppEr
                 ));
             }
         }
-        Command::Show { entry } => {
+        Command::Show { entry, json } => {
             let entries = store.dead_letters(None)?;
             let e = entries
                 .iter()
                 .find(|e| e.id == entry)
                 .ok_or(AppError::UnknownDeadLetter(entry))?;
-            output::line(serde_json::to_string_pretty(e).unwrap_or_default());
+            if json {
+                output::line(serde_json::to_string_pretty(e).unwrap_or_default());
+            } else {
+                for line in dead_letter_text(e, &globals.flags) {
+                    output::line(line);
+                }
+            }
         }
         Command::Drop { entry } => {
             if !store.drop_dead_letter(&entry)? {
@@ -70,4 +81,38 @@ pub(super) fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppEr
         Command::Retry { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A dead letter for people: why, its attempts (each failed one with the end of what it
+/// printed), the request, and how to retry it.
+fn dead_letter_text(e: &crate::model::DeadLetter, flags: &str) -> Vec<String> {
+    let mut out = vec![
+        format!(
+            "entry {}  run {}  task {}  phase {}",
+            e.id, e.run_id, e.task, e.phase
+        ),
+        format!("pool {}  at {}", e.pool, e.at),
+        format!("reason {}", e.reason),
+        "attempts".to_string(),
+    ];
+    for a in &e.attempts {
+        let error = a.error.as_ref().map_or("ok".to_string(), |e| e.to_string());
+        out.push(format!(
+            "  #{} on {:<14} {}ms  {error}",
+            a.attempt,
+            a.agent.as_deref().unwrap_or(&e.pool),
+            a.duration_ms
+        ));
+        out.extend(crate::report::tail_lines(&a.tail, "    "));
+    }
+    if !e.request.is_null() {
+        out.push("request".to_string());
+        let text = serde_json::to_string_pretty(&e.request).unwrap_or_default();
+        out.extend(text.lines().map(|l| format!("  {l}")));
+    }
+    out.push(format!(
+        "retry it with `conductor dlq retry {}{flags}`; its output: `conductor logs {} {}{flags}`",
+        e.id, e.run_id, e.task
+    ));
+    out
 }

@@ -12,6 +12,7 @@ mod events;
 mod fmt;
 mod gc;
 mod graph;
+mod logs;
 mod output;
 mod policy;
 mod run;
@@ -38,7 +39,7 @@ pub(crate) struct Cli {
         long,
         global = true,
         env = "CONDUCTOR_STORE",
-        default_value = ".conductor/conductor.db"
+        default_value = DEFAULT_STORE
     )]
     store: String,
     /// The project configuration (LLM providers); by default `conductor.toml` beside the
@@ -58,6 +59,7 @@ enum Command {
     Show(show::Args),
     Why(why::Args),
     Artifacts(artifacts::Args),
+    Logs(logs::Args),
     Events(events::Args),
     Dlq {
         #[command(subcommand)]
@@ -76,6 +78,24 @@ enum Command {
 pub(crate) struct Globals {
     pub store: StoreSpec,
     pub config: Option<PathBuf>,
+    /// The same options written back as arguments (empty for the defaults), for the commands
+    /// hints name: `conductor resume RUN{flags}` must find the run where it is.
+    pub flags: String,
+}
+
+const DEFAULT_STORE: &str = ".conductor/conductor.db";
+
+/// `--store`/`--config` as arguments, when they are not the defaults.
+fn flags(store: &str, config: Option<&std::path::Path>) -> String {
+    let mut out = String::new();
+    if store != DEFAULT_STORE {
+        out.push_str(&format!(" --store {}", crate::text::shell_quote(store)));
+    }
+    if let Some(c) = config {
+        let c = c.to_string_lossy();
+        out.push_str(&format!(" --config {}", crate::text::shell_quote(&c)));
+    }
+    out
 }
 
 /// Runs the command line and returns the process exit code.
@@ -84,6 +104,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let globals = Globals {
         store: StoreSpec::parse(&cli.store),
+        flags: flags(&cli.store, cli.config.as_deref()),
         config: cli.config,
     };
     let result = match cli.command {
@@ -94,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Show(args) => show::run(args, &globals),
         Command::Why(args) => why::run(args, &globals),
         Command::Artifacts(args) => artifacts::run(args, &globals),
+        Command::Logs(args) => logs::run(args, &globals),
         Command::Events(args) => events::run(args, &globals),
         Command::Dlq { command } => dlq::run(command, &globals),
         Command::Gc(args) => gc::run(args, &globals),

@@ -58,9 +58,10 @@ pub(super) fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError
         store: globals.store.clone(),
     };
     let cancel = CancellationToken::new();
+    let flags = globals.flags.clone();
     let json = args.json;
     let stopped = output::drive(cancel.clone(), async move {
-        app::start(start, cancel, |p| watch(p, json)).await
+        app::start(start, cancel, |p| watch(p, json, &flags)).await
     })?;
     Ok(ended(stopped, json))
 }
@@ -80,9 +81,10 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
         store: globals.store.clone(),
     };
     let cancel = CancellationToken::new();
+    let flags = globals.flags.clone();
     let json = args.json;
     let stopped = output::drive(cancel.clone(), async move {
-        app::resume(req, cancel, |p| watch(p, json)).await
+        app::resume(req, cancel, |p| watch(p, json, &flags)).await
     })?;
     Ok(ended(stopped, json))
 }
@@ -98,14 +100,15 @@ pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCo
         store: globals.store.clone(),
     };
     let cancel = CancellationToken::new();
+    let flags = globals.flags.clone();
     let stopped = output::drive(cancel.clone(), async move {
-        app::resume(req, cancel, |p| watch(p, false)).await
+        app::resume(req, cancel, |p| watch(p, false, &flags)).await
     })?;
     Ok(ended(stopped, false))
 }
 
 /// The observers of a run on the command line, and the operator when there is a terminal.
-fn watch(p: &Prepared<'_>, json: bool) -> Watch {
+fn watch(p: &Prepared<'_>, json: bool, flags: &str) -> Watch {
     // The workflow's warnings are shown before the run starts.
     output::diagnostics(p.map, p.warnings);
     let observer: Box<dyn Observer> = if json {
@@ -116,7 +119,9 @@ fn watch(p: &Prepared<'_>, json: bool) -> Watch {
             None => p.store.clone(),
         };
         Box::new(
-            HumanView::new(Box::new(std::io::stdout()), store).with_workspace(p.workspace.clone()),
+            HumanView::new(Box::new(std::io::stdout()), store)
+                .with_workspace(p.workspace.clone())
+                .with_flags(flags.to_string()),
         )
     };
     let operator: Option<Arc<dyn Operator>> = (std::io::stdin().is_terminal()

@@ -15,17 +15,7 @@ pub(super) struct Args {
 pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let store = globals.store.open_existing()?;
     let run = crate::app::load_run(&*store, &args.run)?;
-    let Some(result) = run.state.task(&args.task) else {
-        let names = run.state.tasks.iter().map(|t| &*t.task);
-        let hint = crate::diag::suggest(&args.task, names)
-            .map(|n| format!("; did you mean `{n}`?"))
-            .unwrap_or_default();
-        return Err(AppError::UnknownTask {
-            run: run.id.to_string(),
-            task: args.task,
-            hint,
-        });
-    };
+    let result = run.task(&args.task)?;
     let lines = crate::report::why_text(result, run.id.as_str(), &run.state.workflow, &run.events);
     for line in lines {
         if !output::line(line) {

@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::agents::{self, AgentEnv, Attempt, CallLog};
+use crate::agents::{self, AgentEnv, Attempt, Trace};
 use crate::check::ir::TaskId;
 use crate::config::Config;
-use crate::model::{ArtifactRef, ErrorCode, LlmCall, TaskError};
+use crate::model::{ArtifactRef, ErrorCode, LlmCall, LogChunk, OutputTail, TaskError};
 use crate::store::Store;
 
 /// A worker's report: one finished attempt.
@@ -27,6 +27,8 @@ pub(super) struct Done {
     pub artifacts: Vec<ArtifactRef>,
     /// Served from the response cache.
     pub cached: bool,
+    /// The end of what its program printed.
+    pub tail: OutputTail,
 }
 
 impl Done {
@@ -42,6 +44,7 @@ impl Done {
             calls: Vec::new(),
             artifacts: Vec::new(),
             cached: false,
+            tail: OutputTail::default(),
         }
     }
 }
@@ -60,7 +63,7 @@ pub(super) struct Job {
     pub cache: Option<CacheUse>,
     pub store: Arc<dyn Store>,
     pub env: Arc<AgentEnv>,
-    pub calls: CallLog,
+    pub trace: Trace,
 }
 
 /// The response cache's key for a call: everything rendered for it, and for llm calls the
@@ -88,11 +91,25 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
-/// Runs one attempt to its report.
+/// How often a running attempt's output goes to the store (so `conductor logs --follow`
+/// shows it live).
+const LOG_FLUSH: Duration = Duration::from_millis(250);
+
+/// Runs one attempt to its report, handing its program's output to the store as it comes.
 pub(super) async fn run(job: Job, task: TaskId, instance: u32) -> Done {
     let begun = Instant::now();
     let attempt = job.attempt.attempt;
-    let (result, artifacts, cached) = execute(&job).await;
+    let work = execute(&job);
+    tokio::pin!(work);
+    let mut flush = tokio::time::interval_at(Instant::now() + LOG_FLUSH, LOG_FLUSH);
+    let (result, artifacts, cached) = loop {
+        tokio::select! {
+            done = &mut work => break done,
+            _ = flush.tick() => save_logs(&job, job.trace.take_pending()).await,
+        }
+    };
+    let (rest, tail) = job.trace.finish();
+    save_logs(&job, rest).await;
     Done {
         task,
         attempt,
@@ -100,10 +117,26 @@ pub(super) async fn run(job: Job, task: TaskId, instance: u32) -> Done {
         result,
         elapsed: begun.elapsed(),
         reached_agent: !cached,
-        calls: job.calls.take(),
+        calls: job.trace.take_calls(),
         artifacts,
         cached,
+        tail,
     }
+}
+
+/// Stores pieces of the attempt's log (a failure to is logged, not the attempt's).
+async fn save_logs(job: &Job, chunks: Vec<LogChunk>) {
+    if chunks.is_empty() {
+        return;
+    }
+    let (store, a) = (job.store.clone(), job.attempt.clone());
+    let _ = blocking("storing the attempt's output", move || {
+        if let Err(e) = store.append_log(&a.run_id, &a.task, a.attempt, &chunks) {
+            tracing::warn!("cannot store the output of `{}`: {e}", a.task);
+        }
+        Ok(())
+    })
+    .await;
 }
 
 async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool) {
@@ -116,7 +149,7 @@ async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool
         Some(output) => Ok(output),
         None => {
             let a = (*job.attempt).clone();
-            let work = agents::execute(a, job.env.clone(), job.calls.clone());
+            let work = agents::execute(a, job.env.clone(), job.trace.clone());
             match tokio::time::timeout(job.timeout, work).await {
                 Ok(result) => result,
                 Err(_) => Err(TaskError::retryable(

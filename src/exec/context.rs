@@ -108,6 +108,9 @@ fn task_json(t: &TaskResult) -> Value {
         "attempts": t.attempts,
         "duration_ms": t.duration_ms,
         "agent": t.agent.as_deref(),
+        // The end of what the last attempt printed.
+        "stdout": t.tail.stdout,
+        "stderr": t.tail.stderr,
     })
 }
 

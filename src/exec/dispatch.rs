@@ -14,7 +14,7 @@ use super::context;
 use super::dispatcher::Dispatcher;
 use super::timers::Timer;
 use super::ExecError;
-use crate::agents::{self, Attempt, CallLog, Preparing, Renderer};
+use crate::agents::{self, Attempt, Preparing, Renderer, Trace};
 use crate::check::ir::{Rule, RuleSource, TaskId};
 use crate::model::{ErrorCode, EventKind, RunStatus, SkipReason, TaskError};
 use crate::policy::{PolicyHost, Verdict};
@@ -318,6 +318,7 @@ impl Dispatcher {
             calls: Vec::new(),
             artifacts: Vec::new(),
             cached: false,
+            tail: Default::default(),
         });
         self.failed_attempt(t, error);
     }
@@ -430,10 +431,10 @@ impl Dispatcher {
     fn spawn(&mut self, t: TaskId, instance: u32, a: Attempt) {
         let task = self.run.wf.task(t);
         let a = Arc::new(a);
-        let calls = CallLog::default();
+        let trace = Trace::default();
         let rt = &mut self.tasks[t.index()];
         rt.last = Some(a.clone());
-        rt.live_calls = Some(calls.clone());
+        rt.trace = Some(trace.clone());
         let job = attempt::Job {
             attempt: a,
             timeout: task.timeout,
@@ -443,7 +444,7 @@ impl Dispatcher {
             }),
             store: self.journal.store().clone(),
             env: self.run.env.clone(),
-            calls,
+            trace,
         };
         self.workers.spawn(attempt::run(job, t, instance));
     }

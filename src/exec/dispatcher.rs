@@ -21,7 +21,7 @@ use super::journal::Journal;
 use super::pool::Pool;
 use super::timers::{Timer, Timers};
 use super::{ExecError, RunOptions};
-use crate::agents::{AgentEnv, AgentEnvOptions, Attempt, CallLog};
+use crate::agents::{AgentEnv, AgentEnvOptions, Attempt, Trace};
 use crate::check::ir::{TaskId, Workflow};
 use crate::model::{now, EventKind, RunId, RunState, RunStatus, TaskInfo, TaskStatus};
 use crate::plan::Plan;
@@ -43,6 +43,8 @@ pub(super) struct Run {
     pub started: Instant,
     pub deadline: Instant,
     pub max_parallel: usize,
+    /// Mixed into every backoff's jitter.
+    pub jitter_seed: u64,
     /// Whether preparing each task's call renders a template, by `TaskId`.
     pub templated: Vec<bool>,
     pub env: Arc<AgentEnv>,
@@ -62,8 +64,9 @@ pub(super) struct TaskRt {
     pub last: Option<Arc<Attempt>>,
     /// The rendered input of that attempt.
     pub last_input: Value,
-    /// The LLM calls of the attempt in flight, so a run that stops still records its tokens.
-    pub live_calls: Option<CallLog>,
+    /// What the attempt in flight has done so far (its model calls, its output), so a run
+    /// that stops still records them.
+    pub trace: Option<Trace>,
     /// The token of the `agent_wait` of the deferral it is in, if deferred.
     pub deferred_token: Option<u64>,
     /// It is going through its rules again after a deferral.
@@ -140,6 +143,9 @@ impl Dispatcher {
             deadline: started + wf.settings.timeout,
             max_parallel: wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize),
             env: Arc::new(env),
+            jitter_seed: options
+                .jitter_seed
+                .unwrap_or_else(super::backoff::random_seed),
             templated: wf
                 .tasks
                 .iter()

@@ -61,6 +61,9 @@ pub struct RunOptions {
     pub config: Arc<Config>,
     /// `--record`: every provider exchange of the run is written to this cassette.
     pub recorder: Option<Arc<crate::agents::llm::Recorder>>,
+    /// Seeds the backoff jitter, for tests that need reproducible delays; by default each
+    /// process draws its own, so retries of many runs do not fall in step.
+    pub jitter_seed: Option<u64>,
 }
 
 impl RunOptions {
@@ -77,6 +80,7 @@ impl RunOptions {
             workspace: None,
             config: Arc::default(),
             recorder: None,
+            jitter_seed: None,
         }
     }
 }

@@ -23,7 +23,7 @@ impl Dispatcher {
         let failed = done.reached_agent.then_some(done.result.is_err());
         self.pools[p].release(done.instance, failed);
         self.running -= 1;
-        self.tasks[t.index()].live_calls = None;
+        self.tasks[t.index()].trace = None;
         let (output, error) = match &done.result {
             Ok(v) => (Some(v.clone()), None),
             Err(e) => (None, Some(e.clone())),
@@ -38,10 +38,13 @@ impl Dispatcher {
             calls: done.calls,
             artifacts: done.artifacts,
             cached: done.cached,
+            tail: done.tail,
         });
         if done.reached_agent {
             let transition = match &done.result {
+                // A failure (a verdict) means the agent works: it is not the breaker's.
                 Ok(_) => self.pools[p].breaker.success(t),
+                Err(e) if e.failure => self.pools[p].breaker.success(t),
                 Err(e) if e.code != ErrorCode::Cancelled => {
                     self.pools[p].breaker.failure(t, Instant::now())
                 }
@@ -84,6 +87,16 @@ impl Dispatcher {
         let attempts_this_round = attempt - result.attempt_base.min(attempt);
         if self.finish.is_some() {
             self.fail_task(t, error);
+        } else if error.failure {
+            // The task ran and said no: retried only for an exit code the author listed.
+            let listed = error
+                .exit_code
+                .is_some_and(|c| task.retry_on_exit.contains(&c));
+            if listed && attempts_this_round <= task.retry {
+                self.retry(t, attempt, &error);
+            } else {
+                self.fail_task(t, error);
+            }
         } else if self.pools[task.agent.index()].breaker.is_open() {
             let name = &self.run.wf.agent(task.agent).name;
             let reason = format!("the circuit breaker of agent `{name}` opened");
@@ -91,19 +104,26 @@ impl Dispatcher {
         } else if !error.retryable {
             self.escalate(t, error);
         } else if attempts_this_round <= task.retry {
-            let delay = super::backoff::delay(task.backoff, attempt, &task.name).max(
-                std::time::Duration::from_millis(error.retry_after_ms.unwrap_or(0)),
-            );
-            self.record(EventKind::RetryScheduled {
-                task: self.name(t),
-                attempt: attempt + 1,
-                delay_ms: delay.as_millis() as u64,
-            });
-            self.schedule_retry(t, delay);
+            self.retry(t, attempt, &error);
         } else {
             let reason = format!("{attempt} attempt{} failed", crate::text::plural(attempt));
             self.dead_letter(t, reason, error);
         }
+    }
+
+    /// Schedules the next attempt after the task's backoff (at least what the agent asked).
+    fn retry(&mut self, t: TaskId, attempt: u32, error: &TaskError) {
+        let task = self.run.wf.task(t);
+        let delay = super::backoff::delay(task.backoff, attempt, &task.name, self.run.jitter_seed)
+            .max(std::time::Duration::from_millis(
+                error.retry_after_ms.unwrap_or(0),
+            ));
+        self.record(EventKind::RetryScheduled {
+            task: self.name(t),
+            attempt: attempt + 1,
+            delay_ms: delay.as_millis() as u64,
+        });
+        self.schedule_retry(t, delay);
     }
 
     /// Puts a task in the dead-letter queue with its attempts and last request; it ends FAILED.
@@ -211,13 +231,19 @@ impl Dispatcher {
     /// Ends an attempt the run's stop interrupted: its tokens are still spent, its task ends
     /// CANCELLED.
     pub(super) fn cancel_attempt(&mut self, t: TaskId) {
-        let calls = self.tasks[t.index()]
-            .live_calls
-            .take()
-            .map(|c| c.take())
-            .unwrap_or_default();
+        let trace = self.tasks[t.index()].trace.take().unwrap_or_default();
+        let calls = trace.take_calls();
+        let (chunks, tail) = trace.finish();
+        let attempt = self.state.tasks[t.index()].attempts;
+        if !chunks.is_empty() {
+            let task = self.name(t);
+            let store = self.journal.store();
+            if let Err(e) = store.append_log(&self.run.id, &task, attempt, &chunks) {
+                tracing::warn!("cannot store the output of `{task}`: {e}");
+            }
+        }
         let stopped = TaskError::fatal(ErrorCode::Cancelled, "the run stopped");
-        if !calls.is_empty() {
+        if !calls.is_empty() || !tail.is_empty() {
             let agent = self.tasks[t.index()].last.as_ref().map_or_else(
                 || Arc::from(self.run.wf.agent(self.run.wf.task(t).agent).name.as_str()),
                 |a| a.instance.clone(),
@@ -225,13 +251,14 @@ impl Dispatcher {
             self.record(EventKind::AttemptFinished {
                 task: self.name(t),
                 agent,
-                attempt: self.state.tasks[t.index()].attempts,
+                attempt,
                 duration_ms: 0,
                 output: None,
                 error: Some(stopped.clone()),
                 calls,
                 artifacts: Vec::new(),
                 cached: false,
+                tail,
             });
         }
         self.record(EventKind::TaskFinished {

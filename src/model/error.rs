@@ -57,6 +57,14 @@ pub struct TaskError {
     /// A provider's hint for how long to wait before retrying, in milliseconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after_ms: Option<u64>,
+    /// The task ran and reported failure (a non-zero exit, a status the author declared a
+    /// verdict): a *failure*, not an error. It fails the task at once — no retry unless its exit
+    /// code is listed in `retry_on_exit`, no circuit breaker, no dead letter, no escalation.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub failure: bool,
+    /// The program's exit code, for a failure of a shell task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
 }
 
 impl TaskError {
@@ -66,15 +74,23 @@ impl TaskError {
             message: message.into(),
             retryable: true,
             retry_after_ms: None,
+            failure: false,
+            exit_code: None,
         }
     }
 
     pub fn fatal(code: ErrorCode, message: impl Into<String>) -> TaskError {
         TaskError {
-            code,
-            message: message.into(),
             retryable: false,
-            retry_after_ms: None,
+            ..TaskError::retryable(code, message)
+        }
+    }
+
+    /// The task ran and reported failure.
+    pub fn failure(code: ErrorCode, message: impl Into<String>) -> TaskError {
+        TaskError {
+            failure: true,
+            ..TaskError::fatal(code, message)
         }
     }
 }

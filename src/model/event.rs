@@ -7,8 +7,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ArtifactRef, BreakerState, Decision, LlmCall, RunId, RunStatus, SkipReason, TaskError,
-    TaskStatus, Timestamp,
+    ArtifactRef, BreakerState, Decision, LlmCall, OutputTail, RunId, RunStatus, SkipReason,
+    TaskError, TaskStatus, Timestamp,
 };
 use crate::policy::Severity;
 
@@ -72,6 +72,10 @@ pub enum EventKind {
         /// The output came from the response cache (`cache = true`); no agent was called.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         cached: bool,
+        /// The end of what the attempt's program printed (its whole output is in the
+        /// attempt's log: `conductor logs`).
+        #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
+        tail: OutputTail,
     },
     RetryScheduled {
         task: Arc<str>,
@@ -234,6 +238,9 @@ pub struct AttemptRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_delay_ms: Option<u64>,
     pub duration_ms: u64,
+    /// The end of what the attempt's program printed.
+    #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
+    pub tail: OutputTail,
 }
 
 /// A dead-lettered task with everything needed to understand and retry it.

@@ -21,4 +21,4 @@ pub use status::{
     AgentStatus, BreakerState, Decision, NotADecision, RunStatus, SkipReason, TaskStatus,
 };
 pub use time::{now, Timestamp};
-pub use usage::{ArtifactRef, LlmCall, Usage};
+pub use usage::{ArtifactRef, LlmCall, LogChunk, LogStream, OutputTail, Usage};

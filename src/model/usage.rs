@@ -35,6 +35,56 @@ impl Usage {
     }
 }
 
+/// The end of what an attempt's program printed (the last few KiB of each stream), kept in
+/// its event for templates (`tasks.x.stdout`), `show`, `why` and the run view.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputTail {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stdout: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub stderr: String,
+}
+
+impl OutputTail {
+    pub fn is_empty(&self) -> bool {
+        self.stdout.is_empty() && self.stderr.is_empty()
+    }
+}
+
+/// Which stream a piece of an attempt's log is from; a marker says what was cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogStream {
+    Stdout,
+    Stderr,
+    Marker,
+}
+
+impl LogStream {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogStream::Stdout => "stdout",
+            LogStream::Stderr => "stderr",
+            LogStream::Marker => "marker",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogStream> {
+        [LogStream::Stdout, LogStream::Stderr, LogStream::Marker]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+    }
+}
+
+/// A piece of an attempt's output, stored beside its events (not in them), in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// Order within the attempt, over both streams.
+    pub seq: u32,
+    pub stream: LogStream,
+    pub data: Vec<u8>,
+}
+
 /// A file an agent produced: where it went in the workspace and its content address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactRef {

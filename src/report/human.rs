@@ -28,6 +28,8 @@ pub struct HumanView {
     /// Each task's last failed attempt's error, for the retry line.
     last_error: HashMap<String, String>,
     workspace: Option<std::path::PathBuf>,
+    /// The `--store`/`--config` options the run was started with, for the commands hints name.
+    flags: String,
 }
 
 impl HumanView {
@@ -47,12 +49,19 @@ impl HumanView {
             replayed_calls: 0,
             last_error: HashMap::new(),
             workspace: None,
+            flags: String::new(),
         }
     }
 
     /// Names the run's working folder in the summary, where agents' files are.
     pub fn with_workspace(mut self, dir: Option<std::path::PathBuf>) -> HumanView {
         self.workspace = dir;
+        self
+    }
+
+    /// The options (`--store …`, `--config …`) the commands this view suggests need.
+    pub fn with_flags(mut self, flags: String) -> HumanView {
+        self.flags = flags;
         self
     }
 
@@ -140,6 +149,16 @@ impl HumanView {
         if let Some(extra) = self.last_attempt.remove(task) {
             text.push_str(&extra);
         }
+        if let Some(t) = t.filter(|t| status == TaskStatus::Failed && !t.tail.is_empty()) {
+            for line in super::tail_lines(&t.tail, "      ") {
+                text.push('\n');
+                text.push_str(&line);
+            }
+            text.push_str(&format!(
+                "\n      │ (all of it: `conductor logs {} {task}{}`)",
+                state.workflow_id, self.flags
+            ));
+        }
         text
     }
 
@@ -221,13 +240,13 @@ impl HumanView {
                 self.stop_bar(task);
                 format!("  ! {task:<20} escalated: {error}")
             }
-            other => return run_line(other, state, &self.store),
+            other => return run_line(other, state, &self.store, &self.flags),
         })
     }
 }
 
 /// The line of an event about the run rather than one task.
-fn run_line(kind: &EventKind, state: &RunState, store: &str) -> Option<String> {
+fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Option<String> {
     Some(match kind {
         EventKind::RunStarted {
             run_id,
@@ -289,7 +308,7 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str) -> Option<String> {
         EventKind::RunWaiting { tasks } => {
             let names: Vec<&str> = tasks.iter().map(|t| &**t).collect();
             format!(
-                "\nthe run waits for a decision on {}; answer with `conductor resume {} --decide TASK=retry|skip|abort`",
+                "\nthe run waits for a decision on {}; answer with `conductor resume {}{flags} --decide TASK=retry|skip|abort`",
                 names.join(", "),
                 state.workflow_id
             )
@@ -334,6 +353,7 @@ impl Observer for HumanView {
             self.replayed_calls,
             self.files_written,
             self.workspace.as_deref(),
+            &self.flags,
         );
         self.line(text);
         let _ = self.out.flush();
@@ -346,6 +366,7 @@ fn summary(
     replayed_calls: u64,
     files_written: usize,
     workspace: Option<&std::path::Path>,
+    flags: &str,
 ) -> String {
     let status = state.status();
     let mut text = format!(
@@ -391,7 +412,7 @@ fn summary(
     }
     if files_written > 0 {
         text.push_str(&format!(
-            "\n  files: {files_written} written to {}; list or export them with `conductor artifacts {}`",
+            "\n  files: {files_written} written to {}; list or export them with `conductor artifacts {}{flags}`",
             workspace.map_or("the store".to_string(), |w| w.display().to_string()),
             state.workflow_id
         ));

@@ -120,6 +120,11 @@ pub fn show_text(state: &RunState, events: &[Event]) -> String {
             line.push_str(&format!("  waiting: deferred by {}: {}", d.rule, d.reason));
         }
         let _ = writeln!(out, "{line}");
+        if t.status == crate::model::TaskStatus::Failed {
+            for l in super::tail_lines(&t.tail, "      ") {
+                let _ = writeln!(out, "{l}");
+            }
+        }
     }
     let _ = writeln!(out, "\nattempts");
     for e in events {

@@ -17,6 +17,14 @@ pub fn why_text(result: &TaskResult, run: &str, workflow: &str, events: &[Event]
         }
         if let Some(line) = line(task, &result.phase, in_phase, &e.kind) {
             out.push(format!("  {}  {line}", e.at));
+            if let EventKind::AttemptFinished {
+                error: Some(_),
+                tail,
+                ..
+            } = &e.kind
+            {
+                out.extend(super::tail_lines(tail, "      "));
+            }
         }
     }
     out
@@ -41,7 +49,9 @@ fn line(task: &str, phase_of_task: &str, in_phase: bool, kind: &EventKind) -> Op
             None => format!("attempt {attempt} succeeded after {duration_ms}ms"),
             Some(err) => format!(
                 "attempt {attempt} failed after {duration_ms}ms: {err} ({})",
-                if err.retryable {
+                if err.failure {
+                    "the task reported failure: retried only for a listed exit code"
+                } else if err.retryable {
                     "retryable"
                 } else {
                     "not retryable"

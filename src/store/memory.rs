@@ -4,7 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Batch, RunLease, RunRecord, Store, StoreError};
-use crate::model::{DeadLetter, Event, RunId, RunState, RunStatus, Timestamp};
+use crate::model::{DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, Timestamp};
 
 /// A run's log in the batches it was appended in: no giant reallocation as it grows.
 #[derive(Default)]
@@ -19,6 +19,7 @@ pub struct MemoryStore {
     artifacts: Mutex<HashMap<String, Vec<u8>>>,
     cache: Mutex<HashMap<String, serde_json::Value>>,
     dropped: Mutex<HashSet<String>>,
+    logs: Mutex<HashMap<(RunId, String, u32), Vec<LogChunk>>>,
 }
 
 /// A panic while holding a lock leaves plain data behind; keep using it.
@@ -138,6 +139,27 @@ impl Store for MemoryStore {
             runs.remove(id);
         }
         Ok(old)
+    }
+
+    fn append_log(
+        &self,
+        run: &RunId,
+        task: &str,
+        attempt: u32,
+        chunks: &[LogChunk],
+    ) -> Result<(), StoreError> {
+        lock(&self.logs)
+            .entry((run.clone(), task.to_string(), attempt))
+            .or_default()
+            .extend(chunks.iter().cloned());
+        Ok(())
+    }
+
+    fn logs(&self, run: &RunId, task: &str, attempt: u32) -> Result<Vec<LogChunk>, StoreError> {
+        Ok(lock(&self.logs)
+            .get(&(run.clone(), task.to_string(), attempt))
+            .cloned()
+            .unwrap_or_default())
     }
 
     fn lease(&self, _run: &RunId) -> Result<Box<dyn RunLease>, StoreError> {

@@ -17,7 +17,7 @@ pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
 
-use crate::model::{Changes, DeadLetter, Event, RunId, RunState, RunStatus, Timestamp};
+use crate::model::{Changes, DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, Timestamp};
 
 /// What a store knows about a run besides its events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -102,6 +102,16 @@ pub trait Store: Send + Sync {
     /// Deletes finished runs created before `before`, and the artifacts no remaining run
     /// refers to; returns the ids of the runs deleted.
     fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError>;
+    /// Adds pieces of an attempt's output to its log.
+    fn append_log(
+        &self,
+        run: &RunId,
+        task: &str,
+        attempt: u32,
+        chunks: &[LogChunk],
+    ) -> Result<(), StoreError>;
+    /// An attempt's log, in order.
+    fn logs(&self, run: &RunId, task: &str, attempt: u32) -> Result<Vec<LogChunk>, StoreError>;
     /// Up to which event a run's projections are written (`None`: the store keeps none).
     fn projected_seq(&self, _run: &RunId) -> Result<Option<u64>, StoreError> {
         Ok(None)

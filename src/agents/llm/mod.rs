@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub use cassette::{Cassette, CassetteError, Exchange, Recorder, ReplayProvider};
 pub use providers::{AnthropicProvider, OpenAiProvider};
 
-use super::{AgentEnv, AgentFuture, CallLog, Preparing, Renderer};
+use super::{AgentEnv, AgentFuture, Preparing, Renderer, Trace};
 use crate::check::ir::{self, Role};
 use crate::config::{Config, ProviderKind};
 use crate::model::{ErrorCode, LlmCall, TaskError};
@@ -251,7 +251,7 @@ pub(super) fn execute(
     call: ChatCall,
     task: Arc<str>,
     env: Arc<AgentEnv>,
-    calls: CallLog,
+    trace: Trace,
 ) -> AgentFuture {
     Box::pin(async move {
         let provider = env.provider(&call.provider)?;
@@ -266,7 +266,7 @@ pub(super) fn execute(
             max_tokens: call.max_tokens,
             schema: roles::schema(role),
         };
-        converse(&mut chat, &*provider, &call.provider, role, &calls).await
+        converse(&mut chat, &*provider, &call.provider, role, &trace).await
     })
 }
 
@@ -275,13 +275,13 @@ async fn converse(
     provider: &dyn Provider,
     provider_name: &str,
     role: Option<Role>,
-    calls: &CallLog,
+    trace: &Trace,
 ) -> Result<Value, TaskError> {
     let mut problem = String::new();
     for turn in 0..2 {
         let begun = Instant::now();
         let reply = provider.complete(chat).await?;
-        calls.push(LlmCall {
+        trace.push_call(LlmCall {
             provider: provider_name.to_string(),
             model: reply.model.clone(),
             input_tokens: reply.input_tokens,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::{AgentState, GateRecord, RetryDue, RunArtifact, RunState, TaskResult};
 use crate::model::{
     AgentStatus, ArtifactRef, AttemptRecord, DeadLetter, Decision, Event, EventKind,
-    FeedbackPayload, LlmCall, RunStatus, TaskError, TaskInfo, TaskStatus, Timestamp,
+    FeedbackPayload, LlmCall, OutputTail, RunStatus, TaskError, TaskInfo, TaskStatus, Timestamp,
 };
 
 /// Who decided a retry that gives a dead-lettered task a fresh history (`conductor dlq retry`).
@@ -243,6 +243,7 @@ impl RunState {
                 calls,
                 cached,
                 artifacts,
+                tail,
             } => {
                 self.add_artifacts(task, *attempt, artifacts);
                 note.with(|c| {
@@ -259,6 +260,7 @@ impl RunState {
                     error: error.as_ref(),
                     calls,
                     cached: *cached,
+                    tail,
                 };
                 self.attempt_finished(finished, &mut note);
             }
@@ -440,6 +442,7 @@ impl RunState {
             if let Some(o) = f.output {
                 t.output = o.clone();
             }
+            t.tail = f.tail.clone();
             t.error = f.error.cloned();
             note.task(i);
         }
@@ -456,6 +459,7 @@ impl RunState {
                     error: Some(error.clone()),
                     retry_delay_ms: None,
                     duration_ms: f.duration_ms,
+                    tail: f.tail.clone(),
                 });
             }
         }
@@ -638,4 +642,5 @@ struct Finished<'a> {
     error: Option<&'a TaskError>,
     calls: &'a [LlmCall],
     cached: bool,
+    tail: &'a OutputTail,
 }

@@ -18,8 +18,8 @@ pub use apply::{AgentRow, AttemptRow, Changes, DecisionRow, TaskRow};
 pub use view::RunStateView;
 
 use super::{
-    AgentStatus, AttemptRecord, BreakerState, DeadLetter, Event, FeedbackPayload, RunId, RunStatus,
-    SkipReason, TaskError, TaskStatus, Timestamp, Usage,
+    AgentStatus, AttemptRecord, BreakerState, DeadLetter, Event, FeedbackPayload, OutputTail,
+    RunId, RunStatus, SkipReason, TaskError, TaskStatus, Timestamp, Usage,
 };
 
 /// The state of a run.
@@ -86,6 +86,9 @@ pub struct TaskResult {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub duration_ms: u64,
+    /// The end of what its last attempt's program printed.
+    #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
+    pub tail: OutputTail,
     /// An `enforce` rule holds the task back: which, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<Deferral>,
@@ -129,6 +132,7 @@ impl TaskResult {
             finished_at: None,
             duration_ms: 0,
             deferred: None,
+            tail: OutputTail::default(),
             history: Vec::new(),
             attempt_base: 0,
             retry_due: None,

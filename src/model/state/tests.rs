@@ -99,6 +99,7 @@ fn dispatch_and_attempt_move_task_and_instance() {
                 }],
                 artifacts: vec![],
                 cached: false,
+                tail: Default::default(),
             },
         ),
         &mut ch,
@@ -128,6 +129,7 @@ fn an_attempt_under_the_pool_name_never_had_an_instance() {
             calls: vec![],
             artifacts: vec![],
             cached: false,
+            tail: Default::default(),
         },
     ));
     assert_eq!(s.task("a").unwrap().history[0].agent, None);
@@ -148,6 +150,7 @@ fn retry_scheduled_keeps_when_it_is_due() {
             calls: vec![],
             artifacts: vec![],
             cached: false,
+            tail: Default::default(),
         },
     ));
     s.apply(&ev(
@@ -334,6 +337,7 @@ fn a_dlq_retry_clears_the_history_and_keeps_the_attempt_base() {
                 calls: vec![],
                 artifacts: vec![],
                 cached: false,
+                tail: Default::default(),
             },
         ),
         (

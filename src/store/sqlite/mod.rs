@@ -21,7 +21,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Batch, RunLease, RunRecord, Store, StoreError};
-use crate::model::{DeadLetter, Event, RunId, Timestamp};
+use crate::model::{DeadLetter, Event, LogChunk, RunId, Timestamp};
 use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 pub struct SqliteStore {
@@ -288,6 +288,42 @@ impl Store for SqliteStore {
             .map_err(|e| self.err(e))?
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
         Ok(Some(seq as u64))
+    }
+
+    fn append_log(
+        &self,
+        run: &RunId,
+        task: &str,
+        attempt: u32,
+        chunks: &[LogChunk],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| self.err(e))?;
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO attempt_logs (run_id, task, attempt, seq, stream, data)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(|e| self.err(e))?;
+            for c in chunks {
+                insert
+                    .execute(params![
+                        &*run.0,
+                        task,
+                        attempt as i64,
+                        c.seq as i64,
+                        c.stream.as_str(),
+                        c.data
+                    ])
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    fn logs(&self, run: &RunId, task: &str, attempt: u32) -> Result<Vec<LogChunk>, StoreError> {
+        read::logs(&self.lock(), run, task, attempt).map_err(|e| self.err(e))
     }
 
     fn lease(&self, run: &RunId) -> Result<Box<dyn RunLease>, StoreError> {

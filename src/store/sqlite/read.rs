@@ -2,7 +2,7 @@
 
 use rusqlite::{params, Connection};
 
-use crate::model::{DeadLetter, Event, RunId, RunStatus, Timestamp};
+use crate::model::{DeadLetter, Event, LogChunk, LogStream, RunId, RunStatus, Timestamp};
 use crate::store::{RunRecord, StoreError};
 
 pub(super) enum Failure {
@@ -85,4 +85,25 @@ pub(super) fn dead_letters(
         .iter()
         .filter_map(|b| serde_json::from_str(b).ok())
         .collect())
+}
+
+/// An attempt's log, in order.
+pub(super) fn logs(
+    conn: &Connection,
+    run: &RunId,
+    task: &str,
+    attempt: u32,
+) -> rusqlite::Result<Vec<LogChunk>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, stream, data FROM attempt_logs
+         WHERE run_id = ?1 AND task = ?2 AND attempt = ?3 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map(params![&*run.0, task, attempt as i64], |r| {
+        Ok(LogChunk {
+            seq: r.get::<_, i64>(0)? as u32,
+            stream: LogStream::parse(&r.get::<_, String>(1)?).unwrap_or(LogStream::Marker),
+            data: r.get(2)?,
+        })
+    })?;
+    rows.collect()
 }

@@ -1,7 +1,7 @@
 //! The schema, and how older stores move forward to it.
 
 /// The schema version this build writes. Each migration moves the schema one version forward.
-pub(super) const SCHEMA_VERSION: i64 = 4;
+pub(super) const SCHEMA_VERSION: i64 = 5;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs, the event log, and the indexes derived from it.
@@ -104,4 +104,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "ALTER TABLE runs ADD COLUMN projected_seq INTEGER NOT NULL DEFAULT 0;
     UPDATE runs SET projected_seq = COALESCE(
         (SELECT MAX(last_seq) FROM event_batches WHERE event_batches.run_id = runs.id), 0);",
+    // 5: what attempts' programs printed, beside the events (the head and tail of each
+    // stream, in order).
+    "CREATE TABLE attempt_logs (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        data BLOB NOT NULL,
+        PRIMARY KEY (run_id, task, attempt, seq)
+    ) WITHOUT ROWID;",
 ];
