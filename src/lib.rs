@@ -20,6 +20,7 @@
 //! | `exec`     | the dispatcher and its concepts: dispatch, outcomes, escalation, phases, resume |
 //! | `report`   | how runs are shown: the live view, `--json` lines, `show`, `why`, `runs` |
 //! | `app`      | the application layer: stores, workspaces, loading, run, resume, gc, export |
+//! | `serve`    | the web dashboard, its JSON API and event stream, `/metrics`; axum stops here |
 //! | `cli`      | the `conductor` command line: parse, call `app`, render, exit code |
 
 #![forbid(unsafe_code)]
@@ -36,6 +37,7 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod report;
+mod serve;
 pub mod source;
 pub mod store;
 pub mod syntax;

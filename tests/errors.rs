@@ -429,6 +429,7 @@ async fn a_resumed_run_shows_its_history_as_it_happened() {
         conductor::exec::ResumeRequest {
             decisions: vec![("b".into(), Decision::Skip)],
             retry: None,
+            ..Default::default()
         },
     )
     .await
@@ -525,6 +526,7 @@ async fn a_resumed_retry_waits_out_the_rest_of_its_backoff_and_its_dead_letter_h
         conductor::exec::ResumeRequest {
             decisions: vec![],
             retry: None,
+            ..Default::default()
         },
     )
     .await

@@ -16,5 +16,6 @@ mod llm;
 mod policy;
 mod robustness;
 mod sdlc;
+mod serve;
 mod shell;
 mod store;

@@ -25,7 +25,12 @@ pub(crate) struct Start {
     /// `--config FILE`; by default `conductor.toml` beside the workflow.
     pub config: Option<PathBuf>,
     pub store: StoreSpec,
+    /// Wraps the store the run writes to (the metrics' timing of appends).
+    pub layer: Option<StoreLayer>,
 }
+
+/// Wraps a run's store: what the dashboard and `--metrics-listen` time appends with.
+pub(crate) type StoreLayer = Arc<dyn Fn(Arc<dyn Store>) -> Arc<dyn Store> + Send + Sync>;
 
 /// A run to continue, as asked for.
 pub(crate) struct Resume {
@@ -37,6 +42,9 @@ pub(crate) struct Resume {
     pub record: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub store: StoreSpec,
+    /// Who decides, as the `decided` events record it; by default the command's name.
+    pub by: Option<String>,
+    pub layer: Option<StoreLayer>,
 }
 
 /// What the caller watches a run with, decided once the run's id, store and workspace are
@@ -53,6 +61,11 @@ pub(crate) struct Prepared<'a> {
     /// The workflow's warnings, and the files they point into.
     pub warnings: &'a [crate::diag::Diagnostic],
     pub map: &'a crate::source::SourceMap,
+    /// The last event of the run's log before this process drove it (0 for a new run):
+    /// observers are shown the history first, and counters must not count it again.
+    pub history: u64,
+    /// The checked workflow and its plan.
+    pub workflow: &'a crate::check::ir::Workflow,
 }
 
 /// How a run stopped.
@@ -118,7 +131,7 @@ pub(crate) async fn start(
     crate::exec::resolve_params(&loaded.workflow, &req.params)?;
     let config = Config::from_process_env(req.config.as_deref(), &req.file)?;
     let recorder = open_recorder(req.record.as_ref())?;
-    let store = req.store.open_for_run()?;
+    let store = layered(req.store.open_for_run()?, req.layer.as_ref());
     let mut options = RunOptions::new(store.clone());
     let _lease = store.lease(&options.run_id)?;
     options.cancel = cancel;
@@ -128,7 +141,7 @@ pub(crate) async fn start(
     options.workspace = super::workspace::create(&req.store, &options.run_id);
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
-    attach(&mut options, &*store, &loaded, watch);
+    attach(&mut options, &*store, &loaded, 0, watch);
     let workspace = options.workspace.clone();
     let result = crate::exec::run(Arc::new(loaded.workflow), Arc::new(loaded.plan), options).await;
     match result {
@@ -146,10 +159,18 @@ pub(crate) async fn start(
     }
 }
 
+fn layered(store: Arc<dyn Store>, layer: Option<&StoreLayer>) -> Arc<dyn Store> {
+    match layer {
+        Some(wrap) => wrap(store),
+        None => store,
+    }
+}
+
 fn attach(
     options: &mut RunOptions,
     store: &dyn Store,
     loaded: &super::Loaded,
+    history: u64,
     watch: impl FnOnce(&Prepared<'_>) -> Watch,
 ) {
     let w = watch(&Prepared {
@@ -157,6 +178,8 @@ fn attach(
         workspace: options.workspace.clone(),
         warnings: &loaded.warnings,
         map: &loaded.map,
+        history,
+        workflow: &loaded.workflow,
     });
     options.observers = w.observers;
     options.operator = w.operator;
@@ -168,7 +191,7 @@ pub(crate) async fn resume(
     cancel: CancellationToken,
     watch: impl FnOnce(&Prepared<'_>) -> Watch,
 ) -> Result<Stopped, AppError> {
-    let store = req.store.open_existing()?;
+    let store = layered(req.store.open_existing()?, req.layer.as_ref());
     let (run_id, retry) = match &req.dead_letter {
         Some(entry) => {
             let dl = store
@@ -210,10 +233,12 @@ pub(crate) async fn resume(
     options.workspace = super::workspace::create(&req.store, &run_id);
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
-    attach(&mut options, &*store, &loaded, watch);
+    let history = events.last().map_or(0, |e| e.seq);
+    attach(&mut options, &*store, &loaded, history, watch);
     let request = ResumeRequest {
         decisions: req.decisions,
         retry: retry.clone(),
+        by: req.by,
     };
     let state = crate::exec::resume(
         Arc::new(loaded.workflow),

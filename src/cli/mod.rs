@@ -13,10 +13,12 @@ mod fmt;
 mod gc;
 mod graph;
 mod logs;
+mod metrics;
 mod output;
 mod policy;
 mod run;
 mod runs;
+mod serve;
 mod show;
 mod why;
 
@@ -72,6 +74,7 @@ enum Command {
     },
     Graph(graph::Args),
     Fmt(fmt::Args),
+    Serve(serve::Args),
 }
 
 /// What the global options say.
@@ -122,6 +125,7 @@ pub fn main() -> ExitCode {
         Command::Policy { command } => policy::run(command),
         Command::Graph(args) => graph::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Serve(args) => serve::run(args, &globals),
     };
     match result {
         Ok(code) => code,

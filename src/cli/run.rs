@@ -31,6 +31,9 @@ pub(super) struct RunArgs {
     /// Write every LLM provider exchange to this cassette file, for the `replay` provider.
     #[arg(long, value_name = "FILE")]
     record: Option<PathBuf>,
+    /// Serve the run's Prometheus metrics at `http://ADDR/metrics` while it runs.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Continue a stopped run from its log (a crash, Ctrl-C, or a run waiting for a decision).
@@ -49,19 +52,33 @@ pub(super) struct ResumeArgs {
 }
 
 pub(super) fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError> {
-    let start = app::Start {
+    let mut start = app::Start {
         params: app::parse_params(&args.params)?,
         file: args.file,
         dry_run: args.dry_run,
         record: args.record,
         config: globals.config.clone(),
         store: globals.store.clone(),
+        layer: None,
     };
     let cancel = CancellationToken::new();
     let flags = globals.flags.clone();
     let json = args.json;
+    let listen = args.metrics_listen;
     let stopped = output::drive(cancel.clone(), async move {
-        app::start(start, cancel, |p| watch(p, json, &flags)).await
+        let metrics = match listen {
+            Some(addr) => Some(super::metrics::listen(addr, cancel.clone()).await?),
+            None => None,
+        };
+        start.layer = metrics.as_ref().map(|m| m.store_layer());
+        app::start(start, cancel, |p| {
+            let mut w = watch(p, json, &flags);
+            if let Some(m) = metrics {
+                w.observers.push(super::metrics::observer(m, p));
+            }
+            w
+        })
+        .await
     })?;
     Ok(ended(stopped, json))
 }
@@ -79,6 +96,8 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
         record: args.record,
         config: globals.config.clone(),
         store: globals.store.clone(),
+        by: None,
+        layer: None,
     };
     let cancel = CancellationToken::new();
     let flags = globals.flags.clone();
@@ -98,6 +117,8 @@ pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCo
         record: None,
         config: globals.config.clone(),
         store: globals.store.clone(),
+        by: None,
+        layer: None,
     };
     let cancel = CancellationToken::new();
     let flags = globals.flags.clone();

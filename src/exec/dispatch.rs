@@ -473,7 +473,7 @@ pub(super) enum Enforced {
 }
 
 /// A rule as messages name it: `` `name(…)` at FILE:L:C `` or `rule at FILE:L:C`.
-pub(super) fn describe_rule(rule: &Rule) -> String {
+pub(crate) fn describe_rule(rule: &Rule) -> String {
     match &rule.source {
         RuleSource::Named { name, .. } => format!("`{name}(…)` at {}", rule.location),
         RuleSource::Inline(_) => format!("rule at {}", rule.location),

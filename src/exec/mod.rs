@@ -29,6 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use observe::{DecisionFuture, Escalation, Observer, Operator};
 pub use resume::DlqRetry;
+// How the dashboard names a gate's or the feedback's rule, as the events do.
+pub(crate) use dispatch::describe_rule;
 
 use crate::agents::SetupError;
 use crate::check::ir::Workflow;
@@ -92,6 +94,9 @@ pub struct ResumeRequest {
     pub decisions: Vec<(String, Decision)>,
     /// `conductor dlq retry`: a dead-lettered task to run again.
     pub retry: Option<DlqRetry>,
+    /// Who decided, as recorded in the `decided` events (`dashboard:NAME`); by default the
+    /// command: `conductor resume --decide`, `conductor dlq retry`.
+    pub by: Option<String>,
 }
 
 /// Why a run could not start, continue or be recorded. A run that fails (a gate, a policy

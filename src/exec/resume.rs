@@ -47,7 +47,7 @@ impl Dispatcher {
         let rerun_names = rerun.iter().map(|t| self.name(*t)).collect();
         self.record(EventKind::RunResumed { rerun: rerun_names });
         if let Some(retry) = &request.retry {
-            self.reopen_dead_letter(&retry.task, &retry.entry)?;
+            self.reopen_dead_letter(&retry.task, &retry.entry, request.by.as_deref())?;
         }
         let awaiting: Vec<TaskId> = self
             .state
@@ -88,9 +88,14 @@ impl Dispatcher {
                 self.escalations.wait(t);
             }
         }
-        self.escalate_external(external, external_error, &mut decisions);
+        self.escalate_external(
+            external,
+            external_error,
+            &mut decisions,
+            request.by.as_deref(),
+        );
         for (name, decision) in decisions {
-            self.apply_decision(&name, decision)?;
+            self.apply_decision(&name, decision, request.by.as_deref())?;
         }
         self.drive_to_end().await
     }
@@ -117,7 +122,14 @@ impl Dispatcher {
 
     /// `conductor dlq retry`: the dead-lettered task gets fresh attempts in its phase, and its
     /// dependents skipped because it failed get their chance again.
-    fn reopen_dead_letter(&mut self, name: &str, entry: &str) -> Result<(), ExecError> {
+    fn reopen_dead_letter(
+        &mut self,
+        name: &str,
+        entry: &str,
+        by: Option<&str>,
+    ) -> Result<(), ExecError> {
+        // `DLQ_RETRY_BY` first: the state gives such a retry a fresh history.
+        let by = by.map(|b| format!(" by {b}")).unwrap_or_default();
         let wf = self.run.wf.clone();
         let task = wf
             .task_by_name(name)
@@ -140,7 +152,7 @@ impl Dispatcher {
         self.record(EventKind::Decided {
             task: self.name(t),
             decision: Decision::Retry,
-            by: format!("{DLQ_RETRY_BY} {entry}"),
+            by: format!("{DLQ_RETRY_BY} {entry}{by}"),
         });
         let mut reopened = vec![t];
         let mut i = 0;
@@ -163,7 +175,7 @@ impl Dispatcher {
             self.record(EventKind::Decided {
                 task: self.name(other),
                 decision: Decision::Retry,
-                by: format!("{DLQ_RETRY_BY} {entry} (its dependency runs again)"),
+                by: format!("{DLQ_RETRY_BY} {entry}{by} (its dependency runs again)"),
             });
         }
         Ok(())
@@ -228,6 +240,7 @@ impl Dispatcher {
         external: Vec<TaskId>,
         error: TaskError,
         decisions: &mut Vec<(String, Decision)>,
+        by: Option<&str>,
     ) {
         for t in external {
             let error = error.clone();
@@ -236,7 +249,8 @@ impl Dispatcher {
                 // Answered on the command line already: no need to ask.
                 Some(i) => {
                     let (_, decision) = decisions.remove(i);
-                    self.decide(t, decision, "conductor resume --decide".into(), &error);
+                    let by = by.unwrap_or("conductor resume --decide").to_string();
+                    self.decide(t, decision, by, &error);
                 }
                 None => self.escalations.put(t, error),
             }
@@ -244,7 +258,12 @@ impl Dispatcher {
     }
 
     /// `--decide TASK=…` on a task waiting for a decision.
-    fn apply_decision(&mut self, name: &str, decision: Decision) -> Result<(), ExecError> {
+    fn apply_decision(
+        &mut self,
+        name: &str,
+        decision: Decision,
+        by: Option<&str>,
+    ) -> Result<(), ExecError> {
         let t = self
             .run
             .wf
@@ -255,7 +274,8 @@ impl Dispatcher {
             return Err(ExecError::NotWaiting(name.to_string()));
         }
         let error = self.escalated_error(t);
-        self.decide(t, decision, "conductor resume --decide".into(), &error);
+        let by = by.unwrap_or("conductor resume --decide").to_string();
+        self.decide(t, decision, by, &error);
         Ok(())
     }
 }
