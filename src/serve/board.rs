@@ -330,6 +330,9 @@ impl Timeline {
         bar.calls = calls.len() as u32;
         bar.cached = cached;
         let pass = self.pass as usize;
+        if calls.is_empty() {
+            return i;
+        }
         if self.tokens.len() <= pass {
             self.tokens.resize_with(pass + 1, HashMap::new);
         }
