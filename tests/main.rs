@@ -2,6 +2,7 @@
 
 mod support;
 
+mod browser;
 mod ci;
 mod cli;
 mod crash;

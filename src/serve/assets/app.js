@@ -228,6 +228,7 @@ function makeView(board, query) {
   return {
     board, layout, nodeIndex, preds, rows, byNode,
     order: board.tasks.map((r) => r.name),
+    orderIndex: new Map(board.tasks.map((r, i) => [r.name, i])),
     run: board.run,
     bars: board.timeline.attempts,
     seqs: [],
@@ -243,8 +244,8 @@ function taskStatus(name) {
   const v = view;
   if (v.pass !== null) {
     const p = v.board.passes.find((p) => p.pass === v.pass);
-    const i = v.order.indexOf(name);
-    return p && i >= 0 ? p.statuses[i] : 'pending';
+    const i = v.orderIndex.get(name);
+    return p && i !== undefined ? p.statuses[i] : 'pending';
   }
   const r = v.rows.get(name);
   return r ? r.status : 'pending';
@@ -514,6 +515,7 @@ function describeNode(i) {
 function drawDag() {
   const canvas = $('#dag');
   if (!canvas) return;
+  const started = performance.now();
   const v = view, L = v.layout;
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
@@ -615,6 +617,7 @@ function drawDag() {
   canvas.dataset.drawn = drawn;
   canvas.dataset.edges = edges;
   canvas.dataset.frame = (Number(canvas.dataset.frame) || 0) + 1;
+  canvas.dataset.drawMs = Math.round(performance.now() - started);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -729,7 +732,7 @@ function apply(msg) {
   }
   window.conductorStream.last = v.lastSeq;
   for (const r of msg.tasks) {
-    if (!v.rows.has(r.name)) v.order.push(r.name);
+    if (!v.rows.has(r.name)) { v.orderIndex.set(r.name, v.order.length); v.order.push(r.name); }
     v.rows.set(r.name, r);
   }
   for (const [i, b] of msg.bars) v.bars[i] = b;
