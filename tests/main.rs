@@ -14,6 +14,8 @@ mod fmt;
 mod graph;
 mod http;
 mod llm;
+#[cfg(feature = "otel")]
+mod otel;
 mod policy;
 mod robustness;
 mod sdlc;

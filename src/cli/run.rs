@@ -148,8 +148,12 @@ fn watch(p: &Prepared<'_>, json: bool, flags: &str) -> Watch {
     let operator: Option<Arc<dyn Operator>> = (std::io::stdin().is_terminal()
         && std::io::stderr().is_terminal())
     .then(|| Arc::new(TerminalOperator) as Arc<dyn Operator>);
+    #[allow(unused_mut)]
+    let mut observers = vec![observer];
+    #[cfg(feature = "otel")]
+    observers.extend(crate::serve::otel::observer(p.history));
     Watch {
-        observers: vec![observer],
+        observers,
         operator,
     }
 }

@@ -194,10 +194,14 @@ async fn drive(
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
     let cancel = server.cancel.child_token();
     let mut handle = tokio::spawn(async move {
-        app::resume(req, cancel, move |_| {
+        app::resume(req, cancel, move |_p| {
             let _ = ready_tx.send(());
+            #[allow(unused_mut)]
+            let mut observers = Vec::new();
+            #[cfg(feature = "otel")]
+            observers.extend(super::otel::observer(_p.history));
             Watch {
-                observers: Vec::new(),
+                observers,
                 operator: None,
             }
         })

@@ -16,6 +16,8 @@ mod drawer;
 mod error;
 mod layout;
 pub(crate) mod metrics;
+#[cfg(feature = "otel")]
+pub(crate) mod otel;
 mod safety;
 mod stream;
 
