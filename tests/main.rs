@@ -16,5 +16,6 @@ mod llm;
 mod policy;
 mod robustness;
 mod sdlc;
+mod secrets;
 mod shell;
 mod store;

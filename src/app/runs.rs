@@ -32,6 +32,8 @@ pub(crate) struct Resume {
     /// A run id, or a unique prefix of one.
     pub run: String,
     pub decisions: Vec<(String, Decision)>,
+    /// Secret params' values again (they are not stored).
+    pub params: BTreeMap<String, serde_json::Value>,
     /// `--reason`: why, recorded with the decisions.
     pub reason: Option<String>,
     /// `conductor dlq retry ENTRY`: the dead letter to run again.
@@ -85,6 +87,48 @@ pub(crate) fn parse_params(
         out.insert(name.trim().to_string(), value);
     }
     Ok(out)
+}
+
+/// The largest value `--param-file` reads.
+const PARAM_FILE_LIMIT: u64 = 1 << 20;
+
+/// `NAME=PATH` pairs: each value is the file's text (one trailing newline dropped) — a way to
+/// pass a secret that never appears in a command line.
+pub(crate) fn read_param_files(
+    pairs: &[String],
+    into: &mut BTreeMap<String, serde_json::Value>,
+) -> Result<(), AppError> {
+    use std::io::Read;
+    for pair in pairs {
+        let Some((name, path)) = pair.split_once('=') else {
+            return Err(AppError::Usage(format!(
+                "`--param-file {pair}` needs the form NAME=PATH"
+            )));
+        };
+        let cannot = |e: String| AppError::Usage(format!("`--param-file {name}={path}`: {e}"));
+        let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
+        if !file
+            .metadata()
+            .map_err(|e| cannot(e.to_string()))?
+            .is_file()
+        {
+            return Err(cannot("not a regular file".into()));
+        }
+        let mut text = String::new();
+        file.take(PARAM_FILE_LIMIT + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| cannot(e.to_string()))?;
+        if text.len() as u64 > PARAM_FILE_LIMIT {
+            return Err(cannot(format!("larger than {PARAM_FILE_LIMIT} bytes")));
+        }
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        into.insert(
+            name.trim().to_string(),
+            serde_json::Value::String(text.to_string()),
+        );
+    }
+    Ok(())
 }
 
 /// `TASK=retry|skip|abort`.
@@ -227,6 +271,7 @@ pub(crate) async fn resume(
     let recorder = open_recorder(req.record.as_ref())?;
     let mut options = RunOptions::new(store.clone());
     options.run_id = run_id.clone();
+    options.params = req.params;
     options.cancel = cancel;
     options.workspace = super::workspace::create(&req.store, &run_id);
     options.config = Arc::new(config);

@@ -139,8 +139,12 @@ pub enum OnEscalation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
     pub name: String,
-    /// `None`: the param is required.
+    /// `None`: the param is required (unless `env` gives it).
     pub default: Option<Value>,
+    /// Never stored or printed in clear: masked in the log, redacted in what tasks print.
+    pub secret: bool,
+    /// An environment variable the value comes from when `--param` does not give it.
+    pub env: Option<String>,
     pub span: Span,
 }
 

@@ -124,11 +124,34 @@ impl Dispatcher {
                 || std::path::PathBuf::from("."),
                 std::path::Path::to_path_buf,
             );
+        let secret = |p: &&crate::check::ir::Param| p.secret;
+        let secrets: Vec<(&str, String)> = wf
+            .params
+            .iter()
+            .filter(secret)
+            .filter_map(|p| {
+                let text = match params.get(&p.name)? {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some((p.name.as_str(), text))
+            })
+            .collect();
+        let redactor = Arc::new(crate::secrets::Redactor::new(
+            secrets.iter().map(|(n, v)| (*n, v.as_str())),
+        ));
         let env = AgentEnv::new(AgentEnvOptions {
             base,
             workspace: options.workspace.clone(),
             config: options.config.clone(),
             recorder: options.recorder.clone(),
+            redactor: redactor.clone(),
+            secret_env: wf
+                .params
+                .iter()
+                .filter(secret)
+                .filter_map(|p| p.env.clone())
+                .collect(),
         });
         env.prepare_for(&wf, options.dry_run)?;
         let started = Instant::now();
@@ -169,7 +192,8 @@ impl Dispatcher {
             deferred_epoch: 0,
             pools: wf.agents.iter().map(Pool::new).collect(),
             tasks: vec![TaskRt::default(); wf.tasks.len()],
-            journal: Journal::new(options.run_id, options.store, options.observers),
+            journal: Journal::new(options.run_id, options.store, options.observers)
+                .with_redactor(redactor),
             state: RunState::default(),
             timers: Timers::default(),
             ready: VecDeque::new(),
@@ -221,7 +245,7 @@ impl Dispatcher {
             id: self.run.id.clone(),
             workflow: wf.name.clone(),
             file: self.run.file.clone(),
-            params: self.run.params.clone(),
+            params: self.stored_params(),
             created_at: now(),
             status: RunStatus::Pending,
         })?;
@@ -243,7 +267,7 @@ impl Dispatcher {
             run_id: self.run.id.clone(),
             workflow: wf.name.clone(),
             file: self.run.file.clone(),
-            params: self.run.params.clone(),
+            params: self.stored_params(),
             tasks,
             agents,
             dry_run: self.run.dry_run,
@@ -258,6 +282,17 @@ impl Dispatcher {
             None => self.finish = Some((RunStatus::Completed, None)),
         }
         self.drive_to_end().await
+    }
+
+    /// The params as the log keeps them: secret ones masked.
+    fn stored_params(&self) -> std::collections::BTreeMap<String, Value> {
+        let mut params = self.run.params.clone();
+        for p in self.run.wf.params.iter().filter(|p| p.secret) {
+            if let Some(v) = params.get_mut(&p.name) {
+                *v = Value::String(crate::secrets::MASK.to_string());
+            }
+        }
+        params
     }
 
     pub(super) async fn drive_to_end(mut self) -> Result<RunState, ExecError> {
