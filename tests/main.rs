@@ -17,5 +17,6 @@ mod policy;
 mod robustness;
 mod sdlc;
 mod secrets;
+mod semantics;
 mod shell;
 mod store;

@@ -171,13 +171,22 @@ pub(crate) async fn start(
     options.params = req.params;
     options.file = req.file.display().to_string();
     options.dry_run = req.dry_run;
-    options.workspace = super::workspace::create(&req.store, &options.run_id);
+    // A dry run writes nothing; a run nobody can inspect works in a folder removed after it.
+    options.workspace = match (&req.store, req.dry_run) {
+        (_, true) => None,
+        (StoreSpec::Memory, false) => super::workspace::temporary(&options.run_id),
+        _ => super::workspace::create(&req.store, &options.run_id),
+    };
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
     attach(&mut options, &*store, &loaded, watch);
     let workspace = options.workspace.clone();
+    let temporary = req.store == StoreSpec::Memory;
     let result = crate::exec::run(Arc::new(loaded.workflow), Arc::new(loaded.plan), options).await;
+    if let (true, Some(dir)) = (temporary, &workspace) {
+        super::workspace::remove_temporary(dir);
+    }
     match result {
         Ok(state) => Ok(Stopped::Ran {
             state,
@@ -273,7 +282,9 @@ pub(crate) async fn resume(
     options.run_id = run_id.clone();
     options.params = req.params;
     options.cancel = cancel;
-    options.workspace = super::workspace::create(&req.store, &run_id);
+    options.workspace = (!state.dry_run)
+        .then(|| super::workspace::create(&req.store, &run_id))
+        .flatten();
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     attach(&mut options, &*store, &loaded, watch);

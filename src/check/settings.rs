@@ -51,7 +51,7 @@ impl Checker<'_> {
         .with_label("unknown setting");
         let diag = match diag::suggest(&s.name.name, valid.iter().copied()) {
             Some(near) => diag.with_help(format!("did you mean `{near}`?")),
-            None => diag.with_help(format!("{owner} settings are {}", backticked(valid))),
+            None => diag.with_help(format!("the settings of {owner} are {}", backticked(valid))),
         };
         self.diags.push(diag);
     }

@@ -145,13 +145,7 @@ pub enum ExecError {
         status: TaskStatus,
         entry: String,
     },
-    #[error("task `{task}` belongs to phase `{phase}`, and the run is in phase `{current}`: `dlq retry` re-runs a task only in the phase its run stopped in")]
-    OtherPhase {
-        task: String,
-        phase: String,
-        current: String,
-    },
-    #[error("`--decide {task}=retry`: task `{task}` belongs to phase `{phase}`, and the run stopped in phase `{current}`; a failed task is retried only in the phase its run stopped in")]
+    #[error("task `{task}` belongs to phase `{phase}`, and the run stopped in phase `{current}`: a failed task is retried only in the phase its run stopped in")]
     RetryElsewhere {
         task: String,
         phase: String,

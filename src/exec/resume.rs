@@ -20,12 +20,6 @@ impl Dispatcher {
     ) -> Result<RunState, ExecError> {
         self.state = RunState::from_events(&events);
         self.check_same_workflow()?;
-        self.views.refresh_all(&self.state);
-        self.views
-            .run_changed(&self.state, self.run.env.workspace.as_deref());
-        self.journal.catch_up(&events)?;
-        // Observers see the history as it happened: each event with the state it made.
-        self.journal.replay(&events);
         let wf = self.run.wf.clone();
         self.phase = self
             .state
@@ -33,6 +27,16 @@ impl Dispatcher {
             .as_deref()
             .and_then(|p| wf.phases.iter().position(|ph| ph.name == p))
             .unwrap_or(0);
+        // Refuse before anything is shown or recorded.
+        if let Some(retry) = &request.retry {
+            self.check_dead_letter(&retry.task, &retry.entry, &events)?;
+        }
+        self.views.refresh_all(&self.state);
+        self.views
+            .run_changed(&self.state, self.run.env.workspace.as_deref());
+        self.journal.catch_up(&events)?;
+        // Observers see the history as it happened: each event with the state it made.
+        self.journal.replay(&events);
         // In flight when the run stopped: a crash leaves a task IN_PROGRESS, a cancellation
         // (Ctrl-C, the run timeout) CANCELLED.
         let (external, rerun): (Vec<TaskId>, Vec<TaskId>) = (0..wf.tasks.len())
@@ -54,7 +58,7 @@ impl Dispatcher {
             });
         }
         if let Some(retry) = &request.retry {
-            self.reopen_dead_letter(&retry.task, &retry.entry)?;
+            self.reopen_dead_letter(&retry.task, &retry.entry, &events)?;
         }
         // `--decide T=retry` on a task that failed (not one waiting for a decision): fresh
         // attempts, with the file as it is now — the way to fix and retry.
@@ -156,9 +160,31 @@ impl Dispatcher {
 
     /// `conductor dlq retry`: the dead-lettered task gets fresh attempts in its phase, and its
     /// dependents skipped because it failed get their chance again.
-    fn reopen_dead_letter(&mut self, name: &str, entry: &str) -> Result<(), ExecError> {
-        let wf = self.run.wf.clone();
-        let task = wf
+    fn reopen_dead_letter(
+        &mut self,
+        name: &str,
+        entry: &str,
+        events: &[Event],
+    ) -> Result<(), ExecError> {
+        let (t, back) = self.check_dead_letter(name, entry, events)?;
+        if back {
+            self.go_back(t);
+        }
+        self.reopen(t, format!("{DLQ_RETRY_BY} {entry}"), None);
+        Ok(())
+    }
+
+    /// Whether `dlq retry` can apply: the task failed, in the phase the run stopped in (see
+    /// [`Dispatcher::retry_target`]).
+    fn check_dead_letter(
+        &self,
+        name: &str,
+        entry: &str,
+        events: &[Event],
+    ) -> Result<(TaskId, bool), ExecError> {
+        let task = self
+            .run
+            .wf
             .task_by_name(name)
             .ok_or_else(|| ExecError::UnknownTask(name.to_string()))?;
         let t = task.id;
@@ -169,20 +195,10 @@ impl Dispatcher {
                 entry: entry.to_string(),
             });
         }
-        if task.phase.index() != self.phase {
-            return Err(ExecError::OtherPhase {
-                task: name.to_string(),
-                phase: wf.phase(task.phase).name.clone(),
-                current: wf.phases[self.phase].name.clone(),
-            });
-        }
-        self.reopen(t, format!("{DLQ_RETRY_BY} {entry}"), None);
-        Ok(())
+        Ok((t, self.retry_target(t, events)?))
     }
 
-    /// `--decide T=retry` on a failed task: in the phase the run stopped in — or, when the
-    /// run had ended, in the last normal phase it ran (the run goes back there, and its
-    /// `always` phases will run again at the new end).
+    /// `--decide T=retry` on a failed task.
     fn reopen_failed(
         &mut self,
         name: &str,
@@ -190,51 +206,68 @@ impl Dispatcher {
         who: Option<&str>,
         reason: Option<String>,
     ) -> Result<(), ExecError> {
-        let wf = self.run.wf.clone();
-        let task = wf
+        let t = self
+            .run
+            .wf
             .task_by_name(name)
-            .ok_or_else(|| ExecError::UnknownDecisionTask(name.to_string()))?;
-        let phase = wf.phase(task.phase);
-        if self.state.ending.is_some() || wf.phases[self.phase].always {
-            let last_normal = events.iter().rev().find_map(|e| match &e.kind {
-                EventKind::PhaseEntered { phase, .. }
-                    if wf.phases.iter().any(|p| p.name == *phase && !p.always) =>
-                {
-                    Some(phase.clone())
-                }
-                _ => None,
-            });
-            if last_normal.as_deref() != Some(phase.name.as_str()) {
-                return Err(ExecError::RetryElsewhere {
-                    task: name.to_string(),
-                    phase: phase.name.clone(),
-                    current: last_normal.unwrap_or_default(),
-                });
-            }
-            let reset = wf
-                .phases
-                .iter()
-                .filter(|p| p.always)
-                .flat_map(|p| p.tasks.iter().map(|t| self.name(*t)))
-                .collect();
-            self.record(EventKind::RunReopened {
-                phase: phase.name.clone(),
-                reset,
-            });
-            self.phase = task.phase.index();
-        } else if task.phase.index() != self.phase {
-            return Err(ExecError::RetryElsewhere {
-                task: name.to_string(),
-                phase: phase.name.clone(),
-                current: wf.phases[self.phase].name.clone(),
-            });
+            .ok_or_else(|| ExecError::UnknownDecisionTask(name.to_string()))?
+            .id;
+        if self.retry_target(t, events)? {
+            self.go_back(t);
         }
         let by = match who {
             Some(who) => format!("{who} (conductor resume --decide)"),
             None => "conductor resume --decide".to_string(),
         };
-        self.reopen(task.id, by, reason);
+        self.reopen(t, by, reason);
         Ok(())
+    }
+
+    /// Where a failed task can run again: in the phase the run stopped in (`false`), or —
+    /// when the run had ended and ran its `always` phases — in the last normal phase it ran,
+    /// which the run goes back to (`true`). Anywhere else is an error.
+    fn retry_target(&self, t: TaskId, events: &[Event]) -> Result<bool, ExecError> {
+        let wf = &self.run.wf;
+        let phase = &wf.phase(wf.task(t).phase).name;
+        let elsewhere = |current: &str| ExecError::RetryElsewhere {
+            task: self.name(t).to_string(),
+            phase: phase.clone(),
+            current: current.to_string(),
+        };
+        if self.state.ending.is_none() && !wf.phases[self.phase].always {
+            return match wf.task(t).phase.index() == self.phase {
+                true => Ok(false),
+                false => Err(elsewhere(&wf.phases[self.phase].name)),
+            };
+        }
+        let last_normal = events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::PhaseEntered { phase, .. }
+                if wf.phases.iter().any(|p| p.name == *phase && !p.always) =>
+            {
+                Some(phase.as_str())
+            }
+            _ => None,
+        });
+        match last_normal == Some(phase.as_str()) {
+            true => Ok(true),
+            false => Err(elsewhere(last_normal.unwrap_or("-"))),
+        }
+    }
+
+    /// The run had ended: back to the phase of `t`; the `always` phases run again at the end.
+    fn go_back(&mut self, t: TaskId) {
+        let wf = self.run.wf.clone();
+        let reset = wf
+            .phases
+            .iter()
+            .filter(|p| p.always)
+            .flat_map(|p| p.tasks.iter().map(|t| self.name(*t)))
+            .collect();
+        self.record(EventKind::RunReopened {
+            phase: wf.phase(wf.task(t).phase).name.clone(),
+            reset,
+        });
+        self.phase = wf.task(t).phase.index();
     }
 
     /// Gives a failed task fresh attempts, and its dependents skipped because it failed their
