@@ -150,7 +150,7 @@ fn check_reports_fan_out_mistakes_with_their_place() {
     agent m { kind = "mock" }
     agent r { kind = "mock", output = { v = "{{ tasks.t.output.v }}" } }
     phase p {
-        task t on m { matrix = { os = ["linux", "mac"], exclude = [{ os = "windows" }] }, input = { v = "{{ item.arch }}" } }
+        task t on m { matrix = { os = ["linux", "mac"], py = ["3.12"], exclude = [{ os = "windows" }], include = [{ os = "linx", extra = "x" }] }, input = { v = "{{ item.arch }}" } }
         task u on r after t
     }
 }"#,
@@ -162,6 +162,8 @@ fn check_reports_fan_out_mistakes_with_their_place() {
         "bad.cond:5:",
         "the matrix has no key `arch`",
         "it has `outputs`, not `output`",
+        "this `include` matches no combination: it adds one",
+        "it has no value for `py`",
         "bad.cond:3:",
     ] {
         assert!(r.stderr.contains(expected), "{expected}:\n{}", r.stderr);
@@ -440,5 +442,55 @@ fn kill_9_in_the_middle_of_a_fan_out_then_resume_runs_each_instance_to_completio
     assert!(
         total <= 8 + 2,
         "at most the two in flight ran again:\n{log}"
+    );
+}
+
+/// Copies a folder's files (not `__pycache__`) recursively.
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name();
+        if name == "__pycache__" {
+            continue;
+        }
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &to.join(&name));
+        } else {
+            std::fs::copy(entry.path(), to.join(&name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn the_ci_matrix_example_runs_every_shard_and_reports_them_in_the_matrix_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    std::fs::copy(
+        root.join("ci_matrix.cond"),
+        dir.path().join("ci_matrix.cond"),
+    )
+    .unwrap();
+    copy_tree(&root.join("ci_matrix"), &dir.path().join("ci_matrix"));
+    let r = run(dir.path(), &["run", "ci_matrix.cond"]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("6 instances: 6 completed"),
+        "{}",
+        r.stdout
+    );
+    let s = state(dir.path(), &run_id(&r.stdout));
+    let report = &s["task_results"]["write_report"]["output"];
+    assert_eq!(report["shards"], 6);
+    assert_eq!(report["tests"], 4 + 4 + 2 + 2 + 3 + 4);
+    let md = std::fs::read_to_string(report["report"].as_str().unwrap()).unwrap();
+    let keys: Vec<&str> = md
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| shard"))
+        .map(|l| l.split('|').nth(1).unwrap().trim())
+        .collect();
+    assert_eq!(
+        keys,
+        ["words-0", "words-1", "unique-0", "unique-1", "slug-0", "words-42"]
     );
 }
