@@ -75,7 +75,7 @@ fn outputs_come_in_index_order_whatever_order_the_instances_finish_in() {
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
     // The human view: one line for the group, with its counts; no line per instance.
     assert!(
-        r.stdout.contains("work[3]") && r.stdout.contains("3 instances: 3 completed"),
+        r.stdout.contains("work ×3") && r.stdout.contains("3 instances: 3 completed"),
         "{}",
         r.stdout
     );
