@@ -150,7 +150,7 @@ fn drive(
         .expect("the run starts");
     let elapsed = begun.elapsed();
     assert_eq!(state.status(), RunStatus::Completed, "{:?}", state.error);
-    assert_eq!(state.tasks.len(), n);
+    assert!(state.tasks.len() >= n, "every task has a result");
     (elapsed, state)
 }
 
