@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 const OPS: &str = "tests/fixtures/serve/ops.cond";
 const LOOP: &str = "tests/fixtures/serve/loop.cond";
@@ -279,7 +279,7 @@ fn a_decision_and_a_dead_letter_retry_change_the_run_as_the_commands_would() {
         .map(|e| format!("{} {} {}", e["task"], e["decision"], e["by"]))
         .collect();
     assert_eq!(
-        decided[0], r#""fragile" "retry" "dashboard:tester""#,
+        decided[0], r#""fragile" "retry" "dashboard:tester (conductor resume --decide)""#,
         "{decided:?}"
     );
     assert!(
@@ -291,6 +291,46 @@ fn a_decision_and_a_dead_letter_retry_change_the_run_as_the_commands_would() {
     assert_eq!(server.json("/api/dlq"), serde_json::json!([]));
     let jobs = server.json("/api/jobs");
     assert_eq!(jobs[1]["state"], "completed", "{jobs}");
+}
+
+#[test]
+fn an_approval_is_asked_with_its_buttons_and_approved_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = run(dir.path(), "tests/fixtures/serve/release.cond");
+    let server = Server::start(dir.path(), &[]);
+    let questions = server.json("/api/decisions");
+    let q = &questions.as_array().unwrap()[0];
+    assert_eq!(q["kind"], "approval", "{questions}");
+    assert_eq!(q["message"], "Release 2.1.0?");
+    assert_eq!(q["actions"], json!(["approve", "reject", "skip", "abort"]));
+    // Retry is an escalation's answer, refused as `resume --decide` refuses it.
+    let (status, body) = server.post(
+        &format!("/api/runs/{id}/decide"),
+        r#"{"task":"sign_off","decision":"retry"}"#,
+    );
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("approve, reject, skip or abort"), "{body}");
+    let (status, body) = server.post(
+        &format!("/api/runs/{id}/decide"),
+        r#"{"task":"sign_off","decision":"approve","reason":"notes read"}"#,
+    );
+    assert_eq!(status, 202, "{body}");
+    server.wait_status(&id, "completed");
+    let out = conductor(dir.path())
+        .args(["events", &id])
+        .output()
+        .unwrap();
+    let decided: Vec<Value> = lines_json(&out.stdout)
+        .into_iter()
+        .filter(|e| e["event"] == "decided")
+        .collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!(decided[0]["decision"], "approve");
+    assert_eq!(decided[0]["reason"], "notes read");
+    assert_eq!(
+        decided[0]["by"],
+        "dashboard:tester (conductor resume --decide)"
+    );
 }
 
 #[test]

@@ -9,7 +9,7 @@ use super::{AgentDefaults, Checker, SeenSettings};
 use crate::diag::{self, Annotate, Diagnostic};
 use crate::syntax::ast::{self, ValueKind};
 
-const KINDS: &[&str] = &["llm", "shell", "http", "script", "mock"];
+const KINDS: &[&str] = &["llm", "shell", "http", "script", "approval", "mock"];
 const COMMON: &[&str] = &[
     "kind",
     "count",
@@ -89,13 +89,17 @@ impl Checker<'_> {
             }
         }
         let kind = kind?;
+        // An agent serves many tasks: its templates may read `item` of a fan-out instance.
+        self.item = super::fanout::ItemShape::Any;
         pool.kind = match kind {
             "llm" => AgentKind::Llm(self.llm(&specific)),
             "shell" => AgentKind::Shell(self.shell(a, &specific)?),
             "http" => AgentKind::Http(self.http(a, &specific)?),
             "script" => AgentKind::Script(self.script(a, &specific)?),
+            "approval" => AgentKind::Approval,
             _ => AgentKind::Mock(self.mock(&specific)),
         };
+        self.item = super::fanout::ItemShape::Absent;
         if self.agent_defaults.len() <= id.index() {
             self.agent_defaults.resize(id.index() + 1, None);
         }

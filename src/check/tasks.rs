@@ -23,7 +23,19 @@ const TASK_SETTINGS: &[&str] = &[
     "timeout",
     "cache",
     "effect",
+    "matrix",
+    "exclude",
+    "include",
+    "for_each",
+    "key",
+    "max_items",
+    "max_parallel",
+    "fail_fast",
+    "succeed_when",
 ];
+
+/// How long an approval task waits for a person unless its `timeout` says otherwise.
+pub(crate) const APPROVAL_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// The settings a task inherits from its agent when it does not set them itself: what the
 /// task's own body sets.
@@ -44,7 +56,12 @@ impl Inheritable {
         let agent_codes = agent.and_then(|d| d.retry_on_exit.clone());
         task.retry_on_exit = self.retry_on_exit.or(agent_codes).unwrap_or_default();
         task.backoff = self.backoff.or(backoff).unwrap_or(task.backoff);
-        task.timeout = self.timeout.or(timeout).unwrap_or(task.timeout);
+        // A person answers an approval: a day, not the five minutes a program gets.
+        let default_timeout = match agent.map(|d| d.kind) {
+            Some("approval") => APPROVAL_TIMEOUT,
+            _ => task.timeout,
+        };
+        task.timeout = self.timeout.or(timeout).unwrap_or(default_timeout);
     }
 }
 
@@ -155,12 +172,15 @@ impl Checker<'_> {
             cache: false,
             effect: Effect::Pure,
             when: None,
+            fan_out: None,
             span: t.span,
         };
+        task.fan_out = self.fan_out(t);
         let own = self.task_body(t, &mut task);
+        self.item = super::fanout::ItemShape::Absent;
         own.apply(&mut task, agent_defaults.as_ref());
         if let Some(defaults) = &agent_defaults {
-            if task.prompt.is_some() && defaults.kind != "llm" {
+            if task.prompt.is_some() && !matches!(defaults.kind, "llm" | "approval") {
                 self.warn_ignored_prompt(t, defaults.kind);
             }
         }
@@ -308,6 +328,7 @@ impl Checker<'_> {
                     )
                     .unwrap_or(Effect::Pure)
             }
+            _ if super::fanout::SETTINGS.contains(&name) => {} // read first, by `fan_out`
             _ => self.unknown_setting(s, "a task", TASK_SETTINGS),
         }
     }

@@ -22,12 +22,19 @@ pub fn to_text(wf: &Workflow) -> String {
         );
     }
     for p in &wf.params {
+        let mut extra = String::new();
+        if p.secret {
+            extra.push_str(" secret");
+        }
+        if let Some(env) = &p.env {
+            extra.push_str(&format!(" env={env}"));
+        }
         match &p.default {
             Some(v) => {
-                let _ = writeln!(out, "  param {} = {}", p.name, value(v));
+                let _ = writeln!(out, "  param {}{extra} = {}", p.name, value(v));
             }
             None => {
-                let _ = writeln!(out, "  param {} (required)", p.name);
+                let _ = writeln!(out, "  param {}{extra} (required)", p.name);
             }
         }
     }
@@ -57,6 +64,52 @@ pub fn to_text(wf: &Workflow) -> String {
         }
     }
     out
+}
+
+/// The model item by item, each with a name a person knows it by (`task `build``) and its
+/// text: two versions of a workflow are compared item by item (`resume` with an amended file).
+pub(crate) fn items(wf: &Workflow) -> Vec<(String, String)> {
+    let mut items = Vec::new();
+    let mut s = String::new();
+    if let Some(d) = &wf.description {
+        let _ = writeln!(s, "description {d:?}");
+    }
+    settings(&mut s, &wf.settings);
+    items.push(("the workflow's settings".to_string(), s));
+    for p in &wf.params {
+        let text = format!(
+            "{} secret={} env={:?}",
+            p.default.as_ref().map_or("required".to_string(), value),
+            p.secret,
+            p.env
+        );
+        items.push((format!("param `{}`", p.name), text));
+    }
+    for a in &wf.agents {
+        let mut s = String::new();
+        agent(&mut s, a);
+        items.push((format!("agent `{}`", a.name), s));
+    }
+    let mut s = String::new();
+    for r in &wf.enforce {
+        let _ = writeln!(s, "enforce {}", rule(r));
+    }
+    items.push(("the workflow's enforce rules".to_string(), s));
+    for p in &wf.phases {
+        let mut s = String::new();
+        phase_rules(&mut s, wf, p);
+        items.push((format!("phase `{}`", p.name), s));
+        for id in &p.tasks {
+            let mut s = String::new();
+            task(&mut s, wf, wf.task(*id));
+            items.push((format!("task `{}`", wf.task(*id).name), s));
+        }
+    }
+    let feedback = wf.feedback.as_ref().map_or(String::new(), |f| {
+        format!("to {} {}", wf.phase(f.target).name, rule(&f.rule))
+    });
+    items.push(("the feedback rule".to_string(), feedback));
+    items
 }
 
 fn settings(out: &mut String, s: &WorkflowSettings) {
@@ -106,6 +159,24 @@ fn phase(out: &mut String, wf: &Workflow, p: &Phase) {
     for id in &p.tasks {
         task(out, wf, wf.task(*id));
     }
+    gate(out, p);
+}
+
+/// A phase without its tasks: its settings and rules.
+fn phase_rules(out: &mut String, wf: &Workflow, p: &Phase) {
+    let _ = writeln!(
+        out,
+        "settings always={} min_success_rate={}",
+        p.always,
+        p.min_success_rate.unwrap_or(wf.settings.min_success_rate)
+    );
+    for r in &p.enforce {
+        let _ = writeln!(out, "enforce {}", rule(r));
+    }
+    gate(out, p);
+}
+
+fn gate(out: &mut String, p: &Phase) {
     match &p.gate {
         Some(g) => {
             let _ = writeln!(out, "    gate {}", rule(g));
@@ -132,6 +203,9 @@ fn task(out: &mut String, wf: &Workflow, t: &Task) {
     );
     if !t.retry_on_exit.is_empty() {
         let _ = writeln!(out, "      retry_on_exit {:?}", t.retry_on_exit);
+    }
+    if let Some(f) = &t.fan_out {
+        fan_out(out, f);
     }
     if let Some(w) = &t.when {
         let _ = writeln!(out, "      when {}", rule(w));
@@ -190,6 +264,7 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
         AgentKind::Script(s) => {
             let _ = writeln!(out, "    function {}", s.function);
         }
+        AgentKind::Approval => {}
         AgentKind::Mock(m) => {
             let _ = writeln!(
                 out,
@@ -211,6 +286,36 @@ fn rule(r: &Rule) -> String {
         RuleSource::Named { name, args } => {
             let args: Vec<String> = args.iter().map(value).collect();
             format!("{name}({})", args.join(", "))
+        }
+    }
+}
+
+/// A fan-out: a matrix as its expanded combinations, one per line, in instance order.
+fn fan_out(out: &mut String, f: &crate::check::ir::FanOut) {
+    use crate::check::ir::{FanOutSource, SucceedWhen};
+    let succeed = match f.succeed_when {
+        SucceedWhen::All => "all".to_string(),
+        SucceedWhen::Any => "any".to_string(),
+        SucceedWhen::Rate(r) => r.to_string(),
+    };
+    let max_parallel = f.max_parallel.map_or("-".to_string(), |m| m.to_string());
+    let _ = writeln!(
+        out,
+        "      fan_out max_items={} max_parallel={max_parallel} fail_fast={} succeed_when={succeed}",
+        f.max_items, f.fail_fast
+    );
+    if let Some(k) = &f.key {
+        let _ = writeln!(out, "        key {}", template(k));
+    }
+    match &f.source {
+        FanOutSource::Matrix(items) => {
+            let _ = writeln!(out, "        matrix axes [{}]", f.axes.join(", "));
+            for (i, item) in items.iter().enumerate() {
+                let _ = writeln!(out, "        [{i}] {item}");
+            }
+        }
+        FanOutSource::ForEach(t) => {
+            let _ = writeln!(out, "        for_each {}", template(t));
         }
     }
 }

@@ -229,7 +229,9 @@ pub(super) fn tally(phase: &Phase, state: &RunState) -> Tally {
                     Some(SkipReason::WhenFalse) => tally.when_false += 1,
                     Some(SkipReason::Decision) => tally.decision += 1,
                     Some(SkipReason::EmptyFanOut) => tally.empty_fan_out += 1,
-                    Some(SkipReason::UpstreamFailed) | None => tally.upstream_failed += 1,
+                    Some(SkipReason::UpstreamFailed | SkipReason::SiblingFailed) | None => {
+                        tally.upstream_failed += 1
+                    }
                 }
             }
             _ => {}
@@ -453,6 +455,7 @@ mod tests {
                 tasks: vec![info("a", "p"), info("b", "q"), info("c", "q")],
                 agents: vec![],
                 dry_run: false,
+                source: None,
             },
         });
         state.tasks[0].output = json!({ "severity": "critical" });

@@ -206,16 +206,36 @@ impl HumanView {
                 self.start_bar(task, agent, *attempt);
                 return None;
             }
+            // A fan-out's instances print only when they fail; their group prints the counts.
+            EventKind::RetryScheduled { task, .. } if is_instance(state, task) => {
+                self.stop_bar(task);
+                return None;
+            }
             EventKind::RetryScheduled {
                 task,
                 attempt,
                 delay_ms,
             } => self.retry_line(task, *attempt, *delay_ms, state),
+            EventKind::TaskFinished { task, status, .. }
+                if *status != TaskStatus::Failed && is_instance(state, task) =>
+            {
+                self.stop_bar(task);
+                self.last_attempt.remove(&**task);
+                return None;
+            }
+            EventKind::TaskFinished { task, status, .. } if is_group(state, task) => {
+                group_line(task, *status, state, &self.flags)
+            }
             EventKind::TaskFinished {
                 task,
                 status,
                 error,
             } => self.finished_line(task, *status, error.as_ref(), state),
+            EventKind::FanOutExpanded { task, instances } => format!(
+                "  ⋔ {task:<20} fans out to {} instance{}",
+                instances.len(),
+                plural(instances.len() as u64)
+            ),
             EventKind::AttemptFinished {
                 task,
                 calls,
@@ -227,12 +247,14 @@ impl HumanView {
                 self.attempt_done(task, calls, artifacts, *cached, error.as_ref());
                 return None;
             }
+            EventKind::TaskSkipped { task, .. } if is_instance(state, task) => return None,
             EventKind::TaskSkipped { task, reason, .. } => {
                 let why = match reason {
                     SkipReason::WhenFalse => "its `when` rule is false",
                     SkipReason::UpstreamFailed => "upstream_failed",
                     SkipReason::Decision => "skipped by decision",
                     SkipReason::EmptyFanOut => "a fan-out over nothing",
+                    SkipReason::SiblingFailed => "a sibling failed (`fail_fast`)",
                 };
                 format!("  - {task:<20} {:<14} skipped    {why}", "-")
             }
@@ -245,6 +267,43 @@ impl HumanView {
     }
 }
 
+fn is_instance(state: &RunState, task: &str) -> bool {
+    state.task(task).is_some_and(|t| t.instance.is_some())
+}
+
+fn is_group(state: &RunState, task: &str) -> bool {
+    state.task(task).is_some_and(|t| !t.instances.is_empty())
+}
+
+/// A fan-out task's one line: its verdict and its instances counted by status.
+fn group_line(task: &str, status: TaskStatus, state: &RunState, flags: &str) -> String {
+    let mark = match status {
+        TaskStatus::Completed => "✓",
+        TaskStatus::Failed => "✗",
+        TaskStatus::Cancelled => "⊘",
+        _ => "·",
+    };
+    let (total, counts) = state.instance_counts(task);
+    let mut parts = Vec::new();
+    for (s, n) in counts {
+        parts.push(format!("{n} {}", s.as_str()));
+    }
+    let error = state
+        .task(task)
+        .and_then(|t| t.error.as_ref())
+        .map(|e| format!("  {e}"))
+        .unwrap_or_default();
+    format!(
+        "  {mark} {:<20} {:<14} {:<10} {total} instance{}: {}{error}  (each: `conductor show {} {task}{flags}`)",
+        format!("{task} ×{total}"),
+        "-",
+        status.as_str(),
+        plural(total as u64),
+        parts.join(", "),
+        state.workflow_id
+    )
+}
+
 /// The line of an event about the run rather than one task.
 fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Option<String> {
     Some(match kind {
@@ -252,8 +311,16 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             run_id,
             workflow,
             file,
+            dry_run,
             ..
-        } => format!("run {run_id}  workflow {workflow}  file {file}  store {store}"),
+        } => {
+            let dry = if *dry_run {
+                "\ndry run: every agent is a mock shaped like its role; nothing runs, no file is written"
+            } else {
+                ""
+            };
+            format!("run {run_id}  workflow {workflow}  file {file}  store {store}{dry}")
+        }
         EventKind::PhaseEntered { phase, loop_count } => {
             let pass = if *loop_count > 0 {
                 format!(" (pass {})", loop_count + 1)
@@ -302,17 +369,54 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             format!("  ⚡ circuit breaker of `{agent}` is {}{why}", b.as_str())
         }
         EventKind::DeadLettered { entry } => dead_letter_line(entry),
-        EventKind::Decided { task, decision, by } => {
-            format!("  → {task:<20} {} (decided by {by})", decision.as_str())
+        EventKind::Decided {
+            task,
+            decision,
+            by,
+            reason,
+        } => {
+            let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            format!("  → {task:<20} {} (decided by {by}){why}", decision.as_str())
+        }
+        EventKind::ApprovalRequested { task, message, .. } => {
+            let asks = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            format!("  ? {task:<20} waits for approval{asks}")
         }
         EventKind::RunWaiting { tasks } => {
-            let names: Vec<&str> = tasks.iter().map(|t| &**t).collect();
-            format!(
-                "\nthe run waits for a decision on {}; answer with `conductor resume {}{flags} --decide TASK=retry|skip|abort`",
-                names.join(", "),
-                state.workflow_id
-            )
+            let mut text = String::from("\nthe run waits for a decision; answer with");
+            for t in tasks {
+                let approval = state.task(t).is_some_and(|r| r.approval.is_some());
+                let choices = if approval {
+                    "approve|reject [--reason TEXT]"
+                } else {
+                    "retry|skip|abort"
+                };
+                // A fan-out instance's brackets are a shell pattern: quote the argument.
+                let arg = if t.contains('[') {
+                    format!("'{t}={choices}'")
+                } else {
+                    format!("{t}={choices}")
+                };
+                text.push_str(&format!(
+                    "\n  conductor resume {}{flags} --decide {arg}",
+                    state.workflow_id
+                ));
+            }
+            text
         }
+        EventKind::WorkflowAmended { changes, .. } => {
+            let mut text = String::from("the workflow file changed; the run goes on with it:");
+            for c in changes {
+                text.push_str(&format!("\n  {c}"));
+            }
+            if changes.is_empty() {
+                text.push_str(" (no change that affects the run: comments or layout)");
+            }
+            text
+        }
+        EventKind::RunReopened { phase, .. } => format!(
+            "back to phase {phase}: a failed task runs again (the `always` phases run again at the end)"
+        ),
         EventKind::RunEnding { status, .. } => format!(
             "\nthe normal phases are over (the run ends {}); its `always` phases run now",
             status.as_str().to_uppercase()
@@ -370,8 +474,9 @@ fn summary(
 ) -> String {
     let status = state.status();
     let mut text = format!(
-        "\nrun {} {}: {} completed, {} failed, {} skipped, {} loop{}",
+        "\nrun {}{} {}: {} completed, {} failed, {} skipped, {} loop{}",
         state.workflow_id,
+        if state.dry_run { " (dry run)" } else { "" },
         match status {
             RunStatus::Completed => "COMPLETED",
             RunStatus::Failed => "FAILED",

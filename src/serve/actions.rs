@@ -73,6 +73,9 @@ pub(crate) async fn jobs(State(server): State<Arc<Server>>) -> Json<Vec<Job>> {
 pub(crate) struct DecideBody {
     task: String,
     decision: String,
+    /// Why, recorded with the decision (`resume --reason`).
+    #[serde(default)]
+    reason: Option<String>,
 }
 
 /// `POST /api/runs/{run}/decide {"task": T, "decision": "retry"|"skip"|"abort"}`: what
@@ -90,16 +93,21 @@ pub(crate) async fn decide(
     let task = body.task.clone();
     let id = blocking(move || {
         let id = super::api::find(&check, &run)?;
-        // The same refusal `resume --decide` gives, before anything starts.
-        let waits = check
-            .runs
-            .with(&id, |_, s| s.awaiting_decision.iter().any(|t| **t == *task))?;
-        if !waits {
-            return Err(ApiError::App(AppError::Exec(
-                crate::exec::ExecError::NotWaiting(task),
-            )));
+        // The same refusals `resume --decide` gives, before anything starts.
+        let asked = check.runs.with(&id, |_, s| {
+            s.awaiting_decision
+                .iter()
+                .any(|t| **t == *task)
+                .then(|| s.task(&task).is_some_and(|t| t.approval.is_some()))
+        })?;
+        let refused = match asked {
+            None => Some(crate::exec::ExecError::NotWaiting(task.clone())),
+            Some(approval) => wrong_decision(&task, decision, approval),
+        };
+        match refused {
+            Some(e) => Err(ApiError::App(AppError::Exec(e))),
+            None => Ok(id),
         }
-        Ok(id)
     })
     .await?;
     let what = format!(
@@ -110,6 +118,8 @@ pub(crate) async fn decide(
     let req = app::Resume {
         run: id.to_string(),
         decisions: vec![(body.task, decision)],
+        params: Default::default(),
+        reason: body.reason.filter(|r| !r.trim().is_empty()),
         dead_letter: None,
         record: None,
         config: server.config.clone(),
@@ -118,6 +128,26 @@ pub(crate) async fn decide(
         layer: Some(server.metrics.store_layer()),
     };
     drive(server, what, Some(id.to_string()), req).await
+}
+
+/// A decision that does not fit the question: retry for an approval, approve or reject for
+/// an escalation (worded as `resume --decide` words it).
+fn wrong_decision(
+    task: &str,
+    decision: Decision,
+    approval: bool,
+) -> Option<crate::exec::ExecError> {
+    let (what, expected) = match (approval, decision) {
+        (true, Decision::Retry) => ("waits for an approval", "approve, reject, skip or abort"),
+        (false, d) if d.is_approval() => ("is not an approval task", "retry, skip or abort"),
+        _ => return None,
+    };
+    Some(crate::exec::ExecError::WrongDecision {
+        task: task.to_string(),
+        decision: decision.as_str(),
+        what,
+        expected,
+    })
 }
 
 /// `POST /api/dlq/{entry}/retry`: what `conductor dlq retry ENTRY` does.
@@ -139,6 +169,8 @@ pub(crate) async fn retry(
     let req = app::Resume {
         run: String::new(),
         decisions: Vec::new(),
+        params: Default::default(),
+        reason: None,
         dead_letter: Some(entry.clone()),
         record: None,
         config: server.config.clone(),

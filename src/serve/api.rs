@@ -192,8 +192,13 @@ pub(crate) async fn why(
     blocking(move || {
         let run = crate::app::load_run(&*server.store, &run)?;
         let result = run.task(&task)?;
-        let lines =
-            crate::report::why_text(result, run.id.as_str(), &run.state.workflow, &run.events);
+        let lines = crate::report::why_text(
+            result,
+            run.id.as_str(),
+            &run.state.workflow,
+            &run.events,
+            "",
+        );
         Ok(Json(json!({ "lines": lines })))
     })
     .await
@@ -268,8 +273,8 @@ pub(crate) async fn dead_letters(
     .await
 }
 
-/// One question for a person: an escalated task (retry, skip or abort). Approval tasks add
-/// their own kind and actions here.
+/// One question for a person: an escalated task (retry, skip or abort) or an approval task
+/// (approve, reject, skip or abort — what `resume --decide` accepts for each).
 #[derive(Serialize)]
 pub(crate) struct Question {
     pub run: String,
@@ -279,6 +284,8 @@ pub(crate) struct Question {
     pub phase: Arc<str>,
     pub attempts: u32,
     pub error: Option<String>,
+    /// What an approval task asks.
+    pub message: Option<String>,
     /// The buttons, each the value `POST /api/runs/{run}/decide` takes.
     pub actions: Vec<&'static str>,
 }
@@ -306,11 +313,20 @@ pub(crate) fn questions(run: &str, state: &RunState) -> Vec<Question> {
             run: run.to_string(),
             workflow: state.workflow.clone(),
             task: t.task.clone(),
-            kind: "escalation",
+            kind: if t.approval.is_some() {
+                "approval"
+            } else {
+                "escalation"
+            },
             phase: t.phase.clone(),
             attempts: t.attempts,
             error: t.error.as_ref().map(ToString::to_string),
-            actions: vec!["retry", "skip", "abort"],
+            message: t.approval.as_ref().and_then(|a| a.message.clone()),
+            actions: if t.approval.is_some() {
+                vec!["approve", "reject", "skip", "abort"]
+            } else {
+                vec!["retry", "skip", "abort"]
+            },
         })
         .collect()
 }

@@ -37,6 +37,14 @@ pub(crate) struct Row {
     pub retry_at: Option<u64>,
     pub duration_ms: u64,
     pub skip: Option<&'static str>,
+    /// A fan-out task once expanded: how many instances it has (the plan node is drawn
+    /// from their statuses, not from the task's own).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub instances: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The dashboard's status of a task.
@@ -57,7 +65,10 @@ pub(crate) fn status(t: &TaskResult, state: &RunState) -> &'static str {
 pub(crate) fn row(t: &TaskResult, state: &RunState) -> Row {
     Row {
         name: t.task.clone(),
-        node: Arc::from(layout::group_of(&t.task)),
+        node: match &t.instance {
+            Some(i) => i.of.clone(),
+            None => Arc::from(layout::group_of(&t.task)),
+        },
         phase: t.phase.clone(),
         status: status(t, state),
         attempts: t.attempts,
@@ -70,6 +81,7 @@ pub(crate) fn row(t: &TaskResult, state: &RunState) -> Row {
         retry_at: t.retry_due.map(|r| r.at_ms),
         duration_ms: t.duration_ms,
         skip: t.skip_reason.map(|s| s.as_str()),
+        instances: t.instances.len() as u32,
     }
 }
 
@@ -156,6 +168,7 @@ pub(crate) struct DecisionView {
     pub pass: u32,
     pub decision: &'static str,
     pub by: String,
+    pub reason: Option<String>,
     pub at: u64,
 }
 
@@ -274,11 +287,17 @@ impl Timeline {
                 rule: rule.clone(),
                 at,
             }),
-            EventKind::Decided { task, decision, by } => self.decisions.push(DecisionView {
+            EventKind::Decided {
+                task,
+                decision,
+                by,
+                reason,
+            } => self.decisions.push(DecisionView {
                 task: task.clone(),
                 pass: self.pass,
                 decision: decision.as_str(),
                 by: by.clone(),
+                reason: reason.clone(),
                 at,
             }),
             _ => {}

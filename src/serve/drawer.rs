@@ -22,7 +22,7 @@ pub(crate) async fn drawer(
         let run = crate::app::load_run(&*server.store, &run)?;
         let result = run.task(&task)?;
         let why =
-            crate::report::why_text(result, run.id.as_str(), &run.state.workflow, &run.events);
+            crate::report::why_text(result, run.id.as_str(), &run.state.workflow, &run.events, "");
         let mut pass = 0;
         let mut attempts: Vec<Value> = Vec::new();
         for e in &run.events {

@@ -57,7 +57,9 @@ fn app_status(e: &AppError) -> StatusCode {
             ExecError::NotWaiting(_)
             | ExecError::UnknownDecisionTask(_)
             | ExecError::NotFailed { .. }
-            | ExecError::OtherPhase { .. }
+            | ExecError::RetryElsewhere { .. }
+            | ExecError::WrongDecision { .. }
+            | ExecError::MissingSecret(_)
             | ExecError::ChangedWorkflow { .. },
         ) => StatusCode::CONFLICT,
         AppError::Store(crate::store::StoreError::Busy { .. }) => StatusCode::CONFLICT,

@@ -173,6 +173,31 @@ test('the plan is drawn before its tasks start, and follows them live', async ()
   await stop(server);
 });
 
+test('a matrix task is one node with its instances counted, and each instance a row', async () => {
+  const dir = workdir();
+  const id = runSync(dir, join(FIXTURES, 'fanout.cond'));
+  const server = await serve(dir);
+  const p = await page();
+  await p.goto(server.url + '#/run/' + id);
+  await p.waitForSelector('#run[data-status=completed]');
+  await p.waitForSelector('#dag:not([data-drawn="0"])');
+  // shard (the group), report and the gate: the six instances are not nodes of their own.
+  assert.equal(await p.getAttribute('#dag', 'data-nodes'), '3');
+  const shard = await p.evaluate(() => window.conductorPlan.node('shard'));
+  assert.equal(shard.status, 'completed');
+  assert.equal(shard.total, 6);
+  assert.deepEqual(shard.counts, { completed: 6 });
+  assert.deepEqual(shard.members.slice().sort(),
+    ['shard[linux-3.11]', 'shard[linux-3.12]', 'shard[mac-3.11]', 'shard[mac-3.12]', 'shard[win-3.11]', 'shard[win-3.12]']);
+  const report = await p.evaluate(() => window.conductorPlan.node('report'));
+  assert.equal(report.counts, null);
+  assert.equal(await p.getAttribute('[data-task="shard[mac-3.12]"]', 'data-status'), 'completed');
+  await shot(p, 'run-fanout');
+  assert.deepEqual(p.errors, []);
+  await p.close();
+  await stop(server);
+});
+
 test('Retry on a dead letter and a decision on an escalation change the run as the commands would', async () => {
   const dir = workdir();
   const id = runSync(dir, join(FIXTURES, 'ops.cond'));
@@ -210,7 +235,8 @@ test('Retry on a dead letter and a decision on an escalation change the run as t
   const decided = events(dir, id).filter((e) => e.event === 'decided').map((e) => `${e.task} ${e.decision} ${e.by}`);
   assert.equal(decided.length, 2, decided.join('\n'));
   assert.match(decided[0], /^flaky_step retry conductor dlq retry \S+ by dashboard:tester$/);
-  assert.equal(decided[1], 'fragile retry dashboard:tester');
+  // Who, then the command whose code made it (as `resume --decide` records its user).
+  assert.equal(decided[1], 'fragile retry dashboard:tester (conductor resume --decide)');
   assert.deepEqual(p.errors, []);
   await p.close();
   await stop(server);

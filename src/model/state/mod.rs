@@ -58,6 +58,10 @@ pub struct RunState {
     pub usage: Usage,
     /// The status the run ends with once its `always` phases have run, and its error.
     pub ending: Option<(RunStatus, Option<String>)>,
+    /// The SHA-256 of the workflow source the run now follows (stored as an artifact).
+    pub source: Option<String>,
+    /// How many times `resume` continued it with a changed file.
+    pub amendments: u32,
     /// Why an `always` phase failed (it turns a COMPLETED run into FAILED).
     pub always_failure: Option<String>,
     /// The run was started with `--dry-run`.
@@ -89,9 +93,19 @@ pub struct TaskResult {
     /// The end of what its last attempt's program printed.
     #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
     pub tail: OutputTail,
+    /// An approval task waits for a person: what it asks, since when, for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalWait>,
     /// An `enforce` rule holds the task back: which, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<Deferral>,
+    /// A fan-out instance: its task, index, key and item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+    /// A fan-out task: its instances' places in [`RunState::tasks`], in index order, as this
+    /// pass expanded them.
+    #[serde(skip)]
+    pub instances: Vec<u32>,
     /// This pass's failed attempts, for the dead-letter queue.
     #[serde(skip)]
     pub history: Vec<AttemptRecord>,
@@ -101,6 +115,32 @@ pub struct TaskResult {
     /// A retry waiting out its backoff: when it is due and the backoff it waits.
     #[serde(skip)]
     pub retry_due: Option<RetryDue>,
+}
+
+/// What makes a task an instance of a fan-out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The fan-out task.
+    pub of: Arc<str>,
+    pub index: u32,
+    pub key: String,
+    pub item: serde_json::Value,
+}
+
+/// An approval task waiting for a decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalWait {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub requested_at: Timestamp,
+    pub timeout_ms: u64,
+}
+
+impl ApprovalWait {
+    /// When no decision rejects it, in milliseconds since the epoch.
+    pub fn due_ms(&self) -> u64 {
+        self.requested_at.0.saturating_add(self.timeout_ms)
+    }
 }
 
 /// Why a task waits: the `enforce` rule that deferred it and its reason.
@@ -132,6 +172,9 @@ impl TaskResult {
             finished_at: None,
             duration_ms: 0,
             deferred: None,
+            approval: None,
+            instance: None,
+            instances: Vec::new(),
             tail: OutputTail::default(),
             history: Vec::new(),
             attempt_base: 0,
@@ -208,8 +251,31 @@ impl RunState {
     }
 
     /// How many tasks have this status.
+    /// Units of work with this status: tasks and fan-out instances, not the groups that hold
+    /// the instances (they would count every instance twice).
     pub fn count(&self, status: TaskStatus) -> usize {
-        self.tasks.iter().filter(|t| t.status == status).count()
+        self.tasks
+            .iter()
+            .filter(|t| t.status == status && t.instances.is_empty())
+            .count()
+    }
+
+    /// A fan-out task's instances of this pass: how many, and how many have each status (in
+    /// the order of [`TaskStatus`], only those present).
+    pub fn instance_counts(&self, task: &str) -> (usize, Vec<(TaskStatus, usize)>) {
+        let Some(t) = self.task(task) else {
+            return (0, Vec::new());
+        };
+        let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
+        for &i in &t.instances {
+            let s = self.tasks[i as usize].status;
+            match counts.iter_mut().find(|(k, _)| *k == s) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s, 1)),
+            }
+        }
+        counts.sort_by_key(|(s, _)| *s as u8);
+        (t.instances.len(), counts)
     }
 
     /// The names of the tasks with this status, in declaration order.

@@ -220,13 +220,11 @@ function makeView(board, query) {
   const rows = new Map();
   board.tasks.forEach((r) => rows.set(r.name, r));
   const byNode = layout.nodes.map(() => []);
-  for (const r of board.tasks) {
-    const i = nodeIndex.get('task:' + r.node);
-    if (i !== undefined) byNode[i].push(r.name);
-  }
+  const placed = new Set();
+  for (const r of board.tasks) place(nodeIndex, byNode, placed, r);
   const passWanted = query.has('pass') ? Number(query.get('pass')) : null;
   return {
-    board, layout, nodeIndex, preds, rows, byNode,
+    board, layout, nodeIndex, preds, rows, byNode, placed,
     order: board.tasks.map((r) => r.name),
     orderIndex: new Map(board.tasks.map((r, i) => [r.name, i])),
     run: board.run,
@@ -716,6 +714,13 @@ function follow() {
   open();
   // For the tests: the sequence numbers received, to check that none is lost or repeated.
   window.conductorStream = { seqs: v.seqs, reconnect: () => { v.source.close(); open(); } };
+  // For the tests: what a plan node is drawn as (its status, and a fan-out group's counts).
+  window.conductorPlan = {
+    node: (name) => {
+      const i = v.nodeIndex.get('task:' + name);
+      return i === undefined ? null : { ...nodeStatus(i), members: v.byNode[i].slice() };
+    },
+  };
 }
 
 function apply(msg) {
@@ -734,6 +739,7 @@ function apply(msg) {
   for (const r of msg.tasks) {
     if (!v.rows.has(r.name)) { v.orderIndex.set(r.name, v.order.length); v.order.push(r.name); }
     v.rows.set(r.name, r);
+    place(v.nodeIndex, v.byNode, v.placed, r);
   }
   for (const [i, b] of msg.bars) v.bars[i] = b;
   const passChanged = msg.run.pass !== v.run.pass;
@@ -749,6 +755,19 @@ function apply(msg) {
   if (phaseChanged) v.dirty = true;
   const d = $('#drawer');
   if (!d.hidden && msg.tasks.some((r) => r.name === d.dataset.task)) openDrawer(d.dataset.task, null, true);
+}
+
+// Puts a task under its plan node: an instance `t[key]` under `t`; a fan-out task once
+// expanded is drawn by its instances, so it leaves its node.
+function place(nodeIndex, byNode, placed, r) {
+  const i = nodeIndex.get('task:' + r.node);
+  if (i === undefined) return;
+  if (r.instances) {
+    if (placed.delete(r.name)) byNode[i].splice(byNode[i].indexOf(r.name), 1);
+  } else if (!placed.has(r.name)) {
+    placed.add(r.name);
+    byNode[i].push(r.name);
+  }
 }
 
 async function refreshSide(passChanged) {

@@ -314,6 +314,7 @@ mod tests {
             }],
             agents: vec!["coder-01".into()],
             dry_run: false,
+            source: None,
         }
     }
 
