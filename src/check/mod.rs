@@ -9,6 +9,7 @@ mod command;
 mod cycles;
 pub mod ir;
 mod modules;
+mod placement;
 mod rules;
 mod settings;
 mod tasks;

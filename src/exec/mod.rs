@@ -19,6 +19,7 @@ mod observe;
 mod outcome;
 mod phases;
 mod pool;
+pub(crate) mod remote;
 mod resume;
 mod timers;
 

@@ -33,10 +33,13 @@ impl Dispatcher {
             .as_deref()
             .and_then(|p| wf.phases.iter().position(|ph| ph.name == p))
             .unwrap_or(0);
+        // Attempts on workers that are still alive (or finished) are awaited, not run again.
+        let adopted = self.adopt_remote()?;
         // In flight when the run stopped: a crash leaves a task IN_PROGRESS, a cancellation
         // (Ctrl-C, the run timeout) CANCELLED.
         let (external, rerun): (Vec<TaskId>, Vec<TaskId>) = (0..wf.tasks.len())
             .map(|i| TaskId(i as u32))
+            .filter(|t| !adopted.contains(t))
             .filter(|t| {
                 matches!(
                     self.status(*t),
