@@ -77,6 +77,8 @@ pub(crate) async fn schedule(
                     let req = Resume {
                         run: run.to_string(),
                         decisions: Vec::new(),
+                        params: Default::default(),
+                        reason: None,
                         dead_letter: None,
                         record: None,
                         config: s.config.clone(),

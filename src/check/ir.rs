@@ -139,8 +139,12 @@ pub enum OnEscalation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
     pub name: String,
-    /// `None`: the param is required.
+    /// `None`: the param is required (unless `env` gives it).
     pub default: Option<Value>,
+    /// Never stored or printed in clear: masked in the log, redacted in what tasks print.
+    pub secret: bool,
+    /// An environment variable the value comes from when `--param` does not give it.
+    pub env: Option<String>,
     pub span: Span,
 }
 
@@ -197,6 +201,8 @@ pub enum AgentKind {
     Http(HttpAgent),
     Script(ScriptAgent),
     Mock(MockAgent),
+    /// A person decides: the task waits for approve or reject.
+    Approval,
 }
 
 impl AgentKind {
@@ -207,6 +213,7 @@ impl AgentKind {
             AgentKind::Http(_) => "http",
             AgentKind::Script(_) => "script",
             AgentKind::Mock(_) => "mock",
+            AgentKind::Approval => "approval",
         }
     }
 }
@@ -417,6 +424,9 @@ pub struct Template {
     pub dynamic: bool,
     /// The compiled template in [`Workflow::templates`], when `dynamic`.
     pub(crate) id: Option<TemplateId>,
+    /// A `command` element that is one expression: a list value becomes one argument per
+    /// item ([`crate::template::split_argv`]).
+    pub expands: bool,
     pub span: Span,
 }
 

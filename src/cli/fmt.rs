@@ -63,6 +63,7 @@ fn one(path: &std::path::Path, check_only: bool) -> u8 {
         return 0;
     }
     if formatted == text {
+        output::line(format!("already formatted: {}", path.display()));
         return 0;
     }
     if check_only {

@@ -43,6 +43,8 @@ pub(super) struct Run {
     pub started: Instant,
     pub deadline: Instant,
     pub max_parallel: usize,
+    /// The SHA-256 of the workflow's stored source.
+    pub source: Option<String>,
     /// Mixed into every backoff's jitter.
     pub jitter_seed: u64,
     /// Whether preparing each task's call renders a template, by `TaskId`.
@@ -124,11 +126,34 @@ impl Dispatcher {
                 || std::path::PathBuf::from("."),
                 std::path::Path::to_path_buf,
             );
+        let secret = |p: &&crate::check::ir::Param| p.secret;
+        let secrets: Vec<(&str, String)> = wf
+            .params
+            .iter()
+            .filter(secret)
+            .filter_map(|p| {
+                let text = match params.get(&p.name)? {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some((p.name.as_str(), text))
+            })
+            .collect();
+        let redactor = Arc::new(crate::secrets::Redactor::new(
+            secrets.iter().map(|(n, v)| (*n, v.as_str())),
+        ));
         let env = AgentEnv::new(AgentEnvOptions {
             base,
             workspace: options.workspace.clone(),
             config: options.config.clone(),
             recorder: options.recorder.clone(),
+            redactor: redactor.clone(),
+            secret_env: wf
+                .params
+                .iter()
+                .filter(secret)
+                .filter_map(|p| p.env.clone())
+                .collect(),
         });
         env.prepare_for(&wf, options.dry_run)?;
         let remote = super::remote::hub_for(&wf, &options)?;
@@ -146,6 +171,7 @@ impl Dispatcher {
             deadline: started + wf.settings.timeout,
             max_parallel: wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize),
             env: Arc::new(env),
+            source: options.source.clone(),
             jitter_seed: options
                 .jitter_seed
                 .unwrap_or_else(super::backoff::random_seed),
@@ -169,7 +195,8 @@ impl Dispatcher {
             deferred_epoch: 0,
             pools: wf.agents.iter().map(Pool::new).collect(),
             tasks: vec![TaskRt::default(); wf.tasks.len()],
-            journal: Journal::new(options.run_id, options.store, options.observers),
+            journal: Journal::new(options.run_id, options.store, options.observers)
+                .with_redactor(redactor),
             state: RunState::default(),
             timers: Timers::default(),
             ready: VecDeque::new(),
@@ -222,7 +249,7 @@ impl Dispatcher {
             id: self.run.id.clone(),
             workflow: wf.name.clone(),
             file: self.run.file.clone(),
-            params: self.run.params.clone(),
+            params: self.stored_params(),
             created_at: now(),
             status: RunStatus::Pending,
         })?;
@@ -244,10 +271,11 @@ impl Dispatcher {
             run_id: self.run.id.clone(),
             workflow: wf.name.clone(),
             file: self.run.file.clone(),
-            params: self.run.params.clone(),
+            params: self.stored_params(),
             tasks,
             agents,
             dry_run: self.run.dry_run,
+            source: self.run.source.clone(),
         });
         // The run's first event is in the store before anything else happens.
         self.flush()?;
@@ -258,6 +286,17 @@ impl Dispatcher {
             None => self.finish = Some((RunStatus::Completed, None)),
         }
         self.drive_to_end().await
+    }
+
+    /// The params as the log keeps them: secret ones masked.
+    fn stored_params(&self) -> std::collections::BTreeMap<String, Value> {
+        let mut params = self.run.params.clone();
+        for p in self.run.wf.params.iter().filter(|p| p.secret) {
+            if let Some(v) = params.get_mut(&p.name) {
+                *v = Value::String(crate::secrets::MASK.to_string());
+            }
+        }
+        params
     }
 
     pub(super) async fn drive_to_end(mut self) -> Result<RunState, ExecError> {
@@ -454,6 +493,7 @@ impl Dispatcher {
                     }
                 }
                 Timer::Deferred(t, token) => self.deferred_too_long(t, token),
+                Timer::ApprovalDue(t) => self.approval_due(t),
                 Timer::AgentWait(t, token) => {
                     let rt = &self.tasks[t.index()];
                     if rt.waiting && rt.wait_token == token {

@@ -5,6 +5,7 @@
 //! change is an event, appended to the store before the dispatcher acts on it. See [`run`]
 //! and [`resume`].
 
+mod approval;
 mod artifacts;
 mod attempt;
 mod backoff;
@@ -28,7 +29,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use observe::{DecisionFuture, Escalation, Observer, Operator};
+pub use observe::{
+    ApprovalQuestion, DecisionFuture, Escalation, Observer, Operator, Reply, ReplyFuture,
+};
 pub use resume::DlqRetry;
 
 use crate::agents::SetupError;
@@ -65,6 +68,8 @@ pub struct RunOptions {
     /// Seeds the backoff jitter, for tests that need reproducible delays; by default each
     /// process draws its own, so retries of many runs do not fall in step.
     pub jitter_seed: Option<u64>,
+    /// The SHA-256 of the workflow's source, already stored in the store as an artifact.
+    pub source: Option<String>,
 }
 
 impl RunOptions {
@@ -82,6 +87,7 @@ impl RunOptions {
             config: Arc::default(),
             recorder: None,
             jitter_seed: None,
+            source: None,
         }
     }
 }
@@ -89,10 +95,25 @@ impl RunOptions {
 /// What `resume` is asked to do besides continuing.
 #[derive(Clone, Debug, Default)]
 pub struct ResumeRequest {
-    /// Answers to escalations: (task, decision).
+    /// Answers to escalations and approvals: (task, decision).
     pub decisions: Vec<(String, Decision)>,
+    /// Why (`--reason`), recorded with each of `decisions`.
+    pub reason: Option<String>,
+    /// Who decides, for the record (an approval's output names them).
+    pub by: Option<String>,
+    /// The workflow file changed since the run started, keeping its shape.
+    pub amended: Option<Amendment>,
     /// `conductor dlq retry`: a dead-lettered task to run again.
     pub retry: Option<DlqRetry>,
+}
+
+/// A changed workflow file a resume goes on with: the stored sources before and after, and
+/// what changed in words.
+#[derive(Clone, Debug, Default)]
+pub struct Amendment {
+    pub from: Option<String>,
+    pub to: String,
+    pub changes: Vec<String>,
 }
 
 /// Why a run could not start, continue or be recorded. A run that fails (a gate, a policy
@@ -101,6 +122,16 @@ pub struct ResumeRequest {
 pub enum ExecError {
     #[error("missing required param `{0}`")]
     MissingParam(String),
+    #[error("pool `{pool}` is placed on workers, and secret param `{param}` would travel to them in its attempts; keep the pools of a workflow with secret params local (`placement = \"local\"`)")]
+    SecretsToWorkers { pool: String, param: String },
+    #[error(
+        "missing param `{name}`: give `--param {name}=…` or set the environment variable `{env}`"
+    )]
+    MissingParamEnv { name: String, env: String },
+    #[error("missing secret param `{0}`: secret values are not stored, so a resume needs it again: `--param {0}=…`")]
+    MissingSecret(String),
+    #[error("`--param {0}=…` on resume: the run keeps the value it started with; only secret params are given again")]
+    ParamOnResume(String),
     #[error("unknown param `{0}`")]
     UnknownParam(String),
     #[error(transparent)]
@@ -117,8 +148,8 @@ pub enum ExecError {
         status: TaskStatus,
         entry: String,
     },
-    #[error("task `{task}` belongs to phase `{phase}`, and the run is in phase `{current}`: `dlq retry` re-runs a task only in the phase its run stopped in")]
-    OtherPhase {
+    #[error("task `{task}` belongs to phase `{phase}`, and the run stopped in phase `{current}`: a failed task is retried only in the phase its run stopped in")]
+    RetryElsewhere {
         task: String,
         phase: String,
         current: String,
@@ -127,6 +158,13 @@ pub enum ExecError {
     UnknownDecisionTask(String),
     #[error("`--decide {0}=…`: task `{0}` is not waiting for a decision")]
     NotWaiting(String),
+    #[error("`--decide {task}={decision}`: task `{task}` {what}; decide {expected}")]
+    WrongDecision {
+        task: String,
+        decision: &'static str,
+        what: &'static str,
+        expected: &'static str,
+    },
 }
 
 /// Runs a checked, planned workflow to its end and returns the final state.
@@ -152,7 +190,29 @@ pub async fn resume(
     // A dry run stays one: its resume must not call real agents.
     options.dry_run |= state.dry_run;
     options.run_id = state.workflow_id.clone();
-    options.params = state.params.clone();
+    // The log has every param but the secret ones (masked): those come again from
+    // `--param` or their environment variable.
+    let given = std::mem::take(&mut options.params);
+    if let Some(unknown) = given
+        .keys()
+        .find(|n| !workflow.params.iter().any(|p| &p.name == *n))
+    {
+        return Err(ExecError::UnknownParam(unknown.clone()));
+    }
+    let mut params = state.params.clone();
+    for p in &workflow.params {
+        match (p.secret, given.get(&p.name)) {
+            (true, Some(v)) => {
+                params.insert(p.name.clone(), v.clone());
+            }
+            (true, None) => {
+                params.remove(&p.name);
+            }
+            (false, Some(_)) => return Err(ExecError::ParamOnResume(p.name.clone())),
+            (false, None) => {}
+        }
+    }
+    options.params = params;
     options.file = state.file.clone();
     dispatcher::Dispatcher::new(workflow, plan, options)?
         .resume(events, request)
@@ -171,10 +231,24 @@ pub fn resolve_params(
     }
     let mut out = BTreeMap::new();
     for p in &wf.params {
+        let from_env = || {
+            let name = p.env.as_ref()?;
+            std::env::var(name).ok().map(serde_json::Value::String)
+        };
         let value = match (given.get(&p.name), &p.default) {
             (Some(v), _) => v.clone(),
+            _ if from_env().is_some() => from_env().unwrap_or_default(),
             (None, Some(d)) => d.to_json(),
-            (None, None) => return Err(ExecError::MissingParam(p.name.clone())),
+            (None, None) => {
+                return Err(match (&p.env, p.secret) {
+                    (Some(env), _) => ExecError::MissingParamEnv {
+                        name: p.name.clone(),
+                        env: env.clone(),
+                    },
+                    (None, true) => ExecError::MissingSecret(p.name.clone()),
+                    (None, false) => ExecError::MissingParam(p.name.clone()),
+                })
+            }
         };
         out.insert(p.name.clone(), value);
     }

@@ -233,7 +233,10 @@ impl Dispatcher {
     pub(super) fn cancel_attempt(&mut self, t: TaskId) {
         let trace = self.tasks[t.index()].trace.take().unwrap_or_default();
         let calls = trace.take_calls();
-        let (chunks, tail) = trace.finish();
+        let (mut chunks, tail) = trace.finish();
+        for c in &mut chunks {
+            c.data = self.run.env.redactor.redact_bytes(&c.data).into_owned();
+        }
         let attempt = self.state.tasks[t.index()].attempts;
         if !chunks.is_empty() {
             let task = self.name(t);

@@ -464,18 +464,26 @@ impl Dispatcher {
 pub(super) fn hub_for(
     wf: &crate::check::ir::Workflow,
     options: &super::RunOptions,
-) -> Result<Option<Arc<Hub>>, StoreError> {
+) -> Result<Option<Arc<Hub>>, super::ExecError> {
     let remote = wf
         .agents
         .iter()
-        .any(|a| matches!(a.placement, Placement::Workers { .. }));
-    if !remote || options.dry_run {
+        .find(|a| matches!(a.placement, Placement::Workers { .. }));
+    let Some(pool) = remote.filter(|_| !options.dry_run) else {
         return Ok(None);
+    };
+    // Attempts travel rendered, through the store: a secret would be stored on the way.
+    if let Some(p) = wf.params.iter().find(|p| p.secret) {
+        return Err(super::ExecError::SecretsToWorkers {
+            pool: pool.name.clone(),
+            param: p.name.clone(),
+        });
     }
     match options.store.work_queue() {
         Some(queue) => Ok(Some(Hub::new(options.run_id.clone(), queue))),
         None => Err(StoreError::NoWorkers {
             store: options.store.describe(),
-        }),
+        }
+        .into()),
     }
 }

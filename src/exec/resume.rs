@@ -20,12 +20,6 @@ impl Dispatcher {
     ) -> Result<RunState, ExecError> {
         self.state = RunState::from_events(&events);
         self.check_same_workflow()?;
-        self.views.refresh_all(&self.state);
-        self.views
-            .run_changed(&self.state, self.run.env.workspace.as_deref());
-        self.journal.catch_up(&events)?;
-        // Observers see the history as it happened: each event with the state it made.
-        self.journal.replay(&events);
         let wf = self.run.wf.clone();
         self.phase = self
             .state
@@ -33,6 +27,16 @@ impl Dispatcher {
             .as_deref()
             .and_then(|p| wf.phases.iter().position(|ph| ph.name == p))
             .unwrap_or(0);
+        // Refuse before anything is shown or recorded.
+        if let Some(retry) = &request.retry {
+            self.check_dead_letter(&retry.task, &retry.entry, &events)?;
+        }
+        self.views.refresh_all(&self.state);
+        self.views
+            .run_changed(&self.state, self.run.env.workspace.as_deref());
+        self.journal.catch_up(&events)?;
+        // Observers see the history as it happened: each event with the state it made.
+        self.journal.replay(&events);
         // Attempts on workers that are still alive (or finished) are awaited, not run again.
         let adopted = self.adopt_remote()?;
         // In flight when the run stopped: a crash leaves a task IN_PROGRESS, a cancellation
@@ -49,8 +53,36 @@ impl Dispatcher {
             .partition(|t| wf.task(*t).effect == Effect::External);
         let rerun_names = rerun.iter().map(|t| self.name(*t)).collect();
         self.record(EventKind::RunResumed { rerun: rerun_names });
+        if let Some(a) = request.amended.clone() {
+            self.record(EventKind::WorkflowAmended {
+                from: a.from,
+                to: a.to,
+                changes: a.changes,
+            });
+        }
         if let Some(retry) = &request.retry {
-            self.reopen_dead_letter(&retry.task, &retry.entry)?;
+            self.reopen_dead_letter(&retry.task, &retry.entry, &events)?;
+        }
+        // `--decide T=retry` on a task that failed (not one waiting for a decision): fresh
+        // attempts, with the file as it is now — the way to fix and retry.
+        let mut decisions = request.decisions;
+        let failed: Vec<String> = decisions
+            .iter()
+            .filter(|(name, d)| {
+                *d == Decision::Retry
+                    && !self.state.awaiting_decision.iter().any(|a| **a == **name)
+                    && self.state.task(name).map(|t| t.status) == Some(TaskStatus::Failed)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        decisions.retain(|(name, _)| !failed.contains(name));
+        for name in failed {
+            self.reopen_failed(
+                &name,
+                &events,
+                request.by.as_deref(),
+                request.reason.clone(),
+            )?;
         }
         let awaiting: Vec<TaskId> = self
             .state
@@ -81,19 +113,30 @@ impl Dispatcher {
             },
             false => self.release_phase(&awaiting, &external),
         }
-        let mut decisions = request.decisions;
+        let now = crate::model::now().0;
         for t in awaiting {
             let asked = !decisions.iter().any(|(n, _)| **n == *self.name(t));
-            if asked {
+            if let Some(wait) = self.state.tasks[t.index()].approval.clone() {
+                // Its timeout counts from the request, across stops.
+                let left = Duration::from_millis(wait.due_ms().saturating_sub(now));
+                self.add_timer(left, super::timers::Timer::ApprovalDue(t));
+                if asked {
+                    self.escalations
+                        .put_ask(t, super::escalation::Ask::Approval(wait.message));
+                } else {
+                    self.escalations.wait(t);
+                }
+            } else if asked {
                 let error = self.escalated_error(t);
                 self.escalations.put(t, error);
             } else {
                 self.escalations.wait(t);
             }
         }
+        let by = request.by.clone();
         self.escalate_external(external, external_error, &mut decisions);
         for (name, decision) in decisions {
-            self.apply_decision(&name, decision)?;
+            self.apply_decision(&name, decision, by.as_deref(), request.reason.clone())?;
         }
         self.drive_to_end().await
     }
@@ -120,9 +163,31 @@ impl Dispatcher {
 
     /// `conductor dlq retry`: the dead-lettered task gets fresh attempts in its phase, and its
     /// dependents skipped because it failed get their chance again.
-    fn reopen_dead_letter(&mut self, name: &str, entry: &str) -> Result<(), ExecError> {
-        let wf = self.run.wf.clone();
-        let task = wf
+    fn reopen_dead_letter(
+        &mut self,
+        name: &str,
+        entry: &str,
+        events: &[Event],
+    ) -> Result<(), ExecError> {
+        let (t, back) = self.check_dead_letter(name, entry, events)?;
+        if back {
+            self.go_back(t);
+        }
+        self.reopen(t, format!("{DLQ_RETRY_BY} {entry}"), None);
+        Ok(())
+    }
+
+    /// Whether `dlq retry` can apply: the task failed, in the phase the run stopped in (see
+    /// [`Dispatcher::retry_target`]).
+    fn check_dead_letter(
+        &self,
+        name: &str,
+        entry: &str,
+        events: &[Event],
+    ) -> Result<(TaskId, bool), ExecError> {
+        let task = self
+            .run
+            .wf
             .task_by_name(name)
             .ok_or_else(|| ExecError::UnknownTask(name.to_string()))?;
         let t = task.id;
@@ -133,17 +198,90 @@ impl Dispatcher {
                 entry: entry.to_string(),
             });
         }
-        if task.phase.index() != self.phase {
-            return Err(ExecError::OtherPhase {
-                task: name.to_string(),
-                phase: wf.phase(task.phase).name.clone(),
-                current: wf.phases[self.phase].name.clone(),
-            });
+        Ok((t, self.retry_target(t, events)?))
+    }
+
+    /// `--decide T=retry` on a failed task.
+    fn reopen_failed(
+        &mut self,
+        name: &str,
+        events: &[Event],
+        who: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<(), ExecError> {
+        let t = self
+            .run
+            .wf
+            .task_by_name(name)
+            .ok_or_else(|| ExecError::UnknownDecisionTask(name.to_string()))?
+            .id;
+        if self.retry_target(t, events)? {
+            self.go_back(t);
         }
+        let by = match who {
+            Some(who) => format!("{who} (conductor resume --decide)"),
+            None => "conductor resume --decide".to_string(),
+        };
+        self.reopen(t, by, reason);
+        Ok(())
+    }
+
+    /// Where a failed task can run again: in the phase the run stopped in (`false`), or —
+    /// when the run had ended and ran its `always` phases — in the last normal phase it ran,
+    /// which the run goes back to (`true`). Anywhere else is an error.
+    fn retry_target(&self, t: TaskId, events: &[Event]) -> Result<bool, ExecError> {
+        let wf = &self.run.wf;
+        let phase = &wf.phase(wf.task(t).phase).name;
+        let elsewhere = |current: &str| ExecError::RetryElsewhere {
+            task: self.name(t).to_string(),
+            phase: phase.clone(),
+            current: current.to_string(),
+        };
+        if self.state.ending.is_none() && !wf.phases[self.phase].always {
+            return match wf.task(t).phase.index() == self.phase {
+                true => Ok(false),
+                false => Err(elsewhere(&wf.phases[self.phase].name)),
+            };
+        }
+        let last_normal = events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::PhaseEntered { phase, .. }
+                if wf.phases.iter().any(|p| p.name == *phase && !p.always) =>
+            {
+                Some(phase.as_str())
+            }
+            _ => None,
+        });
+        match last_normal == Some(phase.as_str()) {
+            true => Ok(true),
+            false => Err(elsewhere(last_normal.unwrap_or("-"))),
+        }
+    }
+
+    /// The run had ended: back to the phase of `t`; the `always` phases run again at the end.
+    fn go_back(&mut self, t: TaskId) {
+        let wf = self.run.wf.clone();
+        let reset = wf
+            .phases
+            .iter()
+            .filter(|p| p.always)
+            .flat_map(|p| p.tasks.iter().map(|t| self.name(*t)))
+            .collect();
+        self.record(EventKind::RunReopened {
+            phase: wf.phase(wf.task(t).phase).name.clone(),
+            reset,
+        });
+        self.phase = wf.task(t).phase.index();
+    }
+
+    /// Gives a failed task fresh attempts, and its dependents skipped because it failed their
+    /// chance again; each decision is in the log, so a crash before they run forgets none.
+    fn reopen(&mut self, t: TaskId, by: String, reason: Option<String>) {
+        let wf = self.run.wf.clone();
         self.record(EventKind::Decided {
             task: self.name(t),
             decision: Decision::Retry,
-            by: format!("{DLQ_RETRY_BY} {entry}"),
+            by: by.clone(),
+            reason,
         });
         let mut reopened = vec![t];
         let mut i = 0;
@@ -162,14 +300,13 @@ impl Dispatcher {
             i += 1;
         }
         for other in reopened.into_iter().skip(1) {
-            // In the log too, so a crash before they run does not forget them.
             self.record(EventKind::Decided {
                 task: self.name(other),
                 decision: Decision::Retry,
-                by: format!("{DLQ_RETRY_BY} {entry} (its dependency runs again)"),
+                by: format!("{by} (its dependency runs again)"),
+                reason: None,
             });
         }
-        Ok(())
     }
 
     /// Counts what the current phase still waits for and queues the tasks that can go now; a
@@ -239,15 +376,28 @@ impl Dispatcher {
                 // Answered on the command line already: no need to ask.
                 Some(i) => {
                     let (_, decision) = decisions.remove(i);
-                    self.decide(t, decision, "conductor resume --decide".into(), &error);
+                    self.decide(
+                        t,
+                        decision,
+                        "conductor resume --decide".into(),
+                        None,
+                        &error,
+                    );
                 }
                 None => self.escalations.put(t, error),
             }
         }
     }
 
-    /// `--decide TASK=…` on a task waiting for a decision.
-    fn apply_decision(&mut self, name: &str, decision: Decision) -> Result<(), ExecError> {
+    /// `--decide TASK=…` on a task waiting for a decision: retry, skip or abort for an
+    /// escalation; approve, reject, skip or abort for an approval.
+    fn apply_decision(
+        &mut self,
+        name: &str,
+        decision: Decision,
+        who: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<(), ExecError> {
         let t = self
             .run
             .wf
@@ -257,8 +407,37 @@ impl Dispatcher {
         if !self.escalations.is_open(t) {
             return Err(ExecError::NotWaiting(name.to_string()));
         }
-        let error = self.escalated_error(t);
-        self.decide(t, decision, "conductor resume --decide".into(), &error);
+        let approval = self.state.tasks[t.index()].approval.is_some();
+        let wrong = |what, expected| ExecError::WrongDecision {
+            task: name.to_string(),
+            decision: decision.as_str(),
+            what,
+            expected,
+        };
+        if approval && decision == Decision::Retry {
+            return Err(wrong(
+                "waits for an approval",
+                "approve, reject, skip or abort",
+            ));
+        }
+        if !approval && decision.is_approval() {
+            return Err(wrong("is not an approval task", "retry, skip or abort"));
+        }
+        let by = match who {
+            Some(who) => format!("{who} (conductor resume --decide)"),
+            None => "conductor resume --decide".to_string(),
+        };
+        if approval {
+            let reply = super::observe::Reply {
+                decision,
+                by,
+                reason,
+            };
+            self.decide_approval(t, reply);
+        } else {
+            let error = self.escalated_error(t);
+            self.decide(t, decision, by, reason, &error);
+        }
         Ok(())
     }
 }

@@ -251,6 +251,10 @@ fn env_for(s: &Shared, run: &RunId) -> Result<Arc<AgentEnv>, String> {
         workspace: Some(dir),
         config: s.config.clone(),
         recorder: None,
+        // A workflow with secret params keeps its pools in the scheduler's process (see
+        // `exec::remote::hub_for`): nothing secret reaches a worker to redact.
+        redactor: Arc::default(),
+        secret_env: Vec::new(),
     }));
     envs.insert(run.clone(), env.clone());
     Ok(env)
