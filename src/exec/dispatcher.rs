@@ -52,9 +52,22 @@ pub(super) struct Run {
     pub env: Arc<AgentEnv>,
 }
 
-/// Per-task runtime state the log does not keep, by `TaskId`.
+/// Per-task runtime state the log does not keep, by `TaskId` (fan-out instances after the
+/// declared tasks).
 #[derive(Clone, Debug, Default)]
 pub(super) struct TaskRt {
+    /// A fan-out instance: the declared task it is an instance of.
+    pub group: Option<TaskId>,
+    /// A fan-out task: its instances not yet final, and those waiting for `max_parallel`.
+    pub open: u32,
+    pub queued: std::collections::VecDeque<TaskId>,
+    pub running_instances: u32,
+    /// The running attempt's worker and the instance of the pool it holds, so that one
+    /// attempt can be stopped alone (`fail_fast`).
+    pub abort: Option<tokio::task::AbortHandle>,
+    pub held: Option<u32>,
+    /// Its attempt was stopped alone: the worker's result, if it still comes, is dropped.
+    pub aborted: bool,
     /// Dependencies not yet final.
     pub remaining: u32,
     /// A dependency failed (or was skipped because its own upstream failed).
@@ -487,7 +500,7 @@ impl Dispatcher {
             match timer {
                 Timer::Retry(t) => {
                     self.retries_pending = self.retries_pending.saturating_sub(1);
-                    let here = self.run.wf.task(t).phase.index() == self.phase;
+                    let here = self.run.wf.task(self.def_id(t)).phase.index() == self.phase;
                     if here && self.status(t) == TaskStatus::Pending {
                         self.ready.push_back(t);
                     }
@@ -517,6 +530,12 @@ impl Dispatcher {
     }
 
     /// When a retry of `t` that waits out its backoff is due.
+    /// The declared task whose settings `t` runs with: itself, or — for a fan-out instance —
+    /// the task it is an instance of.
+    pub(super) fn def_id(&self, t: TaskId) -> TaskId {
+        self.tasks.get(t.index()).and_then(|r| r.group).unwrap_or(t)
+    }
+
     pub(super) fn add_timer(&mut self, after: Duration, timer: Timer) {
         self.timers.add(Instant::now() + after, timer);
     }

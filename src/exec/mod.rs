@@ -15,6 +15,7 @@ mod defer;
 mod dispatch;
 mod dispatcher;
 mod escalation;
+mod fanout;
 mod journal;
 mod observe;
 mod outcome;
