@@ -354,7 +354,10 @@ impl Dispatcher {
     pub(super) fn placed_remotely(&self, t: TaskId) -> bool {
         self.remote.is_some()
             && matches!(
-                self.run.wf.agent(self.run.wf.task(t).agent).placement,
+                self.run
+                    .wf
+                    .agent(self.run.wf.task(self.def_id(t)).agent)
+                    .placement,
                 Placement::Workers { .. }
             )
     }
@@ -372,7 +375,7 @@ impl Dispatcher {
             return;
         };
         let wf = self.run.wf.clone();
-        let task = wf.task(t);
+        let task = wf.task(self.def_id(t));
         let agent = wf.agent(task.agent);
         let job = RemoteJob {
             attempt: (*a).clone(),
@@ -415,7 +418,7 @@ impl Dispatcher {
             task: t,
             instance,
             attempt,
-            external: self.run.wf.task(t).effect == Effect::External,
+            external: self.run.wf.task(self.def_id(t)).effect == Effect::External,
             store: self.journal.store().clone(),
             workspace: self.run.env.workspace.clone(),
         };
@@ -431,14 +434,15 @@ impl Dispatcher {
             return Ok(Vec::new());
         };
         let mut adopted = Vec::new();
-        for i in 0..self.run.wf.tasks.len() {
+        // Fan-out instances included: they follow the declared tasks in the state.
+        for i in 0..self.state.tasks.len() {
             let t = TaskId(i as u32);
             let r = &self.state.tasks[i];
-            if r.status != TaskStatus::InProgress || !self.placed_remotely(t) {
+            if r.status != TaskStatus::InProgress || self.fans_out(t) || !self.placed_remotely(t) {
                 continue;
             }
             let (attempt, agent) = (r.attempts, r.agent.clone());
-            let p = self.run.wf.task(t).agent.index();
+            let p = self.run.wf.task(self.def_id(t)).agent.index();
             let Some(instance) =
                 agent.and_then(|a| self.pools[p].instances.iter().position(|n| *n == a))
             else {

@@ -300,6 +300,9 @@ impl PostgresStore {
                      SET lease_until = clock_timestamp() + $2 * interval '1 millisecond',
                          heartbeat_at = clock_timestamp()
                      WHERE worker = $1 AND state = 'claimed'
+                       -- A claim whose lease ran out is dead even before a scheduler
+                       -- expires it: a worker back from a pause does not revive it.
+                       AND lease_until >= clock_timestamp()
                      RETURNING run_id, task, attempt",
                     &[&worker, &lease_ms],
                 )
@@ -389,6 +392,7 @@ async fn complete(
                  FROM c
                  WHERE q.run_id = c.run_id AND q.task = c.task AND q.attempt = c.attempt
                    AND q.worker = $1 AND q.state = 'claimed'
+                   AND q.lease_until >= clock_timestamp()
                  RETURNING q.run_id, q.task, q.attempt, c.body, c.i),
              ins AS (
                  INSERT INTO attempt_results (run_id, task, attempt, worker, body)

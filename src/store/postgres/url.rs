@@ -62,6 +62,13 @@ pub(super) fn parse(url: &str) -> Result<Parsed, StoreError> {
         config.application_name("conductor");
     }
     config.connect_timeout(Duration::from_secs(5));
+    // A process paused or cut off in the middle of a transaction (SIGSTOP, a frozen VM) would
+    // hold its row locks until its connection died, and block the scheduler that expires its
+    // claims: the server ends such a transaction instead. Conductor's transactions never wait
+    // on their client that long.
+    if config.get_options().is_none() {
+        config.options("-c idle_in_transaction_session_timeout=5000");
+    }
     Ok(Parsed {
         config,
         lease,
