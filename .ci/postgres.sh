@@ -67,6 +67,10 @@ else
     # Sourced: one cluster for the whole test run, stopped when the calling shell exits.
     CONDUCTOR_PG_DIR=$(mktemp -d /tmp/conductor-pg.XXXXXX)
     CONDUCTOR_PG_PORT=${CONDUCTOR_PG_PORT:-55432}
+    # Another cluster (another checkout's CI) may hold the port: take the next free one.
+    while (echo >"/dev/tcp/127.0.0.1/$CONDUCTOR_PG_PORT") 2>/dev/null; do
+        CONDUCTOR_PG_PORT=$((CONDUCTOR_PG_PORT + 1))
+    done
     CONDUCTOR_TEST_POSTGRES=$(conductor_pg_start "$CONDUCTOR_PG_DIR" "$CONDUCTOR_PG_PORT")
     export CONDUCTOR_TEST_POSTGRES CONDUCTOR_PG_DIR
     trap 'conductor_pg_stop "$CONDUCTOR_PG_DIR"; rm -rf "$CONDUCTOR_PG_DIR"' EXIT

@@ -85,13 +85,17 @@ impl Setup {
     /// A worker process with a one-second lease on each attempt and its own workspace; its
     /// messages go to `NAME.log`.
     fn worker(&self, name: &str) -> Proc {
+        self.worker_with_lease(name, "1s")
+    }
+
+    fn worker_with_lease(&self, name: &str, lease: &str) -> Proc {
         let log = std::fs::File::create(self.path().join(format!("{name}.log"))).unwrap();
         let child = self
             .conductor()
             .args([
                 "worker",
                 "--lease",
-                "1s",
+                lease,
                 "--poll",
                 "100ms",
                 "--concurrency",
@@ -438,10 +442,7 @@ fn a_killed_scheduler_is_taken_over_by_one_of_two_schedulers_and_nothing_runs_tw
         return;
     };
     let n = 10;
-    // Every task takes a while, so that some are on workers when the scheduler dies.
-    let text = workflow(n, "workers", &s.side_log(), "none", 0.0)
-        .replace("echo done", "sleep 0.4; echo done");
-    std::fs::write(s.path().join("dist.cond"), text).unwrap();
+    write_slow(&s, n);
     let (_w1, _w2) = (s.worker("w1"), s.worker("w2"));
     let (run_proc, run, lines) = start_run(&s);
     // Killed once attempts are on the workers, and before the run could have finished.
@@ -501,4 +502,169 @@ fn a_killed_scheduler_is_taken_over_by_one_of_two_schedulers_and_nothing_runs_tw
             "{task} attempt {attempt} ran without a committed dispatch"
         );
     }
+}
+
+/// The workflow of the takeover tests: every task takes a while, so that some are on workers
+/// when the scheduler dies.
+fn write_slow(s: &Setup, n: usize) {
+    let text = workflow(n, "workers", &s.side_log(), "none", 0.0)
+        .replace("echo done", "sleep 0.4; echo done");
+    std::fs::write(s.path().join("dist.cond"), text).unwrap();
+}
+
+/// Reads the run's event lines until `k` dispatches were printed.
+fn until_dispatched(lines: &std::sync::mpsc::Receiver<Value>, k: usize) {
+    let mut dispatched = 0;
+    while dispatched < k {
+        let v = lines
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the run dispatches");
+        dispatched += (v["event"] == "task_dispatched") as usize;
+    }
+}
+
+/// Each program ran once, with a committed dispatch.
+fn assert_each_ran_once(s: &Setup, events: &[Value], n: usize) {
+    let starts = side(s, "start");
+    assert_eq!(starts.len(), n, "{starts:?}");
+    for (task, attempt) in &starts {
+        assert!(
+            of_kind(events, "task_dispatched")
+                .any(|e| e["task"] == task.as_str() && e["attempt"] == *attempt),
+            "{task} attempt {attempt} ran without a committed dispatch"
+        );
+    }
+}
+
+#[test]
+fn conductor_resume_takes_over_a_killed_scheduler_once_its_lease_runs_out() {
+    let Some(s) = Setup::new("resume_takes_over") else {
+        return;
+    };
+    let n = 8;
+    write_slow(&s, n);
+    let (_w1, _w2) = (s.worker("w1"), s.worker("w2"));
+    let (run_proc, run, lines) = start_run(&s);
+    until_dispatched(&lines, 4);
+    s.wait_side("an attempt to start", |l| !l.is_empty());
+    run_proc.kill9();
+    // At once, the dead scheduler's lease still holds: refused, with who holds it and why.
+    let out = s.conductor().args(["resume", &run]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("is being driven by scheduler") && err.contains("once the lease expires"),
+        "{err}"
+    );
+    // Once it runs out (a second here), `resume` drives the run to its end.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = s.conductor().args(["resume", &run]).output().unwrap();
+        if out.status.code() == Some(0) {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is being driven by"), "{err}");
+        assert!(Instant::now() < deadline, "never taken over: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(s.status(&run), "completed");
+    let events = s.events(&run);
+    assert_each_completed_once(&events, n);
+    assert_eq!(of_kind(&events, "run_resumed").count(), 1);
+    assert_each_ran_once(&s, &events, n);
+}
+
+/// A PostgreSQL cluster of the test's own, to restart (`.ci/postgres.sh start|stop`).
+struct OwnCluster {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl OwnCluster {
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/postgres.sh")
+    }
+
+    fn start(dir: &Path, port: u16) -> String {
+        let out = Command::new("bash")
+            .arg(Self::script())
+            .args(["start", &dir.display().to_string(), &port.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn stop(&self) {
+        let ok = Command::new("bash")
+            .arg(Self::script())
+            .args(["stop", &self.dir.path().display().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(Self::script())
+            .args(["stop", &self.dir.path().display().to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn a_postgres_restart_in_the_middle_of_a_run_is_waited_out() {
+    // Uses a cluster of its own, but runs only where the Postgres tests run.
+    if postgres::database("pg_restart").is_none() {
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cluster = OwnCluster {
+        dir: tempfile::Builder::new()
+            .prefix("conductor-pg-restart")
+            .tempdir_in("/tmp")
+            .unwrap(),
+        port,
+    };
+    let url = OwnCluster::start(cluster.dir.path(), cluster.port);
+    let s = Setup {
+        dir: tempfile::tempdir().unwrap(),
+        store: url,
+    };
+    let n = 8;
+    write_slow(&s, n);
+    let (_w1, _w2) = (
+        s.worker_with_lease("w1", "10s"),
+        s.worker_with_lease("w2", "10s"),
+    );
+    let (run_proc, run, lines) = start_run(&s);
+    until_dispatched(&lines, 2);
+    cluster.stop();
+    std::thread::sleep(Duration::from_millis(1500));
+    OwnCluster::start(cluster.dir.path(), cluster.port);
+    assert_eq!(
+        run_proc.wait(),
+        Some(0),
+        "the run completes after the restart"
+    );
+    let events = s.events(&run);
+    assert_each_completed_once(&events, n);
+    assert_eq!(
+        of_kind(&events, "run_resumed").count(),
+        0,
+        "never taken over"
+    );
+    assert_each_ran_once(&s, &events, n);
 }
