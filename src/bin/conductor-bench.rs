@@ -979,6 +979,7 @@ fn fill_log(store: &SqliteStore, run: &RunId, n: u64) {
             json: &[],
             changes: &changes,
             state: &state,
+            work: &Default::default(),
         };
         store.append(run, &batch).expect("a batch appends");
         next = last + 1;

@@ -119,6 +119,8 @@ pub(super) struct Dispatcher {
     pub deferred_epoch: u64,
     /// Set when the run must stop: (status, error).
     pub finish: Option<(RunStatus, Option<String>)>,
+    /// The attempts on workers, when a pool is placed on them.
+    pub remote: Option<Arc<super::remote::Hub>>,
     cancel: tokio_util::sync::CancellationToken,
 }
 
@@ -167,6 +169,7 @@ impl Dispatcher {
                 .collect(),
         });
         env.prepare_for(&wf, options.dry_run)?;
+        let remote = super::remote::hub_for(&wf, &options)?;
         let started = Instant::now();
         let run = Run {
             params_json: Arc::new(Value::Object(
@@ -219,6 +222,7 @@ impl Dispatcher {
             escalations: Escalations::new(options.operator),
             rules: RuleCache::default(),
             finish: None,
+            remote,
             cancel: options.cancel,
             run,
         })
@@ -312,6 +316,9 @@ impl Dispatcher {
         let result = self.drive().await;
         // Whatever happened, stop the workers before reporting.
         self.workers.shutdown().await;
+        if let Some(remote) = &self.remote {
+            remote.close().await;
+        }
         result?;
         self.journal.finished(&self.state);
         Ok(self.state)
