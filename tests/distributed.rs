@@ -675,3 +675,38 @@ fn a_postgres_restart_in_the_middle_of_a_run_is_waited_out() {
     );
     assert_each_ran_once(&s, &events, n);
 }
+
+#[test]
+fn a_cancelled_run_stops_its_attempt_on_the_worker_at_the_next_heartbeat() {
+    let Some(s) = Setup::new("cancel_reaches_worker") else {
+        return;
+    };
+    s.write(1, "t[1]", 3.0);
+    let _w1 = s.short_lived("w1");
+    let (run_proc, run, _lines) = start_run(&s);
+    s.wait_side("t[1] to start", |l| {
+        l.iter().any(|l| l.starts_with("start t[1] 1"))
+    });
+    let started = Instant::now();
+    run_proc.signal("INT");
+    assert_eq!(run_proc.wait(), Some(1), "a cancelled run exits 1");
+    assert_eq!(s.status(&run), "cancelled");
+    // The worker hears it at its next heartbeat and kills the program.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.worker_log("w1").contains("no longer holds it") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never stopped the attempt: {}",
+            s.worker_log("w1")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past the moment the program would have finished on its own.
+    std::thread::sleep(
+        (started + Duration::from_millis(3500)).saturating_duration_since(Instant::now()),
+    );
+    assert!(
+        side(&s, "done").is_empty(),
+        "the program was stopped, not left to finish"
+    );
+}
