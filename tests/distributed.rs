@@ -710,3 +710,39 @@ fn a_cancelled_run_stops_its_attempt_on_the_worker_at_the_next_heartbeat() {
         "the program was stopped, not left to finish"
     );
 }
+
+#[test]
+fn a_paused_scheduler_taken_over_writes_nothing_when_it_wakes() {
+    let Some(s) = Setup::new("scheduler_paused") else {
+        return;
+    };
+    let n = 8;
+    write_slow(&s, n);
+    let (_w1, _w2) = (s.worker("w1"), s.worker("w2"));
+    let (old, run, lines) = start_run(&s);
+    until_dispatched(&lines, 4);
+    old.signal("STOP");
+    // Its lease runs out (a second); `resume` takes the run at the next epoch and ends it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = s.conductor().args(["resume", &run]).output().unwrap();
+        if out.status.code() == Some(0) {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is being driven by"), "{err}");
+        assert!(Instant::now() < deadline, "never taken over: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = s.events(&run);
+    // The old scheduler wakes: its next write fails the epoch check, and it stops.
+    old.signal("CONT");
+    let code = old.wait();
+    assert_ne!(code, Some(0), "the stale scheduler does not report success");
+    let after = s.events(&run);
+    assert_eq!(before, after, "the stale scheduler wrote nothing");
+    assert_each_completed_once(&after, n);
+    assert_eq!(of_kind(&after, "run_resumed").count(), 1);
+    assert_eq!(of_kind(&after, "run_finished").count(), 1);
+    assert_each_ran_once(&s, &after, n);
+}
