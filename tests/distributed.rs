@@ -84,8 +84,15 @@ impl Setup {
 
     /// A worker process with a one-second lease on each attempt and its own workspace; its
     /// messages go to `NAME.log`.
+    /// A worker whose claims outlive a busy machine's hiccups (the tests run many processes
+    /// on two cores): no attempt is lost unless the test loses it.
     fn worker(&self, name: &str) -> Proc {
-        self.worker_with_lease(name, "1s")
+        self.worker_with_lease(name, "5s")
+    }
+
+    /// A worker whose claims the test means to lose: they run out quickly.
+    fn short_lived(&self, name: &str) -> Proc {
+        self.worker_with_lease(name, "2s")
     }
 
     fn worker_with_lease(&self, name: &str, lease: &str) -> Proc {
@@ -349,7 +356,7 @@ fn a_worker_killed_mid_attempt_loses_it_and_the_attempt_runs_again_elsewhere() {
     };
     let n = 4;
     s.write(n, "t[2]", 5.0);
-    let w1 = s.worker("w1");
+    let w1 = s.short_lived("w1");
     let (run_proc, run, lines) = start_run(&s);
     // Killed once the others' results are in the log, while t[2] runs.
     let mut finished = 0;
@@ -390,7 +397,7 @@ fn a_paused_worker_past_its_lease_is_refused_and_the_task_runs_once_more() {
     };
     let n = 3;
     s.write(n, "t[1]", 1.5);
-    let w1 = s.worker("w1");
+    let w1 = s.short_lived("w1");
     let (run_proc, run, _lines) = start_run(&s);
     s.wait_side("t[1] to start", |l| {
         l.iter().any(|l| l.starts_with("start t[1] 1"))
@@ -667,4 +674,75 @@ fn a_postgres_restart_in_the_middle_of_a_run_is_waited_out() {
         "never taken over"
     );
     assert_each_ran_once(&s, &events, n);
+}
+
+#[test]
+fn a_cancelled_run_stops_its_attempt_on_the_worker_at_the_next_heartbeat() {
+    let Some(s) = Setup::new("cancel_reaches_worker") else {
+        return;
+    };
+    s.write(1, "t[1]", 3.0);
+    let _w1 = s.short_lived("w1");
+    let (run_proc, run, _lines) = start_run(&s);
+    s.wait_side("t[1] to start", |l| {
+        l.iter().any(|l| l.starts_with("start t[1] 1"))
+    });
+    let started = Instant::now();
+    run_proc.signal("INT");
+    assert_eq!(run_proc.wait(), Some(1), "a cancelled run exits 1");
+    assert_eq!(s.status(&run), "cancelled");
+    // The worker hears it at its next heartbeat and kills the program.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !s.worker_log("w1").contains("no longer holds it") {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never stopped the attempt: {}",
+            s.worker_log("w1")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Past the moment the program would have finished on its own.
+    std::thread::sleep(
+        (started + Duration::from_millis(3500)).saturating_duration_since(Instant::now()),
+    );
+    assert!(
+        side(&s, "done").is_empty(),
+        "the program was stopped, not left to finish"
+    );
+}
+
+#[test]
+fn a_paused_scheduler_taken_over_writes_nothing_when_it_wakes() {
+    let Some(s) = Setup::new("scheduler_paused") else {
+        return;
+    };
+    let n = 8;
+    write_slow(&s, n);
+    let (_w1, _w2) = (s.worker("w1"), s.worker("w2"));
+    let (old, run, lines) = start_run(&s);
+    until_dispatched(&lines, 4);
+    old.signal("STOP");
+    // Its lease runs out (a second); `resume` takes the run at the next epoch and ends it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = s.conductor().args(["resume", &run]).output().unwrap();
+        if out.status.code() == Some(0) {
+            break;
+        }
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("is being driven by"), "{err}");
+        assert!(Instant::now() < deadline, "never taken over: {err}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let before = s.events(&run);
+    // The old scheduler wakes: its next write fails the epoch check, and it stops.
+    old.signal("CONT");
+    let code = old.wait();
+    assert_ne!(code, Some(0), "the stale scheduler does not report success");
+    let after = s.events(&run);
+    assert_eq!(before, after, "the stale scheduler wrote nothing");
+    assert_each_completed_once(&after, n);
+    assert_eq!(of_kind(&after, "run_resumed").count(), 1);
+    assert_eq!(of_kind(&after, "run_finished").count(), 1);
+    assert_each_ran_once(&s, &after, n);
 }

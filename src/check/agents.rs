@@ -94,6 +94,10 @@ impl Checker<'_> {
             }
         }
         pool.placement = self.placement(&placement);
+        if kind == Some("approval") && matches!(pool.placement, Placement::Workers { .. }) {
+            self.approval_on_workers(&placement);
+            pool.placement = Placement::Local;
+        }
         let kind = kind?;
         // An agent serves many tasks: its templates may read `item` of a fan-out instance.
         self.item = super::fanout::ItemShape::Any;

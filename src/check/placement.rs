@@ -49,6 +49,21 @@ impl Checker<'_> {
         }
     }
 
+    /// An approval waits for a person through the run's scheduler: there is nothing for a
+    /// worker to run.
+    pub(super) fn approval_on_workers(&mut self, settings: &[&ast::Setting]) {
+        let Some(s) = settings.iter().find(|s| s.name.name == "placement") else {
+            return;
+        };
+        self.error(
+            s.value.span,
+            "an `approval` agent asks a person through the run's scheduler, so it cannot be \
+             placed on workers",
+        )
+        .with_label("placed on workers")
+        .help = Some("remove `placement` (and `labels`) from this agent".into());
+    }
+
     /// `{ key = "value", … }`: plain strings a worker's `--label key=value` must match.
     fn labels(&mut self, v: &ast::Value) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();

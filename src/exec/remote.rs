@@ -104,6 +104,9 @@ pub(super) struct Hub {
     queue: Arc<dyn WorkQueue>,
     waiting: Mutex<HashMap<Key, oneshot::Sender<Arrival>>>,
     cancels: Mutex<Vec<Key>>,
+    /// Held while cancellations are sent: `close` waits for the watcher's sending to end, so
+    /// none is lost when the process exits right after.
+    sending: tokio::sync::Mutex<()>,
     wake: Notify,
     watcher: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -115,6 +118,7 @@ impl Hub {
             queue,
             waiting: Mutex::default(),
             cancels: Mutex::default(),
+            sending: tokio::sync::Mutex::new(()),
             wake: Notify::new(),
             watcher: Mutex::new(None),
         })
@@ -180,6 +184,7 @@ impl Hub {
 
     /// Sends the cancellations asked for so far.
     async fn send_cancels(&self) {
+        let _sending = self.sending.lock().await;
         let keys = std::mem::take(&mut *self.cancels.lock().unwrap_or_else(|e| e.into_inner()));
         if keys.is_empty() {
             return;

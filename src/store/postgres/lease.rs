@@ -130,6 +130,13 @@ async fn renew(
         match renewed.await {
             Ok(0) => {
                 tracing::warn!("run {run}: the lease at epoch {epoch} was taken over; this process writes nothing more of it");
+                // Forgotten here too, so that whatever this process still does for the run
+                // (reading the inbox, waiting for workers) fails as not held, and it stops,
+                // instead of waiting for results that now go to the new holder.
+                let mut leases = inner.leases.lock().unwrap_or_else(|e| e.into_inner());
+                if leases.get(&run) == Some(&epoch) {
+                    leases.remove(&run);
+                }
                 return;
             }
             Ok(_) => {}
