@@ -2,6 +2,7 @@
 
 mod support;
 
+mod budget;
 mod ci;
 mod cli;
 mod crash;

@@ -8,6 +8,7 @@
 //! (timeout, cancellation) stops its work.
 
 mod env;
+mod gate;
 pub(crate) mod http;
 pub mod llm;
 mod mock;
@@ -22,6 +23,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use env::{AgentEnv, AgentEnvOptions, SetupError};
+pub use gate::{CallAsk, CallGate, CallOutcome, Reservation};
 pub use http::HttpCall;
 pub use llm::ChatCall;
 pub use mock::{dry_run_output, MockCall};

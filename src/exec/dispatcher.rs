@@ -120,6 +120,12 @@ pub(super) struct Dispatcher {
     /// Set when the run must stop: (status, error).
     pub finish: Option<(RunStatus, Option<String>)>,
     cancel: tokio_util::sync::CancellationToken,
+    /// The run's budgets, opened at the first dispatch (after a resume has rebuilt the state
+    /// they are seeded from); `Some(None)`: the run has none.
+    pub ledger: Option<Option<Arc<super::budget::Ledger>>>,
+    /// A budget with `on_budget = "wrap_up"` ran out: no new task or pass starts; the
+    /// `always` phases run once what runs has finished.
+    pub wrapping_up: bool,
 }
 
 impl Dispatcher {
@@ -220,6 +226,8 @@ impl Dispatcher {
             rules: RuleCache::default(),
             finish: None,
             cancel: options.cancel,
+            ledger: None,
+            wrapping_up: false,
             run,
         })
     }

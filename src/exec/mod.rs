@@ -10,6 +10,7 @@ mod artifacts;
 mod attempt;
 mod backoff;
 mod breaker;
+mod budget;
 mod context;
 mod defer;
 mod dispatch;

@@ -53,6 +53,10 @@ impl Dispatcher {
             self.next_always();
             return;
         }
+        if self.wrapping_up {
+            self.finish = Some((RunStatus::Completed, None));
+            return;
+        }
         if self.next_normal(self.phase).is_none() {
             self.end_last_phase();
             return;
@@ -227,7 +231,7 @@ pub(super) fn tally(phase: &Phase, state: &RunState) -> Tally {
                 tally.skipped += 1;
                 match r.skip_reason {
                     Some(SkipReason::WhenFalse) => tally.when_false += 1,
-                    Some(SkipReason::Decision) => tally.decision += 1,
+                    Some(SkipReason::Decision | SkipReason::WrapUp) => tally.decision += 1,
                     Some(SkipReason::EmptyFanOut) => tally.empty_fan_out += 1,
                     Some(SkipReason::UpstreamFailed) | None => tally.upstream_failed += 1,
                 }

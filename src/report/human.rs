@@ -233,6 +233,7 @@ impl HumanView {
                     SkipReason::UpstreamFailed => "upstream_failed",
                     SkipReason::Decision => "skipped by decision",
                     SkipReason::EmptyFanOut => "a fan-out over nothing",
+                    SkipReason::WrapUp => "a budget ran out (wrap_up)",
                 };
                 format!("  - {task:<20} {:<14} skipped    {why}", "-")
             }
@@ -442,12 +443,18 @@ fn summary(
             u.input_tokens,
             u.output_tokens
         ));
+        if u.calls > 0 {
+            text.push_str(&format!(", cost {}", u.cost_text()));
+        }
         if u.cached > 0 {
             text.push_str(&format!(
-                "; {} task output{} from the response cache",
+                "; {} task output{} from the response cache (no cost)",
                 u.cached,
                 plural(u.cached)
             ));
+        }
+        if let Some(b) = super::show::cost_breakdown(state) {
+            text.push_str(&format!("\n  {b}"));
         }
     }
     if files_written > 0 {

@@ -6,6 +6,7 @@ use super::{AgentState, GateRecord, RetryDue, RunArtifact, RunState, TaskResult}
 use crate::model::{
     AgentStatus, ArtifactRef, AttemptRecord, DeadLetter, Decision, Event, EventKind,
     FeedbackPayload, LlmCall, OutputTail, RunStatus, TaskError, TaskInfo, TaskStatus, Timestamp,
+    Usage,
 };
 
 /// Who decided a retry that gives a dead-lettered task a fresh history (`conductor dlq retry`).
@@ -447,8 +448,11 @@ impl RunState {
             }
             let name = t.task.clone();
             let instance = t.instance.take();
+            // What it spent counts over every pass, as its budget does.
+            let usage = t.usage;
             *t = TaskResult::new(name, t.phase.clone());
             t.instance = instance;
+            t.usage = usage;
             note.task(i);
         }
     }
@@ -528,11 +532,22 @@ impl RunState {
     }
 
     fn attempt_finished(&mut self, f: Finished<'_>, note: &mut Note<'_>) {
+        let mut spent = Usage::default();
         for call in f.calls {
-            self.usage.add(call);
+            spent.add(call);
         }
-        if f.cached {
-            self.usage.cached += 1;
+        spent.cached = u64::from(f.cached);
+        self.usage = self.usage.plus(&spent);
+        let pass = self.feedback_loop_count as usize;
+        if self.pass_usage.len() <= pass {
+            self.pass_usage.resize(pass + 1, Usage::default());
+        }
+        self.pass_usage[pass] = self.pass_usage[pass].plus(&spent);
+        if let Some((_, t)) = self.task_mut(f.task) {
+            t.usage = t.usage.plus(&spent);
+            let phase = t.phase.to_string();
+            let u = self.phase_usage.entry(phase).or_default();
+            *u = u.plus(&spent);
         }
         if let Some((i, t)) = self.task_mut(f.task) {
             t.attempts = t.attempts.max(f.attempt);

@@ -1,0 +1,246 @@
+//! The run's budgets: what each has spent (rebuilt from the log on resume) and reserved. Every
+//! model call of an attempt reserves its worst case against each budget that contains it —
+//! the workflow's, its phase's, its agent's, its task's — under one lock, so parallel
+//! attempts cannot overspend; it is settled with the real usage when the call ends.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::agents::{CallAsk, CallGate, CallOutcome, Reservation};
+use crate::check::ir::{Owner, Task, Workflow};
+use crate::config::Config;
+use crate::model::{
+    BudgetScope, ErrorCode, Limits, Rates, RunState, Spend, TaskError, Timestamp, Usd,
+};
+
+/// One budget: its limits, what was spent and what running calls hold.
+#[derive(Clone, Debug)]
+struct Account {
+    scope: BudgetScope,
+    limits: Limits,
+    spent: Spend,
+    reserved: Spend,
+    /// When its `wall` started counting: the run's start for the workflow, else its first
+    /// model call in this process.
+    since_ms: Option<u64>,
+}
+
+/// Every budget of a run.
+pub(super) struct Ledger {
+    accounts: Mutex<HashMap<Owner, Account>>,
+    config: Arc<Config>,
+}
+
+impl Ledger {
+    /// The run's budgets, with what `state` says they have spent: `None` without budgets.
+    pub(super) fn new(wf: &Workflow, config: Arc<Config>, state: &RunState) -> Option<Ledger> {
+        if !wf.budgets.any() {
+            return None;
+        }
+        let mut accounts = HashMap::new();
+        let mut open = |owner: Owner, scope: BudgetScope, b: &crate::check::ir::Budget| {
+            accounts.insert(
+                owner,
+                Account {
+                    scope,
+                    limits: Limits::from_budget(b),
+                    spent: Spend::default(),
+                    reserved: Spend::default(),
+                    since_ms: None,
+                },
+            );
+        };
+        if let Some(b) = &wf.budgets.workflow.budget {
+            open(Owner::Workflow, BudgetScope::Workflow, b);
+        }
+        for (id, s) in &wf.budgets.phases {
+            if let Some(b) = &s.budget {
+                open(
+                    Owner::Phase(*id),
+                    BudgetScope::Phase(wf.phase(*id).name.clone()),
+                    b,
+                );
+            }
+        }
+        for (id, s) in &wf.budgets.agents {
+            if let Some(b) = &s.budget {
+                open(
+                    Owner::Agent(*id),
+                    BudgetScope::Agent(wf.agent(*id).name.clone()),
+                    b,
+                );
+            }
+        }
+        for (id, s) in &wf.budgets.tasks {
+            if let Some(b) = &s.budget {
+                open(
+                    Owner::Task(*id),
+                    BudgetScope::Task(wf.task(*id).name.clone()),
+                    b,
+                );
+            }
+        }
+        if let Some(a) = accounts.get_mut(&Owner::Workflow) {
+            a.since_ms = state.started_at.map(|t| t.0);
+        }
+        for r in &state.tasks {
+            let name = r.instance.as_ref().map_or(&r.task, |i| &i.of);
+            let Some(task) = wf.task_by_name(name) else {
+                continue;
+            };
+            let spend = r.usage.spend();
+            for (owner, _) in wf.budgets.containing(task) {
+                if let Some(a) = accounts.get_mut(&owner) {
+                    a.spent = a.spent.plus(spend);
+                }
+            }
+        }
+        Some(Ledger {
+            accounts: Mutex::new(accounts),
+            config,
+        })
+    }
+
+    /// The gate for the calls of an attempt of `task`.
+    pub(super) fn gate(self: &Arc<Self>, wf: &Workflow, task: &Task) -> Arc<dyn CallGate> {
+        Arc::new(AttemptGate {
+            ledger: self.clone(),
+            owners: wf.budgets.containing(task).map(|(o, _)| o).collect(),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Owner, Account>> {
+        self.accounts.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn settle(&self, owners: &[Owner], worst: Spend, outcome: CallOutcome) {
+        let charged = match outcome {
+            CallOutcome::Reply(call) => call.spend(),
+            CallOutcome::Failed => Spend::default(),
+            CallOutcome::CutOff => worst,
+        };
+        let mut accounts = self.lock();
+        for o in owners {
+            if let Some(a) = accounts.get_mut(o) {
+                a.reserved = minus(a.reserved, worst);
+                a.spent = a.spent.plus(charged);
+            }
+        }
+    }
+}
+
+fn minus(a: Spend, b: Spend) -> Spend {
+    Spend {
+        llm_calls: a.llm_calls.saturating_sub(b.llm_calls),
+        tokens: a.tokens.saturating_sub(b.tokens),
+        usd: a.usd.minus(b.usd),
+    }
+}
+
+/// The budgets containing one attempt's calls.
+struct AttemptGate {
+    ledger: Arc<Ledger>,
+    owners: Vec<Owner>,
+}
+
+impl CallGate for AttemptGate {
+    fn reserve(&self, ask: &CallAsk) -> Result<Reservation, TaskError> {
+        let rates = self
+            .ledger
+            .config
+            .price(&ask.provider, &ask.model)
+            .map(Rates::from);
+        let worst = Spend {
+            llm_calls: 1,
+            tokens: ask.prompt_tokens.saturating_add(ask.max_tokens),
+            usd: rates.map_or(Usd::ZERO, |r| r.cost(ask.prompt_tokens, 0, ask.max_tokens)),
+        };
+        let now = Timestamp::now().0;
+        {
+            let mut accounts = self.ledger.lock();
+            for o in &self.owners {
+                if let Some(a) = accounts.get_mut(o) {
+                    refuse(a, ask, rates.is_some(), worst, now)?;
+                }
+            }
+            for o in &self.owners {
+                if let Some(a) = accounts.get_mut(o) {
+                    a.reserved = a.reserved.plus(worst);
+                    a.since_ms.get_or_insert(now);
+                }
+            }
+        }
+        let (ledger, owners) = (self.ledger.clone(), self.owners.clone());
+        Ok(Reservation::new(move |outcome| {
+            ledger.settle(&owners, worst, outcome)
+        }))
+    }
+}
+
+/// BUDGET_EXCEEDED when a call with `worst` as its worst case does not fit in `a`.
+fn refuse(
+    a: &Account,
+    ask: &CallAsk,
+    priced: bool,
+    worst: Spend,
+    now: u64,
+) -> Result<(), TaskError> {
+    let used = a.spent.plus(a.reserved);
+    let over = |what: String| {
+        Err(TaskError::fatal(
+            ErrorCode::BudgetExceeded,
+            format!(
+                "{} ({}) has no room for a call to `{}` of provider `{}`: {what}; the call was \
+                 not made",
+                a.scope,
+                a.limits.describe(),
+                ask.model,
+                ask.provider
+            ),
+        ))
+    };
+    let l = &a.limits;
+    if l.usd.is_some() && !priced {
+        return over(format!(
+            "conductor.toml gives no price for it, so its cost cannot be bounded (add \
+             [providers.{}.prices])",
+            ask.provider
+        ));
+    }
+    if let Some(max) = l.llm_calls {
+        if used.llm_calls + 1 > max {
+            return over(format!(
+                "{} of {max} llm_calls made or running",
+                used.llm_calls
+            ));
+        }
+    }
+    if let Some(max) = l.tokens {
+        if used.tokens.saturating_add(worst.tokens) > max {
+            return over(format!(
+                "{} tokens spent or reserved, and this call may take {} ({} prompt + {} \
+                 max_tokens), over {max}",
+                used.tokens, worst.tokens, ask.prompt_tokens, ask.max_tokens
+            ));
+        }
+    }
+    if let Some(max) = l.usd {
+        if used.usd.plus(worst.usd) > max {
+            return over(format!(
+                "{} spent or reserved, and this call may cost {} ({} prompt + {} max_tokens), \
+                 over {max}",
+                used.usd, worst.usd, ask.prompt_tokens, ask.max_tokens
+            ));
+        }
+    }
+    if let (Some(max), Some(since)) = (l.wall_ms, a.since_ms) {
+        let elapsed = now.saturating_sub(since);
+        if elapsed >= max {
+            return over(format!(
+                "{} of wall time used",
+                crate::text::duration(std::time::Duration::from_millis(elapsed))
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! Prices and budgets against a model server on 127.0.0.1 that reports known usage (120
+//! prompt and 30 completion tokens a call): the cost of each call, task, phase, pass and run;
+//! budgets that stop calls before they are made, at each level and under parallel tasks;
+//! replayed calls spend nothing; what `on_budget` does.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use conductor::config::{Config, Price, ProviderKind};
+use conductor::model::{ErrorCode, RunStatus, TaskStatus, Usd};
+use conductor::store::MemoryStore;
+
+use crate::llm::{model_server, openai_reply, provider, run_with, CODER_JSON};
+
+/// $1 per million input tokens, $2 per million output tokens: a call costs
+/// 120 × 1 + 30 × 2 = 180 micro-dollars.
+const CALL_USD: f64 = 0.00018;
+
+fn priced(base: &str) -> Arc<Config> {
+    let mut p = provider(ProviderKind::Openai, &format!("{base}/v1"), None);
+    p.timeout = Duration::from_secs(30);
+    let price = Price {
+        input: 1.0,
+        output: 2.0,
+        cached_input: 0.5,
+    };
+    Arc::new(Config {
+        path: None,
+        providers: BTreeMap::from([("default".to_string(), p)]),
+        prices: BTreeMap::from([(
+            "default".to_string(),
+            BTreeMap::from([("*".to_string(), price)]),
+        )]),
+    })
+}
+
+#[tokio::test]
+async fn each_call_task_phase_pass_and_run_has_its_cost() {
+    let (base, _) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let text = r#"workflow w {
+        agent coding { kind = "llm", role = "coder" }
+        phase build { task a on coding { prompt = "a" } task b on coding { prompt = "b" } }
+        phase check { task c on coding { prompt = "c" } }
+    }"#;
+    let ran = run_with(text, priced(&base), Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(ran.state.status(), RunStatus::Completed);
+    let call = Usd::from_dollars(CALL_USD);
+    assert_eq!(ran.state.usage.usd, Usd(call.0 * 3));
+    assert_eq!(ran.state.task("a").unwrap().usage.usd, call);
+    assert_eq!(ran.state.phase_usage["build"].usd, Usd(call.0 * 2));
+    assert_eq!(ran.state.phase_usage["check"].usd, call);
+    assert_eq!(ran.state.pass_usage.len(), 1);
+    assert_eq!(ran.state.pass_usage[0].usd, Usd(call.0 * 3));
+    let calls: Vec<_> = ran
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            conductor::model::EventKind::AttemptFinished { calls, .. } => Some(calls.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(calls.iter().all(|c| c.usd == Some(call)), "{calls:?}");
+    let shown = conductor::report::show_text(&ran.state, &ran.events);
+    assert!(shown.contains("cost $0.00054"), "{shown}");
+    assert!(shown.contains("build $0.00036"), "{shown}");
+    let json = serde_json::to_value(ran.state.view()).unwrap();
+    assert_eq!(json["usage"]["usd"], serde_json::json!(0.00054));
+    assert_eq!(
+        json["task_results"]["a"]["usage"]["usd"],
+        serde_json::json!(0.00018)
+    );
+}
+
+#[tokio::test]
+async fn a_call_budget_of_the_workflow_holds_under_parallel_tasks() {
+    let mut slow = openai_reply(CODER_JSON);
+    slow.delay = Duration::from_millis(150);
+    let (base, seen) = model_server(vec![slow]).await;
+    // Five tasks start at once on five instances; three calls fit.
+    let text = r#"workflow w {
+        budget = { llm_calls = 3 }
+        agent coding { kind = "llm", role = "coder", count = 5 }
+        phase p {
+            min_success_rate = 0.0
+            task a on coding { prompt = "a", retry = 3 }
+            task b on coding { prompt = "b", retry = 3 }
+            task c on coding { prompt = "c", retry = 3 }
+            task d on coding { prompt = "d", retry = 3 }
+            task e on coding { prompt = "e", retry = 3 }
+        }
+    }"#;
+    let ran = run_with(text, priced(&base), Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 3, "no call past the budget");
+    assert_eq!(ran.state.usage.calls, 3);
+    let over: Vec<_> = ran
+        .state
+        .tasks
+        .iter()
+        .filter(|t| t.error.as_ref().map(|e| e.code) == Some(ErrorCode::BudgetExceeded))
+        .collect();
+    assert_eq!(over.len(), 2);
+    for t in over {
+        assert_eq!(t.status, TaskStatus::Failed);
+        assert_eq!(t.attempts, 1, "BUDGET_EXCEEDED is not retried");
+        let m = &t.error.as_ref().unwrap().message;
+        assert!(
+            m.contains("the workflow's budget (3 llm_calls)") && m.contains("3 of 3 llm_calls"),
+            "{m}"
+        );
+    }
+}
+
+/// A reviewer that never approves: the feedback loops until the agent's money runs out.
+fn never_approves(budget: &str, on_budget: &str) -> String {
+    format!(
+        r#"workflow w {{
+        max_feedback_loops = 50
+        {on_budget}
+        agent coding {{ kind = "llm", role = "coder", max_tokens = 100, {budget} }}
+        agent reviewing {{ kind = "mock", output = {{ severity = "error", summary = "never" }} }}
+        agent reporting {{ kind = "mock" }}
+        phase build {{ task implement on coding {{ prompt = "go" }} }}
+        phase review {{ task review on reviewing }}
+        phase report {{
+            always = true
+            task tell on reporting
+        }}
+        feedback to build {{ error("the reviewer never approves") }}
+    }}"#
+    )
+}
+
+#[tokio::test]
+async fn an_agent_usd_budget_stops_a_loop_with_the_exact_spend_and_no_call_past_it() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let limit = 0.003;
+    let text = never_approves(&format!("budget = {{ usd = {limit} }}"), "");
+    let ran = run_with(&text, priced(&base), Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    let made = seen.lock().unwrap().len() as u64;
+    assert!(made >= 2, "some calls fit: {made}");
+    let call = Usd::from_dollars(CALL_USD);
+    assert_eq!(ran.state.usage.calls, made);
+    assert_eq!(ran.state.usage.usd, Usd(call.0 * made), "the exact spend");
+    let story: Vec<String> = ran.events.iter().map(|e| format!("{:?}", e.kind)).collect();
+    assert_eq!(
+        ran.state.status(),
+        RunStatus::Failed,
+        "{:#?}",
+        &story[story.len() - 12..]
+    );
+    let e = ran.state.task("implement").unwrap().error.clone().unwrap();
+    assert_eq!(e.code, ErrorCode::BudgetExceeded);
+    assert!(
+        e.message.contains("the budget of agent `coding`"),
+        "{}",
+        e.message
+    );
+    // The refused call's worst case did not fit after `made` calls, and did after one less:
+    // the loop stopped at the first call that could overspend, not before.
+    let worst = e.message.split("this call may cost $").nth(1).unwrap();
+    let worst: f64 = worst.split(' ').next().unwrap().parse().unwrap();
+    let worst = Usd::from_dollars(worst);
+    let limit = Usd::from_dollars(limit);
+    assert!(Usd(call.0 * made).plus(worst) > limit, "{}", e.message);
+    assert!(
+        Usd(call.0 * (made - 1)).plus(worst) <= limit,
+        "{}",
+        e.message
+    );
+    assert_eq!(ran.state.pass_usage.len() as u64, made + 1);
+}
+
+#[tokio::test]
+async fn wrap_up_ends_the_loop_and_runs_the_always_phases() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let text = never_approves("budget = { llm_calls = 2 }", "on_budget = \"wrap_up\"");
+    let ran = run_with(&text, priced(&base), Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    let story: Vec<String> = ran.events.iter().map(|e| format!("{:?}", e.kind)).collect();
+    assert_eq!(seen.lock().unwrap().len(), 2, "{story:#?}");
+    assert_eq!(ran.state.status(), RunStatus::Completed);
+    assert_eq!(
+        ran.state.task("tell").unwrap().status,
+        TaskStatus::Completed
+    );
+    let reviews = story
+        .iter()
+        .filter(|k| k.starts_with("PhaseEntered { phase: \"review\""))
+        .count();
+    assert_eq!(
+        reviews, 2,
+        "the third pass stopped at its model call: no review after it"
+    );
+    assert_eq!(
+        ran.state
+            .task("implement")
+            .unwrap()
+            .error
+            .as_ref()
+            .map(|e| e.code),
+        Some(ErrorCode::BudgetExceeded)
+    );
+    assert!(ran.state.warnings.iter().any(|w| w.contains("wrap_up")));
+}
+
+#[tokio::test]
+async fn a_usd_budget_without_a_price_refuses_the_call() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let text = r#"workflow w {
+        agent coding { kind = "llm", role = "coder" }
+        phase p { task a on coding { prompt = "a", budget = { usd = 1 } } }
+    }"#;
+    let ran = run_with(
+        text,
+        crate::llm::openai_at(&base),
+        Arc::new(MemoryStore::new()),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 0);
+    let e = ran.state.task("a").unwrap().error.clone().unwrap();
+    assert_eq!(e.code, ErrorCode::BudgetExceeded);
+    assert!(e.message.contains("no price"), "{}", e.message);
+}
+
+#[test]
+fn check_points_at_each_mistake_in_a_budget() {
+    let text = std::fs::read_to_string("tests/fixtures/budget_mistakes.cond").unwrap();
+    let mut map = conductor::SourceMap::new();
+    let path = std::path::Path::new("budget_mistakes.cond");
+    let checked = conductor::check_source(&mut map, "budget_mistakes.cond", path, &text);
+    assert!(checked.workflow.is_none());
+    let shown = conductor::diag::render(&map, &checked.diags, false);
+    for (message, at) in [
+        (
+            "`pause` is not a valid `on_budget`",
+            "budget_mistakes.cond:2:17",
+        ),
+        (
+            "`budget.tokens` must be at least 0, found `-1`",
+            "budget_mistakes.cond:3:70",
+        ),
+        (
+            "this budget limits nothing: agent `checking` makes no model calls",
+            "budget_mistakes.cond:4:46",
+        ),
+        (
+            "`budget` expects a map, found an integer",
+            "budget_mistakes.cond:6:18",
+        ),
+        (
+            "`budget.wall` expects a duration",
+            "budget_mistakes.cond:7:60",
+        ),
+        (
+            "`usd` is set twice in this budget",
+            "budget_mistakes.cond:7:73",
+        ),
+        ("this budget limits nothing\n", "budget_mistakes.cond:8:39"),
+    ] {
+        let i = shown
+            .find(message)
+            .unwrap_or_else(|| panic!("{message}\n{shown}"));
+        let place = shown[i..].lines().nth(1).unwrap_or_default();
+        assert!(place.contains(at), "{message} at {at}\n{shown}");
+    }
+}
