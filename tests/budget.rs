@@ -275,3 +275,27 @@ fn check_points_at_each_mistake_in_a_budget() {
         assert!(place.contains(at), "{message} at {at}\n{shown}");
     }
 }
+
+#[tokio::test]
+async fn a_feedback_rule_stops_looping_when_money_runs_low() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let text = never_approves("budget = { usd = 0.003 }", "").replace(
+        r#"feedback to build { error("the reviewer never approves") }"#,
+        r#"feedback to build {
+            if budget.by["agent.coding"].usd_left < 0.001 { ok("out of money") } else { error("again") }
+        }"#,
+    );
+    let ran = run_with(&text, priced(&base), Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(ran.state.status(), RunStatus::Completed);
+    assert_eq!(ran.state.task("implement").unwrap().error, None);
+    let made = seen.lock().unwrap().len() as u64;
+    let spent = Usd(Usd::from_dollars(CALL_USD).0 * made);
+    assert_eq!(ran.state.usage.usd, spent);
+    // It stopped at the first pass that left less than $0.001.
+    assert!(Usd::from_dollars(0.003).minus(spent) < Usd::from_dollars(0.001));
+    let before = Usd(Usd::from_dollars(CALL_USD).0 * (made - 1));
+    assert!(Usd::from_dollars(0.003).minus(before) >= Usd::from_dollars(0.001));
+    assert_eq!(ran.state.feedback.as_ref().unwrap().summary, "out of money");
+}

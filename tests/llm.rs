@@ -596,6 +596,9 @@ async fn a_recorded_run_replays_offline_and_a_changed_prompt_is_a_clear_miss() {
         recorded.task("implement").unwrap().output
     );
     assert_eq!(ran.state.usage.input_tokens, 120);
+    assert_eq!(ran.state.usage.usd, conductor::model::Usd::ZERO);
+    assert_eq!(ran.state.usage.cost_text(), "no cost (replayed)");
+    assert_eq!(ran.state.usage.spend(), conductor::model::Spend::default());
 
     // A different prompt is not in the cassette.
     let changed = text.replace("\"hello\"", "\"goodbye\"");

@@ -109,6 +109,42 @@ impl Ledger {
         })
     }
 
+    /// What rules see as `budget`: the least left of each quantity over every budget
+    /// (`usd_left`, `tokens_left`, `llm_calls_left`, `wall_left_ms`; absent when no budget
+    /// limits it), and each budget's own under `by` (`workflow`, `phase.NAME`, ...).
+    pub(super) fn left_json(&self) -> serde_json::Value {
+        let now = Timestamp::now().0;
+        let accounts = self.lock();
+        let mut least = Limits::default();
+        let mut by = serde_json::Map::new();
+        for a in accounts.values() {
+            let used = a.spent.plus(a.reserved);
+            let l = &a.limits;
+            let left = Limits {
+                tokens: l.tokens.map(|m| m.saturating_sub(used.tokens)),
+                usd: l.usd.map(|m| m.minus(used.usd)),
+                llm_calls: l.llm_calls.map(|m| m.saturating_sub(used.llm_calls)),
+                wall_ms: l
+                    .wall_ms
+                    .map(|m| m.saturating_sub(now.saturating_sub(a.since_ms.unwrap_or(now)))),
+            };
+            let min = |x: Option<u64>, y: Option<u64>| match (x, y) {
+                (Some(x), Some(y)) => Some(x.min(y)),
+                (x, y) => x.or(y),
+            };
+            least = Limits {
+                tokens: min(least.tokens, left.tokens),
+                usd: min(least.usd.map(|u| u.0), left.usd.map(|u| u.0)).map(Usd),
+                llm_calls: min(least.llm_calls, left.llm_calls),
+                wall_ms: min(least.wall_ms, left.wall_ms),
+            };
+            by.insert(a.scope.key(), left_fields(&left));
+        }
+        let mut out = left_fields(&least);
+        out["by"] = serde_json::Value::Object(by);
+        out
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Owner, Account>> {
         self.accounts.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -127,6 +163,23 @@ impl Ledger {
             }
         }
     }
+}
+
+fn left_fields(l: &Limits) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    if let Some(u) = l.usd {
+        m.insert("usd_left".into(), serde_json::json!(u.dollars()));
+    }
+    if let Some(t) = l.tokens {
+        m.insert("tokens_left".into(), serde_json::json!(t));
+    }
+    if let Some(c) = l.llm_calls {
+        m.insert("llm_calls_left".into(), serde_json::json!(c));
+    }
+    if let Some(w) = l.wall_ms {
+        m.insert("wall_left_ms".into(), serde_json::json!(w));
+    }
+    serde_json::Value::Object(m)
 }
 
 fn minus(a: Spend, b: Spend) -> Spend {

@@ -157,7 +157,9 @@ impl Dispatcher {
         if wf.enforce.is_empty() && phase.enforce.is_empty() {
             return Enforced::Go;
         }
-        let ctx = context::enforce(self.enforce_fields(t));
+        let mut fields = self.enforce_fields(t);
+        fields["budget"] = self.budget_json();
+        let ctx = context::enforce(fields);
         for rule in wf.enforce.iter().chain(phase.enforce.iter()) {
             let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
             if let Verdict::Enforce {
@@ -493,6 +495,11 @@ impl Dispatcher {
     fn in_always_phase(&self, t: TaskId) -> bool {
         let wf = &self.run.wf;
         wf.phase(wf.task(self.def_id(t)).phase).always
+    }
+
+    /// What rules see as `budget` (an empty map without budgets).
+    pub(super) fn budget_json(&mut self) -> Value {
+        self.ledger().map_or_else(|| json!({}), |l| l.left_json())
     }
 
     /// The run's budgets, opened from the state the first time they are needed.

@@ -75,7 +75,14 @@ impl Dispatcher {
         let tally = tally(phase, &self.state);
         let decision = match &phase.gate {
             Some(rule) => {
-                let ctx = context::gate(&phase.name, tally, &self.state, &self.run.params_json);
+                let budget = self.budget_json();
+                let ctx = context::gate(
+                    &phase.name,
+                    tally,
+                    &self.state,
+                    &self.run.params_json,
+                    budget,
+                );
                 let e = crate::policy::PolicyHost::get().evaluate_cached(
                     &mut self.rules,
                     &rule.compiled,
@@ -155,7 +162,8 @@ impl Dispatcher {
         let max = wf.settings.max_feedback_loops;
         let (severity, summary, details, rule) = match &wf.feedback {
             Some(f) => {
-                let ctx = context::feedback(&self.state, &self.run.params_json, max);
+                let budget = self.budget_json();
+                let ctx = context::feedback(&self.state, &self.run.params_json, max, budget);
                 let e = crate::policy::PolicyHost::get().evaluate_cached(
                     &mut self.rules,
                     &f.rule.compiled,
