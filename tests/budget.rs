@@ -64,7 +64,7 @@ async fn each_call_task_phase_pass_and_run_has_its_cost() {
         .flatten()
         .collect();
     assert!(calls.iter().all(|c| c.usd == Some(call)), "{calls:?}");
-    let shown = conductor::report::show_text(&ran.state, &ran.events);
+    let shown = conductor::report::show_text(&ran.state, &ran.events, &[]);
     assert!(shown.contains("cost $0.00054"), "{shown}");
     assert!(shown.contains("build $0.00036"), "{shown}");
     let json = serde_json::to_value(ran.state.view()).unwrap();

@@ -10,6 +10,7 @@ mod diagnostics;
 mod errors;
 mod examples;
 mod exec;
+mod fanout;
 mod fmt;
 mod graph;
 mod http;

@@ -10,6 +10,8 @@ use crate::app::AppError;
 pub(super) struct Args {
     /// A run id, or a unique prefix of one.
     run: String,
+    /// Fan-out tasks whose every instance to list (by default only failed instances are).
+    tasks: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -20,7 +22,19 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     if args.json {
         output::line(serde_json::to_string_pretty(&run.state.view()).unwrap_or_default());
     } else {
-        print!("{}", crate::report::show_text(&run.state, &run.events));
+        for t in &args.tasks {
+            if run.state.task(t).is_none() {
+                return Err(AppError::Usage(format!(
+                    "run {} has no task `{t}`",
+                    run.state.workflow_id
+                )));
+            }
+        }
+        let expand: Vec<&str> = args.tasks.iter().map(String::as_str).collect();
+        print!(
+            "{}",
+            crate::report::show_text(&run.state, &run.events, &expand)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

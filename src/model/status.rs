@@ -93,12 +93,14 @@ pub enum SkipReason {
     EmptyFanOut,
     /// A budget with `on_budget = "wrap_up"` ran out: no new work starts.
     WrapUp,
+    /// A fan-out instance that had not started when a sibling failed under `fail_fast`.
+    SiblingFailed,
 }
 
 impl SkipReason {
     /// A skip by choice (not because something failed): it does not count against a gate.
     pub fn by_choice(self) -> bool {
-        self != SkipReason::UpstreamFailed
+        !matches!(self, SkipReason::UpstreamFailed | SkipReason::SiblingFailed)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -108,6 +110,7 @@ impl SkipReason {
             SkipReason::Decision => "decision",
             SkipReason::EmptyFanOut => "empty_fan_out",
             SkipReason::WrapUp => "wrap_up",
+            SkipReason::SiblingFailed => "sibling_failed",
         }
     }
 }
