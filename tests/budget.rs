@@ -299,3 +299,95 @@ async fn a_feedback_rule_stops_looping_when_money_runs_low() {
     assert!(Usd::from_dollars(0.003).minus(before) >= Usd::from_dollars(0.001));
     assert_eq!(ran.state.feedback.as_ref().unwrap().summary, "out of money");
 }
+
+#[tokio::test]
+async fn escalate_waits_and_a_resume_with_a_raised_budget_goes_on_from_what_was_spent() {
+    use conductor::exec::{resume, ResumeRequest, RunOptions};
+    use conductor::model::{BudgetScope, Decision, Limits};
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let text = never_approves(
+        "budget = { llm_calls = 2 }",
+        "on_budget = \"escalate\"\n        on_escalation = \"ask\"",
+    );
+    let mut map = conductor::SourceMap::new();
+    let path = std::path::Path::new("t.cond");
+    let wf = Arc::new(
+        conductor::check_source(&mut map, "t.cond", path, &text)
+            .workflow
+            .unwrap(),
+    );
+    let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let mut options = RunOptions::new(store.clone());
+    options.config = priced(&base);
+    let id = options.run_id.clone();
+    let waiting = conductor::exec::run(wf.clone(), plan.clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), RunStatus::Waiting);
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let e = waiting.task("implement").unwrap().error.clone().unwrap();
+    assert_eq!(e.code, ErrorCode::BudgetExceeded);
+
+    // An unknown budget is refused before anything is recorded.
+    let mut options = RunOptions::new(store.clone());
+    options.config = priced(&base);
+    let events = conductor::store::Store::events(&*store, &id).unwrap();
+    let refused = resume(
+        wf.clone(),
+        plan.clone(),
+        options,
+        events.clone(),
+        ResumeRequest {
+            budgets: vec![(BudgetScope::Agent("nobody".into()), Limits::default())],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("agent.nobody") && refused.contains("agent.coding"),
+        "{refused}"
+    );
+
+    // Raised to 5 calls: 2 were spent before the stop, so 3 more are made.
+    let mut options = RunOptions::new(store.clone());
+    options.config = priced(&base);
+    let raised = Limits {
+        llm_calls: Some(5),
+        ..Limits::default()
+    };
+    let resumed = resume(
+        wf,
+        plan,
+        options,
+        events,
+        ResumeRequest {
+            decisions: vec![("implement".into(), Decision::Retry)],
+            budgets: vec![(BudgetScope::Agent("coding".into()), raised)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        5,
+        "no call past the raised budget"
+    );
+    assert_eq!(resumed.usage.calls, 5);
+    assert_eq!(
+        resumed.status(),
+        RunStatus::Waiting,
+        "escalated again at the new limit"
+    );
+    let m = resumed
+        .task("implement")
+        .unwrap()
+        .error
+        .clone()
+        .unwrap()
+        .message;
+    assert!(m.contains("5 of 5 llm_calls"), "{m}");
+}

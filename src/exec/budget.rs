@@ -80,6 +80,11 @@ impl Ledger {
                 );
             }
         }
+        for a in accounts.values_mut() {
+            if let Some(raised) = state.budget_raises.get(&a.scope) {
+                a.limits = a.limits.with(*raised);
+            }
+        }
         if let Some(a) = accounts.get_mut(&Owner::Workflow) {
             a.since_ms = state.started_at.map(|t| t.0);
         }
@@ -163,6 +168,50 @@ impl Ledger {
             }
         }
     }
+}
+
+/// Every budget the workflow sets, by scope.
+fn scopes(wf: &Workflow) -> Vec<BudgetScope> {
+    let b = &wf.budgets;
+    let mut out = Vec::new();
+    if b.workflow.budget.is_some() {
+        out.push(BudgetScope::Workflow);
+    }
+    let set = |s: &crate::check::ir::Scoped| s.budget.is_some();
+    out.extend(
+        b.phases
+            .iter()
+            .filter(|(_, s)| set(s))
+            .map(|(id, _)| BudgetScope::Phase(wf.phase(*id).name.clone())),
+    );
+    out.extend(
+        b.agents
+            .iter()
+            .filter(|(_, s)| set(s))
+            .map(|(id, _)| BudgetScope::Agent(wf.agent(*id).name.clone())),
+    );
+    out.extend(
+        b.tasks
+            .iter()
+            .filter(|(_, s)| set(s))
+            .map(|(id, _)| BudgetScope::Task(wf.task(*id).name.clone())),
+    );
+    out
+}
+
+/// `resume --budget` may only change a budget the workflow sets.
+pub(super) fn check_scope(wf: &Workflow, scope: &BudgetScope) -> Result<(), super::ExecError> {
+    let all = scopes(wf);
+    if all.contains(scope) {
+        return Ok(());
+    }
+    let names: Vec<String> = all.iter().map(BudgetScope::key).collect();
+    let names = if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    };
+    Err(super::ExecError::UnknownBudget(scope.key(), names))
 }
 
 fn left_fields(l: &Limits) -> serde_json::Value {

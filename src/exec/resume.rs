@@ -32,6 +32,9 @@ impl Dispatcher {
         if let Some(retry) = &request.retry {
             self.check_dead_letter(&retry.task, &retry.entry, &events)?;
         }
+        for (scope, _) in &request.budgets {
+            super::budget::check_scope(&wf, scope)?;
+        }
         self.views.refresh_all(&self.state);
         self.views
             .run_changed(&self.state, self.run.env.workspace.as_deref());
@@ -57,6 +60,12 @@ impl Dispatcher {
                 from: a.from,
                 to: a.to,
                 changes: a.changes,
+            });
+        }
+        for (scope, limits) in &request.budgets {
+            self.record(EventKind::BudgetRaised {
+                scope: scope.clone(),
+                limits: *limits,
             });
         }
         if let Some(retry) = &request.retry {

@@ -358,6 +358,9 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             format!("loop {loop_count}: back to phase {target}")
         }
         EventKind::Warning { message } => format!("warning: {message}"),
+        EventKind::BudgetRaised { scope, limits } => {
+            format!("{scope} is now {}", limits.describe())
+        }
         EventKind::BreakerChanged {
             agent,
             state: b,

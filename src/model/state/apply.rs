@@ -347,6 +347,7 @@ impl RunState {
             | EventKind::FeedbackDecided { .. }
             | EventKind::LoopStarted { .. }
             | EventKind::Warning { .. }
+            | EventKind::BudgetRaised { .. }
             | EventKind::BreakerChanged { .. }
             | EventKind::DeadLettered { .. }) => self.decision_event(k, &mut note),
         }
@@ -394,6 +395,10 @@ impl RunState {
             }
             EventKind::LoopStarted { loop_count, .. } => self.feedback_loop_count = *loop_count,
             EventKind::Warning { message } => self.warnings.push(message.clone()),
+            EventKind::BudgetRaised { scope, limits } => {
+                let l = self.budget_raises.entry(scope.clone()).or_default();
+                *l = l.with(*limits);
+            }
             EventKind::BreakerChanged { agent, state, .. } => {
                 self.breakers.insert(agent.to_string(), *state);
             }

@@ -59,6 +59,8 @@ pub struct RunState {
     /// Usage by phase name, and by feedback pass (index 0: the first pass).
     pub phase_usage: BTreeMap<String, Usage>,
     pub pass_usage: Vec<Usage>,
+    /// Budget limits given again by `resume --budget`, in place of the file's.
+    pub budget_raises: BTreeMap<super::BudgetScope, super::Limits>,
     /// The status the run ends with once its `always` phases have run, and its error.
     pub ending: Option<(RunStatus, Option<String>)>,
     /// The SHA-256 of the workflow source the run now follows (stored as an artifact).
