@@ -391,3 +391,69 @@ async fn escalate_waits_and_a_resume_with_a_raised_budget_goes_on_from_what_was_
         .message;
     assert!(m.contains("5 of 5 llm_calls"), "{m}");
 }
+
+#[test]
+fn check_explain_prints_the_worst_case_and_warns_about_budgets_that_cannot_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("conductor.toml"),
+        "[providers.default]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         model = \"m\"\n[providers.default.prices]\nm = { input = 1, output = 2 }\n",
+    )
+    .unwrap();
+    let file = dir.path().join("w.cond");
+    std::fs::write(
+        &file,
+        r#"workflow w {
+    max_feedback_loops = 2
+    budget = { llm_calls = 3 }
+    agent coding { kind = "llm", role = "coder", max_tokens = 1000 }
+    agent tiny { kind = "llm", role = "reviewer", max_tokens = 500, budget = { tokens = 100 } }
+    phase build {
+        task a on coding { prompt = "a", retry = 1 }
+        task b on coding { prompt = "b" }
+        task c on coding { prompt = "c" }
+        task d on coding { prompt = "d" }
+    }
+    phase review { task r on tiny { prompt = "r" } }
+}
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_conductor"))
+        .env("CONDUCTOR_STORE", "memory")
+        .current_dir(dir.path())
+        .args(["check", "--explain", "w.cond"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    // build: a 2 turns × 2 attempts, b c d 2 turns × 4 attempts (the default retry is 3) = 28
+    // calls of 1000 tokens at $2/M; both phases are in the feedback loop: 3 passes.
+    assert!(
+        stdout.contains(
+            "phase build: each pass up to 28 llm calls, 28000 output tokens, $0.056; 3 passes at most"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("phase review: each pass up to 8 llm calls, 4000 output tokens, $0.008; 3 passes at most"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("run: up to 108 llm calls, 96000 output tokens, $0.192"),
+        "{stdout}"
+    );
+    let flat = stderr.replace('│', " ");
+    let flat = flat.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert!(
+        flat.contains("the workflow's budget is certain to be exceeded: 5 llm calls are made in the first pass alone, and it allows 3"),
+        "{stderr}"
+    );
+    assert!(
+        flat.contains("the budget of agent `tiny` can never be met: 100 tokens"),
+        "{stderr}"
+    );
+    assert!(flat.contains("w.cond:3:14"), "{stderr}");
+}
