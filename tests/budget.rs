@@ -457,3 +457,172 @@ fn check_explain_prints_the_worst_case_and_warns_about_budgets_that_cannot_hold(
     );
     assert!(flat.contains("w.cond:3:14"), "{stderr}");
 }
+
+/// The calls each task made, from the model server's log (the prompt names the task).
+fn prompts(seen: &[crate::llm::Seen]) -> Vec<String> {
+    seen.iter()
+        .map(|s| {
+            let messages = s.body["messages"].as_array().cloned().unwrap_or_default();
+            messages
+                .last()
+                .and_then(|m| m["content"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn task_and_phase_budgets_stop_only_what_they_contain() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    // Task `a` may make 1 call over the run, phase `build` 3: the loop runs until they are
+    // spent; task `b` (outside `a`'s budget, inside the phase's) runs on.
+    let text = r#"workflow w {
+        max_feedback_loops = 10
+        agent coding { kind = "llm", role = "coder" }
+        phase build {
+            budget = { llm_calls = 3 }
+            min_success_rate = 0.0
+            task a on coding { prompt = "task a", budget = { llm_calls = 1 } }
+            task b on coding { prompt = "task b" }
+        }
+        feedback to build { error("again") }
+    }"#;
+    let ran = run_with(text, priced(&base), Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    let sent = prompts(&seen.lock().unwrap());
+    let a = sent.iter().filter(|p| p.contains("task a")).count();
+    let b = sent.iter().filter(|p| p.contains("task b")).count();
+    assert_eq!((a, b), (1, 2), "{sent:?}");
+    assert_eq!(
+        ran.state.pass_usage.len(),
+        11,
+        "every pass ran, refused calls and all"
+    );
+    assert_eq!(ran.state.phase_usage["build"].calls, 3);
+    assert_eq!(ran.state.task("a").unwrap().usage.calls, 1);
+    let events: Vec<String> = ran
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            conductor::model::EventKind::AttemptFinished {
+                task,
+                error: Some(err),
+                ..
+            } => Some(format!("{task}: {}", err.message)),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        events[0].starts_with("a: the budget of task `a` (1 llm_calls)"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("b: the budget of phase `build` (3 llm_calls)")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_kill_9_and_resume_the_budget_counts_what_the_log_recorded() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut slow = openai_reply(CODER_JSON);
+    slow.delay = Duration::from_millis(80);
+    let (base, seen) = model_server(vec![slow]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("conductor.toml"),
+        format!(
+            "[providers.default]\nkind = \"openai\"\nbase_url = \"{base}/v1\"\nmodel = \"m\"\n\
+             [providers.default.prices]\nm = {{ input = 1, output = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("w.cond"),
+        r#"workflow w {
+    max_feedback_loops = 20
+    budget = { llm_calls = 7 }
+    agent coding { kind = "llm", role = "coder", count = 2 }
+    agent reviewing { kind = "mock", output = { severity = "error", summary = "never" } }
+    phase build {
+        min_success_rate = 0.0
+        task a on coding { prompt = "a" }
+        task b on coding { prompt = "b" }
+    }
+    phase review { task r on reviewing }
+}
+"#,
+    )
+    .unwrap();
+    let conductor = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
+        c.current_dir(dir.path())
+            .env("CONDUCTOR_STORE", dir.path().join("store.db"))
+            .stdin(Stdio::null());
+        c
+    };
+    // Killed once the second pass has started its calls.
+    let (run, recorded_at_kill) = tokio::task::spawn_blocking({
+        let mut cmd = conductor();
+        move || {
+            let mut child = cmd
+                .args(["run", "w.cond", "--json"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            let mut run = String::new();
+            let mut calls = 0;
+            for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+                let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap_or_default();
+                if run.is_empty() {
+                    run = v["run_id"].as_str().unwrap_or_default().to_string();
+                }
+                calls += v["calls"].as_array().map_or(0, Vec::len);
+                if v["event"] == "task_dispatched" && v["task"] == "b" && calls >= 2 {
+                    break;
+                }
+            }
+            child.kill().unwrap();
+            child.wait().unwrap();
+            (run, calls)
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!run.is_empty());
+    let sent_at_kill = seen.lock().unwrap().len();
+    // Calls the model received but the killed process never recorded: no log has them.
+    let lost = sent_at_kill - recorded_at_kill;
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = conductor();
+        let run = run.clone();
+        move || cmd.args(["resume", &run]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let state: conductor::model::Usage = {
+        let out = conductor().args(["show", &run, "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        serde_json::from_value(v["usage"].clone()).unwrap()
+    };
+    assert_eq!(
+        state.calls, 7,
+        "the budget, counted from the log across the kill: {stdout}"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        7 + lost,
+        "no call past the budget beyond those lost in flight at the kill"
+    );
+    assert_eq!(state.usd, Usd(Usd::from_dollars(CALL_USD).0 * 7));
+    let runs = conductor().args(["runs"]).output().unwrap();
+    let runs = String::from_utf8_lossy(&runs.stdout);
+    assert!(runs.contains("COST") && runs.contains("$0.00126"), "{runs}");
+}
