@@ -512,7 +512,7 @@ fn summary(
             u.output_tokens
         ));
         if u.calls > 0 {
-            text.push_str(&format!(", cost {}", u.cost_text()));
+            text.push_str(&super::show::cost_phrase(u));
         }
         if u.cached > 0 {
             text.push_str(&format!(

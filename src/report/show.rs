@@ -26,7 +26,7 @@ pub fn usage_line(u: &Usage) -> String {
         u.output_tokens
     );
     if u.calls > 0 {
-        line.push_str(&format!(", cost {}", u.cost_text()));
+        line.push_str(&cost_phrase(u));
     }
     if u.cached > 0 {
         line.push_str(&format!(
@@ -35,6 +35,16 @@ pub fn usage_line(u: &Usage) -> String {
         ));
     }
     line
+}
+
+/// `, cost $0.0123`, or `, no cost (replayed)`.
+pub(crate) fn cost_phrase(u: &Usage) -> String {
+    let text = u.cost_text();
+    if text.starts_with('$') {
+        format!(", cost {text}")
+    } else {
+        format!(", {text}")
+    }
 }
 
 /// `by phase: build $0.01, review $0.02; by pass: 1 $0.01, 2 $0.02`: where the money went,
