@@ -149,6 +149,11 @@ async fn an_agent_usd_budget_stops_a_loop_with_the_exact_spend_and_no_call_past_
     let call = Usd::from_dollars(CALL_USD);
     assert_eq!(ran.state.usage.calls, made);
     assert_eq!(ran.state.usage.usd, Usd(call.0 * made), "the exact spend");
+    assert_eq!(
+        ran.state.task("implement").unwrap().usage.calls,
+        made,
+        "a task's usage counts over every pass"
+    );
     let story: Vec<String> = ran.events.iter().map(|e| format!("{:?}", e.kind)).collect();
     assert_eq!(
         ran.state.status(),
@@ -625,4 +630,31 @@ async fn after_kill_9_and_resume_the_budget_counts_what_the_log_recorded() {
     let runs = conductor().args(["runs"]).output().unwrap();
     let runs = String::from_utf8_lossy(&runs.stdout);
     assert!(runs.contains("COST") && runs.contains("$0.00126"), "{runs}");
+}
+
+#[tokio::test]
+async fn a_fan_out_tasks_budget_covers_all_its_instances() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let text = r#"workflow w {
+        agent coding { kind = "llm", role = "coder", count = 4 }
+        phase p {
+            min_success_rate = 0.0
+            task t on coding {
+                matrix = { n = ["1", "2", "3", "4"] }
+                prompt = "part {{ item.n }}"
+                budget = { llm_calls = 2 }
+            }
+        }
+    }"#;
+    let ran = run_with(text, priced(&base), Arc::new(MemoryStore::new()), None)
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let over = ran
+        .state
+        .tasks
+        .iter()
+        .filter(|t| t.error.as_ref().map(|e| e.code) == Some(ErrorCode::BudgetExceeded))
+        .count();
+    assert_eq!(over, 2, "two instances found no room");
 }

@@ -480,7 +480,10 @@ impl RunState {
             let name: Arc<str> = Arc::from(crate::check::fanout::instance_name(task, &inst.key));
             let i = match self.index.get(&name) {
                 Some(&i) => {
+                    // What it spent in earlier passes still counts against its budgets.
+                    let usage = self.tasks[i].usage;
                     self.tasks[i] = TaskResult::new(name, phase.clone());
+                    self.tasks[i].usage = usage;
                     i
                 }
                 None => {
