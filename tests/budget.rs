@@ -658,3 +658,28 @@ async fn a_fan_out_tasks_budget_covers_all_its_instances() {
         .count();
     assert_eq!(over, 2, "two instances found no room");
 }
+
+#[tokio::test]
+async fn an_output_from_the_response_cache_makes_no_call_and_spends_no_budget() {
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    let store: Arc<dyn conductor::store::Store> = Arc::new(MemoryStore::new());
+    let text = r#"workflow w {
+        agent coding { kind = "llm", role = "coder" }
+        phase p { task a on coding { prompt = "same", cache = true } }
+    }"#;
+    run_with(text, priced(&base), store.clone(), None)
+        .await
+        .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    // The same dispatch again, now with a budget of one token: the cache answers.
+    let tight = text.replace(
+        r#"agent coding { kind = "llm", role = "coder" }"#,
+        r#"budget = { tokens = 1 }
+        agent coding { kind = "llm", role = "coder" }"#,
+    );
+    let ran = run_with(&tight, priced(&base), store, None).await.unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 1, "no call");
+    assert_eq!(ran.state.status(), RunStatus::Completed);
+    assert_eq!(ran.state.usage.cached, 1);
+    assert_eq!(ran.state.usage.calls, 0);
+}

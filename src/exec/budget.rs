@@ -346,3 +346,87 @@ fn refuse(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(limits: Limits, spent: Spend) -> Account {
+        Account {
+            scope: BudgetScope::Workflow,
+            limits,
+            spent,
+            reserved: Spend::default(),
+            since_ms: Some(1_000),
+        }
+    }
+
+    fn ask() -> CallAsk {
+        CallAsk {
+            provider: "p".into(),
+            model: "m".into(),
+            prompt_tokens: 60,
+            max_tokens: 40,
+        }
+    }
+
+    fn worst(usd: u64) -> Spend {
+        Spend {
+            llm_calls: 1,
+            tokens: 100,
+            usd: Usd(usd),
+        }
+    }
+
+    #[test]
+    fn a_call_that_fits_exactly_is_made_and_one_more_token_or_pico_dollar_is_not() {
+        let spent = Spend {
+            llm_calls: 2,
+            tokens: 900,
+            usd: Usd(5_000),
+        };
+        let exact = Limits {
+            tokens: Some(1_000),
+            usd: Some(Usd(6_000)),
+            llm_calls: Some(3),
+            wall_ms: Some(10_000),
+        };
+        assert!(refuse(&account(exact, spent), &ask(), true, worst(1_000), 10_999).is_ok());
+        let tight = |l: Limits| refuse(&account(l, spent), &ask(), true, worst(1_000), 10_999);
+        let e = tight(exact.with(Limits {
+            tokens: Some(999),
+            ..Limits::default()
+        }))
+        .unwrap_err();
+        assert_eq!(e.code, ErrorCode::BudgetExceeded);
+        assert!(!e.retryable);
+        assert!(
+            e.message.contains("900 tokens spent or reserved"),
+            "{}",
+            e.message
+        );
+        assert!(tight(exact.with(Limits {
+            usd: Some(Usd(5_999)),
+            ..Limits::default()
+        }))
+        .is_err());
+        assert!(tight(exact.with(Limits {
+            llm_calls: Some(2),
+            ..Limits::default()
+        }))
+        .is_err());
+        // Wall time: 9 999 ms of 10 000 used leaves room; all of it leaves none.
+        let e = refuse(&account(exact, spent), &ask(), true, worst(1_000), 11_000).unwrap_err();
+        assert!(e.message.contains("of wall time used"), "{}", e.message);
+    }
+
+    #[test]
+    fn a_usd_budget_refuses_a_call_without_a_price() {
+        let l = Limits {
+            usd: Some(Usd(1)),
+            ..Limits::default()
+        };
+        let e = refuse(&account(l, Spend::default()), &ask(), false, worst(0), 0).unwrap_err();
+        assert!(e.message.contains("no price"), "{}", e.message);
+    }
+}
