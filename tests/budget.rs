@@ -683,3 +683,67 @@ async fn an_output_from_the_response_cache_makes_no_call_and_spends_no_budget() 
     assert_eq!(ran.state.usage.cached, 1);
     assert_eq!(ran.state.usage.calls, 0);
 }
+
+#[tokio::test]
+async fn a_wrap_up_goes_on_after_a_resume() {
+    use conductor::exec::{resume, ResumeRequest, RunOptions};
+    use conductor::model::Decision;
+    let (base, seen) = model_server(vec![openai_reply(CODER_JSON)]).await;
+    // `a` finds no room and starts the wrap-up; `bad` waits for a decision meanwhile.
+    let text = r#"workflow w {
+        on_budget = "wrap_up"
+        on_escalation = "ask"
+        agent coding { kind = "llm", role = "coder", budget = { llm_calls = 0 } }
+        agent flaky { kind = "mock", fail_first = 1, error = "fatal" }
+        agent reporting { kind = "mock" }
+        phase build {
+            min_success_rate = 0.0
+            task a on coding { prompt = "a" }
+            task bad on flaky
+        }
+        phase later { task l on reporting }
+        phase report {
+            always = true
+            task tell on reporting
+        }
+    }"#;
+    let mut map = conductor::SourceMap::new();
+    let path = std::path::Path::new("t.cond");
+    let wf = Arc::new(
+        conductor::check_source(&mut map, "t.cond", path, text)
+            .workflow
+            .unwrap(),
+    );
+    let plan = Arc::new(conductor::plan::plan(&wf).unwrap());
+    let store = Arc::new(MemoryStore::new());
+    let mut options = RunOptions::new(store.clone());
+    options.config = priced(&base);
+    let id = options.run_id.clone();
+    let waiting = conductor::exec::run(wf.clone(), plan.clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(waiting.status(), RunStatus::Waiting);
+    let events = conductor::store::Store::events(&*store, &id).unwrap();
+    let mut options = RunOptions::new(store.clone());
+    options.config = priced(&base);
+    let done = resume(
+        wf,
+        plan,
+        options,
+        events,
+        ResumeRequest {
+            decisions: vec![("bad".into(), Decision::Skip)],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(seen.lock().unwrap().len(), 0);
+    assert_eq!(done.status(), RunStatus::Completed);
+    assert_eq!(
+        done.task("l").unwrap().status,
+        TaskStatus::Pending,
+        "no phase after the wrap-up"
+    );
+    assert_eq!(done.task("tell").unwrap().status, TaskStatus::Completed);
+}
