@@ -75,7 +75,7 @@ fn outputs_come_in_index_order_whatever_order_the_instances_finish_in() {
     assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
     // The human view: one line for the group, with its counts; no line per instance.
     assert!(
-        r.stdout.contains("work[3]") && r.stdout.contains("3 instances: 3 completed"),
+        r.stdout.contains("work ×3") && r.stdout.contains("3 instances: 3 completed"),
         "{}",
         r.stdout
     );
@@ -493,4 +493,31 @@ fn the_ci_matrix_example_runs_every_shard_and_reports_them_in_the_matrix_order()
         keys,
         ["words-0", "words-1", "unique-0", "unique-1", "slug-0", "words-42"]
     );
+}
+
+#[test]
+fn max_parallel_bounds_the_instances_running_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("conc.log");
+    write(
+        dir.path(),
+        "par.cond",
+        &format!(
+            r#"workflow par {{
+                agent sh {{ kind = "shell", count = 6, command = ["sh", "-c", "echo start >> {log}; sleep 0.2; echo end >> {log}"] }}
+                phase p {{ task t on sh {{ for_each = "{{{{ range(6) | list }}}}", max_parallel = 2 }} }}
+            }}"#,
+            log = log.display()
+        ),
+    );
+    let r = run(dir.path(), &["run", "par.cond"]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let text = std::fs::read_to_string(&log).unwrap();
+    let (mut now, mut peak) = (0i32, 0i32);
+    for line in text.lines() {
+        now += if line == "start" { 1 } else { -1 };
+        peak = peak.max(now);
+    }
+    assert_eq!(text.lines().filter(|l| *l == "start").count(), 6);
+    assert_eq!(peak, 2, "{text}");
 }

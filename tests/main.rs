@@ -7,6 +7,7 @@ mod ci;
 mod cli;
 mod crash;
 mod diagnostics;
+mod distributed;
 mod errors;
 mod examples;
 mod exec;

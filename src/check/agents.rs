@@ -19,6 +19,8 @@ const COMMON: &[&str] = &[
     "circuit_breaker",
     "budget",
     "on_budget",
+    "placement",
+    "labels",
 ];
 
 fn kind_settings(kind: &str) -> &'static [&'static str] {
@@ -71,9 +73,11 @@ impl Checker<'_> {
             backoff: None,
             timeout: None,
             breaker: Breaker::default(),
+            placement: Placement::Local,
             span: a.span,
         };
         let mut specific: Vec<&ast::Setting> = Vec::new();
+        let mut placement: Vec<&ast::Setting> = Vec::new();
         for s in &settings {
             let name = s.name.name.as_str();
             let v = &s.value;
@@ -89,10 +93,12 @@ impl Checker<'_> {
                 "budget" | "on_budget" => {
                     self.budget_setting(Owner::Agent(id), s);
                 }
+                "placement" | "labels" => placement.push(s),
                 _ if kind.is_some_and(|k| kind_settings(k).contains(&name)) => specific.push(s),
                 _ => self.foreign_setting(s, kind),
             }
         }
+        pool.placement = self.placement(&placement);
         let kind = kind?;
         // An agent serves many tasks: its templates may read `item` of a fan-out instance.
         self.item = super::fanout::ItemShape::Any;

@@ -281,7 +281,21 @@ pub struct Agent {
     pub backoff: Option<Backoff>,
     pub timeout: Option<Duration>,
     pub breaker: Breaker,
+    /// Where its attempts run (`placement`, `labels`).
+    pub placement: Placement,
     pub span: Span,
+}
+
+/// Where a pool's attempts run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// In the scheduler's process (the default).
+    #[default]
+    Local,
+    /// On `conductor worker` processes that serve the pool and have these labels.
+    Workers {
+        labels: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl Agent {

@@ -17,8 +17,10 @@ mod output;
 mod policy;
 mod run;
 mod runs;
+mod scheduler;
 mod show;
 mod why;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +36,8 @@ use crate::app::{AppError, StoreSpec};
     about = "Runs multi-agent software-delivery workflows declared in .cond files"
 )]
 pub(crate) struct Cli {
-    /// The run store: a SQLite file, or `memory` for a run nobody will inspect or resume.
+    /// The run store: a SQLite file, `memory` for a run nobody will inspect or resume, or a
+    /// `postgres://user@host/db` URL shared by many processes and machines.
     #[arg(
         long,
         global = true,
@@ -72,6 +75,8 @@ enum Command {
     },
     Graph(graph::Args),
     Fmt(fmt::Args),
+    Worker(worker::Args),
+    Scheduler(scheduler::Args),
 }
 
 /// What the global options say.
@@ -122,6 +127,8 @@ pub fn main() -> ExitCode {
         Command::Policy { command } => policy::run(command),
         Command::Graph(args) => graph::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::Worker(args) => worker::run(args, &globals),
+        Command::Scheduler(args) => scheduler::run(args, &globals),
     };
     match result {
         Ok(code) => code,

@@ -296,7 +296,7 @@ fn group_line(task: &str, status: TaskStatus, state: &RunState, flags: &str) -> 
         .unwrap_or_default();
     format!(
         "  {mark} {:<20} {:<14} {:<10} {total} instance{}: {}{error}  (each: `conductor show {} {task}{flags}`)",
-        format!("{task}[{total}]"),
+        format!("{task} ×{total}"),
         "-",
         status.as_str(),
         plural(total as u64),

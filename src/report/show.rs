@@ -202,7 +202,7 @@ fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
             .collect();
         return format!(
             "  {:<20} {:<12} {:<11} {:<14} {total} instance{}: {}",
-            format!("{}[{total}]", t.task),
+            format!("{} ×{total}", t.task),
             t.phase,
             t.status.as_str(),
             "-",
