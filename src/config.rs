@@ -15,6 +15,9 @@
 //! base_url = "https://api.openai.com/v1"
 //! model = "gpt-4o-mini"
 //! api_key_env = "OPENAI_API_KEY"
+//!
+//! [providers.openai.prices]         # US dollars per million tokens, by model
+//! "gpt-4o-mini" = { input = 0.15, output = 0.60, cached_input = 0.075 }
 //! ```
 
 use std::collections::BTreeMap;
@@ -106,12 +109,25 @@ pub struct ProviderConfig {
     pub max_tokens_field: String,
 }
 
+/// What a model's tokens cost, in US dollars per million tokens.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    /// Input tokens the provider served from its prompt cache (the input price when not set).
+    pub cached_input: f64,
+}
+
 /// The project configuration.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Config {
     /// The file it was read from, if any.
     pub path: Option<PathBuf>,
     pub providers: BTreeMap<String, ProviderConfig>,
+    /// Prices by provider, then by model (`"*"`: any other model of the provider). Kept apart
+    /// from [`ProviderConfig`]: a price changes what a call costs, not what it answers, so it
+    /// stays out of the response cache's key.
+    pub prices: BTreeMap<String, BTreeMap<String, Price>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +162,15 @@ struct ProviderRepr {
     temperature: Option<f64>,
     response_format: Option<String>,
     max_tokens_field: Option<String>,
+    prices: Option<BTreeMap<String, PriceRepr>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceRepr {
+    input: f64,
+    output: f64,
+    cached_input: Option<f64>,
 }
 
 /// The environment override fields, longest first so `API_KEY_ENV` wins over a name ending
@@ -245,10 +270,24 @@ impl Config {
             .to_path_buf();
         let origin = path.clone().unwrap_or_else(|| PathBuf::from("environment"));
         let mut providers = BTreeMap::new();
-        for (name, r) in reprs {
+        let mut prices = BTreeMap::new();
+        for (name, mut r) in reprs {
+            if let Some(table) = r.prices.take() {
+                prices.insert(name.clone(), resolve_prices(&name, table, &origin)?);
+            }
             providers.insert(name.clone(), resolve(&name, r, &base, &origin)?);
         }
-        Ok(Config { path, providers })
+        Ok(Config {
+            path,
+            providers,
+            prices,
+        })
+    }
+
+    /// The price of `model` at `provider`: its own entry, else the provider's `"*"`.
+    pub fn price(&self, provider: &str, model: &str) -> Option<Price> {
+        let table = self.prices.get(provider)?;
+        table.get(model).or_else(|| table.get("*")).copied()
     }
 
     /// Where this configuration was looked for, for messages.
@@ -382,6 +421,40 @@ fn resolve(
         response_format,
         max_tokens_field,
     })
+}
+
+/// The most a price may be: a typo of a few orders of magnitude is refused, not charged.
+const MAX_PRICE: f64 = 1_000_000.0;
+
+fn resolve_prices(
+    name: &str,
+    table: BTreeMap<String, PriceRepr>,
+    origin: &Path,
+) -> Result<BTreeMap<String, Price>, ConfigError> {
+    let mut prices = BTreeMap::new();
+    for (model, p) in table {
+        let check = |what: &str, v: f64| {
+            if v.is_finite() && (0.0..=MAX_PRICE).contains(&v) {
+                Ok(v)
+            } else {
+                Err(ConfigError::Invalid {
+                    path: origin.to_path_buf(),
+                    message: format!(
+                        "provider `{name}`: the {what} price of `{model}` is {v}; prices are \
+                         US dollars per million tokens, from 0 to {MAX_PRICE}"
+                    ),
+                })
+            }
+        };
+        let input = check("input", p.input)?;
+        let price = Price {
+            input,
+            output: check("output", p.output)?,
+            cached_input: check("cached_input", p.cached_input.unwrap_or(input))?,
+        };
+        prices.insert(model, price);
+    }
+    Ok(prices)
 }
 
 fn parse_kind(
@@ -522,6 +595,42 @@ mod tests {
         assert_eq!(p.base_url, "http://127.0.0.1:9/v1");
         assert_eq!(p.api_key_env.as_deref(), Some("MY_KEY"));
         assert_eq!(c.providers["other"].max_tokens, Some(99));
+    }
+
+    #[test]
+    fn reads_prices_by_model_with_a_fallback() {
+        let c = load(
+            "[providers.default]\nkind = \"openai\"\n\
+             [providers.default.prices]\n\
+             \"gpt-4o-mini\" = { input = 0.15, output = 0.6, cached_input = 0.075 }\n\
+             \"*\" = { input = 2, output = 8 }\n",
+            &[],
+        )
+        .unwrap();
+        let p = c.price("default", "gpt-4o-mini").unwrap();
+        assert_eq!((p.input, p.output, p.cached_input), (0.15, 0.6, 0.075));
+        let other = c.price("default", "gpt-5").unwrap();
+        assert_eq!(
+            other.cached_input, 2.0,
+            "cached input costs the input price by default"
+        );
+        assert_eq!(c.price("other", "gpt-4o-mini"), None);
+        let e = load(
+            "[providers.default]\nkind = \"openai\"\n[providers.default.prices]\n\
+             m = { input = -1, output = 1 }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("the input price of `m` is -1"), "{e}");
+        let e = load(
+            "[providers.default]\nkind = \"openai\"\n[providers.default.prices]\n\
+             m = { input = 1, ouput = 1 }\n",
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("ouput"), "{e}");
     }
 
     #[test]

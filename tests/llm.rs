@@ -18,21 +18,21 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 
 #[derive(Clone, Debug)]
-struct Seen {
-    path: String,
-    headers: HashMap<String, String>,
-    body: Value,
+pub(crate) struct Seen {
+    pub(crate) path: String,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: Value,
 }
 
 #[derive(Clone)]
-struct Reply {
+pub(crate) struct Reply {
     status: u16,
     headers: String,
     body: String,
-    delay: Duration,
+    pub(crate) delay: Duration,
 }
 
-fn reply(status: u16, body: impl Into<String>) -> Reply {
+pub(crate) fn reply(status: u16, body: impl Into<String>) -> Reply {
     Reply {
         status,
         headers: String::new(),
@@ -43,7 +43,7 @@ fn reply(status: u16, body: impl Into<String>) -> Reply {
 
 /// A model server: answers every request from `script` in order (the last reply repeats) and
 /// records what it was sent.
-async fn model_server(script: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
+pub(crate) async fn model_server(script: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let seen = Arc::new(Mutex::new(Vec::new()));
@@ -88,7 +88,7 @@ async fn model_server(script: Vec<Reply>) -> (String, Arc<Mutex<Vec<Seen>>>) {
 }
 
 /// An OpenAI chat completion whose message is `content`.
-fn openai_reply(content: &str) -> Reply {
+pub(crate) fn openai_reply(content: &str) -> Reply {
     reply(
         200,
         json!({
@@ -114,7 +114,11 @@ fn anthropic_reply(text: &str) -> Reply {
     )
 }
 
-fn provider(kind: ProviderKind, base_url: &str, key_env: Option<&str>) -> ProviderConfig {
+pub(crate) fn provider(
+    kind: ProviderKind,
+    base_url: &str,
+    key_env: Option<&str>,
+) -> ProviderConfig {
     ProviderConfig {
         kind,
         base_url: base_url.to_string(),
@@ -129,30 +133,31 @@ fn provider(kind: ProviderKind, base_url: &str, key_env: Option<&str>) -> Provid
     }
 }
 
-fn config(providers: Vec<(&str, ProviderConfig)>) -> Arc<Config> {
+pub(crate) fn config(providers: Vec<(&str, ProviderConfig)>) -> Arc<Config> {
     Arc::new(Config {
         path: None,
         providers: providers
             .into_iter()
             .map(|(n, p)| (n.to_string(), p))
             .collect::<BTreeMap<_, _>>(),
+        ..Config::default()
     })
 }
 
 /// The default provider: OpenAI-compatible at `base`, no key.
-fn openai_at(base: &str) -> Arc<Config> {
+pub(crate) fn openai_at(base: &str) -> Arc<Config> {
     config(vec![(
         "default",
         provider(ProviderKind::Openai, &format!("{base}/v1"), None),
     )])
 }
 
-struct Ran {
-    state: RunState,
-    events: Vec<Event>,
+pub(crate) struct Ran {
+    pub(crate) state: RunState,
+    pub(crate) events: Vec<Event>,
 }
 
-async fn run_with(
+pub(crate) async fn run_with(
     text: &str,
     config: Arc<Config>,
     store: Arc<dyn Store>,
@@ -175,7 +180,7 @@ async fn run_with(
     Ok(Ran { state, events })
 }
 
-const CODER_JSON: &str = r#"{"files": [{"path": "src/hello.py", "content": "print('hello')\n"}], "summary": "prints hello"}"#;
+pub(crate) const CODER_JSON: &str = r#"{"files": [{"path": "src/hello.py", "content": "print('hello')\n"}], "summary": "prints hello"}"#;
 
 #[tokio::test]
 async fn openai_requests_carry_the_role_prompt_settings_and_key_and_files_reach_the_workspace() {
@@ -591,6 +596,9 @@ async fn a_recorded_run_replays_offline_and_a_changed_prompt_is_a_clear_miss() {
         recorded.task("implement").unwrap().output
     );
     assert_eq!(ran.state.usage.input_tokens, 120);
+    assert_eq!(ran.state.usage.usd, conductor::model::Usd::ZERO);
+    assert_eq!(ran.state.usage.cost_text(), "no cost (replayed)");
+    assert_eq!(ran.state.usage.spend(), conductor::model::Spend::default());
 
     // A different prompt is not in the cassette.
     let changed = text.replace("\"hello\"", "\"goodbye\"");

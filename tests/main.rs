@@ -3,6 +3,7 @@
 mod support;
 
 mod browser;
+mod budget;
 mod ci;
 mod cli;
 mod crash;

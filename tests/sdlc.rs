@@ -61,6 +61,8 @@ fn the_sdlc_example_writes_tests_deploys_monitors_and_loops_once_for_real() {
         "{stdout}"
     );
     assert!(stdout.contains("llm: 14 calls"), "{stdout}");
+    // Within its budget of 60 calls; replayed from the cassette, so free.
+    assert!(stdout.contains(", no cost (replayed)"), "{stdout}");
 
     let store = SqliteStore::open(&store_path).unwrap();
     let run = store.runs().unwrap().pop().unwrap().id;

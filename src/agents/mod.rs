@@ -8,6 +8,7 @@
 //! (timeout, cancellation) stops its work.
 
 mod env;
+mod gate;
 pub(crate) mod http;
 mod identity;
 pub mod llm;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use env::{AgentEnv, AgentEnvOptions, SetupError};
+pub use gate::{CallAsk, CallGate, CallOutcome, Reservation};
 pub use http::HttpCall;
 pub use identity::idempotency_key;
 pub use llm::ChatCall;

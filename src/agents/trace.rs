@@ -1,10 +1,12 @@
 //! What an attempt leaves besides its result, as it happens: the model calls it made (so a
-//! stopped attempt still has its tokens counted) and the output its program printed — kept
+//! stopped attempt still has its tokens counted), the budgets' gate its calls go through, and
+//! the output its program printed — kept
 //! bounded (the head and the tail of each stream, with a mark for what was cut), handed to
 //! the store piece by piece while the attempt runs, and its tail kept for the attempt's event.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::gate::CallGate;
 use crate::model::{LlmCall, LogChunk, LogStream, OutputTail};
 
 /// Bytes of each stream kept from its start, and from its end.
@@ -14,8 +16,21 @@ pub const LOG_TAIL: usize = 64 * 1024;
 pub const EVENT_TAIL: usize = 4 * 1024;
 
 /// Shared between an attempt's agent and the worker that runs it.
-#[derive(Clone, Debug, Default)]
-pub struct Trace(Arc<Mutex<Inner>>);
+#[derive(Clone, Default)]
+pub struct Trace {
+    inner: Arc<Mutex<Inner>>,
+    /// Where model calls are reserved and settled, when the run has budgets.
+    gate: Option<Arc<dyn CallGate>>,
+}
+
+impl std::fmt::Debug for Trace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trace")
+            .field("inner", &self.inner)
+            .field("gate", &self.gate.is_some())
+            .finish()
+    }
+}
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -45,8 +60,21 @@ fn index(stream: LogStream) -> usize {
 }
 
 impl Trace {
+    /// A trace whose model calls go through `gate`.
+    pub fn with_gate(gate: Arc<dyn CallGate>) -> Trace {
+        Trace {
+            inner: Arc::default(),
+            gate: Some(gate),
+        }
+    }
+
+    /// The budgets' gate, when the run has budgets.
+    pub fn gate(&self) -> Option<&Arc<dyn CallGate>> {
+        self.gate.as_ref()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn push_call(&self, call: LlmCall) {

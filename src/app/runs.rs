@@ -43,6 +43,8 @@ pub(crate) struct Resume {
     pub reason: Option<String>,
     /// `conductor dlq retry ENTRY`: the dead letter to run again.
     pub dead_letter: Option<String>,
+    /// `--budget`: budgets given new limits.
+    pub budgets: Vec<(crate::model::BudgetScope, crate::model::Limits)>,
     pub record: Option<PathBuf>,
     pub config: Option<PathBuf>,
     pub store: StoreSpec,
@@ -156,6 +158,59 @@ pub(crate) fn parse_decision(text: &str) -> Result<(String, Decision), AppError>
         .parse::<Decision>()
         .map_err(|e| AppError::Usage(format!("`--decide {text}`: {e}")))?;
     Ok((task.trim().to_string(), decision))
+}
+
+/// `SCOPE.QUANTITY=VALUE`, e.g. `workflow.usd=5` or `agent.coding.llm_calls=80`: the new
+/// limit of one quantity of one budget.
+pub(crate) fn parse_budget(
+    text: &str,
+) -> Result<(crate::model::BudgetScope, crate::model::Limits), AppError> {
+    use crate::model::{BudgetScope, Limits, Usd};
+    let usage = |why: &str| {
+        AppError::Usage(format!(
+            "`--budget {text}`: {why}; write SCOPE.QUANTITY=VALUE, SCOPE one of `workflow`, \
+             `phase.NAME`, `agent.NAME`, `task.NAME` and QUANTITY one of `usd`, `tokens`, \
+             `llm_calls`, `wall` (e.g. `--budget workflow.usd=5`)"
+        ))
+    };
+    let (left, value) = text.split_once('=').ok_or_else(|| usage("no `=`"))?;
+    let (scope, quantity) = left
+        .trim()
+        .rsplit_once('.')
+        .ok_or_else(|| usage("no quantity"))?;
+    let scope = match scope.split_once('.') {
+        None if scope == "workflow" => BudgetScope::Workflow,
+        Some(("phase", n)) => BudgetScope::Phase(n.to_string()),
+        Some(("agent", n)) => BudgetScope::Agent(n.to_string()),
+        Some(("task", n)) => BudgetScope::Task(n.to_string()),
+        _ => return Err(usage(&format!("`{scope}` is not a budget's scope"))),
+    };
+    let value = value.trim();
+    let int = || {
+        value
+            .parse::<u64>()
+            .map_err(|_| usage(&format!("`{value}` is not a whole number")))
+    };
+    let mut limits = Limits::default();
+    match quantity {
+        "usd" => {
+            let usd = value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .ok_or_else(|| usage(&format!("`{value}` is not an amount of dollars")))?;
+            limits.usd = Some(Usd::from_dollars(usd));
+        }
+        "tokens" => limits.tokens = Some(int()?),
+        "llm_calls" => limits.llm_calls = Some(int()?),
+        "wall" => {
+            let d = humantime::parse_duration(value)
+                .map_err(|_| usage(&format!("`{value}` is not a duration such as `30m`")))?;
+            limits.wall_ms = Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        }
+        other => return Err(usage(&format!("`{other}` is not a quantity"))),
+    }
+    Ok((scope, limits))
 }
 
 fn open_recorder(record: Option<&PathBuf>) -> Result<Option<Arc<Recorder>>, AppError> {
@@ -319,6 +374,7 @@ pub(crate) async fn resume(
         by: Some(req.by.unwrap_or_else(who)),
         amended,
         retry: retry.clone(),
+        budgets: req.budgets,
     };
     let state = crate::exec::resume(
         Arc::new(loaded.workflow),
@@ -336,4 +392,34 @@ pub(crate) async fn resume(
         state,
         recorded: recorder.map(|r| r.path().to_path_buf()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_budget;
+    use crate::model::{BudgetScope, Usd};
+
+    #[test]
+    fn budget_flags_name_a_scope_and_a_quantity() {
+        let (s, l) = parse_budget("agent.coding.usd=2.5").unwrap();
+        assert_eq!(s, BudgetScope::Agent("coding".into()));
+        assert_eq!(l.usd, Some(Usd::from_dollars(2.5)));
+        let (s, l) = parse_budget("workflow.wall=30m").unwrap();
+        assert_eq!((s, l.wall_ms), (BudgetScope::Workflow, Some(1_800_000)));
+        let (s, l) = parse_budget("task.review.llm_calls=40").unwrap();
+        assert_eq!(
+            (s, l.llm_calls),
+            (BudgetScope::Task("review".into()), Some(40))
+        );
+        for (bad, why) in [
+            ("workflow.usd", "no `=`"),
+            ("workflow.usd=-1", "not an amount of dollars"),
+            ("workflow.calls=3", "`calls` is not a quantity"),
+            ("pool.coding.usd=1", "`pool.coding` is not a budget's scope"),
+            ("task.a.tokens=1.5", "not a whole number"),
+        ] {
+            let e = parse_budget(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
 }

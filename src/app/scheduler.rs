@@ -80,6 +80,7 @@ pub(crate) async fn schedule(
                         params: Default::default(),
                         reason: None,
                         dead_letter: None,
+                        budgets: Vec::new(),
                         record: None,
                         config: s.config.clone(),
                         store: s.store.clone(),

@@ -17,6 +17,8 @@ const COMMON: &[&str] = &[
     "backoff",
     "timeout",
     "circuit_breaker",
+    "budget",
+    "on_budget",
     "placement",
     "labels",
 ];
@@ -87,6 +89,9 @@ impl Checker<'_> {
                 "timeout" => pool.timeout = self.reader().duration(name, v, true),
                 "circuit_breaker" => {
                     pool.breaker = self.reader().breaker(v).unwrap_or_default();
+                }
+                "budget" | "on_budget" => {
+                    self.budget_setting(Owner::Agent(id), s);
                 }
                 "placement" | "labels" => placement.push(s),
                 _ if kind.is_some_and(|k| kind_settings(k).contains(&name)) => specific.push(s),

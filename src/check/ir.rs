@@ -1,6 +1,7 @@
 //! The checked model (IR): every name resolved to an id, every setting typed and defaulted,
 //! every rule compiled, every template parsed. Owned, `Send + Sync + 'static`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -60,6 +61,8 @@ pub struct Workflow {
     pub(crate) reads_tasks: bool,
     /// Every template of the workflow, compiled.
     pub(crate) templates: Templates,
+    /// The `budget` and `on_budget` settings of the workflow, its phases, agents and tasks.
+    pub budgets: Budgets,
     pub span: Span,
 }
 
@@ -134,6 +137,114 @@ pub enum OnEscalation {
     Ask,
     Abort,
     Skip,
+}
+
+/// `budget = { tokens = N, usd = X, llm_calls = N, wall = 30m }`: limits on the model calls of
+/// everything the setting's owner contains.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Budget {
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+    pub llm_calls: Option<u64>,
+    pub wall: Option<Duration>,
+    pub span: Span,
+}
+
+/// What happens when a model call does not fit in a budget.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnBudget {
+    /// The task fails with BUDGET_EXCEEDED; it is not retried.
+    #[default]
+    Fail,
+    /// The task is escalated: retry (after raising the budget), skip or abort.
+    Escalate,
+    /// No new model calls, tasks or feedback passes; running work finishes, then the `always`
+    /// phases run.
+    WrapUp,
+}
+
+impl OnBudget {
+    pub const ALL: [(&'static str, OnBudget); 3] = [
+        ("fail", OnBudget::Fail),
+        ("escalate", OnBudget::Escalate),
+        ("wrap_up", OnBudget::WrapUp),
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnBudget::Fail => "fail",
+            OnBudget::Escalate => "escalate",
+            OnBudget::WrapUp => "wrap_up",
+        }
+    }
+}
+
+/// A phase's, agent's or task's own `budget` and `on_budget`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Scoped {
+    pub budget: Option<Budget>,
+    pub on_budget: Option<OnBudget>,
+}
+
+/// Every `budget` and `on_budget` setting of a workflow, by owner.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Budgets {
+    pub workflow: Scoped,
+    pub phases: BTreeMap<PhaseId, Scoped>,
+    pub agents: BTreeMap<AgentId, Scoped>,
+    pub tasks: BTreeMap<TaskId, Scoped>,
+}
+
+impl Budgets {
+    /// Whether any budget is set.
+    pub fn any(&self) -> bool {
+        let set = |s: &Scoped| s.budget.is_some();
+        set(&self.workflow)
+            || self.phases.values().any(set)
+            || self.agents.values().any(set)
+            || self.tasks.values().any(set)
+    }
+
+    /// What happens when a call of `task` does not fit: the task's own `on_budget`, else its
+    /// agent's, else its phase's, else the workflow's, else "fail".
+    pub fn on_budget(&self, task: &Task) -> OnBudget {
+        let own = |s: Option<&Scoped>| s.and_then(|s| s.on_budget);
+        own(self.tasks.get(&task.id))
+            .or_else(|| own(self.agents.get(&task.agent)))
+            .or_else(|| own(self.phases.get(&task.phase)))
+            .or(self.workflow.on_budget)
+            .unwrap_or_default()
+    }
+
+    /// The budgets that contain a call of `task`, innermost last: the workflow's, its
+    /// phase's, its agent's, its own.
+    pub fn containing<'a>(&'a self, task: &Task) -> impl Iterator<Item = (Owner, &'a Budget)> {
+        let budget = |s: Option<&'a Scoped>| s.and_then(|s| s.budget.as_ref());
+        [
+            (Owner::Workflow, self.workflow.budget.as_ref()),
+            (
+                Owner::Phase(task.phase),
+                budget(self.phases.get(&task.phase)),
+            ),
+            (
+                Owner::Agent(task.agent),
+                budget(self.agents.get(&task.agent)),
+            ),
+            (Owner::Task(task.id), budget(self.tasks.get(&task.id))),
+        ]
+        .into_iter()
+        .filter_map(|(o, b)| Some((o, b?)))
+    }
+}
+
+/// Who a setting belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Owner {
+    Workflow,
+    Phase(PhaseId),
+    Agent(AgentId),
+    Task(TaskId),
 }
 
 #[derive(Clone, Debug, PartialEq)]

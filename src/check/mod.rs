@@ -5,6 +5,7 @@
 //! no errors.
 
 mod agents;
+mod budget;
 mod command;
 pub(crate) mod compare;
 mod cycles;
@@ -144,6 +145,8 @@ struct Checker<'m> {
     after_spans: Vec<Vec<Span>>,
     /// What `item` is in the templates being checked.
     item: fanout::ItemShape,
+    /// Every `budget` and `on_budget` setting read so far.
+    budgets: Budgets,
 }
 
 impl<'m> Checker<'m> {
@@ -164,6 +167,7 @@ impl<'m> Checker<'m> {
             agent_defaults: Vec::new(),
             item: fanout::ItemShape::Absent,
             after_spans: Vec::new(),
+            budgets: Budgets::default(),
         }
     }
 
@@ -212,6 +216,7 @@ impl<'m> Checker<'m> {
         let (phases, tasks) = self.phases(wf);
         self.check_cycles(&tasks);
         self.warn_unused(&agents, &tasks, &phases);
+        self.warn_idle_budgets(&agents, &tasks);
         if let Some((ast_feedback, Some(f))) = &mut feedback {
             self.feedback_target(ast_feedback, f, &phases);
         }
@@ -248,6 +253,7 @@ impl<'m> Checker<'m> {
             modules,
             module_set: self.modules.clone(),
             templates: std::mem::take(&mut self.templates).finish(),
+            budgets: std::mem::take(&mut self.budgets),
             span: wf.span,
         })
     }

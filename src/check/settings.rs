@@ -17,6 +17,8 @@ const WORKFLOW_SETTINGS: &[&str] = &[
     "timeout",
     "max_parallel",
     "on_escalation",
+    "budget",
+    "on_budget",
 ];
 const ON_MAX_LOOPS: &[(&str, OnMaxLoops)] = &[
     ("complete", OnMaxLoops::Complete),
@@ -100,7 +102,11 @@ impl Checker<'_> {
             "on_escalation" => {
                 settings.on_escalation = r.choice(name, v, ON_ESCALATION);
             }
-            _ => self.unknown_setting(s, "a workflow", WORKFLOW_SETTINGS),
+            _ => {
+                if !self.budget_setting(Owner::Workflow, s) {
+                    self.unknown_setting(s, "a workflow", WORKFLOW_SETTINGS)
+                }
+            }
         }
     }
 

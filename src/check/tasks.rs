@@ -13,7 +13,7 @@ use crate::policy::RuleKind;
 use crate::source::Span;
 use crate::syntax::ast;
 
-const PHASE_SETTINGS: &[&str] = &["min_success_rate", "always"];
+const PHASE_SETTINGS: &[&str] = &["min_success_rate", "always", "budget", "on_budget"];
 const TASK_SETTINGS: &[&str] = &[
     "prompt",
     "input",
@@ -32,6 +32,8 @@ const TASK_SETTINGS: &[&str] = &[
     "max_parallel",
     "fail_fast",
     "succeed_when",
+    "budget",
+    "on_budget",
 ];
 
 /// How long an approval task waits for a person unless its `timeout` says otherwise.
@@ -108,7 +110,7 @@ impl Checker<'_> {
                             self.reader().float("min_success_rate", &s.value, 0.0, 1.0);
                     } else if s.name.name == "always" {
                         phase.always = self.reader().boolean("always", &s.value).unwrap_or(false);
-                    } else {
+                    } else if !self.budget_setting(Owner::Phase(id), s) {
                         self.unknown_setting(s, "a phase", PHASE_SETTINGS);
                     }
                 }
@@ -329,7 +331,11 @@ impl Checker<'_> {
                     .unwrap_or(Effect::Pure)
             }
             _ if super::fanout::SETTINGS.contains(&name) => {} // read first, by `fan_out`
-            _ => self.unknown_setting(s, "a task", TASK_SETTINGS),
+            _ => {
+                if !self.budget_setting(Owner::Task(task.id), s) {
+                    self.unknown_setting(s, "a task", TASK_SETTINGS)
+                }
+            }
         }
     }
 

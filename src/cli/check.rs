@@ -9,6 +9,7 @@ use super::output;
 use super::Globals;
 use crate::app::AppError;
 use crate::check::{self, Checked};
+use crate::config::Config;
 use crate::diag;
 use crate::source::SourceMap;
 use crate::text::count;
@@ -55,11 +56,24 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
                 globals.config.as_deref(),
                 path,
             ));
+            // Prices come from conductor.toml; without one only tokens and calls are judged.
+            let config = Config::from_process_env(globals.config.as_deref(), path).ok();
+            checked.diags.extend(
+                crate::plan::budget_warnings(wf, config.as_ref())
+                    .into_iter()
+                    .map(|(span, message)| diag::Diagnostic::warning(span, message)),
+            );
         }
         any_error |= checked.has_errors();
         match args.format {
             Format::Json => json.extend(checked.diags.iter().map(|d| diag::to_json(&map, d))),
-            Format::Text => any_error |= !text_report(path, &map, &checked, args.explain),
+            Format::Text => {
+                let config = args
+                    .explain
+                    .then(|| Config::from_process_env(globals.config.as_deref(), path).ok())
+                    .flatten();
+                any_error |= !text_report(path, &map, &checked, args.explain, config)
+            }
         }
     }
     if args.format == Format::Json {
@@ -75,7 +89,13 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
 }
 
 /// Prints one file's diagnostics and summary (and analysis); false when planning failed.
-fn text_report(path: &std::path::Path, map: &SourceMap, checked: &Checked, explain: bool) -> bool {
+fn text_report(
+    path: &std::path::Path,
+    map: &SourceMap,
+    checked: &Checked,
+    explain: bool,
+    config: Option<Config>,
+) -> bool {
     output::diagnostics(map, &checked.diags);
     let errors = checked.diags.iter().filter(|d| d.is_error()).count();
     let warnings = checked.diags.len() - errors;
@@ -104,6 +124,7 @@ fn text_report(path: &std::path::Path, map: &SourceMap, checked: &Checked, expla
         match crate::plan::plan(wf) {
             Ok(plan) => {
                 print!("{}", crate::plan::analysis_text(&plan.analysis));
+                print!("{}", crate::plan::estimate_text(wf, config.as_ref()));
             }
             Err(e) => {
                 eprintln!("error: {e}");

@@ -50,6 +50,10 @@ pub(super) struct ResumeArgs {
     /// (`TASK=approve` or `TASK=reject`).
     #[arg(long = "decide", value_name = "TASK=DECISION")]
     decide: Vec<String>,
+    /// A budget's new limit for the rest of the run: `SCOPE.QUANTITY=VALUE`, e.g.
+    /// `workflow.usd=5`, `agent.coding.llm_calls=80`, `task.review.wall=30m`.
+    #[arg(long = "budget", value_name = "SCOPE.QUANTITY=VALUE")]
+    budget: Vec<String>,
     /// A secret param's value again (secret values are not stored): `NAME=VALUE`.
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     params: Vec<String>,
@@ -114,6 +118,11 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
         decisions,
         reason: args.reason,
         dead_letter: None,
+        budgets: args
+            .budget
+            .iter()
+            .map(|b| app::parse_budget(b))
+            .collect::<Result<Vec<_>, _>>()?,
         record: args.record,
         config: globals.config.clone(),
         store: globals.store.clone(),
@@ -137,6 +146,7 @@ pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCo
         decisions: Vec::new(),
         reason: None,
         dead_letter: Some(entry.to_string()),
+        budgets: Vec::new(),
         record: None,
         config: globals.config.clone(),
         store: globals.store.clone(),

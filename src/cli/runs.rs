@@ -49,14 +49,14 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let widths = [22, 18, 12, 14, 4, 11, 24, 9];
-    let format = |cells: [String; 8]| {
+    let widths = [22, 18, 12, 14, 4, 11, 24, 9, 10];
+    let format = |cells: [String; 9]| {
         cells
             .iter()
             .zip(widths)
             .enumerate()
             .map(|(i, (c, w))| {
-                if i == 4 || i == 5 || i == 7 {
+                if i == 4 || i == 5 || i == 7 || i == 8 {
                     format!("{c:>w$}")
                 } else {
                     format!("{c:<w$}")

@@ -242,7 +242,13 @@ impl Tally {
 }
 
 /// The context of a gate rule.
-pub(super) fn gate(phase: &str, tally: Tally, state: &RunState, params: &Value) -> RuleContext {
+pub(super) fn gate(
+    phase: &str,
+    tally: Tally,
+    state: &RunState,
+    params: &Value,
+    budget: Value,
+) -> RuleContext {
     RuleContext::from_json(
         RuleKind::Gate,
         &json!({
@@ -251,18 +257,24 @@ pub(super) fn gate(phase: &str, tally: Tally, state: &RunState, params: &Value) 
             "skipped_by": tally.skipped_by(),
             "success_rate": tally.success_rate(),
             "tasks": finished_tasks(state),
-            "params": params, "loop_count": state.feedback_loop_count,
+            "params": params, "loop_count": state.feedback_loop_count, "budget": budget,
         }),
     )
 }
 
 /// The context of the feedback rule: every task of the last pass.
-pub(super) fn feedback(state: &RunState, params: &Value, max_loops: u32) -> RuleContext {
+pub(super) fn feedback(
+    state: &RunState,
+    params: &Value,
+    max_loops: u32,
+    budget: Value,
+) -> RuleContext {
     RuleContext::from_json(
         RuleKind::Feedback,
         &json!({
             "tasks": tasks_json(state, |_| true),
             "params": params, "loop_count": state.feedback_loop_count, "max_loops": max_loops,
+            "budget": budget,
         }),
     )
 }

@@ -37,6 +37,10 @@ impl Dispatcher {
                 self.deferred.push(t);
                 continue;
             }
+            if self.wrapping_up && !self.in_always_phase(t) {
+                self.skip(t, SkipReason::WrapUp, Some("a budget ran out".into()));
+                continue;
+            }
             if self.tasks[t.index()].upstream_failed {
                 let detail = self.failed_dependency(t);
                 self.skip(t, SkipReason::UpstreamFailed, detail);
@@ -153,7 +157,9 @@ impl Dispatcher {
         if wf.enforce.is_empty() && phase.enforce.is_empty() {
             return Enforced::Go;
         }
-        let ctx = context::enforce(self.enforce_fields(t));
+        let mut fields = self.enforce_fields(t);
+        fields["budget"] = self.budget_json();
+        let ctx = context::enforce(fields);
         for rule in wf.enforce.iter().chain(phase.enforce.iter()) {
             let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
             if let Verdict::Enforce {
@@ -458,9 +464,13 @@ impl Dispatcher {
 
     /// Hands an attempt to a worker.
     fn spawn(&mut self, t: TaskId, instance: u32, a: Attempt) {
+        let ledger = self.ledger();
         let task = self.run.wf.task(self.def_id(t));
         let a = Arc::new(a);
-        let trace = Trace::default();
+        let trace = match ledger {
+            Some(l) => Trace::with_gate(l.gate(&self.run.wf, task)),
+            None => Trace::default(),
+        };
         let rt = &mut self.tasks[t.index()];
         rt.last = Some(a.clone());
         rt.trace = Some(trace.clone());
@@ -487,6 +497,26 @@ impl Dispatcher {
         rt.abort = Some(handle);
         rt.held = Some(instance);
         rt.aborted = false;
+    }
+
+    fn in_always_phase(&self, t: TaskId) -> bool {
+        let wf = &self.run.wf;
+        wf.phase(wf.task(self.def_id(t)).phase).always
+    }
+
+    /// What rules see as `budget` (an empty map without budgets).
+    pub(super) fn budget_json(&mut self) -> Value {
+        self.ledger().map_or_else(|| json!({}), |l| l.left_json())
+    }
+
+    /// The run's budgets, opened from the state the first time they are needed.
+    pub(super) fn ledger(&mut self) -> Option<Arc<super::budget::Ledger>> {
+        if self.ledger.is_none() {
+            let l =
+                super::budget::Ledger::new(&self.run.wf, self.run.env.config.clone(), &self.state);
+            self.ledger = Some(l.map(Arc::new));
+        }
+        self.ledger.clone().flatten()
     }
 
     /// When a retry's backoff is due, or at once.

@@ -122,6 +122,12 @@ pub(super) struct Dispatcher {
     /// The attempts on workers, when a pool is placed on them.
     pub remote: Option<Arc<super::remote::Hub>>,
     cancel: tokio_util::sync::CancellationToken,
+    /// The run's budgets, opened at the first dispatch (after a resume has rebuilt the state
+    /// they are seeded from); `Some(None)`: the run has none.
+    pub ledger: Option<Option<Arc<super::budget::Ledger>>>,
+    /// A budget with `on_budget = "wrap_up"` ran out: no new task or pass starts; the
+    /// `always` phases run once what runs has finished.
+    pub wrapping_up: bool,
 }
 
 impl Dispatcher {
@@ -224,6 +230,8 @@ impl Dispatcher {
             finish: None,
             remote,
             cancel: options.cancel,
+            ledger: None,
+            wrapping_up: false,
             run,
         })
     }

@@ -10,6 +10,7 @@ mod artifacts;
 mod attempt;
 mod backoff;
 mod breaker;
+mod budget;
 mod context;
 mod defer;
 mod dispatch;
@@ -108,6 +109,8 @@ pub struct ResumeRequest {
     pub amended: Option<Amendment>,
     /// `conductor dlq retry`: a dead-lettered task to run again.
     pub retry: Option<DlqRetry>,
+    /// `--budget`: budgets given new limits (the quantities set replace the file's).
+    pub budgets: Vec<(crate::model::BudgetScope, crate::model::Limits)>,
 }
 
 /// A changed workflow file a resume goes on with: the stored sources before and after, and
@@ -145,6 +148,8 @@ pub enum ExecError {
     ChangedWorkflow { file: String, run: RunId },
     #[error("no task `{0}` in this workflow")]
     UnknownTask(String),
+    #[error("`--budget {0}…`: the workflow sets no such budget (budgets it sets: {1})")]
+    UnknownBudget(String, String),
     #[error("task `{task}` is {} now, not failed: dead letter {entry} is from an earlier pass; nothing to retry", status.as_str())]
     NotFailed {
         task: String,

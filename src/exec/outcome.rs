@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::attempt::Done;
 use super::breaker::Transition;
 use super::dispatcher::Dispatcher;
-use crate::check::ir::TaskId;
+use crate::check::ir::{OnBudget, TaskId};
 use crate::model::{DeadLetter, ErrorCode, EventKind, SkipReason, TaskError, TaskStatus};
 use crate::plan::Node;
 
@@ -51,6 +51,8 @@ impl Dispatcher {
                 // A failure (a verdict) means the agent works: it is not the breaker's.
                 Ok(_) => self.pools[p].breaker.success(t),
                 Err(e) if e.failure => self.pools[p].breaker.success(t),
+                // A call the budgets refused was never made: the agent is not at fault.
+                Err(e) if e.code == ErrorCode::BudgetExceeded => None,
                 Err(e) if e.code != ErrorCode::Cancelled => {
                     self.pools[p].breaker.failure(t, Instant::now())
                 }
@@ -93,6 +95,8 @@ impl Dispatcher {
         let attempts_this_round = attempt - result.attempt_base.min(attempt);
         if self.finish.is_some() {
             self.fail_task(t, error);
+        } else if error.code == ErrorCode::BudgetExceeded {
+            self.over_budget(t, error);
         } else if error.failure {
             // The task ran and said no: retried only for an exit code the author listed.
             let listed = error
@@ -115,6 +119,33 @@ impl Dispatcher {
             let reason = format!("{attempt} attempt{} failed", crate::text::plural(attempt));
             self.dead_letter(t, reason, error);
         }
+    }
+
+    /// A model call did not fit in a budget: never retried; `on_budget` says what follows.
+    fn over_budget(&mut self, t: TaskId, error: TaskError) {
+        let task = self.run.wf.task(self.def_id(t));
+        match self.run.wf.budgets.on_budget(task) {
+            OnBudget::Fail => self.fail_task(t, error),
+            OnBudget::Escalate => self.escalate(t, error),
+            OnBudget::WrapUp => {
+                self.fail_task(t, error);
+                self.wrap_up();
+            }
+        }
+    }
+
+    /// Stops starting work: the tasks still waiting are skipped as they come up, and the run
+    /// ends with its `always` phases once the current phase is over.
+    fn wrap_up(&mut self) {
+        if self.wrapping_up {
+            return;
+        }
+        self.wrapping_up = true;
+        self.record(EventKind::Warning {
+            message: "a budget ran out (on_budget = \"wrap_up\"): no new task, model call or \
+                      feedback pass starts; the `always` phases run next"
+                .into(),
+        });
     }
 
     /// Schedules the next attempt after the task's backoff (at least what the agent asked).

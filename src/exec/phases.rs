@@ -53,6 +53,10 @@ impl Dispatcher {
             self.next_always();
             return;
         }
+        if self.wrapping_up {
+            self.finish = Some((RunStatus::Completed, None));
+            return;
+        }
         if self.next_normal(self.phase).is_none() {
             self.end_last_phase();
             return;
@@ -71,7 +75,14 @@ impl Dispatcher {
         let tally = tally(phase, &self.state);
         let decision = match &phase.gate {
             Some(rule) => {
-                let ctx = context::gate(&phase.name, tally, &self.state, &self.run.params_json);
+                let budget = self.budget_json();
+                let ctx = context::gate(
+                    &phase.name,
+                    tally,
+                    &self.state,
+                    &self.run.params_json,
+                    budget,
+                );
                 let e = crate::policy::PolicyHost::get().evaluate_cached(
                     &mut self.rules,
                     &rule.compiled,
@@ -151,7 +162,8 @@ impl Dispatcher {
         let max = wf.settings.max_feedback_loops;
         let (severity, summary, details, rule) = match &wf.feedback {
             Some(f) => {
-                let ctx = context::feedback(&self.state, &self.run.params_json, max);
+                let budget = self.budget_json();
+                let ctx = context::feedback(&self.state, &self.run.params_json, max, budget);
                 let e = crate::policy::PolicyHost::get().evaluate_cached(
                     &mut self.rules,
                     &f.rule.compiled,
@@ -227,7 +239,7 @@ pub(super) fn tally(phase: &Phase, state: &RunState) -> Tally {
                 tally.skipped += 1;
                 match r.skip_reason {
                     Some(SkipReason::WhenFalse) => tally.when_false += 1,
-                    Some(SkipReason::Decision) => tally.decision += 1,
+                    Some(SkipReason::Decision | SkipReason::WrapUp) => tally.decision += 1,
                     Some(SkipReason::EmptyFanOut) => tally.empty_fan_out += 1,
                     Some(SkipReason::UpstreamFailed | SkipReason::SiblingFailed) | None => {
                         tally.upstream_failed += 1

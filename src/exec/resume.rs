@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::dispatcher::Dispatcher;
 use super::{ExecError, ResumeRequest};
-use crate::check::ir::{Effect, TaskId};
+use crate::check::ir::{Effect, OnBudget, TaskId};
 use crate::model::{
     Decision, ErrorCode, Event, EventKind, RunState, TaskError, TaskStatus, DLQ_RETRY_BY,
 };
@@ -21,6 +21,19 @@ impl Dispatcher {
         self.state = RunState::from_events(&events);
         self.check_same_workflow()?;
         self.link_instances();
+        // A wrap-up the stopped process had begun goes on: its task failed over budget.
+        // A raised budget (`--budget`) ends it.
+        self.wrapping_up = self.state.ending.is_none()
+            && request.budgets.is_empty()
+            && self.state.tasks.iter().any(|t| {
+                let over = t.error.as_ref().map(|e| e.code) == Some(ErrorCode::BudgetExceeded);
+                let name = t.instance.as_ref().map_or(&t.task, |i| &i.of);
+                over && self
+                    .run
+                    .wf
+                    .task_by_name(name)
+                    .is_some_and(|d| self.run.wf.budgets.on_budget(d) == OnBudget::WrapUp)
+            });
         let wf = self.run.wf.clone();
         self.phase = self
             .state
@@ -31,6 +44,9 @@ impl Dispatcher {
         // Refuse before anything is shown or recorded.
         if let Some(retry) = &request.retry {
             self.check_dead_letter(&retry.task, &retry.entry, &events)?;
+        }
+        for (scope, _) in &request.budgets {
+            super::budget::check_scope(&wf, scope)?;
         }
         self.views.refresh_all(&self.state);
         self.views
@@ -60,6 +76,12 @@ impl Dispatcher {
                 from: a.from,
                 to: a.to,
                 changes: a.changes,
+            });
+        }
+        for (scope, limits) in &request.budgets {
+            self.record(EventKind::BudgetRaised {
+                scope: scope.clone(),
+                limits: *limits,
             });
         }
         if let Some(retry) = &request.retry {

@@ -25,6 +25,8 @@ pub enum ErrorCode {
     ReplayMiss,
     /// A person (or the approval's timeout) rejected an approval task.
     Rejected,
+    /// A model call did not fit in a budget: it was not made.
+    BudgetExceeded,
     Fatal,
 }
 
@@ -48,6 +50,7 @@ impl ErrorCode {
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::ReplayMiss => "REPLAY_MISS",
             ErrorCode::Rejected => "REJECTED",
+            ErrorCode::BudgetExceeded => "BUDGET_EXCEEDED",
             ErrorCode::Fatal => "FATAL",
         }
     }

@@ -143,6 +143,11 @@ pub enum EventKind {
     Warning {
         message: String,
     },
+    /// `resume --budget`: a budget's limits, raised (or lowered) for the rest of the run.
+    BudgetRaised {
+        scope: super::BudgetScope,
+        limits: super::Limits,
+    },
     /// A pool's circuit breaker changed state.
     BreakerChanged {
         agent: Arc<str>,
@@ -219,6 +224,7 @@ impl EventKind {
             EventKind::FeedbackDecided { .. } => "feedback_decided",
             EventKind::LoopStarted { .. } => "loop_started",
             EventKind::Warning { .. } => "warning",
+            EventKind::BudgetRaised { .. } => "budget_raised",
             EventKind::BreakerChanged { .. } => "breaker_changed",
             EventKind::DeadLettered { .. } => "dead_lettered",
             EventKind::Escalated { .. } => "escalated",

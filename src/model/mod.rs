@@ -1,6 +1,7 @@
 //! Run data: ids, statuses, errors, events, usage, and the run state that is the one reader of
 //! the event log.
 
+mod cost;
 mod error;
 mod event;
 mod ids;
@@ -9,6 +10,7 @@ mod status;
 mod time;
 mod usage;
 
+pub use cost::{BudgetScope, Limits, Rates, Spend, Usd};
 pub use error::{ErrorCode, TaskError};
 pub use event::{
     AttemptRecord, DeadLetter, Event, EventKind, FeedbackPayload, InstanceInfo, TaskInfo,

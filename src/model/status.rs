@@ -91,6 +91,8 @@ pub enum SkipReason {
     Decision,
     /// A fan-out over an empty list: nothing to do.
     EmptyFanOut,
+    /// A budget with `on_budget = "wrap_up"` ran out: no new work starts.
+    WrapUp,
     /// A fan-out instance that had not started when a sibling failed under `fail_fast`.
     SiblingFailed,
 }
@@ -107,6 +109,7 @@ impl SkipReason {
             SkipReason::UpstreamFailed => "upstream_failed",
             SkipReason::Decision => "decision",
             SkipReason::EmptyFanOut => "empty_fan_out",
+            SkipReason::WrapUp => "wrap_up",
             SkipReason::SiblingFailed => "sibling_failed",
         }
     }

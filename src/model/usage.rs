@@ -2,29 +2,86 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::Usd;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 /// One call to an LLM provider.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LlmCall {
     /// The provider's name in `conductor.toml`.
     pub provider: String,
     pub model: String,
+    /// Every input token, the cached ones included.
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Input tokens the provider served from its prompt cache (priced lower).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
     pub duration_ms: u64,
-    /// Answered from a cassette rather than by a model.
+    /// Answered from a cassette rather than by a model: it cost nothing.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,
+    /// What it cost at the configured prices; absent when `conductor.toml` has no price for
+    /// its provider and model. A replayed call costs nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd: Option<Usd>,
 }
 
-/// Token usage, summed over calls.
+impl Usage {
+    /// What budgets count of it: replayed calls spend nothing.
+    pub fn spend(&self) -> super::Spend {
+        super::Spend {
+            llm_calls: self.calls.saturating_sub(self.replayed),
+            tokens: (self.input_tokens + self.output_tokens).saturating_sub(self.replayed_tokens),
+            usd: self.usd,
+        }
+    }
+}
+
+impl LlmCall {
+    /// What budgets count of it: a replayed call spends nothing; an unpriced one no dollars.
+    pub fn spend(&self) -> super::Spend {
+        if self.replayed {
+            return super::Spend::default();
+        }
+        super::Spend {
+            llm_calls: 1,
+            tokens: self.tokens(),
+            usd: self.usd.unwrap_or_default(),
+        }
+    }
+
+    /// Its tokens, input and output.
+    pub fn tokens(&self) -> u64 {
+        self.input_tokens.saturating_add(self.output_tokens)
+    }
+}
+
+/// Token usage and its cost, summed over calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub calls: u64,
     pub input_tokens: u64,
     pub output_tokens: u64,
-    /// Task outputs served from the response cache.
+    /// Task outputs served from the response cache: no call, no cost.
     #[serde(default)]
     pub cached: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
+    /// Calls answered from a cassette, and their tokens: no cost, no budget spent.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replayed: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub replayed_tokens: u64,
+    /// The cost of the priced calls.
+    #[serde(default)]
+    pub usd: Usd,
+    /// Calls with no price in `conductor.toml`: not in `usd`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unpriced: u64,
 }
 
 impl Usage {
@@ -32,6 +89,49 @@ impl Usage {
         self.calls += 1;
         self.input_tokens += call.input_tokens;
         self.output_tokens += call.output_tokens;
+        self.cached_input_tokens += call.cached_input_tokens;
+        self.replayed += u64::from(call.replayed);
+        if call.replayed {
+            self.replayed_tokens += call.tokens();
+        }
+        match call.usd {
+            Some(usd) => self.usd = self.usd.plus(usd),
+            None => self.unpriced += 1,
+        }
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == Usage::default()
+    }
+
+    /// Both summed.
+    pub fn plus(&self, o: &Usage) -> Usage {
+        Usage {
+            calls: self.calls + o.calls,
+            input_tokens: self.input_tokens + o.input_tokens,
+            output_tokens: self.output_tokens + o.output_tokens,
+            cached: self.cached + o.cached,
+            cached_input_tokens: self.cached_input_tokens + o.cached_input_tokens,
+            replayed: self.replayed + o.replayed,
+            replayed_tokens: self.replayed_tokens + o.replayed_tokens,
+            usd: self.usd.plus(o.usd),
+            unpriced: self.unpriced + o.unpriced,
+        }
+    }
+
+    /// `$0.0123`, `$0.0123 + 2 unpriced calls`, `no cost (replayed)`, or `-` with no calls.
+    pub fn cost_text(&self) -> String {
+        if self.calls == 0 {
+            return "-".into();
+        }
+        if self.replayed == self.calls {
+            return "no cost (replayed)".into();
+        }
+        match (self.unpriced, self.usd) {
+            (0, usd) => usd.to_string(),
+            (n, _) if n == self.calls => format!("{n} unpriced call{}", crate::text::plural(n)),
+            (n, usd) => format!("{usd} + {n} unpriced call{}", crate::text::plural(n)),
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! acyclic. Orders are deterministic: topological, declaration order breaking ties.
 
 mod analysis;
+mod estimate;
 mod export;
 
 use std::cmp::Reverse;
@@ -15,6 +16,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 
 pub use analysis::{Analysis, PhaseAnalysis, PoolDemand};
+pub use estimate::{budget_warnings, estimate_text};
 pub use export::{analysis_text, to_dot, to_json, to_mermaid, to_text, PlanJson};
 
 use crate::check::ir::{PhaseId, TaskId, Workflow};

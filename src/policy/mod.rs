@@ -55,6 +55,7 @@ impl RuleKind {
                 "tasks",
                 "params",
                 "loop_count",
+                "budget",
             ],
             RuleKind::Enforce => &[
                 "task",
@@ -64,9 +65,10 @@ impl RuleKind {
                 "params",
                 "loop_count",
                 "elapsed_ms",
+                "budget",
             ],
             RuleKind::When => &["tasks", "params", "loop_count", "feedback", "item"],
-            RuleKind::Feedback => &["tasks", "params", "loop_count", "max_loops"],
+            RuleKind::Feedback => &["tasks", "params", "loop_count", "max_loops", "budget"],
         }
     }
 

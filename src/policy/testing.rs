@@ -302,6 +302,7 @@ fn common_defaults() -> Map {
     m.insert("params".into(), Dynamic::from_map(Map::new()));
     m.insert("loop_count".into(), Dynamic::from_int(0));
     m.insert("feedback".into(), Dynamic::UNIT);
+    m.insert("budget".into(), Dynamic::from_map(Map::new()));
     m
 }
 

@@ -254,6 +254,7 @@ impl HumanView {
                     SkipReason::UpstreamFailed => "upstream_failed",
                     SkipReason::Decision => "skipped by decision",
                     SkipReason::EmptyFanOut => "a fan-out over nothing",
+                    SkipReason::WrapUp => "a budget ran out (wrap_up)",
                     SkipReason::SiblingFailed => "a sibling failed (`fail_fast`)",
                 };
                 format!("  - {task:<20} {:<14} skipped    {why}", "-")
@@ -357,6 +358,9 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             format!("loop {loop_count}: back to phase {target}")
         }
         EventKind::Warning { message } => format!("warning: {message}"),
+        EventKind::BudgetRaised { scope, limits } => {
+            format!("{scope} is now {}", limits.describe())
+        }
         EventKind::BreakerChanged {
             agent,
             state: b,
@@ -507,12 +511,18 @@ fn summary(
             u.input_tokens,
             u.output_tokens
         ));
+        if u.calls > 0 {
+            text.push_str(&super::show::cost_phrase(u));
+        }
         if u.cached > 0 {
             text.push_str(&format!(
-                "; {} task output{} from the response cache",
+                "; {} task output{} from the response cache (no cost)",
                 u.cached,
                 plural(u.cached)
             ));
+        }
+        if let Some(b) = super::show::cost_breakdown(state) {
+            text.push_str(&format!("\n  {b}"));
         }
     }
     if files_written > 0 {

@@ -25,13 +25,51 @@ pub fn usage_line(u: &Usage) -> String {
         u.input_tokens,
         u.output_tokens
     );
+    if u.calls > 0 {
+        line.push_str(&cost_phrase(u));
+    }
     if u.cached > 0 {
         line.push_str(&format!(
-            "; {} task output(s) from the response cache",
+            "; {} task output(s) from the response cache (no cost)",
             u.cached
         ));
     }
     line
+}
+
+/// `, cost $0.0123`, or `, no cost (replayed)`.
+pub(crate) fn cost_phrase(u: &Usage) -> String {
+    let text = u.cost_text();
+    if text.starts_with('$') {
+        format!(", cost {text}")
+    } else {
+        format!(", {text}")
+    }
+}
+
+/// `by phase: build $0.01, review $0.02; by pass: 1 $0.01, 2 $0.02`: where the money went,
+/// when there was any spend.
+pub fn cost_breakdown(state: &RunState) -> Option<String> {
+    if state.usage.calls == 0 {
+        return None;
+    }
+    let phases: Vec<String> = state
+        .phase_usage
+        .iter()
+        .filter(|(_, u)| u.calls > 0)
+        .map(|(p, u)| format!("{p} {}", u.cost_text()))
+        .collect();
+    let mut text = format!("cost by phase: {}", phases.join(", "));
+    if state.pass_usage.len() > 1 {
+        let passes: Vec<String> = state
+            .pass_usage
+            .iter()
+            .enumerate()
+            .map(|(i, u)| format!("{} {}", i + 1, u.cost_text()))
+            .collect();
+        text.push_str(&format!("; by pass: {}", passes.join(", ")));
+    }
+    Some(text)
 }
 
 /// One row of `conductor runs`.
@@ -49,6 +87,8 @@ pub struct RunRow {
     pub tasks: usize,
     pub started_at: String,
     pub duration: String,
+    /// What its model calls cost (`-` without calls).
+    pub cost: String,
     /// `--dry-run`: every agent was a mock.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -72,11 +112,12 @@ impl RunRow {
                 .count(),
             started_at: record.created_at.to_string(),
             duration: duration_text(state),
+            cost: state.usage.cost_text(),
             dry_run: state.dry_run,
         }
     }
 
-    pub const HEADER: [&'static str; 8] = [
+    pub const HEADER: [&'static str; 9] = [
         "ID",
         "WORKFLOW",
         "STATUS",
@@ -85,10 +126,11 @@ impl RunRow {
         "DONE/FAILED",
         "STARTED",
         "DURATION",
+        "COST",
     ];
 
     /// The row as the table prints it.
-    pub fn cells(&self) -> [String; 8] {
+    pub fn cells(&self) -> [String; 9] {
         [
             self.id.clone(),
             self.workflow.clone(),
@@ -102,6 +144,7 @@ impl RunRow {
             format!("{}/{} of {}", self.completed, self.failed, self.tasks),
             self.started_at.clone(),
             self.duration.clone(),
+            self.cost.clone(),
         ]
     }
 }
@@ -177,6 +220,9 @@ fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
         plural(t.attempts),
         t.duration_ms
     );
+    if t.usage.calls > 0 {
+        line.push_str(&format!("  {}", t.usage.cost_text()));
+    }
     if let Some(reason) = t.skip_reason {
         line.push_str(&format!("  skipped: {}", reason.as_str()));
     }
@@ -247,6 +293,9 @@ fn header(out: &mut String, state: &RunState) {
     if state.usage.calls > 0 || state.usage.cached > 0 {
         let _ = writeln!(out, "{}", usage_line(&state.usage));
     }
+    if let Some(b) = cost_breakdown(state) {
+        let _ = writeln!(out, "{b}");
+    }
 }
 
 /// An attempt or a retry, as `show` lists them, with the task it is of.
@@ -268,13 +317,15 @@ fn attempt_line(e: &Event) -> Option<(&str, String)> {
                 result.push_str("  (from the response cache)");
             }
             if !calls.is_empty() {
-                let (i, o) = calls.iter().fold((0, 0), |(i, o), c| {
-                    (i + c.input_tokens, o + c.output_tokens)
-                });
+                let mut u = Usage::default();
+                calls.iter().for_each(|c| u.add(c));
                 result.push_str(&format!(
-                    "  {} call{} {i}+{o} tokens",
-                    calls.len(),
-                    plural(calls.len() as u64)
+                    "  {} call{} {}+{} tokens {}",
+                    u.calls,
+                    plural(u.calls),
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cost_text()
                 ));
             }
             if !artifacts.is_empty() {

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 pub use cassette::{Cassette, CassetteError, Exchange, Recorder, ReplayProvider};
 pub use providers::{AnthropicProvider, OpenAiProvider};
 
-use super::{AgentEnv, AgentFuture, Preparing, Renderer, Trace};
+use super::{AgentEnv, AgentFuture, CallAsk, CallOutcome, Preparing, Renderer, Trace};
 use crate::check::ir::{self, Role};
 use crate::config::{Config, ProviderKind};
 use crate::model::{ErrorCode, LlmCall, TaskError};
@@ -85,9 +85,16 @@ pub struct ChatReply {
     pub text: String,
     pub input_tokens: u64,
     pub output_tokens: u64,
+    /// Of `input_tokens`, those the provider served from its prompt cache.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cached_input_tokens: u64,
     /// The reply stopped at `max_tokens`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub truncated: bool,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub type ChatFuture<'a> = Pin<Box<dyn Future<Output = Result<ChatReply, TaskError>> + Send + 'a>>;
@@ -266,7 +273,42 @@ pub(super) fn execute(
             max_tokens: call.max_tokens,
             schema: roles::schema(role),
         };
-        converse(&mut chat, &*provider, &call.provider, role, &trace).await
+        let rates = env
+            .config
+            .price(&call.provider, &call.model)
+            .map(crate::model::Rates::from);
+        converse(&mut chat, &*provider, &call.provider, rates, role, &trace).await
+    })
+}
+
+/// An upper bound on a request's prompt tokens: the bytes of its system prompt, messages and
+/// schema (a token is at least one byte) and a few framing tokens per message.
+pub(crate) fn prompt_bound(chat: &ChatRequest) -> u64 {
+    let bytes = chat.system.len()
+        + chat.messages.iter().map(|m| m.content.len()).sum::<usize>()
+        + if chat.schema.is_null() {
+            0
+        } else {
+            chat.schema.to_string().len()
+        };
+    bytes as u64 + 16 * (chat.messages.len() as u64 + 1)
+}
+
+/// What a reply cost: nothing when replayed from a cassette, unknown without a price.
+fn call_cost(
+    rates: Option<crate::model::Rates>,
+    reply: &ChatReply,
+    replayed: bool,
+) -> Option<crate::model::Usd> {
+    if replayed {
+        return Some(crate::model::Usd::ZERO);
+    }
+    rates.map(|r| {
+        r.cost(
+            reply.input_tokens,
+            reply.cached_input_tokens,
+            reply.output_tokens,
+        )
     })
 }
 
@@ -274,21 +316,52 @@ async fn converse(
     chat: &mut ChatRequest,
     provider: &dyn Provider,
     provider_name: &str,
+    rates: Option<crate::model::Rates>,
     role: Option<Role>,
     trace: &Trace,
 ) -> Result<Value, TaskError> {
     let mut problem = String::new();
     for turn in 0..2 {
         let begun = Instant::now();
-        let reply = provider.complete(chat).await?;
-        trace.push_call(LlmCall {
+        let replayed = provider.replays();
+        // A replayed call spends nothing: it is not put to the budgets.
+        let reservation = match trace.gate() {
+            Some(gate) if !replayed => Some(gate.reserve(&CallAsk {
+                provider: provider_name.to_string(),
+                model: chat.model.clone(),
+                prompt_tokens: prompt_bound(chat),
+                max_tokens: u64::from(chat.max_tokens),
+            })?),
+            _ => None,
+        };
+        let reply = match provider.complete(chat).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(r) = reservation {
+                    // A timeout may have been billed; any other error ran no model.
+                    r.settle(if e.code == ErrorCode::Timeout {
+                        CallOutcome::CutOff
+                    } else {
+                        CallOutcome::Failed
+                    });
+                }
+                return Err(e);
+            }
+        };
+        let call = LlmCall {
             provider: provider_name.to_string(),
             model: reply.model.clone(),
             input_tokens: reply.input_tokens,
             output_tokens: reply.output_tokens,
+            cached_input_tokens: reply.cached_input_tokens,
             duration_ms: begun.elapsed().as_millis() as u64,
-            replayed: provider.replays(),
-        });
+            replayed,
+            usd: call_cost(rates, &reply, replayed),
+        };
+        if let Some(r) = reservation {
+            r.settle(CallOutcome::Reply(call.clone()));
+        }
+        trace.push_call(call);
         match roles::parse_reply(role, &reply.text) {
             Ok(output) => return Ok(output),
             Err(e) => {

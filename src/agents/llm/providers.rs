@@ -167,6 +167,10 @@ impl Provider for OpenAiProvider {
                 text: content,
                 input_tokens: tokens(&usage, "prompt_tokens"),
                 output_tokens: tokens(&usage, "completion_tokens"),
+                // Included in `prompt_tokens`.
+                cached_input_tokens: usage
+                    .get("prompt_tokens_details")
+                    .map_or(0, |d| tokens(d, "cached_tokens")),
                 truncated: choice.get("finish_reason").and_then(Value::as_str) == Some("length"),
             })
         })
@@ -260,8 +264,13 @@ impl Provider for AnthropicProvider {
                     .unwrap_or(&req.model)
                     .to_string(),
                 text: text_out,
-                input_tokens: tokens(&usage, "input_tokens"),
+                // Anthropic counts the prompt in three parts: `input_tokens` leaves out what was
+                // read from or written to its prompt cache.
+                input_tokens: tokens(&usage, "input_tokens")
+                    + tokens(&usage, "cache_read_input_tokens")
+                    + tokens(&usage, "cache_creation_input_tokens"),
                 output_tokens: tokens(&usage, "output_tokens"),
+                cached_input_tokens: tokens(&usage, "cache_read_input_tokens"),
                 truncated: body.get("stop_reason").and_then(Value::as_str) == Some("max_tokens"),
             })
         })

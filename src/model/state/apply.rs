@@ -6,6 +6,7 @@ use super::{AgentState, GateRecord, RetryDue, RunArtifact, RunState, TaskResult}
 use crate::model::{
     AgentStatus, ArtifactRef, AttemptRecord, DeadLetter, Decision, Event, EventKind,
     FeedbackPayload, LlmCall, OutputTail, RunStatus, TaskError, TaskInfo, TaskStatus, Timestamp,
+    Usage,
 };
 
 /// Who decided a retry that gives a dead-lettered task a fresh history (`conductor dlq retry`).
@@ -346,6 +347,7 @@ impl RunState {
             | EventKind::FeedbackDecided { .. }
             | EventKind::LoopStarted { .. }
             | EventKind::Warning { .. }
+            | EventKind::BudgetRaised { .. }
             | EventKind::BreakerChanged { .. }
             | EventKind::DeadLettered { .. }) => self.decision_event(k, &mut note),
         }
@@ -393,6 +395,10 @@ impl RunState {
             }
             EventKind::LoopStarted { loop_count, .. } => self.feedback_loop_count = *loop_count,
             EventKind::Warning { message } => self.warnings.push(message.clone()),
+            EventKind::BudgetRaised { scope, limits } => {
+                let l = self.budget_raises.entry(scope.clone()).or_default();
+                *l = l.with(*limits);
+            }
             EventKind::BreakerChanged { agent, state, .. } => {
                 self.breakers.insert(agent.to_string(), *state);
             }
@@ -447,8 +453,11 @@ impl RunState {
             }
             let name = t.task.clone();
             let instance = t.instance.take();
+            // What it spent counts over every pass, as its budget does.
+            let usage = t.usage;
             *t = TaskResult::new(name, t.phase.clone());
             t.instance = instance;
+            t.usage = usage;
             note.task(i);
         }
     }
@@ -471,7 +480,10 @@ impl RunState {
             let name: Arc<str> = Arc::from(crate::check::fanout::instance_name(task, &inst.key));
             let i = match self.index.get(&name) {
                 Some(&i) => {
+                    // What it spent in earlier passes still counts against its budgets.
+                    let usage = self.tasks[i].usage;
                     self.tasks[i] = TaskResult::new(name, phase.clone());
+                    self.tasks[i].usage = usage;
                     i
                 }
                 None => {
@@ -528,11 +540,22 @@ impl RunState {
     }
 
     fn attempt_finished(&mut self, f: Finished<'_>, note: &mut Note<'_>) {
+        let mut spent = Usage::default();
         for call in f.calls {
-            self.usage.add(call);
+            spent.add(call);
         }
-        if f.cached {
-            self.usage.cached += 1;
+        spent.cached = u64::from(f.cached);
+        self.usage = self.usage.plus(&spent);
+        let pass = self.feedback_loop_count as usize;
+        if self.pass_usage.len() <= pass {
+            self.pass_usage.resize(pass + 1, Usage::default());
+        }
+        self.pass_usage[pass] = self.pass_usage[pass].plus(&spent);
+        if let Some((_, t)) = self.task_mut(f.task) {
+            t.usage = t.usage.plus(&spent);
+            let phase = t.phase.to_string();
+            let u = self.phase_usage.entry(phase).or_default();
+            *u = u.plus(&spent);
         }
         if let Some((i, t)) = self.task_mut(f.task) {
             t.attempts = t.attempts.max(f.attempt);

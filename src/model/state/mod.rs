@@ -56,6 +56,11 @@ pub struct RunState {
     pub error: Option<String>,
     /// LLM token usage over the whole run (every attempt, failed ones too).
     pub usage: Usage,
+    /// Usage by phase name, and by feedback pass (index 0: the first pass).
+    pub phase_usage: BTreeMap<String, Usage>,
+    pub pass_usage: Vec<Usage>,
+    /// Budget limits given again by `resume --budget`, in place of the file's.
+    pub budget_raises: BTreeMap<super::BudgetScope, super::Limits>,
     /// The status the run ends with once its `always` phases have run, and its error.
     pub ending: Option<(RunStatus, Option<String>)>,
     /// The SHA-256 of the workflow source the run now follows (stored as an artifact).
@@ -90,6 +95,9 @@ pub struct TaskResult {
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub duration_ms: u64,
+    /// The model calls of all its attempts, and what they cost.
+    #[serde(default, skip_serializing_if = "Usage::is_zero")]
+    pub usage: Usage,
     /// The end of what its last attempt's program printed.
     #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
     pub tail: OutputTail,
@@ -171,6 +179,7 @@ impl TaskResult {
             started_at: None,
             finished_at: None,
             duration_ms: 0,
+            usage: Usage::default(),
             deferred: None,
             approval: None,
             instance: None,

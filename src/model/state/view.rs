@@ -33,6 +33,9 @@ pub struct RunStateView<'a> {
     pub completed_at: Option<Timestamp>,
     pub error: Option<&'a str>,
     pub usage: Usage,
+    /// Usage and cost by phase, and by feedback pass.
+    pub phase_usage: &'a BTreeMap<String, Usage>,
+    pub pass_usage: &'a [Usage],
 }
 
 impl RunState {
@@ -66,6 +69,8 @@ impl RunState {
             completed_at: self.completed_at,
             error: self.error.as_deref(),
             usage: self.usage,
+            phase_usage: &self.phase_usage,
+            pass_usage: &self.pass_usage,
         }
     }
 }
