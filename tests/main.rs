@@ -11,6 +11,7 @@ mod examples;
 mod exec;
 mod fmt;
 mod graph;
+mod hardening;
 mod http;
 mod llm;
 mod policy;

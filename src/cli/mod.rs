@@ -72,6 +72,12 @@ enum Command {
     },
     Graph(graph::Args),
     Fmt(fmt::Args),
+    /// Renders one template sent on stdin, under limits (the child `conductor` starts for
+    /// templates that compute).
+    #[command(name = crate::template::SANDBOX_SUBCOMMAND, hide = true)]
+    RenderTemplate {
+        cpu_seconds: u64,
+    },
 }
 
 /// What the global options say.
@@ -102,6 +108,12 @@ fn flags(store: &str, config: Option<&std::path::Path>) -> String {
 pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
+    if let Command::RenderTemplate { cpu_seconds } = cli.command {
+        return crate::template::serve_sandbox(cpu_seconds);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        crate::template::enable_sandbox(exe);
+    }
     let globals = Globals {
         store: StoreSpec::parse(&cli.store),
         flags: flags(&cli.store, cli.config.as_deref()),
@@ -122,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Policy { command } => policy::run(command),
         Command::Graph(args) => graph::run(args),
         Command::Fmt(args) => fmt::run(args),
+        Command::RenderTemplate { .. } => Ok(ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

@@ -50,6 +50,7 @@ pub(super) fn drive<T: Send + 'static>(
         let ctrl_c = tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 cancel.cancel();
+                crate::template::interrupt_renders();
             }
         });
         let result = tokio::spawn(work).await;

@@ -104,7 +104,7 @@ pub(super) struct Dispatcher {
     pub deferred_epoch: u64,
     /// Set when the run must stop: (status, error).
     pub finish: Option<(RunStatus, Option<String>)>,
-    cancel: tokio_util::sync::CancellationToken,
+    pub(super) cancel: tokio_util::sync::CancellationToken,
 }
 
 impl Dispatcher {

@@ -1,0 +1,214 @@
+//! Hostile input, output, files and signals, each as a user meets it through the `conductor`
+//! binary: every reproduction of issue 15 ends in a clear error or a correct run within its
+//! timeouts — never a panic (exit 101), an abort (134), a hang, or an unreadable store.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test. `CONDUCTOR_TEST_BIN` points these tests at another build, to show
+/// that each fails on a build without its fix.
+fn binary() -> PathBuf {
+    std::env::var_os("CONDUCTOR_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_conductor")))
+}
+
+fn conductor(dir: &Path) -> Command {
+    let mut c = Command::new(binary());
+    c.current_dir(dir)
+        .env("CONDUCTOR_STORE", dir.join("store.db"))
+        .env_remove("CONDUCTOR_CONFIG")
+        .stdin(Stdio::null());
+    c
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Waits for a child at most `limit`, reading its output as it comes; a child still running
+/// then is killed and the test fails.
+fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> Output {
+    let pipe = |p: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = p {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    };
+    let stdout = pipe(child.stdout.take().map(|p| Box::new(p) as _));
+    let stderr = pipe(child.stderr.take().map(|p| Box::new(p) as _));
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{what} still ran after {limit:?}\nstdout: {}\nstderr: {}",
+                text(&stdout.join().unwrap()),
+                text(&stderr.join().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Runs a command to its end within `limit`.
+fn finish(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_at_most(child, limit, "the command")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Neither a panic (101) nor an abort or a signal: an exit code Conductor chose.
+fn assert_clean_exit(out: &Output) {
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0..=3)),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+fn both(out: &Output) -> String {
+    format!("{}{}", text(&out.stdout), text(&out.stderr))
+}
+
+fn mock_output(template: &str, task: &str) -> String {
+    format!(
+        "workflow w {{\n    agent m {{ kind = \"mock\", output = {{ x = \"{template}\" }} }}\n    \
+         phase p {{ task t on m {task} }}\n}}\n"
+    )
+}
+
+#[test]
+fn templates_that_loop_or_grow_without_bound_fail_their_task_with_the_limit_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "instructions",
+        ),
+        (
+            "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s|length }}",
+            "memory",
+        ),
+        (
+            "{% macro m(n) %}{{ m(n+1) }}{% endmacro %}{{ m(0) }}",
+            "recursion limit",
+        ),
+        (
+            "{% for i in range(100000) %}{{ 'x' * 1000000 }}{% endfor %}",
+            "larger than 8 MiB",
+        ),
+    ];
+    for (template, expected) in cases {
+        let file = write(dir.path(), "t.cond", &mock_output(template, ""));
+        let mut cmd = conductor(dir.path());
+        cmd.arg("run").arg(&file).args(["--store", "memory"]);
+        let out = finish(cmd, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "{template}: {}", both(&out));
+        assert!(both(&out).contains(expected), "{template}: {}", both(&out));
+    }
+}
+
+#[test]
+fn a_slow_template_is_stopped_by_its_tasks_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "t.cond",
+        &mock_output(
+            "{% for i in range(100000) %}{{ ('x' * 50000000)|length }}{% endfor %}",
+            "{ timeout = 1s }",
+        ),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file).args(["--store", "memory"]);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        both(&out).contains("rendering took longer than 1s"),
+        "{}",
+        both(&out)
+    );
+}
+
+#[test]
+fn ctrl_c_stops_a_template_while_it_renders() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "t.cond",
+        &mock_output(
+            "{% for i in range(100000) %}{{ ('x' * 50000000)|length }}{% endfor %}",
+            "{ timeout = 60s }",
+        ),
+    );
+    let child = conductor(dir.path())
+        .arg("run")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_at_most(child, Duration::from_secs(8), "the interrupted run");
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(text(&out.stdout).contains("CANCELLED"), "{}", both(&out));
+}
+
+#[test]
+fn deep_template_expressions_are_refused_by_check_graph_and_run_with_their_place() {
+    let dir = tempfile::tempdir().unwrap();
+    for chain in [
+        format!("{{{{ {}1 }}}}", "-".repeat(5_000)),
+        format!("{{{{ {}1 }}}}", "not ".repeat(50_000)),
+        format!("{{{{ params.p{} }}}}", "|lower".repeat(50_000)),
+        format!("{{{{ params.p{} }}}}", ".a".repeat(50_000)),
+        format!("{{{{ 1{} }}}}", "+1".repeat(50_000)),
+    ] {
+        let source = format!(
+            "workflow w {{\n    param p = \"a\"\n    agent m {{ kind = \"mock\", output = {{ x = \"{chain}\" }} }}\n    phase p {{ task t on m }}\n}}\n"
+        );
+        let file = write(dir.path(), "deep.cond", &source);
+        for command in ["check", "graph", "run"] {
+            let mut cmd = conductor(dir.path());
+            cmd.arg(command).arg(&file).args(["--store", "memory"]);
+            let out = finish(cmd, Duration::from_secs(60));
+            assert_clean_exit(&out);
+            let code = out.status.code();
+            assert!(matches!(code, Some(1 | 2)), "{command}: {}", both(&out));
+            assert!(
+                text(&out.stderr).contains("nested more than 64 levels deep"),
+                "{command}: {}",
+                both(&out)
+            );
+            assert!(text(&out.stderr).contains("deep.cond:3:"), "{}", both(&out));
+        }
+    }
+}
