@@ -428,7 +428,7 @@ async fn a_resumed_run_shows_its_history_as_it_happened() {
         o.events.clone(),
         conductor::exec::ResumeRequest {
             decisions: vec![("b".into(), Decision::Skip)],
-            retry: None,
+            ..Default::default()
         },
     )
     .await
@@ -524,7 +524,7 @@ async fn a_resumed_retry_waits_out_the_rest_of_its_backoff_and_its_dead_letter_h
         events,
         conductor::exec::ResumeRequest {
             decisions: vec![],
-            retry: None,
+            ..Default::default()
         },
     )
     .await

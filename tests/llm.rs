@@ -914,7 +914,7 @@ async fn a_dry_run_resumed_stays_a_dry_run() {
         events,
         conductor::exec::ResumeRequest {
             decisions: vec![("a".into(), conductor::model::Decision::Retry)],
-            retry: None,
+            ..Default::default()
         },
     )
     .await

@@ -47,6 +47,61 @@ async fn hostile_template_values_arrive_as_one_literal_argument_each() {
 }
 
 #[tokio::test]
+async fn a_command_element_that_is_one_expression_expands_a_list_into_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = r#"workflow w {
+        agent lister {
+            kind = "shell"
+            command = ["sh", "-c", "printf '{\"files\": [\"a b.py\", \"-rf; rm *\", \"c.py\"], \"none\": [], \"one\": \"x y\"}'"]
+        }
+        agent many {
+            kind = "shell"
+            command = ["sh", "-c", "for a in \"$@\"; do printf '[%s]' \"$a\"; done", "argv0", "{{ tasks.list.output.files }}", "end"]
+        }
+        agent empty {
+            kind = "shell"
+            command = ["sh", "-c", "for a in \"$@\"; do printf '[%s]' \"$a\"; done", "argv0", "{{ tasks.list.output.none }}", "end"]
+        }
+        agent single {
+            kind = "shell"
+            command = ["sh", "-c", "for a in \"$@\"; do printf '[%s]' \"$a\"; done", "argv0", "{{ tasks.list.output.one }}", "end"]
+        }
+        agent mixed {
+            kind = "shell"
+            command = ["sh", "-c", "printf '[%s]' \"$@\"", "argv0", "files={{ tasks.list.output.files }}"]
+        }
+        phase p {
+            task list on lister
+            task many on many after list
+            task empty on empty after list
+            task single on single after list
+            task text on mixed after list
+        }
+    }"#;
+    let state = run_in(text, dir.path(), Some(dir.path())).await;
+    let stdout = |t: &str| {
+        let r = state.task(t).unwrap();
+        assert_eq!(r.status, TaskStatus::Completed, "{t}: {:?}", r.error);
+        r.output["stdout"].as_str().unwrap().to_string()
+    };
+    // `{{ … }}` alone in a command element gives one argument per item of a list — literal,
+    // never through a shell.
+    assert_eq!(stdout("many"), "[a b.py][-rf; rm *][c.py][end]");
+    assert_eq!(
+        stdout("empty"),
+        "[end]",
+        "an empty list is no argument at all"
+    );
+    assert_eq!(
+        stdout("single"),
+        "[x y][end]",
+        "a string stays one argument"
+    );
+    // Text around the expression: one argument, the list printed.
+    assert!(stdout("text").starts_with("[files=["), "{}", stdout("text"));
+}
+
+#[tokio::test]
 async fn workdir_env_workspace_and_json_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let wf_dir = dir.path().join("flows");

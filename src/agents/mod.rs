@@ -57,6 +57,15 @@ pub enum AgentCall {
     Http(HttpCall),
     Script(ScriptCall),
     Llm(ChatCall),
+    /// What a person is asked; the scheduler waits for the answer, no worker executes it.
+    Approval(ApprovalCall),
+}
+
+/// An approval task's question: its rendered `prompt`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalCall {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 impl AgentCall {
@@ -67,6 +76,7 @@ impl AgentCall {
             AgentCall::Http(_) => "http",
             AgentCall::Script(_) => "script",
             AgentCall::Llm(_) => "llm",
+            AgentCall::Approval(_) => "approval",
         }
     }
 
@@ -122,7 +132,7 @@ pub(crate) fn is_templated(wf: &Workflow, task: &ir::Task) -> bool {
         }
         AgentKind::Http(h) => t(&h.url) || h.headers.values().any(t) || some(h.body.as_ref()),
         AgentKind::Mock(m) => !m.output_tree.is_plain(),
-        AgentKind::Script(_) => false,
+        AgentKind::Script(_) | AgentKind::Approval => false,
     };
     agent || some(task.prompt.as_ref()) || !task.input_tree.is_plain()
 }
@@ -156,6 +166,12 @@ pub(crate) fn prepare(p: &Preparing<'_>, r: &Renderer<'_>) -> Result<AgentCall, 
         AgentKind::Http(h) => AgentCall::Http(http::prepare(h, &agent.name, r)?),
         AgentKind::Script(s) => AgentCall::Script(script::prepare(s, p)),
         AgentKind::Llm(l) => AgentCall::Llm(llm::prepare(l, agent, p, r)?),
+        AgentKind::Approval => AgentCall::Approval(ApprovalCall {
+            message: r.render_opt(
+                p.task.prompt.as_ref(),
+                &format!("`prompt` of task `{}`", p.task.name),
+            )?,
+        }),
     })
 }
 
@@ -178,6 +194,12 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFutur
         AgentCall::Http(h) => http::execute(h, &env),
         AgentCall::Script(s) => script::execute(s, env, attempt.task),
         AgentCall::Llm(c) => llm::execute(c, attempt.task, env, trace),
+        AgentCall::Approval(_) => Box::pin(async {
+            Err(TaskError::fatal(
+                ErrorCode::Fatal,
+                "an approval is decided by a person, not executed by an agent",
+            ))
+        }),
     }
 }
 

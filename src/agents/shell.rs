@@ -38,11 +38,24 @@ pub(super) fn prepare(
     r: &Renderer<'_>,
 ) -> Result<ShellCall, TaskError> {
     let what = |part: &str| format!("`{part}` of agent `{agent}`");
-    let argv = sh
-        .command
-        .iter()
-        .map(|t| r.render(t, &what("command")))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut argv = Vec::with_capacity(sh.command.len());
+    for t in &sh.command {
+        let rendered = r.render(t, &what("command"))?;
+        if t.expands {
+            argv.extend(crate::template::split_argv(rendered));
+        } else {
+            argv.push(rendered);
+        }
+    }
+    if argv.is_empty() {
+        return Err(TaskError::fatal(
+            ErrorCode::InvalidInput,
+            format!(
+                "{}: no program to run (the list it expands is empty)",
+                what("command")
+            ),
+        ));
+    }
     let workdir = r.render_opt(sh.workdir.as_ref(), &what("workdir"))?;
     let env = sh
         .env

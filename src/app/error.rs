@@ -43,6 +43,17 @@ pub(crate) enum AppError {
         task: String,
         hint: String,
     },
+    #[error(
+        "the workflow file `{file}` no longer has the tasks run {run} started with: {}. A resume \
+         goes on with changed settings, prompts, commands and rules, not a changed shape; start \
+         a new run for the changed workflow",
+        differences.join("; ")
+    )]
+    ChangedShape {
+        file: String,
+        run: String,
+        differences: Vec<String>,
+    },
     #[error("no dead letter `{0}` (see `conductor dlq list`)")]
     UnknownDeadLetter(String),
     #[error("cannot load `{file}`, the workflow of run {run}; resume from the folder the run started in")]

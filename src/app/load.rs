@@ -14,6 +14,8 @@ pub(crate) struct Loaded {
     pub workflow: Workflow,
     pub plan: Plan,
     pub warnings: Vec<Diagnostic>,
+    /// The file's text, stored with the run.
+    pub source: String,
 }
 
 /// Reads, checks and plans a workflow file.
@@ -41,6 +43,7 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, AppError> {
         workflow,
         plan,
         warnings: checked.diags,
+        source: text,
     })
 }
 

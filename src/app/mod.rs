@@ -2,6 +2,7 @@
 //! stores, lays out workspaces, holds runs, loads and checks workflows, starts and resumes
 //! runs, and cleans up — returning typed errors; it prints nothing.
 
+mod amend;
 mod error;
 mod inspect;
 mod load;
@@ -13,6 +14,6 @@ pub(crate) use error::AppError;
 pub(crate) use inspect::{export_artifacts, find_run, gc, load_run, parse_age};
 pub(crate) use load::{load, provider_warnings, Loaded};
 pub(crate) use runs::{
-    parse_decision, parse_params, resume, start, Prepared, Resume, Start, Stopped, Watch,
+    parse_decision, parse_params, resume, start, who, Prepared, Resume, Start, Stopped, Watch,
 };
 pub(crate) use stores::StoreSpec;

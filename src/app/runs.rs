@@ -12,7 +12,7 @@ use super::{AppError, StoreSpec};
 use crate::agents::llm::Recorder;
 use crate::config::Config;
 use crate::exec::{DlqRetry, Observer, Operator, ResumeRequest, RunOptions};
-use crate::model::{Decision, RunId, RunState, RunStatus};
+use crate::model::{Decision, RunId, RunState, RunStatus, TaskStatus};
 use crate::store::Store;
 
 /// A new run, as asked for.
@@ -32,6 +32,8 @@ pub(crate) struct Resume {
     /// A run id, or a unique prefix of one.
     pub run: String,
     pub decisions: Vec<(String, Decision)>,
+    /// `--reason`: why, recorded with the decisions.
+    pub reason: Option<String>,
     /// `conductor dlq retry ENTRY`: the dead letter to run again.
     pub dead_letter: Option<String>,
     pub record: Option<PathBuf>,
@@ -128,6 +130,7 @@ pub(crate) async fn start(
     options.workspace = super::workspace::create(&req.store, &options.run_id);
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
+    options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
     attach(&mut options, &*store, &loaded, watch);
     let workspace = options.workspace.clone();
     let result = crate::exec::run(Arc::new(loaded.workflow), Arc::new(loaded.plan), options).await;
@@ -162,6 +165,14 @@ fn attach(
     options.operator = w.operator;
 }
 
+/// Who is deciding, for the record: the login name the environment gives.
+pub(crate) fn who() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| "an unnamed user".to_string())
+}
+
 /// Continues a stopped run (`conductor resume`, `conductor dlq retry`).
 pub(crate) async fn resume(
     req: Resume,
@@ -187,7 +198,15 @@ pub(crate) async fn resume(
     let _lease = store.lease(&run_id)?;
     let events = store.events(&run_id)?;
     let state = RunState::from_events(&events);
+    // A failed run goes on only to retry a failed task (`--decide T=retry`, `dlq retry`).
+    let retries_failed = req.decisions.iter().any(|(name, d)| {
+        *d == Decision::Retry
+            && state
+                .task(name)
+                .is_some_and(|t| t.status == TaskStatus::Failed)
+    });
     match state.status() {
+        RunStatus::Failed if retries_failed => {}
         RunStatus::Completed | RunStatus::Failed if retry.is_none() => {
             return Ok(Stopped::Finished { run: run_id, state })
         }
@@ -195,13 +214,15 @@ pub(crate) async fn resume(
         _ => {}
     }
     let file = PathBuf::from(&state.file);
-    let loaded = super::load(&file).map_err(|e| match e {
-        AppError::Invalid { .. } | AppError::Plan(_) => AppError::WorkflowGone {
+    if !file.exists() {
+        return Err(AppError::WorkflowGone {
             file: state.file.clone(),
             run: run_id.to_string(),
-        },
-        other => other,
-    })?;
+        });
+    }
+    // A file that no longer checks is reported as `check` would: the user is amending it.
+    let loaded = super::load(&file)?;
+    let amended = super::amend::amendment(&*store, &state, &loaded)?;
     let config = Config::from_process_env(req.config.as_deref(), &file)?;
     let recorder = open_recorder(req.record.as_ref())?;
     let mut options = RunOptions::new(store.clone());
@@ -213,6 +234,9 @@ pub(crate) async fn resume(
     attach(&mut options, &*store, &loaded, watch);
     let request = ResumeRequest {
         decisions: req.decisions,
+        reason: req.reason,
+        by: Some(who()),
+        amended,
         retry: retry.clone(),
     };
     let state = crate::exec::resume(

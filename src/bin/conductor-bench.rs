@@ -879,6 +879,7 @@ fn artifacts_us(n: usize) -> f64 {
                     size: 200,
                 }],
                 cached: false,
+                tail: Default::default(),
             },
         })
         .collect();

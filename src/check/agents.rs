@@ -9,7 +9,7 @@ use super::{AgentDefaults, Checker, SeenSettings};
 use crate::diag::{self, Annotate, Diagnostic};
 use crate::syntax::ast::{self, ValueKind};
 
-const KINDS: &[&str] = &["llm", "shell", "http", "script", "mock"];
+const KINDS: &[&str] = &["llm", "shell", "http", "script", "approval", "mock"];
 const COMMON: &[&str] = &[
     "kind",
     "count",
@@ -94,6 +94,7 @@ impl Checker<'_> {
             "shell" => AgentKind::Shell(self.shell(a, &specific)?),
             "http" => AgentKind::Http(self.http(a, &specific)?),
             "script" => AgentKind::Script(self.script(a, &specific)?),
+            "approval" => AgentKind::Approval,
             _ => AgentKind::Mock(self.mock(&specific)),
         };
         if self.agent_defaults.len() <= id.index() {

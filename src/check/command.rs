@@ -7,6 +7,23 @@ use crate::diag::Annotate;
 use crate::syntax::ast::{self, ValueKind};
 
 impl Checker<'_> {
+    /// A list element that is exactly one `{{ expression }}` may yield a list: it is compiled
+    /// a second time through the `argv_items` filter, which marks a list so each item becomes
+    /// its own argument.
+    fn expanding(&mut self, mut t: Template) -> Template {
+        let Some(expr) = crate::template::whole_expression(&t.source) else {
+            return t;
+        };
+        if let Ok((id, _)) = self
+            .templates
+            .add(&format!("{{{{ {expr} | argv_items }}}}"))
+        {
+            t.id = Some(id);
+            t.expands = true;
+        }
+        t
+    }
+
     /// `command`: a list of argument templates, or one string split as a shell would.
     pub(super) fn command(&mut self, v: &ast::Value) -> Option<Vec<Template>> {
         match &v.kind {
@@ -18,7 +35,8 @@ impl Checker<'_> {
                         .reader()
                         .string("command", item)
                         .cloned()
-                        .and_then(|lit| self.template(&lit, "command"));
+                        .and_then(|lit| self.template(&lit, "command"))
+                        .map(|t| self.expanding(t));
                     out.push(arg);
                 }
                 out.into_iter().collect()

@@ -183,6 +183,8 @@ pub enum AgentKind {
     Http(HttpAgent),
     Script(ScriptAgent),
     Mock(MockAgent),
+    /// A person decides: the task waits for approve or reject.
+    Approval,
 }
 
 impl AgentKind {
@@ -193,6 +195,7 @@ impl AgentKind {
             AgentKind::Http(_) => "http",
             AgentKind::Script(_) => "script",
             AgentKind::Mock(_) => "mock",
+            AgentKind::Approval => "approval",
         }
     }
 }
@@ -403,6 +406,9 @@ pub struct Template {
     pub dynamic: bool,
     /// The compiled template in [`Workflow::templates`], when `dynamic`.
     pub(crate) id: Option<TemplateId>,
+    /// A `command` element that is one expression: a list value becomes one argument per
+    /// item ([`crate::template::split_argv`]).
+    pub expands: bool,
     pub span: Span,
 }
 

@@ -6,6 +6,7 @@
 
 mod agents;
 mod command;
+pub(crate) mod compare;
 mod cycles;
 pub mod ir;
 mod modules;

@@ -25,6 +25,9 @@ const TASK_SETTINGS: &[&str] = &[
     "effect",
 ];
 
+/// How long an approval task waits for a person unless its `timeout` says otherwise.
+pub(crate) const APPROVAL_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The settings a task inherits from its agent when it does not set them itself: what the
 /// task's own body sets.
 #[derive(Default)]
@@ -44,7 +47,12 @@ impl Inheritable {
         let agent_codes = agent.and_then(|d| d.retry_on_exit.clone());
         task.retry_on_exit = self.retry_on_exit.or(agent_codes).unwrap_or_default();
         task.backoff = self.backoff.or(backoff).unwrap_or(task.backoff);
-        task.timeout = self.timeout.or(timeout).unwrap_or(task.timeout);
+        // A person answers an approval: a day, not the five minutes a program gets.
+        let default_timeout = match agent.map(|d| d.kind) {
+            Some("approval") => APPROVAL_TIMEOUT,
+            _ => task.timeout,
+        };
+        task.timeout = self.timeout.or(timeout).unwrap_or(default_timeout);
     }
 }
 
@@ -160,7 +168,7 @@ impl Checker<'_> {
         let own = self.task_body(t, &mut task);
         own.apply(&mut task, agent_defaults.as_ref());
         if let Some(defaults) = &agent_defaults {
-            if task.prompt.is_some() && defaults.kind != "llm" {
+            if task.prompt.is_some() && !matches!(defaults.kind, "llm" | "approval") {
                 self.warn_ignored_prompt(t, defaults.kind);
             }
         }

@@ -48,6 +48,7 @@ impl Checker<'_> {
             text: lit.value.clone(),
             dynamic,
             id,
+            expands: false,
             span: lit.span,
         })
     }

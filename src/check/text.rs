@@ -59,6 +59,47 @@ pub fn to_text(wf: &Workflow) -> String {
     out
 }
 
+/// The model item by item, each with a name a person knows it by (`task `build``) and its
+/// text: two versions of a workflow are compared item by item (`resume` with an amended file).
+pub(crate) fn items(wf: &Workflow) -> Vec<(String, String)> {
+    let mut items = Vec::new();
+    let mut s = String::new();
+    if let Some(d) = &wf.description {
+        let _ = writeln!(s, "description {d:?}");
+    }
+    settings(&mut s, &wf.settings);
+    items.push(("the workflow's settings".to_string(), s));
+    for p in &wf.params {
+        let text = p.default.as_ref().map_or("required".to_string(), value);
+        items.push((format!("param `{}`", p.name), text));
+    }
+    for a in &wf.agents {
+        let mut s = String::new();
+        agent(&mut s, a);
+        items.push((format!("agent `{}`", a.name), s));
+    }
+    let mut s = String::new();
+    for r in &wf.enforce {
+        let _ = writeln!(s, "enforce {}", rule(r));
+    }
+    items.push(("the workflow's enforce rules".to_string(), s));
+    for p in &wf.phases {
+        let mut s = String::new();
+        phase_rules(&mut s, wf, p);
+        items.push((format!("phase `{}`", p.name), s));
+        for id in &p.tasks {
+            let mut s = String::new();
+            task(&mut s, wf, wf.task(*id));
+            items.push((format!("task `{}`", wf.task(*id).name), s));
+        }
+    }
+    let feedback = wf.feedback.as_ref().map_or(String::new(), |f| {
+        format!("to {} {}", wf.phase(f.target).name, rule(&f.rule))
+    });
+    items.push(("the feedback rule".to_string(), feedback));
+    items
+}
+
 fn settings(out: &mut String, s: &WorkflowSettings) {
     let _ = writeln!(
         out,
@@ -106,6 +147,24 @@ fn phase(out: &mut String, wf: &Workflow, p: &Phase) {
     for id in &p.tasks {
         task(out, wf, wf.task(*id));
     }
+    gate(out, p);
+}
+
+/// A phase without its tasks: its settings and rules.
+fn phase_rules(out: &mut String, wf: &Workflow, p: &Phase) {
+    let _ = writeln!(
+        out,
+        "settings always={} min_success_rate={}",
+        p.always,
+        p.min_success_rate.unwrap_or(wf.settings.min_success_rate)
+    );
+    for r in &p.enforce {
+        let _ = writeln!(out, "enforce {}", rule(r));
+    }
+    gate(out, p);
+}
+
+fn gate(out: &mut String, p: &Phase) {
     match &p.gate {
         Some(g) => {
             let _ = writeln!(out, "    gate {}", rule(g));
@@ -190,6 +249,7 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
         AgentKind::Script(s) => {
             let _ = writeln!(out, "    function {}", s.function);
         }
+        AgentKind::Approval => {}
         AgentKind::Mock(m) => {
             let _ = writeln!(
                 out,

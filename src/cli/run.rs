@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::{output, Globals};
 use crate::app::{self, AppError, Prepared, Stopped, Watch};
-use crate::exec::{DecisionFuture, Escalation, Observer, Operator};
+use crate::exec::{
+    ApprovalQuestion, DecisionFuture, Escalation, Observer, Operator, Reply, ReplyFuture,
+};
 use crate::model::{Decision, RunStatus};
 use crate::report::{HumanView, JsonLines};
 
@@ -38,9 +40,13 @@ pub(super) struct RunArgs {
 pub(super) struct ResumeArgs {
     /// A run id, or a unique prefix of one.
     run: String,
-    /// Answer an escalation: `TASK=retry`, `TASK=skip` or `TASK=abort`.
+    /// Answer an escalation (`TASK=retry`, `TASK=skip` or `TASK=abort`) or an approval task
+    /// (`TASK=approve` or `TASK=reject`).
     #[arg(long = "decide", value_name = "TASK=DECISION")]
     decide: Vec<String>,
+    /// Why: recorded with the decisions (an approval's output carries it).
+    #[arg(long, value_name = "TEXT", requires = "decide")]
+    reason: Option<String>,
     #[arg(long)]
     json: bool,
     /// Write the resumed part's LLM provider exchanges to this cassette (extending it).
@@ -63,7 +69,7 @@ pub(super) fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError
     let stopped = output::drive(cancel.clone(), async move {
         app::start(start, cancel, |p| watch(p, json, &flags)).await
     })?;
-    Ok(ended(stopped, json))
+    Ok(ended(stopped, json, &globals.flags))
 }
 
 pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, AppError> {
@@ -75,6 +81,7 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
     let req = app::Resume {
         run: args.run,
         decisions,
+        reason: args.reason,
         dead_letter: None,
         record: args.record,
         config: globals.config.clone(),
@@ -86,7 +93,7 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
     let stopped = output::drive(cancel.clone(), async move {
         app::resume(req, cancel, |p| watch(p, json, &flags)).await
     })?;
-    Ok(ended(stopped, json))
+    Ok(ended(stopped, json, &globals.flags))
 }
 
 /// `conductor dlq retry ENTRY`.
@@ -94,6 +101,7 @@ pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCo
     let req = app::Resume {
         run: String::new(),
         decisions: Vec::new(),
+        reason: None,
         dead_letter: Some(entry.to_string()),
         record: None,
         config: globals.config.clone(),
@@ -104,7 +112,7 @@ pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCo
     let stopped = output::drive(cancel.clone(), async move {
         app::resume(req, cancel, |p| watch(p, false, &flags)).await
     })?;
-    Ok(ended(stopped, false))
+    Ok(ended(stopped, false, &globals.flags))
 }
 
 /// The observers of a run on the command line, and the operator when there is a terminal.
@@ -134,7 +142,7 @@ fn watch(p: &Prepared<'_>, json: bool, flags: &str) -> Watch {
 }
 
 /// 0 COMPLETED, 1 FAILED or CANCELLED, 3 WAITING for a decision.
-fn ended(stopped: Stopped, json: bool) -> ExitCode {
+fn ended(stopped: Stopped, json: bool, flags: &str) -> ExitCode {
     match stopped {
         Stopped::Ran { state, recorded } => {
             if let (Some(path), false) = (recorded, json) {
@@ -156,8 +164,20 @@ fn ended(stopped: Stopped, json: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Stopped::Finished { run, state } => {
+            let failed: Vec<&str> = state
+                .tasks
+                .iter()
+                .filter(|t| t.status == crate::model::TaskStatus::Failed)
+                .map(|t| &*t.task)
+                .collect();
+            let hint = match failed.first() {
+                Some(t) => format!(
+                    "; to fix and retry a failed task, edit the workflow and run `conductor resume {run}{flags} --decide {t}=retry`"
+                ),
+                None => String::new(),
+            };
             output::line(format!(
-                "run {run} failed ({}); there is nothing to resume",
+                "run {run} failed ({}); there is nothing to resume{hint}",
                 state.error.as_deref().unwrap_or("no reason recorded")
             ));
             ExitCode::from(1)
@@ -165,8 +185,36 @@ fn ended(stopped: Stopped, json: bool) -> ExitCode {
     }
 }
 
-/// Asks the operator at the terminal what to do with a task that failed fatally.
+/// Asks the operator at the terminal what to do with a task that failed fatally, and whether
+/// to approve an approval task.
 struct TerminalOperator;
+
+/// Reads lines from the terminal on a thread of its own, not the runtime's blocking pool: a
+/// run that ends while the question is open must not wait for a line nobody will type. `ask`
+/// gets each line and says whether it is an answer (else the prompt is shown again); end of
+/// input gives `None` and the run waits for `resume --decide`.
+fn ask_terminal<T: Send + 'static>(
+    prompt: String,
+    mut ask: impl FnMut(&str) -> Option<T> + Send + 'static,
+) -> tokio::sync::oneshot::Receiver<Option<T>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let answer = loop {
+            eprint!("{prompt}");
+            let mut line = String::new();
+            match std::io::stdin().read_line(&mut line) {
+                Ok(0) | Err(_) => break None,
+                Ok(_) => {
+                    if let Some(a) = ask(&line) {
+                        break Some(a);
+                    }
+                }
+            }
+        };
+        let _ = tx.send(answer);
+    });
+    rx
+}
 
 impl Operator for TerminalOperator {
     fn decide<'a>(&'a self, q: &'a Escalation) -> DecisionFuture<'a> {
@@ -177,26 +225,45 @@ impl Operator for TerminalOperator {
             crate::text::plural(q.attempts),
             q.error
         );
-        Box::pin(async move {
-            // A thread of its own, not the runtime's blocking pool: a run that ends while the
-            // question is open must not wait for a line nobody will type.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::spawn(move || {
-                let answer = loop {
-                    eprint!("{prompt}");
-                    let mut line = String::new();
-                    match std::io::stdin().read_line(&mut line) {
-                        // End of input: nobody can answer; the run waits for `resume --decide`.
-                        Ok(0) | Err(_) => break None,
-                        Ok(_) => match line.parse::<Decision>() {
-                            Ok(d) => break Some((d, "operator at the terminal".to_string())),
-                            Err(e) => eprintln!("{e}"),
-                        },
-                    }
-                };
-                let _ = tx.send(answer);
-            });
-            rx.await.ok().flatten()
-        })
+        let rx = ask_terminal(prompt, |line| match line.parse::<Decision>() {
+            Ok(d) if !d.is_approval() => Some((d, "operator at the terminal".to_string())),
+            Ok(_) => {
+                eprintln!("answer retry, skip or abort");
+                None
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                None
+            }
+        });
+        Box::pin(async move { rx.await.ok().flatten() })
+    }
+
+    fn approve<'a>(&'a self, q: &'a ApprovalQuestion) -> ReplyFuture<'a> {
+        let asks = q
+            .message
+            .as_deref()
+            .map(|m| format!(":\n{m}"))
+            .unwrap_or_default();
+        let prompt = format!(
+            "\ntask `{}` asks for approval{asks}\napprove or reject? [y/n, optionally followed by a reason] ",
+            q.task
+        );
+        let rx = ask_terminal(prompt, |line| {
+            let line = line.trim();
+            let (word, reason) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+            match word.parse::<Decision>() {
+                Ok(d) if d.is_approval() || d == Decision::Abort => Some(Reply {
+                    decision: d,
+                    by: format!("{} at the terminal", crate::app::who()),
+                    reason: Some(reason.trim().to_string()).filter(|r| !r.is_empty()),
+                }),
+                _ => {
+                    eprintln!("answer y (approve) or n (reject), or abort");
+                    None
+                }
+            }
+        });
+        Box::pin(async move { rx.await.ok().flatten() })
     }
 }

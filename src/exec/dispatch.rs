@@ -59,6 +59,12 @@ impl Dispatcher {
                 }
             }
             self.undefer(t);
+            let agent = &self.run.wf.agent(self.run.wf.task(t).agent).kind;
+            if matches!(agent, crate::check::ir::AgentKind::Approval) && !self.run.dry_run {
+                // A person decides: no instance, no breaker.
+                self.request_approval(t);
+                continue;
+            }
             match self.admit(t) {
                 Admit::Go => {}
                 Admit::Reject => {
@@ -365,7 +371,7 @@ impl Dispatcher {
     }
 
     /// The attempt's call, its templates rendered.
-    fn prepare(
+    pub(super) fn prepare(
         &mut self,
         t: TaskId,
         attempt: u32,

@@ -43,6 +43,8 @@ pub(super) struct Run {
     pub started: Instant,
     pub deadline: Instant,
     pub max_parallel: usize,
+    /// The SHA-256 of the workflow's stored source.
+    pub source: Option<String>,
     /// Mixed into every backoff's jitter.
     pub jitter_seed: u64,
     /// Whether preparing each task's call renders a template, by `TaskId`.
@@ -143,6 +145,7 @@ impl Dispatcher {
             deadline: started + wf.settings.timeout,
             max_parallel: wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize),
             env: Arc::new(env),
+            source: options.source.clone(),
             jitter_seed: options
                 .jitter_seed
                 .unwrap_or_else(super::backoff::random_seed),
@@ -244,6 +247,7 @@ impl Dispatcher {
             tasks,
             agents,
             dry_run: self.run.dry_run,
+            source: self.run.source.clone(),
         });
         // The run's first event is in the store before anything else happens.
         self.flush()?;
@@ -447,6 +451,7 @@ impl Dispatcher {
                     }
                 }
                 Timer::Deferred(t, token) => self.deferred_too_long(t, token),
+                Timer::ApprovalDue(t) => self.approval_due(t),
                 Timer::AgentWait(t, token) => {
                     let rt = &self.tasks[t.index()];
                     if rt.waiting && rt.wait_token == token {

@@ -1,6 +1,6 @@
 //! Escalation: a non-retryable failure is decided by `on_escalation`, or put to the operator
 //! (one question at a time; the run goes on while they think), or — with nobody to ask — the
-//! run waits for `conductor resume --decide`.
+//! run waits for `conductor resume --decide`. Approval tasks are put the same way.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -8,20 +8,31 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use super::dispatcher::Dispatcher;
-use super::observe::{Escalation, Operator};
+use super::observe::{ApprovalQuestion, Escalation, Operator, Reply};
 use super::ExecError;
 use crate::check::ir::{OnEscalation, TaskId};
 use crate::model::{Decision, EventKind, RunState, RunStatus, SkipReason, TaskError};
 
-type Answer = (TaskId, TaskError, Option<(Decision, String)>);
+/// What a task waits for a decision on.
+#[derive(Clone, Debug)]
+pub(super) enum Ask {
+    /// A failure nobody decided: retry, skip or abort.
+    Escalation(TaskError),
+    /// An approval task, with its message: approve or reject.
+    Approval(Option<String>),
+}
+
+pub(super) type Answer = (TaskId, Ask, Option<Reply>);
 type Question = Pin<Box<dyn Future<Output = Answer> + Send + 'static>>;
 
 /// The escalations of a run: who can answer, what is still to ask, what is being asked, and
 /// what waits for a decision from outside.
 pub(super) struct Escalations {
     operator: Option<Arc<dyn Operator>>,
-    asks: VecDeque<(TaskId, TaskError)>,
+    asks: VecDeque<(TaskId, Ask)>,
     question: Option<Question>,
+    /// The task the open question is about.
+    asked: Option<TaskId>,
     waiting: Vec<TaskId>,
 }
 
@@ -31,6 +42,7 @@ impl Escalations {
             operator,
             asks: VecDeque::new(),
             question: None,
+            asked: None,
             waiting: Vec::new(),
         }
     }
@@ -60,15 +72,20 @@ impl Escalations {
             None => std::future::pending().await,
         };
         self.question = None;
+        self.asked = None;
         answer
     }
 
     /// Puts `t` to the operator, or — with none — leaves it waiting for a decision.
     pub(super) fn put(&mut self, t: TaskId, error: TaskError) {
+        self.put_ask(t, Ask::Escalation(error));
+    }
+
+    pub(super) fn put_ask(&mut self, t: TaskId, ask: Ask) {
         if self.operator.is_some() {
-            self.asks.push_back((t, error));
+            self.asks.push_back((t, ask));
         } else {
-            self.waiting.push(t);
+            self.wait(t);
         }
     }
 
@@ -84,10 +101,14 @@ impl Escalations {
         self.waiting.contains(&t) || self.asks.iter().any(|(a, _)| *a == t)
     }
 
-    /// `t` was decided.
+    /// `t` was decided (an open question about it is withdrawn: its timeout decided).
     pub(super) fn close(&mut self, t: TaskId) {
         self.waiting.retain(|w| *w != t);
         self.asks.retain(|(a, _)| *a != t);
+        if self.asked == Some(t) {
+            self.question = None;
+            self.asked = None;
+        }
     }
 
     /// The names of the tasks waiting, for `run_waiting`.
@@ -113,16 +134,20 @@ impl Dispatcher {
             OnEscalation::Abort
         });
         match mode {
-            OnEscalation::Skip => {
-                self.decide(t, Decision::Skip, "on_escalation = \"skip\"".into(), &error)
-            }
+            OnEscalation::Skip => self.decide(
+                t,
+                Decision::Skip,
+                "on_escalation = \"skip\"".into(),
+                None,
+                &error,
+            ),
             OnEscalation::Abort => {
                 let by = if configured.is_some() {
                     "on_escalation = \"abort\""
                 } else {
                     "on_escalation (default \"abort\": no terminal to ask)"
                 };
-                self.decide(t, Decision::Abort, by.into(), &error)
+                self.decide(t, Decision::Abort, by.into(), None, &error)
             }
             OnEscalation::Ask => self.escalations.put(t, error),
         }
@@ -136,44 +161,78 @@ impl Dispatcher {
             return Ok(());
         }
         self.flush()?;
-        let (Some(operator), Some((t, error))) = (
+        let (Some(operator), Some((t, ask))) = (
             self.escalations.operator.clone(),
             self.escalations.asks.pop_front(),
         ) else {
             return Ok(());
         };
-        let question = Escalation {
-            run_id: self.run.id.clone(),
-            task: self.name(t).to_string(),
-            attempts: self.state.tasks[t.index()].attempts,
-            error: error.clone(),
-        };
-        self.escalations.question = Some(Box::pin(async move {
-            let answer = operator.decide(&question).await;
-            (t, error, answer)
-        }));
+        let run_id = self.run.id.clone();
+        let task = self.name(t).to_string();
+        self.escalations.asked = Some(t);
+        self.escalations.question = Some(match ask {
+            Ask::Escalation(error) => {
+                let question = Escalation {
+                    run_id,
+                    task,
+                    attempts: self.state.tasks[t.index()].attempts,
+                    error: error.clone(),
+                };
+                Box::pin(async move {
+                    let answer = operator.decide(&question).await;
+                    let reply = answer.map(|(decision, by)| Reply {
+                        decision,
+                        by,
+                        reason: None,
+                    });
+                    (t, Ask::Escalation(error), reply)
+                })
+            }
+            Ask::Approval(message) => {
+                let question = ApprovalQuestion {
+                    run_id,
+                    task,
+                    message: message.clone(),
+                };
+                Box::pin(async move {
+                    let reply = operator.approve(&question).await;
+                    (t, Ask::Approval(message), reply)
+                })
+            }
+        });
         Ok(())
     }
 
     /// The operator answered (or could not: the task waits for `resume --decide`).
-    pub(super) fn answered(&mut self, (t, error, answer): Answer) {
-        match answer {
-            Some((decision, by)) => self.decide(t, decision, by, &error),
-            None => self.escalations.wait(t),
+    pub(super) fn answered(&mut self, (t, ask, reply): Answer) {
+        match (reply, ask) {
+            (Some(r), Ask::Escalation(error)) => self.decide(t, r.decision, r.by, r.reason, &error),
+            (Some(r), Ask::Approval(_)) => self.decide_approval(t, r),
+            (None, _) => self.escalations.wait(t),
         }
     }
 
     /// Applies a decision on an escalated task, recording who or what made it.
-    pub(super) fn decide(&mut self, t: TaskId, decision: Decision, by: String, error: &TaskError) {
+    pub(super) fn decide(
+        &mut self,
+        t: TaskId,
+        decision: Decision,
+        by: String,
+        reason: Option<String>,
+        error: &TaskError,
+    ) {
         self.escalations.close(t);
         self.record(EventKind::Decided {
             task: self.name(t),
             decision,
             by: by.clone(),
+            reason,
         });
         match decision {
             Decision::Retry => self.ready.push_back(t),
             Decision::Skip => self.skip(t, SkipReason::Decision, Some(format!("decided by {by}"))),
+            // Only approvals are approved or rejected; callers check before deciding.
+            Decision::Approve | Decision::Reject => {}
             Decision::Abort => {
                 let name = self.name(t);
                 self.fail_task(t, error.clone());

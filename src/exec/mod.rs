@@ -5,6 +5,7 @@
 //! change is an event, appended to the store before the dispatcher acts on it. See [`run`]
 //! and [`resume`].
 
+mod approval;
 mod artifacts;
 mod attempt;
 mod backoff;
@@ -27,7 +28,9 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
-pub use observe::{DecisionFuture, Escalation, Observer, Operator};
+pub use observe::{
+    ApprovalQuestion, DecisionFuture, Escalation, Observer, Operator, Reply, ReplyFuture,
+};
 pub use resume::DlqRetry;
 
 use crate::agents::SetupError;
@@ -64,6 +67,8 @@ pub struct RunOptions {
     /// Seeds the backoff jitter, for tests that need reproducible delays; by default each
     /// process draws its own, so retries of many runs do not fall in step.
     pub jitter_seed: Option<u64>,
+    /// The SHA-256 of the workflow's source, already stored in the store as an artifact.
+    pub source: Option<String>,
 }
 
 impl RunOptions {
@@ -81,6 +86,7 @@ impl RunOptions {
             config: Arc::default(),
             recorder: None,
             jitter_seed: None,
+            source: None,
         }
     }
 }
@@ -88,10 +94,25 @@ impl RunOptions {
 /// What `resume` is asked to do besides continuing.
 #[derive(Clone, Debug, Default)]
 pub struct ResumeRequest {
-    /// Answers to escalations: (task, decision).
+    /// Answers to escalations and approvals: (task, decision).
     pub decisions: Vec<(String, Decision)>,
+    /// Why (`--reason`), recorded with each of `decisions`.
+    pub reason: Option<String>,
+    /// Who decides, for the record (an approval's output names them).
+    pub by: Option<String>,
+    /// The workflow file changed since the run started, keeping its shape.
+    pub amended: Option<Amendment>,
     /// `conductor dlq retry`: a dead-lettered task to run again.
     pub retry: Option<DlqRetry>,
+}
+
+/// A changed workflow file a resume goes on with: the stored sources before and after, and
+/// what changed in words.
+#[derive(Clone, Debug, Default)]
+pub struct Amendment {
+    pub from: Option<String>,
+    pub to: String,
+    pub changes: Vec<String>,
 }
 
 /// Why a run could not start, continue or be recorded. A run that fails (a gate, a policy
@@ -122,10 +143,23 @@ pub enum ExecError {
         phase: String,
         current: String,
     },
+    #[error("`--decide {task}=retry`: task `{task}` belongs to phase `{phase}`, and the run stopped in phase `{current}`; a failed task is retried only in the phase its run stopped in")]
+    RetryElsewhere {
+        task: String,
+        phase: String,
+        current: String,
+    },
     #[error("`--decide {0}=…`: no task `{0}` in this workflow")]
     UnknownDecisionTask(String),
     #[error("`--decide {0}=…`: task `{0}` is not waiting for a decision")]
     NotWaiting(String),
+    #[error("`--decide {task}={decision}`: task `{task}` {what}; decide {expected}")]
+    WrongDecision {
+        task: String,
+        decision: &'static str,
+        what: &'static str,
+        expected: &'static str,
+    },
 }
 
 /// Runs a checked, planned workflow to its end and returns the final state.

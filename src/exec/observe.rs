@@ -32,7 +32,32 @@ pub struct Escalation {
 pub type DecisionFuture<'a> =
     std::pin::Pin<Box<dyn std::future::Future<Output = Option<(Decision, String)>> + Send + 'a>>;
 
-/// Answers escalations: a person at a terminal, a test.
+/// An approval task put to a person.
+#[derive(Clone, Debug)]
+pub struct ApprovalQuestion {
+    pub run_id: RunId,
+    pub task: String,
+    /// The task's rendered `prompt`.
+    pub message: Option<String>,
+}
+
+/// A person's answer to an approval: approve or reject (skip and abort apply too), who, why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    pub decision: Decision,
+    pub by: String,
+    pub reason: Option<String>,
+}
+
+/// An approval's answer, or `None` when nobody can answer now.
+pub type ReplyFuture<'a> =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Option<Reply>> + Send + 'a>>;
+
+/// Answers escalations and approvals: a person at a terminal, a test.
 pub trait Operator: Send + Sync {
     fn decide<'a>(&'a self, question: &'a Escalation) -> DecisionFuture<'a>;
+    /// By default nobody here approves: the run waits for `conductor resume --decide`.
+    fn approve<'a>(&'a self, _question: &'a ApprovalQuestion) -> ReplyFuture<'a> {
+        Box::pin(async { None })
+    }
 }

@@ -453,6 +453,7 @@ mod tests {
                 tasks: vec![info("a", "p"), info("b", "q"), info("c", "q")],
                 agents: vec![],
                 dry_run: false,
+                source: None,
             },
         });
         state.tasks[0].output = json!({ "severity": "critical" });

@@ -46,8 +46,36 @@ impl Dispatcher {
             .partition(|t| wf.task(*t).effect == Effect::External);
         let rerun_names = rerun.iter().map(|t| self.name(*t)).collect();
         self.record(EventKind::RunResumed { rerun: rerun_names });
+        if let Some(a) = request.amended.clone() {
+            self.record(EventKind::WorkflowAmended {
+                from: a.from,
+                to: a.to,
+                changes: a.changes,
+            });
+        }
         if let Some(retry) = &request.retry {
             self.reopen_dead_letter(&retry.task, &retry.entry)?;
+        }
+        // `--decide T=retry` on a task that failed (not one waiting for a decision): fresh
+        // attempts, with the file as it is now — the way to fix and retry.
+        let mut decisions = request.decisions;
+        let failed: Vec<String> = decisions
+            .iter()
+            .filter(|(name, d)| {
+                *d == Decision::Retry
+                    && !self.state.awaiting_decision.iter().any(|a| **a == **name)
+                    && self.state.task(name).map(|t| t.status) == Some(TaskStatus::Failed)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        decisions.retain(|(name, _)| !failed.contains(name));
+        for name in failed {
+            self.reopen_failed(
+                &name,
+                &events,
+                request.by.as_deref(),
+                request.reason.clone(),
+            )?;
         }
         let awaiting: Vec<TaskId> = self
             .state
@@ -78,19 +106,30 @@ impl Dispatcher {
             },
             false => self.release_phase(&awaiting, &external),
         }
-        let mut decisions = request.decisions;
+        let now = crate::model::now().0;
         for t in awaiting {
             let asked = !decisions.iter().any(|(n, _)| **n == *self.name(t));
-            if asked {
+            if let Some(wait) = self.state.tasks[t.index()].approval.clone() {
+                // Its timeout counts from the request, across stops.
+                let left = Duration::from_millis(wait.due_ms().saturating_sub(now));
+                self.add_timer(left, super::timers::Timer::ApprovalDue(t));
+                if asked {
+                    self.escalations
+                        .put_ask(t, super::escalation::Ask::Approval(wait.message));
+                } else {
+                    self.escalations.wait(t);
+                }
+            } else if asked {
                 let error = self.escalated_error(t);
                 self.escalations.put(t, error);
             } else {
                 self.escalations.wait(t);
             }
         }
+        let by = request.by.clone();
         self.escalate_external(external, external_error, &mut decisions);
         for (name, decision) in decisions {
-            self.apply_decision(&name, decision)?;
+            self.apply_decision(&name, decision, by.as_deref(), request.reason.clone())?;
         }
         self.drive_to_end().await
     }
@@ -137,10 +176,76 @@ impl Dispatcher {
                 current: wf.phases[self.phase].name.clone(),
             });
         }
+        self.reopen(t, format!("{DLQ_RETRY_BY} {entry}"), None);
+        Ok(())
+    }
+
+    /// `--decide T=retry` on a failed task: in the phase the run stopped in — or, when the
+    /// run had ended, in the last normal phase it ran (the run goes back there, and its
+    /// `always` phases will run again at the new end).
+    fn reopen_failed(
+        &mut self,
+        name: &str,
+        events: &[Event],
+        who: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<(), ExecError> {
+        let wf = self.run.wf.clone();
+        let task = wf
+            .task_by_name(name)
+            .ok_or_else(|| ExecError::UnknownDecisionTask(name.to_string()))?;
+        let phase = wf.phase(task.phase);
+        if self.state.ending.is_some() || wf.phases[self.phase].always {
+            let last_normal = events.iter().rev().find_map(|e| match &e.kind {
+                EventKind::PhaseEntered { phase, .. }
+                    if wf.phases.iter().any(|p| p.name == *phase && !p.always) =>
+                {
+                    Some(phase.clone())
+                }
+                _ => None,
+            });
+            if last_normal.as_deref() != Some(phase.name.as_str()) {
+                return Err(ExecError::RetryElsewhere {
+                    task: name.to_string(),
+                    phase: phase.name.clone(),
+                    current: last_normal.unwrap_or_default(),
+                });
+            }
+            let reset = wf
+                .phases
+                .iter()
+                .filter(|p| p.always)
+                .flat_map(|p| p.tasks.iter().map(|t| self.name(*t)))
+                .collect();
+            self.record(EventKind::RunReopened {
+                phase: phase.name.clone(),
+                reset,
+            });
+            self.phase = task.phase.index();
+        } else if task.phase.index() != self.phase {
+            return Err(ExecError::RetryElsewhere {
+                task: name.to_string(),
+                phase: phase.name.clone(),
+                current: wf.phases[self.phase].name.clone(),
+            });
+        }
+        let by = match who {
+            Some(who) => format!("{who} (conductor resume --decide)"),
+            None => "conductor resume --decide".to_string(),
+        };
+        self.reopen(task.id, by, reason);
+        Ok(())
+    }
+
+    /// Gives a failed task fresh attempts, and its dependents skipped because it failed their
+    /// chance again; each decision is in the log, so a crash before they run forgets none.
+    fn reopen(&mut self, t: TaskId, by: String, reason: Option<String>) {
+        let wf = self.run.wf.clone();
         self.record(EventKind::Decided {
             task: self.name(t),
             decision: Decision::Retry,
-            by: format!("{DLQ_RETRY_BY} {entry}"),
+            by: by.clone(),
+            reason,
         });
         let mut reopened = vec![t];
         let mut i = 0;
@@ -159,14 +264,13 @@ impl Dispatcher {
             i += 1;
         }
         for other in reopened.into_iter().skip(1) {
-            // In the log too, so a crash before they run does not forget them.
             self.record(EventKind::Decided {
                 task: self.name(other),
                 decision: Decision::Retry,
-                by: format!("{DLQ_RETRY_BY} {entry} (its dependency runs again)"),
+                by: format!("{by} (its dependency runs again)"),
+                reason: None,
             });
         }
-        Ok(())
     }
 
     /// Counts what the current phase still waits for and queues the tasks that can go now; a
@@ -236,15 +340,28 @@ impl Dispatcher {
                 // Answered on the command line already: no need to ask.
                 Some(i) => {
                     let (_, decision) = decisions.remove(i);
-                    self.decide(t, decision, "conductor resume --decide".into(), &error);
+                    self.decide(
+                        t,
+                        decision,
+                        "conductor resume --decide".into(),
+                        None,
+                        &error,
+                    );
                 }
                 None => self.escalations.put(t, error),
             }
         }
     }
 
-    /// `--decide TASK=…` on a task waiting for a decision.
-    fn apply_decision(&mut self, name: &str, decision: Decision) -> Result<(), ExecError> {
+    /// `--decide TASK=…` on a task waiting for a decision: retry, skip or abort for an
+    /// escalation; approve, reject, skip or abort for an approval.
+    fn apply_decision(
+        &mut self,
+        name: &str,
+        decision: Decision,
+        who: Option<&str>,
+        reason: Option<String>,
+    ) -> Result<(), ExecError> {
         let t = self
             .run
             .wf
@@ -254,8 +371,37 @@ impl Dispatcher {
         if !self.escalations.is_open(t) {
             return Err(ExecError::NotWaiting(name.to_string()));
         }
-        let error = self.escalated_error(t);
-        self.decide(t, decision, "conductor resume --decide".into(), &error);
+        let approval = self.state.tasks[t.index()].approval.is_some();
+        let wrong = |what, expected| ExecError::WrongDecision {
+            task: name.to_string(),
+            decision: decision.as_str(),
+            what,
+            expected,
+        };
+        if approval && decision == Decision::Retry {
+            return Err(wrong(
+                "waits for an approval",
+                "approve, reject, skip or abort",
+            ));
+        }
+        if !approval && decision.is_approval() {
+            return Err(wrong("is not an approval task", "retry, skip or abort"));
+        }
+        let by = match who {
+            Some(who) => format!("{who} (conductor resume --decide)"),
+            None => "conductor resume --decide".to_string(),
+        };
+        if approval {
+            let reply = super::observe::Reply {
+                decision,
+                by,
+                reason,
+            };
+            self.decide_approval(t, reply);
+        } else {
+            let error = self.escalated_error(t);
+            self.decide(t, decision, by, reason, &error);
+        }
         Ok(())
     }
 }

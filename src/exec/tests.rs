@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::escalation::Escalations;
 use super::*;
 use crate::check::ir::TaskId;
-use crate::model::{ErrorCode, EventKind, RunStatus, SkipReason, TaskError, TaskStatus};
+use crate::model::{Decision, ErrorCode, EventKind, RunStatus, SkipReason, TaskError, TaskStatus};
 use crate::store::MemoryStore;
 
 fn compile(text: &str) -> (Arc<Workflow>, Arc<Plan>) {
@@ -221,4 +221,169 @@ async fn the_journal_commits_before_observers_see_an_event() {
             "event {seq} observed before it was stored"
         );
     }
+}
+
+const APPROVAL: &str = r#"workflow w {
+    agent m { kind = "mock", output = { built = "v1.2" } }
+    agent gatekeeper { kind = "approval" }
+    agent deployer { kind = "mock", output = { note = "{{ tasks.gate.output.decision }} by {{ tasks.gate.output.by }}" } }
+    phase build { task image on m }
+    phase release {
+        task gate on gatekeeper { prompt = "deploy {{ tasks.image.output.built }}?"  timeout = 1h }
+        task deploy on deployer after gate
+    }
+}"#;
+
+/// Starts the approval workflow and returns its store and log once it waits.
+async fn waiting_for_approval() -> (Arc<Workflow>, Arc<Plan>, Arc<MemoryStore>, Vec<Event>) {
+    let (wf, plan) = compile(APPROVAL);
+    let store = Arc::new(MemoryStore::new());
+    let options = RunOptions::new(store.clone());
+    let id = options.run_id.clone();
+    let state = run(wf.clone(), plan.clone(), options).await.unwrap();
+    assert_eq!(state.status(), RunStatus::Waiting);
+    assert_eq!(state.awaiting_decision, [Arc::<str>::from("gate")]);
+    let gate = state.task("gate").unwrap();
+    let wait = gate.approval.as_ref().unwrap();
+    assert_eq!(wait.message.as_deref(), Some("deploy v1.2?"));
+    assert_eq!(wait.timeout_ms, 3_600_000);
+    assert_eq!(state.task("deploy").unwrap().status, TaskStatus::Pending);
+    let events = store.events(&id).unwrap();
+    (wf, plan, store, events)
+}
+
+fn decide(decision: Decision, reason: Option<&str>) -> ResumeRequest {
+    ResumeRequest {
+        decisions: vec![("gate".into(), decision)],
+        reason: reason.map(str::to_string),
+        by: Some("alice".into()),
+        ..ResumeRequest::default()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_waits_then_approve_continues_with_who_and_why() {
+    let (wf, plan, store, events) = waiting_for_approval().await;
+    let request = decide(Decision::Approve, Some("release notes checked"));
+    let state = resume(wf, plan, RunOptions::new(store), events, request)
+        .await
+        .unwrap();
+    assert_eq!(state.status(), RunStatus::Completed, "{:?}", state.error);
+    let gate = state.task("gate").unwrap();
+    assert_eq!(gate.status, TaskStatus::Completed);
+    assert_eq!(gate.output["decision"], "approve");
+    assert_eq!(gate.output["by"], "alice (conductor resume --decide)");
+    assert_eq!(gate.output["reason"], "release notes checked");
+    assert!(gate.approval.is_none());
+    // Downstream templates see the decision.
+    let deploy = state.task("deploy").unwrap();
+    assert_eq!(
+        deploy.output["note"],
+        "approve by alice (conductor resume --decide)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rejected_approval_fails_the_task_once_and_skips_what_follows() {
+    let (wf, plan, store, events) = waiting_for_approval().await;
+    let state = resume(
+        wf,
+        plan,
+        RunOptions::new(store),
+        events,
+        decide(Decision::Reject, None),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state.status(), RunStatus::Failed);
+    let gate = state.task("gate").unwrap();
+    assert_eq!(gate.status, TaskStatus::Failed);
+    assert_eq!(gate.attempts, 1);
+    assert_eq!(gate.output["decision"], "reject");
+    let error = gate.error.as_ref().unwrap();
+    assert_eq!(error.code, ErrorCode::Rejected);
+    assert!(error.failure);
+    assert_eq!(
+        state.task("deploy").unwrap().skip_reason,
+        Some(SkipReason::UpstreamFailed)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_is_decided_only_by_approve_or_reject_and_an_escalation_never_is() {
+    let (wf, plan, store, events) = waiting_for_approval().await;
+    let err = resume(
+        wf,
+        plan,
+        RunOptions::new(store),
+        events,
+        decide(Decision::Retry, None),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("waits for an approval; decide approve, reject"),
+        "{err}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_undecided_approval_is_rejected_by_its_timeout() {
+    let (wf, plan) = compile(
+        r#"workflow w {
+            agent gatekeeper { kind = "approval" }
+            agent m { kind = "mock", latency = 2s }
+            phase p { task gate on gatekeeper { timeout = 1s }  task slow on m }
+        }"#,
+    );
+    // `slow` keeps the run going past the approval's timeout: nobody decides in time.
+    let store = Arc::new(MemoryStore::new());
+    let state = run(wf, plan, RunOptions::new(store)).await.unwrap();
+    let gate = state.task("gate").unwrap();
+    assert_eq!(gate.status, TaskStatus::Failed, "{:?}", state.status());
+    assert_eq!(gate.output["decision"], "reject");
+    assert_eq!(gate.output["reason"], "no decision within 1s");
+    assert_eq!(state.task("slow").unwrap().status, TaskStatus::Completed);
+}
+
+/// Approves every approval, for the operator path.
+struct Approver;
+
+impl Operator for Approver {
+    fn decide<'a>(&'a self, _q: &'a Escalation) -> DecisionFuture<'a> {
+        Box::pin(async { None })
+    }
+    fn approve<'a>(&'a self, q: &'a ApprovalQuestion) -> ReplyFuture<'a> {
+        let seen = q.message.clone();
+        Box::pin(async move {
+            Some(Reply {
+                decision: Decision::Approve,
+                by: "bob at the terminal".into(),
+                reason: seen,
+            })
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_answers_an_approval_without_the_run_stopping() {
+    let (wf, plan) = compile(APPROVAL);
+    let mut options = RunOptions::new(Arc::new(MemoryStore::new()));
+    options.operator = Some(Arc::new(Approver));
+    let state = run(wf, plan, options).await.unwrap();
+    assert_eq!(state.status(), RunStatus::Completed);
+    let gate = state.task("gate").unwrap();
+    assert_eq!(gate.output["by"], "bob at the terminal");
+    assert_eq!(gate.output["reason"], "deploy v1.2?");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_approves_without_asking() {
+    let (wf, plan) = compile(APPROVAL);
+    let mut options = RunOptions::new(Arc::new(MemoryStore::new()));
+    options.dry_run = true;
+    let state = run(wf, plan, options).await.unwrap();
+    assert_eq!(state.status(), RunStatus::Completed);
+    assert_eq!(state.task("gate").unwrap().output["decision"], "approve");
 }

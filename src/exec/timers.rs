@@ -15,6 +15,8 @@ pub(super) enum Timer {
     AgentWait(TaskId, u64),
     /// A deferred task's `agent_wait` runs out.
     Deferred(TaskId, u64),
+    /// An approval task's `timeout`: rejected unless decided.
+    ApprovalDue(TaskId),
 }
 
 /// Timers in order of when they fire; equal times fire in the order they were set.

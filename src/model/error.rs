@@ -21,6 +21,8 @@ pub enum ErrorCode {
     Cancelled,
     /// The `replay` provider has no recorded reply for a request.
     ReplayMiss,
+    /// A person (or the approval's timeout) rejected an approval task.
+    Rejected,
     Fatal,
 }
 
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::CircuitOpen => "CIRCUIT_OPEN",
             ErrorCode::Cancelled => "CANCELLED",
             ErrorCode::ReplayMiss => "REPLAY_MISS",
+            ErrorCode::Rejected => "REJECTED",
             ErrorCode::Fatal => "FATAL",
         }
     }

@@ -38,6 +38,23 @@ pub enum EventKind {
         /// `--dry-run`: every agent a mock. A resume keeps it so.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         dry_run: bool,
+        /// The SHA-256 of the workflow's source, stored in the store as an artifact: a resume
+        /// with a changed file compares against it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<String>,
+    },
+    /// `resume --decide T=retry` on a run that had ended: it goes back to `phase` (where it
+    /// ended), and its `always` phases' tasks (`reset`) will run again at the new end.
+    RunReopened {
+        phase: String,
+        reset: Vec<Arc<str>>,
+    },
+    /// `resume` continued the run with a changed workflow file of the same shape ("fix and
+    /// retry"): the source hashes before and after, and what changed.
+    WorkflowAmended {
+        from: Option<String>,
+        to: String,
+        changes: Vec<String>,
     },
     PhaseEntered {
         phase: String,
@@ -141,6 +158,17 @@ pub enum EventKind {
         task: Arc<str>,
         decision: Decision,
         by: String,
+        /// Why, in the decider's words (`--reason`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// An approval task waits for a person: `message` is its rendered prompt; no decision
+    /// within `timeout_ms` of this event rejects it.
+    ApprovalRequested {
+        task: Arc<str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+        timeout_ms: u64,
     },
     /// The run was continued from its log by `conductor resume`; `rerun` were in flight when
     /// it stopped and run again.
@@ -170,6 +198,8 @@ impl EventKind {
     pub fn name(&self) -> &'static str {
         match self {
             EventKind::RunStarted { .. } => "run_started",
+            EventKind::WorkflowAmended { .. } => "workflow_amended",
+            EventKind::RunReopened { .. } => "run_reopened",
             EventKind::PhaseEntered { .. } => "phase_entered",
             EventKind::TaskSkipped { .. } => "task_skipped",
             EventKind::TaskDispatched { .. } => "task_dispatched",
@@ -186,6 +216,7 @@ impl EventKind {
             EventKind::DeadLettered { .. } => "dead_lettered",
             EventKind::Escalated { .. } => "escalated",
             EventKind::Decided { .. } => "decided",
+            EventKind::ApprovalRequested { .. } => "approval_requested",
             EventKind::RunWaiting { .. } => "run_waiting",
             EventKind::RunResumed { .. } => "run_resumed",
             EventKind::RunEnding { .. } => "run_ending",
@@ -212,6 +243,7 @@ impl EventKind {
             | EventKind::PolicyViolation { task, .. }
             | EventKind::TaskDeferred { task, .. }
             | EventKind::Escalated { task, .. }
+            | EventKind::ApprovalRequested { task, .. }
             | EventKind::Decided { task, .. } => Some(task),
             EventKind::DeadLettered { entry } => Some(&entry.task),
             _ => None,

@@ -14,8 +14,8 @@ pub use event::{AttemptRecord, DeadLetter, Event, EventKind, FeedbackPayload, Ta
 pub use ids::RunId;
 pub(crate) use state::DLQ_RETRY_BY;
 pub use state::{
-    AgentRow, AgentState, AttemptRow, Changes, DecisionRow, Deferral, GateRecord, RetryDue,
-    RunArtifact, RunState, RunStateView, TaskResult, TaskRow,
+    AgentRow, AgentState, ApprovalWait, AttemptRow, Changes, DecisionRow, Deferral, GateRecord,
+    RetryDue, RunArtifact, RunState, RunStateView, TaskResult, TaskRow,
 };
 pub use status::{
     AgentStatus, BreakerState, Decision, NotADecision, RunStatus, SkipReason, TaskStatus,

@@ -143,13 +143,16 @@ impl BreakerState {
     }
 }
 
-/// An operator's (or `on_escalation`'s) answer to an escalation.
+/// An operator's (or `on_escalation`'s) answer to an escalation — retry, skip or abort — or a
+/// person's to an approval task: approve or reject (skip and abort apply there too).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     Retry,
     Skip,
     Abort,
+    Approve,
+    Reject,
 }
 
 impl Decision {
@@ -158,13 +161,20 @@ impl Decision {
             Decision::Retry => "retry",
             Decision::Skip => "skip",
             Decision::Abort => "abort",
+            Decision::Approve => "approve",
+            Decision::Reject => "reject",
         }
+    }
+
+    /// Whether it answers an approval rather than an escalation.
+    pub fn is_approval(self) -> bool {
+        matches!(self, Decision::Approve | Decision::Reject)
     }
 }
 
 /// A word that is not a decision.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("`{0}` is not a decision: use retry, skip or abort")]
+#[error("`{0}` is not a decision: use retry, skip or abort (approve or reject for an approval)")]
 pub struct NotADecision(pub String);
 
 impl std::str::FromStr for Decision {
@@ -174,6 +184,8 @@ impl std::str::FromStr for Decision {
             "retry" | "r" => Ok(Decision::Retry),
             "skip" | "s" => Ok(Decision::Skip),
             "abort" | "a" => Ok(Decision::Abort),
+            "approve" | "approved" | "yes" | "y" => Ok(Decision::Approve),
+            "reject" | "rejected" | "no" | "n" => Ok(Decision::Reject),
             other => Err(NotADecision(other.to_string())),
         }
     }

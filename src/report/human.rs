@@ -302,17 +302,48 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             format!("  ⚡ circuit breaker of `{agent}` is {}{why}", b.as_str())
         }
         EventKind::DeadLettered { entry } => dead_letter_line(entry),
-        EventKind::Decided { task, decision, by } => {
-            format!("  → {task:<20} {} (decided by {by})", decision.as_str())
+        EventKind::Decided {
+            task,
+            decision,
+            by,
+            reason,
+        } => {
+            let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            format!("  → {task:<20} {} (decided by {by}){why}", decision.as_str())
+        }
+        EventKind::ApprovalRequested { task, message, .. } => {
+            let asks = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            format!("  ? {task:<20} waits for approval{asks}")
         }
         EventKind::RunWaiting { tasks } => {
-            let names: Vec<&str> = tasks.iter().map(|t| &**t).collect();
-            format!(
-                "\nthe run waits for a decision on {}; answer with `conductor resume {}{flags} --decide TASK=retry|skip|abort`",
-                names.join(", "),
-                state.workflow_id
-            )
+            let mut text = String::from("\nthe run waits for a decision; answer with");
+            for t in tasks {
+                let approval = state.task(t).is_some_and(|r| r.approval.is_some());
+                let choices = if approval {
+                    "approve|reject [--reason TEXT]"
+                } else {
+                    "retry|skip|abort"
+                };
+                text.push_str(&format!(
+                    "\n  conductor resume {}{flags} --decide {t}={choices}",
+                    state.workflow_id
+                ));
+            }
+            text
         }
+        EventKind::WorkflowAmended { changes, .. } => {
+            let mut text = String::from("the workflow file changed; the run goes on with it:");
+            for c in changes {
+                text.push_str(&format!("\n  {c}"));
+            }
+            if changes.is_empty() {
+                text.push_str(" (no change that affects the run: comments or layout)");
+            }
+            text
+        }
+        EventKind::RunReopened { phase, .. } => format!(
+            "back to phase {phase}: a failed task runs again (the `always` phases run again at the end)"
+        ),
         EventKind::RunEnding { status, .. } => format!(
             "\nthe normal phases are over (the run ends {}); its `always` phases run now",
             status.as_str().to_uppercase()

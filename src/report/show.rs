@@ -119,6 +119,17 @@ pub fn show_text(state: &RunState, events: &[Event]) -> String {
         if let Some(d) = &t.deferred {
             line.push_str(&format!("  waiting: deferred by {}: {}", d.rule, d.reason));
         }
+        if let Some(a) = &t.approval {
+            let asks = a
+                .message
+                .as_deref()
+                .map(|m| format!(": {m}"))
+                .unwrap_or_default();
+            line.push_str(&format!(
+                "  waiting for approval{asks} (rejected at {} without a decision)",
+                crate::model::Timestamp(a.due_ms())
+            ));
+        }
         let _ = writeln!(out, "{line}");
         if t.status == crate::model::TaskStatus::Failed {
             for l in super::tail_lines(&t.tail, "      ") {

@@ -128,6 +128,8 @@ fn environment() -> minijinja::Environment<'static> {
         }
         minijinja::escape_formatter(out, state, value)
     });
+    env.add_filter("tojson", strict_tojson);
+    env.add_filter("argv_items", argv_items);
     env
 }
 
@@ -168,6 +170,66 @@ impl Drop for TimeLimit {
     fn drop(&mut self) {
         TIME.with(|t| t.set(self.before));
     }
+}
+
+/// Marks a list for [`split_argv`]: a NUL (which no argument can hold) before each item; any
+/// other value prints as usual.
+fn argv_items(
+    state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+) -> Result<minijinja::Value, minijinja::Error> {
+    if value.is_undefined() && state.undefined_behavior() == minijinja::UndefinedBehavior::Strict {
+        return Err(minijinja::Error::from(minijinja::ErrorKind::UndefinedError));
+    }
+    if value.kind() != minijinja::value::ValueKind::Seq {
+        return Ok(value.clone());
+    }
+    let mut out = String::new();
+    for item in value.try_iter()? {
+        out.push('\0');
+        out.push_str(&item.to_string());
+    }
+    if out.is_empty() {
+        out.push('\0'); // an empty list: no argument at all
+    }
+    Ok(minijinja::Value::from(out))
+}
+
+/// The arguments a rendered expanding `command` element stands for: each item of a list, or
+/// the one value.
+pub(crate) fn split_argv(rendered: String) -> Vec<String> {
+    match rendered.strip_prefix('\0') {
+        Some("") => Vec::new(),
+        Some(items) => items.split('\0').map(str::to_string).collect(),
+        None => vec![rendered],
+    }
+}
+
+/// The expression of a template that is exactly one `{{ … }}` and nothing else.
+pub(crate) fn whole_expression(source: &str) -> Option<&str> {
+    let inner = source
+        .trim()
+        .strip_prefix("{{")?
+        .strip_suffix("}}")?
+        .trim_start_matches('-')
+        .trim_end_matches('-')
+        .trim();
+    let single = !inner.contains("{{") && !inner.contains("}}") && !inner.contains("{%");
+    (single && !inner.is_empty()).then_some(inner)
+}
+
+/// `tojson`, except that in strict rendering an undefined value is an error, not `null`: a
+/// typo in `{{ tasks.x.output.fiels | tojson }}` must not send `null` to a service.
+fn strict_tojson(
+    state: &minijinja::State<'_, '_>,
+    value: &minijinja::Value,
+    indent: Option<minijinja::Value>,
+    args: minijinja::value::Kwargs,
+) -> Result<minijinja::Value, minijinja::Error> {
+    if value.is_undefined() && state.undefined_behavior() == minijinja::UndefinedBehavior::Strict {
+        return Err(minijinja::Error::from(minijinja::ErrorKind::UndefinedError));
+    }
+    minijinja::filters::tojson(value, indent, args)
 }
 
 impl Default for TemplatesBuilder {
@@ -500,20 +562,55 @@ fn to_json(value: &minijinja::Value) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
+/// The value an undefined error is about. Minijinja points at the failing attribute, or — for
+/// an undefined value piped into a filter — at the filter: widen to the whole dotted path, and
+/// step back over `| filter` to the value piped in.
+fn undefined_path(source: &str, start: usize, end: usize) -> Option<&str> {
+    let is_path = |c: char| c.is_alphanumeric() || c == '_' || c == '.';
+    let path_start = |end: usize| -> Option<usize> {
+        Some(
+            source
+                .get(..end)?
+                .rfind(|c| !is_path(c))
+                .map_or(0, |i| i + 1),
+        )
+    };
+    let (mut start, mut end) = (path_start(start)?, end);
+    let text = source.get(start..end)?;
+    if let Some(cut) = text.find(|c: char| !is_path(c)) {
+        end = start + cut; // the range ran past the name, into a filter's arguments
+    }
+    // `value | f1 | f2`: the filter is not what is undefined; the value before the pipes is.
+    loop {
+        let before = source.get(..start)?.trim_end();
+        let Some(piped) = before.strip_suffix('|') else {
+            break;
+        };
+        let value_end = piped.trim_end().len();
+        // Skip a filter's argument list: `x | default(1) | upper`.
+        let value_end = match piped.trim_end().strip_suffix(')') {
+            Some(inner) => inner.rfind('(').unwrap_or(value_end),
+            None => value_end,
+        };
+        let value_start = path_start(value_end)?;
+        if value_start == value_end {
+            break;
+        }
+        (start, end) = (value_start, value_end);
+    }
+    source
+        .get(start..end)
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+}
+
 fn render_error(source: &str, what: &str, e: &minijinja::Error) -> RenderError {
     let detail = match e.kind() {
         minijinja::ErrorKind::UndefinedError => {
-            // Minijinja points at the failing attribute; widen to the whole dotted path.
             let at = e
                 .range()
-                .and_then(|r| {
-                    let start = source
-                        .get(..r.start)?
-                        .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == '.'))
-                        .map_or(0, |i| i + 1);
-                    source.get(start..r.end)
-                })
-                .map(|s| format!(": `{}` is not defined", s.trim()))
+                .and_then(|r| undefined_path(source, r.start, r.end))
+                .map(|s| format!(": `{s}` is not defined"))
                 .unwrap_or_else(|| ": a variable is not defined".to_string());
             format!("undefined value{at}")
         }
@@ -585,6 +682,27 @@ mod tests {
         }));
         assert_eq!(t.render(ids[0], &ctx, "x", true).unwrap(), "hello world");
         assert_eq!(t.render(ids[1], &ctx, "x", true).unwrap(), "3");
+    }
+
+    #[test]
+    fn an_undefined_value_piped_into_filters_is_named_not_the_filter() {
+        let ctx = Context::from_serialize(&serde_json::json!({
+            "tasks": { "one": { "output": { "stdout": "x" } } }
+        }));
+        for source in [
+            "{{ tasks.one.output.stdot | upper }}",
+            "{{ tasks.one.output.stdot|trim|upper }}",
+            "{{ tasks.one.output.stdot | replace('a', 'b') | upper }}",
+            "{{ tasks.one.output.stdot | tojson }}",
+        ] {
+            let (t, ids) = set(&[source]);
+            let err = t.render(ids[0], &ctx, "x", true).unwrap_err();
+            assert!(
+                err.0.ends_with("`tasks.one.output.stdot` is not defined"),
+                "{source}: {}",
+                err.0
+            );
+        }
     }
 
     #[test]

@@ -31,8 +31,9 @@ pub(crate) struct TooDeep {
 const PLAIN_STATEMENTS: [&str; 4] = ["if", "elif", "else", "endif"];
 
 /// Filters whose output is at most proportional to their input.
-const PLAIN_FILTERS: [&str; 31] = [
+const PLAIN_FILTERS: [&str; 32] = [
     "abs",
+    "argv_items",
     "attr",
     "bool",
     "capitalize",

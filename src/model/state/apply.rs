@@ -209,7 +209,12 @@ impl RunState {
                 tasks,
                 agents,
                 dry_run,
+                source,
             } => {
+                self.source = source.clone();
+                if let Some(hash) = source {
+                    note.with(|c| c.artifacts.push(hash.clone()));
+                }
                 self.workflow_id = run_id.clone();
                 self.workflow = workflow.clone();
                 self.file = file.clone();
@@ -219,6 +224,25 @@ impl RunState {
                 self.start(tasks, agents, &mut note);
             }
             EventKind::PhaseEntered { phase, .. } => self.enter_phase(phase, &mut note),
+            EventKind::RunReopened { phase, reset } => {
+                self.ending = None;
+                self.always_failure = None;
+                self.current_phase = Some(phase.clone());
+                for name in reset {
+                    if let Some((i, t)) = self.task_mut(name) {
+                        t.status = TaskStatus::Pending;
+                        t.skip_reason = None;
+                        note.task(i);
+                    }
+                }
+                note.run();
+            }
+            EventKind::WorkflowAmended { to, .. } => {
+                self.source = Some(to.clone());
+                self.amendments += 1;
+                note.with(|c| c.artifacts.push(to.clone()));
+                note.run();
+            }
             EventKind::TaskSkipped { task, reason, .. } => {
                 if let Some((i, t)) = self.task_mut(task) {
                     t.status = TaskStatus::Skipped;
@@ -273,8 +297,28 @@ impl RunState {
                 error,
             } => self.task_finished(task, *status, error.as_ref(), at, &mut note),
             EventKind::Escalated { task, error } => self.escalated(task, error, &mut note),
-            EventKind::Decided { task, decision, by } => {
-                self.decided(event.seq, at, task, *decision, by, &mut note)
+            EventKind::Decided {
+                task, decision, by, ..
+            } => self.decided(event.seq, at, task, *decision, by, &mut note),
+            EventKind::ApprovalRequested {
+                task,
+                message,
+                timeout_ms,
+            } => {
+                if let Some((i, t)) = self.task_mut(task) {
+                    // Not running: it waits for a person.
+                    t.status = TaskStatus::Pending;
+                    t.deferred = None;
+                    t.approval = Some(super::ApprovalWait {
+                        message: message.clone(),
+                        requested_at: at,
+                        timeout_ms: *timeout_ms,
+                    });
+                    note.task(i);
+                }
+                if !self.awaiting_decision.contains(task) {
+                    self.awaiting_decision.push(task.clone());
+                }
             }
             EventKind::TaskDeferred { task, rule, reason } => {
                 if let Some((i, t)) = self.task_mut(task) {
@@ -585,6 +629,11 @@ impl RunState {
         note: &mut Note<'_>,
     ) {
         self.awaiting_decision.retain(|t| t != task);
+        if let Some((i, t)) = self.task_mut(task) {
+            if t.approval.take().is_some() {
+                note.task(i);
+            }
+        }
         if decision == Decision::Retry {
             if let Some((i, t)) = self.task_mut(task) {
                 t.status = TaskStatus::Pending;

@@ -58,6 +58,10 @@ pub struct RunState {
     pub usage: Usage,
     /// The status the run ends with once its `always` phases have run, and its error.
     pub ending: Option<(RunStatus, Option<String>)>,
+    /// The SHA-256 of the workflow source the run now follows (stored as an artifact).
+    pub source: Option<String>,
+    /// How many times `resume` continued it with a changed file.
+    pub amendments: u32,
     /// Why an `always` phase failed (it turns a COMPLETED run into FAILED).
     pub always_failure: Option<String>,
     /// The run was started with `--dry-run`.
@@ -89,6 +93,9 @@ pub struct TaskResult {
     /// The end of what its last attempt's program printed.
     #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
     pub tail: OutputTail,
+    /// An approval task waits for a person: what it asks, since when, for how long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalWait>,
     /// An `enforce` rule holds the task back: which, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<Deferral>,
@@ -101,6 +108,22 @@ pub struct TaskResult {
     /// A retry waiting out its backoff: when it is due and the backoff it waits.
     #[serde(skip)]
     pub retry_due: Option<RetryDue>,
+}
+
+/// An approval task waiting for a decision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalWait {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub requested_at: Timestamp,
+    pub timeout_ms: u64,
+}
+
+impl ApprovalWait {
+    /// When no decision rejects it, in milliseconds since the epoch.
+    pub fn due_ms(&self) -> u64 {
+        self.requested_at.0.saturating_add(self.timeout_ms)
+    }
 }
 
 /// Why a task waits: the `enforce` rule that deferred it and its reason.
@@ -132,6 +155,7 @@ impl TaskResult {
             finished_at: None,
             duration_ms: 0,
             deferred: None,
+            approval: None,
             tail: OutputTail::default(),
             history: Vec::new(),
             attempt_base: 0,

@@ -34,6 +34,7 @@ fn started() -> RunState {
             tasks: vec![info("a", "p"), info("b", "p"), info("c", "q")],
             agents: vec!["m-01".into(), "m-02".into()],
             dry_run: false,
+            source: None,
         },
     ));
     s
@@ -290,6 +291,7 @@ fn escalation_decisions_and_dead_letters() {
                 task: task("a"),
                 decision: Decision::Retry,
                 by: "op".into(),
+                reason: None,
             },
         ),
         &mut ch,
@@ -346,6 +348,7 @@ fn a_dlq_retry_clears_the_history_and_keeps_the_attempt_base() {
                 task: task("a"),
                 decision: Decision::Retry,
                 by: format!("{DLQ_RETRY_BY} r1:9"),
+                reason: None,
             },
         ),
     ] {
