@@ -212,3 +212,47 @@ fn deep_template_expressions_are_refused_by_check_graph_and_run_with_their_place
         }
     }
 }
+
+#[test]
+fn a_template_value_starting_with_a_dash_does_not_become_an_option_of_the_program() {
+    let dir = tempfile::tempdir().unwrap();
+    let workflow = |command: &str| {
+        format!(
+            "workflow w {{\n    agent gen {{ kind = \"mock\", output = {{ script = \"-cimport sys; open(sys.argv[-1] if len(sys.argv) > 1 else 'pwned', 'w')\" }} }}\n    \
+             agent py {{ kind = \"shell\", command = {command} }}\n    \
+             phase p {{\n        task gen on gen\n        task use on py after gen\n    }}\n}}\n"
+        )
+    };
+    // Refused: the value would be read as `python3 -c CODE`.
+    let file = write(
+        dir.path(),
+        "opt.cond",
+        &workflow(r#"["python3", "{{ tasks.gen.output.script }}"]"#),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(60));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        both(&out).contains("which the program would read as an option"),
+        "{}",
+        both(&out)
+    );
+    let pwned = std::fs::read_dir(dir.path().join("runs"))
+        .unwrap()
+        .any(|run| run.unwrap().path().join("work/pwned").exists());
+    assert!(!pwned, "the value ran as code");
+
+    // After a `--` the author wrote, or marked `| option`, it is the author's intent.
+    for command in [
+        r#"["python3", "-c", "import sys; print(sys.argv[1])", "--", "{{ tasks.gen.output.script }}"]"#,
+        r#"["python3", "{{ tasks.gen.output.script | option }}", "ok"]"#,
+        r#"["python3", "-c", "import sys; print(sys.argv[1])", "--code={{ tasks.gen.output.script }}"]"#,
+    ] {
+        let file = write(dir.path(), "ok.cond", &workflow(command));
+        let mut cmd = conductor(dir.path());
+        cmd.arg("run").arg(&file).args(["--store", "memory"]);
+        let out = finish(cmd, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(0), "{command}: {}", both(&out));
+    }
+}

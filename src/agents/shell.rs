@@ -39,13 +39,22 @@ pub(super) fn prepare(
 ) -> Result<ShellCall, TaskError> {
     let what = |part: &str| format!("`{part}` of agent `{agent}`");
     let mut argv = Vec::with_capacity(sh.command.len());
+    let mut operands = false;
     for t in &sh.command {
         let rendered = r.render(t, &what("command"))?;
-        if t.expands {
-            argv.extend(crate::template::split_argv(rendered));
+        let items = if t.expands {
+            crate::template::split_argv(rendered)
         } else {
-            argv.push(rendered);
+            vec![rendered]
+        };
+        if !argv.is_empty() && !operands {
+            for item in &items {
+                refuse_option(t, item, argv.len(), &what("command"))?;
+            }
         }
+        // A `--` the author wrote ends the options: what follows is an operand.
+        operands |= !t.dynamic && t.text == "--";
+        argv.extend(items);
     }
     if argv.is_empty() {
         return Err(TaskError::fatal(
@@ -63,6 +72,39 @@ pub(super) fn prepare(
         .map(|(k, v)| Ok((k.clone(), r.render(v, &what("env"))?)))
         .collect::<Result<Vec<_>, TaskError>>()?;
     Ok(ShellCall { argv, workdir, env })
+}
+
+/// A value from a template must not become an option of the program: `python3 "{{ x }}"` with
+/// `x = "-c…"` would run code. An argument whose text starts with a template's value (its
+/// template begins with `{{`) may not start with `-`, unless it follows a `--` argument written
+/// in the workflow, or its first expression ends with the `option` filter
+/// (`"{{ params.flags | option }}"`), the author's word that an option is meant.
+fn refuse_option(t: &ir::Template, arg: &str, at: usize, what: &str) -> Result<(), TaskError> {
+    if !arg.starts_with('-') || !t.dynamic || !t.source.starts_with("{{") || opts_in(&t.source) {
+        return Ok(());
+    }
+    Err(TaskError::fatal(
+        ErrorCode::InvalidInput,
+        format!(
+            "{what}: argument {at} would be `{}`, which the program would read as an option; a \
+             value from a template may not start with `-` unless it follows a `--` argument or \
+             is marked `{{{{ … | option }}}}`",
+            crate::text::truncate(&crate::text::printable(arg), 60)
+        ),
+    ))
+}
+
+/// Whether the first expression of a template ends with the `option` filter.
+fn opts_in(source: &str) -> bool {
+    let Some(inner) = source.strip_prefix("{{") else {
+        return false;
+    };
+    let inner = inner.split("}}").next().unwrap_or("");
+    let inner = inner.trim_end().trim_end_matches('-');
+    inner
+        .rsplit('|')
+        .next()
+        .is_some_and(|last| inner.contains('|') && last.trim() == "option")
 }
 
 /// Kills a process group when dropped, unless disarmed.

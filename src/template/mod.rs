@@ -130,6 +130,8 @@ fn environment() -> minijinja::Environment<'static> {
     });
     env.add_filter("tojson", strict_tojson);
     env.add_filter("argv_items", argv_items);
+    // The author's word that a `command` argument may be an option (`agents::shell`).
+    env.add_filter("option", |v: minijinja::Value| v);
     env
 }
 

@@ -31,7 +31,7 @@ pub(crate) struct TooDeep {
 const PLAIN_STATEMENTS: [&str; 4] = ["if", "elif", "else", "endif"];
 
 /// Filters whose output is at most proportional to their input.
-const PLAIN_FILTERS: [&str; 32] = [
+const PLAIN_FILTERS: [&str; 33] = [
     "abs",
     "argv_items",
     "attr",
@@ -54,6 +54,7 @@ const PLAIN_FILTERS: [&str; 32] = [
     "lower",
     "max",
     "min",
+    "option",
     "reverse",
     "round",
     "safe",
