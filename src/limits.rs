@@ -34,3 +34,112 @@ pub const TEMPLATE_TIME: Duration = Duration::from_secs(10);
 /// Memory a template that computes (loops, assignments, macros, `*`) may use while it renders
 /// in its own process.
 pub const TEMPLATE_MEMORY: u64 = 512 << 20;
+
+/// Where a JSON value first nests deeper than [`MAX_VALUE_DEPTH`], as a path (`json.a[0].b`);
+/// `None` when it does not. Walks without recursion, so any depth can be measured.
+pub fn too_deep(value: &serde_json::Value) -> Option<String> {
+    if depth(value) <= MAX_VALUE_DEPTH {
+        return None;
+    }
+    // Rare: find the way down, naming each step.
+    let (mut at, mut path) = (value, String::new());
+    for _ in 0..MAX_VALUE_DEPTH {
+        let deepest = children(at).max_by_key(|(_, c)| depth(c));
+        let Some((step, child)) = deepest else { break };
+        path.push_str(&step);
+        at = child;
+    }
+    Some(short_path(path.trim_start_matches('.')))
+}
+
+/// A path down a deep value, cut to its first steps.
+pub fn short_path(path: &str) -> String {
+    match path.char_indices().nth(48) {
+        Some((i, _)) => format!("{}…", &path[..i]),
+        None => path.to_string(),
+    }
+}
+
+/// How deeply a JSON value nests: 0 for a scalar, 1 for `[1]`.
+pub fn depth(value: &serde_json::Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        match v {
+            serde_json::Value::Array(items) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            serde_json::Value::Object(map) => {
+                deepest = deepest.max(d + 1);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
+}
+
+fn children(v: &serde_json::Value) -> Box<dyn Iterator<Item = (String, &serde_json::Value)> + '_> {
+    match v {
+        serde_json::Value::Array(items) => {
+            Box::new(items.iter().enumerate().map(|(i, c)| (format!("[{i}]"), c)))
+        }
+        serde_json::Value::Object(map) => Box::new(map.iter().map(|(k, c)| (format!(".{k}"), c))),
+        _ => Box::new(std::iter::empty()),
+    }
+}
+
+/// The depth of JSON text (its deepest bracket, strings skipped), measured without parsing it.
+pub fn text_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nested(depth: usize) -> serde_json::Value {
+        let mut v = serde_json::json!(1);
+        for i in 0..depth {
+            v = if i % 2 == 0 {
+                serde_json::json!([v])
+            } else {
+                serde_json::json!({ "a": v })
+            };
+        }
+        v
+    }
+
+    #[test]
+    fn depth_is_measured_with_the_path_where_it_crosses() {
+        assert_eq!(too_deep(&nested(MAX_VALUE_DEPTH)), None);
+        let path = too_deep(&nested(MAX_VALUE_DEPTH + 1)).expect("too deep");
+        assert!(path.starts_with("[0].a[0].a"), "{path}");
+        assert_eq!(depth(&serde_json::json!([])), 1);
+        assert_eq!(depth(&serde_json::json!({"a": [{}]})), 3);
+        assert_eq!(text_depth(&nested(100).to_string()), 100);
+        assert_eq!(text_depth(r#"{"a": "[[[[", "b": [1]}"#), 2);
+    }
+}

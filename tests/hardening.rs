@@ -256,3 +256,126 @@ fn a_template_value_starting_with_a_dash_does_not_become_an_option_of_the_progra
         assert_eq!(out.status.code(), Some(0), "{command}: {}", both(&out));
     }
 }
+
+/// `[[[…1…]]]` nested `depth` levels.
+fn deep_json(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+/// Serves one HTTP response with `body` on 127.0.0.1, for one request; returns the URL.
+fn serve_once(body: String) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        if let Ok((mut sock, _)) = listener.accept() {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf);
+            let _ = write!(
+                sock,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+#[test]
+fn values_nested_too_deep_are_refused_before_they_are_stored_and_the_store_stays_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "deep.rhai",
+        "fn deep(ctx) { let a = []; for i in 0..6000 { a = [a]; } #{ x: a } }",
+    );
+    let url = serve_once(deep_json(100));
+    let file = write(
+        dir.path(),
+        "deep.cond",
+        &format!(
+            r#"workflow w {{
+    use "deep.rhai"
+    agent sh {{ kind = "shell", command = ["python3", "-c", "print('{}')"] }}
+    agent web {{ kind = "http", url = "{url}" }}
+    agent script {{ kind = "script", function = "deep" }}
+    agent ok {{ kind = "mock" }}
+    on_escalation = "skip"
+    phase p {{
+        task stdout on sh
+        task body on web
+        task script on script
+        task fine on ok
+    }}
+}}
+"#,
+            deep_json(126)
+        ),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(60));
+    assert_clean_exit(&out);
+    let all = both(&out);
+    for source in [
+        "the JSON its program printed",
+        "the JSON body the service answered",
+        "script function `deep` returned a value nested deeper than 64 levels",
+    ] {
+        assert!(all.contains(source), "{source}: {all}");
+    }
+    // Every reader works on the store afterwards.
+    let mut runs = conductor(dir.path());
+    runs.args(["runs", "--json"]);
+    let out = finish(runs, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let row: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).lines().next().unwrap()).unwrap();
+    let id = row["id"].as_str().unwrap().to_string();
+    for args in [
+        vec!["show", &id],
+        vec!["events", &id],
+        vec!["why", &id, "stdout"],
+    ] {
+        let mut cmd = conductor(dir.path());
+        cmd.args(&args);
+        let out = finish(cmd, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", both(&out));
+    }
+
+    // A `--param` and a literal of the workflow are refused before the run starts.
+    let simple = write(
+        dir.path(),
+        "simple.cond",
+        "workflow s {\n    param v = 1\n    agent m { kind = \"mock\" }\n    phase p { task t on m }\n}\n",
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run")
+        .arg(&simple)
+        .arg("--param")
+        .arg(format!("v={}", deep_json(100)));
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("nests deeper than 64 levels"),
+        "{}",
+        both(&out)
+    );
+    let literal = write(
+        dir.path(),
+        "literal.cond",
+        &format!(
+            "workflow s {{\n    agent m {{ kind = \"mock\", output = {{ x = {} }} }}\n    phase p {{ task t on m }}\n}}\n",
+            deep_json(100)
+        ),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("check").arg(&literal);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("nests more than 64 levels deep"),
+        "{}",
+        both(&out)
+    );
+}

@@ -82,6 +82,15 @@ pub(crate) fn parse_params(
         };
         let value = serde_json::from_str(value)
             .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        if let Some(at) = crate::limits::too_deep(&value) {
+            return Err(AppError::Usage(format!(
+                "`--param {}=…`: the value nests deeper than {} levels, at `{at}`; values are \
+                 limited to {} levels",
+                name.trim(),
+                crate::limits::MAX_VALUE_DEPTH,
+                crate::limits::MAX_VALUE_DEPTH
+            )));
+        }
         out.insert(name.trim().to_string(), value);
     }
     Ok(out)

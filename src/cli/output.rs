@@ -30,6 +30,11 @@ pub(super) fn report(e: &AppError) {
     }
 }
 
+/// A warning on stderr.
+pub(super) fn warning(text: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {text}");
+}
+
 /// Prints a line on stdout; false when the reader went away.
 pub(super) fn line(text: impl std::fmt::Display) -> bool {
     writeln!(std::io::stdout(), "{text}").is_ok()
