@@ -38,6 +38,7 @@ pub mod model;
 pub mod plan;
 pub mod policy;
 pub mod report;
+pub mod secrets;
 pub mod source;
 pub mod store;
 pub mod syntax;

@@ -17,5 +17,7 @@ mod llm;
 mod policy;
 mod robustness;
 mod sdlc;
+mod secrets;
+mod semantics;
 mod shell;
 mod store;

@@ -22,6 +22,10 @@ pub struct AgentEnvOptions {
     pub config: Arc<Config>,
     /// `--record`: every provider exchange is written to this cassette.
     pub recorder: Option<Arc<Recorder>>,
+    /// Secret params' values, redacted in what programs print.
+    pub redactor: Arc<crate::secrets::Redactor>,
+    /// Environment variables secret params come from: programs do not see them.
+    pub secret_env: Vec<String>,
 }
 
 /// Why a workflow's agents cannot run here.
@@ -47,6 +51,7 @@ pub struct AgentEnv {
     /// Environment variables programs must not see: the providers' API keys (a shell task may
     /// run code a model wrote, and its output is stored).
     pub(crate) scrub: Arc<[String]>,
+    pub(crate) redactor: Arc<crate::secrets::Redactor>,
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
     http: OnceLock<Result<reqwest::Client, String>>,
     scripts: Mutex<HashMap<u64, Arc<ModuleSet>>>,
@@ -54,11 +59,15 @@ pub struct AgentEnv {
 
 impl AgentEnv {
     pub fn new(options: AgentEnvOptions) -> AgentEnv {
+        if let Some(r) = &options.recorder {
+            r.redact_with(options.redactor.clone());
+        }
         let scrub = options
             .config
             .providers
             .values()
             .filter_map(|p| p.api_key_env.clone())
+            .chain(options.secret_env.iter().cloned())
             .collect();
         AgentEnv {
             base: options.base,
@@ -66,6 +75,7 @@ impl AgentEnv {
             config: options.config,
             recorder: options.recorder,
             scrub,
+            redactor: options.redactor,
             providers: Mutex::new(HashMap::new()),
             http: OnceLock::new(),
             scripts: Mutex::new(HashMap::new()),

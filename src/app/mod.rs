@@ -14,6 +14,7 @@ pub(crate) use error::AppError;
 pub(crate) use inspect::{export_artifacts, find_run, gc, load_run, parse_age};
 pub(crate) use load::{load, provider_warnings, Loaded};
 pub(crate) use runs::{
-    parse_decision, parse_params, resume, start, who, Prepared, Resume, Start, Stopped, Watch,
+    parse_decision, parse_params, read_param_files, resume, start, who, Prepared, Resume, Start,
+    Stopped, Watch,
 };
 pub(crate) use stores::StoreSpec;

@@ -32,6 +32,8 @@ pub(crate) struct Resume {
     /// A run id, or a unique prefix of one.
     pub run: String,
     pub decisions: Vec<(String, Decision)>,
+    /// Secret params' values again (they are not stored).
+    pub params: BTreeMap<String, serde_json::Value>,
     /// `--reason`: why, recorded with the decisions.
     pub reason: Option<String>,
     /// `conductor dlq retry ENTRY`: the dead letter to run again.
@@ -96,6 +98,48 @@ pub(crate) fn parse_params(
     Ok(out)
 }
 
+/// The largest value `--param-file` reads.
+const PARAM_FILE_LIMIT: u64 = 1 << 20;
+
+/// `NAME=PATH` pairs: each value is the file's text (one trailing newline dropped) — a way to
+/// pass a secret that never appears in a command line.
+pub(crate) fn read_param_files(
+    pairs: &[String],
+    into: &mut BTreeMap<String, serde_json::Value>,
+) -> Result<(), AppError> {
+    use std::io::Read;
+    for pair in pairs {
+        let Some((name, path)) = pair.split_once('=') else {
+            return Err(AppError::Usage(format!(
+                "`--param-file {pair}` needs the form NAME=PATH"
+            )));
+        };
+        let cannot = |e: String| AppError::Usage(format!("`--param-file {name}={path}`: {e}"));
+        let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
+        if !file
+            .metadata()
+            .map_err(|e| cannot(e.to_string()))?
+            .is_file()
+        {
+            return Err(cannot("not a regular file".into()));
+        }
+        let mut text = String::new();
+        file.take(PARAM_FILE_LIMIT + 1)
+            .read_to_string(&mut text)
+            .map_err(|e| cannot(e.to_string()))?;
+        if text.len() as u64 > PARAM_FILE_LIMIT {
+            return Err(cannot(format!("larger than {PARAM_FILE_LIMIT} bytes")));
+        }
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        into.insert(
+            name.trim().to_string(),
+            serde_json::Value::String(text.to_string()),
+        );
+    }
+    Ok(())
+}
+
 /// `TASK=retry|skip|abort`.
 pub(crate) fn parse_decision(text: &str) -> Result<(String, Decision), AppError> {
     let Some((task, decision)) = text.split_once('=') else {
@@ -136,13 +180,22 @@ pub(crate) async fn start(
     options.params = req.params;
     options.file = req.file.display().to_string();
     options.dry_run = req.dry_run;
-    options.workspace = super::workspace::create(&req.store, &options.run_id);
+    // A dry run writes nothing; a run nobody can inspect works in a folder removed after it.
+    options.workspace = match (&req.store, req.dry_run) {
+        (_, true) => None,
+        (StoreSpec::Memory, false) => super::workspace::temporary(&options.run_id),
+        _ => super::workspace::create(&req.store, &options.run_id),
+    };
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
     attach(&mut options, &*store, &loaded, watch);
     let workspace = options.workspace.clone();
+    let temporary = req.store == StoreSpec::Memory;
     let result = crate::exec::run(Arc::new(loaded.workflow), Arc::new(loaded.plan), options).await;
+    if let (true, Some(dir)) = (temporary, &workspace) {
+        super::workspace::remove_temporary(dir);
+    }
     match result {
         Ok(state) => Ok(Stopped::Ran {
             state,
@@ -236,8 +289,11 @@ pub(crate) async fn resume(
     let recorder = open_recorder(req.record.as_ref())?;
     let mut options = RunOptions::new(store.clone());
     options.run_id = run_id.clone();
+    options.params = req.params;
     options.cancel = cancel;
-    options.workspace = super::workspace::create(&req.store, &run_id);
+    options.workspace = (!state.dry_run)
+        .then(|| super::workspace::create(&req.store, &run_id))
+        .flatten();
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     attach(&mut options, &*store, &loaded, watch);

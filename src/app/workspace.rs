@@ -18,6 +18,26 @@ pub(crate) fn create(store: &StoreSpec, run: &RunId) -> Option<PathBuf> {
     }
 }
 
+/// A working folder for a run in the memory store (nothing can inspect it afterwards): in the
+/// system's temporary folder, never the workflow's own.
+pub(crate) fn temporary(run: &RunId) -> Option<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("conductor-{}", run.as_str()));
+    match std::fs::create_dir_all(&dir) {
+        Ok(()) => Some(dir),
+        Err(e) => {
+            tracing::warn!("cannot create the workspace `{}`: {e}", dir.display());
+            None
+        }
+    }
+}
+
+/// Removes a memory run's temporary workspace once the run is over.
+pub(crate) fn remove_temporary(dir: &std::path::Path) {
+    if let Err(e) = std::fs::remove_dir_all(dir) {
+        tracing::warn!("cannot remove the workspace `{}`: {e}", dir.display());
+    }
+}
+
 /// `runs/RUN` beside the store.
 pub(crate) fn run_dir(store: &StoreSpec, run: &RunId) -> Option<PathBuf> {
     Some(store.home()?.join("runs").join(run.as_str()))

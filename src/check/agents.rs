@@ -89,6 +89,8 @@ impl Checker<'_> {
             }
         }
         let kind = kind?;
+        // An agent serves many tasks: its templates may read `item` of a fan-out instance.
+        self.item = super::fanout::ItemShape::Any;
         pool.kind = match kind {
             "llm" => AgentKind::Llm(self.llm(&specific)),
             "shell" => AgentKind::Shell(self.shell(a, &specific)?),
@@ -97,6 +99,7 @@ impl Checker<'_> {
             "approval" => AgentKind::Approval,
             _ => AgentKind::Mock(self.mock(&specific)),
         };
+        self.item = super::fanout::ItemShape::Absent;
         if self.agent_defaults.len() <= id.index() {
             self.agent_defaults.resize(id.index() + 1, None);
         }

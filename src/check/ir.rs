@@ -139,8 +139,12 @@ pub enum OnEscalation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Param {
     pub name: String,
-    /// `None`: the param is required.
+    /// `None`: the param is required (unless `env` gives it).
     pub default: Option<Value>,
+    /// Never stored or printed in clear: masked in the log, redacted in what tasks print.
+    pub secret: bool,
+    /// An environment variable the value comes from when `--param` does not give it.
+    pub env: Option<String>,
     pub span: Span,
 }
 
@@ -357,7 +361,44 @@ pub struct Task {
     pub cache: bool,
     pub effect: Effect,
     pub when: Option<Rule>,
+    /// `matrix` or `for_each`: the task runs once per item, as instances `name[key]`.
+    pub fan_out: Option<FanOut>,
     pub span: Span,
+}
+
+/// A task that runs once per item.
+#[derive(Clone, Debug)]
+pub struct FanOut {
+    pub source: FanOutSource,
+    /// A matrix's keys in declaration order: an instance is named by its values for them.
+    pub axes: Vec<String>,
+    /// Names each instance (`test[linux-3.12]`); by default the item's values.
+    pub key: Option<Template>,
+    /// A longer list fails the task (default 256).
+    pub max_items: u32,
+    /// How many instances run at once (within the pool's `count`).
+    pub max_parallel: Option<u32>,
+    /// One failed instance cancels the queued and running others.
+    pub fail_fast: bool,
+    pub succeed_when: SucceedWhen,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum FanOutSource {
+    /// A static matrix, expanded by `check`: each combination, in order.
+    Matrix(Vec<serde_json::Value>),
+    /// A template yielding a JSON array, rendered when the task's turn comes.
+    ForEach(Template),
+}
+
+/// When a fanned-out task as a whole has completed.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SucceedWhen {
+    All,
+    Any,
+    /// At least this share of the instances that ran.
+    Rate(f64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

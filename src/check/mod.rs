@@ -8,6 +8,7 @@ mod agents;
 mod command;
 pub(crate) mod compare;
 mod cycles;
+pub(crate) mod fanout;
 pub mod ir;
 mod modules;
 mod rules;
@@ -123,6 +124,8 @@ struct Names {
     params: IndexMap<String, Span>,
     /// Phases with at least one `task` written in them (duplicates included).
     phases_with_tasks: std::collections::HashSet<PhaseId>,
+    /// Tasks that fan out (`matrix` or `for_each`): templates read `outputs`, not `output`.
+    fan_out: std::collections::HashSet<String>,
 }
 
 struct Checker<'m> {
@@ -138,6 +141,8 @@ struct Checker<'m> {
     agent_defaults: Vec<Option<AgentDefaults>>,
     /// Where each resolved `after` entry is written, aligned with `Task::after`.
     after_spans: Vec<Vec<Span>>,
+    /// What `item` is in the templates being checked.
+    item: fanout::ItemShape,
 }
 
 impl<'m> Checker<'m> {
@@ -156,6 +161,7 @@ impl<'m> Checker<'m> {
             modules: ModuleSet::default(),
             templates: crate::template::TemplatesBuilder::default(),
             agent_defaults: Vec::new(),
+            item: fanout::ItemShape::Absent,
             after_spans: Vec::new(),
         }
     }
@@ -286,6 +292,13 @@ impl<'m> Checker<'m> {
                             continue;
                         };
                         self.names.phases_with_tasks.insert(phase_id);
+                        let fans_out = t.body.iter().flatten().any(|i| {
+                            matches!(i, ast::TaskItem::Setting(s)
+                                if matches!(s.name.name.as_str(), "matrix" | "for_each"))
+                        });
+                        if fans_out {
+                            self.names.fan_out.insert(t.name.name.clone());
+                        }
                         if let Some(&(_, _, first)) = self.names.tasks.get(&t.name.name) {
                             self.duplicate("task", &t.name, first);
                         } else {

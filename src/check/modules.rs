@@ -10,6 +10,9 @@ use crate::policy::{CompiledModule, ModuleSet, PolicyHost};
 use crate::source::{FileId, Span};
 use crate::syntax::ast;
 
+/// Modules built into the binary; `policies/` keeps the readable copies.
+const BUILTIN: &[(&str, &str)] = &[("standard", include_str!("../../policies/standard.rhai"))];
+
 /// A module compiled without errors: its file, its text and its compiled form.
 type Compiled = (FileId, String, CompiledModule);
 
@@ -23,7 +26,11 @@ impl Checker<'_> {
         for item in &wf.items {
             let ast::Item::Use(u) = item else { continue };
             let written = u.path.value.clone();
-            let path = self.dir.join(&written);
+            let builtin = written.strip_prefix("std:");
+            let path = match builtin {
+                Some(_) => PathBuf::from(&written),
+                None => self.dir.join(&written),
+            };
             if let Some(first) = used.get(&path) {
                 let first = *first;
                 self.error(u.path.span, format!("module `{written}` is used twice"))
@@ -33,7 +40,11 @@ impl Checker<'_> {
                 continue;
             }
             used.insert(path.clone(), u.path.span);
-            let Some(text) = self.read_module(u, &path) else {
+            let text = match builtin {
+                Some(name) => self.builtin_module(u, name),
+                None => self.read_module(u, &path),
+            };
+            let Some(text) = text else {
                 continue;
             };
             let module_file = self.map.add(written.clone(), &path, &text);
@@ -63,6 +74,22 @@ impl Checker<'_> {
         self.modules = ModuleSet::new(&modules);
         self.check_module_calls(&compiled);
         out
+    }
+
+    /// A module built into the binary (`use "std:standard"`), so workflows need no copy of
+    /// `policies/` beside them after `cargo install`.
+    fn builtin_module(&mut self, u: &ast::Use, name: &str) -> Option<String> {
+        match BUILTIN.iter().find(|(n, _)| *n == name) {
+            Some((_, text)) => Some((*text).to_string()),
+            None => {
+                let names: Vec<String> =
+                    BUILTIN.iter().map(|(n, _)| format!("`std:{n}`")).collect();
+                self.error(u.path.span, format!("no built-in module `std:{name}`"))
+                    .with_label("unknown built-in module")
+                    .help = Some(format!("the built-in modules are {}", names.join(", ")));
+                None
+            }
+        }
     }
 
     /// The text of a `use`d module, or an error on its `use` when it cannot be read.

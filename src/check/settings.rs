@@ -7,6 +7,7 @@ use crate::diag::{self, Annotate, Diagnostic};
 use crate::policy::RuleKind;
 use crate::syntax::ast;
 
+const PARAM_SETTINGS: &[&str] = &["default", "secret", "env", "description"];
 const WORKFLOW_SETTINGS: &[&str] = &[
     "description",
     "max_feedback_loops",
@@ -50,7 +51,7 @@ impl Checker<'_> {
         .with_label("unknown setting");
         let diag = match diag::suggest(&s.name.name, valid.iter().copied()) {
             Some(near) => diag.with_help(format!("did you mean `{near}`?")),
-            None => diag.with_help(format!("{owner} settings are {}", backticked(valid))),
+            None => diag.with_help(format!("the settings of {owner} are {}", backticked(valid))),
         };
         self.diags.push(diag);
     }
@@ -104,15 +105,62 @@ impl Checker<'_> {
     }
 
     pub(super) fn param(&mut self, p: &ast::Param) -> Option<Param> {
-        let default = match &p.default {
-            Some(v) => Some(self.reader().literal(v)?),
-            None => None,
-        };
-        Some(Param {
+        let mut param = Param {
             name: p.name.name.clone(),
-            default,
+            default: None,
+            secret: false,
+            env: None,
             span: p.span,
-        })
+        };
+        if let Some(v) = &p.default {
+            param.default = Some(self.reader().literal(v)?);
+        }
+        let mut seen = SeenSettings::default();
+        let mut default_span = None;
+        for s in p.settings.iter().flatten() {
+            if !self.first_setting(&mut seen, s) {
+                continue;
+            }
+            let v = &s.value;
+            match s.name.name.as_str() {
+                "default" => {
+                    param.default = Some(self.reader().literal(v)?);
+                    default_span = Some(s.name.span);
+                }
+                "secret" => param.secret = self.reader().boolean("secret", v).unwrap_or(false),
+                "env" => param.env = self.env_name(v),
+                "description" => {
+                    self.reader().string("description", v);
+                }
+                _ => self.unknown_setting(s, "a param", PARAM_SETTINGS),
+            }
+        }
+        if let (true, Some(span)) = (param.secret, default_span) {
+            self.error(span, format!("secret param `{}` has a default", param.name))
+                .with_label("its value would be in the file")
+                .help = Some(format!(
+                "give it with `--param {}=…`, or name an environment variable: `env = \"NAME\"`",
+                param.name
+            ));
+        }
+        Some(param)
+    }
+
+    /// `env = "NAME"`: a name a shell could export.
+    fn env_name(&mut self, v: &ast::Value) -> Option<String> {
+        let name = self.reader().string("env", v)?.value.clone();
+        let valid = !name.is_empty()
+            && !name.starts_with(|c: char| c.is_ascii_digit())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            self.error(
+                v.span,
+                format!("`{name}` is not an environment variable name"),
+            )
+            .with_label("letters, digits and `_`, not starting with a digit");
+            return None;
+        }
+        Some(name)
     }
 
     pub(super) fn feedback(&mut self, f: &ast::Feedback) -> Option<Feedback> {

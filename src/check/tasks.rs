@@ -23,6 +23,15 @@ const TASK_SETTINGS: &[&str] = &[
     "timeout",
     "cache",
     "effect",
+    "matrix",
+    "exclude",
+    "include",
+    "for_each",
+    "key",
+    "max_items",
+    "max_parallel",
+    "fail_fast",
+    "succeed_when",
 ];
 
 /// How long an approval task waits for a person unless its `timeout` says otherwise.
@@ -163,9 +172,12 @@ impl Checker<'_> {
             cache: false,
             effect: Effect::Pure,
             when: None,
+            fan_out: None,
             span: t.span,
         };
+        task.fan_out = self.fan_out(t);
         let own = self.task_body(t, &mut task);
+        self.item = super::fanout::ItemShape::Absent;
         own.apply(&mut task, agent_defaults.as_ref());
         if let Some(defaults) = &agent_defaults {
             if task.prompt.is_some() && !matches!(defaults.kind, "llm" | "approval") {
@@ -316,6 +328,7 @@ impl Checker<'_> {
                     )
                     .unwrap_or(Effect::Pure)
             }
+            _ if super::fanout::SETTINGS.contains(&name) => {} // read first, by `fan_out`
             _ => self.unknown_setting(s, "a task", TASK_SETTINGS),
         }
     }

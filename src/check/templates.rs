@@ -128,7 +128,22 @@ impl Checker<'_> {
                 )),
             });
         }
+        if top == "item" {
+            return self.item_var(span, parts.next(), what);
+        }
         let second = parts.next()?;
+        if top == "tasks" && self.names.fan_out.contains(second) && parts.next() == Some("output") {
+            return Some(
+                Diagnostic::error(
+                    span,
+                    format!("task `{second}` fans out: it has `outputs`, not `output`"),
+                )
+                .with_label("one output per instance")
+                .with_help(format!(
+                    "read `tasks.{second}.outputs` (a list in index order), `tasks.{second}.results` or `tasks.{second}.items`"
+                )),
+            );
+        }
         let (list, kind): (&dyn NameSet, &str) = match top {
             "params" => (&self.names.params, "param"),
             "tasks" => (&self.names.tasks, "task"),
@@ -140,6 +155,30 @@ impl Checker<'_> {
         let d = Diagnostic::error(span, format!("unknown {kind} `{second}` in `{what}`"))
             .with_label(format!("no {kind} of this name"));
         Some(d.with_suggestion(second, list.names()))
+    }
+}
+
+impl Checker<'_> {
+    /// `item` and `item.x`: defined in fan-out tasks; for a matrix, `x` is one of its keys.
+    fn item_var(&self, span: Span, field: Option<&str>, what: &str) -> Option<Diagnostic> {
+        match (&self.item, field) {
+            (super::fanout::ItemShape::Absent, _) => Some(
+                Diagnostic::error(
+                    span,
+                    format!("`item` in `{what}` of a task that does not fan out"),
+                )
+                .with_label("no item here")
+                .with_help("`item` is defined in a task with `matrix` or `for_each`"),
+            ),
+            (super::fanout::ItemShape::Keys(keys), Some(f)) if !keys.iter().any(|k| k == f) => {
+                Some(
+                    Diagnostic::error(span, format!("the matrix has no key `{f}` (in `{what}`)"))
+                        .with_label("not a key of the matrix")
+                        .with_suggestion(f, keys.iter().map(String::as_str)),
+                )
+            }
+            _ => None,
+        }
     }
 }
 

@@ -22,12 +22,19 @@ pub fn to_text(wf: &Workflow) -> String {
         );
     }
     for p in &wf.params {
+        let mut extra = String::new();
+        if p.secret {
+            extra.push_str(" secret");
+        }
+        if let Some(env) = &p.env {
+            extra.push_str(&format!(" env={env}"));
+        }
         match &p.default {
             Some(v) => {
-                let _ = writeln!(out, "  param {} = {}", p.name, value(v));
+                let _ = writeln!(out, "  param {}{extra} = {}", p.name, value(v));
             }
             None => {
-                let _ = writeln!(out, "  param {} (required)", p.name);
+                let _ = writeln!(out, "  param {}{extra} (required)", p.name);
             }
         }
     }
@@ -70,7 +77,12 @@ pub(crate) fn items(wf: &Workflow) -> Vec<(String, String)> {
     settings(&mut s, &wf.settings);
     items.push(("the workflow's settings".to_string(), s));
     for p in &wf.params {
-        let text = p.default.as_ref().map_or("required".to_string(), value);
+        let text = format!(
+            "{} secret={} env={:?}",
+            p.default.as_ref().map_or("required".to_string(), value),
+            p.secret,
+            p.env
+        );
         items.push((format!("param `{}`", p.name), text));
     }
     for a in &wf.agents {

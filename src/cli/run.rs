@@ -23,6 +23,9 @@ pub(super) struct RunArgs {
     /// A param value, `NAME=VALUE` (VALUE is read as JSON when it parses, else a string).
     #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
     params: Vec<String>,
+    /// A param value read from a file (for secrets: it never appears in a command line).
+    #[arg(long = "param-file", value_name = "NAME=PATH")]
+    param_files: Vec<String>,
     /// Print every event as a JSON line; the last line is the final run state.
     #[arg(long)]
     json: bool,
@@ -44,6 +47,12 @@ pub(super) struct ResumeArgs {
     /// (`TASK=approve` or `TASK=reject`).
     #[arg(long = "decide", value_name = "TASK=DECISION")]
     decide: Vec<String>,
+    /// A secret param's value again (secret values are not stored): `NAME=VALUE`.
+    #[arg(long = "param", short = 'p', value_name = "NAME=VALUE")]
+    params: Vec<String>,
+    /// A secret param's value from a file.
+    #[arg(long = "param-file", value_name = "NAME=PATH")]
+    param_files: Vec<String>,
     /// Why: recorded with the decisions (an approval's output carries it).
     #[arg(long, value_name = "TEXT", requires = "decide")]
     reason: Option<String>,
@@ -55,8 +64,10 @@ pub(super) struct ResumeArgs {
 }
 
 pub(super) fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError> {
+    let mut params = app::parse_params(&args.params)?;
+    app::read_param_files(&args.param_files, &mut params)?;
     let start = app::Start {
-        params: app::parse_params(&args.params)?,
+        params,
         file: args.file,
         dry_run: args.dry_run,
         record: args.record,
@@ -78,8 +89,11 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
         .iter()
         .map(|d| app::parse_decision(d))
         .collect::<Result<Vec<_>, _>>()?;
+    let mut params = app::parse_params(&args.params)?;
+    app::read_param_files(&args.param_files, &mut params)?;
     let req = app::Resume {
         run: args.run,
+        params,
         decisions,
         reason: args.reason,
         dead_letter: None,
@@ -100,6 +114,7 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
 pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCode, AppError> {
     let req = app::Resume {
         run: String::new(),
+        params: Default::default(),
         decisions: Vec::new(),
         reason: None,
         dead_letter: Some(entry.to_string()),

@@ -16,7 +16,13 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let store = globals.store.open_existing()?;
     let run = crate::app::load_run(&*store, &args.run)?;
     let result = run.task(&args.task)?;
-    let lines = crate::report::why_text(result, run.id.as_str(), &run.state.workflow, &run.events);
+    let lines = crate::report::why_text(
+        result,
+        run.id.as_str(),
+        &run.state.workflow,
+        &run.events,
+        &globals.flags,
+    );
     for line in lines {
         if !output::line(line) {
             break;

@@ -21,7 +21,7 @@ impl Dispatcher {
     /// An approval task's turn: its question is rendered and recorded, then asked.
     pub(super) fn request_approval(&mut self, t: TaskId) {
         let wf = self.run.wf.clone();
-        let task = wf.task(t);
+        let task = wf.task(self.def_id(t));
         let attempt = self.state.tasks[t.index()].attempts + 1;
         let pool: Arc<str> = Arc::from(wf.agent(task.agent).name.as_str());
         let message = match self.prepare(t, attempt, pool) {
@@ -50,7 +50,7 @@ impl Dispatcher {
         if self.state.tasks[t.index()].approval.is_none() {
             return;
         }
-        let timeout = crate::text::duration(self.run.wf.task(t).timeout);
+        let timeout = crate::text::duration(self.run.wf.task(self.def_id(t)).timeout);
         self.decide_approval(
             t,
             Reply {
@@ -98,7 +98,7 @@ impl Dispatcher {
         let wf = self.run.wf.clone();
         self.record(EventKind::AttemptFinished {
             task: self.name(t),
-            agent: Arc::from(wf.agent(wf.task(t).agent).name.as_str()),
+            agent: Arc::from(wf.agent(wf.task(self.def_id(t)).agent).name.as_str()),
             attempt: self.state.tasks[t.index()].attempts + 1,
             duration_ms: self.journal.clock.0.saturating_sub(requested.0),
             output: Some(output),

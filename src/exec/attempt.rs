@@ -129,6 +129,18 @@ async fn save_logs(job: &Job, chunks: Vec<LogChunk>) {
     if chunks.is_empty() {
         return;
     }
+    let redactor = &job.env.redactor;
+    let chunks = if redactor.is_empty() {
+        chunks
+    } else {
+        chunks
+            .into_iter()
+            .map(|mut c| {
+                c.data = redactor.redact_bytes(&c.data).into_owned();
+                c
+            })
+            .collect()
+    };
     let (store, a) = (job.store.clone(), job.attempt.clone());
     let _ = blocking("storing the attempt's output", move || {
         if let Err(e) = store.append_log(&a.run_id, &a.task, a.attempt, &chunks) {

@@ -43,8 +43,11 @@ impl Views {
         let Some(t) = state.tasks.get(i) else {
             return;
         };
+        if t.instance.is_some() {
+            return; // seen through its fan-out task's `outputs` and `results`
+        }
         if t.status.is_final() || self.all {
-            let view = task_json(t);
+            let view = task_json(state, t);
             self.scope.tasks.set(i, &view);
             self.rules.set(&t.task, &view);
         } else {
@@ -94,13 +97,20 @@ impl Views {
 /// duration_ms, agent }`, for the tasks `keep` selects.
 pub(super) fn tasks_json(state: &RunState, keep: impl Fn(&TaskResult) -> bool) -> Value {
     let mut map = Map::with_capacity(state.tasks.len());
-    for t in state.tasks.iter().filter(|t| keep(t)) {
-        map.insert(t.task.to_string(), task_json(t));
+    for t in state
+        .tasks
+        .iter()
+        .filter(|t| t.instance.is_none() && keep(t))
+    {
+        map.insert(t.task.to_string(), task_json(state, t));
     }
     Value::Object(map)
 }
 
-fn task_json(t: &TaskResult) -> Value {
+fn task_json(state: &RunState, t: &TaskResult) -> Value {
+    if !t.instances.is_empty() {
+        return fan_out_json(state, t);
+    }
     json!({
         "status": t.status.as_str(),
         "output": t.output,
@@ -111,6 +121,41 @@ fn task_json(t: &TaskResult) -> Value {
         // The end of what the last attempt printed.
         "stdout": t.tail.stdout,
         "stderr": t.tail.stderr,
+    })
+}
+
+/// A fan-out task: `outputs` in index order (never completion order), `results` per instance
+/// and `items` (counts by status) — computed once, when the task is final.
+fn fan_out_json(state: &RunState, t: &TaskResult) -> Value {
+    let mut outputs = Vec::with_capacity(t.instances.len());
+    let mut results = Vec::with_capacity(t.instances.len());
+    let mut counts: Map<String, Value> = Map::new();
+    for &i in &t.instances {
+        let r = &state.tasks[i as usize];
+        outputs.push(r.output.clone());
+        let key = r.instance.as_ref().map_or("", |i| i.key.as_str());
+        results.push(json!({
+            "key": key,
+            "item": r.instance.as_ref().map(|i| &i.item),
+            "status": r.status.as_str(),
+            "output": r.output,
+            "error": r.error.as_ref().map(|e| json!({ "code": e.code.as_str(), "message": e.message })),
+            "attempts": r.attempts,
+            "stdout": r.tail.stdout,
+            "stderr": r.tail.stderr,
+        }));
+        let n = counts.entry(r.status.as_str()).or_insert(Value::from(0));
+        *n = Value::from(n.as_u64().unwrap_or(0) + 1);
+    }
+    counts.insert("total".into(), Value::from(t.instances.len()));
+    json!({
+        "status": t.status.as_str(),
+        "outputs": outputs,
+        "results": results,
+        "items": counts,
+        "error": t.error.as_ref().map(|e| json!({ "code": e.code.as_str(), "message": e.message })),
+        "attempts": t.attempts,
+        "duration_ms": t.duration_ms,
     })
 }
 
@@ -130,7 +175,12 @@ pub(super) fn finished_tasks(state: &RunState) -> Value {
 }
 
 /// The context of a `when` rule.
-pub(super) fn when(views: &Views, state: &RunState, params: &Value) -> RuleContext {
+pub(super) fn when(
+    views: &Views,
+    state: &RunState,
+    params: &Value,
+    item: Option<&Value>,
+) -> RuleContext {
     RuleContext::with_tasks(
         RuleKind::When,
         &views.rules,
@@ -138,6 +188,7 @@ pub(super) fn when(views: &Views, state: &RunState, params: &Value) -> RuleConte
             "params": params,
             "loop_count": state.feedback_loop_count,
             "feedback": feedback_json(state),
+            "item": item,
         }),
     )
 }
@@ -218,6 +269,11 @@ pub(super) fn enforce(fields: Value) -> RuleContext {
 }
 
 /// What a task's templates see for one attempt.
-pub(super) fn template(views: &Views, attempt: u32, input: Option<&Value>) -> Context {
-    Context::for_attempt(&views.scope, attempt, input)
+pub(super) fn template(
+    views: &Views,
+    attempt: u32,
+    input: Option<&Value>,
+    item: Option<&Value>,
+) -> Context {
+    Context::for_attempt(&views.scope, attempt, input, item)
 }

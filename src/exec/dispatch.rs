@@ -31,7 +31,7 @@ impl Dispatcher {
             if self.finish.is_some() {
                 break;
             }
-            let pool = self.run.wf.task(t).agent.index();
+            let pool = self.run.wf.task(self.def_id(t)).agent.index();
             let rechecking = std::mem::take(&mut self.tasks[t.index()].rechecking);
             if rechecking && blocked[pool] {
                 self.deferred.push(t);
@@ -40,6 +40,11 @@ impl Dispatcher {
             if self.tasks[t.index()].upstream_failed {
                 let detail = self.failed_dependency(t);
                 self.skip(t, SkipReason::UpstreamFailed, detail);
+                continue;
+            }
+            if self.fans_out(t) {
+                // Its instances run, each through `when`, `enforce` and an instance of the pool.
+                self.expand(t);
                 continue;
             }
             if self.state.tasks[t.index()].attempts == 0 && !self.passes_when(t) {
@@ -59,7 +64,11 @@ impl Dispatcher {
                 }
             }
             self.undefer(t);
-            let agent = &self.run.wf.agent(self.run.wf.task(t).agent).kind;
+            let agent = &self
+                .run
+                .wf
+                .agent(self.run.wf.task(self.def_id(t)).agent)
+                .kind;
             if matches!(agent, crate::check::ir::AgentKind::Approval) && !self.run.dry_run {
                 // A person decides: no instance, no breaker.
                 self.request_approval(t);
@@ -90,7 +99,7 @@ impl Dispatcher {
 
     /// Which dependency failed, in words, for the skip's detail.
     fn failed_dependency(&self, t: TaskId) -> Option<String> {
-        self.run.wf.task(t).after.iter().find_map(|d| {
+        self.run.wf.task(self.def_id(t)).after.iter().find_map(|d| {
             let r = &self.state.tasks[d.index()];
             r.failed_for_dependents().then(|| {
                 let how = if r.status == crate::model::TaskStatus::Failed {
@@ -105,10 +114,14 @@ impl Dispatcher {
 
     /// Evaluates `when` before the first attempt; false skips the task, an error escalates it.
     fn passes_when(&mut self, t: TaskId) -> bool {
-        let Some(rule) = self.run.wf.task(t).when.clone() else {
+        let Some(rule) = self.run.wf.task(self.def_id(t)).when.clone() else {
             return true;
         };
-        let ctx = context::when(&self.views, &self.state, &self.run.params_json);
+        let item = self.state.tasks[t.index()]
+            .instance
+            .as_ref()
+            .map(|i| &i.item);
+        let ctx = context::when(&self.views, &self.state, &self.run.params_json, item);
         let e = PolicyHost::get().evaluate_cached(&mut self.rules, &rule.compiled, &ctx);
         match (e.verdict, e.error) {
             (_, Some(err)) => {
@@ -135,7 +148,7 @@ impl Dispatcher {
     /// back; the first that denies fails the run with a `PolicyViolation`.
     fn enforce(&mut self, t: TaskId) -> Enforced {
         let wf = self.run.wf.clone();
-        let task = wf.task(t);
+        let task = wf.task(self.def_id(t));
         let phase = wf.phase(task.phase);
         if wf.enforce.is_empty() && phase.enforce.is_empty() {
             return Enforced::Go;
@@ -183,7 +196,7 @@ impl Dispatcher {
     /// The fields of an `enforce` context for dispatching `t` now.
     fn enforce_fields(&self, t: TaskId) -> Value {
         let wf = &self.run.wf;
-        let task = wf.task(t);
+        let task = wf.task(self.def_id(t));
         let agent = wf.agent(task.agent);
         let pool = &self.pools[task.agent.index()];
         let running: serde_json::Map<String, Value> = wf
@@ -212,7 +225,7 @@ impl Dispatcher {
 
     /// What the pool's breaker says about dispatching `t` now.
     pub(super) fn admit(&mut self, t: TaskId) -> Admit {
-        let p = self.run.wf.task(t).agent.index();
+        let p = self.run.wf.task(self.def_id(t)).agent.index();
         // The clock is read only when it matters: this runs for every dispatch.
         if self.pools[p].breaker.is_closed() {
             return Admit::Go;
@@ -229,7 +242,8 @@ impl Dispatcher {
         if self.running >= self.run.max_parallel {
             return None;
         }
-        let pool = &mut self.pools[self.run.wf.task(t).agent.index()];
+        let p = self.run.wf.task(self.def_id(t)).agent.index();
+        let pool = &mut self.pools[p];
         // A half-open breaker's trial goes ahead of the tasks waiting for its outcome.
         let trial = pool.breaker.is_trial(t);
         let instance = pool.acquire(trial)?;
@@ -243,7 +257,8 @@ impl Dispatcher {
         rt.wait_token += 1;
         rt.waiting = true;
         let token = rt.wait_token;
-        self.pools[self.run.wf.task(t).agent.index()].wait(t);
+        let p = self.run.wf.task(self.def_id(t)).agent.index();
+        self.pools[p].wait(t);
         self.add_timer(wait, Timer::AgentWait(t, token));
     }
 
@@ -294,7 +309,7 @@ impl Dispatcher {
     /// attempt (so retries end), logged under the pool's name.
     pub(super) fn gave_up_waiting(&mut self, t: TaskId) {
         let wf = self.run.wf.clone();
-        let p = wf.task(t).agent.index();
+        let p = wf.task(self.def_id(t)).agent.index();
         self.pools[p].leave(t);
         self.pools[p].breaker.abandon_trial(t);
         self.tasks[t.index()].waiting = false;
@@ -302,7 +317,7 @@ impl Dispatcher {
             ErrorCode::NoAvailableAgent,
             format!(
                 "no instance of agent `{}` became idle within `agent_wait` ({})",
-                wf.agent(wf.task(t).agent).name,
+                wf.agent(wf.task(self.def_id(t)).agent).name,
                 crate::text::duration(wf.settings.agent_wait)
             ),
         );
@@ -316,7 +331,7 @@ impl Dispatcher {
         let attempt = self.state.tasks[t.index()].attempts + 1;
         self.record(EventKind::AttemptFinished {
             task: self.name(t),
-            agent: Arc::from(wf.agent(wf.task(t).agent).name.as_str()),
+            agent: Arc::from(wf.agent(wf.task(self.def_id(t)).agent).name.as_str()),
             attempt,
             duration_ms: 0,
             output: None,
@@ -337,7 +352,7 @@ impl Dispatcher {
         let mut started = Vec::with_capacity(starts.len());
         for (t, instance) in starts {
             let attempt = self.state.tasks[t.index()].attempts + 1;
-            let pool = self.run.wf.task(t).agent.index();
+            let pool = self.run.wf.task(self.def_id(t)).agent.index();
             let instance_name = self.pools[pool].instances[instance as usize].clone();
             self.record(EventKind::TaskDispatched {
                 task: self.name(t),
@@ -354,7 +369,7 @@ impl Dispatcher {
         let wf = &self.run.wf;
         if started
             .iter()
-            .any(|(t, ..)| wf.task(*t).effect != crate::check::ir::Effect::Pure)
+            .any(|(t, ..)| wf.task(self.def_id(*t)).effect != crate::check::ir::Effect::Pure)
         {
             self.flush()?;
         }
@@ -378,7 +393,7 @@ impl Dispatcher {
         instance: Arc<str>,
     ) -> Result<Attempt, TaskError> {
         let wf = self.run.wf.clone();
-        let task = wf.task(t);
+        let task = wf.task(self.def_id(t));
         // Rendering is part of the attempt: its task's timeout bounds it too.
         let _limit = crate::template::time_limit(task.timeout);
         let strict = !self.run.dry_run;
@@ -389,7 +404,11 @@ impl Dispatcher {
                 _ => Value::Null,
             }
         } else {
-            let ctx = context::template(&self.views, attempt, None);
+            let item = self.state.tasks[t.index()]
+                .instance
+                .as_ref()
+                .map(|i| &i.item);
+            let ctx = context::template(&self.views, attempt, None, item);
             task.input_tree
                 .render(
                     &wf.templates,
@@ -400,8 +419,12 @@ impl Dispatcher {
                 .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?
         };
         // A context only for tasks that render something: most calls are plain.
-        let ctx = if self.run.templated[t.index()] {
-            context::template(&self.views, attempt, Some(&input))
+        let ctx = if self.run.templated[self.def_id(t).index()] {
+            let item = self.state.tasks[t.index()]
+                .instance
+                .as_ref()
+                .map(|i| &i.item);
+            context::template(&self.views, attempt, Some(&input), item)
         } else {
             crate::template::Context::default()
         };
@@ -440,7 +463,7 @@ impl Dispatcher {
 
     /// Hands an attempt to a worker.
     fn spawn(&mut self, t: TaskId, instance: u32, a: Attempt) {
-        let task = self.run.wf.task(t);
+        let task = self.run.wf.task(self.def_id(t));
         let a = Arc::new(a);
         let trace = Trace::default();
         let rt = &mut self.tasks[t.index()];
@@ -457,7 +480,11 @@ impl Dispatcher {
             env: self.run.env.clone(),
             trace,
         };
-        self.workers.spawn(attempt::run(job, t, instance));
+        let handle = self.workers.spawn(attempt::run(job, t, instance));
+        let rt = &mut self.tasks[t.index()];
+        rt.abort = Some(handle);
+        rt.held = Some(instance);
+        rt.aborted = false;
     }
 
     /// When a retry's backoff is due, or at once.

@@ -52,9 +52,22 @@ pub(super) struct Run {
     pub env: Arc<AgentEnv>,
 }
 
-/// Per-task runtime state the log does not keep, by `TaskId`.
+/// Per-task runtime state the log does not keep, by `TaskId` (fan-out instances after the
+/// declared tasks).
 #[derive(Clone, Debug, Default)]
 pub(super) struct TaskRt {
+    /// A fan-out instance: the declared task it is an instance of.
+    pub group: Option<TaskId>,
+    /// A fan-out task: its instances not yet final, and those waiting for `max_parallel`.
+    pub open: u32,
+    pub queued: std::collections::VecDeque<TaskId>,
+    pub running_instances: u32,
+    /// The running attempt's worker and the instance of the pool it holds, so that one
+    /// attempt can be stopped alone (`fail_fast`).
+    pub abort: Option<tokio::task::AbortHandle>,
+    pub held: Option<u32>,
+    /// Its attempt was stopped alone: the worker's result, if it still comes, is dropped.
+    pub aborted: bool,
     /// Dependencies not yet final.
     pub remaining: u32,
     /// A dependency failed (or was skipped because its own upstream failed).
@@ -124,11 +137,34 @@ impl Dispatcher {
                 || std::path::PathBuf::from("."),
                 std::path::Path::to_path_buf,
             );
+        let secret = |p: &&crate::check::ir::Param| p.secret;
+        let secrets: Vec<(&str, String)> = wf
+            .params
+            .iter()
+            .filter(secret)
+            .filter_map(|p| {
+                let text = match params.get(&p.name)? {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                Some((p.name.as_str(), text))
+            })
+            .collect();
+        let redactor = Arc::new(crate::secrets::Redactor::new(
+            secrets.iter().map(|(n, v)| (*n, v.as_str())),
+        ));
         let env = AgentEnv::new(AgentEnvOptions {
             base,
             workspace: options.workspace.clone(),
             config: options.config.clone(),
             recorder: options.recorder.clone(),
+            redactor: redactor.clone(),
+            secret_env: wf
+                .params
+                .iter()
+                .filter(secret)
+                .filter_map(|p| p.env.clone())
+                .collect(),
         });
         env.prepare_for(&wf, options.dry_run)?;
         let started = Instant::now();
@@ -169,7 +205,8 @@ impl Dispatcher {
             deferred_epoch: 0,
             pools: wf.agents.iter().map(Pool::new).collect(),
             tasks: vec![TaskRt::default(); wf.tasks.len()],
-            journal: Journal::new(options.run_id, options.store, options.observers),
+            journal: Journal::new(options.run_id, options.store, options.observers)
+                .with_redactor(redactor),
             state: RunState::default(),
             timers: Timers::default(),
             ready: VecDeque::new(),
@@ -221,7 +258,7 @@ impl Dispatcher {
             id: self.run.id.clone(),
             workflow: wf.name.clone(),
             file: self.run.file.clone(),
-            params: self.run.params.clone(),
+            params: self.stored_params(),
             created_at: now(),
             status: RunStatus::Pending,
         })?;
@@ -243,7 +280,7 @@ impl Dispatcher {
             run_id: self.run.id.clone(),
             workflow: wf.name.clone(),
             file: self.run.file.clone(),
-            params: self.run.params.clone(),
+            params: self.stored_params(),
             tasks,
             agents,
             dry_run: self.run.dry_run,
@@ -258,6 +295,17 @@ impl Dispatcher {
             None => self.finish = Some((RunStatus::Completed, None)),
         }
         self.drive_to_end().await
+    }
+
+    /// The params as the log keeps them: secret ones masked.
+    fn stored_params(&self) -> std::collections::BTreeMap<String, Value> {
+        let mut params = self.run.params.clone();
+        for p in self.run.wf.params.iter().filter(|p| p.secret) {
+            if let Some(v) = params.get_mut(&p.name) {
+                *v = Value::String(crate::secrets::MASK.to_string());
+            }
+        }
+        params
     }
 
     pub(super) async fn drive_to_end(mut self) -> Result<RunState, ExecError> {
@@ -445,7 +493,7 @@ impl Dispatcher {
             match timer {
                 Timer::Retry(t) => {
                     self.retries_pending = self.retries_pending.saturating_sub(1);
-                    let here = self.run.wf.task(t).phase.index() == self.phase;
+                    let here = self.run.wf.task(self.def_id(t)).phase.index() == self.phase;
                     if here && self.status(t) == TaskStatus::Pending {
                         self.ready.push_back(t);
                     }
@@ -475,6 +523,12 @@ impl Dispatcher {
     }
 
     /// When a retry of `t` that waits out its backoff is due.
+    /// The declared task whose settings `t` runs with: itself, or — for a fan-out instance —
+    /// the task it is an instance of.
+    pub(super) fn def_id(&self, t: TaskId) -> TaskId {
+        self.tasks.get(t.index()).and_then(|r| r.group).unwrap_or(t)
+    }
+
     pub(super) fn add_timer(&mut self, after: Duration, timer: Timer) {
         self.timers.add(Instant::now() + after, timer);
     }

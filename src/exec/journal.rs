@@ -27,6 +27,8 @@ pub(super) struct Journal {
     pub observers: Vec<Box<dyn Observer>>,
     /// The wall-clock time stamped on events, read once per scheduler turn.
     pub clock: Timestamp,
+    /// Secret params' values, replaced in every event.
+    redactor: Option<Arc<crate::secrets::Redactor>>,
 }
 
 impl Journal {
@@ -48,6 +50,7 @@ impl Journal {
             },
             observers,
             clock: Timestamp::now(),
+            redactor: None,
         }
     }
 
@@ -70,7 +73,17 @@ impl Journal {
     }
 
     /// Records an event: applied to the state now, appended at the next flush.
+    /// Secret values are replaced in every event before anything sees it.
+    pub(super) fn with_redactor(mut self, redactor: Arc<crate::secrets::Redactor>) -> Journal {
+        self.redactor = (!redactor.is_empty()).then_some(redactor);
+        self
+    }
+
     pub(super) fn record(&mut self, state: &mut RunState, kind: EventKind) {
+        let kind = match &self.redactor {
+            Some(r) => redacted(r, kind),
+            None => kind,
+        };
         let event = Event {
             seq: state.last_seq + 1,
             at: self.clock,
@@ -179,5 +192,23 @@ impl Journal {
         for o in &mut self.observers {
             o.finished(state);
         }
+    }
+}
+
+/// An event with secret values replaced: through its JSON, since a value can be anywhere (an
+/// output, an error, a rendered command in a dead letter).
+fn redacted(r: &crate::secrets::Redactor, kind: EventKind) -> EventKind {
+    let Ok(json) = serde_json::to_string(&kind) else {
+        return kind;
+    };
+    match r.redact(&json) {
+        std::borrow::Cow::Borrowed(_) => kind,
+        std::borrow::Cow::Owned(clean) => serde_json::from_str(&clean).unwrap_or_else(|e| {
+            // A value that matched the JSON's own syntax: the event cannot be kept safely.
+            tracing::warn!("an event held a secret value and could not be redacted: {e}");
+            EventKind::Warning {
+                message: "an event held a secret param's value and was withheld".into(),
+            }
+        }),
     }
 }

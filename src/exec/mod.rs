@@ -15,6 +15,7 @@ mod defer;
 mod dispatch;
 mod dispatcher;
 mod escalation;
+mod fanout;
 mod journal;
 mod observe;
 mod outcome;
@@ -121,6 +122,14 @@ pub struct Amendment {
 pub enum ExecError {
     #[error("missing required param `{0}`")]
     MissingParam(String),
+    #[error(
+        "missing param `{name}`: give `--param {name}=…` or set the environment variable `{env}`"
+    )]
+    MissingParamEnv { name: String, env: String },
+    #[error("missing secret param `{0}`: secret values are not stored, so a resume needs it again: `--param {0}=…`")]
+    MissingSecret(String),
+    #[error("`--param {0}=…` on resume: the run keeps the value it started with; only secret params are given again")]
+    ParamOnResume(String),
     #[error("unknown param `{0}`")]
     UnknownParam(String),
     #[error(transparent)]
@@ -137,13 +146,7 @@ pub enum ExecError {
         status: TaskStatus,
         entry: String,
     },
-    #[error("task `{task}` belongs to phase `{phase}`, and the run is in phase `{current}`: `dlq retry` re-runs a task only in the phase its run stopped in")]
-    OtherPhase {
-        task: String,
-        phase: String,
-        current: String,
-    },
-    #[error("`--decide {task}=retry`: task `{task}` belongs to phase `{phase}`, and the run stopped in phase `{current}`; a failed task is retried only in the phase its run stopped in")]
+    #[error("task `{task}` belongs to phase `{phase}`, and the run stopped in phase `{current}`: a failed task is retried only in the phase its run stopped in")]
     RetryElsewhere {
         task: String,
         phase: String,
@@ -185,7 +188,29 @@ pub async fn resume(
     // A dry run stays one: its resume must not call real agents.
     options.dry_run |= state.dry_run;
     options.run_id = state.workflow_id.clone();
-    options.params = state.params.clone();
+    // The log has every param but the secret ones (masked): those come again from
+    // `--param` or their environment variable.
+    let given = std::mem::take(&mut options.params);
+    if let Some(unknown) = given
+        .keys()
+        .find(|n| !workflow.params.iter().any(|p| &p.name == *n))
+    {
+        return Err(ExecError::UnknownParam(unknown.clone()));
+    }
+    let mut params = state.params.clone();
+    for p in &workflow.params {
+        match (p.secret, given.get(&p.name)) {
+            (true, Some(v)) => {
+                params.insert(p.name.clone(), v.clone());
+            }
+            (true, None) => {
+                params.remove(&p.name);
+            }
+            (false, Some(_)) => return Err(ExecError::ParamOnResume(p.name.clone())),
+            (false, None) => {}
+        }
+    }
+    options.params = params;
     options.file = state.file.clone();
     dispatcher::Dispatcher::new(workflow, plan, options)?
         .resume(events, request)
@@ -204,10 +229,24 @@ pub fn resolve_params(
     }
     let mut out = BTreeMap::new();
     for p in &wf.params {
+        let from_env = || {
+            let name = p.env.as_ref()?;
+            std::env::var(name).ok().map(serde_json::Value::String)
+        };
         let value = match (given.get(&p.name), &p.default) {
             (Some(v), _) => v.clone(),
+            _ if from_env().is_some() => from_env().unwrap_or_default(),
             (None, Some(d)) => d.to_json(),
-            (None, None) => return Err(ExecError::MissingParam(p.name.clone())),
+            (None, None) => {
+                return Err(match (&p.env, p.secret) {
+                    (Some(env), _) => ExecError::MissingParamEnv {
+                        name: p.name.clone(),
+                        env: env.clone(),
+                    },
+                    (None, true) => ExecError::MissingSecret(p.name.clone()),
+                    (None, false) => ExecError::MissingParam(p.name.clone()),
+                })
+            }
         };
         out.insert(p.name.clone(), value);
     }

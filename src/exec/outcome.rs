@@ -18,7 +18,13 @@ use crate::plan::Node;
 impl Dispatcher {
     pub(super) fn attempt_finished(&mut self, done: Done) {
         let t = done.task;
-        let p = self.run.wf.task(t).agent.index();
+        let rt = &mut self.tasks[t.index()];
+        if std::mem::take(&mut rt.aborted) {
+            return; // stopped alone (`fail_fast`): already freed and recorded
+        }
+        rt.abort = None;
+        rt.held = None;
+        let p = self.run.wf.task(self.def_id(t)).agent.index();
         let instance_name = self.pools[p].instances[done.instance as usize].clone();
         let failed = done.reached_agent.then_some(done.result.is_err());
         self.pools[p].release(done.instance, failed);
@@ -81,7 +87,7 @@ impl Dispatcher {
 
     /// The error handler.
     pub(super) fn failed_attempt(&mut self, t: TaskId, error: TaskError) {
-        let task = self.run.wf.task(t);
+        let task = self.run.wf.task(self.def_id(t));
         let result = &self.state.tasks[t.index()];
         let attempt = result.attempts;
         let attempts_this_round = attempt - result.attempt_base.min(attempt);
@@ -113,7 +119,7 @@ impl Dispatcher {
 
     /// Schedules the next attempt after the task's backoff (at least what the agent asked).
     fn retry(&mut self, t: TaskId, attempt: u32, error: &TaskError) {
-        let task = self.run.wf.task(t);
+        let task = self.run.wf.task(self.def_id(t));
         let delay = super::backoff::delay(task.backoff, attempt, &task.name, self.run.jitter_seed)
             .max(std::time::Duration::from_millis(
                 error.retry_after_ms.unwrap_or(0),
@@ -129,7 +135,7 @@ impl Dispatcher {
     /// Puts a task in the dead-letter queue with its attempts and last request; it ends FAILED.
     pub(super) fn dead_letter(&mut self, t: TaskId, reason: String, error: TaskError) {
         let wf = &self.run.wf;
-        let task = wf.task(t);
+        let task = wf.task(self.def_id(t));
         let result = &self.state.tasks[t.index()];
         let entry = DeadLetter {
             id: format!("{}:{}", self.run.id, self.state.last_seq + 1),
@@ -168,7 +174,11 @@ impl Dispatcher {
 
     /// A task not dispatched because its pool's breaker is open: to the dead-letter queue.
     pub(super) fn reject_open(&mut self, t: TaskId) {
-        let pool = &self.run.wf.agent(self.run.wf.task(t).agent).name;
+        let pool = &self
+            .run
+            .wf
+            .agent(self.run.wf.task(self.def_id(t)).agent)
+            .name;
         let reason = format!("the circuit breaker of agent `{pool}` is open");
         let error = TaskError::retryable(
             ErrorCode::CircuitOpen,
@@ -200,6 +210,10 @@ impl Dispatcher {
 
     /// A task reached a final status: release its dependents, in declaration order.
     pub(super) fn task_final(&mut self, t: TaskId) {
+        if let Some(g) = self.tasks[t.index()].group {
+            // An instance: its fan-out task keeps count; only that task has dependents.
+            return self.instance_final(t, g);
+        }
         // INVARIANT: each task of the phase becomes final once per pass; the saturation only
         // keeps a log that breaks it (an old dead letter, a hand-edited store) from crashing.
         self.phase_open = self.phase_open.saturating_sub(1);
@@ -233,7 +247,10 @@ impl Dispatcher {
     pub(super) fn cancel_attempt(&mut self, t: TaskId) {
         let trace = self.tasks[t.index()].trace.take().unwrap_or_default();
         let calls = trace.take_calls();
-        let (chunks, tail) = trace.finish();
+        let (mut chunks, tail) = trace.finish();
+        for c in &mut chunks {
+            c.data = self.run.env.redactor.redact_bytes(&c.data).into_owned();
+        }
         let attempt = self.state.tasks[t.index()].attempts;
         if !chunks.is_empty() {
             let task = self.name(t);
@@ -245,7 +262,15 @@ impl Dispatcher {
         let stopped = TaskError::fatal(ErrorCode::Cancelled, "the run stopped");
         if !calls.is_empty() || !tail.is_empty() {
             let agent = self.tasks[t.index()].last.as_ref().map_or_else(
-                || Arc::from(self.run.wf.agent(self.run.wf.task(t).agent).name.as_str()),
+                || {
+                    Arc::from(
+                        self.run
+                            .wf
+                            .agent(self.run.wf.task(self.def_id(t)).agent)
+                            .name
+                            .as_str(),
+                    )
+                },
                 |a| a.instance.clone(),
             );
             self.record(EventKind::AttemptFinished {

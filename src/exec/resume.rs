@@ -20,12 +20,7 @@ impl Dispatcher {
     ) -> Result<RunState, ExecError> {
         self.state = RunState::from_events(&events);
         self.check_same_workflow()?;
-        self.views.refresh_all(&self.state);
-        self.views
-            .run_changed(&self.state, self.run.env.workspace.as_deref());
-        self.journal.catch_up(&events)?;
-        // Observers see the history as it happened: each event with the state it made.
-        self.journal.replay(&events);
+        self.link_instances();
         let wf = self.run.wf.clone();
         self.phase = self
             .state
@@ -33,17 +28,28 @@ impl Dispatcher {
             .as_deref()
             .and_then(|p| wf.phases.iter().position(|ph| ph.name == p))
             .unwrap_or(0);
+        // Refuse before anything is shown or recorded.
+        if let Some(retry) = &request.retry {
+            self.check_dead_letter(&retry.task, &retry.entry, &events)?;
+        }
+        self.views.refresh_all(&self.state);
+        self.views
+            .run_changed(&self.state, self.run.env.workspace.as_deref());
+        self.journal.catch_up(&events)?;
+        // Observers see the history as it happened: each event with the state it made.
+        self.journal.replay(&events);
         // In flight when the run stopped: a crash leaves a task IN_PROGRESS, a cancellation
         // (Ctrl-C, the run timeout) CANCELLED.
-        let (external, rerun): (Vec<TaskId>, Vec<TaskId>) = (0..wf.tasks.len())
+        // (A fan-out task is IN_PROGRESS while its instances run: it is not rerun.)
+        let (external, rerun): (Vec<TaskId>, Vec<TaskId>) = (0..self.state.tasks.len())
             .map(|i| TaskId(i as u32))
             .filter(|t| {
                 matches!(
                     self.status(*t),
                     TaskStatus::InProgress | TaskStatus::Cancelled
-                )
+                ) && !self.fans_out(*t)
             })
-            .partition(|t| wf.task(*t).effect == Effect::External);
+            .partition(|t| wf.task(self.def_id(*t)).effect == Effect::External);
         let rerun_names = rerun.iter().map(|t| self.name(*t)).collect();
         self.record(EventKind::RunResumed { rerun: rerun_names });
         if let Some(a) = request.amended.clone() {
@@ -54,7 +60,7 @@ impl Dispatcher {
             });
         }
         if let Some(retry) = &request.retry {
-            self.reopen_dead_letter(&retry.task, &retry.entry)?;
+            self.reopen_dead_letter(&retry.task, &retry.entry, &events)?;
         }
         // `--decide T=retry` on a task that failed (not one waiting for a decision): fresh
         // attempts, with the file as it is now — the way to fix and retry.
@@ -81,7 +87,7 @@ impl Dispatcher {
             .state
             .awaiting_decision
             .iter()
-            .filter_map(|name| wf.task_by_name(name).map(|t| t.id))
+            .filter_map(|name| self.task_id(name))
             .collect();
         // Escalated first, so their dependents see them as not final.
         let external_error = TaskError::fatal(
@@ -134,14 +140,31 @@ impl Dispatcher {
         self.drive_to_end().await
     }
 
+    /// A task of the run by name: a declared task or a fan-out instance (`test[linux]`).
+    pub(super) fn task_id(&self, name: &str) -> Option<TaskId> {
+        self.state.task_index(name).map(|i| TaskId(i as u32))
+    }
+
+    /// Runtime state for the instances the log has expanded, each linked to its task.
+    fn link_instances(&mut self) {
+        self.grow_runtime();
+        for i in 0..self.state.tasks.len() {
+            let group = self.state.tasks[i]
+                .instance
+                .as_ref()
+                .and_then(|inst| self.state.task_index(&inst.of));
+            if let Some(g) = group {
+                self.tasks[i].group = Some(TaskId(g as u32));
+            }
+        }
+    }
+
     /// The log must describe this workflow: the same tasks, in the same phases and order.
     fn check_same_workflow(&self) -> Result<(), ExecError> {
         let wf = &self.run.wf;
-        let same = self.state.tasks.len() == wf.tasks.len()
-            && self
-                .state
-                .tasks
-                .iter()
+        let declared = self.state.tasks.iter().filter(|r| r.instance.is_none());
+        let same = declared.clone().count() == wf.tasks.len()
+            && declared
                 .zip(&wf.tasks)
                 .all(|(r, t)| *r.task == *t.name && *r.phase == *wf.phase(t.phase).name);
         if same {
@@ -156,12 +179,31 @@ impl Dispatcher {
 
     /// `conductor dlq retry`: the dead-lettered task gets fresh attempts in its phase, and its
     /// dependents skipped because it failed get their chance again.
-    fn reopen_dead_letter(&mut self, name: &str, entry: &str) -> Result<(), ExecError> {
-        let wf = self.run.wf.clone();
-        let task = wf
-            .task_by_name(name)
+    fn reopen_dead_letter(
+        &mut self,
+        name: &str,
+        entry: &str,
+        events: &[Event],
+    ) -> Result<(), ExecError> {
+        let (t, back) = self.check_dead_letter(name, entry, events)?;
+        if back {
+            self.go_back(t);
+        }
+        self.reopen(t, format!("{DLQ_RETRY_BY} {entry}"), None);
+        Ok(())
+    }
+
+    /// Whether `dlq retry` can apply: the task failed, in the phase the run stopped in (see
+    /// [`Dispatcher::retry_target`]).
+    fn check_dead_letter(
+        &self,
+        name: &str,
+        entry: &str,
+        events: &[Event],
+    ) -> Result<(TaskId, bool), ExecError> {
+        let t = self
+            .task_id(name)
             .ok_or_else(|| ExecError::UnknownTask(name.to_string()))?;
-        let t = task.id;
         if self.status(t) != TaskStatus::Failed {
             return Err(ExecError::NotFailed {
                 task: name.to_string(),
@@ -169,20 +211,10 @@ impl Dispatcher {
                 entry: entry.to_string(),
             });
         }
-        if task.phase.index() != self.phase {
-            return Err(ExecError::OtherPhase {
-                task: name.to_string(),
-                phase: wf.phase(task.phase).name.clone(),
-                current: wf.phases[self.phase].name.clone(),
-            });
-        }
-        self.reopen(t, format!("{DLQ_RETRY_BY} {entry}"), None);
-        Ok(())
+        Ok((t, self.retry_target(t, events)?))
     }
 
-    /// `--decide T=retry` on a failed task: in the phase the run stopped in — or, when the
-    /// run had ended, in the last normal phase it ran (the run goes back there, and its
-    /// `always` phases will run again at the new end).
+    /// `--decide T=retry` on a failed task.
     fn reopen_failed(
         &mut self,
         name: &str,
@@ -190,51 +222,65 @@ impl Dispatcher {
         who: Option<&str>,
         reason: Option<String>,
     ) -> Result<(), ExecError> {
-        let wf = self.run.wf.clone();
-        let task = wf
-            .task_by_name(name)
+        let t = self
+            .task_id(name)
             .ok_or_else(|| ExecError::UnknownDecisionTask(name.to_string()))?;
-        let phase = wf.phase(task.phase);
-        if self.state.ending.is_some() || wf.phases[self.phase].always {
-            let last_normal = events.iter().rev().find_map(|e| match &e.kind {
-                EventKind::PhaseEntered { phase, .. }
-                    if wf.phases.iter().any(|p| p.name == *phase && !p.always) =>
-                {
-                    Some(phase.clone())
-                }
-                _ => None,
-            });
-            if last_normal.as_deref() != Some(phase.name.as_str()) {
-                return Err(ExecError::RetryElsewhere {
-                    task: name.to_string(),
-                    phase: phase.name.clone(),
-                    current: last_normal.unwrap_or_default(),
-                });
-            }
-            let reset = wf
-                .phases
-                .iter()
-                .filter(|p| p.always)
-                .flat_map(|p| p.tasks.iter().map(|t| self.name(*t)))
-                .collect();
-            self.record(EventKind::RunReopened {
-                phase: phase.name.clone(),
-                reset,
-            });
-            self.phase = task.phase.index();
-        } else if task.phase.index() != self.phase {
-            return Err(ExecError::RetryElsewhere {
-                task: name.to_string(),
-                phase: phase.name.clone(),
-                current: wf.phases[self.phase].name.clone(),
-            });
+        if self.retry_target(t, events)? {
+            self.go_back(t);
         }
         let by = match who {
             Some(who) => format!("{who} (conductor resume --decide)"),
             None => "conductor resume --decide".to_string(),
         };
-        self.reopen(task.id, by, reason);
+        self.reopen(t, by, reason);
         Ok(())
+    }
+
+    /// Where a failed task can run again: in the phase the run stopped in (`false`), or —
+    /// when the run had ended and ran its `always` phases — in the last normal phase it ran,
+    /// which the run goes back to (`true`). Anywhere else is an error.
+    fn retry_target(&self, t: TaskId, events: &[Event]) -> Result<bool, ExecError> {
+        let wf = &self.run.wf;
+        let phase = &wf.phase(wf.task(self.def_id(t)).phase).name;
+        let elsewhere = |current: &str| ExecError::RetryElsewhere {
+            task: self.name(t).to_string(),
+            phase: phase.clone(),
+            current: current.to_string(),
+        };
+        if self.state.ending.is_none() && !wf.phases[self.phase].always {
+            return match wf.task(self.def_id(t)).phase.index() == self.phase {
+                true => Ok(false),
+                false => Err(elsewhere(&wf.phases[self.phase].name)),
+            };
+        }
+        let last_normal = events.iter().rev().find_map(|e| match &e.kind {
+            EventKind::PhaseEntered { phase, .. }
+                if wf.phases.iter().any(|p| p.name == *phase && !p.always) =>
+            {
+                Some(phase.as_str())
+            }
+            _ => None,
+        });
+        match last_normal == Some(phase.as_str()) {
+            true => Ok(true),
+            false => Err(elsewhere(last_normal.unwrap_or("-"))),
+        }
+    }
+
+    /// The run had ended: back to the phase of `t`; the `always` phases run again at the end.
+    fn go_back(&mut self, t: TaskId) {
+        let wf = self.run.wf.clone();
+        let reset = wf
+            .phases
+            .iter()
+            .filter(|p| p.always)
+            .flat_map(|p| p.tasks.iter().map(|t| self.name(*t)))
+            .collect();
+        self.record(EventKind::RunReopened {
+            phase: wf.phase(wf.task(self.def_id(t)).phase).name.clone(),
+            reset,
+        });
+        self.phase = wf.task(self.def_id(t)).phase.index();
     }
 
     /// Gives a failed task fresh attempts, and its dependents skipped because it failed their
@@ -247,6 +293,22 @@ impl Dispatcher {
             by: by.clone(),
             reason,
         });
+        // An instance runs again within its fan-out task, which is open again too (its
+        // dependents, skipped when it failed, get their chance).
+        let t = match self.tasks[t.index()].group {
+            Some(g) => {
+                if self.status(g).is_final() {
+                    self.record(EventKind::Decided {
+                        task: self.name(g),
+                        decision: Decision::Retry,
+                        by: format!("{by} (one of its instances runs again)"),
+                        reason: None,
+                    });
+                }
+                g
+            }
+            None => t,
+        };
         let mut reopened = vec![t];
         let mut i = 0;
         while i < reopened.len() {
@@ -286,7 +348,7 @@ impl Dispatcher {
         for &t in phase_tasks {
             let mut remaining = 0;
             let mut failed_dep = false;
-            for d in &wf.task(t).after {
+            for d in &wf.task(self.def_id(t)).after {
                 let r = &self.state.tasks[d.index()];
                 if !r.status.is_final() {
                     remaining += 1;
@@ -297,6 +359,12 @@ impl Dispatcher {
             let rt = &mut self.tasks[t.index()];
             rt.remaining = remaining;
             rt.upstream_failed = failed_dep;
+            let expanded = !self.state.tasks[t.index()].instances.is_empty();
+            if self.fans_out(t) && expanded && !self.status(t).is_final() {
+                // Expanded before the stop: its instances go on, none is expanded again.
+                self.release_instances(t, awaiting, external, now);
+                continue;
+            }
             if self.status(t) != TaskStatus::Pending
                 || remaining > 0
                 || awaiting.contains(&t)
@@ -315,6 +383,59 @@ impl Dispatcher {
                 }
                 None => self.ready.push_back(t),
             }
+        }
+    }
+
+    /// A fan-out task resumed in the middle: its open instances queue again (within
+    /// `max_parallel`), a retry in its backoff waits out the rest.
+    fn release_instances(&mut self, g: TaskId, awaiting: &[TaskId], external: &[TaskId], now: u64) {
+        let ids: Vec<TaskId> = self.state.tasks[g.index()]
+            .instances
+            .iter()
+            .map(|&i| TaskId(i))
+            .collect();
+        let limit = self
+            .run
+            .wf
+            .task(g)
+            .fan_out
+            .as_ref()
+            .and_then(|f| f.max_parallel)
+            .unwrap_or(u32::MAX);
+        let open: Vec<TaskId> = ids
+            .into_iter()
+            .filter(|i| !self.status(*i).is_final())
+            .collect();
+        let group = &mut self.tasks[g.index()];
+        group.open = open.len() as u32;
+        group.queued.clear();
+        group.running_instances = 0;
+        for i in open {
+            // Waiting for a decision: not queued, but counted against `max_parallel`.
+            let waiting = awaiting.contains(&i) || external.contains(&i);
+            if !waiting && self.tasks[g.index()].running_instances >= limit {
+                self.tasks[g.index()].queued.push_back(i);
+                continue;
+            }
+            self.tasks[g.index()].running_instances += 1;
+            if waiting || self.status(i) != TaskStatus::Pending {
+                continue;
+            }
+            match self.state.tasks[i.index()]
+                .retry_due
+                .filter(|d| d.at_ms > now)
+            {
+                Some(due) => {
+                    let wait = (due.at_ms - now).min(due.delay_ms);
+                    self.schedule_retry(i, Duration::from_millis(wait));
+                }
+                None => self.ready.push_back(i),
+            }
+        }
+        if self.tasks[g.index()].open == 0 {
+            // Every instance final, the task not yet decided: decide it now.
+            self.ready.retain(|r| *r != g);
+            self.finish_group(g);
         }
     }
 
@@ -363,10 +484,7 @@ impl Dispatcher {
         reason: Option<String>,
     ) -> Result<(), ExecError> {
         let t = self
-            .run
-            .wf
-            .task_by_name(name)
-            .map(|t| t.id)
+            .task_id(name)
             .ok_or_else(|| ExecError::UnknownDecisionTask(name.to_string()))?;
         if !self.escalations.is_open(t) {
             return Err(ExecError::NotWaiting(name.to_string()));

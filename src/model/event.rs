@@ -43,6 +43,12 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
     },
+    /// A fan-out task's items, before any instance is dispatched: each instance `task[key]`
+    /// with its index and item. Resume, `why` and `show` read them here, never recompute them.
+    FanOutExpanded {
+        task: Arc<str>,
+        instances: Vec<InstanceInfo>,
+    },
     /// `resume --decide T=retry` on a run that had ended: it goes back to `phase` (where it
     /// ended), and its `always` phases' tasks (`reset`) will run again at the new end.
     RunReopened {
@@ -200,6 +206,7 @@ impl EventKind {
             EventKind::RunStarted { .. } => "run_started",
             EventKind::WorkflowAmended { .. } => "workflow_amended",
             EventKind::RunReopened { .. } => "run_reopened",
+            EventKind::FanOutExpanded { .. } => "fan_out_expanded",
             EventKind::PhaseEntered { .. } => "phase_entered",
             EventKind::TaskSkipped { .. } => "task_skipped",
             EventKind::TaskDispatched { .. } => "task_dispatched",
@@ -244,6 +251,7 @@ impl EventKind {
             | EventKind::TaskDeferred { task, .. }
             | EventKind::Escalated { task, .. }
             | EventKind::ApprovalRequested { task, .. }
+            | EventKind::FanOutExpanded { task, .. }
             | EventKind::Decided { task, .. } => Some(task),
             EventKind::DeadLettered { entry } => Some(&entry.task),
             _ => None,
@@ -289,6 +297,14 @@ pub struct DeadLetter {
     /// The last request as sent to the agent (prompt, input, command…).
     pub request: serde_json::Value,
     pub at: Timestamp,
+}
+
+/// One instance of a fan-out task, as its expansion records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    pub index: u32,
+    pub key: String,
+    pub item: serde_json::Value,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

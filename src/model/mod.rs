@@ -10,12 +10,14 @@ mod time;
 mod usage;
 
 pub use error::{ErrorCode, TaskError};
-pub use event::{AttemptRecord, DeadLetter, Event, EventKind, FeedbackPayload, TaskInfo};
+pub use event::{
+    AttemptRecord, DeadLetter, Event, EventKind, FeedbackPayload, InstanceInfo, TaskInfo,
+};
 pub use ids::RunId;
 pub(crate) use state::DLQ_RETRY_BY;
 pub use state::{
     AgentRow, AgentState, ApprovalWait, AttemptRow, Changes, DecisionRow, Deferral, GateRecord,
-    RetryDue, RunArtifact, RunState, RunStateView, TaskResult, TaskRow,
+    Instance, RetryDue, RunArtifact, RunState, RunStateView, TaskResult, TaskRow,
 };
 pub use status::{
     AgentStatus, BreakerState, Decision, NotADecision, RunStatus, SkipReason, TaskStatus,

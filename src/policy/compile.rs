@@ -406,7 +406,12 @@ fn parse_problem(err: &rhai::ParseError, code: &str, fields: &[&str]) -> Problem
             p = match suggest(name, fields.iter().copied()) {
                 Some(near) => p.with_help(format!("did you mean `{near}`?")),
                 None if fields.is_empty() => p,
-                None => p.with_help(format!("this rule can read {}", backticked(fields))),
+                // `item` exists only in a task that fans out; offering it elsewhere misleads.
+                None => {
+                    let shown: Vec<&str> =
+                        fields.iter().copied().filter(|f| *f != "item").collect();
+                    p.with_help(format!("this rule can read {}", backticked(&shown)))
+                }
             };
             p
         }

@@ -65,7 +65,7 @@ impl RuleKind {
                 "loop_count",
                 "elapsed_ms",
             ],
-            RuleKind::When => &["tasks", "params", "loop_count", "feedback"],
+            RuleKind::When => &["tasks", "params", "loop_count", "feedback", "item"],
             RuleKind::Feedback => &["tasks", "params", "loop_count", "max_loops"],
         }
     }

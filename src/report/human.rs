@@ -252,8 +252,16 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             run_id,
             workflow,
             file,
+            dry_run,
             ..
-        } => format!("run {run_id}  workflow {workflow}  file {file}  store {store}"),
+        } => {
+            let dry = if *dry_run {
+                "\ndry run: every agent is a mock shaped like its role; nothing runs, no file is written"
+            } else {
+                ""
+            };
+            format!("run {run_id}  workflow {workflow}  file {file}  store {store}{dry}")
+        }
         EventKind::PhaseEntered { phase, loop_count } => {
             let pass = if *loop_count > 0 {
                 format!(" (pass {})", loop_count + 1)
@@ -401,8 +409,9 @@ fn summary(
 ) -> String {
     let status = state.status();
     let mut text = format!(
-        "\nrun {} {}: {} completed, {} failed, {} skipped, {} loop{}",
+        "\nrun {}{} {}: {} completed, {} failed, {} skipped, {} loop{}",
         state.workflow_id,
+        if state.dry_run { " (dry run)" } else { "" },
         match status {
             RunStatus::Completed => "COMPLETED",
             RunStatus::Failed => "FAILED",

@@ -49,6 +49,9 @@ pub struct RunRow {
     pub tasks: usize,
     pub started_at: String,
     pub duration: String,
+    /// `--dry-run`: every agent was a mock.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 impl RunRow {
@@ -65,6 +68,7 @@ impl RunRow {
             tasks: state.tasks.len(),
             started_at: record.created_at.to_string(),
             duration: duration_text(state),
+            dry_run: state.dry_run,
         }
     }
 
@@ -84,7 +88,11 @@ impl RunRow {
         [
             self.id.clone(),
             self.workflow.clone(),
-            self.status.clone(),
+            if self.dry_run {
+                format!("{} (dry)", self.status)
+            } else {
+                self.status.clone()
+            },
             self.phase.clone().unwrap_or_else(|| "-".into()),
             self.loop_count.to_string(),
             format!("{}/{} of {}", self.completed, self.failed, self.tasks),
@@ -160,6 +168,20 @@ fn header(out: &mut String, state: &RunState) {
         state.started_at.map_or("-".into(), |t| t.to_string()),
         duration_text(state)
     );
+    if state.dry_run {
+        let _ = writeln!(
+            out,
+            "dry run: every agent was a mock; nothing ran and no file was written"
+        );
+    }
+    if state.amendments > 0 {
+        let _ = writeln!(
+            out,
+            "amended: resumed {} time{} with a changed workflow file (see the workflow_amended events)",
+            state.amendments,
+            plural(state.amendments)
+        );
+    }
     if !state.params.is_empty() {
         let params: Vec<String> = state
             .params

@@ -3,7 +3,14 @@
 use crate::model::{Event, EventKind, TaskResult};
 
 /// The lines of a task's story: a header, then one line per event that concerns it.
-pub fn why_text(result: &TaskResult, run: &str, workflow: &str, events: &[Event]) -> Vec<String> {
+/// `flags` are the `--store`/`--config` options the commands it suggests need.
+pub fn why_text(
+    result: &TaskResult,
+    run: &str,
+    workflow: &str,
+    events: &[Event],
+    flags: &str,
+) -> Vec<String> {
     let task = &*result.task;
     let mut out = vec![format!(
         "task `{task}` of run {run} (workflow {workflow}, phase {}): {}",
@@ -15,7 +22,7 @@ pub fn why_text(result: &TaskResult, run: &str, workflow: &str, events: &[Event]
         if let EventKind::PhaseEntered { phase, .. } = &e.kind {
             in_phase = **phase == *result.phase;
         }
-        if let Some(line) = line(task, &result.phase, in_phase, &e.kind) {
+        if let Some(line) = line(task, &result.phase, in_phase, &e.kind, flags) {
             out.push(format!("  {}  {line}", e.at));
             if let EventKind::AttemptFinished {
                 error: Some(_),
@@ -31,7 +38,13 @@ pub fn why_text(result: &TaskResult, run: &str, workflow: &str, events: &[Event]
 }
 
 /// What one event says about the task, if anything.
-fn line(task: &str, phase_of_task: &str, in_phase: bool, kind: &EventKind) -> Option<String> {
+fn line(
+    task: &str,
+    phase_of_task: &str,
+    in_phase: bool,
+    kind: &EventKind,
+    flags: &str,
+) -> Option<String> {
     let mine = kind.task() == Some(task);
     Some(match kind {
         EventKind::PhaseEntered { phase, loop_count } if in_phase => {
@@ -69,14 +82,43 @@ fn line(task: &str, phase_of_task: &str, in_phase: bool, kind: &EventKind) -> Op
             detail.as_ref().map(|d| format!(": {d}")).unwrap_or_default()
         ),
         EventKind::DeadLettered { entry } if mine => format!(
-            "dead-lettered as {}: {} (see `conductor dlq show {}`)",
+            "dead-lettered as {}: {} (see `conductor dlq show {}{flags}`)",
             entry.id, entry.reason, entry.id
         ),
         EventKind::Escalated { error, .. } if mine => {
             format!("escalated, as a non-retryable failure: {error}")
         }
-        EventKind::Decided { decision, by, .. } if mine => {
-            format!("decision: {} (by {by})", decision.as_str()).to_lowercase()
+        EventKind::Decided {
+            decision,
+            by,
+            reason,
+            ..
+        } if mine => {
+            let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
+            format!("decision: {} (by {by}){why}", decision.as_str())
+        }
+        EventKind::ApprovalRequested {
+            message,
+            timeout_ms,
+            ..
+        } if mine => {
+            let asks = message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default();
+            format!(
+                "waits for approval{asks}; no decision within {} rejects it",
+                crate::text::duration(std::time::Duration::from_millis(*timeout_ms))
+            )
+        }
+        EventKind::WorkflowAmended { changes, .. } => {
+            let mine: Vec<&String> = changes
+                .iter()
+                .filter(|c| c.starts_with(&format!("task `{task}`")))
+                .collect();
+            if mine.is_empty() {
+                "the run was resumed with a changed workflow file".to_string()
+            } else {
+                let list: Vec<&str> = mine.iter().map(|c| c.as_str()).collect();
+                format!("the run was resumed with a changed workflow file: {}", list.join("; "))
+            }
         }
         EventKind::PolicyViolation { rule, reason, .. } if mine => {
             format!("denied by {rule}: {reason}; the run failed")

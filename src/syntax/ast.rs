@@ -71,6 +71,8 @@ pub struct Use {
 pub struct Param {
     pub name: Ident,
     pub default: Option<Value>,
+    /// `param token { secret = true, env = "TOKEN" }`; `None` for the short forms.
+    pub settings: Option<Vec<Setting>>,
     pub span: Span,
 }
 

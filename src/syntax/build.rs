@@ -66,10 +66,18 @@ impl Builder {
             R::param => {
                 let mut inner = significant(pair);
                 let name = self.ident(inner.next().expect("param name"));
-                let default = inner.next().map(|p| self.value(p));
+                let (mut default, mut settings) = (None, None);
+                if let Some(p) = inner.next() {
+                    if p.as_rule() == R::param_body {
+                        settings = Some(significant(p).map(|s| self.setting(s)).collect());
+                    } else {
+                        default = Some(self.value(p));
+                    }
+                }
                 Item::Param(Param {
                     name,
                     default,
+                    settings,
                     span,
                 })
             }

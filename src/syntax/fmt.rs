@@ -165,6 +165,11 @@ impl Printer<'_> {
                     self.out.push_str(" = ");
                     self.value(v, depth);
                 }
+                if let Some(settings) = &p.settings {
+                    self.out.push(' ');
+                    let prefix = INDENT.len() * depth + "param ".len() + p.name.name.len() + 1;
+                    self.settings_block(settings, p.span, prefix, depth);
+                }
             }
             Item::Agent(a) => {
                 self.out.push_str("agent ");

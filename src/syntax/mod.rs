@@ -308,7 +308,7 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::when => "`when`",
         Rule::enforce => "`enforce`",
         Rule::after => "`after`",
-        Rule::task_body => "`{`",
+        Rule::task_body | Rule::param_body => "`{`",
         Rule::EOI => "end of file",
         Rule::kw_workflow => "`workflow`",
         Rule::kw_use => "`use`",

@@ -26,7 +26,7 @@ pub(crate) use sandbox::{
 };
 
 /// The variables every template can read (DSL.md section 4).
-pub(crate) const CONTEXT_FIELDS: [&str; 7] = [
+pub(crate) const CONTEXT_FIELDS: [&str; 8] = [
     "params",
     "tasks",
     "input",
@@ -34,6 +34,7 @@ pub(crate) const CONTEXT_FIELDS: [&str; 7] = [
     "loop_count",
     "attempt",
     "run",
+    "item",
 ];
 
 /// Names Jinja itself provides inside templates (`loop` of a for loop, `range`, …).
@@ -460,6 +461,7 @@ impl Context {
         scope: &Scope,
         attempt: u32,
         input: Option<&serde_json::Value>,
+        item: Option<&serde_json::Value>,
     ) -> Context {
         Context(minijinja::context! {
             params => scope.params.0.clone(),
@@ -469,6 +471,7 @@ impl Context {
             attempt => attempt,
             input => input.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from_serialize),
             run => scope.run.0.clone(),
+            item => item.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from_serialize),
         })
     }
 }

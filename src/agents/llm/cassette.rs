@@ -150,6 +150,8 @@ impl Provider for ReplayProvider {
 pub struct Recorder {
     path: PathBuf,
     cassette: Mutex<Cassette>,
+    /// Secret params' values, replaced before an exchange is written.
+    redactor: Mutex<Option<Arc<crate::secrets::Redactor>>>,
 }
 
 impl Recorder {
@@ -180,7 +182,13 @@ impl Recorder {
         Ok(Recorder {
             path: path.to_path_buf(),
             cassette: Mutex::new(cassette),
+            redactor: Mutex::new(None),
         })
+    }
+
+    /// Secret values to keep out of the cassette.
+    pub(crate) fn redact_with(&self, redactor: Arc<crate::secrets::Redactor>) {
+        *self.redactor.lock().unwrap_or_else(|e| e.into_inner()) = Some(redactor);
     }
 
     pub fn path(&self) -> &Path {
@@ -201,6 +209,10 @@ impl Recorder {
             }),
             reply: reply.clone(),
         };
+        let exchange = match &*self.redactor.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(r) if !r.is_empty() => redact_exchange(r, exchange)?,
+            _ => exchange,
+        };
         let mut cassette = self.cassette.lock().unwrap_or_else(|e| e.into_inner());
         cassette.exchanges.retain(|e| {
             (&e.role, &e.task, &e.request_hash)
@@ -208,6 +220,20 @@ impl Recorder {
         });
         cassette.exchanges.push(exchange);
         cassette.save(&self.path)
+    }
+}
+
+/// An exchange with secret values replaced (through its JSON: they may be anywhere in it).
+fn redact_exchange(
+    r: &crate::secrets::Redactor,
+    exchange: Exchange,
+) -> Result<Exchange, CassetteError> {
+    let json = serde_json::to_string(&exchange).map_err(|e| CassetteError(e.to_string()))?;
+    match r.redact(&json) {
+        std::borrow::Cow::Borrowed(_) => Ok(exchange),
+        std::borrow::Cow::Owned(clean) => serde_json::from_str(&clean).map_err(|_| {
+            CassetteError("an exchange held a secret param's value that could not be redacted; it was not recorded".into())
+        }),
     }
 }
 

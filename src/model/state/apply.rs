@@ -224,6 +224,9 @@ impl RunState {
                 self.start(tasks, agents, &mut note);
             }
             EventKind::PhaseEntered { phase, .. } => self.enter_phase(phase, &mut note),
+            EventKind::FanOutExpanded { task, instances } => {
+                self.expanded(task, instances, at, &mut note)
+            }
             EventKind::RunReopened { phase, reset } => {
                 self.ending = None;
                 self.always_failure = None;
@@ -434,7 +437,8 @@ impl RunState {
         }
     }
 
-    /// Entering a phase (again, in a later pass) starts its tasks afresh.
+    /// Entering a phase (again, in a later pass) starts its tasks afresh (an instance stays
+    /// an instance: the next expansion may use it again).
     fn enter_phase(&mut self, phase: &str, note: &mut Note<'_>) {
         self.current_phase = Some(phase.to_string());
         for (i, t) in self.tasks.iter_mut().enumerate() {
@@ -442,9 +446,59 @@ impl RunState {
                 continue;
             }
             let name = t.task.clone();
+            let instance = t.instance.take();
             *t = TaskResult::new(name, t.phase.clone());
+            t.instance = instance;
             note.task(i);
         }
+    }
+
+    /// A fan-out's instances: added after the declared tasks (or, in a later pass, the same
+    /// names taken up again), each PENDING; the fan-out task itself is running.
+    fn expanded(
+        &mut self,
+        task: &Arc<str>,
+        instances: &[crate::model::InstanceInfo],
+        at: Timestamp,
+        note: &mut Note<'_>,
+    ) {
+        let Some(g) = self.task_index(task) else {
+            return;
+        };
+        let (phase, pool) = (self.tasks[g].phase.clone(), self.pools.get(g).cloned());
+        let mut ids = Vec::with_capacity(instances.len());
+        for inst in instances {
+            let name: Arc<str> = Arc::from(crate::check::fanout::instance_name(task, &inst.key));
+            let i = match self.index.get(&name) {
+                Some(&i) => {
+                    self.tasks[i] = TaskResult::new(name, phase.clone());
+                    i
+                }
+                None => {
+                    let i = self.tasks.len();
+                    self.tasks
+                        .push(TaskResult::new(name.clone(), phase.clone()));
+                    if let Some(p) = &pool {
+                        self.pools.push(p.clone());
+                    }
+                    self.index.insert(name, i);
+                    i
+                }
+            };
+            self.tasks[i].instance = Some(super::Instance {
+                of: task.clone(),
+                index: inst.index,
+                key: inst.key.clone(),
+                item: inst.item.clone(),
+            });
+            note.task(i);
+            ids.push(i as u32);
+        }
+        let group = &mut self.tasks[g];
+        group.instances = ids;
+        group.status = TaskStatus::InProgress;
+        group.started_at.get_or_insert(at);
+        note.task(g);
     }
 
     fn dispatched(

@@ -99,6 +99,13 @@ pub struct TaskResult {
     /// An `enforce` rule holds the task back: which, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deferred: Option<Deferral>,
+    /// A fan-out instance: its task, index, key and item.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<Instance>,
+    /// A fan-out task: its instances' places in [`RunState::tasks`], in index order, as this
+    /// pass expanded them.
+    #[serde(skip)]
+    pub instances: Vec<u32>,
     /// This pass's failed attempts, for the dead-letter queue.
     #[serde(skip)]
     pub history: Vec<AttemptRecord>,
@@ -108,6 +115,16 @@ pub struct TaskResult {
     /// A retry waiting out its backoff: when it is due and the backoff it waits.
     #[serde(skip)]
     pub retry_due: Option<RetryDue>,
+}
+
+/// What makes a task an instance of a fan-out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Instance {
+    /// The fan-out task.
+    pub of: Arc<str>,
+    pub index: u32,
+    pub key: String,
+    pub item: serde_json::Value,
 }
 
 /// An approval task waiting for a decision.
@@ -156,6 +173,8 @@ impl TaskResult {
             duration_ms: 0,
             deferred: None,
             approval: None,
+            instance: None,
+            instances: Vec::new(),
             tail: OutputTail::default(),
             history: Vec::new(),
             attempt_base: 0,
