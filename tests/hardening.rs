@@ -379,3 +379,190 @@ fn values_nested_too_deep_are_refused_before_they_are_stored_and_the_store_stays
         both(&out)
     );
 }
+
+/// The id of the only run in `dir`'s store.
+fn only_run(dir: &Path) -> String {
+    let mut runs = conductor(dir);
+    runs.args(["runs", "--json"]);
+    let out = finish(runs, Duration::from_secs(30));
+    let line = text(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let row: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|_| panic!("{}", both(&out)));
+    row["id"].as_str().unwrap().to_string()
+}
+
+/// A workflow whose first task runs `prepare` in the workspace, and whose second writes
+/// `files` (a `.cond` list of `{ path, content }`).
+fn plant_then_write(prepare: &str, files: &str) -> String {
+    format!(
+        r#"workflow w {{
+    agent sh {{ kind = "shell", command = {prepare} }}
+    agent writer {{ kind = "mock", output = {{ files = {files} }} }}
+    phase plant {{ task plant on sh }}
+    phase write {{ task write on writer }}
+}}
+"#
+    )
+}
+
+#[test]
+fn a_fifo_left_in_the_workspace_is_replaced_not_written_into() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "fifo.cond",
+        &plant_then_write(
+            r#"["mkfifo", "app.py"]"#,
+            r#"[{ path = "app.py", content = "print(1)" }]"#,
+        ),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let id = only_run(dir.path());
+    let written = dir
+        .path()
+        .join("runs")
+        .join(&id)
+        .join("work")
+        .join("app.py");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "print(1)");
+
+    // Exporting into a folder that holds a FIFO of the same name does not block either.
+    let export = dir.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let made = Command::new("mkfifo")
+        .arg(export.join("app.py"))
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut cmd = conductor(dir.path());
+    cmd.args(["artifacts", &id, "--out"]).arg(&export);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert_eq!(
+        std::fs::read_to_string(export.join("app.py")).unwrap(),
+        "print(1)"
+    );
+}
+
+#[test]
+fn a_hard_link_left_in_the_workspace_does_not_carry_a_write_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = write(dir.path(), "outside.txt", "precious");
+    let file = write(
+        dir.path(),
+        "link.cond",
+        &plant_then_write(
+            &format!(r#"["ln", "{}", "victim.txt"]"#, outside.display()),
+            r#"[{ path = "victim.txt", content = "overwritten" }]"#,
+        ),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    let id = only_run(dir.path());
+    let work = dir.path().join("runs").join(&id).join("work");
+    assert_eq!(
+        std::fs::read_to_string(work.join("victim.txt")).unwrap(),
+        "overwritten"
+    );
+
+    // `artifacts --out` into a folder where the file is a hard link to another file.
+    let export = dir.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    std::fs::hard_link(&outside, export.join("victim.txt")).unwrap();
+    let mut cmd = conductor(dir.path());
+    cmd.args(["artifacts", &id, "--out"]).arg(&export);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert_eq!(std::fs::read_to_string(&outside).unwrap(), "precious");
+    assert_eq!(
+        std::fs::read_to_string(export.join("victim.txt")).unwrap(),
+        "overwritten"
+    );
+}
+
+#[test]
+fn an_artifact_path_that_cannot_be_written_fails_at_once_without_a_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "n".repeat(300);
+    for (files, cause) in [
+        (
+            r#"[{ path = "a", content = "1" }, { path = "a/b", content = "2" }]"#.to_string(),
+            "`a` is a file, not a folder",
+        ),
+        (
+            format!(r#"[{{ path = "{long}", content = "1" }}]"#),
+            "the name is too long",
+        ),
+    ] {
+        let file = write(
+            dir.path(),
+            "bad.cond",
+            &format!(
+                "workflow w {{\n    agent m {{ kind = \"mock\", retry = 3, backoff = fixed(0s), \
+                 output = {{ files = {files} }} }}\n    on_escalation = \"abort\"\n    \
+                 phase p {{ task t on m }}\n}}\n"
+            ),
+        );
+        let mut cmd = conductor(dir.path());
+        cmd.arg("run").arg(&file).args(["--store", "memory"]);
+        let out = finish(cmd, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+        let all = both(&out);
+        assert!(all.contains(cause), "{cause}: {all}");
+        assert!(all.contains("INVALID_OUTPUT"), "{all}");
+        assert!(!all.contains("TRANSIENT"), "retried as transient: {all}");
+    }
+}
+
+#[test]
+fn fmt_that_cannot_write_the_whole_file_leaves_the_original_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    // Badly laid out, so that its formatted text differs and is larger than the limit below.
+    let mut original = String::from("workflow w {\n");
+    for i in 0..400 {
+        original.push_str(&format!("agent a{i} {{ kind=\"mock\" }}\n"));
+    }
+    original.push_str("phase p { task t on a0 }\n}\n");
+    let file = write(dir.path(), "big.cond", &original);
+    // A file size limit of 8 KiB stands for a full disk: writes past it fail with EFBIG (the
+    // signal it would raise is ignored, as a disk-full write raises none).
+    let out = Command::new("bash")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 8; exec \"$0\" fmt big.cond")
+        .arg(binary())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(text(&out.stderr).contains("cannot write"), "{}", both(&out));
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), original);
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "a temporary file was left: {left:?}");
+
+    // Without the limit it is formatted, and keeps its permissions.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = conductor(dir.path());
+    cmd.args(["fmt", "big.cond"]);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_ne!(std::fs::read_to_string(&file).unwrap(), original);
+}

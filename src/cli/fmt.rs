@@ -63,13 +63,15 @@ fn one(path: &std::path::Path, check_only: bool) -> u8 {
         return 0;
     }
     if formatted == text {
+        output::line(format!("already formatted: {}", path.display()));
         return 0;
     }
     if check_only {
         output::line(format!("would reformat {}", path.display()));
         return 1;
     }
-    if let Err(e) = std::fs::write(path, &formatted) {
+    // Never truncated in place: on a full disk the original stays whole.
+    if let Err(e) = crate::files::replace_file(path, formatted.as_bytes()) {
         let d = Diagnostic::general(format!("cannot write `{}`: {e}", path.display()));
         output::diagnostics(&SourceMap::new(), &[d]);
         return 2;
