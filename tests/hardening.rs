@@ -566,3 +566,74 @@ fn fmt_that_cannot_write_the_whole_file_leaves_the_original_whole() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_ne!(std::fs::read_to_string(&file).unwrap(), original);
 }
+
+/// `conductor` as a user without privileges: root reads every process's environment, so a
+/// test run as root drops to `nobody` (with `setpriv`) to see what an ordinary user would.
+fn conductor_unprivileged(dir: &Path) -> Command {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    let mut c = if root {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(binary());
+        c
+    } else {
+        Command::new(binary())
+    };
+    c.current_dir(dir)
+        .env("CONDUCTOR_STORE", dir.join("store.db"))
+        .env_remove("CONDUCTOR_CONFIG")
+        .stdin(Stdio::null());
+    c
+}
+
+#[test]
+fn a_program_cannot_read_a_providers_key_from_conductors_environment() {
+    const KEY: &str = "sk-test-hardening-6f1c2a9e";
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "conductor.toml",
+        "[providers.openai]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+         model = \"m\"\napi_key_env = \"HARDENING_KEY\"\n",
+    );
+    let file = write(
+        dir.path(),
+        "peek.cond",
+        r#"workflow w {
+    agent peek { kind = "shell", command = ["sh", "-c", "{ tr '\\000' '\\n' < /proc/$PPID/environ; } > seen.txt 2>&1; cat seen.txt; echo done"] }
+    agent says { kind = "shell", command = ["sh", "-c", "k=sk-test-hard; echo the key is ${k}ening-6f1c2a9e"] }
+    phase p { task peek on peek  task says on says }
+}
+"#,
+    );
+    let mut cmd = conductor_unprivileged(dir.path());
+    cmd.arg("run").arg(&file).env("HARDENING_KEY", KEY);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert!(!both(&out).contains(KEY), "{}", both(&out));
+    let id = only_run(dir.path());
+    let seen = dir
+        .path()
+        .join("runs")
+        .join(&id)
+        .join("work")
+        .join("seen.txt");
+    let seen = std::fs::read_to_string(seen).unwrap();
+    assert!(!seen.contains(KEY), "the program read the key: {seen}");
+    // What a program prints, the key included, is stored redacted.
+    let store = std::fs::read(dir.path().join("store.db")).unwrap();
+    let store = String::from_utf8_lossy(&store);
+    assert!(!store.contains(KEY), "the key is in the store");
+    let mut show = conductor(dir.path());
+    show.args(["logs", &id, "says"]);
+    let out = finish(show, Duration::from_secs(30));
+    assert!(
+        text(&out.stdout).contains("[key in HARDENING_KEY]"),
+        "{}",
+        both(&out)
+    );
+}

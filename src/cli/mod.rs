@@ -106,6 +106,10 @@ fn flags(store: &str, config: Option<&std::path::Path>) -> String {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // Not dumpable: the programs a run starts (same user) can neither read this process's
+    // environment — the providers' API keys — through /proc/PID/environ nor ptrace it. The
+    // programs themselves start dumpable again (exec resets it).
+    let _ = nix::sys::prctl::set_dumpable(false);
     init_tracing();
     let cli = Cli::parse();
     if let Command::RenderTemplate { cpu_seconds } = cli.command {

@@ -150,9 +150,17 @@ impl Dispatcher {
                 Some((p.name.as_str(), text))
             })
             .collect();
-        let redactor = Arc::new(crate::secrets::Redactor::new(
-            secrets.iter().map(|(n, v)| (*n, v.as_str())),
-        ));
+        let keys: Vec<(String, String)> = options
+            .config
+            .providers
+            .values()
+            .filter_map(|p| p.api_key_env.clone())
+            .filter_map(|name| std::env::var(&name).ok().map(|key| (name, key)))
+            .collect();
+        let redactor = Arc::new(
+            crate::secrets::Redactor::new(secrets.iter().map(|(n, v)| (*n, v.as_str())))
+                .with_keys(keys.iter().map(|(n, k)| (n.as_str(), k.as_str()))),
+        );
         let env = AgentEnv::new(AgentEnvOptions {
             base,
             workspace: options.workspace.clone(),
