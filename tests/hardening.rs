@@ -637,3 +637,81 @@ fn a_program_cannot_read_a_providers_key_from_conductors_environment() {
         both(&out)
     );
 }
+
+/// Whether a process is gone (or a zombie nobody reaped yet).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+#[test]
+fn sigterm_and_sighup_stop_a_run_like_ctrl_c_and_kill_its_programs() {
+    use nix::sys::signal::Signal;
+    for signal in [Signal::SIGTERM, Signal::SIGHUP] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "slow.cond",
+            r#"workflow w {
+    agent slow { kind = "shell", command = ["sh", "-c", "echo $$ > pid.txt; exec sleep 60"] }
+    phase p { task wait on slow }
+}
+"#,
+        );
+        let child = conductor(dir.path())
+            .arg("run")
+            .arg(&file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Until the program runs.
+        let start = Instant::now();
+        let pid_file = loop {
+            let found = std::fs::read_dir(dir.path().join("runs"))
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(Result::ok)
+                .map(|e| e.path().join("work").join("pid.txt"))
+                .filter(|p| std::fs::read_to_string(p).is_ok_and(|t| t.ends_with('\n')));
+            if let Some(p) = found {
+                break p;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the program never started"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let program: i32 = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        let out = wait_at_most(child, Duration::from_secs(10), "the signalled run");
+        assert_eq!(out.status.code(), Some(1), "{signal}: {}", both(&out));
+        assert!(
+            text(&out.stdout).contains("CANCELLED"),
+            "{signal}: {}",
+            both(&out)
+        );
+        let start = Instant::now();
+        while !gone(program) {
+            assert!(
+                start.elapsed() < Duration::from_secs(5),
+                "{signal}: the program survived"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut runs = conductor(dir.path());
+        runs.args(["runs", "--json"]);
+        let listed = text(&finish(runs, Duration::from_secs(30)).stdout);
+        assert!(listed.contains("\"cancelled\""), "{signal}: {listed}");
+    }
+}

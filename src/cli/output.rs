@@ -40,7 +40,26 @@ pub(super) fn line(text: impl std::fmt::Display) -> bool {
     writeln!(std::io::stdout(), "{text}").is_ok()
 }
 
-/// Runs a future to its end on a multi-threaded runtime, with Ctrl-C cancelling `cancel`.
+/// Waits for Ctrl-C, SIGTERM or SIGHUP — what a terminal, `timeout`, `docker stop`, systemd and
+/// a closed SSH session send — all of which stop a run the same way: cancelled, its programs'
+/// process groups killed, its state recorded. False when no handler could be installed.
+async fn stop_signal() -> bool {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return tokio::signal::ctrl_c().await.is_ok();
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        _ = term.recv() => true,
+        _ = hup.recv() => true,
+    }
+}
+
+/// Runs a future to its end on a multi-threaded runtime, with Ctrl-C (or SIGTERM, SIGHUP)
+/// cancelling `cancel`.
 /// The work runs as a spawned task, not on the blocking main thread: completions from worker
 /// threads reach it without a cross-thread wake of `block_on`.
 pub(super) fn drive<T: Send + 'static>(
@@ -53,7 +72,7 @@ pub(super) fn drive<T: Send + 'static>(
         .map_err(AppError::Runtime)?;
     runtime.block_on(async move {
         let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_signal().await {
                 cancel.cancel();
                 crate::template::interrupt_renders();
             }
