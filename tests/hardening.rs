@@ -715,3 +715,34 @@ fn sigterm_and_sighup_stop_a_run_like_ctrl_c_and_kill_its_programs() {
         assert!(listed.contains("\"cancelled\""), "{signal}: {listed}");
     }
 }
+
+#[test]
+fn gc_refuses_a_bare_number_and_runs_refuses_an_unknown_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "w.cond",
+        "workflow w {\n    agent m { kind = \"mock\" }\n    phase p { task t on m }\n}\n",
+    );
+    let mut run = conductor(dir.path());
+    run.arg("run").arg(&file);
+    assert_eq!(finish(run, Duration::from_secs(30)).status.code(), Some(0));
+    let id = only_run(dir.path());
+    for bare in ["0", "1", " 0"] {
+        let mut gc = conductor(dir.path());
+        gc.args(["gc", "--older-than", bare]);
+        let out = finish(gc, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(2), "{bare:?}: {}", both(&out));
+        assert!(
+            text(&out.stderr).contains("time unit needed"),
+            "{}",
+            both(&out)
+        );
+    }
+    assert_eq!(only_run(dir.path()), id, "gc deleted the run");
+    let mut runs = conductor(dir.path());
+    runs.args(["runs", "--status", "bogus"]);
+    let out = finish(runs, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(text(&out.stderr).contains("use one of"), "{}", both(&out));
+}
