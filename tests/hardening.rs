@@ -746,3 +746,44 @@ fn gc_refuses_a_bare_number_and_runs_refuses_an_unknown_status() {
     assert_eq!(out.status.code(), Some(2), "{}", both(&out));
     assert!(text(&out.stderr).contains("use one of"), "{}", both(&out));
 }
+
+#[test]
+fn a_full_stdout_or_stderr_is_an_exit_code_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "w.cond",
+        "workflow w {\n    agent m { kind = \"mock\" }\n    phase p { task t on m }\n}\n",
+    );
+    let mut run = conductor(dir.path());
+    run.arg("run").arg(&file);
+    assert_eq!(finish(run, Duration::from_secs(30)).status.code(), Some(0));
+    let id = only_run(dir.path());
+    let full = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let cases: [(&[&str], Option<i32>); 6] = [
+        (&["fmt", "-"], Some(2)),
+        (&["check", "--explain", "w.cond"], None),
+        (&["show", &id], None),
+        (&["logs", &id, "t"], None),
+        (&["logs", &id, "nosuch"], None),
+        (&["run", "w.cond", "--store", "memory"], None),
+    ];
+    for (args, expected) in cases {
+        let out = conductor(dir.path())
+            .args(args)
+            .stdin(std::fs::File::open(&file).unwrap())
+            .stdout(full())
+            .stderr(full())
+            .status()
+            .unwrap();
+        assert!(matches!(out.code(), Some(0..=3)), "{args:?}: {out:?}");
+        if let Some(code) = expected {
+            assert_eq!(out.code(), Some(code), "{args:?}");
+        }
+    }
+}

@@ -103,10 +103,10 @@ fn text_report(path: &std::path::Path, map: &SourceMap, checked: &Checked, expla
     if let (true, Some(wf)) = (explain, &checked.workflow) {
         match crate::plan::plan(wf) {
             Ok(plan) => {
-                print!("{}", crate::plan::analysis_text(&plan.analysis));
+                output::text(&crate::plan::analysis_text(&plan.analysis));
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                output::err_line(format!("error: {e}"));
                 return false;
             }
         }

@@ -33,7 +33,7 @@ fn one(path: &std::path::Path, check_only: bool) -> u8 {
     let text = if stdin {
         let mut buf = String::new();
         if let Err(e) = std::io::stdin().read_to_string(&mut buf) {
-            eprintln!("error: cannot read standard input: {e}");
+            output::err_line(format!("error: cannot read standard input: {e}"));
             return 2;
         }
         buf
@@ -59,7 +59,10 @@ fn one(path: &std::path::Path, check_only: bool) -> u8 {
         }
     };
     if stdin {
-        print!("{formatted}");
+        if !output::text(&formatted) {
+            output::err_line("error: cannot write standard output");
+            return 2;
+        }
         return 0;
     }
     if formatted == text {

@@ -35,6 +35,27 @@ pub(super) fn warning(text: &str) {
     let _ = writeln!(std::io::stderr(), "warning: {text}");
 }
 
+/// Prints text on stdout as it is; false when it could not be written (a closed pipe, a full
+/// disk): never a panic.
+pub(super) fn text(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
+/// Prints text on stderr. An unwritable stderr is ignored: there is nowhere left to say so,
+/// and the exit code still tells.
+pub(super) fn err_text(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
+/// A line on stderr, as [`err_text`].
+pub(super) fn err_line(text: impl std::fmt::Display) {
+    err_text(&format!("{text}\n"));
+}
+
 /// Prints a line on stdout; false when the reader went away.
 pub(super) fn line(text: impl std::fmt::Display) -> bool {
     writeln!(std::io::stdout(), "{text}").is_ok()

@@ -20,7 +20,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     if args.json {
         output::line(serde_json::to_string_pretty(&run.state.view()).unwrap_or_default());
     } else {
-        print!("{}", crate::report::show_text(&run.state, &run.events));
+        output::text(&crate::report::show_text(&run.state, &run.events));
     }
     Ok(ExitCode::SUCCESS)
 }
