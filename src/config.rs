@@ -216,7 +216,9 @@ impl Config {
         };
         let mut reprs = BTreeMap::new();
         if let Some(p) = &path {
-            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+            let read = crate::files::read_limited(p, crate::limits::MAX_CONFIG_SIZE)
+                .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+            let text = read.map_err(|e| ConfigError::Read {
                 path: p.clone(),
                 message: e.to_string(),
             })?;

@@ -215,6 +215,55 @@ fn classify(root: &Path, path: &str, at: &str, e: Errno) -> WriteError {
     }
 }
 
+/// Reads a whole file of at most `limit` bytes. Only a regular file is read: a FIFO (which
+/// would block until a writer comes), a device such as `/dev/zero` (endless) or a socket is
+/// refused, and so is a file larger than `limit`, before it fills memory.
+pub(crate) fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a FIFO returns at once instead of waiting for a writer.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::IsADirectory,
+            "it is a directory",
+        ));
+    }
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "it is not a regular file (a FIFO, a device or a socket)",
+        ));
+    }
+    read_at_most(file, limit)
+}
+
+/// Reads a stream to its end, refusing one longer than `limit` bytes.
+pub(crate) fn read_at_most(from: impl std::io::Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    from.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("it is larger than {}", size_text(limit)),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `64 MiB`, or a number of bytes when it is not a whole number of MiB.
+pub(crate) fn size_text(bytes: u64) -> String {
+    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+        format!("{} MiB", bytes >> 20)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,13 @@ pub const TEMPLATE_TIME: Duration = Duration::from_secs(10);
 /// in its own process.
 pub const TEMPLATE_MEMORY: u64 = 512 << 20;
 
+/// Bytes of a `conductor.toml` (or `--config` file) read: a configuration is small, and an
+/// endless file (`--config /dev/zero`) must end in an error, not fill memory.
+pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
+
+/// Bytes of a cassette (`--record` / a `replay` provider's file) read.
+pub const MAX_CASSETTE_SIZE: u64 = 256 << 20;
+
 /// Where a JSON value first nests deeper than [`MAX_VALUE_DEPTH`], as a path (`json.a[0].b`);
 /// `None` when it does not. Walks without recursion, so any depth can be measured.
 pub fn too_deep(value: &serde_json::Value) -> Option<String> {

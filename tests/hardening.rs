@@ -787,3 +787,62 @@ fn a_full_stdout_or_stderr_is_an_exit_code_not_a_panic() {
         }
     }
 }
+
+#[test]
+fn endless_files_and_fifos_are_refused_not_read_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let fifo = fifo.display().to_string();
+    let ok = write(
+        dir.path(),
+        "ok.cond",
+        "workflow w {\n    agent m { kind = \"mock\" }\n    phase p { task t on m }\n}\n",
+    );
+    let ok = ok.display().to_string();
+    for special in ["/dev/zero", fifo.as_str()] {
+        let uses = write(
+            dir.path(),
+            "uses.cond",
+            &format!(
+                "workflow w {{\n    use \"{special}\"\n    agent m {{ kind = \"mock\" }}\n    \
+                 phase p {{ task t on m }}\n}}\n"
+            ),
+        );
+        let uses = uses.display().to_string();
+        let param_file = format!("p={special}");
+        let cases: [Vec<&str>; 4] = [
+            vec!["check", special],
+            vec!["check", &uses],
+            vec!["--config", special, "run", &ok, "--store", "memory"],
+            vec!["run", &ok, "--store", "memory", "--param-file", &param_file],
+        ];
+        for args in cases {
+            let mut cmd = conductor(dir.path());
+            cmd.args(&args);
+            let out = finish(cmd, Duration::from_secs(20));
+            assert_clean_exit(&out);
+            assert_ne!(out.status.code(), Some(0), "{args:?}: {}", both(&out));
+            assert!(
+                text(&out.stderr).contains("not a regular file"),
+                "{args:?}: {}",
+                both(&out)
+            );
+        }
+    }
+    // An endless standard input.
+    let mut cmd = conductor(dir.path());
+    cmd.args(["fmt", "-"])
+        .stdin(std::fs::File::open("/dev/zero").unwrap());
+    let out = finish(cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(
+        text(&out.stderr).contains("larger than 64 MiB"),
+        "{}",
+        both(&out)
+    );
+}

@@ -1,6 +1,5 @@
 //! `conductor fmt FILE...`: the canonical layout (`-` reads stdin and writes stdout).
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,12 +30,16 @@ pub(super) fn run(args: Args) -> Result<ExitCode, AppError> {
 fn one(path: &std::path::Path, check_only: bool) -> u8 {
     let stdin = path.as_os_str() == "-";
     let text = if stdin {
-        let mut buf = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut buf) {
-            output::err_line(format!("error: cannot read standard input: {e}"));
-            return 2;
+        let limit = crate::check::MAX_FILE_SIZE as u64;
+        let read = crate::files::read_at_most(std::io::stdin().lock(), limit)
+            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+        match read {
+            Ok(text) => text,
+            Err(e) => {
+                output::err_line(format!("error: cannot read standard input: {e}"));
+                return 2;
+            }
         }
-        buf
     } else {
         match crate::check::read_text(path) {
             Ok(text) => text,
