@@ -846,3 +846,40 @@ fn endless_files_and_fifos_are_refused_not_read_forever() {
         both(&out)
     );
 }
+
+#[test]
+fn running_out_of_file_descriptors_is_back_pressure_not_a_failed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = String::new();
+    for i in 0..40 {
+        tasks.push_str(&format!("        task t{i} on sh\n"));
+    }
+    write(
+        dir.path(),
+        "many.cond",
+        &format!(
+            "workflow w {{\n    agent sh {{ kind = \"shell\", count = 40, command = [\"sleep\", \
+             \"0.3\"], retry = 100, backoff = fixed(50ms) }}\n    on_escalation = \"abort\"\n    \
+             phase p {{\n{tasks}    }}\n}}\n"
+        ),
+    );
+    // Few descriptors: 40 programs at once, three pipes each, cannot all start.
+    let out = Command::new("bash")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg("ulimit -n 64; exec \"$0\" run many.cond --store memory")
+        .arg(binary())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert!(text(&out.stdout).contains("COMPLETED"), "{}", both(&out));
+    // It did run into the limit, and waited it out.
+    assert!(
+        text(&out.stdout).contains("Too many open files"),
+        "{}",
+        both(&out)
+    );
+}

@@ -123,6 +123,29 @@ impl Drop for GroupGuard {
     }
 }
 
+/// Why a program could not start. Running out of a shared resource — file descriptors,
+/// processes, memory — passes as other tasks finish: back-pressure, retried like a transient
+/// error, never a reason to abort the run. Anything else (no such program, a bad `workdir`)
+/// would fail the same way again.
+fn spawn_error(program: &str, workdir: &std::path::Path, e: &std::io::Error) -> TaskError {
+    use nix::errno::Errno;
+    let exhausted = e.raw_os_error().map(Errno::from_raw).is_some_and(|n| {
+        matches!(
+            n,
+            Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM
+        )
+    });
+    let message = format!("cannot run `{program}` in `{}`: {e}", workdir.display());
+    if exhausted {
+        TaskError {
+            not_started: true,
+            ..TaskError::retryable(ErrorCode::Transient, message)
+        }
+    } else {
+        TaskError::fatal(ErrorCode::InvalidInput, message)
+    }
+}
+
 /// Runs the program of one attempt.
 pub(super) fn execute(shell: ShellCall, env: &AgentEnv, trace: Trace) -> AgentFuture {
     let base = env.base.clone();
@@ -151,12 +174,9 @@ pub(super) fn execute(shell: ShellCall, env: &AgentEnv, trace: Trace) -> AgentFu
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            TaskError::fatal(
-                ErrorCode::InvalidInput,
-                format!("cannot run `{program}` in `{}`: {e}", workdir.display()),
-            )
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_error(program, &workdir, &e))?;
         // The child leads its own group (process_group(0)): its pid is the group id.
         let mut guard = GroupGuard {
             pgid: child.id().map(|p| p as i32),

@@ -110,13 +110,14 @@ pub(super) async fn run(job: Job, task: TaskId, instance: u32) -> Done {
     };
     let (rest, tail) = job.trace.finish();
     save_logs(&job, rest).await;
+    let reached_agent = !cached && !result.as_ref().is_err_and(|e| e.not_started);
     Done {
         task,
         attempt,
         instance,
         result,
         elapsed: begun.elapsed(),
-        reached_agent: !cached,
+        reached_agent,
         calls: job.trace.take_calls(),
         artifacts,
         cached,
