@@ -883,3 +883,25 @@ fn running_out_of_file_descriptors_is_back_pressure_not_a_failed_run() {
         both(&out)
     );
 }
+
+#[test]
+fn policy_test_does_not_follow_links_to_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let tests = dir.path().join("rules");
+    std::fs::create_dir(&tests).unwrap();
+    write(&tests, "a_test.rhai", "fn test_one() { }\n");
+    // Two links back up: a walk that follows them visits 2^depth folders.
+    for (i, link) in ["up1", "up2", "up3"].iter().enumerate() {
+        let target = if i == 0 {
+            "..".to_string()
+        } else {
+            ".".to_string()
+        };
+        std::os::unix::fs::symlink(&target, tests.join(link)).unwrap();
+    }
+    let mut cmd = conductor(dir.path());
+    cmd.args(["policy", "test"]).arg(&tests);
+    let out = finish(cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+    assert!(both(&out).contains("1 passed"), "{}", both(&out));
+}
