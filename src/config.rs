@@ -445,6 +445,12 @@ fn parse_base_url(
                 .into(),
         ));
     }
+    // Paths are appended to base_url: after a `#` they would silently become the fragment.
+    if url.fragment().is_some() {
+        return Err(invalid(
+            "base_url must not have a `#fragment`: request paths are added after it".into(),
+        ));
+    }
     Ok(base_url)
 }
 

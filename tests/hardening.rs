@@ -905,3 +905,44 @@ fn policy_test_does_not_follow_links_to_folders() {
     assert_eq!(out.status.code(), Some(0), "{}", both(&out));
     assert!(both(&out).contains("1 passed"), "{}", both(&out));
 }
+
+#[test]
+fn env_names_with_equals_or_empty_and_base_urls_with_fragments_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for key in ["\"A=B\"", "\"\""] {
+        let file = write(
+            dir.path(),
+            "env.cond",
+            &format!(
+                "workflow w {{\n    agent sh {{ kind = \"shell\", command = [\"true\"], \
+                 env = {{ {key} = \"x\" }} }}\n    phase p {{ task t on sh }}\n}}\n"
+            ),
+        );
+        let mut cmd = conductor(dir.path());
+        cmd.arg("check").arg(&file);
+        let out = finish(cmd, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(1), "{key}: {}", both(&out));
+        assert!(
+            text(&out.stderr).contains("is not an environment variable name"),
+            "{key}: {}",
+            both(&out)
+        );
+    }
+    let sub = dir.path().join("fragment");
+    std::fs::create_dir(&sub).unwrap();
+    write(
+        &sub,
+        "conductor.toml",
+        "[providers.local]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1#x\"\nmodel = \"m\"\n",
+    );
+    let file = write(
+        &sub,
+        "w.cond",
+        "workflow w {\n    agent m { kind = \"mock\" }\n    phase p { task t on m }\n}\n",
+    );
+    let mut cmd = conductor(&sub);
+    cmd.arg("run").arg(&file).args(["--store", "memory"]);
+    let out = finish(cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(text(&out.stderr).contains("#fragment"), "{}", both(&out));
+}
