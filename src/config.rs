@@ -233,7 +233,7 @@ impl Config {
                 });
                 ConfigError::Invalid {
                     path: p.clone(),
-                    message: format!("{place}{}", e.message().trim_end()),
+                    message: format!("{place}{}", hide_strings(e.message().trim_end())),
                 }
             })?;
             reprs = file.providers;
@@ -304,7 +304,7 @@ fn apply_env(
         let r = reprs.entry(name).or_default();
         let number = |what: &str| ConfigError::Env {
             var: var.clone(),
-            message: format!("`{value}` is not {what}"),
+            message: format!("{} is not {what}", shown(&value)),
         };
         match *field {
             "KIND" => r.kind = Some(value.clone()),
@@ -344,13 +344,25 @@ fn resolve(
                 .into(),
         ));
     }
+    // A key pasted where its variable's name belongs must not be echoed by the error.
+    if let Some(var) = &r.api_key_env {
+        let valid = !var.is_empty()
+            && !var.starts_with(|c: char| c.is_ascii_digit())
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(invalid(format!(
+                "`api_key_env` must be the name of an environment variable (letters, digits, \
+                 `_`), not the key itself; it holds {}",
+                shown(var)
+            )));
+        }
+    }
     let kind = parse_kind(r.kind.as_deref(), &invalid)?;
     let response_format = parse_response_format(r.response_format.as_deref(), &invalid)?;
     let timeout = match &r.timeout {
         None => Duration::from_secs(300),
-        Some(t) => {
-            humantime::parse_duration(t).map_err(|e| invalid(format!("timeout `{t}`: {e}")))?
-        }
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| invalid(format!("timeout {}: {e}", shown(t))))?,
     };
     if let Some(t) = r.temperature {
         if !(0.0..=2.0).contains(&t) {
@@ -395,7 +407,8 @@ fn parse_kind(
     })?;
     ProviderKind::parse(text).ok_or_else(|| {
         invalid(format!(
-            "unknown kind `{text}`; expected \"openai\", \"anthropic\" or \"replay\""
+            "unknown kind {}; expected \"openai\", \"anthropic\" or \"replay\"",
+            shown(text)
         ))
     })
 }
@@ -408,13 +421,41 @@ fn parse_response_format(
         None => Ok(ResponseFormat::default()),
         Some(s) => ResponseFormat::parse(s).ok_or_else(|| {
             invalid(format!(
-                "unknown response_format `{s}`; expected \"json_object\", \"json_schema\" or \"none\""
+                "unknown response_format {}; expected \"json_object\", \"json_schema\" or \"none\"",
+                shown(s)
             ))
         }),
     }
 }
 
 /// The base URL, without a trailing slash; checked unless the provider replays.
+/// A value from the configuration as an error shows it: short ones quoted, long ones only
+/// counted — a key pasted into the wrong field must not end up on the screen or in a log.
+fn shown(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= 20 && !value.starts_with("sk-") {
+        format!("`{value}`")
+    } else {
+        format!("a value of {n} characters (not shown: it could be a key)")
+    }
+}
+
+/// toml's message with every quoted string (`invalid type: string "sk-…"`) shown by [`shown`].
+fn hide_strings(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find('"') {
+        let Some(len) = rest[start + 1..].find('"') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&shown(&rest[start + 1..start + 1 + len]));
+        rest = &rest[start + 2 + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn parse_base_url(
     kind: ProviderKind,
     written: Option<String>,

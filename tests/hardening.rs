@@ -946,3 +946,52 @@ fn env_names_with_equals_or_empty_and_base_urls_with_fragments_are_refused() {
     assert_eq!(out.status.code(), Some(2), "{}", both(&out));
     assert!(text(&out.stderr).contains("#fragment"), "{}", both(&out));
 }
+
+#[test]
+fn a_key_pasted_into_the_wrong_field_of_the_configuration_is_not_echoed() {
+    const KEY: &str = "sk-proj-hardening0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "w.cond",
+        "workflow w {\n    agent m { kind = \"mock\" }\n    phase p { task t on m }\n}\n",
+    );
+    for field in [
+        format!("api_key_env = \"{KEY}\""),
+        format!("max_tokens = \"{KEY}\""),
+        format!("timeout = \"{KEY}\""),
+        format!("kind = \"{KEY}\""),
+    ] {
+        let kind = if field.starts_with("kind") {
+            ""
+        } else {
+            "kind = \"openai\"\n"
+        };
+        write(
+            dir.path(),
+            "conductor.toml",
+            &format!("[providers.p]\n{kind}base_url = \"http://127.0.0.1:9/v1\"\nmodel = \"m\"\n{field}\n"),
+        );
+        let mut cmd = conductor(dir.path());
+        cmd.arg("run").arg(&file).args(["--store", "memory"]);
+        let out = finish(cmd, Duration::from_secs(20));
+        assert_eq!(out.status.code(), Some(2), "{field}: {}", both(&out));
+        assert!(
+            !both(&out).contains("hardening0123"),
+            "{field}: {}",
+            both(&out)
+        );
+        assert!(both(&out).contains("not shown"), "{field}: {}", both(&out));
+    }
+    // Through the environment too.
+    std::fs::remove_file(dir.path().join("conductor.toml")).unwrap();
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run")
+        .arg(&file)
+        .args(["--store", "memory"])
+        .env("CONDUCTOR_PROVIDERS_P_KIND", "openai")
+        .env("CONDUCTOR_PROVIDERS_P_MAX_TOKENS", KEY);
+    let out = finish(cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(2), "{}", both(&out));
+    assert!(!both(&out).contains("hardening0123"), "{}", both(&out));
+}
