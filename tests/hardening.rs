@@ -995,3 +995,46 @@ fn a_key_pasted_into_the_wrong_field_of_the_configuration_is_not_echoed() {
     assert_eq!(out.status.code(), Some(2), "{}", both(&out));
     assert!(!both(&out).contains("hardening0123"), "{}", both(&out));
 }
+
+#[test]
+fn a_programs_setsid_children_are_killed_on_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "daemon.cond",
+        r#"workflow w {
+    agent sh { kind = "shell", command = ["sh", "-c", "setsid sleep 120 & echo $! > pid.txt; wait"], timeout = 1s, retry = 0 }
+    on_escalation = "abort"
+    phase p { task t on sh }
+}
+"#,
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(both(&out).contains("TIMEOUT"), "{}", both(&out));
+    let id = only_run(dir.path());
+    let pid_file = dir
+        .path()
+        .join("runs")
+        .join(&id)
+        .join("work")
+        .join("pid.txt");
+    let pid: i32 = std::fs::read_to_string(pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let start = Instant::now();
+    while !gone(pid) {
+        if start.elapsed() > Duration::from_secs(5) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            panic!("the program's setsid child {pid} outlived the timeout");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

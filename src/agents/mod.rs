@@ -11,6 +11,7 @@ mod env;
 pub(crate) mod http;
 pub mod llm;
 mod mock;
+mod process_tree;
 mod script;
 mod shell;
 mod trace;

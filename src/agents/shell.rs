@@ -107,7 +107,7 @@ fn opts_in(source: &str) -> bool {
         .is_some_and(|last| inner.contains('|') && last.trim() == "option")
 }
 
-/// Kills a process group when dropped, unless disarmed.
+/// Kills a process group, and every descendant that left it, when dropped, unless disarmed.
 struct GroupGuard {
     pgid: Option<i32>,
 }
@@ -115,10 +115,7 @@ struct GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            super::process_tree::kill_tree(pgid);
         }
     }
 }
