@@ -16,6 +16,13 @@ pub(crate) fn check_path(path: &str) -> Result<(), UnsafePath> {
     if path.trim().is_empty() {
         return Err(UnsafePath("the path is empty".into()));
     }
+    // A newline, an escape sequence or a bidi override in a name would spoof the rows of
+    // `conductor artifacts` and the run view.
+    if let std::borrow::Cow::Owned(shown) = crate::text::printable(path) {
+        return Err(UnsafePath(format!(
+            "`{shown}` contains a control or bidirectional character; file names are printed"
+        )));
+    }
     if path.contains('\0') || path.contains('\\') {
         return Err(UnsafePath(format!(
             "`{path}` contains a NUL or a backslash"

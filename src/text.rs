@@ -119,6 +119,13 @@ pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     escape_where(text, unprintable)
 }
 
+/// `text` safe to print on a terminal as lines: like [`printable`], but newlines are kept
+/// (the run view's own layout uses them). Escape sequences (clearing the screen, moving the
+/// cursor), carriage returns and bidirectional controls from values are shown escaped.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_where(text, |c| c != '\n' && unprintable(c))
+}
+
 fn escape_where(text: &str, bad: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
     if !text.chars().any(&bad) {
         return text.into();

@@ -1038,3 +1038,41 @@ fn a_programs_setsid_children_are_killed_on_timeout() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn control_characters_from_outside_do_not_reach_the_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "spoof.cond",
+        &r#"workflow w {
+    agent files { kind = "mock", output = { files = [{ path = "a\nfake rowESC[2JBIDI.txt", content = "x" }] } }
+    agent noisy { kind = "shell", command = ["sh", "-c", "printf 'bad\\033[2J\\033[H\\rspoof\\n' >&2; exit 3"] }
+    on_escalation = "skip"
+    phase p { task write on files  task fail on noisy }
+}
+"#
+        .replace("ESC", "\u{1b}")
+        .replace("BIDI", "\u{202e}"),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_clean_exit(&out);
+    let all = both(&out);
+    assert!(
+        all.contains("contains a control or bidirectional character"),
+        "{all}"
+    );
+    for raw in ['\u{1b}', '\r', '\u{202e}'] {
+        assert!(!all.contains(raw), "{raw:?} reached the terminal: {all:?}");
+    }
+    let id = only_run(dir.path());
+    for args in [vec!["show", &id], vec!["artifacts", &id]] {
+        let mut cmd = conductor(dir.path());
+        cmd.args(&args);
+        let out = finish(cmd, Duration::from_secs(30));
+        assert_clean_exit(&out);
+        assert!(!both(&out).contains('\u{1b}'), "{args:?}: {:?}", both(&out));
+    }
+}

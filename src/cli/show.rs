@@ -20,7 +20,9 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     if args.json {
         output::line(serde_json::to_string_pretty(&run.state.view()).unwrap_or_default());
     } else {
-        output::text(&crate::report::show_text(&run.state, &run.events));
+        // Errors and tails quote what programs printed: no escape sequence reaches the terminal.
+        let text = crate::report::show_text(&run.state, &run.events);
+        output::text(&crate::text::terminal_safe(&text));
     }
     Ok(ExitCode::SUCCESS)
 }

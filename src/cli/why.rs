@@ -24,7 +24,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
         &globals.flags,
     );
     for line in lines {
-        if !output::line(line) {
+        if !output::line(crate::text::terminal_safe(&line)) {
             break;
         }
     }
