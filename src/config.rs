@@ -216,8 +216,10 @@ impl Config {
         };
         let mut reprs = BTreeMap::new();
         if let Some(p) = &path {
-            let read = crate::files::read_limited(p, crate::limits::MAX_CONFIG_SIZE)
-                .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+            let read =
+                crate::files::read_limited(p, crate::limits::MAX_CONFIG_SIZE).and_then(|b| {
+                    String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+                });
             let text = read.map_err(|e| ConfigError::Read {
                 path: p.clone(),
                 message: e.to_string(),

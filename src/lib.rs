@@ -16,10 +16,11 @@
 //! | `check`    | AST → IR: names, settings, types, rules, templates, warnings |
 //! | `plan`     | IR → petgraph DAG of tasks and gates, its analysis and exports |
 //! | `model`    | run data: ids, statuses, events, and the run state — the one reader of the log |
-//! | `store`    | the `Store` trait and its backends (memory, SQLite); rusqlite stops here |
+//! | `store`    | the `Store` trait and its backends (memory, SQLite, PostgreSQL) and the attempt queue; rusqlite and tokio-postgres stop here |
 //! | `agents`   | the agent kinds: each prepares a serialisable `AgentCall` and executes it |
 //! | `exec`     | the dispatcher and its concepts: dispatch, outcomes, escalation, phases, resume |
 //! | `report`   | how runs are shown: the live view, `--json` lines, `show`, `why`, `runs` |
+//! | `worker`   | `conductor worker`: claims, heartbeats and completes attempts placed on workers |
 //! | `app`      | the application layer: stores, workspaces, loading, run, resume, gc, export |
 //! | `cli`      | the `conductor` command line: parse, call `app`, render, exit code |
 
@@ -44,6 +45,7 @@ pub mod store;
 pub mod syntax;
 mod template;
 mod text;
+mod worker;
 #[doc(hidden)]
 pub mod workloads;
 

@@ -34,6 +34,32 @@ pub fn templated_fan_out(n: usize, count: u32) -> String {
     generate(Shape::FanOut, n, count, Some(TEMPLATED_BODY))
 }
 
+/// [`Shape::FanOut`] written as one `for_each` task: `src` outputs a list of `n - 2` numbers,
+/// `t` fans out over it, `sink` runs after every instance. The same work as the declared
+/// fan-out of `n` tasks, for comparing what an instance costs with what a task costs.
+pub fn for_each_fan_out(n: usize, count: u32) -> String {
+    let items = n.max(3) - 2;
+    let mut out = String::with_capacity(items * 8 + 400);
+    out.push_str(
+        "workflow bench_for_each {\n    agent lister { kind = \"mock\", output = { items = [",
+    );
+    for i in 0..items {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        let _ = write!(out, "{i}");
+    }
+    out.push_str("] } }\n");
+    let _ = writeln!(out, "    agent m {{ kind = \"mock\", count = {count} }}");
+    out.push_str("    phase p {\n        task src on lister\n");
+    let _ = writeln!(
+        out,
+        "        task t on m after src {{ for_each = \"{{{{ tasks.src.output.items }}}}\", max_items = {items} }}"
+    );
+    out.push_str("        task sink on m after t\n    }\n}\n");
+    out
+}
+
 /// `n` tasks (n ≥ 1), each on the undeclared agent `nope`: one error diagnostic per task.
 pub fn unknown_agents(n: usize) -> String {
     let n = n.max(1);

@@ -1,27 +1,540 @@
-//! The SQLite store on real files: forward migrations, a newer schema refused, the projection
-//! tables kept in step with the log, and group commit of a run's events.
+//! The stores: the same conformance tests for memory, SQLite (real files) and PostgreSQL (a
+//! real server: `CONDUCTOR_TEST_POSTGRES`, see `support::postgres`) — runs, the log in order,
+//! leases and fencing, artifacts, the cache, logs, dead letters, gc, and projection tables that
+//! follow the log. Then what only one backend has: SQLite's forward migrations, a schema from
+//! a newer Conductor refused by both durable stores.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use conductor::exec::{run, RunOptions};
-use conductor::model::RunStatus;
-use conductor::store::{SqliteStore, Store};
+use conductor::model::{
+    Changes, Event, EventKind, LogChunk, LogStream, RunId, RunState, RunStatus, Timestamp,
+};
+use conductor::store::{
+    Batch, MemoryStore, PostgresStore, RunRecord, SqliteStore, Store, WorkBatch,
+};
 use conductor::{check_source, SourceMap};
 
-async fn run_into(store: Arc<SqliteStore>, text: &str) -> conductor::model::RunState {
+use crate::support::postgres;
+
+/// One backend under test, and how to open it again (a second process, as far as the store
+/// can tell).
+enum Backend {
+    Memory(Arc<MemoryStore>),
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Memory(_) => "memory",
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    fn open(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Memory(m) => m.clone(),
+            Backend::Sqlite(dir) => Arc::new(SqliteStore::open(&dir.path().join("s.db")).unwrap()),
+            Backend::Postgres(url) => Arc::new(PostgresStore::open(url).unwrap()),
+        }
+    }
+
+    fn durable(&self) -> bool {
+        !matches!(self, Backend::Memory(_))
+    }
+
+    /// Rows of a projection query, each column as text (`None` for the memory store).
+    fn query(&self, sql: &str) -> Option<Vec<String>> {
+        match self {
+            Backend::Memory(_) => None,
+            Backend::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("s.db")).unwrap();
+                let mut st = conn.prepare(sql).unwrap();
+                let n = st.column_count();
+                let rows = st
+                    .query_map([], |r| {
+                        let cols: Vec<String> = (0..n)
+                            .map(|i| {
+                                r.get::<_, rusqlite::types::Value>(i).map(|v| match v {
+                                    rusqlite::types::Value::Integer(i) => i.to_string(),
+                                    rusqlite::types::Value::Text(t) => t,
+                                    rusqlite::types::Value::Null => String::new(),
+                                    other => format!("{other:?}"),
+                                })
+                            })
+                            .collect::<Result<_, _>>()?;
+                        Ok(cols.join("|"))
+                    })
+                    .unwrap();
+                Some(rows.collect::<Result<_, _>>().unwrap())
+            }
+            Backend::Postgres(url) => Some(
+                postgres::psql(url, sql)
+                    .lines()
+                    .map(str::to_string)
+                    .filter(|l| !l.is_empty())
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// Memory, SQLite, and PostgreSQL when the tests have a server.
+fn backends(test: &str) -> Vec<Backend> {
+    let mut out = vec![
+        Backend::Memory(Arc::new(MemoryStore::new())),
+        Backend::Sqlite(tempfile::tempdir().unwrap()),
+    ];
+    if let Some(url) = postgres::database(test) {
+        out.push(Backend::Postgres(url));
+    }
+    out
+}
+
+fn record(id: &RunId, created_at: u64, status: RunStatus) -> RunRecord {
+    RunRecord {
+        id: id.clone(),
+        workflow: "w".into(),
+        file: "w.cond".into(),
+        params: Default::default(),
+        created_at: Timestamp(created_at),
+        status,
+    }
+}
+
+fn warning(seq: u64, text: &str) -> Event {
+    Event {
+        seq,
+        at: Timestamp(1_700_000_000_000 + seq),
+        kind: EventKind::Warning {
+            message: text.into(),
+        },
+    }
+}
+
+fn append(store: &dyn Store, run: &RunId, events: &[Event]) -> Result<(), String> {
+    let (state, changes) = (RunState::default(), Changes::default());
+    let json: Vec<String> = events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap())
+        .collect();
+    store
+        .append(
+            run,
+            &Batch {
+                events,
+                json: &json,
+                changes: &changes,
+                state: &state,
+                work: &WorkBatch::default(),
+            },
+        )
+        .map_err(|e| e.to_string())
+}
+
+async fn run_into(store: Arc<dyn Store>, text: &str) -> RunState {
     let mut map = SourceMap::new();
     let wf = check_source(&mut map, "t.cond", Path::new("t.cond"), text)
         .workflow
         .unwrap();
     let plan = conductor::plan::plan(&wf).unwrap();
-    run(Arc::new(wf), Arc::new(plan), RunOptions::new(store))
-        .await
-        .unwrap()
+    let options = RunOptions::new(store.clone());
+    let _lease = store.lease(&options.run_id).unwrap();
+    run(Arc::new(wf), Arc::new(plan), options).await.unwrap()
 }
 
 #[test]
-fn a_version_1_store_is_migrated_forward_and_keeps_its_runs() {
+fn every_store_keeps_runs_and_their_log_in_order() {
+    for b in backends("runs_and_log") {
+        let store = b.open();
+        let name = b.name();
+        let (r1, r2) = (RunId::new(), RunId::new());
+        let _l1 = store.lease(&r1).unwrap();
+        let _l2 = store.lease(&r2).unwrap();
+        store
+            .create_run(&record(&r2, 2, RunStatus::Pending))
+            .unwrap();
+        store
+            .create_run(&record(&r1, 1, RunStatus::Pending))
+            .unwrap();
+        let dup = store
+            .create_run(&record(&r1, 1, RunStatus::Pending))
+            .unwrap_err();
+        assert!(
+            dup.to_string().contains("already in the store"),
+            "{name}: {dup}"
+        );
+        let ids: Vec<RunId> = store.runs().unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, [r1.clone(), r2.clone()], "{name}: oldest first");
+        assert!(store.events(&r1).unwrap().is_empty(), "{name}");
+
+        append(&*store, &r1, &[warning(1, "a"), warning(2, "b")]).unwrap();
+        append(&*store, &r1, &[warning(3, "c")]).unwrap();
+        let gap = append(&*store, &r1, &[warning(5, "e")]).unwrap_err();
+        assert!(gap.contains("does not follow event 3"), "{name}: {gap}");
+        let again = append(&*store, &r1, &[warning(3, "c")]).unwrap_err();
+        assert!(again.contains("does not follow event 3"), "{name}: {again}");
+        let seqs = |events: Vec<Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(store.events(&r1).unwrap()), [1, 2, 3], "{name}");
+        assert_eq!(seqs(store.events_after(&r1, 1).unwrap()), [2, 3], "{name}");
+        assert_eq!(store.events(&r1).unwrap()[2], warning(3, "c"), "{name}");
+
+        // Another handle (another process, for a durable store) reads the same.
+        let other = b.open();
+        assert_eq!(seqs(other.events(&r1).unwrap()), [1, 2, 3], "{name}");
+        let unknown = other.events(&RunId::new()).unwrap_err().to_string();
+        assert!(unknown.contains("is not in the store"), "{name}: {unknown}");
+    }
+}
+
+#[test]
+fn every_durable_store_lets_one_process_drive_a_run() {
+    for b in backends("one_driver").into_iter().filter(Backend::durable) {
+        let name = b.name();
+        let (a, other) = (b.open(), b.open());
+        let run = RunId::new();
+        let held = a.lease(&run).unwrap();
+        a.create_run(&record(&run, 1, RunStatus::Pending)).unwrap();
+        let refused = other.lease(&run).err().expect("held").to_string();
+        assert!(refused.contains("is being driven by"), "{name}: {refused}");
+        drop(held);
+        let _taken = other.lease(&run).expect("free once let go");
+        append(&*other, &run, &[warning(1, "mine")]).unwrap();
+    }
+}
+
+#[test]
+fn a_postgres_scheduler_that_lost_its_lease_writes_nothing_more() {
+    let Some(url) = postgres::database("fencing") else {
+        return;
+    };
+    let url = format!("{url}?lease=1s");
+    let old: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).unwrap());
+    let new: Arc<dyn Store> = Arc::new(PostgresStore::open(&url).unwrap());
+    let run = RunId::new();
+    let _held = old.lease(&run).unwrap();
+    old.create_run(&record(&run, 1, RunStatus::InProgress))
+        .unwrap();
+    append(&*old, &run, &[warning(1, "old")]).unwrap();
+    // The old scheduler stalls past its lease (as if stopped or cut off)...
+    postgres::psql(
+        &url.replace("?lease=1s", ""),
+        &format!("UPDATE runs SET lease_until = now() - interval '1 second' WHERE id = '{run}'"),
+    );
+    // ...another takes the run over at the next epoch and writes...
+    let _taken = new.lease(&run).unwrap();
+    append(&*new, &run, &[warning(2, "new")]).unwrap();
+    // ...and the old one's next batch is refused, whatever its sequence numbers.
+    let refused = append(&*old, &run, &[warning(3, "stale")]).unwrap_err();
+    assert!(refused.contains("no longer holds run"), "{refused}");
+    let log: Vec<String> = new
+        .events(&run)
+        .unwrap()
+        .iter()
+        .map(|e| match &e.kind {
+            EventKind::Warning { message } => message.clone(),
+            _ => String::new(),
+        })
+        .collect();
+    assert_eq!(log, ["old", "new"]);
+    let epochs = postgres::psql(
+        &url.replace("?lease=1s", ""),
+        &format!("SELECT string_agg(epoch::text, ',' ORDER BY first_seq) FROM event_batches WHERE run_id = '{run}'"),
+    );
+    assert_eq!(epochs, "1,2", "each batch carries the epoch that wrote it");
+}
+
+#[test]
+fn every_store_keeps_artifacts_the_cache_and_attempt_logs() {
+    for b in backends("side_tables") {
+        let store = b.open();
+        let name = b.name();
+        store.put_artifact("abc", b"one").unwrap();
+        store.put_artifact("abc", b"ignored: same address").unwrap();
+        assert_eq!(store.artifact("abc").unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(store.artifact("nope").unwrap(), None, "{name}");
+
+        assert_eq!(store.cache_get("k").unwrap(), None, "{name}");
+        store.cache_put("k", &serde_json::json!({"v": 1})).unwrap();
+        store.cache_put("k", &serde_json::json!({"v": 2})).unwrap();
+        assert_eq!(
+            store.cache_get("k").unwrap(),
+            Some(serde_json::json!({"v": 2})),
+            "{name}"
+        );
+
+        let run = RunId::new();
+        let _l = store.lease(&run).unwrap();
+        store
+            .create_run(&record(&run, 1, RunStatus::Pending))
+            .unwrap();
+        let chunk = |seq, stream, data: &str| LogChunk {
+            seq,
+            stream,
+            data: data.as_bytes().to_vec(),
+        };
+        store
+            .append_log(&run, "t", 1, &[chunk(0, LogStream::Stdout, "out")])
+            .unwrap();
+        store
+            .append_log(
+                &run,
+                "t",
+                1,
+                &[
+                    chunk(1, LogStream::Stderr, "err"),
+                    chunk(2, LogStream::Stdout, "more"),
+                ],
+            )
+            .unwrap();
+        let logs = store.logs(&run, "t", 1).unwrap();
+        assert_eq!(
+            logs,
+            [
+                chunk(0, LogStream::Stdout, "out"),
+                chunk(1, LogStream::Stderr, "err"),
+                chunk(2, LogStream::Stdout, "more")
+            ],
+            "{name}"
+        );
+        assert!(store.logs(&run, "t", 2).unwrap().is_empty(), "{name}");
+    }
+}
+
+const FLAKY: &str = r#"workflow w {
+    agent flaky { kind = "mock", fail_first = 1, count = 2 }
+    agent broken { kind = "mock", fail_first = 9, retry = 1, backoff = fixed(10ms) }
+    phase p {
+        task a on flaky { backoff = fixed(10ms) }
+        task b on flaky after a
+        task c on broken after b
+    }
+}"#;
+
+#[tokio::test]
+async fn every_store_records_the_same_run_and_its_dead_letters() {
+    let mut logs = Vec::new();
+    for b in backends("same_run") {
+        let name = b.name();
+        let store = b.open();
+        let state = run_into(store.clone(), FLAKY).await;
+        assert_eq!(state.status(), RunStatus::Failed, "{name}");
+        // The log, read back through another handle, rebuilds the same state.
+        let events = b.open().events(&state.workflow_id).unwrap();
+        let rebuilt = RunState::from_events(&events);
+        assert_eq!(rebuilt.status(), RunStatus::Failed, "{name}");
+        assert_eq!(rebuilt.task("a").unwrap().attempts, 2, "{name}");
+        logs.push((
+            name,
+            events
+                .iter()
+                .map(|e| {
+                    let v = serde_json::to_value(e).unwrap();
+                    format!("{} {}", v["event"], v["task"])
+                })
+                .collect::<Vec<_>>(),
+        ));
+
+        let dead = store.dead_letters(Some(&state.workflow_id)).unwrap();
+        assert_eq!(dead.len(), 1, "{name}");
+        assert_eq!(&*dead[0].task, "c", "{name}");
+        assert_eq!(dead[0].attempts.len(), 2, "{name}");
+        assert_eq!(store.dead_letters(None).unwrap().len(), 1, "{name}");
+        assert!(store.drop_dead_letter(&dead[0].id).unwrap(), "{name}");
+        assert!(
+            !store.drop_dead_letter(&dead[0].id).unwrap(),
+            "{name}: once"
+        );
+        assert!(store.dead_letters(None).unwrap().is_empty(), "{name}");
+        assert_eq!(
+            store.run(&state.workflow_id).unwrap().status,
+            RunStatus::Failed,
+            "{name}"
+        );
+    }
+    let (first, rest) = logs.split_first().unwrap();
+    for (name, log) in rest {
+        assert_eq!(
+            log, &first.1,
+            "{name} recorded a different log than {}",
+            first.0
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_store_collects_old_finished_runs_and_their_unshared_artifacts() {
+    for b in backends("gc") {
+        let name = b.name();
+        let store = b.open();
+        let files = r#"workflow w {
+            agent m { kind = "mock", output = { files = [{ path = "a.txt", content = "only mine" }] } }
+            phase p { task t on m }
+        }"#;
+        let state = run_into(store.clone(), files).await;
+        assert_eq!(state.status(), RunStatus::Completed, "{name}");
+        let hash = state.artifacts[0].sha256.clone();
+        assert!(store.artifact(&hash).unwrap().is_some(), "{name}");
+        let unfinished = RunId::new();
+        let _l = store.lease(&unfinished).unwrap();
+        store
+            .create_run(&record(&unfinished, 1, RunStatus::Waiting))
+            .unwrap();
+
+        assert!(
+            store.gc(Timestamp(1)).unwrap().is_empty(),
+            "{name}: nothing that old"
+        );
+        let deleted = store.gc(Timestamp(u64::MAX / 2)).unwrap();
+        assert_eq!(deleted, std::slice::from_ref(&state.workflow_id), "{name}");
+        assert!(store.run(&state.workflow_id).is_err(), "{name}");
+        assert!(
+            store.run(&unfinished).is_ok(),
+            "{name}: a waiting run is kept"
+        );
+        if b.durable() {
+            assert_eq!(store.artifact(&hash).unwrap(), None, "{name}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn projection_tables_follow_the_log() {
+    for b in backends("projections").into_iter().filter(Backend::durable) {
+        let name = b.name();
+        let store = b.open();
+        let state = run_into(
+            store.clone(),
+            r#"workflow w {
+                agent flaky { kind = "mock", fail_first = 1, count = 2 }
+                phase p { task a on flaky { backoff = fixed(10ms) }  task b on flaky }
+            }"#,
+        )
+        .await;
+        assert_eq!(state.status(), RunStatus::Completed, "{name}");
+        assert_eq!(
+            b.query("SELECT task, status, attempts FROM task_results ORDER BY task"),
+            Some(vec![
+                "a|completed|2".to_string(),
+                "b|completed|2".to_string()
+            ]),
+            "{name}"
+        );
+        assert_eq!(
+            b.query("SELECT COUNT(*) FROM attempts"),
+            Some(vec!["4".to_string()]),
+            "{name}"
+        );
+        assert_eq!(
+            b.query("SELECT COUNT(*) FROM agent_states WHERE status = 'RUNNING'"),
+            Some(vec!["0".to_string()]),
+            "{name}"
+        );
+        assert_eq!(
+            store.projected_seq(&state.workflow_id).unwrap(),
+            Some(state.last_seq),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn projections_restart_a_phase_entered_again_and_show_escalated_tasks_waiting() {
+    for b in backends("projections_again")
+        .into_iter()
+        .filter(Backend::durable)
+    {
+        let name = b.name();
+        // Pass 1 completes everything; pass 2 stops in its first phase, waiting for a decision
+        // on `x`, with `c` (after `x`) not run again yet.
+        let state = run_into(
+            b.open(),
+            r#"workflow w {
+                on_escalation = "ask"
+                max_feedback_loops = 1
+                agent m { kind = "mock" }
+                agent bad { kind = "mock", fail_first = 1, error = "fatal" }
+                phase p {
+                    task a on m
+                    task x on bad after a { when { loop_count == 1 } }
+                    task c on m after x
+                    gate { true }
+                }
+                feedback to p { if loop_count == 0 { error("once more") } else { ok() } }
+            }"#,
+        )
+        .await;
+        assert_eq!(state.status(), RunStatus::Waiting, "{name}");
+        let table = b
+            .query("SELECT task, status FROM task_results ORDER BY task")
+            .unwrap();
+        let from_state: Vec<String> = ["a", "c", "x"]
+            .iter()
+            .map(|t| format!("{t}|{}", state.task(t).unwrap().status.as_str()))
+            .collect();
+        assert_eq!(table, from_state, "{name}");
+        assert_eq!(
+            from_state,
+            ["a|completed", "c|pending", "x|pending"],
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn projections_of_a_cancelled_run_show_no_running_instance_and_retries_pending() {
+    for b in backends("projections_cancelled")
+        .into_iter()
+        .filter(Backend::durable)
+    {
+        let name = b.name();
+        let store = b.open();
+        let mut map = SourceMap::new();
+        let wf = check_source(
+            &mut map,
+            "t.cond",
+            Path::new("t.cond"),
+            r#"workflow w {
+                agent flaky { kind = "mock", fail_first = 1, backoff = fixed(10s) }
+                agent slow { kind = "mock", latency = 5s }
+                phase p { task f on flaky  task s on slow }
+            }"#,
+        )
+        .workflow
+        .unwrap();
+        let plan = conductor::plan::plan(&wf).unwrap();
+        let options = RunOptions::new(store.clone());
+        let _lease = store.lease(&options.run_id).unwrap();
+        let cancel = options.cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            cancel.cancel();
+        });
+        let state = run(Arc::new(wf), Arc::new(plan), options).await.unwrap();
+        assert_eq!(state.status(), RunStatus::Cancelled, "{name}");
+        let status = |task: &str| {
+            b.query(&format!(
+                "SELECT status FROM task_results WHERE task = '{task}'"
+            ))
+            .unwrap()
+            .join("")
+        };
+        assert_eq!(status("f"), "pending", "{name}: waiting out its backoff");
+        assert_eq!(status("s"), "cancelled", "{name}");
+        assert_eq!(
+            b.query("SELECT COUNT(*) FROM agent_states WHERE status = 'RUNNING'"),
+            Some(vec!["0".to_string()]),
+            "{name}: the run is over"
+        );
+    }
+}
+
+#[test]
+fn a_version_1_sqlite_store_is_migrated_forward_and_keeps_its_runs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
     {
@@ -73,154 +586,26 @@ fn a_store_from_a_newer_conductor_is_refused_with_a_clear_message() {
         err.contains("was written by a newer Conductor (schema 99"),
         "{err}"
     );
+    if let Some(url) = postgres::database("newer_schema") {
+        drop(PostgresStore::open(&url).unwrap());
+        postgres::psql(&url, "UPDATE conductor_schema SET version = 99");
+        let err = PostgresStore::open(&url)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            err.contains("was written by a newer Conductor (schema 99"),
+            "{err}"
+        );
+    }
 }
 
-#[tokio::test(start_paused = true)]
-async fn projection_tables_follow_the_log() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    let state = run_into(
-        store.clone(),
-        r#"workflow w {
-            agent flaky { kind = "mock", fail_first = 1, count = 2 }
-            phase p { task a on flaky { backoff = fixed(1s) }  task b on flaky }
-        }"#,
-    )
-    .await;
-    assert_eq!(state.status(), RunStatus::Completed);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let results: Vec<(String, String, i64)> = conn
-        .prepare("SELECT task, status, attempts FROM task_results ORDER BY task")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(
-        results,
-        [
-            ("a".to_string(), "completed".to_string(), 2),
-            ("b".to_string(), "completed".to_string(), 2)
-        ]
-    );
-    let attempts: i64 = conn
-        .query_row("SELECT COUNT(*) FROM attempts", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(attempts, 4);
-    let running: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM agent_states WHERE status = 'RUNNING'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(running, 0);
-    // The log itself, read back through the store, rebuilds the same state.
-    let events = store.events(&state.workflow_id).unwrap();
-    let rebuilt = conductor::model::RunState::from_events(&events);
-    assert_eq!(rebuilt.status(), RunStatus::Completed);
-    assert_eq!(rebuilt.task("a").unwrap().attempts, 2);
-}
-
-#[tokio::test]
-async fn projections_restart_a_phase_entered_again_and_show_escalated_tasks_waiting() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    // Pass 1 completes everything; pass 2 stops in its first phase, waiting for a decision on
-    // `x`, with `c` (after `x`) not run again yet.
-    let state = run_into(
-        store.clone(),
-        r#"workflow w {
-            on_escalation = "ask"
-            max_feedback_loops = 1
-            agent m { kind = "mock" }
-            agent bad { kind = "mock", fail_first = 1, error = "fatal" }
-            phase p {
-                task a on m
-                task x on bad after a { when { loop_count == 1 } }
-                task c on m after x
-                gate { true }
-            }
-            feedback to p { if loop_count == 0 { error("once more") } else { ok() } }
-        }"#,
-    )
-    .await;
-    assert_eq!(state.status(), RunStatus::Waiting);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let table: Vec<(String, String)> = conn
-        .prepare("SELECT task, status FROM task_results ORDER BY task")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    let from_state: Vec<(String, String)> = ["a", "c", "x"]
-        .iter()
-        .map(|t| {
-            (
-                t.to_string(),
-                state.task(t).unwrap().status.as_str().to_string(),
-            )
-        })
-        .collect();
-    assert_eq!(table, from_state);
-    assert_eq!(
-        from_state,
-        [
-            ("a".to_string(), "completed".to_string()),
-            ("c".to_string(), "pending".to_string()),
-            ("x".to_string(), "pending".to_string())
-        ]
-    );
-}
-
-#[tokio::test(start_paused = true)]
-async fn projections_of_a_cancelled_run_show_no_running_instance_and_retries_pending() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.db");
-    let store = Arc::new(SqliteStore::open(&path).unwrap());
-    let mut map = SourceMap::new();
-    let wf = check_source(
-        &mut map,
-        "t.cond",
-        Path::new("t.cond"),
-        r#"workflow w {
-            agent flaky { kind = "mock", fail_first = 1, backoff = fixed(10s) }
-            agent slow { kind = "mock", latency = 5s }
-            phase p { task f on flaky  task s on slow }
-        }"#,
-    )
-    .workflow
-    .unwrap();
-    let plan = conductor::plan::plan(&wf).unwrap();
-    let options = RunOptions::new(store);
-    let cancel = options.cancel.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        cancel.cancel();
-    });
-    let state = run(Arc::new(wf), Arc::new(plan), options).await.unwrap();
-    assert_eq!(state.status(), RunStatus::Cancelled);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let status = |task: &str| -> String {
-        conn.query_row(
-            "SELECT status FROM task_results WHERE task = ?1",
-            [task],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
-    assert_eq!(status("f"), state.task("f").unwrap().status.as_str());
-    assert_eq!(status("f"), "pending", "waiting out its backoff");
-    assert_eq!(status("s"), "cancelled");
-    let running: i64 = conn
-        .query_row(
-            "SELECT COUNT(*) FROM agent_states WHERE status = 'RUNNING'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(running, 0, "the run is over");
+#[test]
+fn an_unreachable_postgres_is_reported_with_its_address_and_no_password() {
+    let err = PostgresStore::open("postgres://me:hunter2@127.0.0.1:9/db?patience=300ms")
+        .err()
+        .expect("nothing listens on port 9")
+        .to_string();
+    assert!(err.contains("PostgreSQL stayed unreachable"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
 }

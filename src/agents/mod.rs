@@ -9,6 +9,7 @@
 
 mod env;
 pub(crate) mod http;
+mod identity;
 pub mod llm;
 mod mock;
 mod process_tree;
@@ -24,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 pub use env::{AgentEnv, AgentEnvOptions, SetupError};
 pub use http::HttpCall;
+pub use identity::idempotency_key;
 pub use llm::ChatCall;
 pub use mock::{dry_run_output, MockCall};
 pub use script::ScriptCall;
@@ -183,6 +185,7 @@ pub type AgentFuture = Pin<Box<dyn Future<Output = AgentResult> + Send + 'static
 /// as they happen, so an attempt that is stopped still has its tokens counted and its output
 /// kept.
 pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFuture {
+    let (vars, headers) = (identity::env(&attempt), identity::headers(&attempt));
     match attempt.call {
         AgentCall::Mock(m) => mock::execute(
             m,
@@ -191,8 +194,23 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFutur
             attempt.attempt,
             attempt.loop_count,
         ),
-        AgentCall::Shell(s) => shell::execute(s, &env, trace),
-        AgentCall::Http(h) => http::execute(h, &env),
+        AgentCall::Shell(mut s) => {
+            // The workflow's own `env` wins over a name it happens to share.
+            let mine: Vec<_> = vars
+                .into_iter()
+                .filter(|(k, _)| !s.env.iter().any(|(n, _)| n == k))
+                .collect();
+            s.env.splice(0..0, mine);
+            shell::execute(s, &env, trace)
+        }
+        AgentCall::Http(mut h) => {
+            let mine: Vec<_> = headers
+                .into_iter()
+                .filter(|(k, _)| !h.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)))
+                .collect();
+            h.headers.splice(0..0, mine);
+            http::execute(h, &env)
+        }
         AgentCall::Script(s) => script::execute(s, env, attempt.task),
         AgentCall::Llm(c) => llm::execute(c, attempt.task, env, trace),
         AgentCall::Approval(_) => Box::pin(async {

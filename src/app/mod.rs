@@ -7,6 +7,7 @@ mod error;
 mod inspect;
 mod load;
 mod runs;
+pub(crate) mod scheduler;
 pub(crate) mod stores;
 pub(crate) mod workspace;
 

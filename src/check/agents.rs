@@ -17,6 +17,8 @@ const COMMON: &[&str] = &[
     "backoff",
     "timeout",
     "circuit_breaker",
+    "placement",
+    "labels",
 ];
 
 fn kind_settings(kind: &str) -> &'static [&'static str] {
@@ -69,9 +71,11 @@ impl Checker<'_> {
             backoff: None,
             timeout: None,
             breaker: Breaker::default(),
+            placement: Placement::Local,
             span: a.span,
         };
         let mut specific: Vec<&ast::Setting> = Vec::new();
+        let mut placement: Vec<&ast::Setting> = Vec::new();
         for s in &settings {
             let name = s.name.name.as_str();
             let v = &s.value;
@@ -84,10 +88,12 @@ impl Checker<'_> {
                 "circuit_breaker" => {
                     pool.breaker = self.reader().breaker(v).unwrap_or_default();
                 }
+                "placement" | "labels" => placement.push(s),
                 _ if kind.is_some_and(|k| kind_settings(k).contains(&name)) => specific.push(s),
                 _ => self.foreign_setting(s, kind),
             }
         }
+        pool.placement = self.placement(&placement);
         let kind = kind?;
         // An agent serves many tasks: its templates may read `item` of a fan-out instance.
         self.item = super::fanout::ItemShape::Any;

@@ -305,12 +305,25 @@ impl Checker<'_> {
                     }
                 }
             }
-            if !matched {
+            // A new combination that names every axis is a deliberate extra case; one that
+            // leaves an axis out was most likely meant to extend combinations and missed.
+            let missing: Vec<&str> = original
+                .iter()
+                .copied()
+                .filter(|k| !inc.contains_key(*k))
+                .collect();
+            if !matched && !missing.is_empty() {
                 self.diags.push(
                     Diagnostic::warning(*span, "this `include` matches no combination: it adds one")
                         .with_label("a combination of its own")
-                        .with_help("that is what you want when adding a case; otherwise check its values against the matrix's"),
+                        .with_help(format!(
+                            "it has no value for {}; to extend combinations, its values must be among the matrix's: {}",
+                            missing.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+                            describe_axes(&axes)
+                        )),
                 );
+            }
+            if !matched {
                 combos.push(Combination {
                     values: inc.clone(),
                     added: true,

@@ -170,7 +170,21 @@ pub struct Agent {
     pub backoff: Option<Backoff>,
     pub timeout: Option<Duration>,
     pub breaker: Breaker,
+    /// Where its attempts run (`placement`, `labels`).
+    pub placement: Placement,
     pub span: Span,
+}
+
+/// Where a pool's attempts run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Placement {
+    /// In the scheduler's process (the default).
+    #[default]
+    Local,
+    /// On `conductor worker` processes that serve the pool and have these labels.
+    Workers {
+        labels: std::collections::BTreeMap<String, String>,
+    },
 }
 
 impl Agent {
@@ -390,6 +404,31 @@ pub enum FanOutSource {
     Matrix(Vec<serde_json::Value>),
     /// A template yielding a JSON array, rendered when the task's turn comes.
     ForEach(Template),
+}
+
+impl FanOut {
+    /// How many instances a static matrix has; `None` for a list known only at run time.
+    pub fn static_count(&self) -> Option<usize> {
+        match &self.source {
+            FanOutSource::Matrix(items) => Some(items.len()),
+            FanOutSource::ForEach(_) => None,
+        }
+    }
+
+    /// `×4 (matrix)` or `× up to 256 (for_each)`, as the plan shows a fan-out task.
+    pub fn describe(&self) -> String {
+        match self.static_count() {
+            Some(n) => format!("×{n} (matrix)"),
+            None => format!("× up to {} (for_each)", self.max_items),
+        }
+    }
+
+    /// How many of its instances can be ready at once, as far as `check` can tell: a matrix's
+    /// size (under `max_parallel`); one for a list known only at run time.
+    pub fn static_width(&self) -> usize {
+        let n = self.static_count().unwrap_or(1);
+        self.max_parallel.map_or(n, |m| n.min(m as usize))
+    }
 }
 
 /// When a fanned-out task as a whole has completed.

@@ -11,6 +11,7 @@ mod cycles;
 pub(crate) mod fanout;
 pub mod ir;
 mod modules;
+mod placement;
 mod rules;
 mod settings;
 mod tasks;

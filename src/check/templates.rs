@@ -171,11 +171,17 @@ impl Checker<'_> {
                 .with_help("`item` is defined in a task with `matrix` or `for_each`"),
             ),
             (super::fanout::ItemShape::Keys(keys), Some(f)) if !keys.iter().any(|k| k == f) => {
-                Some(
+                let d =
                     Diagnostic::error(span, format!("the matrix has no key `{f}` (in `{what}`)"))
-                        .with_label("not a key of the matrix")
-                        .with_suggestion(f, keys.iter().map(String::as_str)),
-                )
+                        .with_label("not a key of the matrix");
+                Some(match diag::suggest(f, keys.iter().map(String::as_str)) {
+                    Some(near) => d.with_help(format!("did you mean `{near}`?")),
+                    None => {
+                        let list: Vec<String> =
+                            keys.iter().map(|k| format!("`item.{k}`")).collect();
+                        d.with_help(format!("an item of this matrix has {}", list.join(", ")))
+                    }
+                })
             }
             _ => None,
         }

@@ -204,6 +204,9 @@ fn task(out: &mut String, wf: &Workflow, t: &Task) {
     if !t.retry_on_exit.is_empty() {
         let _ = writeln!(out, "      retry_on_exit {:?}", t.retry_on_exit);
     }
+    if let Some(f) = &t.fan_out {
+        fan_out(out, f);
+    }
     if let Some(w) = &t.when {
         let _ = writeln!(out, "      when {}", rule(w));
     }
@@ -283,6 +286,36 @@ fn rule(r: &Rule) -> String {
         RuleSource::Named { name, args } => {
             let args: Vec<String> = args.iter().map(value).collect();
             format!("{name}({})", args.join(", "))
+        }
+    }
+}
+
+/// A fan-out: a matrix as its expanded combinations, one per line, in instance order.
+fn fan_out(out: &mut String, f: &crate::check::ir::FanOut) {
+    use crate::check::ir::{FanOutSource, SucceedWhen};
+    let succeed = match f.succeed_when {
+        SucceedWhen::All => "all".to_string(),
+        SucceedWhen::Any => "any".to_string(),
+        SucceedWhen::Rate(r) => r.to_string(),
+    };
+    let max_parallel = f.max_parallel.map_or("-".to_string(), |m| m.to_string());
+    let _ = writeln!(
+        out,
+        "      fan_out max_items={} max_parallel={max_parallel} fail_fast={} succeed_when={succeed}",
+        f.max_items, f.fail_fast
+    );
+    if let Some(k) = &f.key {
+        let _ = writeln!(out, "        key {}", template(k));
+    }
+    match &f.source {
+        FanOutSource::Matrix(items) => {
+            let _ = writeln!(out, "        matrix axes [{}]", f.axes.join(", "));
+            for (i, item) in items.iter().enumerate() {
+                let _ = writeln!(out, "        [{i}] {item}");
+            }
+        }
+        FanOutSource::ForEach(t) => {
+            let _ = writeln!(out, "        for_each {}", template(t));
         }
     }
 }

@@ -31,8 +31,9 @@ fn one(path: &std::path::Path, check_only: bool) -> u8 {
     let stdin = path.as_os_str() == "-";
     let text = if stdin {
         let limit = crate::check::MAX_FILE_SIZE as u64;
-        let read = crate::files::read_at_most(std::io::stdin().lock(), limit)
-            .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other));
+        let read = crate::files::read_at_most(std::io::stdin().lock(), limit).and_then(|b| {
+            String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+        });
         match read {
             Ok(text) => text,
             Err(e) => {

@@ -17,8 +17,10 @@ mod output;
 mod policy;
 mod run;
 mod runs;
+mod scheduler;
 mod show;
 mod why;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,7 +36,8 @@ use crate::app::{AppError, StoreSpec};
     about = "Runs multi-agent software-delivery workflows declared in .cond files"
 )]
 pub(crate) struct Cli {
-    /// The run store: a SQLite file, or `memory` for a run nobody will inspect or resume.
+    /// The run store: a SQLite file, `memory` for a run nobody will inspect or resume, or a
+    /// `postgres://user@host/db` URL shared by many processes and machines.
     #[arg(
         long,
         global = true,
@@ -78,6 +81,8 @@ enum Command {
     RenderTemplate {
         cpu_seconds: u64,
     },
+    Worker(worker::Args),
+    Scheduler(scheduler::Args),
 }
 
 /// What the global options say.
@@ -139,6 +144,8 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::RenderTemplate { .. } => Ok(ExitCode::SUCCESS),
+        Command::Worker(args) => worker::run(args, &globals),
+        Command::Scheduler(args) => scheduler::run(args, &globals),
     };
     match result {
         Ok(code) => code,

@@ -10,6 +10,8 @@ use crate::app::AppError;
 pub(super) struct Args {
     /// A run id, or a unique prefix of one.
     run: String,
+    /// Fan-out tasks whose every instance to list (by default only failed instances are).
+    tasks: Vec<String>,
     #[arg(long)]
     json: bool,
 }
@@ -20,8 +22,17 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     if args.json {
         output::line(serde_json::to_string_pretty(&run.state.view()).unwrap_or_default());
     } else {
+        for t in &args.tasks {
+            if run.state.task(t).is_none() {
+                return Err(AppError::Usage(format!(
+                    "run {} has no task `{t}`",
+                    run.state.workflow_id
+                )));
+            }
+        }
+        let expand: Vec<&str> = args.tasks.iter().map(String::as_str).collect();
         // Errors and tails quote what programs printed: no escape sequence reaches the terminal.
-        let text = crate::report::show_text(&run.state, &run.events);
+        let text = crate::report::show_text(&run.state, &run.events, &expand);
         output::text(&crate::text::terminal_safe(&text));
     }
     Ok(ExitCode::SUCCESS)

@@ -130,12 +130,16 @@ fn fan_out_json(state: &RunState, t: &TaskResult) -> Value {
     let mut outputs = Vec::with_capacity(t.instances.len());
     let mut results = Vec::with_capacity(t.instances.len());
     let mut counts: Map<String, Value> = Map::new();
+    for s in ["completed", "failed", "skipped", "cancelled"] {
+        counts.insert(s.into(), Value::from(0));
+    }
     for &i in &t.instances {
         let r = &state.tasks[i as usize];
         outputs.push(r.output.clone());
         let key = r.instance.as_ref().map_or("", |i| i.key.as_str());
         results.push(json!({
             "key": key,
+            "index": r.instance.as_ref().map(|i| i.index),
             "item": r.instance.as_ref().map(|i| &i.item),
             "status": r.status.as_str(),
             "output": r.output,

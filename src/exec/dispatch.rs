@@ -469,6 +469,13 @@ impl Dispatcher {
         let rt = &mut self.tasks[t.index()];
         rt.last = Some(a.clone());
         rt.trace = Some(trace.clone());
+        if self.placed_remotely(t) {
+            let cache = (task.cache && !self.run.dry_run).then(|| {
+                let key = attempt::cache_key(&self.run.env.config, &a_call(&self.tasks[t.index()]));
+                (key, !self.run.recording)
+            });
+            return self.spawn_remote(t, instance, a, cache);
+        }
         let job = attempt::Job {
             attempt: a,
             timeout: task.timeout,

@@ -119,6 +119,8 @@ pub(super) struct Dispatcher {
     pub deferred_epoch: u64,
     /// Set when the run must stop: (status, error).
     pub finish: Option<(RunStatus, Option<String>)>,
+    /// The attempts on workers, when a pool is placed on them.
+    pub remote: Option<Arc<super::remote::Hub>>,
     pub(super) cancel: tokio_util::sync::CancellationToken,
 }
 
@@ -175,6 +177,7 @@ impl Dispatcher {
                 .collect(),
         });
         env.prepare_for(&wf, options.dry_run)?;
+        let remote = super::remote::hub_for(&wf, &options)?;
         let started = Instant::now();
         let run = Run {
             params_json: Arc::new(Value::Object(
@@ -227,6 +230,7 @@ impl Dispatcher {
             escalations: Escalations::new(options.operator),
             rules: RuleCache::default(),
             finish: None,
+            remote,
             cancel: options.cancel,
             run,
         })
@@ -320,6 +324,9 @@ impl Dispatcher {
         let result = self.drive().await;
         // Whatever happened, stop the workers before reporting.
         self.workers.shutdown().await;
+        if let Some(remote) = &self.remote {
+            remote.close().await;
+        }
         result?;
         self.journal.finished(&self.state);
         Ok(self.state)

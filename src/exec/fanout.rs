@@ -168,7 +168,8 @@ impl Dispatcher {
     /// An instance became final: the next queued one may start; `fail_fast` stops the
     /// others; the last one decides the task.
     pub(super) fn instance_final(&mut self, i: TaskId, g: TaskId) {
-        let failed = matches!(self.status(i), TaskStatus::Failed | TaskStatus::Cancelled);
+        // A sibling cancelled by `fail_fast` does not stop the others again.
+        let failed = self.status(i) == TaskStatus::Failed;
         let group = &mut self.tasks[g.index()];
         group.open = group.open.saturating_sub(1);
         group.running_instances = group.running_instances.saturating_sub(1);
@@ -196,17 +197,20 @@ impl Dispatcher {
         let queued: Vec<TaskId> = self.tasks[g.index()].queued.drain(..).collect();
         for q in queued {
             let detail = format!("`fail_fast`: instance `{name}` failed");
-            self.skip(q, SkipReason::Decision, Some(detail));
+            self.skip(q, SkipReason::SiblingFailed, Some(detail));
         }
         let siblings = self.state.tasks[g.index()].instances.clone();
         for s in siblings.into_iter().map(TaskId) {
             match self.status(s) {
-                TaskStatus::InProgress => self.cancel_running(s),
+                TaskStatus::InProgress => {
+                    let why = format!("`fail_fast`: instance `{name}` failed");
+                    self.cancel_running(s, &why)
+                }
                 // Ready or waiting for an instance of the pool: it does not start.
                 TaskStatus::Pending => {
                     let detail = format!("`fail_fast`: instance `{name}` failed");
                     self.unqueue(s);
-                    self.skip(s, SkipReason::Decision, Some(detail));
+                    self.skip(s, SkipReason::SiblingFailed, Some(detail));
                 }
                 _ => {}
             }
@@ -229,7 +233,7 @@ impl Dispatcher {
 
     /// Stops one running attempt: its instance of the pool is freed and the task ends
     /// CANCELLED (its worker's result, if it still arrives, is dropped).
-    fn cancel_running(&mut self, t: TaskId) {
+    fn cancel_running(&mut self, t: TaskId, why: &str) {
         let rt = &mut self.tasks[t.index()];
         if let Some(h) = rt.abort.take() {
             h.abort();
@@ -240,12 +244,16 @@ impl Dispatcher {
             self.pools[p].release(instance, None);
             self.running = self.running.saturating_sub(1);
         }
-        self.cancel_attempt(t);
+        self.cancel_attempt_because(t, why);
         self.task_final(t);
     }
 
     /// Every instance is final: `succeed_when` decides the task, then its dependents go.
     pub(super) fn finish_group(&mut self, g: TaskId) {
+        // Cancelling siblings finishes instances from inside another's finish: decide once.
+        if self.status(g).is_final() {
+            return;
+        }
         let ids = self.state.tasks[g.index()].instances.clone();
         let (mut completed, mut failed, mut by_choice) = (0usize, Vec::new(), 0usize);
         for &i in &ids {

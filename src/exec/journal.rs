@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::observe::Observer;
 use crate::model::{Changes, Event, EventKind, RunId, RunState, Timestamp};
-use crate::store::{Batch, Store, StoreError};
+use crate::store::{Batch, Store, StoreError, WorkBatch};
 
 /// How long events may wait to be committed when nothing acts on them yet (a pure task's
 /// dispatch; see `dispatch`): the bound on group commit's delay.
@@ -24,6 +24,8 @@ pub(super) struct Journal {
     /// When the oldest uncommitted event was recorded.
     pending_since: Option<tokio::time::Instant>,
     changes: Changes,
+    /// Attempts for workers, enqueued with the next batch.
+    work: WorkBatch,
     pub observers: Vec<Box<dyn Observer>>,
     /// The wall-clock time stamped on events, read once per scheduler turn.
     pub clock: Timestamp,
@@ -48,6 +50,7 @@ impl Journal {
                 rows: track,
                 ..Changes::default()
             },
+            work: WorkBatch::default(),
             observers,
             clock: Timestamp::now(),
             redactor: None,
@@ -124,7 +127,7 @@ impl Journal {
     /// Appends the recorded events in one call (one transaction for a durable store), then
     /// shows them to the observers.
     pub(super) fn flush(&mut self, state: &RunState) -> Result<(), StoreError> {
-        if self.batch.is_empty() {
+        if self.batch.is_empty() && self.work.is_empty() {
             return Ok(());
         }
         let json_observers = self.observers.iter().any(|o| o.wants_json());
@@ -143,9 +146,11 @@ impl Journal {
                 json: &self.json,
                 changes: &self.changes,
                 state,
+                work: &self.work,
             },
         )?;
         self.changes.clear();
+        self.work.clear();
         self.pending_since = None;
         for (i, e) in self.batch.iter().enumerate() {
             for o in &mut self.observers {
@@ -160,6 +165,15 @@ impl Journal {
         }
         self.batch.clear();
         Ok(())
+    }
+
+    /// An attempt for a worker: enqueued in the transaction of the next batch, with (or after)
+    /// the event that dispatches it.
+    pub(super) fn enqueue(&mut self, item: crate::store::work::WorkItem) {
+        if self.batch.is_empty() && self.work.is_empty() {
+            self.pending_since = Some(tokio::time::Instant::now());
+        }
+        self.work.enqueue.push(item);
     }
 
     /// Shows a resumed run's history to the observers, each event with the state it made.

@@ -21,6 +21,7 @@ mod observe;
 mod outcome;
 mod phases;
 mod pool;
+pub(crate) mod remote;
 mod resume;
 mod timers;
 
@@ -122,6 +123,8 @@ pub struct Amendment {
 pub enum ExecError {
     #[error("missing required param `{0}`")]
     MissingParam(String),
+    #[error("pool `{pool}` is placed on workers, and secret param `{param}` would travel to them in its attempts; keep the pools of a workflow with secret params local (`placement = \"local\"`)")]
+    SecretsToWorkers { pool: String, param: String },
     #[error(
         "missing param `{name}`: give `--param {name}=…` or set the environment variable `{env}`"
     )]

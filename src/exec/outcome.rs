@@ -245,6 +245,11 @@ impl Dispatcher {
     /// Ends an attempt the run's stop interrupted: its tokens are still spent, its task ends
     /// CANCELLED.
     pub(super) fn cancel_attempt(&mut self, t: TaskId) {
+        self.cancel_attempt_because(t, "the run stopped");
+    }
+
+    /// Ends `t`'s running attempt and the task CANCELLED, saying why.
+    pub(super) fn cancel_attempt_because(&mut self, t: TaskId, why: &str) {
         let trace = self.tasks[t.index()].trace.take().unwrap_or_default();
         let calls = trace.take_calls();
         let (mut chunks, tail) = trace.finish();
@@ -259,7 +264,7 @@ impl Dispatcher {
                 tracing::warn!("cannot store the output of `{task}`: {e}");
             }
         }
-        let stopped = TaskError::fatal(ErrorCode::Cancelled, "the run stopped");
+        let stopped = TaskError::fatal(ErrorCode::Cancelled, why);
         if !calls.is_empty() || !tail.is_empty() {
             let agent = self.tasks[t.index()].last.as_ref().map_or_else(
                 || {

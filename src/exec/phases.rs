@@ -229,7 +229,9 @@ pub(super) fn tally(phase: &Phase, state: &RunState) -> Tally {
                     Some(SkipReason::WhenFalse) => tally.when_false += 1,
                     Some(SkipReason::Decision) => tally.decision += 1,
                     Some(SkipReason::EmptyFanOut) => tally.empty_fan_out += 1,
-                    Some(SkipReason::UpstreamFailed) | None => tally.upstream_failed += 1,
+                    Some(SkipReason::UpstreamFailed | SkipReason::SiblingFailed) | None => {
+                        tally.upstream_failed += 1
+                    }
                 }
             }
             _ => {}

@@ -55,6 +55,15 @@ impl Pool {
         Some(i)
     }
 
+    /// Takes a given idle instance (an attempt adopted on resume); false if it is not idle.
+    pub(super) fn take(&mut self, instance: u32) -> bool {
+        let taken = self.idle.remove(&instance);
+        if taken {
+            self.running += 1;
+        }
+        taken
+    }
+
     /// Joins the queue of tasks waiting for an instance.
     pub(super) fn wait(&mut self, t: TaskId) {
         self.waiting.push_back(t);
@@ -111,6 +120,7 @@ mod tests {
 
     fn pool(count: u32) -> Pool {
         Pool::new(&ir::Agent {
+            placement: ir::Placement::Local,
             id: AgentId(0),
             name: "a".into(),
             kind: AgentKind::Script(ScriptAgent {

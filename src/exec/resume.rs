@@ -38,11 +38,14 @@ impl Dispatcher {
         self.journal.catch_up(&events)?;
         // Observers see the history as it happened: each event with the state it made.
         self.journal.replay(&events);
+        // Attempts on workers that are still alive (or finished) are awaited, not run again.
+        let adopted = self.adopt_remote()?;
         // In flight when the run stopped: a crash leaves a task IN_PROGRESS, a cancellation
         // (Ctrl-C, the run timeout) CANCELLED.
         // (A fan-out task is IN_PROGRESS while its instances run: it is not rerun.)
         let (external, rerun): (Vec<TaskId>, Vec<TaskId>) = (0..self.state.tasks.len())
             .map(|i| TaskId(i as u32))
+            .filter(|t| !adopted.contains(t))
             .filter(|t| {
                 matches!(
                     self.status(*t),

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     InvalidOutput,
     Template,
     AgentCrashed,
+    /// A worker stopped heartbeating (crashed, cut off) and its lease on the attempt ran out.
+    AgentLost,
     ExitCode,
     Http,
     Rule,
@@ -37,6 +39,7 @@ impl ErrorCode {
             ErrorCode::InvalidOutput => "INVALID_OUTPUT",
             ErrorCode::Template => "TEMPLATE",
             ErrorCode::AgentCrashed => "AGENT_CRASHED",
+            ErrorCode::AgentLost => "AGENT_LOST",
             ErrorCode::ExitCode => "EXIT_CODE",
             ErrorCode::Http => "HTTP",
             ErrorCode::Rule => "RULE",

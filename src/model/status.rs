@@ -91,12 +91,14 @@ pub enum SkipReason {
     Decision,
     /// A fan-out over an empty list: nothing to do.
     EmptyFanOut,
+    /// A fan-out instance that had not started when a sibling failed under `fail_fast`.
+    SiblingFailed,
 }
 
 impl SkipReason {
     /// A skip by choice (not because something failed): it does not count against a gate.
     pub fn by_choice(self) -> bool {
-        self != SkipReason::UpstreamFailed
+        !matches!(self, SkipReason::UpstreamFailed | SkipReason::SiblingFailed)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -105,6 +107,7 @@ impl SkipReason {
             SkipReason::UpstreamFailed => "upstream_failed",
             SkipReason::Decision => "decision",
             SkipReason::EmptyFanOut => "empty_fan_out",
+            SkipReason::SiblingFailed => "sibling_failed",
         }
     }
 }

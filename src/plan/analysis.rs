@@ -13,6 +13,8 @@ use crate::check::ir::{Agent, AgentId, Phase, Workflow};
 pub struct Analysis {
     pub phases: Vec<PhaseAnalysis>,
     pub pools: Vec<PoolDemand>,
+    /// Tasks that fan out, with their size.
+    pub fan_outs: Vec<FanOutAnalysis>,
     /// Agents no task uses.
     pub unused_agents: Vec<String>,
     /// Phases without tasks (their gate passes at once).
@@ -29,6 +31,16 @@ pub struct PhaseAnalysis {
     pub critical_path: Vec<String>,
     /// The most tasks at one depth of the phase.
     pub width: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FanOutAnalysis {
+    pub task: String,
+    pub phase: String,
+    /// `×4 (matrix)` or `× up to 256 (for_each)`.
+    pub size: String,
+    /// A matrix's instances; null for a list known only at run time.
+    pub count: Option<usize>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -58,6 +70,16 @@ pub(super) fn analyse(wf: &Workflow, plan: &Plan) -> Analysis {
                 width: 0,
             });
             continue;
+        }
+        for &task in &phase.tasks {
+            if let Some(f) = &wf.task(task).fan_out {
+                analysis.fan_outs.push(FanOutAnalysis {
+                    task: wf.task(task).name.clone(),
+                    phase: phase.name.clone(),
+                    size: f.describe(),
+                    count: f.static_count(),
+                });
+            }
         }
         let width = levels(wf, phase, &depth, &mut peaks);
         if let Some(max) = wf.settings.max_parallel {
@@ -113,8 +135,14 @@ fn levels(
         if per_level.len() <= d {
             per_level.resize(d + 1, 0);
         }
-        per_level[d] += 1;
-        *per_pool_level.entry((wf.task(task).agent, d)).or_default() += 1;
+        // A matrix's instances are ready together, as many as its `max_parallel` lets run.
+        let n = wf
+            .task(task)
+            .fan_out
+            .as_ref()
+            .map_or(1, |f| f.static_width());
+        per_level[d] += n;
+        *per_pool_level.entry((wf.task(task).agent, d)).or_default() += n;
     }
     for ((agent, _), n) in per_pool_level {
         let entry = peaks.entry(agent).or_insert((0, phase.id.index()));

@@ -48,6 +48,9 @@ pub fn to_text(wf: &Workflow, plan: &Plan) -> String {
                 .into_iter()
                 .collect();
             let _ = write!(out, "  task {} on {}", t.name, wf.agent(t.agent).name);
+            if let Some(f) = &t.fan_out {
+                let _ = write!(out, " {}", f.describe());
+            }
             if !deps.is_empty() {
                 let _ = write!(out, " after {}", deps.join(", "));
             }
@@ -116,6 +119,9 @@ pub fn analysis_text(a: &Analysis) -> String {
             if pool.queues { ", queues" } else { "" }
         );
     }
+    for f in &a.fan_outs {
+        let _ = writeln!(out, "  fan-out {} in phase {}: {}", f.task, f.phase, f.size);
+    }
     for name in &a.unused_agents {
         let _ = writeln!(out, "  unused agent: {name}");
     }
@@ -142,9 +148,19 @@ pub fn to_dot(wf: &Workflow, plan: &Plan) -> String {
         for &task in &phase.tasks {
             let t = wf.task(task);
             let agent = wf.agent(t.agent);
+            let fan = t
+                .fan_out
+                .as_ref()
+                .map(|f| format!(" {}", f.describe()))
+                .unwrap_or_default();
+            let style = if t.fan_out.is_some() {
+                ", peripheries=2"
+            } else {
+                ""
+            };
             let _ = writeln!(
                 out,
-                "    \"task:{}\" [label=\"{}\\n{} ({})\"];",
+                "    \"task:{}\" [label=\"{}{fan}\\n{} ({})\"{style}];",
                 t.name,
                 t.name,
                 agent.name,
@@ -201,9 +217,14 @@ pub fn to_mermaid(wf: &Workflow, plan: &Plan) -> String {
         let _ = writeln!(out, "  subgraph p_{}[\"phase {}\"]", phase.name, phase.name);
         for &task in &phase.tasks {
             let t = wf.task(task);
+            let fan = t
+                .fan_out
+                .as_ref()
+                .map(|f| format!(" {}", f.describe()))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "    t_{}[\"{}<br/>{}\"]",
+                "    t_{}[\"{}{fan}<br/>{}\"]",
                 t.name,
                 t.name,
                 wf.agent(t.agent).name
@@ -251,6 +272,19 @@ pub struct JsonNode {
     pub phase: String,
     pub agent: Option<String>,
     pub span: Option<JsonSpan>,
+    /// A task that fans out: over what, and how many instances when `check` knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<JsonFanOut>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct JsonFanOut {
+    /// `matrix` or `for_each`.
+    pub kind: &'static str,
+    /// A matrix's instances; null for a list known only at run time.
+    pub count: Option<usize>,
+    pub max_items: u32,
+    pub max_parallel: Option<u32>,
 }
 
 #[derive(Debug, Serialize)]
@@ -305,6 +339,16 @@ pub fn to_json(wf: &Workflow, plan: &Plan, map: &SourceMap) -> PlanJson {
                         phase: wf.phase(phase).name.clone(),
                         agent: Some(wf.agent(t.agent).name.clone()),
                         span: Some(json_span(map, t.span)),
+                        fan_out: t.fan_out.as_ref().map(|f| JsonFanOut {
+                            kind: if f.static_count().is_some() {
+                                "matrix"
+                            } else {
+                                "for_each"
+                            },
+                            count: f.static_count(),
+                            max_items: f.max_items,
+                            max_parallel: f.max_parallel,
+                        }),
                     }
                 }
                 Node::Gate { phase } => {
@@ -316,6 +360,7 @@ pub fn to_json(wf: &Workflow, plan: &Plan, map: &SourceMap) -> PlanJson {
                         phase: p.name.clone(),
                         agent: None,
                         span: Some(json_span(map, p.gate.as_ref().map_or(p.span, |g| g.span))),
+                        fan_out: None,
                     }
                 }
             }

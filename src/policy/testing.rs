@@ -83,7 +83,9 @@ pub fn run_file(path: &Path) -> Result<Vec<TestResult>, FileError> {
         message,
     };
     let text = crate::files::read_limited(path, crate::check::MAX_FILE_SIZE as u64)
-        .and_then(|b| String::from_utf8(b).map_err(std::io::Error::other))
+        .and_then(|b| {
+            String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+        })
         .map_err(|e| file_error(format!("cannot read: {e}")))?;
     let engine = host().engine();
     let mut ast = engine

@@ -206,16 +206,36 @@ impl HumanView {
                 self.start_bar(task, agent, *attempt);
                 return None;
             }
+            // A fan-out's instances print only when they fail; their group prints the counts.
+            EventKind::RetryScheduled { task, .. } if is_instance(state, task) => {
+                self.stop_bar(task);
+                return None;
+            }
             EventKind::RetryScheduled {
                 task,
                 attempt,
                 delay_ms,
             } => self.retry_line(task, *attempt, *delay_ms, state),
+            EventKind::TaskFinished { task, status, .. }
+                if *status != TaskStatus::Failed && is_instance(state, task) =>
+            {
+                self.stop_bar(task);
+                self.last_attempt.remove(&**task);
+                return None;
+            }
+            EventKind::TaskFinished { task, status, .. } if is_group(state, task) => {
+                group_line(task, *status, state, &self.flags)
+            }
             EventKind::TaskFinished {
                 task,
                 status,
                 error,
             } => self.finished_line(task, *status, error.as_ref(), state),
+            EventKind::FanOutExpanded { task, instances } => format!(
+                "  ⋔ {task:<20} fans out to {} instance{}",
+                instances.len(),
+                plural(instances.len() as u64)
+            ),
             EventKind::AttemptFinished {
                 task,
                 calls,
@@ -227,12 +247,14 @@ impl HumanView {
                 self.attempt_done(task, calls, artifacts, *cached, error.as_ref());
                 return None;
             }
+            EventKind::TaskSkipped { task, .. } if is_instance(state, task) => return None,
             EventKind::TaskSkipped { task, reason, .. } => {
                 let why = match reason {
                     SkipReason::WhenFalse => "its `when` rule is false",
                     SkipReason::UpstreamFailed => "upstream_failed",
                     SkipReason::Decision => "skipped by decision",
                     SkipReason::EmptyFanOut => "a fan-out over nothing",
+                    SkipReason::SiblingFailed => "a sibling failed (`fail_fast`)",
                 };
                 format!("  - {task:<20} {:<14} skipped    {why}", "-")
             }
@@ -243,6 +265,43 @@ impl HumanView {
             other => return run_line(other, state, &self.store, &self.flags),
         })
     }
+}
+
+fn is_instance(state: &RunState, task: &str) -> bool {
+    state.task(task).is_some_and(|t| t.instance.is_some())
+}
+
+fn is_group(state: &RunState, task: &str) -> bool {
+    state.task(task).is_some_and(|t| !t.instances.is_empty())
+}
+
+/// A fan-out task's one line: its verdict and its instances counted by status.
+fn group_line(task: &str, status: TaskStatus, state: &RunState, flags: &str) -> String {
+    let mark = match status {
+        TaskStatus::Completed => "✓",
+        TaskStatus::Failed => "✗",
+        TaskStatus::Cancelled => "⊘",
+        _ => "·",
+    };
+    let (total, counts) = state.instance_counts(task);
+    let mut parts = Vec::new();
+    for (s, n) in counts {
+        parts.push(format!("{n} {}", s.as_str()));
+    }
+    let error = state
+        .task(task)
+        .and_then(|t| t.error.as_ref())
+        .map(|e| format!("  {e}"))
+        .unwrap_or_default();
+    format!(
+        "  {mark} {:<20} {:<14} {:<10} {total} instance{}: {}{error}  (each: `conductor show {} {task}{flags}`)",
+        format!("{task} ×{total}"),
+        "-",
+        status.as_str(),
+        plural(total as u64),
+        parts.join(", "),
+        state.workflow_id
+    )
 }
 
 /// The line of an event about the run rather than one task.
@@ -332,8 +391,14 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
                 } else {
                     "retry|skip|abort"
                 };
+                // A fan-out instance's brackets are a shell pattern: quote the argument.
+                let arg = if t.contains('[') {
+                    format!("'{t}={choices}'")
+                } else {
+                    format!("{t}={choices}")
+                };
                 text.push_str(&format!(
-                    "\n  conductor resume {}{flags} --decide {t}={choices}",
+                    "\n  conductor resume {}{flags} --decide {arg}",
                     state.workflow_id
                 ));
             }

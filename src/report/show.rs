@@ -65,7 +65,11 @@ impl RunRow {
             loop_count: state.feedback_loop_count,
             completed: state.count(TaskStatus::Completed),
             failed: state.count(TaskStatus::Failed),
-            tasks: state.tasks.len(),
+            tasks: state
+                .tasks
+                .iter()
+                .filter(|t| t.instances.is_empty())
+                .count(),
             started_at: record.created_at.to_string(),
             duration: duration_text(state),
             dry_run: state.dry_run,
@@ -102,57 +106,104 @@ impl RunRow {
     }
 }
 
-/// `conductor show`: the run, every task, every attempt, gates, feedback, breakers.
-pub fn show_text(state: &RunState, events: &[Event]) -> String {
+/// `conductor show`: the run, every task, every attempt, gates, feedback, breakers. A fan-out
+/// task is one line with its instances counted by status, followed by its failed instances;
+/// `expand` names the fan-out tasks whose every instance is listed.
+pub fn show_text(state: &RunState, events: &[Event], expand: &[&str]) -> String {
     let mut out = String::new();
     header(&mut out, state);
     let _ = writeln!(out, "\ntasks");
-    for t in &state.tasks {
-        let mut line = format!(
-            "  {:<20} {:<12} {:<11} {:<14} {} attempt{}  {}ms",
-            t.task,
-            t.phase,
-            t.status.as_str(),
-            t.agent.as_deref().unwrap_or("-"),
-            t.attempts,
-            plural(t.attempts),
-            t.duration_ms
-        );
-        if let Some(reason) = t.skip_reason {
-            line.push_str(&format!("  skipped: {reason:?}"));
-        }
-        if let Some(e) = &t.error {
-            line.push_str(&format!("  {e}"));
-        }
-        if let Some(d) = &t.deferred {
-            line.push_str(&format!("  waiting: deferred by {}: {}", d.rule, d.reason));
-        }
-        if let Some(a) = &t.approval {
-            let asks = a
-                .message
-                .as_deref()
-                .map(|m| format!(": {m}"))
-                .unwrap_or_default();
-            line.push_str(&format!(
-                "  waiting for approval{asks} (rejected at {} without a decision)",
-                crate::model::Timestamp(a.due_ms())
-            ));
-        }
-        let _ = writeln!(out, "{line}");
-        if t.status == crate::model::TaskStatus::Failed {
-            for l in super::tail_lines(&t.tail, "      ") {
-                let _ = writeln!(out, "{l}");
+    let shown = |t: &crate::model::TaskResult| match &t.instance {
+        Some(i) => t.status == TaskStatus::Failed || expand.contains(&&*i.of),
+        None => true,
+    };
+    for t in state.tasks.iter().filter(|t| t.instance.is_none()) {
+        let _ = writeln!(out, "{}", task_line(t, state));
+        for &i in &t.instances {
+            let inst = &state.tasks[i as usize];
+            if shown(inst) {
+                let _ = writeln!(out, "  {}", task_line(inst, state));
             }
         }
     }
     let _ = writeln!(out, "\nattempts");
+    let mut hidden = 0usize;
     for e in events {
-        if let Some(line) = attempt_line(e) {
-            let _ = writeln!(out, "  {} {line}", e.at);
+        if let Some((task, line)) = attempt_line(e) {
+            match state.task(task) {
+                Some(t) if !shown(t) => hidden += 1,
+                _ => {
+                    let _ = writeln!(out, "  {} {line}", e.at);
+                }
+            }
         }
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            out,
+            "  … and {hidden} attempts of fan-out instances that did not fail (`conductor show {} TASK` lists a fan-out task's)",
+            state.workflow_id
+        );
     }
     decisions(&mut out, state, events);
     out
+}
+
+/// A task's line in `show`; a fan-out task's counts its instances.
+fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
+    if !t.instances.is_empty() {
+        let (total, counts) = state.instance_counts(&t.task);
+        let counts: Vec<String> = counts
+            .iter()
+            .map(|(s, n)| format!("{n} {}", s.as_str()))
+            .collect();
+        return format!(
+            "  {:<20} {:<12} {:<11} {:<14} {total} instance{}: {}",
+            format!("{} ×{total}", t.task),
+            t.phase,
+            t.status.as_str(),
+            "-",
+            plural(total as u64),
+            counts.join(", ")
+        );
+    }
+    let mut line = format!(
+        "  {:<20} {:<12} {:<11} {:<14} {} attempt{}  {}ms",
+        t.task,
+        t.phase,
+        t.status.as_str(),
+        t.agent.as_deref().unwrap_or("-"),
+        t.attempts,
+        plural(t.attempts),
+        t.duration_ms
+    );
+    if let Some(reason) = t.skip_reason {
+        line.push_str(&format!("  skipped: {}", reason.as_str()));
+    }
+    if let Some(e) = &t.error {
+        line.push_str(&format!("  {e}"));
+    }
+    if let Some(d) = &t.deferred {
+        line.push_str(&format!("  waiting: deferred by {}: {}", d.rule, d.reason));
+    }
+    if let Some(a) = &t.approval {
+        let asks = a
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        line.push_str(&format!(
+            "  waiting for approval{asks} (rejected at {} without a decision)",
+            crate::model::Timestamp(a.due_ms())
+        ));
+    }
+    if t.status == TaskStatus::Failed {
+        for l in super::tail_lines(&t.tail, "      ") {
+            line.push('\n');
+            line.push_str(&l);
+        }
+    }
+    line
 }
 
 fn header(out: &mut String, state: &RunState) {
@@ -198,8 +249,8 @@ fn header(out: &mut String, state: &RunState) {
     }
 }
 
-/// An attempt or a retry, as `show` lists them.
-fn attempt_line(e: &Event) -> Option<String> {
+/// An attempt or a retry, as `show` lists them, with the task it is of.
+fn attempt_line(e: &Event) -> Option<(&str, String)> {
     match &e.kind {
         EventKind::AttemptFinished {
             task,
@@ -230,15 +281,19 @@ fn attempt_line(e: &Event) -> Option<String> {
                 let paths: Vec<&str> = artifacts.iter().map(|a| a.path.as_str()).collect();
                 result.push_str(&format!("  wrote {}", paths.join(", ")));
             }
-            Some(format!(
-                "{task:<20} #{attempt} on {agent:<14} {duration_ms}ms  {result}"
+            Some((
+                task,
+                format!("{task:<20} #{attempt} on {agent:<14} {duration_ms}ms  {result}"),
             ))
         }
         EventKind::RetryScheduled {
             task,
             attempt,
             delay_ms,
-        } => Some(format!("{task:<20} retry #{attempt} after {delay_ms}ms")),
+        } => Some((
+            task,
+            format!("{task:<20} retry #{attempt} after {delay_ms}ms"),
+        )),
         _ => None,
     }
 }

@@ -17,6 +17,15 @@ pub fn why_text(
         result.phase,
         result.status.as_str()
     )];
+    if let Some(i) = &result.instance {
+        out.push(format!(
+            "  instance {} of the fan-out task `{}` (key `{}`), its item: {}",
+            i.index + 1,
+            i.of,
+            i.key,
+            crate::text::truncate(&i.item.to_string(), 200)
+        ));
+    }
     let mut in_phase = false;
     for e in events {
         if let EventKind::PhaseEntered { phase, .. } = &e.kind {
@@ -126,6 +135,17 @@ fn line(
         EventKind::TaskDeferred { rule, reason, .. } if mine => format!(
             "deferred by {rule}: {reason}; it waits, and the rule is asked again when what it sees changes"
         ),
+        EventKind::FanOutExpanded { instances, .. } if mine => {
+            let keys: Vec<&str> = instances.iter().take(8).map(|i| i.key.as_str()).collect();
+            let more = instances.len().saturating_sub(keys.len());
+            format!(
+                "fanned out to {} instance{} ({}{}), recorded before any was dispatched",
+                instances.len(),
+                crate::text::plural(instances.len() as u64),
+                keys.join(", "),
+                if more > 0 { format!(", … {more} more") } else { String::new() }
+            )
+        }
         EventKind::TaskFinished { status, .. } if mine => {
             format!("finished {}", status.as_str())
         }

@@ -28,4 +28,22 @@ pub enum StoreError {
     CannotCreate { path: PathBuf, cause: String },
     #[error("`{}`: {cause}", path.display())]
     Io { path: PathBuf, cause: String },
+    #[error("PostgreSQL: {cause}")]
+    Postgres { cause: String },
+    #[error("PostgreSQL stayed unreachable for {waited}: {cause}")]
+    Unreachable { waited: String, cause: String },
+    #[error("run `{run}` is being driven by scheduler `{owner}` (its lease runs until {until}); `conductor resume` can take it over once the lease expires")]
+    Held {
+        run: RunId,
+        owner: String,
+        until: String,
+    },
+    #[error("this process no longer holds run `{run}` (lease epoch {epoch}): another scheduler took it over, so nothing more of it is written here")]
+    LeaseLost { run: RunId, epoch: u64 },
+    #[error(
+        "this process does not hold run `{0}`: take its lease (`Store::lease`) before writing it"
+    )]
+    NotHeld(RunId),
+    #[error("the store `{store}` cannot hand attempts to workers: `placement = \"workers\"` needs a PostgreSQL store (`--store postgres://…`)")]
+    NoWorkers { store: String },
 }

@@ -1,5 +1,6 @@
-//! Where runs are kept: the `Store` trait and its backends — memory, and SQLite (the embedded
-//! default). A backend's own types stop here; the rest of the code sees these.
+//! Where runs are kept: the `Store` trait and its backends — memory, SQLite (the embedded
+//! default) and PostgreSQL (many processes and machines, with workers: see `work`). A
+//! backend's own types stop here; the rest of the code sees these.
 //!
 //! The executor appends every event before it acts on it; events produced together (several
 //! completions arriving at once) are appended in one call, with what they changed, so a
@@ -7,7 +8,9 @@
 
 mod error;
 mod memory;
+mod postgres;
 mod sqlite;
+pub mod work;
 
 use std::collections::BTreeMap;
 
@@ -15,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use postgres::{is_postgres_url, PostgresStore};
 pub use sqlite::SqliteStore;
+pub use work::{WorkBatch, WorkQueue};
 
 use crate::model::{Changes, DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, Timestamp};
 
@@ -39,6 +44,9 @@ pub struct Batch<'a> {
     pub json: &'a [String],
     pub changes: &'a Changes,
     pub state: &'a RunState,
+    /// Attempts for workers that the batch dispatches, enqueued in its transaction (only a
+    /// store with a [`Store::work_queue`] gets any).
+    pub work: &'a WorkBatch,
 }
 
 /// Holds a run so that only one process drives it; released when dropped (or when the
@@ -118,4 +126,13 @@ pub trait Store: Send + Sync {
     }
     /// Takes the run so this process alone drives it.
     fn lease(&self, run: &RunId) -> Result<Box<dyn RunLease>, StoreError>;
+    /// Waits up to `timeout` for new events of `run` (`events --follow`); a store that cannot
+    /// be told simply waits a moment, and the caller polls.
+    fn wait_for_events(&self, _run: &RunId, timeout: std::time::Duration) {
+        std::thread::sleep(timeout.min(std::time::Duration::from_millis(200)));
+    }
+    /// The queue of attempts for `conductor worker` processes, if this store has one.
+    fn work_queue(&self) -> Option<std::sync::Arc<dyn WorkQueue>> {
+        None
+    }
 }

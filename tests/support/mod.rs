@@ -4,6 +4,8 @@
 
 use std::collections::HashMap;
 
+pub mod postgres;
+
 use tokio::io::AsyncReadExt;
 
 /// One request as a test server saw it.

@@ -251,8 +251,31 @@ impl RunState {
     }
 
     /// How many tasks have this status.
+    /// Units of work with this status: tasks and fan-out instances, not the groups that hold
+    /// the instances (they would count every instance twice).
     pub fn count(&self, status: TaskStatus) -> usize {
-        self.tasks.iter().filter(|t| t.status == status).count()
+        self.tasks
+            .iter()
+            .filter(|t| t.status == status && t.instances.is_empty())
+            .count()
+    }
+
+    /// A fan-out task's instances of this pass: how many, and how many have each status (in
+    /// the order of [`TaskStatus`], only those present).
+    pub fn instance_counts(&self, task: &str) -> (usize, Vec<(TaskStatus, usize)>) {
+        let Some(t) = self.task(task) else {
+            return (0, Vec::new());
+        };
+        let mut counts: Vec<(TaskStatus, usize)> = Vec::new();
+        for &i in &t.instances {
+            let s = self.tasks[i as usize].status;
+            match counts.iter_mut().find(|(k, _)| *k == s) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((s, 1)),
+            }
+        }
+        counts.sort_by_key(|(s, _)| *s as u8);
+        (t.instances.len(), counts)
     }
 
     /// The names of the tasks with this status, in declaration order.

@@ -1,0 +1,33 @@
+//! Who an attempt is, told to what it runs: a shell program gets `CONDUCTOR_RUN`,
+//! `CONDUCTOR_TASK`, `CONDUCTOR_ATTEMPT` and `CONDUCTOR_IDEMPOTENCY_KEY` in its environment, an
+//! http request the same as `Conductor-Run`, `Conductor-Task`, `Conductor-Attempt` and
+//! `Idempotency-Key` headers. The key (`RUN/TASK/ATTEMPT`) names one attempt: a system that
+//! remembers the last key it accepted per task can refuse a stale writer — an attempt that
+//! was given up on (a lost worker, a scheduler taken over) and runs on regardless.
+
+use super::Attempt;
+
+/// The attempt's idempotency key.
+pub fn idempotency_key(a: &Attempt) -> String {
+    format!("{}/{}/{}", a.run_id, a.task, a.attempt)
+}
+
+/// The variables and their values, environment-style.
+pub(super) fn env(a: &Attempt) -> [(String, String); 4] {
+    [
+        ("CONDUCTOR_RUN".into(), a.run_id.to_string()),
+        ("CONDUCTOR_TASK".into(), a.task.to_string()),
+        ("CONDUCTOR_ATTEMPT".into(), a.attempt.to_string()),
+        ("CONDUCTOR_IDEMPOTENCY_KEY".into(), idempotency_key(a)),
+    ]
+}
+
+/// The same as HTTP headers.
+pub(super) fn headers(a: &Attempt) -> [(String, String); 4] {
+    [
+        ("Conductor-Run".into(), a.run_id.to_string()),
+        ("Conductor-Task".into(), a.task.to_string()),
+        ("Conductor-Attempt".into(), a.attempt.to_string()),
+        ("Idempotency-Key".into(), idempotency_key(a)),
+    ]
+}
