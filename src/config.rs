@@ -241,7 +241,11 @@ impl Config {
         };
         let mut reprs = BTreeMap::new();
         if let Some(p) = &path {
-            let text = std::fs::read_to_string(p).map_err(|e| ConfigError::Read {
+            let read =
+                crate::files::read_limited(p, crate::limits::MAX_CONFIG_SIZE).and_then(|b| {
+                    String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+                });
+            let text = read.map_err(|e| ConfigError::Read {
                 path: p.clone(),
                 message: e.to_string(),
             })?;
@@ -256,7 +260,7 @@ impl Config {
                 });
                 ConfigError::Invalid {
                     path: p.clone(),
-                    message: format!("{place}{}", e.message().trim_end()),
+                    message: format!("{place}{}", hide_strings(e.message().trim_end())),
                 }
             })?;
             reprs = file.providers;
@@ -341,7 +345,7 @@ fn apply_env(
         let r = reprs.entry(name).or_default();
         let number = |what: &str| ConfigError::Env {
             var: var.clone(),
-            message: format!("`{value}` is not {what}"),
+            message: format!("{} is not {what}", shown(&value)),
         };
         match *field {
             "KIND" => r.kind = Some(value.clone()),
@@ -381,13 +385,25 @@ fn resolve(
                 .into(),
         ));
     }
+    // A key pasted where its variable's name belongs must not be echoed by the error.
+    if let Some(var) = &r.api_key_env {
+        let valid = !var.is_empty()
+            && !var.starts_with(|c: char| c.is_ascii_digit())
+            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(invalid(format!(
+                "`api_key_env` must be the name of an environment variable (letters, digits, \
+                 `_`), not the key itself; it holds {}",
+                shown(var)
+            )));
+        }
+    }
     let kind = parse_kind(r.kind.as_deref(), &invalid)?;
     let response_format = parse_response_format(r.response_format.as_deref(), &invalid)?;
     let timeout = match &r.timeout {
         None => Duration::from_secs(300),
-        Some(t) => {
-            humantime::parse_duration(t).map_err(|e| invalid(format!("timeout `{t}`: {e}")))?
-        }
+        Some(t) => humantime::parse_duration(t)
+            .map_err(|e| invalid(format!("timeout {}: {e}", shown(t))))?,
     };
     if let Some(t) = r.temperature {
         if !(0.0..=2.0).contains(&t) {
@@ -466,7 +482,8 @@ fn parse_kind(
     })?;
     ProviderKind::parse(text).ok_or_else(|| {
         invalid(format!(
-            "unknown kind `{text}`; expected \"openai\", \"anthropic\" or \"replay\""
+            "unknown kind {}; expected \"openai\", \"anthropic\" or \"replay\"",
+            shown(text)
         ))
     })
 }
@@ -479,13 +496,41 @@ fn parse_response_format(
         None => Ok(ResponseFormat::default()),
         Some(s) => ResponseFormat::parse(s).ok_or_else(|| {
             invalid(format!(
-                "unknown response_format `{s}`; expected \"json_object\", \"json_schema\" or \"none\""
+                "unknown response_format {}; expected \"json_object\", \"json_schema\" or \"none\"",
+                shown(s)
             ))
         }),
     }
 }
 
 /// The base URL, without a trailing slash; checked unless the provider replays.
+/// A value from the configuration as an error shows it: short ones quoted, long ones only
+/// counted — a key pasted into the wrong field must not end up on the screen or in a log.
+fn shown(value: &str) -> String {
+    let n = value.chars().count();
+    if n <= 20 && !value.starts_with("sk-") {
+        format!("`{value}`")
+    } else {
+        format!("a value of {n} characters (not shown: it could be a key)")
+    }
+}
+
+/// toml's message with every quoted string (`invalid type: string "sk-…"`) shown by [`shown`].
+fn hide_strings(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(start) = rest.find('"') {
+        let Some(len) = rest[start + 1..].find('"') else {
+            break;
+        };
+        out.push_str(&rest[..start]);
+        out.push_str(&shown(&rest[start + 1..start + 1 + len]));
+        rest = &rest[start + 2 + len..];
+    }
+    out.push_str(rest);
+    out
+}
+
 fn parse_base_url(
     kind: ProviderKind,
     written: Option<String>,
@@ -514,6 +559,12 @@ fn parse_base_url(
             "base_url must not carry credentials or a query; put the key in an \
              environment variable and name it with `api_key_env`"
                 .into(),
+        ));
+    }
+    // Paths are appended to base_url: after a `#` they would silently become the fragment.
+    if url.fragment().is_some() {
+        return Err(invalid(
+            "base_url must not have a `#fragment`: request paths are added after it".into(),
         ));
     }
     Ok(base_url)

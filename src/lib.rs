@@ -4,6 +4,7 @@
 //!
 //! | module     | owns |
 //! |------------|------|
+//! | `limits`   | every bound on what a run consumes that is not a language setting |
 //! | `source`   | files, spans, line/column |
 //! | `diag`     | diagnostics and their rendering (miette) |
 //! | `text`     | durations, counts and code as people read them |
@@ -34,6 +35,7 @@ pub mod config;
 pub mod diag;
 pub mod exec;
 mod files;
+pub mod limits;
 pub mod model;
 pub mod plan;
 pub mod policy;

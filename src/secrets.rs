@@ -24,22 +24,34 @@ pub struct Redactor {
 impl Redactor {
     /// A redactor for `(name, value)` pairs.
     pub fn new<'a>(secrets: impl IntoIterator<Item = (&'a str, &'a str)>) -> Redactor {
-        let mut forms = Vec::new();
+        let mut r = Redactor::default();
         for (name, value) in secrets {
-            if value.chars().count() < MIN_REDACTED {
-                continue;
-            }
-            let with = format!("[secret param {name}]");
-            let escaped = serde_json::to_string(value).unwrap_or_default();
-            let escaped = escaped.trim_matches('"');
-            if escaped != value {
-                forms.push((escaped.to_string(), with.clone()));
-            }
-            forms.push((value.to_string(), with));
+            r.add(value, format!("[secret param {name}]"));
         }
+        r
+    }
+
+    /// Also redacts the API keys of providers, `(variable, key)` pairs: a program that finds
+    /// a key some other way must not get it into the log.
+    pub fn with_keys<'a>(mut self, keys: impl IntoIterator<Item = (&'a str, &'a str)>) -> Redactor {
+        for (variable, key) in keys {
+            self.add(key, format!("[key in {variable}]"));
+        }
+        self
+    }
+
+    fn add(&mut self, value: &str, with: String) {
+        if value.chars().count() < MIN_REDACTED {
+            return;
+        }
+        let escaped = serde_json::to_string(value).unwrap_or_default();
+        let escaped = escaped.trim_matches('"');
+        if escaped != value {
+            self.forms.push((escaped.to_string(), with.clone()));
+        }
+        self.forms.push((value.to_string(), with));
         // Longer forms first, so a value containing another is replaced whole.
-        forms.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
-        Redactor { forms }
+        self.forms.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
     }
 
     pub fn is_empty(&self) -> bool {

@@ -99,9 +99,62 @@ pub(crate) fn shell_quote(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Characters that change how a terminal shows what follows rather than showing themselves:
+/// C0 and C1 controls (ESC starts ANSI sequences that move the cursor or clear the screen),
+/// DEL, and the bidirectional overrides and isolates that make text read in another order
+/// than it is stored.
+fn unprintable(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `text` safe to print on one line of a terminal: every control, newline included, and every
+/// bidirectional control is shown as an escape (`\n`, `\u{1b}`), so a value from outside (a
+/// path an agent chose, a model's message) cannot fake rows, move the cursor or clear the
+/// screen.
+pub(crate) fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_where(text, unprintable)
+}
+
+/// `text` safe to print on a terminal as lines: like [`printable`], but newlines are kept
+/// (the run view's own layout uses them). Escape sequences (clearing the screen, moving the
+/// cursor), carriage returns and bidirectional controls from values are shown escaped.
+pub(crate) fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    escape_where(text, |c| c != '\n' && unprintable(c))
+}
+
+fn escape_where(text: &str, bad: impl Fn(char) -> bool) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(&bad) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' if bad(c) => out.push_str("\\n"),
+            '\r' if bad(c) => out.push_str("\\r"),
+            '\t' if bad(c) => out.push_str("\\t"),
+            c if bad(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn controls_and_bidi_are_shown_not_obeyed() {
+        assert_eq!(printable("plain/path.rs"), "plain/path.rs");
+        assert_eq!(printable("a\nb\tc"), "a\\nb\\tc");
+        assert_eq!(printable("\u{1b}[2Jx"), "\\u{1b}[2Jx");
+        assert_eq!(printable("abc\u{202e}txt.exe"), "abc\\u{202e}txt.exe");
+        assert_eq!(printable("\u{9b}31m"), "\\u{9b}31m");
+    }
 
     #[test]
     fn durations_use_the_largest_exact_unit() {

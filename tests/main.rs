@@ -15,6 +15,7 @@ mod exec;
 mod fanout;
 mod fmt;
 mod graph;
+mod hardening;
 mod http;
 mod llm;
 #[cfg(feature = "otel")]

@@ -56,7 +56,7 @@ async fn a_command_element_that_is_one_expression_expands_a_list_into_arguments(
         }
         agent many {
             kind = "shell"
-            command = ["sh", "-c", "for a in \"$@\"; do printf '[%s]' \"$a\"; done", "argv0", "{{ tasks.list.output.files }}", "end"]
+            command = ["sh", "-c", "for a in \"$@\"; do printf '[%s]' \"$a\"; done", "argv0", "{{ tasks.list.output.files | option }}", "end"]
         }
         agent empty {
             kind = "shell"
@@ -85,7 +85,8 @@ async fn a_command_element_that_is_one_expression_expands_a_list_into_arguments(
         r.output["stdout"].as_str().unwrap().to_string()
     };
     // `{{ … }}` alone in a command element gives one argument per item of a list — literal,
-    // never through a shell.
+    // never through a shell. (`| option`: `sh -c` reads them as operands, so an item starting
+    // with `-` is meant.)
     assert_eq!(stdout("many"), "[a b.py][-rf; rm *][c.py][end]");
     assert_eq!(
         stdout("empty"),

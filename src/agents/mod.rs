@@ -13,6 +13,7 @@ pub(crate) mod http;
 mod identity;
 pub mod llm;
 mod mock;
+mod process_tree;
 mod script;
 mod shell;
 mod trace;

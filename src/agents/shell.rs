@@ -39,13 +39,22 @@ pub(super) fn prepare(
 ) -> Result<ShellCall, TaskError> {
     let what = |part: &str| format!("`{part}` of agent `{agent}`");
     let mut argv = Vec::with_capacity(sh.command.len());
+    let mut operands = false;
     for t in &sh.command {
         let rendered = r.render(t, &what("command"))?;
-        if t.expands {
-            argv.extend(crate::template::split_argv(rendered));
+        let items = if t.expands {
+            crate::template::split_argv(rendered)
         } else {
-            argv.push(rendered);
+            vec![rendered]
+        };
+        if !argv.is_empty() && !operands {
+            for item in &items {
+                refuse_option(t, item, argv.len(), &what("command"))?;
+            }
         }
+        // A `--` the author wrote ends the options: what follows is an operand.
+        operands |= !t.dynamic && t.text == "--";
+        argv.extend(items);
     }
     if argv.is_empty() {
         return Err(TaskError::fatal(
@@ -65,7 +74,40 @@ pub(super) fn prepare(
     Ok(ShellCall { argv, workdir, env })
 }
 
-/// Kills a process group when dropped, unless disarmed.
+/// A value from a template must not become an option of the program: `python3 "{{ x }}"` with
+/// `x = "-c…"` would run code. An argument whose text starts with a template's value (its
+/// template begins with `{{`) may not start with `-`, unless it follows a `--` argument written
+/// in the workflow, or its first expression ends with the `option` filter
+/// (`"{{ params.flags | option }}"`), the author's word that an option is meant.
+fn refuse_option(t: &ir::Template, arg: &str, at: usize, what: &str) -> Result<(), TaskError> {
+    if !arg.starts_with('-') || !t.dynamic || !t.source.starts_with("{{") || opts_in(&t.source) {
+        return Ok(());
+    }
+    Err(TaskError::fatal(
+        ErrorCode::InvalidInput,
+        format!(
+            "{what}: argument {at} would be `{}`, which the program would read as an option; a \
+             value from a template may not start with `-` unless it follows a `--` argument or \
+             is marked `{{{{ … | option }}}}`",
+            crate::text::truncate(&crate::text::printable(arg), 60)
+        ),
+    ))
+}
+
+/// Whether the first expression of a template ends with the `option` filter.
+fn opts_in(source: &str) -> bool {
+    let Some(inner) = source.strip_prefix("{{") else {
+        return false;
+    };
+    let inner = inner.split("}}").next().unwrap_or("");
+    let inner = inner.trim_end().trim_end_matches('-');
+    inner
+        .rsplit('|')
+        .next()
+        .is_some_and(|last| inner.contains('|') && last.trim() == "option")
+}
+
+/// Kills a process group, and every descendant that left it, when dropped, unless disarmed.
 struct GroupGuard {
     pgid: Option<i32>,
 }
@@ -73,11 +115,31 @@ struct GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
-            let _ = nix::sys::signal::killpg(
-                nix::unistd::Pid::from_raw(pgid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
+            super::process_tree::kill_tree(pgid);
         }
+    }
+}
+
+/// Why a program could not start. Running out of a shared resource — file descriptors,
+/// processes, memory — passes as other tasks finish: back-pressure, retried like a transient
+/// error, never a reason to abort the run. Anything else (no such program, a bad `workdir`)
+/// would fail the same way again.
+fn spawn_error(program: &str, workdir: &std::path::Path, e: &std::io::Error) -> TaskError {
+    use nix::errno::Errno;
+    let exhausted = e.raw_os_error().map(Errno::from_raw).is_some_and(|n| {
+        matches!(
+            n,
+            Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM
+        )
+    });
+    let message = format!("cannot run `{program}` in `{}`: {e}", workdir.display());
+    if exhausted {
+        TaskError {
+            not_started: true,
+            ..TaskError::retryable(ErrorCode::Transient, message)
+        }
+    } else {
+        TaskError::fatal(ErrorCode::InvalidInput, message)
     }
 }
 
@@ -109,12 +171,9 @@ pub(super) fn execute(shell: ShellCall, env: &AgentEnv, trace: Trace) -> AgentFu
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
-        let mut child = cmd.spawn().map_err(|e| {
-            TaskError::fatal(
-                ErrorCode::InvalidInput,
-                format!("cannot run `{program}` in `{}`: {e}", workdir.display()),
-            )
-        })?;
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| spawn_error(program, &workdir, &e))?;
         // The child leads its own group (process_group(0)): its pid is the group id.
         let mut guard = GroupGuard {
             pgid: child.id().map(|p| p as i32),

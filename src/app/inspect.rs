@@ -80,6 +80,16 @@ pub(crate) fn export_artifacts(
 
 /// An age like `30d` or `12h`.
 pub(crate) fn parse_age(text: &str) -> Result<std::time::Duration, AppError> {
+    // humantime takes a bare `0` as zero seconds; `--older-than 0` would delete every
+    // finished run, the one mistake this option must not let through.
+    if text.trim().chars().all(|c| c.is_ascii_digit()) {
+        return Err(AppError::Usage(format!(
+            "`--older-than {text}`: time unit needed, for example `{}s` or `{}d` (e.g. `30d`, \
+             `12h`)",
+            text.trim(),
+            text.trim()
+        )));
+    }
     humantime::parse_duration(text)
         .map_err(|e| AppError::Usage(format!("`--older-than {text}`: {e} (e.g. `30d`, `12h`)")))
 }

@@ -100,6 +100,15 @@ pub(crate) fn parse_params(
         };
         let value = serde_json::from_str(value)
             .unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+        if let Some(at) = crate::limits::too_deep(&value) {
+            return Err(AppError::Usage(format!(
+                "`--param {}=…`: the value nests deeper than {} levels, at `{at}`; values are \
+                 limited to {} levels",
+                name.trim(),
+                crate::limits::MAX_VALUE_DEPTH,
+                crate::limits::MAX_VALUE_DEPTH
+            )));
+        }
         out.insert(name.trim().to_string(), value);
     }
     Ok(out)
@@ -114,7 +123,6 @@ pub(crate) fn read_param_files(
     pairs: &[String],
     into: &mut BTreeMap<String, serde_json::Value>,
 ) -> Result<(), AppError> {
-    use std::io::Read;
     for pair in pairs {
         let Some((name, path)) = pair.split_once('=') else {
             return Err(AppError::Usage(format!(
@@ -122,21 +130,9 @@ pub(crate) fn read_param_files(
             )));
         };
         let cannot = |e: String| AppError::Usage(format!("`--param-file {name}={path}`: {e}"));
-        let file = std::fs::File::open(path).map_err(|e| cannot(e.to_string()))?;
-        if !file
-            .metadata()
-            .map_err(|e| cannot(e.to_string()))?
-            .is_file()
-        {
-            return Err(cannot("not a regular file".into()));
-        }
-        let mut text = String::new();
-        file.take(PARAM_FILE_LIMIT + 1)
-            .read_to_string(&mut text)
+        let bytes = crate::files::read_limited(std::path::Path::new(path), PARAM_FILE_LIMIT)
             .map_err(|e| cannot(e.to_string()))?;
-        if text.len() as u64 > PARAM_FILE_LIMIT {
-            return Err(cannot(format!("larger than {PARAM_FILE_LIMIT} bytes")));
-        }
+        let text = String::from_utf8(bytes).map_err(|e| cannot(e.to_string()))?;
         let text = text.strip_suffix('\n').unwrap_or(&text);
         let text = text.strip_suffix('\r').unwrap_or(text);
         into.insert(

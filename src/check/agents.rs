@@ -449,6 +449,15 @@ impl Checker<'_> {
                     .with_label("repeated here");
                 continue;
             }
+            // `A=B` would set `A` to `B=…`; an empty name or a NUL cannot be set at all.
+            if what == "env" && (key.is_empty() || key.contains(['=', '\0'])) {
+                self.error(
+                    e.key.span(),
+                    format!("`{key}` is not an environment variable name"),
+                )
+                .with_label("not empty, without `=` or NUL");
+                continue;
+            }
             if let Some(lit) = self.reader().string(&key, &e.value) {
                 if let Some(t) = self.template(lit, what) {
                     out.insert(key, t);

@@ -88,23 +88,20 @@ pub fn check_source(map: &mut SourceMap, name: &str, path: &Path, text: &str) ->
 
 /// Reads a file as UTF-8 text, with a diagnostic naming the cause when it cannot.
 pub fn read_text(path: &Path) -> Result<String, Diagnostic> {
-    let bytes = std::fs::read(path).map_err(|e| {
+    let bytes = crate::files::read_limited(path, MAX_FILE_SIZE as u64).map_err(|e| {
         let cause = match e.kind() {
             std::io::ErrorKind::NotFound => "no such file".to_string(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),
-            _ if path.is_dir() => "it is a directory".to_string(),
+            std::io::ErrorKind::FileTooLarge => {
+                format!(
+                    "{e}; workflow files are limited to {} MiB",
+                    MAX_FILE_SIZE >> 20
+                )
+            }
             _ => e.to_string(),
         };
         Diagnostic::general(format!("cannot read `{}`: {cause}", path.display()))
     })?;
-    if bytes.len() > MAX_FILE_SIZE {
-        return Err(Diagnostic::general(format!(
-            "`{}` is {} MiB; workflow files are limited to {} MiB",
-            path.display(),
-            bytes.len() / (1024 * 1024),
-            MAX_FILE_SIZE / (1024 * 1024)
-        )));
-    }
     String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let valid = &e.as_bytes()[..at];

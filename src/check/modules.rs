@@ -95,7 +95,7 @@ impl Checker<'_> {
     /// The text of a `use`d module, or an error on its `use` when it cannot be read.
     fn read_module(&mut self, u: &ast::Use, path: &Path) -> Option<String> {
         let written = &u.path.value;
-        match std::fs::read(path) {
+        match crate::files::read_limited(path, super::MAX_FILE_SIZE as u64) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(t) => Some(t),
                 Err(_) => {

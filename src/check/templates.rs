@@ -56,6 +56,13 @@ impl Checker<'_> {
     /// A value whose strings may be templates (`input`, a mock's `output`), compiled. Errors
     /// in its literals are the caller's to report; this reports template errors.
     pub(super) fn tree(&mut self, v: &ast::Value, what: &str) -> Tree {
+        if !self.reader().shallow(v) {
+            return Tree::Plain(serde_json::Value::Null);
+        }
+        self.tree_at(v, what)
+    }
+
+    fn tree_at(&mut self, v: &ast::Value, what: &str) -> Tree {
         match &v.kind {
             ValueKind::Str(lit) if template::has_tags(&lit.template) => {
                 match self.template(lit, what).and_then(|t| t.id) {
@@ -64,7 +71,7 @@ impl Checker<'_> {
                 }
             }
             ValueKind::List(items) => {
-                let items: Vec<Tree> = items.iter().map(|i| self.tree(i, what)).collect();
+                let items: Vec<Tree> = items.iter().map(|i| self.tree_at(i, what)).collect();
                 if items.iter().all(Tree::is_plain) {
                     Tree::Plain(serde_json::Value::Array(
                         items.into_iter().map(plain).collect(),
@@ -76,7 +83,7 @@ impl Checker<'_> {
             ValueKind::Map(entries) => {
                 let entries: Vec<(String, Tree)> = entries
                     .iter()
-                    .map(|e| (e.key.name().to_string(), self.tree(&e.value, what)))
+                    .map(|e| (e.key.name().to_string(), self.tree_at(&e.value, what)))
                     .collect();
                 if entries.iter().all(|(_, t)| t.is_plain()) {
                     Tree::Plain(serde_json::Value::Object(

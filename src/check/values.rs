@@ -7,6 +7,7 @@ use indexmap::IndexMap;
 
 use super::ir::{Backoff, Breaker, Value};
 use crate::diag::Diagnostic;
+use crate::limits::MAX_VALUE_DEPTH;
 use crate::syntax::ast::{self, ValueKind};
 
 /// A number token read.
@@ -398,7 +399,39 @@ impl Reader<'_> {
 
     /// Any literal value (params, rule arguments).
     pub(super) fn literal(&mut self, value: &ast::Value) -> Option<Value> {
+        if !self.shallow(value) {
+            return None;
+        }
         self.literal_as(value, false)
+    }
+
+    /// Whether a value nests at most [`MAX_VALUE_DEPTH`] levels (else an error at its deepest
+    /// list or map): deeper values could not be stored in a run's log and read back.
+    pub(super) fn shallow(&mut self, value: &ast::Value) -> bool {
+        let mut stack = vec![(value, 0usize)];
+        while let Some((v, depth)) = stack.pop() {
+            let children: Vec<&ast::Value> = match &v.kind {
+                ValueKind::List(items) => items.iter().collect(),
+                ValueKind::Map(entries) => entries.iter().map(|e| &e.value).collect(),
+                _ => continue,
+            };
+            if depth + 1 > MAX_VALUE_DEPTH {
+                self.diags.push(
+                    Diagnostic::error(
+                        v.span,
+                        format!("this value nests more than {MAX_VALUE_DEPTH} levels deep"),
+                    )
+                    .with_label("too deep")
+                    .with_help(format!(
+                        "lists and maps may nest {MAX_VALUE_DEPTH} levels; a run could not \
+                         store a deeper value"
+                    )),
+                );
+                return false;
+            }
+            stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+        }
+        true
     }
 
     fn literal_as(&mut self, value: &ast::Value, templates: bool) -> Option<Value> {

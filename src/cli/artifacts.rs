@@ -56,7 +56,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     for a in files {
         let line = format!(
             "{:<32} {:>8}  {:<12}  {:<16} {:>4}  #{}{}",
-            a.path,
+            crate::text::printable(&a.path),
             a.size,
             short_hash(&a.sha256),
             a.task,

@@ -123,11 +123,11 @@ fn text_report(
     if let (true, Some(wf)) = (explain, &checked.workflow) {
         match crate::plan::plan(wf) {
             Ok(plan) => {
-                print!("{}", crate::plan::analysis_text(&plan.analysis));
-                print!("{}", crate::plan::estimate_text(wf, config.as_ref()));
+                output::text(&crate::plan::analysis_text(&plan.analysis));
+                output::text(&crate::plan::estimate_text(wf, config.as_ref()));
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                output::err_line(format!("error: {e}"));
                 return false;
             }
         }

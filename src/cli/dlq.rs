@@ -68,7 +68,7 @@ pub(super) fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppEr
                 output::line(serde_json::to_string_pretty(e).unwrap_or_default());
             } else {
                 for line in dead_letter_text(e, &globals.flags) {
-                    output::line(line);
+                    output::line(crate::text::terminal_safe(&line));
                 }
             }
         }

@@ -1,6 +1,5 @@
 //! `conductor fmt FILE...`: the canonical layout (`-` reads stdin and writes stdout).
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,12 +30,17 @@ pub(super) fn run(args: Args) -> Result<ExitCode, AppError> {
 fn one(path: &std::path::Path, check_only: bool) -> u8 {
     let stdin = path.as_os_str() == "-";
     let text = if stdin {
-        let mut buf = String::new();
-        if let Err(e) = std::io::stdin().read_to_string(&mut buf) {
-            eprintln!("error: cannot read standard input: {e}");
-            return 2;
+        let limit = crate::check::MAX_FILE_SIZE as u64;
+        let read = crate::files::read_at_most(std::io::stdin().lock(), limit).and_then(|b| {
+            String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+        });
+        match read {
+            Ok(text) => text,
+            Err(e) => {
+                output::err_line(format!("error: cannot read standard input: {e}"));
+                return 2;
+            }
         }
-        buf
     } else {
         match crate::check::read_text(path) {
             Ok(text) => text,
@@ -59,7 +63,10 @@ fn one(path: &std::path::Path, check_only: bool) -> u8 {
         }
     };
     if stdin {
-        print!("{formatted}");
+        if !output::text(&formatted) {
+            output::err_line("error: cannot write standard output");
+            return 2;
+        }
         return 0;
     }
     if formatted == text {
@@ -70,7 +77,8 @@ fn one(path: &std::path::Path, check_only: bool) -> u8 {
         output::line(format!("would reformat {}", path.display()));
         return 1;
     }
-    if let Err(e) = std::fs::write(path, &formatted) {
+    // Never truncated in place: on a full disk the original stays whole.
+    if let Err(e) = crate::files::replace_file(path, formatted.as_bytes()) {
         let d = Diagnostic::general(format!("cannot write `{}`: {e}", path.display()));
         output::diagnostics(&SourceMap::new(), &[d]);
         return 2;

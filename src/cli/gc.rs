@@ -19,7 +19,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let store = globals.store.open_existing()?;
     let (ids, problems) = crate::app::gc(&*store, &globals.store, age)?;
     for p in problems {
-        eprintln!("warning: {p}");
+        output::warning(&p);
     }
     let n = ids.len();
     output::line(format!(

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use super::Globals;
+use super::{output, Globals};
 use crate::app::AppError;
 use crate::model::{Event, EventKind, LogChunk, LogStream};
 
@@ -47,7 +47,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
     let mut printer = Printer::default();
     if !args.follow {
         if latest == 0 {
-            eprintln!("task `{}` has not run yet", args.task);
+            output::err_line(format!("task `{}` has not run yet", args.task));
         }
         printer.print_new(&store.logs(&run.id, &args.task, attempt)?);
         return Ok(ExitCode::SUCCESS);
@@ -74,7 +74,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
                 // A retry started: follow it.
                 attempt = watch.latest;
                 printer = Printer::default();
-                eprintln!("── attempt {attempt} ──");
+                output::err_line(format!("── attempt {attempt} ──"));
                 continue;
             }
             if watch.task_final || watch.stopped {

@@ -19,7 +19,7 @@ pub(super) async fn listen(
         .await
         .map_err(|e| AppError::Usage(format!("`--metrics-listen {addr}`: cannot listen: {e}")))?;
     let bound = listener.local_addr().unwrap_or(addr);
-    eprintln!("metrics at http://{bound}/metrics");
+    super::output::err_line(format!("metrics at http://{bound}/metrics"));
     let metrics = Metrics::new();
     let m = metrics.clone();
     tokio::spawn(async move {

@@ -78,6 +78,12 @@ enum Command {
     Graph(graph::Args),
     Fmt(fmt::Args),
     Serve(serve::Args),
+    /// Renders one template sent on stdin, under limits (the child `conductor` starts for
+    /// templates that compute).
+    #[command(name = crate::template::SANDBOX_SUBCOMMAND, hide = true)]
+    RenderTemplate {
+        cpu_seconds: u64,
+    },
     Worker(worker::Args),
     Scheduler(scheduler::Args),
 }
@@ -108,8 +114,18 @@ fn flags(store: &str, config: Option<&std::path::Path>) -> String {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
+    // Not dumpable: the programs a run starts (same user) can neither read this process's
+    // environment — the providers' API keys — through /proc/PID/environ nor ptrace it. The
+    // programs themselves start dumpable again (exec resets it).
+    let _ = nix::sys::prctl::set_dumpable(false);
     init_tracing();
     let cli = Cli::parse();
+    if let Command::RenderTemplate { cpu_seconds } = cli.command {
+        return crate::template::serve_sandbox(cpu_seconds);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        crate::template::enable_sandbox(exe);
+    }
     let globals = Globals {
         store: StoreSpec::parse(&cli.store),
         flags: flags(&cli.store, cli.config.as_deref()),
@@ -131,6 +147,7 @@ pub fn main() -> ExitCode {
         Command::Graph(args) => graph::run(args),
         Command::Fmt(args) => fmt::run(args),
         Command::Serve(args) => serve::run(args, &globals),
+        Command::RenderTemplate { .. } => Ok(ExitCode::SUCCESS),
         Command::Worker(args) => worker::run(args, &globals),
         Command::Scheduler(args) => scheduler::run(args, &globals),
     };

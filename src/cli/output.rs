@@ -30,12 +30,57 @@ pub(super) fn report(e: &AppError) {
     }
 }
 
+/// A warning on stderr.
+pub(super) fn warning(text: &str) {
+    let _ = writeln!(std::io::stderr(), "warning: {text}");
+}
+
+/// Prints text on stdout as it is; false when it could not be written (a closed pipe, a full
+/// disk): never a panic.
+pub(super) fn text(text: &str) -> bool {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .is_ok()
+}
+
+/// Prints text on stderr. An unwritable stderr is ignored: there is nowhere left to say so,
+/// and the exit code still tells.
+pub(super) fn err_text(text: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(text.as_bytes()).and_then(|()| err.flush());
+}
+
+/// A line on stderr, as [`err_text`].
+pub(super) fn err_line(text: impl std::fmt::Display) {
+    err_text(&format!("{text}\n"));
+}
+
 /// Prints a line on stdout; false when the reader went away.
 pub(super) fn line(text: impl std::fmt::Display) -> bool {
     writeln!(std::io::stdout(), "{text}").is_ok()
 }
 
-/// Runs a future to its end on a multi-threaded runtime, with Ctrl-C cancelling `cancel`.
+/// Waits for Ctrl-C, SIGTERM or SIGHUP — what a terminal, `timeout`, `docker stop`, systemd and
+/// a closed SSH session send — all of which stop a run the same way: cancelled, its programs'
+/// process groups killed, its state recorded. False when no handler could be installed.
+async fn stop_signal() -> bool {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return tokio::signal::ctrl_c().await.is_ok();
+    };
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.is_ok(),
+        _ = term.recv() => true,
+        _ = hup.recv() => true,
+    }
+}
+
+/// Runs a future to its end on a multi-threaded runtime, with Ctrl-C (or SIGTERM, SIGHUP)
+/// cancelling `cancel`.
 /// The work runs as a spawned task, not on the blocking main thread: completions from worker
 /// threads reach it without a cross-thread wake of `block_on`.
 pub(super) fn drive<T: Send + 'static>(
@@ -48,8 +93,9 @@ pub(super) fn drive<T: Send + 'static>(
         .map_err(AppError::Runtime)?;
     runtime.block_on(async move {
         let ctrl_c = tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            if stop_signal().await {
                 cancel.cancel();
+                crate::template::interrupt_renders();
             }
         });
         let result = tokio::spawn(work).await;

@@ -250,7 +250,7 @@ fn ask_terminal<T: Send + 'static>(
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let answer = loop {
-            eprint!("{prompt}");
+            output::err_text(&prompt);
             let mut line = String::new();
             match std::io::stdin().read_line(&mut line) {
                 Ok(0) | Err(_) => break None,
@@ -278,11 +278,11 @@ impl Operator for TerminalOperator {
         let rx = ask_terminal(prompt, |line| match line.parse::<Decision>() {
             Ok(d) if !d.is_approval() => Some((d, "operator at the terminal".to_string())),
             Ok(_) => {
-                eprintln!("answer retry, skip or abort");
+                output::err_line("answer retry, skip or abort");
                 None
             }
             Err(e) => {
-                eprintln!("{e}");
+                output::err_line(&e);
                 None
             }
         });
@@ -309,7 +309,7 @@ impl Operator for TerminalOperator {
                     reason: Some(reason.trim().to_string()).filter(|r| !r.is_empty()),
                 }),
                 _ => {
-                    eprintln!("answer y (approve) or n (reject), or abort");
+                    output::err_line("answer y (approve) or n (reject), or abort");
                     None
                 }
             }

@@ -35,7 +35,14 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
         if args.workflow.as_ref().is_some_and(|w| *w != r.workflow) {
             continue;
         }
-        let state = RunState::from_events(&store.events(&r.id)?);
+        // One run whose log cannot be read is reported, not a reason to list no run at all.
+        let state = match store.events(&r.id) {
+            Ok(events) => RunState::from_events(&events),
+            Err(e) => {
+                output::warning(&e.to_string());
+                RunState::default()
+            }
+        };
         if status.is_some_and(|s| state.status.unwrap_or(r.status) != s) {
             continue;
         }

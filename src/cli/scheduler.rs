@@ -55,7 +55,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
                     state.status().as_str().to_uppercase()
                 ));
             }
-            Err(e) => eprintln!("run {run}: {e}"),
+            Err(e) => output::err_line(format!("run {run}: {e}")),
             _ => {}
         },
         _ => {}

@@ -31,10 +31,9 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
             }
         }
         let expand: Vec<&str> = args.tasks.iter().map(String::as_str).collect();
-        print!(
-            "{}",
-            crate::report::show_text(&run.state, &run.events, &expand)
-        );
+        // Errors and tails quote what programs printed: no escape sequence reaches the terminal.
+        let text = crate::report::show_text(&run.state, &run.events, &expand);
+        output::text(&crate::text::terminal_safe(&text));
     }
     Ok(ExitCode::SUCCESS)
 }

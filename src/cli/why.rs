@@ -38,7 +38,7 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
         ));
     }
     for line in lines {
-        if !output::line(line) {
+        if !output::line(crate::text::terminal_safe(&line)) {
             break;
         }
     }

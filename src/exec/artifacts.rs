@@ -53,6 +53,10 @@ pub(super) fn save(
         if let Some(dir) = workspace {
             files::write_under(dir, &path, content.as_bytes()).map_err(|e| match e {
                 WriteError::Unsafe(u) => unsafe_path(u),
+                // The same output would fail the same way: asking again cannot help.
+                invalid @ WriteError::Invalid { .. } => {
+                    TaskError::fatal(ErrorCode::InvalidOutput, invalid.to_string())
+                }
                 io @ WriteError::Io { .. } => {
                     TaskError::retryable(ErrorCode::Transient, io.to_string())
                 }

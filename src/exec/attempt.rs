@@ -110,13 +110,14 @@ pub(super) async fn run(job: Job, task: TaskId, instance: u32) -> Done {
     };
     let (rest, tail) = job.trace.finish();
     save_logs(&job, rest).await;
+    let reached_agent = !cached && !result.as_ref().is_err_and(|e| e.not_started);
     Done {
         task,
         attempt,
         instance,
         result,
         elapsed: begun.elapsed(),
-        reached_agent: !cached,
+        reached_agent,
         calls: job.trace.take_calls(),
         artifacts,
         cached,
@@ -178,6 +179,10 @@ async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool
         Ok(output) => output,
         Err(e) => return (Err(e), Vec::new(), cached),
     };
+    // Refused before anything stores it: every reader of the log must be able to read it back.
+    if let Some(at) = crate::limits::too_deep(&output) {
+        return (Err(too_deep(&job.attempt.call, &at)), Vec::new(), cached);
+    }
     let mut artifacts = Vec::new();
     // Most outputs have no files: no trip to a blocking thread for them.
     if job.attempt.call.writes_files() && output.get("files").is_some_and(Value::is_array) {
@@ -203,6 +208,30 @@ async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool
         .await;
     }
     (Ok(output), artifacts, cached)
+}
+
+/// An output nested deeper than [`crate::limits::MAX_VALUE_DEPTH`], with where it came from.
+fn too_deep(call: &agents::AgentCall, at: &str) -> TaskError {
+    let source = match call {
+        agents::AgentCall::Shell(_) => "the JSON its program printed",
+        agents::AgentCall::Http(_) => "the JSON body the service answered",
+        agents::AgentCall::Llm(_) => "the model's reply",
+        agents::AgentCall::Script(_) => "the value its script returned",
+        agents::AgentCall::Mock(_) => "its mock `output`",
+        agents::AgentCall::Approval(_) => "its approval",
+    };
+    let message = format!(
+        "the task's output ({source}) nests deeper than {} levels, at `{at}`; values are \
+         limited to {} levels",
+        crate::limits::MAX_VALUE_DEPTH,
+        crate::limits::MAX_VALUE_DEPTH
+    );
+    // A model may answer differently next time; a program or a service would not.
+    if matches!(call, agents::AgentCall::Llm(_)) {
+        TaskError::retryable(ErrorCode::InvalidOutput, message)
+    } else {
+        TaskError::fatal(ErrorCode::InvalidOutput, message)
+    }
 }
 
 async fn cache_get(store: Arc<dyn Store>, key: String) -> Option<Value> {

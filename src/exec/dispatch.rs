@@ -382,6 +382,9 @@ impl Dispatcher {
         for (t, instance, attempt, instance_name) in started {
             match self.prepare(t, attempt, instance_name) {
                 Ok(a) => self.spawn(t, instance, a),
+                // Ctrl-C stopped its templates' rendering: the task ends CANCELLED with the
+                // run, not failed.
+                Err(_) if self.cancel.is_cancelled() => {}
                 Err(error) => self.attempt_finished(Done::unstarted(t, attempt, instance, error)),
             }
         }
@@ -397,6 +400,8 @@ impl Dispatcher {
     ) -> Result<Attempt, TaskError> {
         let wf = self.run.wf.clone();
         let task = wf.task(self.def_id(t));
+        // Rendering is part of the attempt: its task's timeout bounds it too.
+        let _limit = crate::template::time_limit(task.timeout);
         let strict = !self.run.dry_run;
         let params = &*self.run.params_json;
         let input = if task.input_tree.is_plain() {

@@ -121,7 +121,7 @@ pub(super) struct Dispatcher {
     pub finish: Option<(RunStatus, Option<String>)>,
     /// The attempts on workers, when a pool is placed on them.
     pub remote: Option<Arc<super::remote::Hub>>,
-    cancel: tokio_util::sync::CancellationToken,
+    pub(super) cancel: tokio_util::sync::CancellationToken,
     /// The run's budgets, opened at the first dispatch (after a resume has rebuilt the state
     /// they are seeded from); `Some(None)`: the run has none.
     pub ledger: Option<Option<Arc<super::budget::Ledger>>>,
@@ -158,9 +158,17 @@ impl Dispatcher {
                 Some((p.name.as_str(), text))
             })
             .collect();
-        let redactor = Arc::new(crate::secrets::Redactor::new(
-            secrets.iter().map(|(n, v)| (*n, v.as_str())),
-        ));
+        let keys: Vec<(String, String)> = options
+            .config
+            .providers
+            .values()
+            .filter_map(|p| p.api_key_env.clone())
+            .filter_map(|name| std::env::var(&name).ok().map(|key| (name, key)))
+            .collect();
+        let redactor = Arc::new(
+            crate::secrets::Redactor::new(secrets.iter().map(|(n, v)| (*n, v.as_str())))
+                .with_keys(keys.iter().map(|(n, k)| (n.as_str(), k.as_str()))),
+        );
         let env = AgentEnv::new(AgentEnvOptions {
             base,
             workspace: options.workspace.clone(),

@@ -74,6 +74,11 @@ pub struct TaskError {
     /// The program's exit code, for a failure of a shell task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// The agent was never reached: the program could not start for want of a resource the
+    /// whole machine shares (file descriptors, processes, memory). Back-pressure, retried, and
+    /// not counted by the circuit breaker: the agent did nothing wrong.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_started: bool,
 }
 
 impl TaskError {
@@ -85,6 +90,7 @@ impl TaskError {
             retry_after_ms: None,
             failure: false,
             exit_code: None,
+            not_started: false,
         }
     }
 

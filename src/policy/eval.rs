@@ -454,34 +454,58 @@ impl NamedCall {
 }
 
 /// A rhai value as JSON: maps, arrays, strings, numbers, booleans; `()` is null; anything else
-/// its text.
-pub(super) fn dynamic_to_json(v: &Dynamic) -> serde_json::Value {
+/// its text. A value nested deeper than [`crate::limits::MAX_VALUE_DEPTH`] is refused (its
+/// path in the error) rather than converted: it could not be stored.
+pub(super) fn dynamic_to_json(v: &Dynamic) -> Result<serde_json::Value, String> {
+    to_json_at(v, 0)
+}
+
+fn to_json_at(v: &Dynamic, depth: usize) -> Result<serde_json::Value, String> {
     if v.is_unit() {
-        return serde_json::Value::Null;
+        return Ok(serde_json::Value::Null);
     }
     if let Ok(b) = v.as_bool() {
-        return serde_json::Value::Bool(b);
+        return Ok(serde_json::Value::Bool(b));
     }
     if let Ok(i) = v.as_int() {
-        return serde_json::Value::from(i);
+        return Ok(serde_json::Value::from(i));
     }
     if let Ok(f) = v.as_float() {
-        return serde_json::Value::from(f);
+        return Ok(serde_json::Value::from(f));
     }
     if v.is_string() {
-        return serde_json::Value::String(v.to_string());
+        return Ok(serde_json::Value::String(v.to_string()));
     }
-    if let Some(items) = v.clone().try_cast::<rhai::Array>() {
-        return items.iter().map(dynamic_to_json).collect();
+    let nested = v.is_array() || v.is_map();
+    if nested && depth >= crate::limits::MAX_VALUE_DEPTH {
+        return Err(String::new());
     }
-    if let Some(map) = v.clone().try_cast::<Map>() {
-        return serde_json::Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.to_string(), dynamic_to_json(v)))
-                .collect(),
-        );
+    if v.is_array() {
+        let Some(items) = v.read_lock::<rhai::Array>() else {
+            return Ok(serde_json::Value::Array(Vec::new()));
+        };
+        return items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| to_json_at(item, depth + 1).map_err(|at| format!("[{i}]{at}")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(serde_json::Value::Array);
     }
-    serde_json::Value::String(v.to_string())
+    if v.is_map() {
+        let Some(map) = v.read_lock::<Map>() else {
+            return Ok(serde_json::Value::Object(Default::default()));
+        };
+        return map
+            .iter()
+            .map(|(k, item)| {
+                to_json_at(item, depth + 1)
+                    .map(|j| (k.to_string(), j))
+                    .map_err(|at| format!(".{k}{at}"))
+            })
+            .collect::<Result<serde_json::Map<_, _>, _>>()
+            .map(serde_json::Value::Object);
+    }
+    Ok(serde_json::Value::String(v.to_string()))
 }
 
 impl PolicyHost {
@@ -500,10 +524,23 @@ impl PolicyHost {
             .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &modules.ast, name, (arg,))
             .map_err(|e| runtime_error(&e))?;
         match dynamic_to_json(&value) {
-            out @ serde_json::Value::Object(_) => Ok(out),
-            other => Err(RuleError {
-                cause: format!("script function `{name}` returned {other}, not a map"),
+            Ok(out @ serde_json::Value::Object(_)) => Ok(out),
+            Ok(other) => Err(RuleError {
+                cause: format!(
+                    "script function `{name}` returned {}, not a map",
+                    crate::text::truncate(&other.to_string(), 80)
+                ),
                 limit: false,
+            }),
+            Err(at) => Err(RuleError {
+                cause: format!(
+                    "script function `{name}` returned a value nested deeper than {} levels, \
+                     at `{}`; values are limited to {} levels",
+                    crate::limits::MAX_VALUE_DEPTH,
+                    crate::limits::short_path(at.trim_start_matches('.')),
+                    crate::limits::MAX_VALUE_DEPTH
+                ),
+                limit: true,
             }),
         }
     }

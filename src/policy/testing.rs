@@ -64,7 +64,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in entries.flatten() {
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().to_string();
-        if path.is_dir() {
+        // A link to a folder is not followed: links back up the tree (`a -> ..`) would make
+        // the walk endless, or exponential with two of them.
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
             if !name.starts_with('.') && name != "target" {
                 walk(&path, out);
             }
@@ -80,8 +82,11 @@ pub fn run_file(path: &Path) -> Result<Vec<TestResult>, FileError> {
         file: path.display().to_string(),
         message,
     };
-    let text =
-        std::fs::read_to_string(path).map_err(|e| file_error(format!("cannot read: {e}")))?;
+    let text = crate::files::read_limited(path, crate::check::MAX_FILE_SIZE as u64)
+        .and_then(|b| {
+            String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+        })
+        .map_err(|e| file_error(format!("cannot read: {e}")))?;
     let engine = host().engine();
     let mut ast = engine
         .compile(&text)

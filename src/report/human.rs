@@ -448,6 +448,11 @@ fn dead_letter_line(entry: &DeadLetter) -> String {
 impl Observer for HumanView {
     fn event(&mut self, event: &Event, state: &RunState) {
         if let Some(line) = self.describe(event, state) {
+            // Messages carry what programs, services and models said.
+            let line = match crate::text::terminal_safe(&line) {
+                std::borrow::Cow::Borrowed(_) => line,
+                std::borrow::Cow::Owned(safe) => safe,
+            };
             self.line(line);
         }
     }

@@ -126,6 +126,7 @@ pub(crate) async fn decide(
         store: server.spec.clone(),
         by: Some(server.decided_by()),
         layer: Some(server.metrics.store_layer()),
+        budgets: Vec::new(),
     };
     drive(server, what, Some(id.to_string()), req).await
 }
@@ -178,6 +179,7 @@ pub(crate) async fn retry(
         // After the command's own words: the state gives a `dlq retry` a fresh history.
         by: Some(server.decided_by()),
         layer: Some(server.metrics.store_layer()),
+        budgets: Vec::new(),
     };
     drive(
         server,

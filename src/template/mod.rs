@@ -4,8 +4,26 @@
 //! the IR carries; a dispatch renders a template by its [`TemplateId`] against the attempt's
 //! context. Rendering is strict (an undefined value fails the task, naming it) except in dry
 //! runs, whose mocks lack the fields real agents would produce.
+//!
+//! Rendering is bounded ([`crate::limits`]): instructions (fuel), macro nesting, output bytes,
+//! and expression depth at compile time (`scan`). Templates that compute render in a child
+//! process under memory and time limits (`sandbox`); plain ones render here.
 
+mod sandbox;
+mod scan;
+
+use std::cell::Cell;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crate::limits::{
+    MAX_TEMPLATE_DEPTH, TEMPLATE_FUEL, TEMPLATE_OUTPUT, TEMPLATE_RECURSION, TEMPLATE_TIME,
+};
+
+pub(crate) use sandbox::{
+    enable as enable_sandbox, interrupt as interrupt_renders, serve as serve_sandbox,
+    SUBCOMMAND as SANDBOX_SUBCOMMAND,
+};
 
 /// The variables every template can read (DSL.md section 4).
 pub(crate) const CONTEXT_FIELDS: [&str; 8] = [
@@ -62,6 +80,14 @@ struct Inner {
     strict: minijinja::Environment<'static>,
     lenient: OnceLock<minijinja::Environment<'static>>,
     sources: Vec<Arc<str>>,
+    /// Per template: whether it is plain (renders here) and the variables it reads.
+    shapes: Vec<Shape>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Shape {
+    plain: bool,
+    reads: Vec<String>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -80,15 +106,73 @@ impl Default for Templates {
 pub(crate) struct TemplatesBuilder {
     env: minijinja::Environment<'static>,
     sources: Vec<Arc<str>>,
+    shapes: Vec<Shape>,
     reads_tasks: bool,
 }
 
 fn environment() -> minijinja::Environment<'static> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    env.set_recursion_limit(TEMPLATE_RECURSION);
+    env.set_formatter(|out, state, value| {
+        // Everything a render emits passes here, `{% set %}` blocks and macro bodies too.
+        let len = match value.as_str() {
+            Some(s) => s.len(),
+            None => value.to_string().len(),
+        };
+        if !spend(len) {
+            return Err(minijinja::Error::new(
+                minijinja::ErrorKind::InvalidOperation,
+                OUTPUT_TOO_LARGE,
+            ));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
     env.add_filter("tojson", strict_tojson);
     env.add_filter("argv_items", argv_items);
+    // The author's word that a `command` argument may be an option (`agents::shell`).
+    env.add_filter("option", |v: minijinja::Value| v);
     env
+}
+
+const OUTPUT_TOO_LARGE: &str = "output too large";
+
+thread_local! {
+    /// Bytes the render on this thread may still emit.
+    static BUDGET: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// How long a render on this thread may take (the task's timeout, when shorter).
+    static TIME: Cell<Duration> = const { Cell::new(TEMPLATE_TIME) };
+}
+
+fn spend(n: usize) -> bool {
+    BUDGET.with(|b| match b.get().checked_sub(n) {
+        Some(left) => {
+            b.set(left);
+            true
+        }
+        None => {
+            b.set(0);
+            false
+        }
+    })
+}
+
+/// Renders on this thread take at most `timeout` (and never more than
+/// [`TEMPLATE_TIME`]) until the guard is dropped.
+pub(crate) fn time_limit(timeout: Duration) -> TimeLimit {
+    let before = TIME.with(|t| t.replace(timeout.min(TEMPLATE_TIME)));
+    TimeLimit { before }
+}
+
+pub(crate) struct TimeLimit {
+    before: Duration,
+}
+
+impl Drop for TimeLimit {
+    fn drop(&mut self) {
+        TIME.with(|t| t.set(self.before));
+    }
 }
 
 /// Marks a list for [`split_argv`]: a NUL (which no argument can hold) before each item; any
@@ -156,6 +240,7 @@ impl Default for TemplatesBuilder {
         TemplatesBuilder {
             env: environment(),
             sources: Vec::new(),
+            shapes: Vec::new(),
             reads_tasks: false,
         }
     }
@@ -167,6 +252,14 @@ impl TemplatesBuilder {
     pub(crate) fn add(&mut self, source: &str) -> Result<(TemplateId, Vec<String>), SyntaxError> {
         let id = TemplateId(self.sources.len() as u32);
         let name = id.0.to_string();
+        // Before the engine's recursive parser sees it.
+        let shape = scan::scan(source).map_err(|deep| SyntaxError {
+            range: Some(deep.range),
+            detail: format!(
+                "expression nested more than {MAX_TEMPLATE_DEPTH} levels deep (each operator, \
+                 filter, attribute or index lookup and bracket in a row counts)"
+            ),
+        })?;
         self.env
             .add_template_owned(name.clone(), source.to_string())
             .map_err(|e| SyntaxError {
@@ -180,6 +273,10 @@ impl TemplatesBuilder {
         };
         vars.sort();
         self.reads_tasks |= vars.iter().any(|v| v == "tasks" || v.starts_with("tasks."));
+        self.shapes.push(Shape {
+            plain: shape.plain,
+            reads: vars.clone(),
+        });
         Ok((id, vars))
     }
 
@@ -194,6 +291,7 @@ impl TemplatesBuilder {
                 strict: self.env,
                 lenient: OnceLock::new(),
                 sources: self.sources,
+                shapes: self.shapes,
             }),
         }
     }
@@ -214,21 +312,105 @@ impl Templates {
         what: &str,
         strict: bool,
     ) -> Result<String, RenderError> {
+        let shape = self.inner.shapes.get(id.0 as usize);
+        if shape.is_some_and(|s| !s.plain) && sandbox::available() {
+            let reads = shape.map_or(&[][..], |s| &s.reads[..]);
+            let time = TIME.with(Cell::get);
+            return sandbox::render(self.source(id), ctx.to_json(reads), what, strict, time);
+        }
         let env = if strict {
             &self.inner.strict
         } else {
-            self.inner.lenient.get_or_init(|| {
-                let mut env = self.inner.strict.clone();
-                env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
-                env
-            })
+            self.inner
+                .lenient
+                .get_or_init(|| lenient(&self.inner.strict))
         };
         let template = env
             .get_template(&id.0.to_string())
             .map_err(|e| RenderError(format!("template {what}: {e}")))?;
-        template
-            .render(&ctx.0)
-            .map_err(|e| render_error(self.source(id), what, &e))
+        bounded(&template, &ctx.0, self.source(id), what)
+    }
+}
+
+fn lenient(strict: &minijinja::Environment<'static>) -> minijinja::Environment<'static> {
+    let mut env = strict.clone();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
+    env
+}
+
+/// Renders one template source against a JSON context, here: what a render process does.
+pub(crate) fn render_source(
+    source: &str,
+    context: &serde_json::Value,
+    what: &str,
+    strict: bool,
+) -> Result<String, RenderError> {
+    let mut builder = TemplatesBuilder::default();
+    let (id, _) = builder
+        .add(source)
+        .map_err(|e| RenderError(format!("template {what}: {}", e.detail)))?;
+    let env = if strict {
+        builder.env
+    } else {
+        lenient(&builder.env)
+    };
+    let template = env
+        .get_template(&id.0.to_string())
+        .map_err(|e| RenderError(format!("template {what}: {e}")))?;
+    bounded(
+        &template,
+        &minijinja::Value::from_serialize(context),
+        source,
+        what,
+    )
+}
+
+/// A render whose output may not pass [`TEMPLATE_OUTPUT`] bytes.
+fn bounded(
+    template: &minijinja::Template<'_, '_>,
+    ctx: &minijinja::Value,
+    source: &str,
+    what: &str,
+) -> Result<String, RenderError> {
+    let before = BUDGET.with(|b| b.replace(TEMPLATE_OUTPUT));
+    let mut out = Capped {
+        buf: Vec::new(),
+        over: false,
+    };
+    let result = template.render_captured_to(ctx, &mut out);
+    let exhausted = BUDGET.with(|b| b.replace(before)) == 0;
+    match result {
+        Ok(_) => Ok(String::from_utf8_lossy(&out.buf).into_owned()),
+        Err(_) if out.over || exhausted => Err(RenderError(format!(
+            "template {what}: its output is larger than {} MiB",
+            TEMPLATE_OUTPUT >> 20
+        ))),
+        Err(e) if e.kind() == minijinja::ErrorKind::OutOfFuel => Err(RenderError(format!(
+            "template {what}: rendering ran more than {TEMPLATE_FUEL} instructions and was \
+             stopped (a loop too long?)"
+        ))),
+        Err(e) => Err(render_error(source, what, &e)),
+    }
+}
+
+/// A writer that refuses to grow past [`TEMPLATE_OUTPUT`].
+struct Capped {
+    buf: Vec<u8>,
+    over: bool,
+}
+
+impl std::io::Write for Capped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > TEMPLATE_OUTPUT {
+            self.over = true;
+            return Err(std::io::Error::other(OUTPUT_TOO_LARGE));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -237,6 +419,37 @@ impl Templates {
 pub(crate) struct Context(minijinja::Value);
 
 impl Context {
+    /// The part of the context a template reads (`reads`: the variables it names), as JSON
+    /// for a render process. Of `tasks`, only the tasks it names, unless it reads `tasks`
+    /// whole.
+    fn to_json(&self, reads: &[String]) -> serde_json::Value {
+        let mut out = serde_json::Map::new();
+        for field in CONTEXT_FIELDS {
+            let Ok(value) = self.0.get_attr(field) else {
+                continue;
+            };
+            if value.is_undefined() {
+                continue;
+            }
+            let json = if field == "tasks" && !reads.iter().any(|r| r == "tasks") {
+                let mut named = serde_json::Map::new();
+                for name in reads.iter().filter_map(|r| r.strip_prefix("tasks.")) {
+                    let name = name.split('.').next().unwrap_or(name);
+                    if let Ok(view) = value.get_attr(name) {
+                        if !view.is_undefined() {
+                            named.insert(name.to_string(), to_json(&view));
+                        }
+                    }
+                }
+                serde_json::Value::Object(named)
+            } else {
+                to_json(&value)
+            };
+            out.insert(field.to_string(), json);
+        }
+        serde_json::Value::Object(out)
+    }
+
     /// A context from any serialisable map of the [`CONTEXT_FIELDS`].
     #[cfg(test)]
     fn from_serialize(value: &impl serde::Serialize) -> Context {
@@ -348,6 +561,10 @@ impl minijinja::value::Object for TaskViews {
             .collect();
         minijinja::value::Enumerator::Values(keys)
     }
+}
+
+fn to_json(value: &minijinja::Value) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or(serde_json::Value::Null)
 }
 
 /// The value an undefined error is about. Minijinja points at the failing attribute, or — for
@@ -517,6 +734,39 @@ mod tests {
         assert!(!err.detail.is_empty());
         let (_, vars) = b.add("{{ params.a }} {{ tasks.b.output }}").unwrap();
         assert_eq!(vars, ["params.a", "tasks.b.output"]);
+    }
+
+    #[test]
+    fn renders_are_bounded_by_instructions_and_output() {
+        let (t, ids) = set(&[
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "{% for i in range(100) %}{{ 'x' * 1000000 }}{% endfor %}",
+            "{% for i in range(100) %}{% set y %}{{ 'x' * 1000000 }}{% endset %}{% endfor %}",
+            "{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}",
+        ]);
+        let ctx = Context::default();
+        let err = |i: usize| t.render(ids[i], &ctx, "`x`", true).unwrap_err().0;
+        assert!(err(0).contains("instructions"), "{}", err(0));
+        assert!(err(1).contains("larger than 8 MiB"), "{}", err(1));
+        assert!(err(2).contains("larger than 8 MiB"), "{}", err(2));
+        assert!(err(3).contains("recursion limit"), "{}", err(3));
+    }
+
+    #[test]
+    fn a_chain_too_deep_for_the_parser_is_a_syntax_error_with_its_place() {
+        let mut b = TemplatesBuilder::default();
+        for source in [
+            format!("ok {{{{ {}1 }}}}", "-".repeat(20_000)),
+            format!("ok {{{{ x{} }}}}", "|lower".repeat(20_000)),
+        ] {
+            let err = b.add(&source).unwrap_err();
+            assert_eq!(err.range.map(|r| r.start), Some(3));
+            assert!(
+                err.detail.contains("nested more than 64 levels"),
+                "{}",
+                err.detail
+            );
+        }
     }
 
     #[test]

@@ -41,7 +41,11 @@ pub struct Cassette {
 
 impl Cassette {
     pub fn load(path: &Path) -> Result<Cassette, CassetteError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let read =
+            crate::files::read_limited(path, crate::limits::MAX_CASSETTE_SIZE).and_then(|b| {
+                String::from_utf8(b).map_err(|_| std::io::Error::other("it is not UTF-8 text"))
+            });
+        let text = read.map_err(|e| {
             CassetteError(format!(
                 "cannot read the cassette `{}`: {e}",
                 path.display()

@@ -29,15 +29,36 @@ pub(super) fn events_after(
     let mut out = Vec::new();
     for row in rows {
         let body = row?;
-        let batch: Vec<Event> = serde_json::from_str(&body).map_err(|e| {
+        let batch: Vec<Event> = parse_stored(&body).map_err(|cause| {
             Failure::Store(StoreError::UnreadableEvent {
                 run: run.clone(),
-                cause: e.to_string(),
+                cause,
             })
         })?;
         out.extend(batch.into_iter().filter(|e| e.seq > seq));
     }
     Ok(out)
+}
+
+/// Events written by builds before values were bounded ([`crate::limits::MAX_VALUE_DEPTH`])
+/// may nest past serde_json's default limit of 128; this build reads them up to this depth
+/// (measured before parsing, so the parser's recursion stays bounded).
+const STORED_DEPTH: usize = 512;
+
+/// JSON this store wrote, read back whatever depth an older build stored it at (up to
+/// [`STORED_DEPTH`]).
+fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let depth = crate::limits::text_depth(text);
+    if depth > STORED_DEPTH {
+        return Err(format!(
+            "it nests {depth} levels deep; this build reads at most {STORED_DEPTH}"
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
 }
 
 /// Every run (or one), oldest first.
