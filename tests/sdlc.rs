@@ -57,7 +57,7 @@ fn the_sdlc_example_writes_tests_deploys_monitors_and_loops_once_for_real() {
         "{stdout}"
     );
     assert!(
-        stdout.contains("COMPLETED: 12 completed, 0 failed, 0 skipped, 1 loop"),
+        stdout.contains("COMPLETED: 13 completed, 0 failed, 0 skipped, 1 loop"),
         "{stdout}"
     );
     assert!(stdout.contains("llm: 14 calls"), "{stdout}");
