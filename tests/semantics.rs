@@ -259,3 +259,77 @@ fn fixing_a_template_typo_then_retrying_the_failed_task_completes_the_run() {
     let events = run_in(dir.path(), &["events", &id]).stdout;
     assert!(events.contains("\"workflow_amended\""), "{events}");
 }
+
+/// Starts `conductor run FILE` and sends it SIGINT `times` times once the run has begun.
+fn interrupted(dir: &Path, file: &str, times: usize) -> Ran {
+    let child = conductor(dir)
+        .args(["run", file])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().to_string();
+    // The long task is running once its workspace holds the marker it writes first.
+    let marker = dir.join("started");
+    for _ in 0..200 {
+        if marker.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    for _ in 0..times {
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let out = child.wait_with_output().unwrap();
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[test]
+fn a_cancel_runs_the_always_phases_and_a_second_one_skips_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("started");
+    write(
+        dir.path(),
+        "c.cond",
+        &format!(
+            r#"workflow c {{
+                agent sh {{ kind = "shell", command = ["sh", "-c", "touch {marker}; sleep 30"] }}
+                agent rep {{ kind = "shell", command = ["sh", "-c", "sleep 1; echo cleanup {{{{ run.status }}}}"] }}
+                phase work {{ task long on sh }}
+                phase cleanup {{
+                    always = true
+                    task report on rep {{ retry = 0 }}
+                }}
+            }}"#,
+            marker = marker.display()
+        ),
+    );
+    let once = interrupted(dir.path(), "c.cond", 1);
+    assert_eq!(once.code, Some(1), "{}\n{}", once.stdout, once.stderr);
+    assert!(
+        once.stdout
+            .contains("the `always` phases run now (stop again to skip them)"),
+        "{}",
+        once.stdout
+    );
+    let s = state(dir.path(), &run_id(&once.stdout));
+    assert_eq!(s["status"], "cancelled");
+    assert_eq!(s["task_results"]["long"]["status"], "cancelled");
+    assert_eq!(s["task_results"]["report"]["status"], "completed");
+    assert_eq!(
+        s["task_results"]["report"]["output"]["stdout"],
+        "cleanup cancelled\n"
+    );
+
+    std::fs::remove_file(&marker).unwrap();
+    let twice = interrupted(dir.path(), "c.cond", 2);
+    assert_eq!(twice.code, Some(1), "{}\n{}", twice.stdout, twice.stderr);
+    let s = state(dir.path(), &run_id(&twice.stdout));
+    assert_eq!(s["status"], "cancelled");
+    assert_ne!(s["task_results"]["report"]["status"], "completed");
+}

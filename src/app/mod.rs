@@ -16,6 +16,6 @@ pub(crate) use inspect::{export_artifacts, find_run, gc, load_run, parse_age};
 pub(crate) use load::{load, provider_warnings, Loaded};
 pub(crate) use runs::{
     parse_budget, parse_decision, parse_params, read_param_files, resume, start, who, Prepared,
-    Resume, Start, Stopped, StoreLayer, Watch,
+    Resume, Start, Stop, Stopped, StoreLayer, Watch,
 };
 pub(crate) use stores::StoreSpec;

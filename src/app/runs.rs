@@ -219,10 +219,26 @@ fn open_recorder(record: Option<&PathBuf>) -> Result<Option<Arc<Recorder>>, AppE
         .transpose()
 }
 
+/// How a run is stopped from outside: `cancel` ends it CANCELLED after its `always` phases
+/// have run; `halt` ends it at once. One token for both makes a single stop final.
+pub(crate) struct Stop {
+    pub cancel: CancellationToken,
+    pub halt: CancellationToken,
+}
+
+impl From<CancellationToken> for Stop {
+    fn from(token: CancellationToken) -> Stop {
+        Stop {
+            cancel: token.clone(),
+            halt: token,
+        }
+    }
+}
+
 /// Starts a run and drives it to its end.
 pub(crate) async fn start(
     req: Start,
-    cancel: CancellationToken,
+    stop: impl Into<Stop>,
     watch: impl FnOnce(&Prepared<'_>) -> Watch,
 ) -> Result<Stopped, AppError> {
     let loaded = super::load(&req.file)?;
@@ -232,7 +248,9 @@ pub(crate) async fn start(
     let store = layered(req.store.open_for_run()?, req.layer.as_ref());
     let mut options = RunOptions::new(store.clone());
     let _lease = store.lease(&options.run_id)?;
-    options.cancel = cancel;
+    let stop = stop.into();
+    options.cancel = stop.cancel;
+    options.halt = stop.halt;
     options.params = req.params;
     options.file = req.file.display().to_string();
     options.dry_run = req.dry_run;
@@ -304,7 +322,7 @@ pub(crate) fn who() -> String {
 /// Continues a stopped run (`conductor resume`, `conductor dlq retry`).
 pub(crate) async fn resume(
     req: Resume,
-    cancel: CancellationToken,
+    stop: impl Into<Stop>,
     watch: impl FnOnce(&Prepared<'_>) -> Watch,
 ) -> Result<Stopped, AppError> {
     let store = layered(req.store.open_existing()?, req.layer.as_ref());
@@ -356,7 +374,9 @@ pub(crate) async fn resume(
     let mut options = RunOptions::new(store.clone());
     options.run_id = run_id.clone();
     options.params = req.params;
-    options.cancel = cancel;
+    let stop = stop.into();
+    options.cancel = stop.cancel;
+    options.halt = stop.halt;
     options.workspace = (!state.dry_run)
         .then(|| super::workspace::create(&req.store, &run_id))
         .flatten();

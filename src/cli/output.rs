@@ -87,6 +87,16 @@ pub(super) fn drive<T: Send + 'static>(
     cancel: tokio_util::sync::CancellationToken,
     work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static,
 ) -> Result<T, AppError> {
+    drive_stops(cancel.clone(), cancel, work)
+}
+
+/// [`drive`] for a run: the first signal cancels `cancel` (the run's `always` phases still
+/// run), a second one `halt` (the run ends at once).
+pub(super) fn drive_stops<T: Send + 'static>(
+    cancel: tokio_util::sync::CancellationToken,
+    halt: tokio_util::sync::CancellationToken,
+    work: impl std::future::Future<Output = Result<T, AppError>> + Send + 'static,
+) -> Result<T, AppError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -96,6 +106,9 @@ pub(super) fn drive<T: Send + 'static>(
             if stop_signal().await {
                 cancel.cancel();
                 crate::template::interrupt_renders();
+                if stop_signal().await {
+                    halt.cancel();
+                }
             }
         });
         let result = tokio::spawn(work).await;

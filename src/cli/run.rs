@@ -82,17 +82,18 @@ pub(super) fn run(args: RunArgs, globals: &Globals) -> Result<ExitCode, AppError
         store: globals.store.clone(),
         layer: None,
     };
-    let cancel = CancellationToken::new();
+    let (cancel, halt) = (CancellationToken::new(), CancellationToken::new());
     let flags = globals.flags.clone();
     let json = args.json;
     let listen = args.metrics_listen;
-    let stopped = output::drive(cancel.clone(), async move {
+    let stopped = output::drive_stops(cancel.clone(), halt.clone(), async move {
         let metrics = match listen {
             Some(addr) => Some(super::metrics::listen(addr, cancel.clone()).await?),
             None => None,
         };
         start.layer = metrics.as_ref().map(|m| m.store_layer());
-        app::start(start, cancel, |p| {
+        let stop = app::Stop { cancel, halt };
+        app::start(start, stop, |p| {
             let mut w = watch(p, json, &flags);
             if let Some(m) = metrics {
                 w.observers.push(super::metrics::observer(m, p));
@@ -129,11 +130,11 @@ pub(super) fn resume(args: ResumeArgs, globals: &Globals) -> Result<ExitCode, Ap
         by: None,
         layer: None,
     };
-    let cancel = CancellationToken::new();
+    let (cancel, halt) = (CancellationToken::new(), CancellationToken::new());
     let flags = globals.flags.clone();
     let json = args.json;
-    let stopped = output::drive(cancel.clone(), async move {
-        app::resume(req, cancel, |p| watch(p, json, &flags)).await
+    let stopped = output::drive_stops(cancel.clone(), halt.clone(), async move {
+        app::resume(req, app::Stop { cancel, halt }, |p| watch(p, json, &flags)).await
     })?;
     Ok(ended(stopped, json, &globals.flags))
 }
@@ -153,10 +154,10 @@ pub(super) fn retry_dead_letter(entry: &str, globals: &Globals) -> Result<ExitCo
         by: None,
         layer: None,
     };
-    let cancel = CancellationToken::new();
+    let (cancel, halt) = (CancellationToken::new(), CancellationToken::new());
     let flags = globals.flags.clone();
-    let stopped = output::drive(cancel.clone(), async move {
-        app::resume(req, cancel, |p| watch(p, false, &flags)).await
+    let stopped = output::drive_stops(cancel.clone(), halt.clone(), async move {
+        app::resume(req, app::Stop { cancel, halt }, |p| watch(p, false, &flags)).await
     })?;
     Ok(ended(stopped, false, &globals.flags))
 }

@@ -122,6 +122,11 @@ pub(super) struct Dispatcher {
     /// The attempts on workers, when a pool is placed on them.
     pub remote: Option<Arc<super::remote::Hub>>,
     pub(super) cancel: tokio_util::sync::CancellationToken,
+    /// A second stop: no `always` phases.
+    halt: tokio_util::sync::CancellationToken,
+    /// The operator cancelled once: the `always` phases run, unless `halt` comes too.
+    cancelled_once: bool,
+    halted: bool,
     /// The run's budgets, opened at the first dispatch (after a resume has rebuilt the state
     /// they are seeded from); `Some(None)`: the run has none.
     pub ledger: Option<Option<Arc<super::budget::Ledger>>>,
@@ -238,6 +243,9 @@ impl Dispatcher {
             finish: None,
             remote,
             cancel: options.cancel,
+            halt: options.halt,
+            cancelled_once: false,
+            halted: false,
             ledger: None,
             wrapping_up: false,
             run,
@@ -346,6 +354,9 @@ impl Dispatcher {
         let cancel = self.cancel.clone();
         let cancelled = cancel.cancelled();
         tokio::pin!(cancelled);
+        let halt = self.halt.clone();
+        let halted = halt.cancelled();
+        tokio::pin!(halted);
         let deadline = tokio::time::sleep_until(self.run.deadline);
         tokio::pin!(deadline);
         let timer = tokio::time::sleep_until(self.run.deadline);
@@ -360,8 +371,13 @@ impl Dispatcher {
                 continue;
             }
             if let Some((status, error)) = self.finish.take() {
+                // An operator's cancel still runs the `always` phases; a second stop, or the
+                // run's timeout, does not.
+                let cancel_runs_always =
+                    status == RunStatus::Cancelled && self.cancelled_once && !self.halted;
                 if self.state.ending.is_none()
-                    && matches!(status, RunStatus::Completed | RunStatus::Failed)
+                    && (matches!(status, RunStatus::Completed | RunStatus::Failed)
+                        || cancel_runs_always)
                     && self.run.wf.always_phases().next().is_some()
                 {
                     // The normal phases are over: what still runs of them stops, then the
@@ -397,9 +413,23 @@ impl Dispatcher {
             }
             tokio::select! {
                 biased;
-                _ = &mut cancelled => {
+                _ = &mut halted, if !self.halted => {
                     self.journal.clock = now();
-                    self.record(EventKind::Warning { message: "cancelled by the operator".into() });
+                    self.halted = true;
+                    if !self.cancelled_once {
+                        self.record(EventKind::Warning { message: "cancelled by the operator".into() });
+                    }
+                    self.finish = Some((RunStatus::Cancelled, Some("cancelled by the operator".into())));
+                }
+                _ = &mut cancelled, if !self.cancelled_once => {
+                    self.journal.clock = now();
+                    self.cancelled_once = true;
+                    let message = if self.state.ending.is_none() && self.run.wf.always_phases().next().is_some() {
+                        "cancelled by the operator; the `always` phases run now (stop again to skip them)"
+                    } else {
+                        "cancelled by the operator"
+                    };
+                    self.record(EventKind::Warning { message: message.into() });
                     self.finish = Some((RunStatus::Cancelled, Some("cancelled by the operator".into())));
                 }
                 _ = &mut deadline => {

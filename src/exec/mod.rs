@@ -55,6 +55,9 @@ pub struct RunOptions {
     /// Cancelling it (Ctrl-C) cancels the run: running tasks are stopped, the run ends
     /// CANCELLED with its record kept.
     pub cancel: CancellationToken,
+    /// A second stop: the run ends CANCELLED at once, without its `always` phases (a first
+    /// `cancel` runs them). The same token as `cancel` makes one stop final.
+    pub halt: CancellationToken,
     /// Every agent is a zero-latency mock shaped like its role (`--dry-run`).
     pub dry_run: bool,
     /// The file as the user named it, for records and headers.
@@ -78,12 +81,14 @@ pub struct RunOptions {
 
 impl RunOptions {
     pub fn new(store: Arc<dyn Store>) -> RunOptions {
+        let cancel = CancellationToken::new();
         RunOptions {
             run_id: RunId::new(),
             params: BTreeMap::new(),
             store,
             observers: Vec::new(),
-            cancel: CancellationToken::new(),
+            halt: cancel.clone(),
+            cancel,
             dry_run: false,
             file: String::new(),
             operator: None,

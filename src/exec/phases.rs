@@ -192,7 +192,10 @@ impl Dispatcher {
             return false;
         };
         if self.state.ending.is_some()
-            || !matches!(status, RunStatus::Completed | RunStatus::Failed)
+            || !matches!(
+                status,
+                RunStatus::Completed | RunStatus::Failed | RunStatus::Cancelled
+            )
         {
             return false;
         }
