@@ -50,7 +50,8 @@ pub(crate) fn cost_phrase(u: &Usage) -> String {
 /// `by phase: build $0.01, review $0.02; by pass: 1 $0.01, 2 $0.02`: where the money went,
 /// when there was any spend.
 pub fn cost_breakdown(state: &RunState) -> Option<String> {
-    if state.usage.calls == 0 {
+    // Nothing to break down: no call, or every call replayed (the total already says so).
+    if state.usage.calls == 0 || state.usage.replayed == state.usage.calls {
         return None;
     }
     let phases: Vec<String> = state
