@@ -178,6 +178,12 @@ pub(crate) struct Tokens {
     pub input: u64,
     pub output: u64,
     pub calls: u32,
+    /// What the priced calls cost (`conductor.toml` prices); replayed calls cost nothing.
+    pub usd: crate::model::Usd,
+    /// Calls with no price configured: their cost is unknown.
+    pub unpriced: u32,
+    /// Calls answered from a cassette.
+    pub replayed: u32,
 }
 
 /// What the events say happened when, in order: attempts, decisions, tokens.
@@ -359,6 +365,13 @@ impl Timeline {
         t.input += input;
         t.output += output;
         t.calls += calls.len() as u32;
+        for c in calls {
+            match (c.replayed, c.usd) {
+                (true, _) => t.replayed += 1,
+                (false, Some(usd)) => t.usd = t.usd.plus(usd),
+                (false, None) => t.unpriced += 1,
+            }
+        }
         i
     }
 }
@@ -439,4 +452,53 @@ fn layout_of(server: &Server, state: &RunState) -> Arc<Layout> {
         cache.insert(state.workflow_id.clone(), layout.clone());
     }
     layout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{LlmCall, Timestamp, Usd};
+
+    fn call(usd: Option<f64>, replayed: bool) -> LlmCall {
+        LlmCall {
+            provider: "default".into(),
+            model: "m".into(),
+            input_tokens: 100,
+            output_tokens: 10,
+            cached_input_tokens: 0,
+            duration_ms: 1,
+            replayed,
+            usd: usd.map(Usd::from_dollars),
+        }
+    }
+
+    #[test]
+    fn tokens_per_task_and_pass_carry_the_cost_of_priced_calls_only() {
+        let mut t = Timeline::default();
+        let finished = |seq, calls| Event {
+            seq,
+            at: Timestamp(seq),
+            kind: EventKind::AttemptFinished {
+                task: "review".into(),
+                agent: "reviewer-01".into(),
+                attempt: 1,
+                duration_ms: 1,
+                output: None,
+                error: None,
+                calls,
+                artifacts: Vec::new(),
+                cached: false,
+                tail: Default::default(),
+            },
+        };
+        t.add(&finished(
+            1,
+            vec![call(Some(0.25), false), call(None, false)],
+        ));
+        t.add(&finished(2, vec![call(Some(0.5), false), call(None, true)]));
+        let r = &t.tokens[0]["review"];
+        assert_eq!((r.calls, r.input, r.output), (4, 400, 40));
+        assert_eq!(r.usd, Usd::from_dollars(0.75));
+        assert_eq!((r.unpriced, r.replayed), (1, 1));
+    }
 }

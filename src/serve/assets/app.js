@@ -393,11 +393,18 @@ function tokenTable(pass) {
   const tokens = (view.board.timeline.tokens[pass]) || {};
   const names = Object.keys(tokens).sort();
   if (!names.length) return el('p', { class: 'muted', id: 'tokens' }, 'no LLM calls in this pass');
-  // Prices are not configured in conductor.toml yet: cost is shown when they are.
+  // Cost at the prices of conductor.toml; replayed calls cost nothing, unpriced ones are counted.
+  const cost = (t) => {
+    if (t.replayed === t.calls) return 'replayed';
+    const usd = t.usd > 0 || t.unpriced < t.calls ? `$${Number(t.usd).toFixed(4)}` : '';
+    const unpriced = t.unpriced ? `${t.unpriced} unpriced` : '';
+    return [usd, unpriced].filter(Boolean).join(' + ') || '-';
+  };
   return el('table', { id: 'tokens' },
-    el('thead', {}, el('tr', {}, el('th', {}, 'Task'), el('th', {}, 'Calls'), el('th', {}, 'In'), el('th', {}, 'Out'))),
+    el('thead', {}, el('tr', {}, el('th', {}, 'Task'), el('th', {}, 'Calls'), el('th', {}, 'In'), el('th', {}, 'Out'), el('th', {}, 'Cost'))),
     el('tbody', {}, ...names.map((n) => el('tr', { 'data-task': n },
-      el('td', {}, n), el('td', {}, tokens[n].calls), el('td', {}, tokens[n].input), el('td', {}, tokens[n].output)))));
+      el('td', {}, n), el('td', {}, tokens[n].calls), el('td', {}, tokens[n].input), el('td', {}, tokens[n].output),
+      el('td', { class: 'cost' }, cost(tokens[n]))))));
 }
 
 // The tasks table, virtualised: only the rows in view exist, so 10,000 tasks scroll freely.
