@@ -539,3 +539,29 @@ fn resume_after_ctrl_c_with_an_external_task_keeps_the_order_and_does_not_crash(
         .collect();
     assert_eq!(order, ["up", "next", "last"]);
 }
+
+#[test]
+fn a_store_that_cannot_be_written_is_not_called_damaged() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("crashy.cond"), WORKFLOW).unwrap();
+    let out = conductor(dir.path())
+        .args(["run", "crashy.cond"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // SQLite cannot create its write-ahead log beside the file (a folder holds its name): the
+    // same failure as a read-only folder, without needing privileges to make one.
+    let wal = dir.path().join("store.db-wal");
+    let _ = std::fs::remove_file(&wal);
+    std::fs::create_dir(&wal).unwrap();
+    let out = conductor(dir.path()).arg("runs").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot be opened for writing"), "{stderr}");
+    assert!(!stderr.contains("damaged"), "{stderr}");
+    // The store itself is intact: once the folder is gone, every run is there.
+    std::fs::remove_dir(&wal).unwrap();
+    let out = conductor(dir.path()).arg("runs").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("crashy"));
+}

@@ -16,6 +16,8 @@ pub enum StoreError {
     Busy { run: RunId, lock: PathBuf },
     #[error("`{}` is not a Conductor store, or it is damaged: {cause}", path.display())]
     NotAStore { path: PathBuf, cause: String },
+    #[error("`{}` cannot be opened for writing ({cause}): a store needs to write its file and, beside it, `{}-wal` and `{}-shm`; check the permissions of the file and its folder", path.display(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())]
+    NotWritable { path: PathBuf, cause: String },
     #[error("`{}` was written by a newer Conductor (schema {found}; this build knows {known})", path.display())]
     NewerSchema {
         path: PathBuf,

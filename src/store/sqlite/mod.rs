@@ -43,9 +43,25 @@ impl SqliteStore {
                 cause: e.to_string(),
             })?;
         }
-        let not_a_store = |e: rusqlite::Error| StoreError::NotAStore {
-            path: path.to_path_buf(),
-            cause: e.to_string(),
+        // An existing file SQLite cannot open or write is a permission problem (the file, its
+        // folder, or the WAL files beside it), not damage.
+        let not_a_store = |e: rusqlite::Error| {
+            let code = e.sqlite_error_code();
+            let access = matches!(
+                code,
+                Some(rusqlite::ErrorCode::CannotOpen | rusqlite::ErrorCode::ReadOnly)
+            );
+            if access && path.is_file() {
+                StoreError::NotWritable {
+                    path: path.to_path_buf(),
+                    cause: e.to_string(),
+                }
+            } else {
+                StoreError::NotAStore {
+                    path: path.to_path_buf(),
+                    cause: e.to_string(),
+                }
+            }
         };
         let conn = Connection::open(path).map_err(not_a_store)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
