@@ -5,45 +5,10 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-fn conductor(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
-    c.current_dir(dir)
-        .env("CONDUCTOR_STORE", dir.join("store.db"))
-        .stdin(Stdio::null());
-    c
-}
-
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(dir: &Path, args: &[&str]) -> Ran {
-    let out = conductor(dir).args(args).output().unwrap();
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn run_id(view: &str) -> String {
-    view.split_whitespace().nth(1).unwrap().to_string()
-}
-
-fn state(dir: &Path, run_id: &str) -> serde_json::Value {
-    let r = run(dir, &["show", run_id, "--json"]);
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
-    serde_json::from_str(&r.stdout).unwrap()
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).unwrap();
-}
+use crate::support::cli::{conductor, run, run_id, state, write};
 
 fn stdout_of(state: &serde_json::Value, task: &str) -> String {
     state["task_results"][task]["output"]["stdout"]

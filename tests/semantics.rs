@@ -5,37 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn conductor(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
-    c.current_dir(dir)
-        .env("CONDUCTOR_STORE", dir.join("store.db"))
-        .stdin(Stdio::null());
-    c
-}
-
-struct Ran {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-fn run(dir: &Path, args: &[&str]) -> Ran {
-    let out = conductor(dir).args(args).output().unwrap();
-    Ran {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-fn run_id(view: &str) -> String {
-    view.split_whitespace().nth(1).unwrap().to_string()
-}
-
-fn state(dir: &Path, run: &str) -> serde_json::Value {
-    let out = run_in(dir, &["show", run, "--json"]);
-    serde_json::from_str(&out.stdout).unwrap()
-}
+use crate::support::cli::{conductor, run, run_id, state, write, Ran};
 
 fn run_in(dir: &Path, args: &[&str]) -> Ran {
     let r = run(dir, args);
@@ -46,10 +16,6 @@ fn run_in(dir: &Path, args: &[&str]) -> Ran {
         r.stderr
     );
     r
-}
-
-fn write(dir: &Path, name: &str, text: &str) {
-    std::fs::write(dir.join(name), text).unwrap();
 }
 
 #[test]

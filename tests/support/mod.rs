@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+pub mod cli;
 pub mod postgres;
 
 use tokio::io::AsyncReadExt;
