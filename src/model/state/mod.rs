@@ -6,6 +6,7 @@
 //! `WorkflowState` so its users recognise them.
 
 mod apply;
+mod changes;
 mod view;
 
 use std::collections::{BTreeMap, HashMap};
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub(crate) use apply::DLQ_RETRY_BY;
-pub use apply::{AgentRow, AttemptRow, Changes, DecisionRow, TaskRow};
+pub use changes::{AgentRow, AttemptRow, Changes, DecisionRow, TaskRow};
 pub use view::RunStateView;
 
 use super::{
