@@ -113,9 +113,19 @@ impl Ledger {
                 continue;
             };
             let spend = r.usage.spend().plus(r.reserved);
+            if spend.is_zero() {
+                continue;
+            }
             for (owner, _) in wf.budgets.containing(task) {
                 if let Some(a) = accounts.get_mut(&owner) {
                     a.spent = a.spent.plus(spend);
+                    // A `wall` below the workflow counts from its first call: at the latest
+                    // when the first task that made one started (a resume keeps the clock).
+                    if owner != Owner::Workflow {
+                        if let Some(at) = r.started_at {
+                            a.since_ms = Some(a.since_ms.map_or(at.0, |s| s.min(at.0)));
+                        }
+                    }
                 }
             }
         }
