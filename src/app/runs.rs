@@ -263,10 +263,13 @@ pub(crate) async fn start(
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
+    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config);
+    options.children = Some(children.clone());
     attach(&mut options, &*store, &loaded, 0, watch);
     let workspace = options.workspace.clone();
     let temporary = req.store == StoreSpec::Memory;
     let result = crate::exec::run(Arc::new(loaded.workflow), Arc::new(loaded.plan), options).await;
+    children.wait().await;
     if let (true, Some(dir)) = (temporary, &workspace) {
         super::workspace::remove_temporary(dir);
     }
@@ -382,6 +385,8 @@ pub(crate) async fn resume(
         .flatten();
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
+    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config);
+    options.children = Some(children.clone());
     let history = events.last().map_or(0, |e| e.seq);
     attach(&mut options, &*store, &loaded, history, watch);
     let request = ResumeRequest {
@@ -399,7 +404,9 @@ pub(crate) async fn resume(
         events,
         request,
     )
-    .await?;
+    .await;
+    children.wait().await;
+    let state = state?;
     if let Some(r) = &retry {
         // Handled: the retry is in the run's log, with its own outcome.
         let _ = store.drop_dead_letter(&r.entry);

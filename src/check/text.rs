@@ -264,7 +264,7 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
         AgentKind::Script(s) => {
             let _ = writeln!(out, "    function {}", s.function);
         }
-        AgentKind::Approval => {}
+        AgentKind::Approval | AgentKind::Child(_) => {}
         AgentKind::Mock(m) => {
             let _ = writeln!(
                 out,
