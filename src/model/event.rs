@@ -284,6 +284,7 @@ impl EventKind {
             | EventKind::Escalated { task, .. }
             | EventKind::ApprovalRequested { task, .. }
             | EventKind::FanOutExpanded { task, .. }
+            | EventKind::ChildRunStarted { task, .. }
             | EventKind::Decided { task, .. } => Some(task),
             EventKind::DeadLettered { entry } => Some(&entry.task),
             _ => None,
