@@ -276,3 +276,30 @@ fn for_each_starts_one_child_run_per_item() {
     assert_eq!(children.len(), 3);
     assert_eq!(runs(dir.path()).len(), 4);
 }
+
+#[test]
+fn a_cycle_through_two_child_workflows_is_a_check_error_in_the_file_that_closes_it() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "a.cond",
+        "workflow a {\n    phase p { task to_b on workflow \"b.cond\" }\n}\n",
+    );
+    write(
+        dir.path(),
+        "b.cond",
+        "workflow b {\n    phase p { task to_a on workflow \"a.cond\" }\n}\n",
+    );
+    let r = run(dir.path(), &["check", "a.cond"]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    let out = format!("{}{}", r.stdout, r.stderr);
+    assert!(
+        out.contains("child workflows form a cycle: a.cond → b.cond → a.cond"),
+        "{out}"
+    );
+    assert!(out.contains("b.cond:2:37"), "{out}");
+    assert!(
+        out.contains("in child workflow `b.cond` used by task `to_b` (a.cond:2:37)"),
+        "{out}"
+    );
+}

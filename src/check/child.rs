@@ -62,7 +62,7 @@ impl Checker<'_> {
                 file.span,
                 format!("child workflows form a cycle: {}", chain.join(" → ")),
             )
-            .with_label("starts a workflow that is already running above it")
+            .with_label("leads back to a workflow above it")
             .help = Some("a workflow cannot be its own child, directly or through others".into());
             return;
         }
@@ -117,7 +117,8 @@ impl Checker<'_> {
             .max(1);
         self.child_agents.push(Agent {
             id,
-            name: info.written.clone(),
+            // One pool per task: two tasks on the same file must not share instance names.
+            name: format!("{}:{}", info.written, t.name.name),
             kind: AgentKind::Child(ChildAgent {
                 written: info.written.clone(),
                 path: info.path.clone(),

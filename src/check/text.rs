@@ -264,7 +264,15 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
         AgentKind::Script(s) => {
             let _ = writeln!(out, "    function {}", s.function);
         }
-        AgentKind::Approval | AgentKind::Child(_) => {}
+        AgentKind::Approval => {}
+        AgentKind::Child(c) => {
+            let _ = writeln!(
+                out,
+                "    workflow {:?} outputs [{}]",
+                c.written,
+                c.outputs.join(", ")
+            );
+        }
         AgentKind::Mock(m) => {
             let _ = writeln!(
                 out,
