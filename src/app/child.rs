@@ -139,6 +139,7 @@ impl Children {
         let _lease = self.store.lease(&call.run)?;
         let mut options = self.options(call, cancel);
         options.config = Arc::new(config);
+        let workspace = options.workspace.clone();
         let state = crate::exec::resume(
             Arc::new(loaded.workflow),
             Arc::new(loaded.plan),
@@ -146,8 +147,17 @@ impl Children {
             events,
             ResumeRequest::default(),
         )
-        .await?;
-        Ok(state)
+        .await;
+        self.forget_workspace(workspace);
+        Ok(state?)
+    }
+
+    /// A child in the memory store works in a temporary folder, removed after it, as its
+    /// parent's is.
+    fn forget_workspace(&self, workspace: Option<PathBuf>) {
+        if let (StoreSpec::Memory, Some(dir)) = (&self.spec, workspace) {
+            super::workspace::remove_temporary(&dir);
+        }
     }
 }
 
