@@ -89,6 +89,11 @@ fn a_parent_task_sees_its_childs_declared_outputs() {
     let c = state(dir.path(), &children[0]);
     assert_eq!(c["status"], "completed");
     assert_eq!(c["workflow"], "deploy");
+    assert_eq!(
+        c["parent"],
+        serde_json::json!({ "run": parent, "task": "staging" })
+    );
+    assert_eq!(c["outputs"]["url"], "https://staging.test/v2.0");
     let shown = run(dir.path(), &["show", &children[0]]).stdout;
     assert!(
         shown.contains(&format!("child run of run {parent} (its task `staging`")),
@@ -227,6 +232,10 @@ fn a_parent_killed_while_its_child_runs_goes_on_with_that_child_on_resume() {
     let events = run(dir.path(), &["events", &first_child]).stdout;
     assert_eq!(events.matches("\"run_started\"").count(), 1, "{events}");
     assert!(events.contains("\"run_resumed\""), "{events}");
+    // Inside the child, its task that was in flight ran again (a `pure` task may): once per
+    // process, in the one child run.
+    let count = std::fs::read_to_string(dir.path().join("count")).unwrap();
+    assert_eq!(count.lines().count(), 2, "{count}");
     assert_eq!(
         s["task_results"]["summary"]["output"]["stdout"],
         "deployed at https://staging.test/v2.0\n"
@@ -302,4 +311,27 @@ fn a_cycle_through_two_child_workflows_is_a_check_error_in_the_file_that_closes_
         out.contains("in child workflow `b.cond` used by task `to_b` (a.cond:2:37)"),
         "{out}"
     );
+}
+
+#[test]
+fn a_child_run_tasks_timeout_cancels_the_child_and_fails_the_task() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "deploy.cond", &waiting_child(dir.path()));
+    write(
+        dir.path(),
+        "release.cond",
+        &PARENT.replace(
+            r#"params = { env = "staging", version = "2.0" } }"#,
+            r#"params = { env = "staging", version = "2.0" }, timeout = 1s }"#,
+        ),
+    );
+    let r = run(dir.path(), &["run", "release.cond"]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.stdout, r.stderr);
+    let s = state(dir.path(), &run_id(&r.stdout));
+    assert_eq!(s["task_results"]["staging"]["status"], "failed");
+    assert_eq!(s["task_results"]["staging"]["error"]["code"], "TIMEOUT");
+    let children = child_runs(&s, "staging");
+    assert_eq!(children.len(), 1, "{s}");
+    let c = state(dir.path(), &children[0]);
+    assert_eq!(c["status"], "cancelled", "{c}");
 }
