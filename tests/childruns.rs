@@ -335,3 +335,32 @@ fn a_child_run_tasks_timeout_cancels_the_child_and_fails_the_task() {
     let c = state(dir.path(), &children[0]);
     assert_eq!(c["status"], "cancelled", "{c}");
 }
+
+#[test]
+fn child_runs_share_a_postgresql_store_with_their_parent() {
+    let Some(db) = crate::support::postgres::database("child_runs_postgres") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "deploy.cond", &child(""));
+    write(dir.path(), "release.cond", PARENT);
+    let r = run(dir.path(), &["run", "release.cond", "--store", &db]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.stdout, r.stderr);
+    let parent = run_id(&r.stdout);
+    let shown = run(dir.path(), &["show", &parent, "--json", "--store", &db]);
+    let s: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(s["status"], "completed");
+    let children = child_runs(&s, "staging");
+    assert_eq!(children.len(), 1, "{s}");
+    let shown = run(
+        dir.path(),
+        &["show", &children[0], "--json", "--store", &db],
+    );
+    let c: Value = serde_json::from_str(&shown.stdout).unwrap();
+    assert_eq!(c["status"], "completed");
+    assert_eq!(c["parent"]["run"], parent.as_str());
+    assert_eq!(
+        s["task_results"]["summary"]["output"]["stdout"],
+        "deployed at https://staging.test/v2.0\n"
+    );
+}
