@@ -180,9 +180,23 @@ fn waiting_child(dir: &Path) -> String {
 }
 
 #[test]
-fn cancelling_the_parent_cancels_its_running_child() {
+fn cancelling_the_parent_cancels_its_running_child_whose_always_phases_run() {
     let dir = tempfile::tempdir().unwrap();
-    write(dir.path(), "deploy.cond", &waiting_child(dir.path()));
+    let cleaned = dir.path().join("cleaned");
+    let cleanup = format!(
+        r#"phase ship {{ task publish on sh }}
+    agent tidy {{ kind = "shell", command = ["touch", "{}"] }}
+    phase cleanup {{
+        always = true
+        task clean on tidy
+    }}"#,
+        cleaned.display()
+    );
+    write(
+        dir.path(),
+        "deploy.cond",
+        &waiting_child(dir.path()).replace("phase ship { task publish on sh }", &cleanup),
+    );
     write(dir.path(), "release.cond", PARENT);
     let process = start_and_wait(dir.path());
     let pid = process.id().to_string();
@@ -197,6 +211,8 @@ fn cancelling_the_parent_cancels_its_running_child() {
     let c = state(dir.path(), &children[0]);
     assert_eq!(c["status"], "cancelled", "{c}");
     assert_eq!(c["task_results"]["publish"]["status"], "cancelled");
+    assert_eq!(c["task_results"]["clean"]["status"], "completed");
+    assert!(cleaned.exists());
 }
 
 #[test]

@@ -26,6 +26,9 @@ pub(crate) struct Children {
     spec: StoreSpec,
     /// `--config FILE`, for the children too.
     config: Option<PathBuf>,
+    /// The parent's second stop: children end at once too, without their `always` phases (a
+    /// first stop cancels them, and their `always` phases run).
+    halt: CancellationToken,
     running: Mutex<Vec<JoinHandle<()>>>,
     me: std::sync::Weak<Children>,
 }
@@ -35,11 +38,13 @@ impl Children {
         store: Arc<dyn Store>,
         spec: StoreSpec,
         config: Option<PathBuf>,
+        halt: CancellationToken,
     ) -> Arc<Children> {
         Arc::new_cyclic(|me| Children {
             store,
             spec,
             config,
+            halt,
             running: Mutex::new(Vec::new()),
             me: me.clone(),
         })
@@ -93,8 +98,8 @@ impl Children {
     fn options(&self, call: &ChildCall, cancel: CancellationToken) -> RunOptions {
         let mut options = RunOptions::new(self.store.clone());
         options.run_id = call.run.clone();
-        options.cancel = cancel.clone();
-        options.halt = cancel;
+        options.cancel = cancel;
+        options.halt = self.halt.child_token();
         options.file = call.path.display().to_string();
         options.workspace = match self.spec {
             StoreSpec::Memory => super::workspace::temporary(&call.run),

@@ -250,6 +250,7 @@ pub(crate) async fn start(
     let _lease = store.lease(&options.run_id)?;
     let stop = stop.into();
     options.cancel = stop.cancel;
+    let halt = stop.halt.clone();
     options.halt = stop.halt;
     options.params = req.params;
     options.file = req.file.display().to_string();
@@ -263,7 +264,7 @@ pub(crate) async fn start(
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
-    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config);
+    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config, halt);
     options.children = Some(children.clone());
     attach(&mut options, &*store, &loaded, 0, watch);
     let workspace = options.workspace.clone();
@@ -379,13 +380,14 @@ pub(crate) async fn resume(
     options.params = req.params;
     let stop = stop.into();
     options.cancel = stop.cancel;
+    let halt = stop.halt.clone();
     options.halt = stop.halt;
     options.workspace = (!state.dry_run)
         .then(|| super::workspace::create(&req.store, &run_id))
         .flatten();
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
-    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config);
+    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config, halt);
     options.children = Some(children.clone());
     let history = events.last().map_or(0, |e| e.seq);
     attach(&mut options, &*store, &loaded, history, watch);
