@@ -75,6 +75,15 @@ fn a_parent_task_sees_its_childs_declared_outputs() {
     let parent = run_id(&r.stdout);
     let s = state(dir.path(), &parent);
     assert_eq!(s["status"], "completed");
+    let children = child_runs(&s, "staging");
+    assert!(
+        r.stdout.contains(&format!(
+            "↳ staging              child run {} of deploy.cond",
+            children[0]
+        )),
+        "{}",
+        r.stdout
+    );
     assert_eq!(
         s["task_results"]["staging"]["output"],
         serde_json::json!({ "url": "https://staging.test/v2.0", "env": "staging" })
