@@ -223,6 +223,7 @@ fn too_deep(call: &agents::AgentCall, at: &str) -> TaskError {
         agents::AgentCall::Script(_) => "the value its script returned",
         agents::AgentCall::Mock(_) => "its mock `output`",
         agents::AgentCall::Approval(_) => "its approval",
+        agents::AgentCall::Child(_) => "its child run's outputs",
     };
     let message = format!(
         "the task's output ({source}) nests deeper than {} levels, at `{at}`; values are \
