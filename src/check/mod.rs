@@ -9,7 +9,9 @@ mod budget;
 mod command;
 pub(crate) mod compare;
 mod cycles;
+mod expand;
 pub(crate) mod fanout;
+mod imports;
 pub mod ir;
 mod modules;
 mod placement;
@@ -30,8 +32,10 @@ use self::ir::*;
 use self::values::Reader;
 use crate::diag::{self, Annotate, Diagnostic};
 use crate::policy::{ModuleSet, RuleKind};
-use crate::source::{FileId, SourceMap, Span};
+use crate::source::{SourceMap, Span};
 use crate::syntax::{self, ast};
+
+pub use imports::{ImportTexts, ImportedFile};
 
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_SIZE: usize = 64 * 1024 * 1024;
@@ -63,8 +67,20 @@ pub fn check_file(map: &mut SourceMap, path: &Path) -> Checked {
     check_source(map, &path.display().to_string(), path, &text)
 }
 
-/// Parses and checks workflow text; `path` is where `use` paths resolve from.
+/// Parses and checks workflow text; `path` is where `use` and `import` paths resolve from.
 pub fn check_source(map: &mut SourceMap, name: &str, path: &Path, text: &str) -> Checked {
+    check_source_with(map, name, path, text, None)
+}
+
+/// [`check_source`], with imported files' texts taken from `imports` where it has them (a
+/// resume re-checks a run's workflow with the imports it started with).
+pub fn check_source_with(
+    map: &mut SourceMap,
+    name: &str,
+    path: &Path,
+    text: &str,
+    imports: Option<&ImportTexts>,
+) -> Checked {
     let file = map.add(name, path, text);
     let (ast, mut diags) = match syntax::parse(file, text) {
         Ok(parsed) => parsed,
@@ -75,10 +91,27 @@ pub fn check_source(map: &mut SourceMap, name: &str, path: &Path, text: &str) ->
             }
         }
     };
-    let mut checker = Checker::new(map, file, path);
-    let workflow = checker.workflow(&ast.workflow);
+    let expanded = expand::expand(map, file, path, name, &ast.workflow, imports);
+    diags.extend(expanded.diags.iter().cloned());
+    if diags.iter().any(Diagnostic::is_error) {
+        // Names through a failed import would only cascade: stop between the stages.
+        expanded.annotate(&mut diags);
+        diag::sort(&mut diags);
+        return Checked {
+            workflow: None,
+            diags,
+        };
+    }
+    let mut checker = Checker::new(map, path);
+    let workflow = checker.workflow(&expanded.workflow).map(|mut wf| {
+        wf.imports = expanded.files.clone();
+        wf
+    });
     diags.append(&mut checker.diags);
+    expanded.annotate(&mut diags);
     diag::sort(&mut diags);
+    // A rule or template used twice is checked twice; its problems are reported once.
+    diags.dedup_by(|a, b| a.span == b.span && a.message == b.message);
     let ok = !diags.iter().any(Diagnostic::is_error);
     Checked {
         workflow: if ok { workflow } else { None },
@@ -129,7 +162,6 @@ struct Names {
 
 struct Checker<'m> {
     map: &'m mut SourceMap,
-    file: FileId,
     dir: PathBuf,
     path: PathBuf,
     diags: Vec<Diagnostic>,
@@ -147,14 +179,13 @@ struct Checker<'m> {
 }
 
 impl<'m> Checker<'m> {
-    fn new(map: &'m mut SourceMap, file: FileId, path: &Path) -> Checker<'m> {
+    fn new(map: &'m mut SourceMap, path: &Path) -> Checker<'m> {
         let dir = path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         Checker {
             map,
-            file,
             dir,
             path: path.to_path_buf(),
             diags: Vec::new(),
@@ -196,7 +227,13 @@ impl<'m> Checker<'m> {
                         self.workflow_setting(s, &mut settings, &mut description);
                     }
                 }
-                ast::Item::Use(_) | ast::Item::Phase(_) => {}
+                // Gone after expansion (`expand`), or read elsewhere.
+                ast::Item::Use(_)
+                | ast::Item::Phase(_)
+                | ast::Item::Import(_)
+                | ast::Item::Export(..)
+                | ast::Item::RuleDef(_)
+                | ast::Item::PhaseInstance(_) => {}
                 ast::Item::Param(p) => params.extend(self.param(p)),
                 ast::Item::Agent(a) => agents.extend(self.agent(a)),
                 ast::Item::Enforce(r) => enforce.extend(self.rule(RuleKind::Enforce, &r.rule)),
@@ -251,6 +288,7 @@ impl<'m> Checker<'m> {
             module_set: self.modules.clone(),
             templates: std::mem::take(&mut self.templates).finish(),
             budgets: std::mem::take(&mut self.budgets),
+            imports: Vec::new(),
             span: wf.span,
         })
     }

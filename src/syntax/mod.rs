@@ -295,7 +295,7 @@ fn describe_token(token: &str) -> String {
 /// literals are reported as tokens instead).
 fn describe_rule(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::ident | Rule::bare => "a name",
+        Rule::ident | Rule::bare | Rule::qname => "a name",
         Rule::string_lit | Rule::string_inner => "a string",
         Rule::triple_string | Rule::triple_inner => "a string",
         Rule::number => "a number",
@@ -323,6 +323,10 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::kw_on => "`on`",
         Rule::kw_after => "`after`",
         Rule::kw_when => "`when`",
+        Rule::kw_import => "`import`",
+        Rule::kw_as => "`as`",
+        Rule::kw_export => "`export`",
+        Rule::kw_rule => "`rule`",
         _ => return None,
     })
 }
