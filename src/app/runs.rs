@@ -263,6 +263,7 @@ pub(crate) async fn start(
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
+    options.imports = super::amend::store_imports(&*store, &loaded)?;
     attach(&mut options, &*store, &loaded, 0, watch);
     let workspace = options.workspace.clone();
     let temporary = req.store == StoreSpec::Memory;

@@ -45,6 +45,8 @@ pub(super) struct Run {
     pub max_parallel: usize,
     /// The SHA-256 of the workflow's stored source.
     pub source: Option<String>,
+    /// The imported files and their SHA-256, already stored as artifacts.
+    pub imports: std::collections::BTreeMap<String, String>,
     /// Mixed into every backoff's jitter.
     pub jitter_seed: u64,
     /// Whether preparing each task's call renders a template, by `TaskId`.
@@ -204,6 +206,7 @@ impl Dispatcher {
             max_parallel: wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize),
             env: Arc::new(env),
             source: options.source.clone(),
+            imports: options.imports.clone(),
             jitter_seed: options
                 .jitter_seed
                 .unwrap_or_else(super::backoff::random_seed),
@@ -313,6 +316,7 @@ impl Dispatcher {
             agents,
             dry_run: self.run.dry_run,
             source: self.run.source.clone(),
+            imports: self.run.imports.clone(),
         });
         // The run's first event is in the store before anything else happens.
         self.flush()?;

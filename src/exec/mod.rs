@@ -77,6 +77,8 @@ pub struct RunOptions {
     pub jitter_seed: Option<u64>,
     /// The SHA-256 of the workflow's source, already stored in the store as an artifact.
     pub source: Option<String>,
+    /// The imported files and their SHA-256, already stored as artifacts.
+    pub imports: BTreeMap<String, String>,
 }
 
 impl RunOptions {
@@ -97,6 +99,7 @@ impl RunOptions {
             recorder: None,
             jitter_seed: None,
             source: None,
+            imports: BTreeMap::new(),
         }
     }
 }
@@ -125,6 +128,8 @@ pub struct Amendment {
     pub from: Option<String>,
     pub to: String,
     pub changes: Vec<String>,
+    /// The imported files the run follows from now on.
+    pub imports: BTreeMap<String, String>,
 }
 
 /// Why a run could not start, continue or be recorded. A run that fails (a gate, a policy

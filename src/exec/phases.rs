@@ -471,6 +471,7 @@ mod tests {
                 agents: vec![],
                 dry_run: false,
                 source: None,
+                imports: Default::default(),
             },
         });
         state.tasks[0].output = json!({ "severity": "critical" });

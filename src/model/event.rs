@@ -42,6 +42,10 @@ pub enum EventKind {
         /// with a changed file compares against it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
+        /// Every `.cond` file the workflow imports (path relative to the workflow's folder)
+        /// with the SHA-256 of its text, stored as an artifact like the source.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        imports: BTreeMap<String, String>,
     },
     /// A fan-out task's items, before any instance is dispatched: each instance `task[key]`
     /// with its index and item. Resume, `why` and `show` read them here, never recompute them.
@@ -61,6 +65,9 @@ pub enum EventKind {
         from: Option<String>,
         to: String,
         changes: Vec<String>,
+        /// The imported files the run follows from now on, as in `RunStarted`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        imports: BTreeMap<String, String>,
     },
     PhaseEntered {
         phase: String,

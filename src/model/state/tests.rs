@@ -35,6 +35,7 @@ fn started() -> RunState {
             agents: vec!["m-01".into(), "m-02".into()],
             dry_run: false,
             source: None,
+            imports: Default::default(),
         },
     ));
     s
