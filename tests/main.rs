@@ -17,6 +17,7 @@ mod fmt;
 mod graph;
 mod hardening;
 mod http;
+mod imports;
 mod llm;
 #[cfg(feature = "otel")]
 mod otel;

@@ -49,6 +49,7 @@ pub(super) fn expand(
     let own_uses: Vec<String> = root.uses.iter().map(|u| use_key(&u.path.value)).collect();
     ex.used.extend(own_uses);
     let mut items = Vec::new();
+    let mut instance_tasks = HashMap::new();
     for item in &wf.items {
         let item = match item {
             Item::Export(inner, _) => &**inner,
@@ -68,7 +69,9 @@ pub(super) fn expand(
             }
             Item::PhaseInstance(i) => {
                 if let Some(p) = ex.instance(&root, i) {
-                    items.push(Item::Phase(p));
+                    if ex.distinct_tasks(&p, &mut instance_tasks) {
+                        items.push(Item::Phase(p));
+                    }
                 }
             }
             Item::Enforce(r) => {
@@ -255,6 +258,41 @@ impl Expander {
                 self.uses.push(u.clone());
             }
         }
+    }
+
+    /// Whether an instance's tasks are named apart from earlier instances' (two copies of one
+    /// template would otherwise fail as duplicates pointing twice at the same line).
+    fn distinct_tasks(
+        &mut self,
+        phase: &ast::Phase,
+        seen: &mut HashMap<String, ast::Ident>,
+    ) -> bool {
+        for item in &phase.items {
+            let PhaseItem::Task(t) = item else { continue };
+            if let Some(first) = seen.get(&t.name.name) {
+                let d = Diagnostic::error(
+                    phase.name.span,
+                    format!(
+                        "phase `{}` repeats task `{}` of phase `{}`",
+                        phase.name.name, t.name.name, first.name
+                    ),
+                )
+                .with_label("a second copy of the same tasks")
+                .with_related(first.span, format!("`{}` is instantiated here", first.name))
+                .with_help(
+                    "a phase template's tasks keep their names, and task names are unique \
+                     within a workflow: instantiate a template once per workflow",
+                );
+                self.error(d);
+                return false;
+            }
+        }
+        for item in &phase.items {
+            if let PhaseItem::Task(t) = item {
+                seen.insert(t.name.name.clone(), phase.name.clone());
+            }
+        }
+        true
     }
 
     /// A `phase NAME = template(args)`: the template's items with its parameters bound.
