@@ -19,6 +19,8 @@ pub(super) struct Expanded {
     pub files: Vec<ImportedFile>,
     pub diags: Vec<Diagnostic>,
     pub notes: HashMap<FileId, String>,
+    /// The workflow's own agents marked `export`.
+    pub exported_agents: HashSet<String>,
 }
 
 impl Expanded {
@@ -102,6 +104,12 @@ pub(super) fn expand(
         files: std::mem::take(&mut loader.files),
         diags: ex.diags,
         notes: std::mem::take(&mut loader.notes),
+        exported_agents: root
+            .agents
+            .iter()
+            .filter(|(_, (_, exported))| *exported)
+            .map(|(name, _)| name.clone())
+            .collect(),
     }
 }
 
@@ -475,7 +483,11 @@ impl Expander {
             },
         };
         let def = match self.lookup(scope, &call.name, "rule", |s| &s.rules) {
-            Lookup::Found(_, Some(def)) => def,
+            Lookup::Found(home, Some(def)) => {
+                // Its code may call functions of its file's modules.
+                self.add_uses(home);
+                def
+            }
             // Not a `.cond` rule: a function of a `use`d module, for the checker to find.
             Lookup::Found(..) | Lookup::Missing => return ast::Rule::Call(call),
         };

@@ -103,6 +103,7 @@ pub fn check_source_with(
         };
     }
     let mut checker = Checker::new(map, path);
+    checker.exported_agents = expanded.exported_agents.clone();
     let workflow = checker.workflow(&expanded.workflow).map(|mut wf| {
         wf.imports = expanded.files.clone();
         wf
@@ -176,6 +177,8 @@ struct Checker<'m> {
     item: fanout::ItemShape,
     /// Every `budget` and `on_budget` setting read so far.
     budgets: Budgets,
+    /// Agents the file marks `export`.
+    exported_agents: std::collections::HashSet<String>,
 }
 
 impl<'m> Checker<'m> {
@@ -196,6 +199,7 @@ impl<'m> Checker<'m> {
             item: fanout::ItemShape::Absent,
             after_spans: Vec::new(),
             budgets: Budgets::default(),
+            exported_agents: Default::default(),
         }
     }
 
