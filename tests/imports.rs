@@ -289,3 +289,23 @@ fn a_file_can_use_its_own_rules_and_templates_and_two_instances_collide_clearly(
     let (messages, text) = checked(dir.path());
     assert!(messages.is_empty(), "{text}");
 }
+
+#[test]
+fn a_file_that_imports_itself_or_a_folder_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("lib")).unwrap();
+    write(
+        dir.path(),
+        "app.cond",
+        "workflow app {\n    import \"app.cond\" as me\n    import \"lib\" as l\n    agent a { kind = \"mock\" }\n    phase p { task t on a }\n}",
+    );
+    let (messages, text) = checked(dir.path());
+    assert_eq!(messages.len(), 2, "{text}");
+    let app = dir.path().join("app.cond").display().to_string();
+    assert_eq!(
+        messages[0],
+        format!("import cycle: {app} → {app}"),
+        "{text}"
+    );
+    assert_eq!(messages[1], "`lib` is not a regular file", "{text}");
+}

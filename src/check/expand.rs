@@ -602,3 +602,32 @@ fn rhai_literal(v: &ast::Value) -> Result<String, crate::source::Span> {
         _ => return Err(v.span),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::rhai_literal;
+    use crate::source::FileId;
+    use crate::syntax::{ast, parse};
+
+    /// The value of the workflow's first setting, as written.
+    fn value(text: &str) -> ast::Value {
+        let (file, _) = parse(FileId(0), &format!("workflow w {{ x = {text} }}")).unwrap();
+        match &file.workflow.items[0] {
+            ast::Item::Setting(s) => s.value.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn arguments_become_rhai_literals() {
+        let lit = |t: &str| rhai_literal(&value(t)).unwrap();
+        assert_eq!(lit(r#""a \"b\"\n""#), r#""a \"b\"\n""#);
+        assert_eq!(lit("0.5"), "0.5");
+        assert_eq!(lit("-3"), "-3");
+        assert_eq!(lit("[1, true]"), "[1, true]");
+        assert_eq!(lit(r#"{ k = "v", "a b" = 2 }"#), r#"#{"k": "v", "a b": 2}"#);
+        // A duration has no rhai form.
+        assert!(rhai_literal(&value("30s")).is_err());
+        assert!(rhai_literal(&value("[1, 30s]")).is_err());
+    }
+}

@@ -66,6 +66,8 @@ pub(super) struct Loader<'a> {
     pub notes: HashMap<FileId, String>,
     /// The chain of files being loaded, for cycles.
     stack: Vec<String>,
+    /// The workflow file's own name, as an import of it would be recorded.
+    root_record: String,
 }
 
 impl<'a> Loader<'a> {
@@ -86,6 +88,10 @@ impl<'a> Loader<'a> {
             files: Vec::new(),
             notes: HashMap::new(),
             stack: Vec::new(),
+            root_record: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         }
     }
 
@@ -98,7 +104,12 @@ impl<'a> Loader<'a> {
         wf: &ast::Workflow,
     ) -> Scope {
         let display = self.map.get(file).name.clone();
-        self.stack.push(record.clone());
+        // The workflow itself is on the chain by its own path, so importing it is a cycle too.
+        let on_chain = match record.is_empty() {
+            true => self.root_record.clone(),
+            false => record.clone(),
+        };
+        self.stack.push(on_chain);
         let mut scope = Scope {
             record: record.clone(),
             display,
@@ -336,5 +347,23 @@ pub(super) fn annotate(diags: &mut [Diagnostic], notes: &HashMap<FileId, String>
             Some(h) => format!("{h}\n{note}"),
             None => note.clone(),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::normalize;
+    use std::path::Path;
+
+    #[test]
+    fn paths_are_recorded_relative_and_without_dots() {
+        assert_eq!(
+            normalize(Path::new("lib/../common/x.cond")),
+            "common/x.cond"
+        );
+        assert_eq!(normalize(Path::new("./lib/x.cond")), "lib/x.cond");
+        assert_eq!(normalize(Path::new("../shared/x.cond")), "../shared/x.cond");
+        assert_eq!(normalize(Path::new("lib/../../x.cond")), "../x.cond");
+        assert_eq!(normalize(Path::new("/srv/x/../y.cond")), "/srv/y.cond");
     }
 }
