@@ -36,80 +36,58 @@ pub(super) fn expand(
     file: FileId,
     path: &std::path::Path,
     name: &str,
-    wf: &ast::Workflow,
+    wf: ast::Workflow,
     texts: Option<&ImportTexts>,
 ) -> Expanded {
+    if !wf.items.iter().any(needs_expansion) {
+        // Nothing to expand: the file is checked as written, without a copy of its tree.
+        return Expanded {
+            workflow: wf,
+            files: Vec::new(),
+            diags: Vec::new(),
+            notes: HashMap::new(),
+            exported_agents: HashSet::new(),
+        };
+    }
     let mut loader = Loader::new(map, texts, path, name);
-    let root = loader.scope(file, String::new(), String::new(), wf);
+    let root = loader.scope(file, String::new(), String::new(), &wf);
     let mut ex = Expander {
         diags: std::mem::take(&mut loader.diags),
         agents: Vec::new(),
         agent_names: HashMap::new(),
         uses: Vec::new(),
-        used: HashSet::new(),
+        used: root.uses.iter().map(|u| use_key(&u.path.value)).collect(),
     };
-    let own_uses: Vec<String> = root.uses.iter().map(|u| use_key(&u.path.value)).collect();
-    ex.used.extend(own_uses);
-    let mut items = Vec::new();
-    let mut instance_tasks = HashMap::new();
-    for item in &wf.items {
-        let item = match item {
-            Item::Export(inner, _) => &**inner,
-            other => other,
-        };
-        match item {
-            Item::Import(_) | Item::RuleDef(_) => {}
-            Item::Phase(p) if p.params.is_some() => {}
-            Item::Phase(p) => {
-                let phase_items = ex.phase_items(&root, &p.items, &IndexMap::new());
-                items.push(Item::Phase(ast::Phase {
-                    name: p.name.clone(),
-                    params: None,
-                    items: phase_items,
-                    span: p.span,
-                }));
-            }
-            Item::PhaseInstance(i) => {
-                if let Some(p) = ex.instance(&root, i) {
-                    if ex.distinct_tasks(&p, &mut instance_tasks) {
-                        items.push(Item::Phase(p));
-                    }
-                }
-            }
-            Item::Enforce(r) => {
-                let rule = ex.rule(&root, &r.rule, &IndexMap::new());
-                items.push(Item::Enforce(ast::RuleItem { rule, span: r.span }));
-            }
-            Item::Feedback(f) => {
-                let rule = ex.rule(&root, &f.rule, &IndexMap::new());
-                items.push(Item::Feedback(ast::Feedback {
-                    target: f.target.clone(),
-                    rule,
-                    span: f.span,
-                }));
-            }
-            other => items.push(other.clone()),
-        }
-    }
+    let items = ex.root_items(&root, &wf);
     // Imported files' modules first, so the workflow's own `use`s read as written after them.
     let mut all: Vec<Item> = ex.uses.drain(..).map(Item::Use).collect();
     all.extend(items);
     all.extend(ex.agents.drain(..).map(Item::Agent));
+    let exported_agents = root
+        .agents
+        .iter()
+        .filter(|(_, (_, exported))| *exported)
+        .map(|(name, _)| name.clone())
+        .collect();
     Expanded {
         workflow: ast::Workflow {
-            name: wf.name.clone(),
+            name: wf.name,
             items: all,
             span: wf.span,
         },
         files: std::mem::take(&mut loader.files),
         diags: ex.diags,
         notes: std::mem::take(&mut loader.notes),
-        exported_agents: root
-            .agents
-            .iter()
-            .filter(|(_, (_, exported))| *exported)
-            .map(|(name, _)| name.clone())
-            .collect(),
+        exported_agents,
+    }
+}
+
+/// Whether an item is one that expansion replaces.
+fn needs_expansion(item: &Item) -> bool {
+    match item {
+        Item::Import(_) | Item::Export(..) | Item::RuleDef(_) | Item::PhaseInstance(_) => true,
+        Item::Phase(p) => p.params.is_some(),
+        _ => false,
     }
 }
 
@@ -266,6 +244,48 @@ impl Expander {
                 self.uses.push(u.clone());
             }
         }
+    }
+
+    /// The workflow's own items, expanded: templates and rule definitions leave, instances
+    /// become phases, names through imports are resolved.
+    fn root_items(&mut self, root: &Scope, wf: &ast::Workflow) -> Vec<Item> {
+        let none = Bindings::new();
+        let mut items = Vec::new();
+        let mut instance_tasks = HashMap::new();
+        for item in &wf.items {
+            let item = match item {
+                Item::Export(inner, _) => &**inner,
+                other => other,
+            };
+            match item {
+                Item::Import(_) | Item::RuleDef(_) => {}
+                Item::Phase(p) if p.params.is_some() => {}
+                Item::Phase(p) => items.push(Item::Phase(ast::Phase {
+                    name: p.name.clone(),
+                    params: None,
+                    items: self.phase_items(root, &p.items, &none),
+                    span: p.span,
+                })),
+                Item::PhaseInstance(i) => {
+                    if let Some(p) = self.instance(root, i) {
+                        if self.distinct_tasks(&p, &mut instance_tasks) {
+                            items.push(Item::Phase(p));
+                        }
+                    }
+                }
+                Item::Enforce(r) => items.push(Item::Enforce(ast::RuleItem {
+                    rule: self.rule(root, &r.rule, &none),
+                    span: r.span,
+                })),
+                Item::Feedback(f) => items.push(Item::Feedback(ast::Feedback {
+                    target: f.target.clone(),
+                    rule: self.rule(root, &f.rule, &none),
+                    span: f.span,
+                })),
+                other => items.push(other.clone()),
+            }
+        }
+        items
     }
 
     /// Whether an instance's tasks are named apart from earlier instances' (two copies of one

@@ -91,7 +91,7 @@ pub fn check_source_with(
             }
         }
     };
-    let expanded = expand::expand(map, file, path, name, &ast.workflow, imports);
+    let expanded = expand::expand(map, file, path, name, ast.workflow, imports);
     diags.extend(expanded.diags.iter().cloned());
     if diags.iter().any(Diagnostic::is_error) {
         // Names through a failed import would only cascade: stop between the stages.
