@@ -98,6 +98,20 @@ fn syntax_error(file: FileId, text: &str) -> Diagnostic {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
+    // `export` followed by something that cannot be exported.
+    let before = text[..pos].trim_end();
+    let previous = before
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    if previous == "export" && !word.is_empty() {
+        return Diagnostic::error(
+            Span::new(file, pos, pos + word.len()),
+            format!("`{word}` cannot be exported"),
+        )
+        .with_label("not `agent`, `phase` or `rule`")
+        .with_help("a file exports its agents, phases and rules: `export agent NAME { … }`");
+    }
     // `name value` where `name = value` was meant.
     let keyword = matches!(
         word.as_str(),
