@@ -309,3 +309,36 @@ fn a_file_that_imports_itself_or_a_folder_is_refused() {
     );
     assert_eq!(messages[1], "`lib` is not a regular file", "{text}");
 }
+
+#[test]
+fn duplicates_the_checker_never_sees_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    lib(
+        dir.path(),
+        "l.cond",
+        "workflow l {\n    export agent a { kind = \"mock\" }\n    agent a { kind = \"mock\" }\n}",
+    );
+    write(
+        dir.path(),
+        "app.cond",
+        r#"workflow app {
+    import "lib/l.cond" as l
+    rule r(x) { x }
+    rule r(y) { y }
+    phase t(x) { task one on l.a }
+    phase t { task two on l.a }
+    phase used = t(x = 1)
+}"#,
+    );
+    let (messages, text) = checked(dir.path());
+    assert_eq!(
+        messages,
+        [
+            "duplicate rule name `r`",
+            "duplicate phase name `t`",
+            "duplicate agent name `a`"
+        ],
+        "{text}"
+    );
+    assert!(text.contains("imported from"), "{text}");
+}

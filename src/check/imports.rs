@@ -120,15 +120,30 @@ impl<'a> Loader<'a> {
             imports: IndexMap::new(),
             uses: Vec::new(),
         };
+        let imported = !record.is_empty();
         for item in &wf.items {
             let (item, exported) = match item {
                 ast::Item::Export(inner, _) => (&**inner, true),
                 other => (other, false),
             };
             match item {
-                ast::Item::Agent(a) => self.offer(&mut scope.agents, &a.name, a, exported, "agent"),
-                ast::Item::Phase(p) => self.offer(&mut scope.phases, &p.name, p, exported, "phase"),
-                ast::Item::RuleDef(r) => self.offer(&mut scope.rules, &r.name, r, exported, "rule"),
+                ast::Item::Agent(a) => {
+                    let offered = Offered::new(&a.name, a, exported, "agent", imported);
+                    self.offer(&mut scope.agents, offered);
+                }
+                ast::Item::Phase(p) => {
+                    let template = p.params.is_some()
+                        || scope
+                            .phases
+                            .get(&p.name.name)
+                            .is_some_and(|(f, _)| f.params.is_some());
+                    let offered = Offered::new(&p.name, p, exported, "phase", imported || template);
+                    self.offer(&mut scope.phases, offered);
+                }
+                ast::Item::RuleDef(r) => {
+                    let offered = Offered::new(&r.name, r, exported, "rule", true);
+                    self.offer(&mut scope.rules, offered);
+                }
                 ast::Item::Use(u) => scope.uses.push(rebase_use(u, &record)),
                 ast::Item::Import(i) => {
                     if scope.imports.contains_key(&i.alias.name) {
@@ -153,22 +168,23 @@ impl<'a> Loader<'a> {
         scope
     }
 
-    fn offer<T: Clone>(
-        &mut self,
-        into: &mut IndexMap<String, (T, bool)>,
-        name: &ast::Ident,
-        item: &T,
-        exported: bool,
-        what: &str,
-    ) {
-        // Duplicates of agents and phases are the checker's to report where they are used;
-        // rules exist only here.
+    /// Records an item a file offers. A duplicate the checker will not see is reported here:
+    /// every duplicate in an imported file (only what is used reaches the checker), and in the
+    /// workflow itself a duplicate rule or one involving a phase template.
+    fn offer<T: Clone>(&mut self, into: &mut IndexMap<String, (T, bool)>, offered: Offered<'_, T>) {
+        let Offered {
+            name,
+            item,
+            exported,
+            what,
+            unseen,
+        } = offered;
         if into.contains_key(&name.name) {
-            if what == "rule" {
+            if unseen {
                 self.diags.push(
-                    Diagnostic::error(name.span, format!("duplicate rule name `{}`", name.name))
-                        .with_label(format!("second rule named `{}`", name.name))
-                        .with_help("rule names must be unique within a file"),
+                    Diagnostic::error(name.span, format!("duplicate {what} name `{}`", name.name))
+                        .with_label(format!("second {what} named `{}`", name.name))
+                        .with_help(format!("{what} names must be unique within a file")),
                 );
             }
             return;
@@ -290,6 +306,34 @@ impl<'a> Loader<'a> {
                 )),
         );
         None
+    }
+}
+
+/// An item a file offers, for [`Loader::offer`].
+struct Offered<'a, T> {
+    name: &'a ast::Ident,
+    item: &'a T,
+    exported: bool,
+    what: &'static str,
+    /// Whether the checker will not see a duplicate of it, so it is reported here.
+    unseen: bool,
+}
+
+impl<'a, T> Offered<'a, T> {
+    fn new(
+        name: &'a ast::Ident,
+        item: &'a T,
+        exported: bool,
+        what: &'static str,
+        unseen: bool,
+    ) -> Offered<'a, T> {
+        Offered {
+            name,
+            item,
+            exported,
+            what,
+            unseen,
+        }
     }
 }
 
