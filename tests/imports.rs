@@ -342,3 +342,26 @@ fn duplicates_the_checker_never_sees_are_reported() {
     );
     assert!(text.contains("imported from"), "{text}");
 }
+
+#[test]
+fn a_template_parameter_that_is_a_duration_sets_a_setting_and_leaves_rules_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "app.cond",
+        r#"workflow app {
+    agent a { kind = "mock" }
+    phase slow(limit, rate) {
+        task t on a { timeout = limit }
+        gate { success_rate >= rate }
+    }
+    phase one = slow(limit = 90s, rate = 1.0)
+}"#,
+    );
+    let mut map = conductor::SourceMap::new();
+    let c = conductor::check_file(&mut map, &dir.path().join("app.cond"));
+    let wf = c.workflow.unwrap_or_else(|| {
+        panic!("{}", conductor::diag::render(&map, &c.diags, false));
+    });
+    assert_eq!(wf.tasks[0].timeout, std::time::Duration::from_secs(90));
+}

@@ -492,8 +492,13 @@ impl Expander {
     fn rule(&mut self, scope: &Scope, rule: &ast::Rule, bindings: &Bindings) -> ast::Rule {
         let call = match rule {
             ast::Rule::Block(b) => {
+                // A template's parameters with no rhai form (a duration) are left out: a
+                // rule that reads one is told the name is unknown.
                 let mut b = b.clone();
-                b.prelude = self.prelude(bindings.iter().map(|(n, v)| (n.as_str(), v)));
+                b.prelude = bindings
+                    .iter()
+                    .filter_map(|(n, v)| Some(format!("let {n} = {}; ", rhai_literal(v).ok()?)))
+                    .collect();
                 return ast::Rule::Block(b);
             }
             ast::Rule::Call(c) => ast::Call {
@@ -543,7 +548,7 @@ impl Expander {
         ast::Rule::Block(body)
     }
 
-    /// `let a = 1; let b = "x"; ` for rhai, from values written in `.cond`.
+    /// `let a = 1; let b = "x"; ` for rhai, from a rule call's arguments.
     fn prelude<'v>(&mut self, pairs: impl Iterator<Item = (&'v str, &'v ast::Value)>) -> String {
         let mut out = String::new();
         for (name, value) in pairs {
