@@ -52,7 +52,7 @@ mod worker;
 pub mod workloads;
 
 pub use check::ir::Workflow;
-pub use check::{check_file, check_source, Checked};
+pub use check::{check_file, check_source, check_source_with, Checked, ImportTexts, ImportedFile};
 /// The command line, as the `conductor` binary runs it.
 pub use cli::main as run_cli;
 pub use diag::{Diagnostic, Level};

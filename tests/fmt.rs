@@ -11,7 +11,9 @@ fn files() -> Vec<PathBuf> {
     let mut out = Vec::new();
     for dir in [
         "examples",
+        "examples/lib",
         "tests/fixtures/invalid",
+        "tests/fixtures/invalid/imported",
         "tests/fixtures/warnings",
     ] {
         for entry in std::fs::read_dir(dir).unwrap() {

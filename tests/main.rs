@@ -18,6 +18,7 @@ mod fmt;
 mod graph;
 mod hardening;
 mod http;
+mod imports;
 mod llm;
 #[cfg(feature = "otel")]
 mod otel;

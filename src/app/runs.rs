@@ -266,6 +266,7 @@ pub(crate) async fn start(
     options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
     let children = super::child::Children::new(store.clone(), req.store.clone(), req.config, halt);
     options.children = Some(children.clone());
+    options.imports = super::amend::store_imports(&*store, &loaded)?;
     attach(&mut options, &*store, &loaded, 0, watch);
     let workspace = options.workspace.clone();
     let temporary = req.store == StoreSpec::Memory;

@@ -77,7 +77,7 @@ impl Checker<'_> {
         let mut stack = self.stack.clone();
         stack.push(canonical);
         let name = path.display().to_string();
-        let checked = super::check_nested(self.map, &name, &path, &text, stack);
+        let checked = super::check_nested(self.map, &name, &path, &text, None, stack);
         for mut d in checked.diags {
             match d.span {
                 Some(_) => d.related.push((file.span, used_here.clone())),

@@ -63,6 +63,8 @@ pub struct Workflow {
     pub(crate) templates: Templates,
     /// The `budget` and `on_budget` settings of the workflow, its phases, agents and tasks.
     pub budgets: Budgets,
+    /// Every file it imports (directly or through other imports), once each.
+    pub imports: Vec<super::ImportedFile>,
     pub span: Span,
 }
 

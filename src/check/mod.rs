@@ -10,7 +10,9 @@ mod child;
 mod command;
 pub(crate) mod compare;
 mod cycles;
+mod expand;
 pub(crate) mod fanout;
+mod imports;
 pub mod ir;
 mod modules;
 mod placement;
@@ -31,8 +33,10 @@ use self::ir::*;
 use self::values::Reader;
 use crate::diag::{self, Annotate, Diagnostic};
 use crate::policy::{ModuleSet, RuleKind};
-use crate::source::{FileId, SourceMap, Span};
+use crate::source::{SourceMap, Span};
 use crate::syntax::{self, ast};
+
+pub use imports::{ImportTexts, ImportedFile};
 
 /// Files larger than this are refused before parsing.
 pub const MAX_FILE_SIZE: usize = 64 * 1024 * 1024;
@@ -64,18 +68,31 @@ pub fn check_file(map: &mut SourceMap, path: &Path) -> Checked {
     check_source(map, &path.display().to_string(), path, &text)
 }
 
-/// Parses and checks workflow text; `path` is where `use` paths resolve from.
+/// Parses and checks workflow text; `path` is where `use` and `import` paths resolve from.
 pub fn check_source(map: &mut SourceMap, name: &str, path: &Path, text: &str) -> Checked {
-    check_nested(map, name, path, text, Vec::new())
+    check_source_with(map, name, path, text, None)
 }
 
-/// [`check_source`] for a file reached through child runs: `stack` holds the files above it
-/// (canonical paths), for cycle errors.
+/// [`check_source`], with imported files' texts taken from `imports` where it has them (a
+/// resume re-checks a run's workflow with the imports it started with).
+pub fn check_source_with(
+    map: &mut SourceMap,
+    name: &str,
+    path: &Path,
+    text: &str,
+    imports: Option<&ImportTexts>,
+) -> Checked {
+    check_nested(map, name, path, text, imports, Vec::new())
+}
+
+/// [`check_source_with`] for a file reached through child runs: `stack` holds the files above
+/// it (canonical paths), for cycle errors.
 fn check_nested(
     map: &mut SourceMap,
     name: &str,
     path: &Path,
     text: &str,
+    imports: Option<&ImportTexts>,
     mut stack: Vec<PathBuf>,
 ) -> Checked {
     if stack.is_empty() {
@@ -91,11 +108,29 @@ fn check_nested(
             }
         }
     };
-    let mut checker = Checker::new(map, file, path);
+    let expanded = expand::expand(map, file, path, name, ast.workflow, imports);
+    diags.extend(expanded.diags.iter().cloned());
+    if diags.iter().any(Diagnostic::is_error) {
+        // Names through a failed import would only cascade: stop between the stages.
+        expanded.annotate(&mut diags);
+        diag::sort(&mut diags);
+        return Checked {
+            workflow: None,
+            diags,
+        };
+    }
+    let mut checker = Checker::new(map, path);
     checker.stack = stack;
-    let workflow = checker.workflow(&ast.workflow);
+    checker.exported_agents = expanded.exported_agents.clone();
+    let workflow = checker.workflow(&expanded.workflow).map(|mut wf| {
+        wf.imports = expanded.files.clone();
+        wf
+    });
     diags.append(&mut checker.diags);
+    expanded.annotate(&mut diags);
     diag::sort(&mut diags);
+    // A rule or template used twice is checked twice; its problems are reported once.
+    diags.dedup_by(|a, b| a.span == b.span && a.message == b.message);
     let ok = !diags.iter().any(Diagnostic::is_error);
     Checked {
         workflow: if ok { workflow } else { None },
@@ -148,7 +183,6 @@ struct Names {
 
 struct Checker<'m> {
     map: &'m mut SourceMap,
-    file: FileId,
     dir: PathBuf,
     path: PathBuf,
     diags: Vec<Diagnostic>,
@@ -167,17 +201,18 @@ struct Checker<'m> {
     stack: Vec<PathBuf>,
     /// The pools of child-run tasks, numbered after the declared agents.
     child_agents: Vec<Agent>,
+    /// Agents the file marks `export`.
+    exported_agents: std::collections::HashSet<String>,
 }
 
 impl<'m> Checker<'m> {
-    fn new(map: &'m mut SourceMap, file: FileId, path: &Path) -> Checker<'m> {
+    fn new(map: &'m mut SourceMap, path: &Path) -> Checker<'m> {
         let dir = path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         Checker {
             map,
-            file,
             dir,
             path: path.to_path_buf(),
             diags: Vec::new(),
@@ -190,6 +225,7 @@ impl<'m> Checker<'m> {
             budgets: Budgets::default(),
             stack: Vec::new(),
             child_agents: Vec::new(),
+            exported_agents: Default::default(),
         }
     }
 
@@ -221,7 +257,13 @@ impl<'m> Checker<'m> {
                         self.workflow_setting(s, &mut settings, &mut description);
                     }
                 }
-                ast::Item::Use(_) | ast::Item::Phase(_) => {}
+                // Gone after expansion (`expand`), or read elsewhere.
+                ast::Item::Use(_)
+                | ast::Item::Phase(_)
+                | ast::Item::Import(_)
+                | ast::Item::Export(..)
+                | ast::Item::RuleDef(_)
+                | ast::Item::PhaseInstance(_) => {}
                 ast::Item::Param(p) => params.extend(self.param(p)),
                 ast::Item::Agent(a) => agents.extend(self.agent(a)),
                 ast::Item::Enforce(r) => enforce.extend(self.rule(RuleKind::Enforce, &r.rule)),
@@ -277,6 +319,7 @@ impl<'m> Checker<'m> {
             module_set: self.modules.clone(),
             templates: std::mem::take(&mut self.templates).finish(),
             budgets: std::mem::take(&mut self.budgets),
+            imports: Vec::new(),
             span: wf.span,
         })
     }

@@ -10,11 +10,10 @@ use crate::syntax::ast;
 
 impl Checker<'_> {
     pub(super) fn rule(&mut self, kind: RuleKind, rule: &ast::Rule) -> Option<Rule> {
-        let (line, col) = {
-            let file = self.map.get(self.file);
-            file.line_col(rule.span().start as usize)
-        };
-        let location = format!("{}:{line}:{col}", self.map.get(self.file).name);
+        // A rule copied from an imported file is located in that file.
+        let file = self.map.get(rule.span().file);
+        let (line, col) = file.line_col(rule.span().start as usize);
+        let location = format!("{}:{line}:{col}", file.name);
         match rule {
             ast::Rule::Block(block) => self.inline_rule(kind, block, location),
             ast::Rule::Call(call) => self.named_rule(kind, call, location),
@@ -31,18 +30,25 @@ impl Checker<'_> {
             tasks: &self.names.tasks,
             params: &self.names.params,
         };
-        let compiled = PolicyHost::get().compile_inline(kind, &block.raw, &self.modules, &names);
+        let code = format!("{}{}", block.prelude, block.raw);
+        let compiled = PolicyHost::get().compile_inline(kind, &code, &self.modules, &names);
         match compiled {
             Ok(compiled) => Some(Rule {
                 kind,
-                source: RuleSource::Inline(crate::text::normalize_code(&block.raw)),
+                source: RuleSource::Inline(crate::text::normalize_code(&code)),
                 compiled,
                 location,
                 span: block.span,
             }),
             Err(problems) => {
-                for p in problems {
-                    let d = problem_diag(self.file, block.code_span.start as usize, &block.raw, &p);
+                let prelude = block.prelude.chars().count();
+                for mut p in problems {
+                    // The prelude shares the first line with the code as written.
+                    if p.line == 1 {
+                        p.col = p.col.saturating_sub(prelude).max(1);
+                    }
+                    let base = block.code_span.start as usize;
+                    let d = problem_diag(block.code_span.file, base, &block.raw, &p);
                     let d = if d.message.starts_with("unknown variable") {
                         let mut d = d;
                         let article = if kind == RuleKind::Enforce { "an" } else { "a" };

@@ -388,7 +388,8 @@ impl Checker<'_> {
     pub(super) fn warn_unused(&mut self, agents: &[Agent], tasks: &[Task], phases: &[Phase]) {
         let used: HashSet<AgentId> = tasks.iter().map(|t| t.agent).collect();
         for agent in agents {
-            if !used.contains(&agent.id) {
+            // An exported agent is offered to importers: a library need not use it.
+            if !used.contains(&agent.id) && !self.exported_agents.contains(&agent.name) {
                 let span = self
                     .names
                     .agents

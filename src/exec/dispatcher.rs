@@ -47,6 +47,8 @@ pub(super) struct Run {
     pub source: Option<String>,
     /// A child run: the run and task that started it.
     pub parent: Option<crate::model::ParentRun>,
+    /// The imported files and their SHA-256, already stored as artifacts.
+    pub imports: std::collections::BTreeMap<String, String>,
     /// Mixed into every backoff's jitter.
     pub jitter_seed: u64,
     /// Whether preparing each task's call renders a template, by `TaskId`.
@@ -213,6 +215,7 @@ impl Dispatcher {
             env: Arc::new(env),
             source: options.source.clone(),
             parent: options.parent.clone(),
+            imports: options.imports.clone(),
             jitter_seed: options
                 .jitter_seed
                 .unwrap_or_else(super::backoff::random_seed),
@@ -324,6 +327,7 @@ impl Dispatcher {
             dry_run: self.run.dry_run,
             source: self.run.source.clone(),
             parent: self.run.parent.clone(),
+            imports: self.run.imports.clone(),
         });
         // The run's first event is in the store before anything else happens.
         self.flush()?;

@@ -82,6 +82,8 @@ pub struct RunOptions {
     pub children: Option<Arc<dyn crate::agents::child::ChildRunner>>,
     /// This run is a child run: the run and task that started it.
     pub parent: Option<crate::model::ParentRun>,
+    /// The imported files and their SHA-256, already stored as artifacts.
+    pub imports: BTreeMap<String, String>,
 }
 
 impl RunOptions {
@@ -104,6 +106,7 @@ impl RunOptions {
             source: None,
             children: None,
             parent: None,
+            imports: BTreeMap::new(),
         }
     }
 }
@@ -132,6 +135,8 @@ pub struct Amendment {
     pub from: Option<String>,
     pub to: String,
     pub changes: Vec<String>,
+    /// The imported files the run follows from now on.
+    pub imports: BTreeMap<String, String>,
 }
 
 /// Why a run could not start, continue or be recorded. A run that fails (a gate, a policy

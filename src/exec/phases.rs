@@ -472,6 +472,7 @@ mod tests {
                 dry_run: false,
                 source: None,
                 parent: None,
+                imports: Default::default(),
             },
         });
         state.tasks[0].output = json!({ "severity": "critical" });

@@ -76,6 +76,7 @@ impl Dispatcher {
                 from: a.from,
                 to: a.to,
                 changes: a.changes,
+                imports: a.imports,
             });
         }
         for (scope, limits) in &request.budgets {

@@ -52,6 +52,10 @@ pub enum EventKind {
         /// A child run: the run and task that started it (`task t on workflow "f.cond"`).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parent: Option<ParentRun>,
+        /// Every `.cond` file the workflow imports (path relative to the workflow's folder)
+        /// with the SHA-256 of its text, stored as an artifact like the source.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        imports: BTreeMap<String, String>,
     },
     /// A child-run task starts (or, after a stop, goes on with) run `run` of `file`. Recorded
     /// and committed before the child starts, so a resumed parent awaits this same child
@@ -85,6 +89,9 @@ pub enum EventKind {
         from: Option<String>,
         to: String,
         changes: Vec<String>,
+        /// The imported files the run follows from now on, as in `RunStarted`.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        imports: BTreeMap<String, String>,
     },
     PhaseEntered {
         phase: String,

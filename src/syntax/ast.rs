@@ -38,6 +38,14 @@ pub enum Item {
     Enforce(RuleItem),
     Phase(Phase),
     Feedback(Feedback),
+    /// `import "lib/x.cond" as q`.
+    Import(Import),
+    /// `export agent …`, `export phase …`, `export rule …`: the item, offered to importers.
+    Export(Box<Item>, Span),
+    /// `rule NAME(a, b) { rhai }`: a named rule written in `.cond`.
+    RuleDef(RuleDef),
+    /// `phase NAME = template(arg = value, …)`: a copy of a phase template.
+    PhaseInstance(PhaseInstance),
 }
 
 impl Item {
@@ -50,6 +58,10 @@ impl Item {
             Item::Enforce(r) => r.span,
             Item::Phase(p) => p.span,
             Item::Feedback(f) => f.span,
+            Item::Import(i) => i.span,
+            Item::Export(_, span) => *span,
+            Item::RuleDef(r) => r.span,
+            Item::PhaseInstance(p) => p.span,
         }
     }
 }
@@ -64,6 +76,39 @@ pub struct Setting {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Use {
     pub path: StrLit,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Import {
+    pub path: StrLit,
+    pub alias: Ident,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleDef {
+    pub name: Ident,
+    pub params: Vec<Ident>,
+    pub body: RhaiBlock,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PhaseInstance {
+    pub name: Ident,
+    /// The template, `review` or `q.review`.
+    pub template: Ident,
+    pub args: Vec<NamedArg>,
+    pub span: Span,
+}
+
+/// `name = value` in a phase instance's arguments, or `name` / `name = default` in a phase
+/// template's parameters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedArg {
+    pub name: Ident,
+    pub value: Option<Value>,
     pub span: Span,
 }
 
@@ -100,6 +145,8 @@ pub struct Feedback {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Phase {
     pub name: Ident,
+    /// `phase review(target, threshold = 0.8) { … }`: a template, run only where instantiated.
+    pub params: Option<Vec<NamedArg>>,
     pub items: Vec<PhaseItem>,
     pub span: Span,
 }
@@ -159,6 +206,14 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The inline block, if this rule is one.
+    pub fn into_block(self) -> Option<RhaiBlock> {
+        match self {
+            Rule::Block(b) => Some(b),
+            Rule::Call(_) => None,
+        }
+    }
+
     pub fn span(&self) -> Span {
         match self {
             Rule::Block(b) => b.span,
@@ -171,6 +226,9 @@ impl Rule {
 pub struct RhaiBlock {
     /// The code exactly as written between the braces.
     pub raw: String,
+    /// Code compiled before `raw` on its first line, binding a rule's or phase template's
+    /// arguments (`let min = 0.9; `); empty as written. Never printed by `fmt`.
+    pub prelude: String,
     /// Span of `raw` (inside the braces).
     pub code_span: Span,
     /// Span including the braces.

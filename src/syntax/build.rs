@@ -108,6 +108,46 @@ impl Builder {
                 })
             }
             R::phase => Item::Phase(self.phase(pair)),
+            R::import_item => {
+                let mut inner = significant(pair);
+                let path = self.string(inner.next().expect("import path"));
+                let alias = self.ident(inner.next().expect("import alias"));
+                Item::Import(Import { path, alias, span })
+            }
+            R::export_item => {
+                let inner = significant(pair).next().expect("exported item");
+                Item::Export(Box::new(self.item(inner)), span)
+            }
+            R::rule_def => {
+                let mut params = Vec::new();
+                let mut name = None;
+                let mut body = None;
+                for p in significant(pair) {
+                    match p.as_rule() {
+                        R::ident if name.is_none() => name = Some(self.ident(p)),
+                        R::ident => params.push(self.ident(p)),
+                        _ => body = self.rule(p).into_block(),
+                    }
+                }
+                Item::RuleDef(RuleDef {
+                    name: name.expect("rule name"),
+                    params,
+                    body: body.expect("rule body"),
+                    span,
+                })
+            }
+            R::phase_instance => {
+                let mut inner = significant(pair);
+                let name = self.ident(inner.next().expect("instance name"));
+                let template = self.ident(inner.next().expect("instance template"));
+                let args = inner.map(|p| self.named_arg(p)).collect();
+                Item::PhaseInstance(PhaseInstance {
+                    name,
+                    template,
+                    args,
+                    span,
+                })
+            }
             other => unreachable!("grammar produced {other:?} as a workflow item"),
         }
     }
@@ -116,8 +156,30 @@ impl Builder {
         let span = self.span(&pair);
         let mut inner = significant(pair);
         let name = self.ident(inner.next().expect("phase name"));
-        let items = inner.map(|p| self.phase_item(p)).collect();
-        Phase { name, items, span }
+        let mut params = None;
+        let mut items = Vec::new();
+        for p in inner {
+            if p.as_rule() == R::phase_params {
+                params = Some(p.into_inner().map(|a| self.named_arg(a)).collect());
+            } else {
+                items.push(self.phase_item(p));
+            }
+        }
+        Phase {
+            name,
+            params,
+            items,
+            span,
+        }
+    }
+
+    /// `name = value` (an instance's argument) or `name` (a template parameter without default).
+    fn named_arg(&mut self, pair: Pair<'_, R>) -> NamedArg {
+        let span = self.span(&pair);
+        let mut inner = pair.into_inner();
+        let name = self.ident(inner.next().expect("argument name"));
+        let value = inner.next().map(|v| self.value(v));
+        NamedArg { name, value, span }
     }
 
     pub(super) fn phase_item(&mut self, p: Pair<'_, R>) -> PhaseItem {
@@ -191,6 +253,7 @@ impl Builder {
                     .push((code_span.start as usize, code_span.end as usize));
                 Rule::Block(RhaiBlock {
                     raw: code.as_str().to_string(),
+                    prelude: String::new(),
                     code_span,
                     span,
                 })
@@ -293,6 +356,10 @@ pub(super) fn significant(pair: Pair<'_, R>) -> impl Iterator<Item = Pair<'_, R>
                 | R::kw_on
                 | R::kw_after
                 | R::kw_when
+                | R::kw_import
+                | R::kw_as
+                | R::kw_export
+                | R::kw_rule
                 | R::EOI
         )
     })

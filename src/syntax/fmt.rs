@@ -192,12 +192,58 @@ impl Printer<'_> {
                 }
                 self.rule(&f.rule, depth);
             }
+            Item::Import(i) => {
+                self.out.push_str("import ");
+                let raw = self.raw(i.path.span);
+                self.out.push_str(&raw);
+                self.out.push_str(" as ");
+                self.out.push_str(&i.alias.name);
+            }
+            Item::Export(inner, _) => {
+                self.out.push_str("export ");
+                self.item(inner, depth);
+            }
+            Item::RuleDef(r) => {
+                self.out.push_str("rule ");
+                self.out.push_str(&r.name.name);
+                let names: Vec<&str> = r.params.iter().map(|p| p.name.as_str()).collect();
+                self.out.push('(');
+                self.out.push_str(&names.join(", "));
+                self.out.push_str(") ");
+                self.rule(&Rule::Block(r.body.clone()), depth);
+            }
+            Item::PhaseInstance(p) => {
+                self.out.push_str("phase ");
+                self.out.push_str(&p.name.name);
+                self.out.push_str(" = ");
+                self.out.push_str(&p.template.name);
+                self.named_args(&p.args, depth);
+            }
         }
+    }
+
+    /// `(a, b = 1)`: a template's parameters or an instance's arguments.
+    fn named_args(&mut self, args: &[NamedArg], depth: usize) {
+        self.out.push('(');
+        for (i, a) in args.iter().enumerate() {
+            if i > 0 {
+                self.out.push_str(", ");
+            }
+            self.out.push_str(&a.name.name);
+            if let Some(v) = &a.value {
+                self.out.push_str(" = ");
+                self.value(v, depth);
+            }
+        }
+        self.out.push(')');
     }
 
     fn phase(&mut self, p: &Phase, depth: usize) {
         self.out.push_str("phase ");
         self.out.push_str(&p.name.name);
+        if let Some(params) = &p.params {
+            self.named_args(params, depth);
+        }
         if p.items.is_empty() && !self.has_comment_in(p.span) {
             self.out.push_str(" {}");
             return;

@@ -98,6 +98,20 @@ fn syntax_error(file: FileId, text: &str) -> Diagnostic {
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
         .collect();
+    // `export` followed by something that cannot be exported.
+    let before = text[..pos].trim_end();
+    let previous = before
+        .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .next()
+        .unwrap_or("");
+    if previous == "export" && !word.is_empty() {
+        return Diagnostic::error(
+            Span::new(file, pos, pos + word.len()),
+            format!("`{word}` cannot be exported"),
+        )
+        .with_label("not `agent`, `phase` or `rule`")
+        .with_help("a file exports its agents, phases and rules: `export agent NAME { … }`");
+    }
     // `name value` where `name = value` was meant.
     let keyword = matches!(
         word.as_str(),
@@ -295,7 +309,7 @@ fn describe_token(token: &str) -> String {
 /// literals are reported as tokens instead).
 fn describe_rule(rule: Rule) -> Option<&'static str> {
     Some(match rule {
-        Rule::ident | Rule::bare => "a name",
+        Rule::ident | Rule::bare | Rule::qname => "a name",
         Rule::string_lit | Rule::string_inner => "a string",
         Rule::triple_string | Rule::triple_inner => "a string",
         Rule::number => "a number",
@@ -324,6 +338,10 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::kw_on => "`on`",
         Rule::kw_after => "`after`",
         Rule::kw_when => "`when`",
+        Rule::kw_import => "`import`",
+        Rule::kw_as => "`as`",
+        Rule::kw_export => "`export`",
+        Rule::kw_rule => "`rule`",
         _ => return None,
     })
 }

@@ -28,11 +28,18 @@ pub(super) fn parse(file: FileId, text: &str) -> Option<(ast::File, Vec<Diagnost
             pos += 1;
             break;
         }
-        let (item, end) = if keyword(text, pos, "phase") {
+        let simple_phase =
+            keyword(text, pos, "phase") && one(Rule::phase_head, text, pos).is_some();
+        let (item, end) = if simple_phase {
             phase(&mut b, text, pos)?
         } else {
             let rule = match word(text, pos) {
+                "phase" if one(Rule::phase_instance, text, pos).is_some() => Rule::phase_instance,
+                "phase" => Rule::phase,
                 "use" => Rule::use_item,
+                "import" => Rule::import_item,
+                "export" => Rule::export_item,
+                "rule" => Rule::rule_def,
                 "param" => Rule::param,
                 "agent" => Rule::agent,
                 "enforce" => Rule::enforce,
@@ -77,7 +84,15 @@ fn phase(b: &mut Builder, text: &str, start: usize) -> Option<(Item, usize)> {
         pos = comma(text, end);
     }
     let span = Span::new(b.file_id(), start, pos);
-    Some((Item::Phase(Phase { name, items, span }), pos))
+    Some((
+        Item::Phase(Phase {
+            name,
+            params: None,
+            items,
+            span,
+        }),
+        pos,
+    ))
 }
 
 /// An opening (`workflow NAME {`, `phase NAME {`): its name and where it ends.

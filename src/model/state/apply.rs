@@ -63,10 +63,15 @@ impl RunState {
                 dry_run,
                 source,
                 parent,
+                imports,
             } => {
                 self.parent = parent.clone();
                 self.source = source.clone();
                 if let Some(hash) = source {
+                    note.with(|c| c.artifacts.push(hash.clone()));
+                }
+                self.imports = imports.clone();
+                for hash in imports.values() {
                     note.with(|c| c.artifacts.push(hash.clone()));
                 }
                 self.workflow_id = run_id.clone();
@@ -112,10 +117,14 @@ impl RunState {
                 }
                 note.run();
             }
-            EventKind::WorkflowAmended { to, .. } => {
+            EventKind::WorkflowAmended { to, imports, .. } => {
                 self.source = Some(to.clone());
                 self.amendments += 1;
                 note.with(|c| c.artifacts.push(to.clone()));
+                self.imports = imports.clone();
+                for hash in imports.values() {
+                    note.with(|c| c.artifacts.push(hash.clone()));
+                }
                 note.run();
             }
             EventKind::TaskSkipped { task, reason, .. } => {

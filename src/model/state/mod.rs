@@ -66,6 +66,8 @@ pub struct RunState {
     pub ending: Option<(RunStatus, Option<String>)>,
     /// The SHA-256 of the workflow source the run now follows (stored as an artifact).
     pub source: Option<String>,
+    /// The imported files the run now follows, with their SHA-256 (stored as artifacts).
+    pub imports: BTreeMap<String, String>,
     /// How many times `resume` continued it with a changed file.
     pub amendments: u32,
     /// Why an `always` phase failed (it turns a COMPLETED run into FAILED).

@@ -36,6 +36,7 @@ fn started() -> RunState {
             dry_run: false,
             source: None,
             parent: None,
+            imports: Default::default(),
         },
     ));
     s

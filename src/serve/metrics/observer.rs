@@ -316,6 +316,7 @@ mod tests {
             dry_run: false,
             source: None,
             parent: None,
+            imports: Default::default(),
         }
     }
 
