@@ -1076,3 +1076,173 @@ fn control_characters_from_outside_do_not_reach_the_terminal() {
         assert!(!both(&out).contains('\u{1b}'), "{args:?}: {:?}", both(&out));
     }
 }
+
+/// A model server on 127.0.0.1 answering every request with the next of `replies` (status,
+/// JSON body; the last repeats); returns its base URL.
+fn serve_replies(replies: Vec<(u16, String)>) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (n, sock) in listener.incoming().enumerate() {
+            let Ok(mut sock) = sock else { return };
+            let mut reader = BufReader::new(sock.try_clone().unwrap());
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                line.clear();
+            }
+            let _ = reader.read_exact(&mut vec![0; length]);
+            let (status, body) = &replies[n.min(replies.len() - 1)];
+            let _ = write!(
+                sock,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// `text` with each of its characters at an even place written as a JSON `\u` escape.
+fn escape_some(text: &str) -> String {
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| match (i % 2, c) {
+            (_, '/') => "\\/".to_string(),
+            (0, c) => format!("\\u{:04x}", c as u32),
+            (_, c) => c.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_key_echoed_escaped_or_encoded_is_redacted_from_errors_outputs_and_files() {
+    const KEY: &str = "sk-echo/7f3a9c2e51b04d68";
+    let every_char: String = KEY
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let percent: String = KEY
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    // A 401 that echoes the key escaped, and in a URL.
+    let refused = format!(
+        r#"{{"error": {{"message": "Incorrect API key provided: {every_char}; see https://p.example/keys?k={percent}"}}}}"#
+    );
+    // A model reply whose content holds the key escaped once (a JSON string in the body) and
+    // twice (a JSON string inside the content).
+    let content = format!(
+        r#"{{"summary": "the key is {KEY}", "files": [{{"path": "key.txt", "content": "{}"}}]}}"#,
+        escape_some(KEY)
+    );
+    let answered = serde_json::json!({
+        "id": "c1", "object": "chat.completion", "model": "m",
+        "choices": [{ "index": 0, "finish_reason": "stop",
+                      "message": { "role": "assistant", "content": content } }],
+        "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 }
+    })
+    .to_string()
+    .replace(KEY, &escape_some(KEY));
+    assert!(!answered.contains(KEY) && !refused.contains(KEY));
+    let bad = serve_replies(vec![(401, refused)]);
+    let good = serve_replies(vec![(200, answered)]);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "conductor.toml",
+        &format!(
+            "[providers.bad]\nkind = \"openai\"\nbase_url = \"{bad}/v1\"\nmodel = \"m\"\n\
+             api_key_env = \"ECHOED_KEY\"\n\
+             [providers.good]\nkind = \"openai\"\nbase_url = \"{good}/v1\"\nmodel = \"m\"\n\
+             api_key_env = \"ECHOED_KEY\"\n"
+        ),
+    );
+    let file = write(
+        dir.path(),
+        "echo.cond",
+        r#"workflow w {
+    on_escalation = "skip"
+    agent refused { kind = "llm", role = "coder", provider = "bad" }
+    agent answered { kind = "llm", role = "coder", provider = "good" }
+    phase p {
+        task refused on refused { prompt = "go" }
+        task answered on answered { prompt = "go" }
+    }
+}
+"#,
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file).env("ECHOED_KEY", KEY);
+    let run = finish(cmd, Duration::from_secs(60));
+    assert_clean_exit(&run);
+    let id = only_run(dir.path());
+    let mut seen = vec![("run".to_string(), both(&run))];
+    for args in [
+        vec!["show", &id],
+        vec!["show", &id, "--json"],
+        vec!["events", &id],
+        vec!["logs", &id, "refused"],
+        vec!["logs", &id, "answered"],
+        vec!["why", &id, "refused"],
+    ] {
+        let mut cmd = conductor(dir.path());
+        cmd.args(&args);
+        seen.push((args.join(" "), both(&finish(cmd, Duration::from_secs(30)))));
+    }
+    for f in walkdir(dir.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        seen.push((f.display().to_string(), text(&bytes)));
+    }
+    let forms = [
+        KEY.to_string(),
+        every_char.clone(),
+        every_char.replace('\\', "\\\\"),
+        escape_some(KEY),
+        escape_some(KEY).replace('\\', "\\\\"),
+        percent.clone(),
+        "7f3a9c2e51b04d68".to_string(),
+    ];
+    for (place, text) in &seen {
+        for form in &forms {
+            assert!(!text.contains(form.as_str()), "{form} in {place}: {text}");
+        }
+    }
+    // Both echoes were seen, and replaced.
+    let shown = &seen[1].1;
+    assert!(
+        shown.contains("[redacted]") || shown.contains("[key in ECHOED_KEY]"),
+        "{shown}"
+    );
+    let stored = std::fs::read(
+        dir.path()
+            .join("runs")
+            .join(&id)
+            .join("work")
+            .join("key.txt"),
+    );
+    assert_eq!(text(&stored.unwrap()), "[redacted]");
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
