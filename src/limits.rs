@@ -42,6 +42,11 @@ pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
 /// Bytes of a cassette (`--record` / a `replay` provider's file) read.
 pub const MAX_CASSETTE_SIZE: u64 = 256 << 20;
 
+/// How long a write waits for another process to release a store's write lock (concurrent
+/// runs, `gc`) before it fails, naming the store and the wait. A healthy writer holds the lock
+/// for milliseconds; waiting is retried with backoff up to this bound.
+pub const STORE_LOCK_WAIT: Duration = Duration::from_secs(60);
+
 /// Where a JSON value first nests deeper than [`MAX_VALUE_DEPTH`], as a path (`json.a[0].b`);
 /// `None` when it does not. Walks without recursion, so any depth can be measured.
 pub fn too_deep(value: &serde_json::Value) -> Option<String> {

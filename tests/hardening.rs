@@ -1246,3 +1246,50 @@ fn walkdir(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+#[test]
+fn concurrent_runs_on_one_store_wait_for_its_write_lock_and_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "chain.cond",
+        &conductor::workloads::workflow(conductor::workloads::Shape::Chain, 3000, 4),
+    );
+    let mut first = conductor(dir.path());
+    first.arg("run").arg(&file);
+    assert_eq!(
+        finish(first, Duration::from_secs(60)).status.code(),
+        Some(0)
+    );
+    let runs: Vec<Child> = (0..4)
+        .map(|_| {
+            let mut cmd = conductor(dir.path());
+            cmd.arg("run")
+                .arg(&file)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    // While they write, another writer holds the store's write lock longer than SQLite's busy
+    // handler waits (as `gc` on a large store, or busier writers winning the lock again and
+    // again, do).
+    std::thread::sleep(Duration::from_millis(300));
+    let holder = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    holder.busy_timeout(Duration::from_secs(30)).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_millis(5500));
+    holder.execute_batch("COMMIT").unwrap();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = wait_at_most(run, Duration::from_secs(120), "a concurrent run");
+        assert_eq!(out.status.code(), Some(0), "run {i}: {}", both(&out));
+    }
+    let mut list = conductor(dir.path());
+    list.args(["runs", "--json"]);
+    let out = finish(list, Duration::from_secs(30));
+    let completed = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"completed\""))
+        .count();
+    assert_eq!(completed, 5, "{}", both(&out));
+}
