@@ -42,6 +42,13 @@ pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
 /// Bytes of a cassette (`--record` / a `replay` provider's file) read.
 pub const MAX_CASSETTE_SIZE: u64 = 256 << 20;
 
+/// Wall-clock time one evaluation of a rule (`gate`, `enforce`, `when`, `feedback`) may take.
+/// Rules run on the scheduler: a rule whose every step is cheap enough to stay under the
+/// operation limit (`policy::MAX_OPERATIONS`) but slow (cloning a large map in a loop) would
+/// block the run and Ctrl-C for minutes. A `script` agent has no budget of its own: its task's
+/// `timeout` stops it.
+pub const RULE_TIME: Duration = Duration::from_secs(1);
+
 /// How long a write waits for another process to release a store's write lock (concurrent
 /// runs, `gc`) before it fails, naming the store and the wait. A healthy writer holds the lock
 /// for milliseconds; waiting is retried with backoff up to this bound.

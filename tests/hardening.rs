@@ -1293,3 +1293,91 @@ fn concurrent_runs_on_one_store_wait_for_its_write_lock_and_all_complete() {
         .count();
     assert_eq!(completed, 5, "{}", both(&out));
 }
+
+/// Rhai that stays far under the operation limit but takes minutes: each of 100,000 turns
+/// copies a 10,000-item array. Ends with `last`.
+fn slow_rhai(last: &str) -> String {
+    format!(
+        "let a = []; for i in 0..10000 {{ a.push(i); }} let n = 0; \
+         for i in 0..100000 {{ let b = a; n += b.len(); }} {last}"
+    )
+}
+
+#[test]
+fn a_slow_rule_is_stopped_at_its_time_limit_with_the_rule_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "rule.cond",
+        &format!(
+            "workflow w {{\n    agent m {{ kind = \"mock\" }}\n    phase p {{\n        \
+             task t on m {{ when {{ {} }} }}\n    }}\n}}\n",
+            slow_rhai("n > 0")
+        ),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let start = Instant::now();
+    let out = finish(cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let all = both(&out);
+    assert!(
+        all.contains("rule.cond:4:28 failed")
+            && all.contains("the rule ran longer than 1s and was stopped"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_script_is_stopped_by_its_tasks_timeout_and_by_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "slow.rhai",
+        &format!("fn slow(ctx) {{ {} }}", slow_rhai("#{ n: n }")),
+    );
+    let workflow = |timeout: &str| {
+        format!(
+            "workflow w {{\n    use \"slow.rhai\"\n    on_escalation = \"skip\"\n    \
+             agent s {{ kind = \"script\", function = \"slow\", timeout = {timeout}, retry = 0 }}\n    \
+             agent m {{ kind = \"mock\" }}\n    phase p {{ task slow on s  task next on m after slow  gate {{ true }} }}\n    \
+             phase q {{ task after on m }}\n}}\n"
+        )
+    };
+    // The timeout ends the attempt TIMEOUT and the script with it; the run goes on as
+    // configured (skip: the dependent task is skipped; the gate lets the next phase run).
+    let file = write(dir.path(), "timeout.cond", &workflow("1s"));
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let start = Instant::now();
+    let out = finish(cmd, Duration::from_secs(30));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the run waited for the script: {:?}",
+        start.elapsed()
+    );
+    assert_clean_exit(&out);
+    let all = both(&out);
+    assert!(all.contains("TIMEOUT"), "{all}");
+    assert!(all.contains("✓ after"), "{all}");
+    // Ctrl-C stops a script that has a long timeout, and the process exits.
+    let file = write(dir.path(), "cancel.cond", &workflow("10m"));
+    let child = conductor(dir.path())
+        .arg("run")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_at_most(child, Duration::from_secs(8), "the interrupted run");
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(text(&out.stdout).contains("CANCELLED"), "{}", both(&out));
+}
