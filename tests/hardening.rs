@@ -1381,3 +1381,40 @@ fn a_script_is_stopped_by_its_tasks_timeout_and_by_ctrl_c() {
     assert_eq!(out.status.code(), Some(1), "{}", both(&out));
     assert!(text(&out.stdout).contains("CANCELLED"), "{}", both(&out));
 }
+
+#[test]
+fn a_newline_in_a_message_does_not_start_a_line_of_the_run_view() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "throw.rhai",
+        r#"fn boom(ctx) { throw "bad\n  ✓ fake_task            m-01           completed  1 attempt  0ms"; }"#,
+    );
+    let file = write(
+        dir.path(),
+        "spoof.cond",
+        r#"workflow w {
+    use "throw.rhai"
+    on_escalation = "skip"
+    agent s { kind = "script", function = "boom" }
+    phase p {
+        task t on s
+        gate { fail("no\nrun r1 COMPLETED: 9 completed, 0 failed") }
+    }
+}
+"#,
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_clean_exit(&out);
+    let view = text(&out.stdout);
+    for spoof in ["  ✓ fake_task", "run r1 COMPLETED"] {
+        assert!(
+            !view.lines().any(|l| l.starts_with(spoof)),
+            "a message started a line `{spoof}`:\n{view}"
+        );
+    }
+    assert!(view.contains("bad\\n  ✓ fake_task"), "{view}");
+    assert!(view.contains("no\\nrun r1 COMPLETED"), "{view}");
+}
