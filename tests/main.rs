@@ -27,4 +27,5 @@ mod secrets;
 mod semantics;
 mod serve;
 mod shell;
+mod soak;
 mod store;
