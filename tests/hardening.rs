@@ -1418,3 +1418,61 @@ fn a_newline_in_a_message_does_not_start_a_line_of_the_run_view() {
     assert!(view.contains("bad\\n  ✓ fake_task"), "{view}");
     assert!(view.contains("no\\nrun r1 COMPLETED"), "{view}");
 }
+
+#[test]
+fn outputs_too_large_or_with_too_many_or_too_large_files_fail_before_they_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let many: Vec<String> = (0..1001)
+        .map(|i| format!("{{ path = \"f{i}.txt\", content = \"x\" }}"))
+        .collect();
+    let big_file = format!(
+        r#"{{"files": [{{"path": "big.txt", "content": "{}"}}], "summary": "s"}}"#,
+        "x".repeat(9 << 20)
+    );
+    let url = serve_once(big_file);
+    let huge = "{{ 'x' * 8000000 }}";
+    let cases = [
+        (
+            format!("agent m {{ kind = \"mock\", output = {{ files = [{}] }} }}", many.join(", ")),
+            "has 1001 files; an attempt may write at most 1000 (`MAX_ARTIFACTS`)",
+        ),
+        (
+            format!("agent m {{ kind = \"http\", url = \"{url}\" }}"),
+            "has the file `big.txt` of 9437184 bytes; a file may have at most 8 MiB (`MAX_ARTIFACT_SIZE`)",
+        ),
+        (
+            format!(
+                "agent m {{ kind = \"mock\", output = {{ a = \"{huge}\", b = \"{huge}\", c = \"{huge}\" }} }}"
+            ),
+            "is larger than 16 MiB as JSON (`MAX_OUTPUT_SIZE`)",
+        ),
+    ];
+    for (i, (agent, expected)) in cases.iter().enumerate() {
+        let case = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case).unwrap();
+        let file = write(
+            &case,
+            "big.cond",
+            &format!("workflow w {{\n    {agent}\n    phase p {{ task t on m }}\n}}\n"),
+        );
+        let mut cmd = conductor(&case);
+        cmd.arg("run").arg(&file);
+        let out = finish(cmd, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "case {i}: {}", both(&out));
+        assert!(both(&out).contains(expected), "case {i}: {}", both(&out));
+        assert!(
+            both(&out).contains("INVALID_OUTPUT"),
+            "case {i}: {}",
+            both(&out)
+        );
+        // Nothing of it was stored or written.
+        let store: u64 = ["store.db", "store.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(case.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(store < 4 << 20, "case {i}: the store holds {store} bytes");
+        let work = case.join("runs").join(only_run(&case)).join("work");
+        assert!(!work.exists() || walkdir(&work).is_empty(), "case {i}");
+    }
+}
