@@ -532,7 +532,7 @@ async fn task_and_phase_budgets_stop_only_what_they_contain() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_kill_9_and_resume_the_budget_counts_what_the_log_recorded() {
+async fn after_kill_9_and_resume_a_call_in_flight_counts_and_none_passes_the_budget() {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut slow = openai_reply(CODER_JSON);
@@ -574,6 +574,7 @@ async fn after_kill_9_and_resume_the_budget_counts_what_the_log_recorded() {
     // Killed once the second pass has started its calls.
     let (run, recorded_at_kill) = tokio::task::spawn_blocking({
         let mut cmd = conductor();
+        let seen = seen.clone();
         move || {
             let mut child = cmd
                 .args(["run", "w.cond", "--json"])
@@ -593,6 +594,11 @@ async fn after_kill_9_and_resume_the_budget_counts_what_the_log_recorded() {
                     break;
                 }
             }
+            // Killed while the model works on a call (its reply takes 80 ms).
+            let begun = std::time::Instant::now();
+            while seen.lock().unwrap().len() <= calls && begun.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(2));
+            }
             child.kill().unwrap();
             child.wait().unwrap();
             (run, calls)
@@ -602,8 +608,8 @@ async fn after_kill_9_and_resume_the_budget_counts_what_the_log_recorded() {
     .unwrap();
     assert!(!run.is_empty());
     let sent_at_kill = seen.lock().unwrap().len();
-    // Calls the model received but the killed process never recorded: no log has them.
-    let lost = sent_at_kill - recorded_at_kill;
+    // Calls the model received whose replies the killed process never recorded.
+    let in_flight = sent_at_kill - recorded_at_kill;
     let out = tokio::task::spawn_blocking({
         let mut cmd = conductor();
         let run = run.clone();
@@ -617,19 +623,30 @@ async fn after_kill_9_and_resume_the_budget_counts_what_the_log_recorded() {
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         serde_json::from_value(v["usage"].clone()).unwrap()
     };
+    assert!(in_flight >= 1, "the kill came during a call");
+    // Each call in flight at the kill was reserved on record before it was made: it counts
+    // (at its worst case), so the calls the model received never pass the budget.
     assert_eq!(
-        state.calls, 7,
-        "the budget, counted from the log across the kill: {stdout}"
+        state.calls + state.cut_off.llm_calls,
+        7,
+        "the budget, counted from the log across the kill ({in_flight} in flight): {stdout}"
+    );
+    let received = seen.lock().unwrap().len();
+    assert!(
+        received <= 7 && received as u64 >= state.calls,
+        "the model received {received} calls for a budget of 7: {stdout}"
     );
     assert_eq!(
-        seen.lock().unwrap().len(),
-        7 + lost,
-        "no call past the budget beyond those lost in flight at the kill"
+        state.usd,
+        Usd(Usd::from_dollars(CALL_USD).0 * state.calls),
+        "replied calls cost what they used"
     );
-    assert_eq!(state.usd, Usd(Usd::from_dollars(CALL_USD).0 * 7));
     let runs = conductor().args(["runs"]).output().unwrap();
     let runs = String::from_utf8_lossy(&runs.stdout);
-    assert!(runs.contains("COST") && runs.contains("$0.00126"), "{runs}");
+    assert!(
+        runs.contains("COST") && runs.contains(&state.usd.to_string()),
+        "{runs}"
+    );
 }
 
 #[tokio::test]
@@ -746,4 +763,93 @@ async fn a_wrap_up_goes_on_after_a_resume() {
         "no phase after the wrap-up"
     );
     assert_eq!(done.task("tell").unwrap().status, TaskStatus::Completed);
+}
+
+/// Attempts on `conductor worker` processes: the scheduler holds each attempt's allowance
+/// (its first call's worst case) before sending it, so parallel attempts on a worker cannot
+/// overspend either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_on_workers_hold_their_allowance_and_no_call_passes_the_budget() {
+    use std::process::{Command, Stdio};
+    let Some(db) = crate::support::postgres::database("budget_on_workers") else {
+        return;
+    };
+    let mut slow = openai_reply(CODER_JSON);
+    slow.delay = Duration::from_millis(150);
+    let (base, seen) = model_server(vec![slow]).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("conductor.toml"),
+        format!(
+            "[providers.default]\nkind = \"openai\"\nbase_url = \"{base}/v1\"\nmodel = \"m\"\n\
+             [providers.default.prices]\nm = {{ input = 1, output = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("w.cond"),
+        r#"workflow w {
+    budget = { llm_calls = 3 }
+    agent coding { kind = "llm", role = "coder", count = 5, placement = "workers" }
+    phase p {
+        min_success_rate = 0.0
+        task a on coding { prompt = "a", retry = 3 }
+        task b on coding { prompt = "b", retry = 3 }
+        task c on coding { prompt = "c", retry = 3 }
+        task d on coding { prompt = "d", retry = 3 }
+        task e on coding { prompt = "e", retry = 3 }
+    }
+}
+"#,
+    )
+    .unwrap();
+    let conductor = {
+        let (dir, db) = (dir.path().to_path_buf(), db.clone());
+        move || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_conductor"));
+            c.current_dir(&dir)
+                .env("CONDUCTOR_STORE", &db)
+                .stdin(Stdio::null());
+            c
+        }
+    };
+    let mut worker = conductor()
+        .args(["worker", "--concurrency", "5", "--poll", "100ms", "--dir"])
+        .arg(dir.path().join("w1"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let conductor = conductor.clone();
+        move || conductor().args(["run", "w.cond"]).output().unwrap()
+    })
+    .await
+    .unwrap();
+    let _ = worker.kill();
+    let _ = worker.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        3,
+        "no call past the budget: {stdout}"
+    );
+    let run = stdout
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    let shown = conductor().args(["show", &run, "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(v["usage"]["calls"], 3, "{stdout}");
+    let over: Vec<&serde_json::Value> = v["task_results"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|t| t["error"]["code"] == "BUDGET_EXCEEDED")
+        .collect();
+    assert_eq!(over.len(), 2, "{stdout}");
+    for t in over {
+        assert_eq!(t["attempts"], 1, "BUDGET_EXCEEDED is not retried: {t}");
+    }
 }

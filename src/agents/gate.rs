@@ -4,7 +4,10 @@
 //! the budgets; an agent knows only this trait, reached through its attempt's
 //! [`super::Trace`].
 
-use crate::model::{LlmCall, TaskError};
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::model::{LlmCall, Spend, TaskError};
 
 /// What a model call may spend at most, asked before it is made.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,17 +35,39 @@ pub enum CallOutcome {
 
 type Settle = Box<dyn FnOnce(CallOutcome) + Send>;
 
-/// A granted reservation. Dropped without [`Reservation::settle`] — the attempt was stopped
-/// during the call — it counts at its worst case.
-pub struct Reservation(Option<Settle>);
+/// A granted reservation of `worst`. Dropped without [`Reservation::settle`] — the attempt was
+/// stopped during the call — it counts at its worst case.
+pub struct Reservation {
+    worst: Spend,
+    settle: Option<Settle>,
+}
 
 impl Reservation {
-    pub fn new(settle: impl FnOnce(CallOutcome) + Send + 'static) -> Reservation {
-        Reservation(Some(Box::new(settle)))
+    pub fn new(worst: Spend, settle: impl FnOnce(CallOutcome) + Send + 'static) -> Reservation {
+        Reservation {
+            worst,
+            settle: Some(Box::new(settle)),
+        }
+    }
+
+    /// What the call may spend at most.
+    pub fn worst(&self) -> Spend {
+        self.worst
+    }
+
+    /// The same reservation, with `also` told how it ended after its own settling.
+    pub fn also(mut self, also: impl FnOnce(&CallOutcome) + Send + 'static) -> Reservation {
+        let first = self.settle.take();
+        Reservation::new(self.worst, move |outcome| {
+            also(&outcome);
+            if let Some(f) = first {
+                f(outcome);
+            }
+        })
     }
 
     pub fn settle(mut self, outcome: CallOutcome) {
-        if let Some(f) = self.0.take() {
+        if let Some(f) = self.settle.take() {
             f(outcome);
         }
     }
@@ -50,14 +75,24 @@ impl Reservation {
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Some(f) = self.0.take() {
+        if let Some(f) = self.settle.take() {
             f(CallOutcome::CutOff);
         }
     }
 }
 
+/// A reservation being made: granted once it is on record.
+pub type Reserving<'a> = Pin<Box<dyn Future<Output = Result<Reservation, TaskError>> + Send + 'a>>;
+
 /// Reserves model calls against the budgets that contain them. A refused reservation (a
-/// `BUDGET_EXCEEDED` error) means the call must not be made.
+/// `BUDGET_EXCEEDED` error) means the call must not be made. A granted one is in the run's
+/// log before the future completes, so a process killed during the call leaves it counted.
 pub trait CallGate: Send + Sync {
-    fn reserve(&self, ask: &CallAsk) -> Result<Reservation, TaskError>;
+    fn reserve<'a>(&'a self, ask: &'a CallAsk) -> Reserving<'a>;
+
+    /// Whether a refusal means only that this attempt's allowance is used up (an attempt on a
+    /// worker, which reserved its allowance when it was dispatched), not that a budget is.
+    fn allowance(&self) -> bool {
+        false
+    }
 }

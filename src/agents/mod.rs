@@ -25,7 +25,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use env::{AgentEnv, AgentEnvOptions, SetupError};
-pub use gate::{CallAsk, CallGate, CallOutcome, Reservation};
+pub use gate::{CallAsk, CallGate, CallOutcome, Reservation, Reserving};
 pub use http::HttpCall;
 pub use identity::idempotency_key;
 pub use llm::ChatCall;

@@ -6,8 +6,8 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::gate::CallGate;
-use crate::model::{LlmCall, LogChunk, LogStream, OutputTail};
+use super::gate::{CallAsk, CallGate, CallOutcome, Reservation};
+use crate::model::{LlmCall, LogChunk, LogStream, OutputTail, Spend, TaskError};
 
 /// Bytes of each stream kept from its start, and from its end.
 pub const LOG_HEAD: usize = 64 * 1024;
@@ -35,6 +35,9 @@ impl std::fmt::Debug for Trace {
 #[derive(Debug, Default)]
 struct Inner {
     calls: Vec<LlmCall>,
+    /// The worst case of calls reserved and not settled yet, and of calls cut off.
+    open: Spend,
+    cut_off: Spend,
     streams: [Stream; 2],
     /// Pieces not yet handed to the store.
     pending: Vec<LogChunk>,
@@ -75,6 +78,42 @@ impl Trace {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reserves a model call's worst case, when the run has budgets (`None`: it has none).
+    /// The trace keeps what is reserved and not settled, and what was cut off, for the
+    /// attempt's event.
+    pub async fn reserve(&self, ask: &CallAsk) -> Option<Result<Reservation, TaskError>> {
+        let gate = self.gate.as_ref()?;
+        let r = match gate.reserve(ask).await {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        let worst = r.worst();
+        {
+            let mut i = self.lock();
+            i.open = i.open.plus(worst);
+        }
+        let inner = self.inner.clone();
+        Some(Ok(r.also(move |outcome| {
+            let mut i = inner.lock().unwrap_or_else(|e| e.into_inner());
+            i.open = i.open.minus(worst);
+            if *outcome == CallOutcome::CutOff {
+                i.cut_off = i.cut_off.plus(worst);
+            }
+        })))
+    }
+
+    /// Whether a refused call means only that the attempt's own allowance is used up.
+    pub fn allowance(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.allowance())
+    }
+
+    /// What the attempt's calls that got no reply may have spent: those cut off, and those
+    /// still running (the attempt is being stopped).
+    pub fn cut_off(&self) -> Spend {
+        let i = self.lock();
+        i.cut_off.plus(i.open)
     }
 
     pub fn push_call(&self, call: LlmCall) {

@@ -104,6 +104,7 @@ impl Dispatcher {
             output: Some(output),
             error: error.clone(),
             calls: Vec::new(),
+            cut_off: Default::default(),
             artifacts: Vec::new(),
             cached: false,
             tail: Default::default(),

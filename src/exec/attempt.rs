@@ -24,6 +24,8 @@ pub(super) struct Done {
     /// answers instead).
     pub reached_agent: bool,
     pub calls: Vec<LlmCall>,
+    /// Its model calls that got no reply, at their worst case.
+    pub cut_off: crate::model::Spend,
     pub artifacts: Vec<ArtifactRef>,
     /// Served from the response cache.
     pub cached: bool,
@@ -42,6 +44,7 @@ impl Done {
             elapsed: Duration::ZERO,
             reached_agent: false,
             calls: Vec::new(),
+            cut_off: Default::default(),
             artifacts: Vec::new(),
             cached: false,
             tail: OutputTail::default(),
@@ -119,6 +122,7 @@ pub(super) async fn run(job: Job, task: TaskId, instance: u32) -> Done {
         elapsed: begun.elapsed(),
         reached_agent,
         calls: job.trace.take_calls(),
+        cut_off: job.trace.cut_off(),
         artifacts,
         cached,
         tail,

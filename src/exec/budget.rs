@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use crate::agents::{CallAsk, CallGate, CallOutcome, Reservation};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::agents::{CallAsk, CallGate, CallOutcome, Reservation, Reserving};
 use crate::check::ir::{Owner, Task, Workflow};
 use crate::config::Config;
 use crate::model::{
@@ -29,11 +31,28 @@ struct Account {
 pub(super) struct Ledger {
     accounts: Mutex<HashMap<Owner, Account>>,
     config: Arc<Config>,
+    /// Where granted reservations go to be recorded (`call_reserved`) before their call.
+    record: mpsc::UnboundedSender<ToRecord>,
+}
+
+/// A granted reservation for the dispatcher to record; `recorded` answers once it is
+/// committed to the store.
+pub(super) struct ToRecord {
+    pub task: Arc<str>,
+    pub attempt: u32,
+    pub worst: Spend,
+    pub recorded: oneshot::Sender<()>,
 }
 
 impl Ledger {
     /// The run's budgets, with what `state` says they have spent: `None` without budgets.
-    pub(super) fn new(wf: &Workflow, config: Arc<Config>, state: &RunState) -> Option<Ledger> {
+    /// Calls in flight when the log ends (reserved, never settled) count at their worst case.
+    pub(super) fn new(
+        wf: &Workflow,
+        config: Arc<Config>,
+        state: &RunState,
+        record: mpsc::UnboundedSender<ToRecord>,
+    ) -> Option<Ledger> {
         if !wf.budgets.any() {
             return None;
         }
@@ -93,24 +112,44 @@ impl Ledger {
             let Some(task) = wf.task_by_name(name) else {
                 continue;
             };
-            let spend = r.usage.spend();
+            let spend = r.usage.spend().plus(r.reserved);
+            if spend.is_zero() {
+                continue;
+            }
             for (owner, _) in wf.budgets.containing(task) {
                 if let Some(a) = accounts.get_mut(&owner) {
                     a.spent = a.spent.plus(spend);
+                    // A `wall` below the workflow counts from its first call: at the latest
+                    // when the first task that made one started (a resume keeps the clock).
+                    if owner != Owner::Workflow {
+                        if let Some(at) = r.started_at {
+                            a.since_ms = Some(a.since_ms.map_or(at.0, |s| s.min(at.0)));
+                        }
+                    }
                 }
             }
         }
         Some(Ledger {
             accounts: Mutex::new(accounts),
             config,
+            record,
         })
     }
 
-    /// The gate for the calls of an attempt of `task`.
-    pub(super) fn gate(self: &Arc<Self>, wf: &Workflow, task: &Task) -> Arc<dyn CallGate> {
+    /// The gate for the calls of attempt `attempt` of `task`, recorded under `name` (the
+    /// instance's name for a fan-out).
+    pub(super) fn gate(
+        self: &Arc<Self>,
+        wf: &Workflow,
+        task: &Task,
+        name: Arc<str>,
+        attempt: u32,
+    ) -> Arc<dyn CallGate> {
         Arc::new(AttemptGate {
             ledger: self.clone(),
             owners: wf.budgets.containing(task).map(|(o, _)| o).collect(),
+            name,
+            attempt,
         })
     }
 
@@ -163,7 +202,7 @@ impl Ledger {
         let mut accounts = self.lock();
         for o in owners {
             if let Some(a) = accounts.get_mut(o) {
-                a.reserved = minus(a.reserved, worst);
+                a.reserved = a.reserved.minus(worst);
                 a.spent = a.spent.plus(charged);
             }
         }
@@ -231,51 +270,220 @@ fn left_fields(l: &Limits) -> serde_json::Value {
     serde_json::Value::Object(m)
 }
 
-fn minus(a: Spend, b: Spend) -> Spend {
-    Spend {
-        llm_calls: a.llm_calls.saturating_sub(b.llm_calls),
-        tokens: a.tokens.saturating_sub(b.tokens),
-        usd: a.usd.minus(b.usd),
-    }
-}
-
 /// The budgets containing one attempt's calls.
 struct AttemptGate {
     ledger: Arc<Ledger>,
     owners: Vec<Owner>,
+    name: Arc<str>,
+    attempt: u32,
+}
+
+/// A reservation held but not yet on record: dropped (the attempt was stopped meanwhile), no
+/// call was made.
+struct Unrecorded(Option<Reservation>);
+
+impl Drop for Unrecorded {
+    fn drop(&mut self) {
+        if let Some(r) = self.0.take() {
+            r.settle(CallOutcome::Failed);
+        }
+    }
 }
 
 impl CallGate for AttemptGate {
-    fn reserve(&self, ask: &CallAsk) -> Result<Reservation, TaskError> {
+    fn reserve<'a>(&'a self, ask: &'a CallAsk) -> Reserving<'a> {
+        Box::pin(async move {
+            let held = Unrecorded(Some(self.hold(ask)?));
+            let worst = held.0.as_ref().map(Reservation::worst).unwrap_or_default();
+            let (recorded, on_record) = oneshot::channel();
+            let sent = self.ledger.record.send(ToRecord {
+                task: self.name.clone(),
+                attempt: self.attempt,
+                worst,
+                recorded,
+            });
+            if sent.is_err() || on_record.await.is_err() {
+                return Err(TaskError::retryable(
+                    ErrorCode::Transient,
+                    "the call's reservation could not be recorded (the run is stopping or its \
+                     store failed): the call was not made",
+                ));
+            }
+            let mut held = held;
+            held.0.take().ok_or_else(|| {
+                TaskError::retryable(ErrorCode::Transient, "the call's reservation was lost")
+            })
+        })
+    }
+}
+
+impl AttemptGate {
+    /// Holds the call's worst case against every budget containing it, or refuses it.
+    fn hold(&self, ask: &CallAsk) -> Result<Reservation, TaskError> {
+        let (worst, _) = self.ledger.hold(&self.owners, ask)?;
+        let (ledger, owners) = (self.ledger.clone(), self.owners.clone());
+        Ok(Reservation::new(worst, move |outcome| {
+            ledger.settle(&owners, worst, outcome)
+        }))
+    }
+}
+
+impl Ledger {
+    /// Holds a call's worst case against every budget of `owners`, or refuses it: the worst
+    /// case held, and the call's prices.
+    fn hold(&self, owners: &[Owner], ask: &CallAsk) -> Result<(Spend, Option<Rates>), TaskError> {
         let rates = self
-            .ledger
             .config
             .price(&ask.provider, &ask.model)
             .map(Rates::from);
-        let worst = Spend {
-            llm_calls: 1,
-            tokens: ask.prompt_tokens.saturating_add(ask.max_tokens),
-            usd: rates.map_or(Usd::ZERO, |r| r.cost(ask.prompt_tokens, 0, ask.max_tokens)),
-        };
+        let worst = worst_case(ask, rates);
         let now = Timestamp::now().0;
-        {
+        let mut accounts = self.lock();
+        for o in owners {
+            if let Some(a) = accounts.get_mut(o) {
+                refuse(a, ask, rates.is_some(), worst, now)?;
+            }
+        }
+        for o in owners {
+            if let Some(a) = accounts.get_mut(o) {
+                a.reserved = a.reserved.plus(worst);
+                a.since_ms.get_or_insert(now);
+            }
+        }
+        Ok((worst, rates))
+    }
+
+    /// The allowance of an attempt of `task` that runs on a worker: the worst case of its
+    /// first call (`ask`), held now — the scheduler cannot be asked during the attempt.
+    pub(super) fn allowance(
+        self: &Arc<Self>,
+        wf: &Workflow,
+        task: &Task,
+        ask: &CallAsk,
+    ) -> Result<Allowance, TaskError> {
+        let owners: Vec<Owner> = wf.budgets.containing(task).map(|(o, _)| o).collect();
+        let (worst, rates) = self.hold(&owners, ask)?;
+        Ok(Allowance {
+            ledger: self.clone(),
+            owners,
+            grant: Grant { worst, rates },
+            open: true,
+        })
+    }
+}
+
+/// A call's worst case: its prompt bound and `max_tokens`, priced.
+fn worst_case(ask: &CallAsk, rates: Option<Rates>) -> Spend {
+    Spend {
+        llm_calls: 1,
+        tokens: ask.prompt_tokens.saturating_add(ask.max_tokens),
+        usd: rates.map_or(Usd::ZERO, |r| r.cost(ask.prompt_tokens, 0, ask.max_tokens)),
+    }
+}
+
+/// What an attempt on a worker may spend, held by the scheduler. Settled with what the
+/// worker reports; dropped unsettled (the attempt was stopped, its worker lost), it counts
+/// in full.
+pub(super) struct Allowance {
+    ledger: Arc<Ledger>,
+    owners: Vec<Owner>,
+    grant: Grant,
+    open: bool,
+}
+
+impl Allowance {
+    pub(super) fn grant(&self) -> Grant {
+        self.grant
+    }
+
+    /// The attempt spent `spent` (at most the allowance: a worker never goes past it).
+    pub(super) fn settle(mut self, spent: Spend) {
+        self.open = false;
+        let mut accounts = self.ledger.lock();
+        for o in &self.owners {
+            if let Some(a) = accounts.get_mut(o) {
+                a.reserved = a.reserved.minus(self.grant.worst);
+                a.spent = a.spent.plus(spent);
+            }
+        }
+    }
+}
+
+impl Drop for Allowance {
+    fn drop(&mut self) {
+        if self.open {
+            self.open = false;
             let mut accounts = self.ledger.lock();
             for o in &self.owners {
                 if let Some(a) = accounts.get_mut(o) {
-                    refuse(a, ask, rates.is_some(), worst, now)?;
-                }
-            }
-            for o in &self.owners {
-                if let Some(a) = accounts.get_mut(o) {
-                    a.reserved = a.reserved.plus(worst);
-                    a.since_ms.get_or_insert(now);
+                    a.reserved = a.reserved.minus(self.grant.worst);
+                    a.spent = a.spent.plus(self.grant.worst);
                 }
             }
         }
-        let (ledger, owners) = (self.ledger.clone(), self.owners.clone());
-        Ok(Reservation::new(move |outcome| {
-            ledger.settle(&owners, worst, outcome)
-        }))
+    }
+}
+
+/// What a worker is told it may spend on an attempt's calls, and their prices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Grant {
+    pub worst: Spend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rates: Option<Rates>,
+}
+
+/// The gate of an attempt on a worker: its calls fit in the allowance the scheduler held, or
+/// are not made. What a call did not use goes back to the allowance.
+pub(crate) struct AllowanceGate {
+    left: Arc<Mutex<Spend>>,
+    rates: Option<Rates>,
+}
+
+impl AllowanceGate {
+    pub(crate) fn new(grant: Grant) -> AllowanceGate {
+        AllowanceGate {
+            left: Arc::new(Mutex::new(grant.worst)),
+            rates: grant.rates,
+        }
+    }
+}
+
+impl CallGate for AllowanceGate {
+    fn reserve<'a>(&'a self, ask: &'a CallAsk) -> Reserving<'a> {
+        Box::pin(async move {
+            let worst = worst_case(ask, self.rates);
+            {
+                let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
+                let fits = worst.llm_calls <= left.llm_calls
+                    && worst.tokens <= left.tokens
+                    && worst.usd <= left.usd;
+                if !fits {
+                    return Err(TaskError::fatal(
+                        ErrorCode::BudgetExceeded,
+                        format!(
+                            "the attempt's budget allowance on its worker has no room for a \
+                             call to `{}` of provider `{}`: the call was not made",
+                            ask.model, ask.provider
+                        ),
+                    ));
+                }
+                *left = left.minus(worst);
+            }
+            let left = self.left.clone();
+            Ok(Reservation::new(worst, move |outcome| {
+                let back = match outcome {
+                    CallOutcome::Reply(call) => worst.minus(call.spend()),
+                    CallOutcome::Failed => worst,
+                    CallOutcome::CutOff => Spend::default(),
+                };
+                let mut left = left.lock().unwrap_or_else(|e| e.into_inner());
+                *left = left.plus(back);
+            }))
+        })
+    }
+
+    fn allowance(&self) -> bool {
+        true
     }
 }
 
@@ -418,6 +626,39 @@ mod tests {
         // Wall time: 9 999 ms of 10 000 used leaves room; all of it leaves none.
         let e = refuse(&account(exact, spent), &ask(), true, worst(1_000), 11_000).unwrap_err();
         assert!(e.message.contains("of wall time used"), "{}", e.message);
+    }
+
+    #[tokio::test]
+    async fn a_workers_allowance_grants_what_it_holds_and_takes_back_what_a_call_did_not_use() {
+        let grant = Grant {
+            worst: worst_case(&ask(), None),
+            rates: None,
+        };
+        let gate = AllowanceGate::new(grant);
+        assert!(gate.allowance());
+        let first = gate.reserve(&ask()).await.unwrap();
+        let e = gate.reserve(&ask()).await.err().unwrap();
+        assert_eq!(e.code, ErrorCode::BudgetExceeded);
+        assert!(e.message.contains("allowance"), "{}", e.message);
+        // The call used 30 of its 100 tokens: a second call still has no `llm_calls` left.
+        first.settle(CallOutcome::Reply(crate::model::LlmCall {
+            provider: "p".into(),
+            model: "m".into(),
+            input_tokens: 20,
+            output_tokens: 10,
+            cached_input_tokens: 0,
+            duration_ms: 1,
+            replayed: false,
+            usd: None,
+        }));
+        assert!(gate.reserve(&ask()).await.is_err());
+        // A call that failed gives its whole worst case back.
+        let gate = AllowanceGate::new(grant);
+        gate.reserve(&ask())
+            .await
+            .unwrap()
+            .settle(CallOutcome::Failed);
+        assert!(gate.reserve(&ask()).await.is_ok());
     }
 
     #[test]

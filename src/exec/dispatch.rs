@@ -343,6 +343,7 @@ impl Dispatcher {
             output: None,
             error: Some(error.clone()),
             calls: Vec::new(),
+            cut_off: Default::default(),
             artifacts: Vec::new(),
             cached: false,
             tail: Default::default(),
@@ -473,7 +474,7 @@ impl Dispatcher {
         let task = self.run.wf.task(self.def_id(t));
         let a = Arc::new(a);
         let trace = match ledger {
-            Some(l) => Trace::with_gate(l.gate(&self.run.wf, task)),
+            Some(l) => Trace::with_gate(l.gate(&self.run.wf, task, a.task.clone(), a.attempt)),
             None => Trace::default(),
         };
         let rt = &mut self.tasks[t.index()];
@@ -517,11 +518,29 @@ impl Dispatcher {
     /// The run's budgets, opened from the state the first time they are needed.
     pub(super) fn ledger(&mut self) -> Option<Arc<super::budget::Ledger>> {
         if self.ledger.is_none() {
-            let l =
-                super::budget::Ledger::new(&self.run.wf, self.run.env.config.clone(), &self.state);
+            let l = super::budget::Ledger::new(
+                &self.run.wf,
+                self.run.env.config.clone(),
+                &self.state,
+                self.reservations.0.clone(),
+            );
             self.ledger = Some(l.map(Arc::new));
         }
         self.ledger.clone().flatten()
+    }
+
+    /// A model call's reservation: on record before the call is made, so a process killed
+    /// during the call leaves it counted.
+    pub(super) fn reserved(&mut self, r: super::budget::ToRecord) -> Result<(), ExecError> {
+        self.record(EventKind::CallReserved {
+            task: r.task,
+            attempt: r.attempt,
+            worst: r.worst,
+        });
+        self.flush()?;
+        // The attempt may have been stopped meanwhile: then nobody waits.
+        let _ = r.recorded.send(());
+        Ok(())
     }
 
     /// When a retry's backoff is due, or at once.

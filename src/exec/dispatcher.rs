@@ -130,6 +130,11 @@ pub(super) struct Dispatcher {
     /// The run's budgets, opened at the first dispatch (after a resume has rebuilt the state
     /// they are seeded from); `Some(None)`: the run has none.
     pub ledger: Option<Option<Arc<super::budget::Ledger>>>,
+    /// Reservations of model calls to record before the calls are made.
+    pub reservations: (
+        tokio::sync::mpsc::UnboundedSender<super::budget::ToRecord>,
+        tokio::sync::mpsc::UnboundedReceiver<super::budget::ToRecord>,
+    ),
     /// A budget with `on_budget = "wrap_up"` ran out: no new task or pass starts; the
     /// `always` phases run once what runs has finished.
     pub wrapping_up: bool,
@@ -247,6 +252,7 @@ impl Dispatcher {
             cancelled_once: false,
             halted: false,
             ledger: None,
+            reservations: tokio::sync::mpsc::unbounded_channel(),
             wrapping_up: false,
             run,
         })
@@ -456,6 +462,10 @@ impl Dispatcher {
                     self.journal.clock = now();
                     timer_at = None;
                     self.fire_timers();
+                }
+                Some(r) = self.reservations.1.recv() => {
+                    self.journal.clock = now();
+                    self.reserved(r)?;
                 }
                 answer = self.escalations.answer(), if self.escalations.asking() => {
                     self.journal.clock = now();

@@ -42,6 +42,7 @@ impl Dispatcher {
             output,
             error,
             calls: done.calls,
+            cut_off: done.cut_off,
             artifacts: done.artifacts,
             cached: done.cached,
             tail: done.tail,
@@ -283,6 +284,8 @@ impl Dispatcher {
     pub(super) fn cancel_attempt_because(&mut self, t: TaskId, why: &str) {
         let trace = self.tasks[t.index()].trace.take().unwrap_or_default();
         let calls = trace.take_calls();
+        // A call it is making counts at its worst case.
+        let cut_off = trace.cut_off();
         let (mut chunks, tail) = trace.finish();
         for c in &mut chunks {
             c.data = self.run.env.redactor.redact_bytes(&c.data).into_owned();
@@ -296,7 +299,7 @@ impl Dispatcher {
             }
         }
         let stopped = TaskError::fatal(ErrorCode::Cancelled, why);
-        if !calls.is_empty() || !tail.is_empty() {
+        if !calls.is_empty() || !tail.is_empty() || !cut_off.is_zero() {
             let agent = self.tasks[t.index()].last.as_ref().map_or_else(
                 || {
                     Arc::from(
@@ -317,6 +320,7 @@ impl Dispatcher {
                 output: None,
                 error: Some(stopped.clone()),
                 calls,
+                cut_off,
                 artifacts: Vec::new(),
                 cached: false,
                 tail,

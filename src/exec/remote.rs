@@ -42,6 +42,9 @@ pub(crate) struct RemoteJob {
     /// the worker's workspace before the attempt starts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ArtifactRef>,
+    /// What its model calls may spend, held by the scheduler against the run's budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowance: Option<super::budget::Grant>,
 }
 
 /// What a worker reports back: the fields of a local `Done`.
@@ -52,6 +55,8 @@ pub(crate) struct RemoteOutcome {
     pub reached_agent: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<LlmCall>,
+    #[serde(default, skip_serializing_if = "crate::model::Spend::is_zero")]
+    pub cut_off: crate::model::Spend,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub artifacts: Vec<ArtifactRef>,
     #[serde(default)]
@@ -74,7 +79,10 @@ pub(crate) async fn execute(
         cache: job.cache.map(|(key, read)| attempt::CacheUse { key, read }),
         store,
         env,
-        trace: Trace::default(),
+        trace: match job.allowance {
+            Some(grant) => Trace::with_gate(Arc::new(super::budget::AllowanceGate::new(grant))),
+            None => Trace::default(),
+        },
     };
     let done = attempt::run(j, TaskId(0), 0).await;
     RemoteOutcome {
@@ -82,6 +90,7 @@ pub(crate) async fn execute(
         elapsed_ms: done.elapsed.as_millis() as u64,
         reached_agent: done.reached_agent,
         calls: done.calls,
+        cut_off: done.cut_off,
         artifacts: done.artifacts,
         cached: done.cached,
         tail: done.tail,
@@ -273,10 +282,15 @@ struct StandIn {
     workspace: Option<std::path::PathBuf>,
 }
 
-async fn stand_in(mut guard: CancelOnDrop, rx: oneshot::Receiver<Arrival>, s: StandIn) -> Done {
+/// Waits for a worker's result: the attempt's outcome, and whether the worker reported it.
+async fn stand_in(
+    mut guard: CancelOnDrop,
+    rx: oneshot::Receiver<Arrival>,
+    s: StandIn,
+) -> (Done, bool) {
     let arrival = rx.await;
     guard.key = None;
-    let failed = |error: TaskError| Done::unstarted(s.task, s.attempt, s.instance, error);
+    let failed = |error: TaskError| (Done::unstarted(s.task, s.attempt, s.instance, error), false);
     match arrival {
         Ok(Arrival::Result(r)) => {
             let outcome: RemoteOutcome = match serde_json::from_str(&r.body) {
@@ -302,7 +316,7 @@ async fn stand_in(mut guard: CancelOnDrop, rx: oneshot::Receiver<Arrival>, s: St
                     }
                 }
             }
-            Done {
+            let done = Done {
                 task: s.task,
                 attempt: s.attempt,
                 instance: s.instance,
@@ -310,10 +324,12 @@ async fn stand_in(mut guard: CancelOnDrop, rx: oneshot::Receiver<Arrival>, s: St
                 elapsed: Duration::from_millis(outcome.elapsed_ms),
                 reached_agent: outcome.reached_agent,
                 calls: outcome.calls,
+                cut_off: outcome.cut_off,
                 artifacts: outcome.artifacts,
                 cached: outcome.cached,
                 tail: outcome.tail,
-            }
+            };
+            (done, true)
         }
         Ok(Arrival::Lost) => {
             let message =
@@ -382,7 +398,17 @@ impl Dispatcher {
         let wf = self.run.wf.clone();
         let task = wf.task(self.def_id(t));
         let agent = wf.agent(task.agent);
+        let allowance = match self.hold_allowance(&a) {
+            Ok(allowance) => allowance,
+            Err(refused) => {
+                let (attempt, instance) = (a.attempt, instance);
+                self.workers
+                    .spawn(async move { Done::unstarted(t, attempt, instance, refused) });
+                return;
+            }
+        };
         let job = RemoteJob {
+            allowance: allowance.as_ref().map(super::budget::Allowance::grant),
             attempt: (*a).clone(),
             timeout_ms: task.timeout.as_millis() as u64,
             cache,
@@ -409,10 +435,48 @@ impl Dispatcher {
             labels,
             body: serde_json::to_string(&job).unwrap_or_default(),
         });
-        self.await_remote(&hub, t, instance, a.attempt);
+        self.await_remote(&hub, t, instance, a.attempt, allowance);
     }
 
-    fn await_remote(&mut self, hub: &Arc<Hub>, t: TaskId, instance: u32, attempt: u32) {
+    /// The allowance of an llm attempt sent to a worker, when the run has budgets: held now
+    /// and recorded with the attempt (one commit), or refused.
+    fn hold_allowance(
+        &mut self,
+        a: &Attempt,
+    ) -> Result<Option<super::budget::Allowance>, TaskError> {
+        let crate::agents::AgentCall::Llm(call) = &a.call else {
+            return Ok(None);
+        };
+        let replays = self
+            .run
+            .env
+            .provider(&call.provider)
+            .is_ok_and(|p| p.replays());
+        let Some(ledger) = self.ledger().filter(|_| !replays) else {
+            return Ok(None);
+        };
+        let wf = self.run.wf.clone();
+        let t = self.task_id(&a.task);
+        let Some(task) = t.map(|t| wf.task(self.def_id(t))) else {
+            return Ok(None);
+        };
+        let allowance = ledger.allowance(&wf, task, &crate::agents::llm::first_ask(call))?;
+        self.record(crate::model::EventKind::CallReserved {
+            task: a.task.clone(),
+            attempt: a.attempt,
+            worst: allowance.grant().worst,
+        });
+        Ok(Some(allowance))
+    }
+
+    fn await_remote(
+        &mut self,
+        hub: &Arc<Hub>,
+        t: TaskId,
+        instance: u32,
+        attempt: u32,
+        allowance: Option<super::budget::Allowance>,
+    ) {
         let key: Key = (self.name(t), attempt);
         let rx = hub.register(key.clone());
         let guard = CancelOnDrop {
@@ -427,7 +491,21 @@ impl Dispatcher {
             store: self.journal.store().clone(),
             workspace: self.run.env.workspace.clone(),
         };
-        self.workers.spawn(stand_in(guard, rx, s));
+        self.workers.spawn(async move {
+            let (mut done, reported) = stand_in(guard, rx, s).await;
+            if let Some(allowance) = allowance {
+                if !reported {
+                    // Lost or cut off: its calls may have been made, at most the allowance.
+                    done.cut_off = allowance.grant().worst;
+                }
+                let spent = done
+                    .calls
+                    .iter()
+                    .fold(done.cut_off, |s, c| s.plus(c.spend()));
+                allowance.settle(spent);
+            }
+            done
+        });
     }
 
     /// On resume: the attempts the log shows in flight on workers that are still alive (queued,
@@ -458,7 +536,8 @@ impl Dispatcher {
                 continue;
             }
             self.running += 1;
-            self.await_remote(&hub, t, instance as u32, attempt);
+            // Its allowance, on record, counts in full in the budgets rebuilt from the log.
+            self.await_remote(&hub, t, instance as u32, attempt, None);
             if let Found::Finished(result) = found {
                 hub.deliver(&(self.name(t), attempt), Arrival::Result(result));
             }

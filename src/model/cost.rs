@@ -74,7 +74,7 @@ impl<'de> Deserialize<'de> for Usd {
 }
 
 /// A price as whole pico-dollars per token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rates {
     pub input: u64,
     pub output: u64,
@@ -120,6 +120,15 @@ impl Spend {
             llm_calls: self.llm_calls.saturating_add(other.llm_calls),
             tokens: self.tokens.saturating_add(other.tokens),
             usd: self.usd.plus(other.usd),
+        }
+    }
+
+    /// `self` less `other`, never below zero.
+    pub fn minus(self, other: Spend) -> Spend {
+        Spend {
+            llm_calls: self.llm_calls.saturating_sub(other.llm_calls),
+            tokens: self.tokens.saturating_sub(other.tokens),
+            usd: self.usd.minus(other.usd),
         }
     }
 

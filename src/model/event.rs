@@ -77,6 +77,12 @@ pub enum EventKind {
         agent: Arc<str>,
         attempt: u32,
     },
+    /// A model call's worst case was reserved against the budgets, before the call is made.
+    CallReserved {
+        task: Arc<str>,
+        attempt: u32,
+        worst: super::Spend,
+    },
     AttemptFinished {
         task: Arc<str>,
         agent: Arc<str>,
@@ -89,6 +95,9 @@ pub enum EventKind {
         /// The LLM calls the attempt made, with their token usage.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         calls: Vec<LlmCall>,
+        /// Its calls that got no reply although a model may have run, at their worst case.
+        #[serde(default, skip_serializing_if = "super::Spend::is_zero")]
+        cut_off: super::Spend,
         /// The files the attempt produced, stored as artifacts and written to the workspace.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         artifacts: Vec<ArtifactRef>,
@@ -215,6 +224,7 @@ impl EventKind {
             EventKind::PhaseEntered { .. } => "phase_entered",
             EventKind::TaskSkipped { .. } => "task_skipped",
             EventKind::TaskDispatched { .. } => "task_dispatched",
+            EventKind::CallReserved { .. } => "call_reserved",
             EventKind::AttemptFinished { .. } => "attempt_finished",
             EventKind::RetryScheduled { .. } => "retry_scheduled",
             EventKind::TaskFinished { .. } => "task_finished",

@@ -38,6 +38,7 @@ impl Usage {
             tokens: (self.input_tokens + self.output_tokens).saturating_sub(self.replayed_tokens),
             usd: self.usd,
         }
+        .plus(self.cut_off)
     }
 }
 
@@ -82,6 +83,10 @@ pub struct Usage {
     /// Calls with no price in `conductor.toml`: not in `usd`.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub unpriced: u64,
+    /// Calls with no reply although a model may have run (a timeout, a stopped attempt, a
+    /// process killed during the call): budgets count them at their worst case.
+    #[serde(default, skip_serializing_if = "super::Spend::is_zero")]
+    pub cut_off: super::Spend,
 }
 
 impl Usage {
@@ -116,11 +121,31 @@ impl Usage {
             replayed_tokens: self.replayed_tokens + o.replayed_tokens,
             usd: self.usd.plus(o.usd),
             unpriced: self.unpriced + o.unpriced,
+            cut_off: self.cut_off.plus(o.cut_off),
         }
     }
 
-    /// `$0.0123`, `$0.0123 + 2 unpriced calls`, `no cost (replayed)`, or `-` with no calls.
+    /// `$0.0123`, `$0.0123 + 2 unpriced calls`, `no cost (replayed)`, or `-` with no calls;
+    /// calls that got no reply follow (`+ 1 call cut off, up to $0.004`).
     pub fn cost_text(&self) -> String {
+        let replied = self.replied_cost_text();
+        let n = self.cut_off.llm_calls;
+        if n == 0 {
+            return replied;
+        }
+        let cut = format!(
+            "{n} call{} cut off, up to {}",
+            crate::text::plural(n),
+            self.cut_off.usd
+        );
+        if self.calls == 0 {
+            cut
+        } else {
+            format!("{replied} + {cut}")
+        }
+    }
+
+    fn replied_cost_text(&self) -> String {
         if self.calls == 0 {
             return "-".into();
         }

@@ -221,7 +221,7 @@ fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
         plural(t.attempts),
         t.duration_ms
     );
-    if t.usage.calls > 0 {
+    if t.usage.calls > 0 || t.usage.cut_off.llm_calls > 0 {
         line.push_str(&format!("  {}", t.usage.cost_text()));
     }
     if let Some(reason) = t.skip_reason {

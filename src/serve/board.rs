@@ -486,6 +486,7 @@ mod tests {
                 output: None,
                 error: None,
                 calls,
+                cut_off: Default::default(),
                 artifacts: Vec::new(),
                 cached: false,
                 tail: Default::default(),

@@ -45,6 +45,7 @@ pub(crate) async fn drawer(
                     cached,
                     tail,
                     agent,
+                    ..
                 } if **t == *task => {
                     let open = attempts.iter_mut().rev().find(|a| {
                         a["attempt"] == json!(attempt) && a["end"].is_null()

@@ -204,6 +204,7 @@ async fn run_one(s: &Arc<Shared>, c: &Claimed) -> RemoteOutcome {
         elapsed_ms: 0,
         reached_agent: false,
         calls: Vec::new(),
+        cut_off: Default::default(),
         artifacts: Vec::new(),
         cached: false,
         tail: Default::default(),

@@ -263,22 +263,38 @@ pub(super) fn execute(
     Box::pin(async move {
         let provider = env.provider(&call.provider)?;
         let role = call.role;
-        let mut chat = ChatRequest {
-            task: task.to_string(),
-            role: role.map_or("custom", Role::as_str).to_string(),
-            model: call.model.clone(),
-            system: call.system.clone(),
-            messages: vec![Message::user(call.prompt.clone())],
-            temperature: call.temperature,
-            max_tokens: call.max_tokens,
-            schema: roles::schema(role),
-        };
+        let mut chat = first_request(&call, &task);
         let rates = env
             .config
             .price(&call.provider, &call.model)
             .map(crate::model::Rates::from);
         converse(&mut chat, &*provider, &call.provider, rates, role, &trace).await
     })
+}
+
+/// The request of an attempt's first call.
+fn first_request(call: &ChatCall, task: &str) -> ChatRequest {
+    ChatRequest {
+        task: task.to_string(),
+        role: call.role.map_or("custom", Role::as_str).to_string(),
+        model: call.model.clone(),
+        system: call.system.clone(),
+        messages: vec![Message::user(call.prompt.clone())],
+        temperature: call.temperature,
+        max_tokens: call.max_tokens,
+        schema: roles::schema(call.role),
+    }
+}
+
+/// What an attempt's first call asks of the budgets (the allowance of an attempt on a
+/// worker is held from it before the attempt is sent).
+pub(crate) fn first_ask(call: &ChatCall) -> CallAsk {
+    CallAsk {
+        provider: call.provider.clone(),
+        model: call.model.clone(),
+        prompt_tokens: prompt_bound(&first_request(call, "")),
+        max_tokens: u64::from(call.max_tokens),
+    }
 }
 
 /// An upper bound on a request's prompt tokens: the bytes of its system prompt, messages and
@@ -325,14 +341,33 @@ async fn converse(
         let begun = Instant::now();
         let replayed = provider.replays();
         // A replayed call spends nothing: it is not put to the budgets.
-        let reservation = match trace.gate() {
-            Some(gate) if !replayed => Some(gate.reserve(&CallAsk {
-                provider: provider_name.to_string(),
-                model: chat.model.clone(),
-                prompt_tokens: prompt_bound(chat),
-                max_tokens: u64::from(chat.max_tokens),
-            })?),
-            _ => None,
+        let ask = CallAsk {
+            provider: provider_name.to_string(),
+            model: chat.model.clone(),
+            prompt_tokens: prompt_bound(chat),
+            max_tokens: u64::from(chat.max_tokens),
+        };
+        let reserved = if replayed {
+            None
+        } else {
+            trace.reserve(&ask).await
+        };
+        let reservation = match reserved {
+            Some(Ok(r)) => Some(r),
+            // An attempt on a worker whose allowance has no room for the corrective turn:
+            // the reply stays unusable (a retry gets an allowance of its own).
+            Some(Err(_)) if turn > 0 && trace.allowance() => {
+                return Err(TaskError::retryable(
+                    ErrorCode::InvalidOutput,
+                    format!(
+                        "the {} reply was not usable, and the attempt's budget allowance on \
+                         its worker has no room to say why and ask again: {problem}",
+                        chat.role
+                    ),
+                ));
+            }
+            Some(Err(e)) => return Err(e),
+            None => None,
         };
         let reply = match provider.complete(chat).await {
             Ok(r) => r,

@@ -112,6 +112,12 @@ impl RunState {
                 agent,
                 attempt,
             } => self.dispatched(task, agent, *attempt, at, &mut note),
+            EventKind::CallReserved { task, worst, .. } => {
+                if let Some((i, t)) = self.task_mut(task) {
+                    t.reserved = t.reserved.plus(*worst);
+                    note.task(i);
+                }
+            }
             EventKind::AttemptFinished {
                 task,
                 agent,
@@ -120,6 +126,7 @@ impl RunState {
                 output,
                 error,
                 calls,
+                cut_off,
                 cached,
                 artifacts,
                 tail,
@@ -138,6 +145,7 @@ impl RunState {
                     output: output.as_ref(),
                     error: error.as_ref(),
                     calls,
+                    cut_off: *cut_off,
                     cached: *cached,
                     tail,
                 };
@@ -372,6 +380,7 @@ impl RunState {
         at: Timestamp,
         note: &mut Note<'_>,
     ) {
+        self.unsettled(task);
         if let Some((i, t)) = self.task_mut(task) {
             t.status = TaskStatus::InProgress;
             t.deferred = None;
@@ -390,24 +399,50 @@ impl RunState {
         }
     }
 
+    /// A new attempt of a task whose last one never finished (the process died during its
+    /// model calls): those calls count at their worst case.
+    fn unsettled(&mut self, task: &str) {
+        let Some((_, t)) = self.task_mut(task) else {
+            return;
+        };
+        if t.reserved.is_zero() {
+            return;
+        }
+        let lost = Usage {
+            cut_off: std::mem::take(&mut t.reserved),
+            ..Usage::default()
+        };
+        self.add_usage(task, &lost);
+    }
+
+    /// What a task spent, added to it, its phase, this pass and the run.
+    fn add_usage(&mut self, task: &str, spent: &Usage) {
+        self.usage = self.usage.plus(spent);
+        let pass = self.feedback_loop_count as usize;
+        if self.pass_usage.len() <= pass {
+            self.pass_usage.resize(pass + 1, Usage::default());
+        }
+        self.pass_usage[pass] = self.pass_usage[pass].plus(spent);
+        if let Some((_, t)) = self.task_mut(task) {
+            t.usage = t.usage.plus(spent);
+            let phase = t.phase.to_string();
+            let u = self.phase_usage.entry(phase).or_default();
+            *u = u.plus(spent);
+        }
+    }
+
     fn attempt_finished(&mut self, f: Finished<'_>, note: &mut Note<'_>) {
         let mut spent = Usage::default();
         for call in f.calls {
             spent.add(call);
         }
         spent.cached = u64::from(f.cached);
-        self.usage = self.usage.plus(&spent);
-        let pass = self.feedback_loop_count as usize;
-        if self.pass_usage.len() <= pass {
-            self.pass_usage.resize(pass + 1, Usage::default());
-        }
-        self.pass_usage[pass] = self.pass_usage[pass].plus(&spent);
+        spent.cut_off = f.cut_off;
         if let Some((_, t)) = self.task_mut(f.task) {
-            t.usage = t.usage.plus(&spent);
-            let phase = t.phase.to_string();
-            let u = self.phase_usage.entry(phase).or_default();
-            *u = u.plus(&spent);
+            // Its calls are settled: what they spent is in `spent`.
+            t.reserved = crate::model::Spend::default();
         }
+        self.add_usage(f.task, &spent);
         if let Some((i, t)) = self.task_mut(f.task) {
             t.attempts = t.attempts.max(f.attempt);
             t.duration_ms += f.duration_ms;
@@ -618,6 +653,7 @@ struct Finished<'a> {
     output: Option<&'a serde_json::Value>,
     error: Option<&'a TaskError>,
     calls: &'a [LlmCall],
+    cut_off: crate::model::Spend,
     cached: bool,
     tail: &'a OutputTail,
 }

@@ -99,6 +99,11 @@ pub struct TaskResult {
     /// The model calls of all its attempts, and what they cost.
     #[serde(default, skip_serializing_if = "Usage::is_zero")]
     pub usage: Usage,
+    /// The worst case of the model calls its running attempt has reserved (`call_reserved`)
+    /// and not yet settled. Still set when the log ends: the process stopped during the
+    /// calls, which the budgets then count at this worst case.
+    #[serde(default, skip_serializing_if = "crate::model::Spend::is_zero")]
+    pub reserved: crate::model::Spend,
     /// The end of what its last attempt's program printed.
     #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
     pub tail: OutputTail,
@@ -181,6 +186,7 @@ impl TaskResult {
             finished_at: None,
             duration_ms: 0,
             usage: Usage::default(),
+            reserved: Default::default(),
             deferred: None,
             approval: None,
             instance: None,

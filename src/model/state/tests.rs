@@ -102,6 +102,7 @@ fn dispatch_and_attempt_move_task_and_instance() {
                 }],
                 artifacts: vec![],
                 cached: false,
+                cut_off: Default::default(),
                 tail: Default::default(),
             },
         ),
@@ -132,6 +133,7 @@ fn an_attempt_under_the_pool_name_never_had_an_instance() {
             calls: vec![],
             artifacts: vec![],
             cached: false,
+            cut_off: Default::default(),
             tail: Default::default(),
         },
     ));
@@ -153,6 +155,7 @@ fn retry_scheduled_keeps_when_it_is_due() {
             calls: vec![],
             artifacts: vec![],
             cached: false,
+            cut_off: Default::default(),
             tail: Default::default(),
         },
     ));
@@ -341,6 +344,7 @@ fn a_dlq_retry_clears_the_history_and_keeps_the_attempt_base() {
                 calls: vec![],
                 artifacts: vec![],
                 cached: false,
+                cut_off: Default::default(),
                 tail: Default::default(),
             },
         ),
@@ -402,4 +406,65 @@ fn violations_resume_and_finish() {
     assert_eq!(s.status(), RunStatus::Completed);
     assert_eq!(s.completed_at, Some(Timestamp(5_000)));
     assert_eq!(s.last_seq, 5);
+}
+
+#[test]
+fn a_reserved_call_counts_at_its_worst_case_when_its_attempt_never_finished() {
+    let mut s = started();
+    let worst = crate::model::Spend {
+        llm_calls: 1,
+        tokens: 500,
+        usd: crate::model::Usd(7),
+    };
+    let dispatched = |seq, attempt| {
+        ev(
+            seq,
+            EventKind::TaskDispatched {
+                task: task("a"),
+                agent: task("m-01"),
+                attempt,
+            },
+        )
+    };
+    let reserved = |seq, attempt| {
+        ev(
+            seq,
+            EventKind::CallReserved {
+                task: task("a"),
+                attempt,
+                worst,
+            },
+        )
+    };
+    s.apply(&dispatched(2, 1));
+    s.apply(&reserved(3, 1));
+    // The log ends here (a kill -9 during the call): it is held, not yet spent.
+    assert_eq!(s.task("a").unwrap().reserved, worst);
+    assert!(s.usage.cut_off.is_zero());
+    // The next attempt: the lost one's call counts, at its worst case, everywhere.
+    s.apply(&dispatched(4, 2));
+    assert!(s.task("a").unwrap().reserved.is_zero());
+    assert_eq!(s.task("a").unwrap().usage.cut_off, worst);
+    assert_eq!(s.usage.spend(), worst);
+    assert_eq!(s.phase_usage["p"].spend(), worst);
+    // A call whose attempt finished is settled by the attempt's own account.
+    s.apply(&reserved(5, 2));
+    s.apply(&ev(
+        6,
+        EventKind::AttemptFinished {
+            task: task("a"),
+            agent: task("m-01"),
+            attempt: 2,
+            duration_ms: 1,
+            output: None,
+            error: Some(err(false)),
+            calls: vec![],
+            cut_off: Default::default(),
+            artifacts: vec![],
+            cached: false,
+            tail: Default::default(),
+        },
+    ));
+    assert!(s.task("a").unwrap().reserved.is_zero());
+    assert_eq!(s.usage.spend(), worst, "the failed call spent nothing");
 }
