@@ -15,9 +15,10 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 use crate::limits::STORE_LOCK_WAIT;
 use crate::store::StoreError;
 
-/// How long SQLite's own busy handler waits on one statement, on every connection; the loop
-/// here waits on after it.
-pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long SQLite's own busy handler waits on one statement, on every connection (reads
+/// included, which are not retried here: in WAL mode they wait only while a connection
+/// recovers the WAL); a write's loop here waits on after it.
+pub(super) const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The longest pause between two tries for the lock.
 const MAX_PAUSE: Duration = Duration::from_millis(250);
