@@ -24,6 +24,9 @@ pub struct Redactor {
     /// Each value's characters and what replaces it, longest first, so a value containing
     /// another is replaced whole.
     values: Vec<(Vec<char>, String)>,
+    /// Bytes a match can start with (indexed by byte): most bytes of a text are skipped at a
+    /// glance.
+    starts: Vec<bool>,
 }
 
 impl Redactor {
@@ -49,7 +52,17 @@ impl Redactor {
         if value.chars().count() < MIN_REDACTED {
             return;
         }
-        self.values.push((value.chars().collect(), with));
+        let chars: Vec<char> = value.chars().collect();
+        if self.starts.is_empty() {
+            self.starts = vec![false; 256];
+            for b in [b'\\', b'%', b'&'] {
+                self.starts[b as usize] = true;
+            }
+        }
+        let mut first = [0u8; 4];
+        chars[0].encode_utf8(&mut first);
+        self.starts[first[0] as usize] = true;
+        self.values.push((chars, with));
         self.values.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
     }
 
@@ -75,7 +88,14 @@ impl Redactor {
         let mut out: Option<Vec<u8>> = None;
         let mut copied = 0;
         let mut i = 0;
+        if self.values.is_empty() {
+            return Cow::Borrowed(bytes);
+        }
         while i < bytes.len() {
+            if !self.starts[bytes[i] as usize] {
+                i += 1;
+                continue;
+            }
             let found = self
                 .values
                 .iter()
@@ -104,12 +124,8 @@ impl Redactor {
 /// `text` with `value` replaced by `with` in any form it is found in (see the module's note);
 /// for text that may echo a single key, such as a provider's error body.
 pub(crate) fn replace_value(text: String, value: &str, with: &str) -> String {
-    let r = Redactor {
-        values: vec![(value.chars().collect(), with.to_string())],
-    };
-    if value.chars().count() < MIN_REDACTED {
-        return text;
-    }
+    let mut r = Redactor::default();
+    r.add(value, with.to_string());
     match r.redact(&text) {
         Cow::Borrowed(_) => text,
         Cow::Owned(clean) => clean,
