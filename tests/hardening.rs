@@ -1383,7 +1383,7 @@ fn a_script_is_stopped_by_its_tasks_timeout_and_by_ctrl_c() {
 }
 
 #[test]
-fn a_newline_in_a_message_does_not_start_a_line_of_the_run_view() {
+fn a_newline_in_a_message_does_not_start_a_line_of_the_run_view_show_or_why() {
     let dir = tempfile::tempdir().unwrap();
     write(
         dir.path(),
@@ -1417,6 +1417,22 @@ fn a_newline_in_a_message_does_not_start_a_line_of_the_run_view() {
     }
     assert!(view.contains("bad\\n  ✓ fake_task"), "{view}");
     assert!(view.contains("no\\nrun r1 COMPLETED"), "{view}");
+    // Nor of `show` or `why`.
+    let id = only_run(dir.path());
+    for args in [vec!["show", &id], vec!["why", &id, "t"]] {
+        let mut cmd = conductor(dir.path());
+        cmd.args(&args);
+        let out = finish(cmd, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+        let shown = text(&out.stdout);
+        for spoof in ["  ✓ fake_task", "run r1 COMPLETED"] {
+            assert!(
+                !shown.lines().any(|l| l.starts_with(spoof)),
+                "{args:?}: a message started a line `{spoof}`:\n{shown}"
+            );
+        }
+        assert!(shown.contains("bad\\n  ✓ fake_task"), "{shown}");
+    }
 }
 
 #[test]
