@@ -35,7 +35,7 @@ fn there_is_an_example_for_every_agent_kind() {
             }
         }
     }
-    let all: std::collections::BTreeSet<_> = ["llm", "shell", "http", "script", "mock"]
+    let all: std::collections::BTreeSet<_> = ["llm", "shell", "http", "script", "mock", "workflow"]
         .into_iter()
         .collect();
     assert_eq!(kinds, all);

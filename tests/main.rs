@@ -4,6 +4,7 @@ mod support;
 
 mod browser;
 mod budget;
+mod childruns;
 mod ci;
 mod cli;
 mod crash;

@@ -26,6 +26,8 @@ pub struct AgentEnvOptions {
     pub redactor: Arc<crate::secrets::Redactor>,
     /// Environment variables secret params come from: programs do not see them.
     pub secret_env: Vec<String>,
+    /// Runs child-run tasks (`on workflow "f.cond"`); `None` where they cannot run.
+    pub children: Option<Arc<dyn super::child::ChildRunner>>,
 }
 
 /// Why a workflow's agents cannot run here.
@@ -55,6 +57,7 @@ pub struct AgentEnv {
     providers: Mutex<HashMap<String, Arc<dyn Provider>>>,
     http: OnceLock<Result<reqwest::Client, String>>,
     scripts: Mutex<HashMap<u64, Arc<ModuleSet>>>,
+    pub(crate) children: Option<Arc<dyn super::child::ChildRunner>>,
 }
 
 impl AgentEnv {
@@ -79,6 +82,7 @@ impl AgentEnv {
             providers: Mutex::new(HashMap::new()),
             http: OnceLock::new(),
             scripts: Mutex::new(HashMap::new()),
+            children: options.children,
         }
     }
 

@@ -137,6 +137,7 @@ pub fn dry_run_output(kind: &AgentKind) -> serde_json::Value {
         AgentKind::Shell(_) => json!({ "exit_code": 0, "stdout": "", "stderr": "" }),
         AgentKind::Http(_) => json!({ "status": 200, "body": "" }),
         AgentKind::Approval => json!({ "decision": "approve", "by": "--dry-run", "reason": null }),
+        AgentKind::Child(c) => c.outputs.iter().map(|o| (o.clone(), json!(""))).collect(),
         AgentKind::Script(_) | AgentKind::Mock(_) => json!({}),
     }
 }

@@ -7,6 +7,7 @@
 //! `conductor worker` elsewhere) and records the result. Dropping an attempt's future
 //! (timeout, cancellation) stops its work.
 
+pub(crate) mod child;
 mod env;
 mod gate;
 pub(crate) mod http;
@@ -64,6 +65,8 @@ pub enum AgentCall {
     Llm(ChatCall),
     /// What a person is asked; the scheduler waits for the answer, no worker executes it.
     Approval(ApprovalCall),
+    /// A run of another workflow (`task t on workflow "f.cond"`).
+    Child(child::ChildCall),
 }
 
 /// An approval task's question: its rendered `prompt`.
@@ -82,6 +85,7 @@ impl AgentCall {
             AgentCall::Script(_) => "script",
             AgentCall::Llm(_) => "llm",
             AgentCall::Approval(_) => "approval",
+            AgentCall::Child(_) => "workflow",
         }
     }
 
@@ -137,6 +141,7 @@ pub(crate) fn is_templated(wf: &Workflow, task: &ir::Task) -> bool {
         }
         AgentKind::Http(h) => t(&h.url) || h.headers.values().any(t) || some(h.body.as_ref()),
         AgentKind::Mock(m) => !m.output_tree.is_plain(),
+        AgentKind::Child(c) => !c.params.is_plain(),
         AgentKind::Script(_) | AgentKind::Approval => false,
     };
     agent || some(task.prompt.as_ref()) || !task.input_tree.is_plain()
@@ -171,6 +176,7 @@ pub(crate) fn prepare(p: &Preparing<'_>, r: &Renderer<'_>) -> Result<AgentCall, 
         AgentKind::Http(h) => AgentCall::Http(http::prepare(h, &agent.name, r)?),
         AgentKind::Script(s) => AgentCall::Script(script::prepare(s, p)),
         AgentKind::Llm(l) => AgentCall::Llm(llm::prepare(l, agent, p, r)?),
+        AgentKind::Child(c) => AgentCall::Child(child::prepare(c, &p.task.name, r)?),
         AgentKind::Approval => AgentCall::Approval(ApprovalCall {
             message: r.render_opt(
                 p.task.prompt.as_ref(),
@@ -215,6 +221,7 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFutur
         }
         AgentCall::Script(s) => script::execute(s, env, attempt.task),
         AgentCall::Llm(c) => llm::execute(c, attempt.task, env, trace),
+        AgentCall::Child(ref c) => child::execute(c.clone(), &attempt, env.children.clone()),
         AgentCall::Approval(_) => Box::pin(async {
             Err(TaskError::fatal(
                 ErrorCode::Fatal,

@@ -3,6 +3,7 @@
 //! runs, and cleans up — returning typed errors; it prints nothing.
 
 mod amend;
+mod child;
 mod error;
 mod inspect;
 mod load;

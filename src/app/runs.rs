@@ -250,6 +250,7 @@ pub(crate) async fn start(
     let _lease = store.lease(&options.run_id)?;
     let stop = stop.into();
     options.cancel = stop.cancel;
+    let halt = stop.halt.clone();
     options.halt = stop.halt;
     options.params = req.params;
     options.file = req.file.display().to_string();
@@ -263,10 +264,13 @@ pub(crate) async fn start(
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
     options.source = Some(super::amend::store_source(&*store, &loaded.source)?);
+    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config, halt);
+    options.children = Some(children.clone());
     attach(&mut options, &*store, &loaded, 0, watch);
     let workspace = options.workspace.clone();
     let temporary = req.store == StoreSpec::Memory;
     let result = crate::exec::run(Arc::new(loaded.workflow), Arc::new(loaded.plan), options).await;
+    children.wait().await;
     if let (true, Some(dir)) = (temporary, &workspace) {
         super::workspace::remove_temporary(dir);
     }
@@ -376,12 +380,15 @@ pub(crate) async fn resume(
     options.params = req.params;
     let stop = stop.into();
     options.cancel = stop.cancel;
+    let halt = stop.halt.clone();
     options.halt = stop.halt;
     options.workspace = (!state.dry_run)
         .then(|| super::workspace::create(&req.store, &run_id))
         .flatten();
     options.config = Arc::new(config);
     options.recorder = recorder.clone();
+    let children = super::child::Children::new(store.clone(), req.store.clone(), req.config, halt);
+    options.children = Some(children.clone());
     let history = events.last().map_or(0, |e| e.seq);
     attach(&mut options, &*store, &loaded, history, watch);
     let request = ResumeRequest {
@@ -399,7 +406,9 @@ pub(crate) async fn resume(
         events,
         request,
     )
-    .await?;
+    .await;
+    children.wait().await;
+    let state = state?;
     if let Some(r) = &retry {
         // Handled: the retry is in the run's log, with its own outcome.
         let _ = store.drop_dead_letter(&r.entry);

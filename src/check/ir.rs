@@ -110,6 +110,8 @@ pub struct WorkflowSettings {
     pub max_parallel: Option<u32>,
     /// `None`: "ask" on a terminal, "abort" otherwise (decided when the run starts).
     pub on_escalation: Option<OnEscalation>,
+    /// `outputs = { name = "{{ … }}" }`: what the run gives a parent run, rendered at its end.
+    pub(crate) outputs: Vec<(String, crate::template::Tree)>,
 }
 
 impl Default for WorkflowSettings {
@@ -122,6 +124,7 @@ impl Default for WorkflowSettings {
             timeout: Duration::from_secs(3600),
             max_parallel: None,
             on_escalation: None,
+            outputs: Vec::new(),
         }
     }
 }
@@ -314,6 +317,21 @@ pub enum AgentKind {
     Mock(MockAgent),
     /// A person decides: the task waits for approve or reject.
     Approval,
+    /// `task t on workflow "f.cond"`: each attempt is a run of another workflow (a child run).
+    Child(ChildAgent),
+}
+
+/// The pool of one child-run task (`on workflow "f.cond"`); see `check/child.rs`.
+#[derive(Clone, Debug)]
+pub struct ChildAgent {
+    /// As written after `on workflow`.
+    pub written: String,
+    /// Resolved against the parent file's folder.
+    pub path: PathBuf,
+    /// The task's `params = { … }`, rendered for each attempt.
+    pub(crate) params: crate::template::Tree,
+    /// The names the child workflow declares in its `outputs`.
+    pub outputs: Vec<String>,
 }
 
 impl AgentKind {
@@ -325,6 +343,7 @@ impl AgentKind {
             AgentKind::Script(_) => "script",
             AgentKind::Mock(_) => "mock",
             AgentKind::Approval => "approval",
+            AgentKind::Child(_) => "workflow",
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod agents;
 mod budget;
+mod child;
 mod command;
 pub(crate) mod compare;
 mod cycles;
@@ -65,6 +66,21 @@ pub fn check_file(map: &mut SourceMap, path: &Path) -> Checked {
 
 /// Parses and checks workflow text; `path` is where `use` paths resolve from.
 pub fn check_source(map: &mut SourceMap, name: &str, path: &Path, text: &str) -> Checked {
+    check_nested(map, name, path, text, Vec::new())
+}
+
+/// [`check_source`] for a file reached through child runs: `stack` holds the files above it
+/// (canonical paths), for cycle errors.
+fn check_nested(
+    map: &mut SourceMap,
+    name: &str,
+    path: &Path,
+    text: &str,
+    mut stack: Vec<PathBuf>,
+) -> Checked {
+    if stack.is_empty() {
+        stack.push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf()));
+    }
     let file = map.add(name, path, text);
     let (ast, mut diags) = match syntax::parse(file, text) {
         Ok(parsed) => parsed,
@@ -76,6 +92,7 @@ pub fn check_source(map: &mut SourceMap, name: &str, path: &Path, text: &str) ->
         }
     };
     let mut checker = Checker::new(map, file, path);
+    checker.stack = stack;
     let workflow = checker.workflow(&ast.workflow);
     diags.append(&mut checker.diags);
     diag::sort(&mut diags);
@@ -125,6 +142,8 @@ struct Names {
     phases_with_tasks: std::collections::HashSet<PhaseId>,
     /// Tasks that fan out (`matrix` or `for_each`): templates read `outputs`, not `output`.
     fan_out: std::collections::HashSet<String>,
+    /// Child-run tasks whose child workflow checked, by task name.
+    children: IndexMap<String, child::ChildInfo>,
 }
 
 struct Checker<'m> {
@@ -144,6 +163,10 @@ struct Checker<'m> {
     item: fanout::ItemShape,
     /// Every `budget` and `on_budget` setting read so far.
     budgets: Budgets,
+    /// This file and the files whose child runs reach it (canonical paths).
+    stack: Vec<PathBuf>,
+    /// The pools of child-run tasks, numbered after the declared agents.
+    child_agents: Vec<Agent>,
 }
 
 impl<'m> Checker<'m> {
@@ -165,6 +188,8 @@ impl<'m> Checker<'m> {
             item: fanout::ItemShape::Absent,
             after_spans: Vec::new(),
             budgets: Budgets::default(),
+            stack: Vec::new(),
+            child_agents: Vec::new(),
         }
     }
 
@@ -211,6 +236,7 @@ impl<'m> Checker<'m> {
             }
         }
         let (phases, tasks) = self.phases(wf);
+        agents.append(&mut self.child_agents);
         self.check_cycles(&tasks);
         self.warn_unused(&agents, &tasks, &phases);
         self.warn_idle_budgets(&agents, &tasks);
@@ -302,6 +328,11 @@ impl<'m> Checker<'m> {
                         });
                         if fans_out {
                             self.names.fan_out.insert(t.name.name.clone());
+                        }
+                        if let Some(file) = &t.child {
+                            if !self.names.tasks.contains_key(&t.name.name) {
+                                self.load_child(t, file);
+                            }
                         }
                         if let Some(&(_, _, first)) = self.names.tasks.get(&t.name.name) {
                             self.duplicate("task", &t.name, first);

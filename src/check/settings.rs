@@ -17,6 +17,7 @@ const WORKFLOW_SETTINGS: &[&str] = &[
     "timeout",
     "max_parallel",
     "on_escalation",
+    "outputs",
     "budget",
     "on_budget",
 ];
@@ -102,6 +103,7 @@ impl Checker<'_> {
             "on_escalation" => {
                 settings.on_escalation = r.choice(name, v, ON_ESCALATION);
             }
+            "outputs" => settings.outputs = self.outputs_setting(v),
             _ => {
                 if !self.budget_setting(Owner::Workflow, s) {
                     self.unknown_setting(s, "a workflow", WORKFLOW_SETTINGS)
@@ -259,4 +261,23 @@ fn backticked(names: &[&str]) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+impl Checker<'_> {
+    /// `outputs = { name = "{{ tasks.x.output.y }}" }`: what a run gives a parent run, each
+    /// value rendered when the run ends.
+    fn outputs_setting(&mut self, v: &ast::Value) -> Vec<(String, crate::template::Tree)> {
+        let ast::ValueKind::Map(entries) = &v.kind else {
+            let found = super::values::describe(v);
+            self.error(v.span, format!("`outputs` expects a map, found {found}"))
+                .with_label("expected a map")
+                .help =
+                Some("write `outputs = { url = \"{{ tasks.deploy.output.url }}\" }`".into());
+            return Vec::new();
+        };
+        entries
+            .iter()
+            .map(|e| (e.key.name().to_string(), self.tree(&e.value, "outputs")))
+            .collect()
+    }
 }

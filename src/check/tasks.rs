@@ -154,7 +154,10 @@ impl Checker<'_> {
         if span != t.name.span {
             return None; // a duplicate, already reported
         }
-        let agent = self.task_agent(&t.agent);
+        let agent = match &t.child {
+            Some(_) => self.child_agent(t),
+            None => self.task_agent(&t.agent),
+        };
         let after = self.after(t, id, phase);
         let agent = agent?;
         let agent_defaults = self.agent_defaults.get(agent.index()).cloned().flatten();
@@ -178,6 +181,9 @@ impl Checker<'_> {
             span: t.span,
         };
         task.fan_out = self.fan_out(t);
+        if t.child.is_some() {
+            self.child_task_params(t, agent);
+        }
         let own = self.task_body(t, &mut task);
         self.item = super::fanout::ItemShape::Absent;
         own.apply(&mut task, agent_defaults.as_ref());
@@ -331,6 +337,9 @@ impl Checker<'_> {
                     .unwrap_or(Effect::Pure)
             }
             _ if super::fanout::SETTINGS.contains(&name) => {} // read first, by `fan_out`
+            // Read with the task's pool (`check/child.rs`).
+            "params" if matches!(self.agent_defaults.get(task.agent.index()), Some(Some(d)) if d.kind == "workflow") =>
+                {}
             _ => {
                 if !self.budget_setting(Owner::Task(task.id), s) {
                     self.unknown_setting(s, "a task", TASK_SETTINGS)

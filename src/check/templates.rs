@@ -144,6 +144,11 @@ impl Checker<'_> {
                 )),
             );
         }
+        if top == "tasks" && parts.next() == Some("output") {
+            if let Some(d) = self.child_output_var(span, second, parts.next()) {
+                return Some(d);
+            }
+        }
         let (list, kind): (&dyn NameSet, &str) = match top {
             "params" => (&self.names.params, "param"),
             "tasks" => (&self.names.tasks, "task"),

@@ -265,6 +265,14 @@ fn agent_kind(out: &mut String, kind: &AgentKind) {
             let _ = writeln!(out, "    function {}", s.function);
         }
         AgentKind::Approval => {}
+        AgentKind::Child(c) => {
+            let _ = writeln!(
+                out,
+                "    workflow {:?} outputs [{}]",
+                c.written,
+                c.outputs.join(", ")
+            );
+        }
         AgentKind::Mock(m) => {
             let _ = writeln!(
                 out,

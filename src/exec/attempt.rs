@@ -225,7 +225,6 @@ async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool
     (Ok(output), artifacts, cached)
 }
 
-/// An output nested deeper than [`crate::limits::MAX_VALUE_DEPTH`], with where it came from.
 /// Which size limit an output crosses, if any: its size as JSON, its number of files or the
 /// size of one file (`crate::limits`).
 fn over_limits(output: &Value) -> Option<String> {
@@ -268,9 +267,11 @@ fn output_source(call: &agents::AgentCall) -> &'static str {
         agents::AgentCall::Script(_) => "the value its script returned",
         agents::AgentCall::Mock(_) => "its mock `output`",
         agents::AgentCall::Approval(_) => "its approval",
+        agents::AgentCall::Child(_) => "its child run's outputs",
     }
 }
 
+/// An output nested deeper than [`crate::limits::MAX_VALUE_DEPTH`], with where it came from.
 fn too_deep(call: &agents::AgentCall, at: &str) -> TaskError {
     let message = format!(
         "the task's output ({}) nests deeper than {} levels, at `{at}`; values are \

@@ -49,7 +49,7 @@ impl Views {
         if t.status.is_final() || self.all {
             let view = task_json(state, t);
             self.scope.tasks.set(i, &view);
-            self.rules.set(&t.task, &view);
+            self.rules.set(&t.task, view);
         } else {
             self.scope.tasks.clear(i);
             self.rules.remove(&t.task);
@@ -136,18 +136,19 @@ fn fan_out_json(state: &RunState, t: &TaskResult) -> Value {
     for &i in &t.instances {
         let r = &state.tasks[i as usize];
         outputs.push(r.output.clone());
-        let key = r.instance.as_ref().map_or("", |i| i.key.as_str());
-        results.push(json!({
-            "key": key,
-            "index": r.instance.as_ref().map(|i| i.index),
-            "item": r.instance.as_ref().map(|i| &i.item),
-            "status": r.status.as_str(),
-            "output": r.output,
-            "error": r.error.as_ref().map(|e| json!({ "code": e.code.as_str(), "message": e.message })),
-            "attempts": r.attempts,
-            "stdout": r.tail.stdout,
-            "stderr": r.tail.stderr,
-        }));
+        // Built field by field: `json!` would serialise each value into a new one.
+        let inst = r.instance.as_ref();
+        let mut result = Map::with_capacity(9);
+        result.insert("key".into(), inst.map_or("", |i| i.key.as_str()).into());
+        result.insert("index".into(), inst.map(|i| i.index).into());
+        result.insert("item".into(), inst.map_or(Value::Null, |i| i.item.clone()));
+        result.insert("status".into(), r.status.as_str().into());
+        result.insert("output".into(), r.output.clone());
+        result.insert("error".into(), error_json(r.error.as_ref()));
+        result.insert("attempts".into(), r.attempts.into());
+        result.insert("stdout".into(), r.tail.stdout.clone().into());
+        result.insert("stderr".into(), r.tail.stderr.clone().into());
+        results.push(Value::Object(result));
         let n = counts.entry(r.status.as_str()).or_insert(Value::from(0));
         *n = Value::from(n.as_u64().unwrap_or(0) + 1);
     }
@@ -161,6 +162,14 @@ fn fan_out_json(state: &RunState, t: &TaskResult) -> Value {
         "attempts": t.attempts,
         "duration_ms": t.duration_ms,
     })
+}
+
+/// A task's error as templates and rules see it, or null.
+fn error_json(e: Option<&crate::model::TaskError>) -> Value {
+    e.map_or(
+        Value::Null,
+        |e| json!({ "code": e.code.as_str(), "message": e.message }),
+    )
 }
 
 /// `feedback`: the last payload, or null on the first pass.

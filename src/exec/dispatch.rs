@@ -357,6 +357,7 @@ impl Dispatcher {
             return Ok(());
         }
         let mut started = Vec::with_capacity(starts.len());
+        let mut children = false;
         for (t, instance) in starts {
             let attempt = self.state.tasks[t.index()].attempts + 1;
             let pool = self.run.wf.task(self.def_id(t)).agent.index();
@@ -366,6 +367,7 @@ impl Dispatcher {
                 agent: instance_name.clone(),
                 attempt,
             });
+            children |= self.record_child(t, attempt);
             started.push((t, instance, attempt, instance_name));
         }
         // Persist before acting: an idempotent or external task's dispatch is in the log before
@@ -373,10 +375,13 @@ impl Dispatcher {
         // its dispatch joins the group commit of the next few milliseconds: it can start
         // before its dispatch is durable, and after a crash it may have run without a record —
         // never a task whose completion is recorded.
+        // A child run's id is durable before the child starts: a resumed parent goes on with
+        // it rather than starting a second one.
         let wf = &self.run.wf;
-        if started
-            .iter()
-            .any(|(t, ..)| wf.task(self.def_id(*t)).effect != crate::check::ir::Effect::Pure)
+        if children
+            || started
+                .iter()
+                .any(|(t, ..)| wf.task(self.def_id(*t)).effect != crate::check::ir::Effect::Pure)
         {
             self.flush()?;
         }
@@ -455,7 +460,8 @@ impl Dispatcher {
             ctx: &ctx,
             strict,
         };
-        let call = agents::prepare(&preparing, &renderer)?;
+        let mut call = agents::prepare(&preparing, &renderer)?;
+        self.child_call(t, &mut call);
         self.tasks[t.index()].last_input = input;
         Ok(Attempt {
             run_id: self.run.id.clone(),

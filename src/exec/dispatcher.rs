@@ -45,6 +45,8 @@ pub(super) struct Run {
     pub max_parallel: usize,
     /// The SHA-256 of the workflow's stored source.
     pub source: Option<String>,
+    /// A child run: the run and task that started it.
+    pub parent: Option<crate::model::ParentRun>,
     /// Mixed into every backoff's jitter.
     pub jitter_seed: u64,
     /// Whether preparing each task's call renders a template, by `TaskId`.
@@ -191,6 +193,7 @@ impl Dispatcher {
                 .filter(secret)
                 .filter_map(|p| p.env.clone())
                 .collect(),
+            children: options.children.clone(),
         });
         env.prepare_for(&wf, options.dry_run)?;
         let remote = super::remote::hub_for(&wf, &options)?;
@@ -209,6 +212,7 @@ impl Dispatcher {
             max_parallel: wf.settings.max_parallel.map_or(usize::MAX, |n| n as usize),
             env: Arc::new(env),
             source: options.source.clone(),
+            parent: options.parent.clone(),
             jitter_seed: options
                 .jitter_seed
                 .unwrap_or_else(super::backoff::random_seed),
@@ -319,6 +323,7 @@ impl Dispatcher {
             agents,
             dry_run: self.run.dry_run,
             source: self.run.source.clone(),
+            parent: self.run.parent.clone(),
         });
         // The run's first event is in the store before anything else happens.
         self.flush()?;
@@ -515,6 +520,7 @@ impl Dispatcher {
             self.record(EventKind::RunWaiting { tasks });
         } else {
             self.stop_running();
+            let (status, error) = self.run_outputs(status, error);
             self.record(EventKind::RunFinished { status, error });
         }
         self.flush()

@@ -11,6 +11,7 @@ mod attempt;
 mod backoff;
 mod breaker;
 mod budget;
+mod child;
 mod context;
 mod defer;
 mod dispatch;
@@ -77,6 +78,10 @@ pub struct RunOptions {
     pub jitter_seed: Option<u64>,
     /// The SHA-256 of the workflow's source, already stored in the store as an artifact.
     pub source: Option<String>,
+    /// Runs the workflow's child-run tasks (`on workflow "f.cond"`); without it they fail.
+    pub children: Option<Arc<dyn crate::agents::child::ChildRunner>>,
+    /// This run is a child run: the run and task that started it.
+    pub parent: Option<crate::model::ParentRun>,
 }
 
 impl RunOptions {
@@ -97,6 +102,8 @@ impl RunOptions {
             recorder: None,
             jitter_seed: None,
             source: None,
+            children: None,
+            parent: None,
         }
     }
 }

@@ -471,6 +471,7 @@ mod tests {
                 agents: vec![],
                 dry_run: false,
                 source: None,
+                parent: None,
             },
         });
         state.tasks[0].output = json!({ "severity": "critical" });

@@ -12,6 +12,13 @@ use super::{
 };
 use crate::policy::Severity;
 
+/// The run and task that started a child run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRun {
+    pub run: RunId,
+    pub task: Arc<str>,
+}
+
 /// One event of a run.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -42,6 +49,23 @@ pub enum EventKind {
         /// with a changed file compares against it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         source: Option<String>,
+        /// A child run: the run and task that started it (`task t on workflow "f.cond"`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRun>,
+    },
+    /// A child-run task starts (or, after a stop, goes on with) run `run` of `file`. Recorded
+    /// and committed before the child starts, so a resumed parent awaits this same child
+    /// instead of starting a second one.
+    ChildRunStarted {
+        task: Arc<str>,
+        run: RunId,
+        file: String,
+        attempt: u32,
+    },
+    /// The workflow's declared `outputs`, rendered when its normal phases ended well: what a
+    /// parent run's task sees as `output`.
+    RunOutputs {
+        outputs: BTreeMap<String, serde_json::Value>,
     },
     /// A fan-out task's items, before any instance is dispatched: each instance `task[key]`
     /// with its index and item. Resume, `why` and `show` read them here, never recompute them.
@@ -221,6 +245,8 @@ impl EventKind {
             EventKind::WorkflowAmended { .. } => "workflow_amended",
             EventKind::RunReopened { .. } => "run_reopened",
             EventKind::FanOutExpanded { .. } => "fan_out_expanded",
+            EventKind::ChildRunStarted { .. } => "child_run_started",
+            EventKind::RunOutputs { .. } => "run_outputs",
             EventKind::PhaseEntered { .. } => "phase_entered",
             EventKind::TaskSkipped { .. } => "task_skipped",
             EventKind::TaskDispatched { .. } => "task_dispatched",
@@ -268,6 +294,7 @@ impl EventKind {
             | EventKind::Escalated { task, .. }
             | EventKind::ApprovalRequested { task, .. }
             | EventKind::FanOutExpanded { task, .. }
+            | EventKind::ChildRunStarted { task, .. }
             | EventKind::Decided { task, .. } => Some(task),
             EventKind::DeadLettered { entry } => Some(&entry.task),
             _ => None,

@@ -13,13 +13,13 @@ mod usage;
 pub use cost::{BudgetScope, Limits, Rates, Spend, Usd};
 pub use error::{ErrorCode, TaskError};
 pub use event::{
-    AttemptRecord, DeadLetter, Event, EventKind, FeedbackPayload, InstanceInfo, TaskInfo,
+    AttemptRecord, DeadLetter, Event, EventKind, FeedbackPayload, InstanceInfo, ParentRun, TaskInfo,
 };
 pub use ids::RunId;
 pub(crate) use state::DLQ_RETRY_BY;
 pub use state::{
-    AgentRow, AgentState, ApprovalWait, AttemptRow, Changes, DecisionRow, Deferral, GateRecord,
-    Instance, RetryDue, RunArtifact, RunState, RunStateView, TaskResult, TaskRow,
+    AgentRow, AgentState, ApprovalWait, AttemptRow, Changes, ChildRun, DecisionRow, Deferral,
+    GateRecord, Instance, RetryDue, RunArtifact, RunState, RunStateView, TaskResult, TaskRow,
 };
 pub use status::{
     AgentStatus, BreakerState, Decision, NotADecision, RunStatus, SkipReason, TaskStatus,

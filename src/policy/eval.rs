@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rhai::{CallFnOptions, Dynamic, EvalAltResult, Map, Scope};
 
@@ -106,7 +106,7 @@ impl RuleContext {
         let mut map = Map::new();
         for &name in kind.context_fields() {
             let value = if name == "tasks" {
-                tasks.map.clone()
+                tasks.map()
             } else {
                 let v = rest.get(name).map(json_to_dynamic).unwrap_or(Dynamic::UNIT);
                 v.into_read_only().into_shared()
@@ -124,10 +124,13 @@ impl RuleContext {
 }
 
 /// The `tasks` of a run's rule contexts: one shared, read-only map that the run changes in
-/// place as tasks finish or start a new pass, each task converted once.
+/// place as tasks finish or start a new pass, each task converted once — and only when a rule
+/// is about to read the map (a run without rules never converts a task).
 #[derive(Clone, Debug)]
 pub struct SharedTasks {
     map: Dynamic,
+    /// Changes not converted yet, by task: its view, or `None` when rules no longer see it.
+    pending: Arc<Mutex<HashMap<String, Option<serde_json::Value>>>>,
     /// Changes with every change of the map, for the result cache.
     version: u64,
 }
@@ -136,6 +139,7 @@ impl Default for SharedTasks {
     fn default() -> SharedTasks {
         SharedTasks {
             map: Dynamic::from_map(Map::new()).into_read_only().into_shared(),
+            pending: Arc::default(),
             version: 0,
         }
     }
@@ -143,19 +147,41 @@ impl Default for SharedTasks {
 
 impl SharedTasks {
     /// Task `name` is final, and rules see it as `view`.
-    pub fn set(&mut self, name: &str, view: &serde_json::Value) {
-        if let Some(mut m) = self.map.write_lock::<Map>() {
-            m.insert(name.into(), json_to_dynamic(view).into_read_only());
-        }
+    pub fn set(&mut self, name: &str, view: serde_json::Value) {
+        self.pending().insert(name.to_string(), Some(view));
         self.version += 1;
     }
 
     /// Task `name` is not final (again): rules do not see it.
     pub fn remove(&mut self, name: &str) {
-        if let Some(mut m) = self.map.write_lock::<Map>() {
-            m.remove(name);
-        }
+        self.pending().insert(name.to_string(), None);
         self.version += 1;
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<serde_json::Value>>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The map, with the changes so far converted into it.
+    fn map(&self) -> Dynamic {
+        let mut pending = self.pending();
+        let mut shared = self.map.clone();
+        if !pending.is_empty() {
+            // A clone of a shared value writes through to it.
+            if let Some(mut m) = shared.write_lock::<Map>() {
+                for (name, view) in pending.drain() {
+                    match view {
+                        Some(v) => {
+                            m.insert(name.into(), json_to_dynamic(&v).into_read_only());
+                        }
+                        None => {
+                            m.remove(name.as_str());
+                        }
+                    }
+                }
+            }
+        }
+        shared
     }
 }
 

@@ -231,6 +231,12 @@ impl HumanView {
                 status,
                 error,
             } => self.finished_line(task, *status, error.as_ref(), state),
+            // Where to look: the child is a run of its own (a fan-out's are in `show`).
+            EventKind::ChildRunStarted {
+                task, run, file, ..
+            } if !is_instance(state, task) => {
+                format!("  ↳ {task:<20} child run {run} of {file}")
+            }
             EventKind::FanOutExpanded { task, instances } => format!(
                 "  ⋔ {task:<20} fans out to {} instance{}",
                 instances.len(),

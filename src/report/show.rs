@@ -93,6 +93,9 @@ pub struct RunRow {
     /// `--dry-run`: every agent was a mock.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
+    /// A child run: the run that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl RunRow {
@@ -115,6 +118,7 @@ impl RunRow {
             duration: duration_text(state),
             cost: state.usage.cost_text(),
             dry_run: state.dry_run,
+            parent: state.parent.as_ref().map(|p| p.run.to_string()),
         }
     }
 
@@ -134,7 +138,10 @@ impl RunRow {
     pub fn cells(&self) -> [String; 9] {
         [
             self.id.clone(),
-            self.workflow.clone(),
+            match &self.parent {
+                Some(_) => format!("{} (child)", self.workflow),
+                None => self.workflow.clone(),
+            },
             if self.dry_run {
                 format!("{} (dry)", self.status)
             } else {
@@ -230,6 +237,9 @@ fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
     if let Some(e) = &t.error {
         line.push_str(&format!("  {}", one_line(e)));
     }
+    if let Some(c) = t.child_runs.last() {
+        line.push_str(&format!("  child run {}", c.run));
+    }
     if let Some(d) = &t.deferred {
         line.push_str(&format!(
             "  waiting: deferred by {}: {}",
@@ -270,6 +280,17 @@ fn header(out: &mut String, state: &RunState) {
         state.started_at.map_or("-".into(), |t| t.to_string()),
         duration_text(state)
     );
+    if let Some(p) = &state.parent {
+        let _ = writeln!(
+            out,
+            "child run of run {} (its task `{}`; `conductor show {}`)",
+            p.run, p.task, p.run
+        );
+    }
+    if let Some(outputs) = &state.outputs {
+        let outputs: Vec<String> = outputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "outputs {}", outputs.join(" "));
+    }
     if state.dry_run {
         let _ = writeln!(
             out,

@@ -60,6 +60,11 @@ fn line(
         EventKind::PhaseEntered { phase, loop_count } if in_phase => {
             format!("phase {phase} entered (pass {})", loop_count + 1)
         }
+        EventKind::ChildRunStarted {
+            run, file, attempt, ..
+        } if mine => format!(
+            "attempt {attempt} is child run {run} of `{file}` (`conductor show {run}{flags}`)"
+        ),
         EventKind::TaskDispatched { agent, attempt, .. } if mine => format!(
             "attempt {attempt} dispatched to {agent}: its dependencies were final and the enforce rules allowed it"
         ),

@@ -125,7 +125,10 @@ impl PhaseItem {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Task {
     pub name: Ident,
+    /// The agent it runs on; for a child run (`on workflow "f.cond"`) the word `workflow`.
     pub agent: Ident,
+    /// `on workflow "f.cond"`: the task is a run of that file (a child run).
+    pub child: Option<StrLit>,
     pub after: Vec<Ident>,
     /// `None` when the task has no `{ … }` body at all.
     pub body: Option<Vec<TaskItem>>,

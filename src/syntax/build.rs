@@ -134,7 +134,18 @@ impl Builder {
         let span = self.span(&pair);
         let mut inner = significant(pair);
         let name = self.ident(inner.next().expect("task name"));
-        let agent = self.ident(inner.next().expect("task agent"));
+        let on = inner.next().expect("task agent");
+        let (agent, child) = if on.as_rule() == R::child_workflow {
+            let span = self.span(&on);
+            let kw = Ident {
+                name: "workflow".into(),
+                span: span.sub(0, "workflow".len()),
+            };
+            let file = significant(on).next().expect("child workflow file");
+            (kw, Some(self.string(file)))
+        } else {
+            (self.ident(on), None)
+        };
         let mut after = Vec::new();
         let mut body = None;
         for p in inner {
@@ -156,6 +167,7 @@ impl Builder {
         Task {
             name,
             agent,
+            child,
             after,
             body,
             span,

@@ -228,7 +228,14 @@ impl Printer<'_> {
         self.out.push_str("task ");
         self.out.push_str(&t.name.name);
         self.out.push_str(" on ");
-        self.out.push_str(&t.agent.name);
+        match &t.child {
+            Some(file) => {
+                self.out.push_str("workflow ");
+                let raw = self.raw(file.span);
+                self.out.push_str(&raw);
+            }
+            None => self.out.push_str(&t.agent.name),
+        }
         if !t.after.is_empty() {
             self.out.push_str(" after ");
             let names: Vec<&str> = t.after.iter().map(|a| a.name.as_str()).collect();

@@ -304,6 +304,7 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::list | Rule::map | Rule::call => "a value",
         Rule::setting => "a setting",
         Rule::task => "`task`",
+        Rule::child_workflow => "`workflow \"file.cond\"`",
         Rule::gate => "`gate`",
         Rule::when => "`when`",
         Rule::enforce => "`enforce`",

@@ -256,6 +256,8 @@ fn env_for(s: &Shared, run: &RunId) -> Result<Arc<AgentEnv>, String> {
         // `exec::remote::hub_for`): nothing secret reaches a worker to redact.
         redactor: Arc::default(),
         secret_env: Vec::new(),
+        // Child runs stay with the process that drives their parent.
+        children: None,
     }));
     envs.insert(run.clone(), env.clone());
     Ok(env)

@@ -62,7 +62,9 @@ impl RunState {
                 agents,
                 dry_run,
                 source,
+                parent,
             } => {
+                self.parent = parent.clone();
                 self.source = source.clone();
                 if let Some(hash) = source {
                     note.with(|c| c.artifacts.push(hash.clone()));
@@ -76,6 +78,24 @@ impl RunState {
                 self.start(tasks, agents, &mut note);
             }
             EventKind::PhaseEntered { phase, .. } => self.enter_phase(phase, &mut note),
+            EventKind::ChildRunStarted {
+                task,
+                run,
+                file,
+                attempt,
+            } => {
+                if let Some((i, t)) = self.task_mut(task) {
+                    t.child_runs.retain(|c| c.run != *run);
+                    t.child_runs.push(super::ChildRun {
+                        run: run.clone(),
+                        file: file.clone(),
+                        attempt: *attempt,
+                        open: true,
+                    });
+                    note.task(i);
+                }
+            }
+            EventKind::RunOutputs { outputs } => self.outputs = Some(outputs.clone()),
             EventKind::FanOutExpanded { task, instances } => {
                 self.expanded(task, instances, at, &mut note)
             }
@@ -132,6 +152,9 @@ impl RunState {
                 tail,
             } => {
                 self.add_artifacts(task, *attempt, artifacts);
+                if let Some((_, t)) = self.task_mut(task) {
+                    t.child_runs.iter_mut().for_each(|c| c.open = false);
+                }
                 note.with(|c| {
                     c.artifacts
                         .extend(artifacts.iter().map(|a| a.sha256.clone()))

@@ -78,6 +78,10 @@ pub struct RunState {
     latest_artifact: HashMap<String, usize>,
     /// The last event applied.
     pub last_seq: u64,
+    /// A child run: the run and task that started it.
+    pub parent: Option<super::ParentRun>,
+    /// The workflow's declared `outputs`, once rendered at its end.
+    pub outputs: Option<BTreeMap<String, serde_json::Value>>,
 }
 
 /// A task's latest result, and what resuming it needs.
@@ -129,6 +133,20 @@ pub struct TaskResult {
     /// A retry waiting out its backoff: when it is due and the backoff it waits.
     #[serde(skip)]
     pub retry_due: Option<RetryDue>,
+    /// A child-run task: the runs it started, the latest last.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub child_runs: Vec<ChildRun>,
+}
+
+/// A run a child-run task started.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildRun {
+    pub run: RunId,
+    pub file: String,
+    pub attempt: u32,
+    /// Started and not yet finished in this log: a resumed parent goes on with it.
+    #[serde(skip)]
+    pub open: bool,
 }
 
 /// What makes a task an instance of a fan-out.
@@ -195,6 +213,7 @@ impl TaskResult {
             history: Vec::new(),
             attempt_base: 0,
             retry_due: None,
+            child_runs: Vec::new(),
         }
     }
 

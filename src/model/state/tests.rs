@@ -35,6 +35,7 @@ fn started() -> RunState {
             agents: vec!["m-01".into(), "m-02".into()],
             dry_run: false,
             source: None,
+            parent: None,
         },
     ));
     s
@@ -467,4 +468,63 @@ fn a_reserved_call_counts_at_its_worst_case_when_its_attempt_never_finished() {
     ));
     assert!(s.task("a").unwrap().reserved.is_zero());
     assert_eq!(s.usage.spend(), worst, "the failed call spent nothing");
+}
+
+#[test]
+fn a_child_run_stays_open_until_its_attempt_finishes_and_outputs_are_kept() {
+    let mut s = started();
+    let child = |seq, run: &str, attempt| {
+        ev(
+            seq,
+            EventKind::ChildRunStarted {
+                task: task("a"),
+                run: RunId::from(run),
+                file: "deploy.cond".into(),
+                attempt,
+            },
+        )
+    };
+    s.apply(&child(2, "c1", 1));
+    let a = s.task("a").unwrap();
+    assert_eq!(a.child_runs.len(), 1);
+    assert!(
+        a.child_runs[0].open,
+        "started, not finished: a resume goes on with it"
+    );
+    // A resumed parent records the same child again for its next attempt: still one entry.
+    s.apply(&child(3, "c1", 2));
+    assert_eq!(s.task("a").unwrap().child_runs.len(), 1);
+    s.apply(&ev(
+        4,
+        EventKind::AttemptFinished {
+            task: task("a"),
+            agent: task("m-01"),
+            attempt: 2,
+            duration_ms: 0,
+            output: None,
+            error: Some(err(false)),
+            calls: vec![],
+            artifacts: vec![],
+            cached: false,
+            cut_off: Default::default(),
+            tail: Default::default(),
+        },
+    ));
+    assert!(!s.task("a").unwrap().child_runs[0].open);
+    s.apply(&child(5, "c2", 3));
+    let runs: Vec<&str> = s
+        .task("a")
+        .unwrap()
+        .child_runs
+        .iter()
+        .map(|c| &*c.run.0)
+        .collect();
+    assert_eq!(runs, ["c1", "c2"]);
+    s.apply(&ev(
+        6,
+        EventKind::RunOutputs {
+            outputs: [("url".to_string(), serde_json::json!("u"))].into(),
+        },
+    ));
+    assert_eq!(s.outputs.unwrap()["url"], "u");
 }

@@ -36,6 +36,12 @@ pub struct RunStateView<'a> {
     /// Usage and cost by phase, and by feedback pass.
     pub phase_usage: &'a BTreeMap<String, Usage>,
     pub pass_usage: &'a [Usage],
+    /// A child run: the run and task that started it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<&'a crate::model::ParentRun>,
+    /// The workflow's declared `outputs`, once rendered at its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<&'a BTreeMap<String, serde_json::Value>>,
 }
 
 impl RunState {
@@ -71,6 +77,8 @@ impl RunState {
             usage: self.usage,
             phase_usage: &self.phase_usage,
             pass_usage: &self.pass_usage,
+            parent: self.parent.as_ref(),
+            outputs: self.outputs.as_ref(),
         }
     }
 }

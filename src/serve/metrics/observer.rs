@@ -315,6 +315,7 @@ mod tests {
             agents: vec!["coder-01".into()],
             dry_run: false,
             source: None,
+            parent: None,
         }
     }
 
