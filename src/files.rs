@@ -284,4 +284,79 @@ mod tests {
         }
         assert_eq!(normalize("./a//b.txt"), "a/b.txt");
     }
+
+    /// A thread swaps a folder of the workspace for a symbolic link to a folder outside and
+    /// back, as fast as it can, while files are written into that folder: whichever way each
+    /// write meets the race, nothing lands outside.
+    #[test]
+    fn a_folder_swapped_for_a_link_mid_write_never_carries_a_write_outside() {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir().unwrap();
+        let (work, outside) = (dir.path().join("work"), dir.path().join("outside"));
+        std::fs::create_dir_all(work.join("d/e")).unwrap();
+        std::fs::create_dir_all(outside.join("e")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let swaps = Arc::new(AtomicU64::new(0));
+        let swapper = {
+            let (work, outside, stop, swaps) =
+                (work.clone(), outside.clone(), stop.clone(), swaps.clone());
+            std::thread::spawn(move || {
+                let (d, real) = (work.join("d"), work.join("d.real"));
+                while !stop.load(Ordering::Relaxed) {
+                    // A write may recreate `d` while it is away: the swap then waits a turn.
+                    if std::fs::rename(&d, &real).is_ok()
+                        && std::os::unix::fs::symlink(&outside, &d).is_ok()
+                    {
+                        swaps.fetch_add(1, Ordering::Relaxed);
+                        std::thread::yield_now();
+                        let _ = std::fs::remove_file(&d);
+                    }
+                    if real.exists() && std::fs::rename(&real, &d).is_err() {
+                        let _ = std::fs::remove_dir_all(&d);
+                        let _ = std::fs::rename(&real, &d);
+                    }
+                    // The real folder stays a moment, so that writes meet both states.
+                    std::thread::sleep(std::time::Duration::from_micros(100));
+                }
+            })
+        };
+        let (mut written, mut refused) = (0u64, 0u64);
+        let start = std::time::Instant::now();
+        let enough = |written: u64| written >= 2000 && swaps.load(Ordering::Relaxed) >= 500;
+        while !enough(written) && start.elapsed() < std::time::Duration::from_secs(10) {
+            let n = written + refused;
+            let path = if n % 2 == 0 {
+                format!("d/f{n}.txt")
+            } else {
+                format!("d/e/f{n}.txt")
+            };
+            match write_under(&work, &path, b"x") {
+                Ok(()) => written += 1,
+                // The folder was missing (between the swapper's renames) or a link: refused.
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        swapper.join().unwrap();
+        let mut leaked = Vec::new();
+        for folder in [outside.clone(), outside.join("e")] {
+            for entry in std::fs::read_dir(&folder).unwrap() {
+                let entry = entry.unwrap();
+                if entry.file_type().unwrap().is_file() {
+                    leaked.push(entry.path());
+                }
+            }
+        }
+        assert!(
+            leaked.is_empty(),
+            "written outside the workspace: {leaked:?}"
+        );
+        // The race was run, both ways.
+        assert!(swaps.load(Ordering::Relaxed) > 100, "{swaps:?}");
+        assert!(
+            written > 100 && refused > 0,
+            "{written} written, {refused} refused"
+        );
+    }
 }

@@ -42,6 +42,55 @@ pub const MAX_CONFIG_SIZE: u64 = 1 << 20;
 /// Bytes of a cassette (`--record` / a `replay` provider's file) read.
 pub const MAX_CASSETTE_SIZE: u64 = 256 << 20;
 
+/// Wall-clock time one evaluation of a rule (`gate`, `enforce`, `when`, `feedback`) may take.
+/// Rules run on the scheduler: a rule whose every step is cheap enough to stay under the
+/// operation limit (`policy::MAX_OPERATIONS`) but slow (cloning a large map in a loop) would
+/// block the run and Ctrl-C for minutes. A `script` agent has no budget of its own: its task's
+/// `timeout` stops it.
+pub const RULE_TIME: Duration = Duration::from_secs(1);
+
+/// How long a write waits for another process to release a store's write lock (concurrent
+/// runs, `gc`) before it fails, naming the store and the wait. A healthy writer holds the lock
+/// for milliseconds; waiting is retried with backoff up to this bound.
+pub const STORE_LOCK_WAIT: Duration = Duration::from_secs(60);
+
+/// Bytes a task's output may take as JSON, files included. A larger output fails its attempt
+/// (`INVALID_OUTPUT`) before anything is stored: every event holding it is read back whole by
+/// `show`, `resume` and the dashboard. Agents have their own, smaller bounds on what they read
+/// (a shell program's stdout, an http body), so this catches what is built from several.
+pub const MAX_OUTPUT_SIZE: usize = 16 << 20;
+
+/// Bytes of one file (`files: [{path, content}]`) of an output.
+pub const MAX_ARTIFACT_SIZE: usize = 8 << 20;
+
+/// Files one attempt's output may write.
+pub const MAX_ARTIFACTS: usize = 1000;
+
+/// The size of `value` as compact JSON, counted without building the text; stops counting
+/// (returning more than `limit`) once past `limit`.
+pub fn json_size(value: &serde_json::Value, limit: usize) -> usize {
+    struct Count {
+        n: usize,
+        limit: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.n += buf.len();
+            if self.n > self.limit {
+                // Enough is known: stop serialising.
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count { n: 0, limit };
+    let _ = serde_json::to_writer(&mut count, value);
+    count.n
+}
+
 /// Where a JSON value first nests deeper than [`MAX_VALUE_DEPTH`], as a path (`json.a[0].b`);
 /// `None` when it does not. Walks without recursion, so any depth can be measured.
 pub fn too_deep(value: &serde_json::Value) -> Option<String> {

@@ -1076,3 +1076,419 @@ fn control_characters_from_outside_do_not_reach_the_terminal() {
         assert!(!both(&out).contains('\u{1b}'), "{args:?}: {:?}", both(&out));
     }
 }
+
+/// A model server on 127.0.0.1 answering every request with the next of `replies` (status,
+/// JSON body; the last repeats); returns its base URL.
+fn serve_replies(replies: Vec<(u16, String)>) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for (n, sock) in listener.incoming().enumerate() {
+            let Ok(mut sock) = sock else { return };
+            let mut reader = BufReader::new(sock.try_clone().unwrap());
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                if let Some((name, value)) = line.split_once(':') {
+                    if name.eq_ignore_ascii_case("content-length") {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                line.clear();
+            }
+            let _ = reader.read_exact(&mut vec![0; length]);
+            let (status, body) = &replies[n.min(replies.len() - 1)];
+            let _ = write!(
+                sock,
+                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    url
+}
+
+/// `text` with each of its characters at an even place written as a JSON `\u` escape.
+fn escape_some(text: &str) -> String {
+    text.chars()
+        .enumerate()
+        .map(|(i, c)| match (i % 2, c) {
+            (_, '/') => "\\/".to_string(),
+            (0, c) => format!("\\u{:04x}", c as u32),
+            (_, c) => c.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn a_key_echoed_escaped_or_encoded_is_redacted_from_errors_outputs_and_files() {
+    const KEY: &str = "sk-echo/7f3a9c2e51b04d68";
+    let every_char: String = KEY
+        .chars()
+        .map(|c| format!("\\u{:04x}", c as u32))
+        .collect();
+    let percent: String = KEY
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'0'..=b'9' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    // A 401 that echoes the key escaped, and in a URL.
+    let refused = format!(
+        r#"{{"error": {{"message": "Incorrect API key provided: {every_char}; see https://p.example/keys?k={percent}"}}}}"#
+    );
+    // A model reply whose content holds the key escaped once (a JSON string in the body) and
+    // twice (a JSON string inside the content).
+    let content = format!(
+        r#"{{"summary": "the key is {KEY}", "files": [{{"path": "key.txt", "content": "{}"}}]}}"#,
+        escape_some(KEY)
+    );
+    let answered = serde_json::json!({
+        "id": "c1", "object": "chat.completion", "model": "m",
+        "choices": [{ "index": 0, "finish_reason": "stop",
+                      "message": { "role": "assistant", "content": content } }],
+        "usage": { "prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2 }
+    })
+    .to_string()
+    .replace(KEY, &escape_some(KEY));
+    assert!(!answered.contains(KEY) && !refused.contains(KEY));
+    let bad = serve_replies(vec![(401, refused)]);
+    let good = serve_replies(vec![(200, answered)]);
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "conductor.toml",
+        &format!(
+            "[providers.bad]\nkind = \"openai\"\nbase_url = \"{bad}/v1\"\nmodel = \"m\"\n\
+             api_key_env = \"ECHOED_KEY\"\n\
+             [providers.good]\nkind = \"openai\"\nbase_url = \"{good}/v1\"\nmodel = \"m\"\n\
+             api_key_env = \"ECHOED_KEY\"\n"
+        ),
+    );
+    let file = write(
+        dir.path(),
+        "echo.cond",
+        r#"workflow w {
+    on_escalation = "skip"
+    agent refused { kind = "llm", role = "coder", provider = "bad" }
+    agent answered { kind = "llm", role = "coder", provider = "good" }
+    phase p {
+        task refused on refused { prompt = "go" }
+        task answered on answered { prompt = "go" }
+    }
+}
+"#,
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file).env("ECHOED_KEY", KEY);
+    let run = finish(cmd, Duration::from_secs(60));
+    assert_clean_exit(&run);
+    let id = only_run(dir.path());
+    let mut seen = vec![("run".to_string(), both(&run))];
+    for args in [
+        vec!["show", &id],
+        vec!["show", &id, "--json"],
+        vec!["events", &id],
+        vec!["logs", &id, "refused"],
+        vec!["logs", &id, "answered"],
+        vec!["why", &id, "refused"],
+    ] {
+        let mut cmd = conductor(dir.path());
+        cmd.args(&args);
+        seen.push((args.join(" "), both(&finish(cmd, Duration::from_secs(30)))));
+    }
+    for f in walkdir(dir.path()) {
+        let bytes = std::fs::read(&f).unwrap();
+        seen.push((f.display().to_string(), text(&bytes)));
+    }
+    let forms = [
+        KEY.to_string(),
+        every_char.clone(),
+        every_char.replace('\\', "\\\\"),
+        escape_some(KEY),
+        escape_some(KEY).replace('\\', "\\\\"),
+        percent.clone(),
+        "7f3a9c2e51b04d68".to_string(),
+    ];
+    for (place, text) in &seen {
+        for form in &forms {
+            assert!(!text.contains(form.as_str()), "{form} in {place}: {text}");
+        }
+    }
+    // Both echoes were seen, and replaced.
+    let shown = &seen[1].1;
+    assert!(
+        shown.contains("[redacted]") || shown.contains("[key in ECHOED_KEY]"),
+        "{shown}"
+    );
+    let stored = std::fs::read(
+        dir.path()
+            .join("runs")
+            .join(&id)
+            .join("work")
+            .join("key.txt"),
+    );
+    assert_eq!(text(&stored.unwrap()), "[redacted]");
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(walkdir(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
+
+#[test]
+fn concurrent_runs_on_one_store_wait_for_its_write_lock_and_all_complete() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "chain.cond",
+        &conductor::workloads::workflow(conductor::workloads::Shape::Chain, 3000, 4),
+    );
+    let mut first = conductor(dir.path());
+    first.arg("run").arg(&file);
+    assert_eq!(
+        finish(first, Duration::from_secs(60)).status.code(),
+        Some(0)
+    );
+    let runs: Vec<Child> = (0..4)
+        .map(|_| {
+            let mut cmd = conductor(dir.path());
+            cmd.arg("run")
+                .arg(&file)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    // While they write, another writer holds the store's write lock longer than SQLite's busy
+    // handler waits (as `gc` on a large store, or busier writers winning the lock again and
+    // again, do).
+    std::thread::sleep(Duration::from_millis(300));
+    let holder = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    holder.busy_timeout(Duration::from_secs(30)).unwrap();
+    holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+    std::thread::sleep(Duration::from_millis(5500));
+    holder.execute_batch("COMMIT").unwrap();
+    for (i, run) in runs.into_iter().enumerate() {
+        let out = wait_at_most(run, Duration::from_secs(120), "a concurrent run");
+        assert_eq!(out.status.code(), Some(0), "run {i}: {}", both(&out));
+    }
+    let mut list = conductor(dir.path());
+    list.args(["runs", "--json"]);
+    let out = finish(list, Duration::from_secs(30));
+    let completed = text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("\"completed\""))
+        .count();
+    assert_eq!(completed, 5, "{}", both(&out));
+}
+
+/// Rhai that stays far under the operation limit but takes minutes: each of 100,000 turns
+/// copies a 10,000-item array. Ends with `last`.
+fn slow_rhai(last: &str) -> String {
+    format!(
+        "let a = []; for i in 0..10000 {{ a.push(i); }} let n = 0; \
+         for i in 0..100000 {{ let b = a; n += b.len(); }} {last}"
+    )
+}
+
+#[test]
+fn a_slow_rule_is_stopped_at_its_time_limit_with_the_rule_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "rule.cond",
+        &format!(
+            "workflow w {{\n    agent m {{ kind = \"mock\" }}\n    phase p {{\n        \
+             task t on m {{ when {{ {} }} }}\n    }}\n}}\n",
+            slow_rhai("n > 0")
+        ),
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let start = Instant::now();
+    let out = finish(cmd, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    let all = both(&out);
+    assert!(
+        all.contains("rule.cond:4:28 failed")
+            && all.contains("the rule ran longer than 1s and was stopped"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_script_is_stopped_by_its_tasks_timeout_and_by_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "slow.rhai",
+        &format!("fn slow(ctx) {{ {} }}", slow_rhai("#{ n: n }")),
+    );
+    let workflow = |timeout: &str| {
+        format!(
+            "workflow w {{\n    use \"slow.rhai\"\n    on_escalation = \"skip\"\n    \
+             agent s {{ kind = \"script\", function = \"slow\", timeout = {timeout}, retry = 0 }}\n    \
+             agent m {{ kind = \"mock\" }}\n    phase p {{ task slow on s  task next on m after slow  gate {{ true }} }}\n    \
+             phase q {{ task after on m }}\n}}\n"
+        )
+    };
+    // The timeout ends the attempt TIMEOUT and the script with it; the run goes on as
+    // configured (skip: the dependent task is skipped; the gate lets the next phase run).
+    let file = write(dir.path(), "timeout.cond", &workflow("1s"));
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let start = Instant::now();
+    let out = finish(cmd, Duration::from_secs(30));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "the run waited for the script: {:?}",
+        start.elapsed()
+    );
+    assert_clean_exit(&out);
+    let all = both(&out);
+    assert!(all.contains("TIMEOUT"), "{all}");
+    assert!(all.contains("✓ after"), "{all}");
+    // Ctrl-C stops a script that has a long timeout, and the process exits.
+    let file = write(dir.path(), "cancel.cond", &workflow("10m"));
+    let child = conductor(dir.path())
+        .arg("run")
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_at_most(child, Duration::from_secs(8), "the interrupted run");
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(text(&out.stdout).contains("CANCELLED"), "{}", both(&out));
+}
+
+#[test]
+fn a_newline_in_a_message_does_not_start_a_line_of_the_run_view_show_or_why() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "throw.rhai",
+        r#"fn boom(ctx) { throw "bad\n  ✓ fake_task            m-01           completed  1 attempt  0ms"; }"#,
+    );
+    let file = write(
+        dir.path(),
+        "spoof.cond",
+        r#"workflow w {
+    use "throw.rhai"
+    on_escalation = "skip"
+    agent s { kind = "script", function = "boom" }
+    phase p {
+        task t on s
+        gate { fail("no\nrun r1 COMPLETED: 9 completed, 0 failed") }
+    }
+}
+"#,
+    );
+    let mut cmd = conductor(dir.path());
+    cmd.arg("run").arg(&file);
+    let out = finish(cmd, Duration::from_secs(30));
+    assert_clean_exit(&out);
+    let view = text(&out.stdout);
+    for spoof in ["  ✓ fake_task", "run r1 COMPLETED"] {
+        assert!(
+            !view.lines().any(|l| l.starts_with(spoof)),
+            "a message started a line `{spoof}`:\n{view}"
+        );
+    }
+    assert!(view.contains("bad\\n  ✓ fake_task"), "{view}");
+    assert!(view.contains("no\\nrun r1 COMPLETED"), "{view}");
+    // Nor of `show` or `why`.
+    let id = only_run(dir.path());
+    for args in [vec!["show", &id], vec!["why", &id, "t"]] {
+        let mut cmd = conductor(dir.path());
+        cmd.args(&args);
+        let out = finish(cmd, Duration::from_secs(30));
+        assert_eq!(out.status.code(), Some(0), "{}", both(&out));
+        let shown = text(&out.stdout);
+        for spoof in ["  ✓ fake_task", "run r1 COMPLETED"] {
+            assert!(
+                !shown.lines().any(|l| l.starts_with(spoof)),
+                "{args:?}: a message started a line `{spoof}`:\n{shown}"
+            );
+        }
+        assert!(shown.contains("bad\\n  ✓ fake_task"), "{shown}");
+    }
+}
+
+#[test]
+fn outputs_too_large_or_with_too_many_or_too_large_files_fail_before_they_are_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let many: Vec<String> = (0..1001)
+        .map(|i| format!("{{ path = \"f{i}.txt\", content = \"x\" }}"))
+        .collect();
+    let big_file = format!(
+        r#"{{"files": [{{"path": "big.txt", "content": "{}"}}], "summary": "s"}}"#,
+        "x".repeat(9 << 20)
+    );
+    let url = serve_once(big_file);
+    let huge = "{{ 'x' * 8000000 }}";
+    let cases = [
+        (
+            format!("agent m {{ kind = \"mock\", output = {{ files = [{}] }} }}", many.join(", ")),
+            "has 1001 files; an attempt may write at most 1000 (`MAX_ARTIFACTS`)",
+        ),
+        (
+            format!("agent m {{ kind = \"http\", url = \"{url}\" }}"),
+            "has the file `big.txt` of 9437184 bytes; a file may have at most 8 MiB (`MAX_ARTIFACT_SIZE`)",
+        ),
+        (
+            format!(
+                "agent m {{ kind = \"mock\", output = {{ a = \"{huge}\", b = \"{huge}\", c = \"{huge}\" }} }}"
+            ),
+            "is larger than 16 MiB as JSON (`MAX_OUTPUT_SIZE`)",
+        ),
+    ];
+    for (i, (agent, expected)) in cases.iter().enumerate() {
+        let case = dir.path().join(format!("case{i}"));
+        std::fs::create_dir_all(&case).unwrap();
+        let file = write(
+            &case,
+            "big.cond",
+            &format!("workflow w {{\n    {agent}\n    phase p {{ task t on m }}\n}}\n"),
+        );
+        let mut cmd = conductor(&case);
+        cmd.arg("run").arg(&file);
+        let out = finish(cmd, Duration::from_secs(60));
+        assert_eq!(out.status.code(), Some(1), "case {i}: {}", both(&out));
+        assert!(both(&out).contains(expected), "case {i}: {}", both(&out));
+        assert!(
+            both(&out).contains("INVALID_OUTPUT"),
+            "case {i}: {}",
+            both(&out)
+        );
+        // Nothing of it was stored or written.
+        let store: u64 = ["store.db", "store.db-wal"]
+            .iter()
+            .filter_map(|f| std::fs::metadata(case.join(f)).ok())
+            .map(|m| m.len())
+            .sum();
+        assert!(store < 4 << 20, "case {i}: the store holds {store} bytes");
+        let work = case.join("runs").join(only_run(&case)).join("work");
+        assert!(!work.exists() || walkdir(&work).is_empty(), "case {i}");
+    }
+}

@@ -29,4 +29,5 @@ mod secrets;
 mod semantics;
 mod serve;
 mod shell;
+mod soak;
 mod store;

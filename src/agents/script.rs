@@ -2,6 +2,7 @@
 //! context, in the same sandbox as rules (no file, network or process access; bounded).
 
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -52,8 +53,13 @@ pub(super) fn execute(call: ScriptCall, env: Arc<AgentEnv>, task: Arc<str>) -> A
     Box::pin(async move {
         let modules = env.modules(&call.modules)?;
         let function = call.function.clone();
+        // Dropped when the attempt ends — its timeout or a cancel drops this future — which
+        // stops the script, rather than leaving it to compute on a thread the process waits
+        // for when it exits.
+        let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+        let flag = stop.0.clone();
         let result = tokio::task::spawn_blocking(move || {
-            PolicyHost::get().call_script(&modules, &function, &call.ctx)
+            PolicyHost::get().call_script(&modules, &function, &call.ctx, flag)
         })
         .await
         .map_err(|e| TaskError::fatal(ErrorCode::AgentCrashed, format!("script worker: {e}")))?;
@@ -66,4 +72,13 @@ pub(super) fn execute(call: ScriptCall, env: Arc<AgentEnv>, task: Arc<str>) -> A
             TaskError::fatal(code, format!("script `{task}`: {}", e.cause))
         })
     })
+}
+
+/// Raises its flag when dropped.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }

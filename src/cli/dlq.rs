@@ -47,15 +47,7 @@ pub(super) fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppEr
                 "ENTRY", "TASK", "POOL", "ATTEMPTS", "AT"
             ));
             for e in &entries {
-                output::line(format!(
-                    "{:<22} {:<16} {:<12} {:>8}  {:<24} {}",
-                    e.id,
-                    e.task,
-                    e.pool,
-                    e.attempts.len(),
-                    e.at.to_string(),
-                    e.reason
-                ));
+                output::line(list_row(e));
             }
         }
         Command::Show { entry, json } => {
@@ -81,6 +73,20 @@ pub(super) fn run(command: Command, globals: &Globals) -> Result<ExitCode, AppEr
         Command::Retry { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One row of `dlq list`; every value on one line, whatever it holds.
+fn list_row(e: &crate::model::DeadLetter) -> String {
+    let safe = |s: &str| crate::text::printable(s).into_owned();
+    format!(
+        "{:<22} {:<16} {:<12} {:>8}  {:<24} {}",
+        safe(&e.id),
+        safe(&e.task),
+        safe(&e.pool),
+        e.attempts.len(),
+        e.at.to_string(),
+        safe(&e.reason)
+    )
 }
 
 /// A dead letter for people: why, its attempts (each failed one with the end of what it
@@ -115,4 +121,30 @@ fn dead_letter_text(e: &crate::model::DeadLetter, flags: &str) -> Vec<String> {
         e.id, e.run_id, e.task
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_list_row_stays_one_line_whatever_its_reason_holds() {
+        let entry = crate::model::DeadLetter {
+            id: "r1:5".into(),
+            run_id: crate::model::RunId("r1".into()),
+            task: "t".into(),
+            phase: "p".into(),
+            pool: "m".into(),
+            reason: "bad\nr2:9   fake   m   1  \u{1b}[2J\u{202e}".into(),
+            attempts: Vec::new(),
+            request: serde_json::Value::Null,
+            at: crate::model::Timestamp(0),
+        };
+        let row = list_row(&entry);
+        assert!(!row.contains('\n') && !row.contains('\u{1b}') && !row.contains('\u{202e}'));
+        assert!(
+            row.ends_with("bad\\nr2:9   fake   m   1  \\u{1b}[2J\\u{202e}"),
+            "{row}"
+        );
+    }
 }

@@ -187,6 +187,17 @@ async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool
     if let Some(at) = crate::limits::too_deep(&output) {
         return (Err(too_deep(&job.attempt.call, &at)), Vec::new(), cached);
     }
+    if let Some(over) = over_limits(&output) {
+        let message = format!(
+            "the task's output ({}) {over}",
+            output_source(&job.attempt.call)
+        );
+        return (
+            Err(invalid_output(&job.attempt.call, message)),
+            Vec::new(),
+            cached,
+        );
+    }
     let mut artifacts = Vec::new();
     // Most outputs have no files: no trip to a blocking thread for them.
     if job.attempt.call.writes_files() && output.get("files").is_some_and(Value::is_array) {
@@ -214,9 +225,42 @@ async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool
     (Ok(output), artifacts, cached)
 }
 
-/// An output nested deeper than [`crate::limits::MAX_VALUE_DEPTH`], with where it came from.
-fn too_deep(call: &agents::AgentCall, at: &str) -> TaskError {
-    let source = match call {
+/// Which size limit an output crosses, if any: its size as JSON, its number of files or the
+/// size of one file (`crate::limits`).
+fn over_limits(output: &Value) -> Option<String> {
+    use crate::files::size_text;
+    use crate::limits::{MAX_ARTIFACTS, MAX_ARTIFACT_SIZE, MAX_OUTPUT_SIZE};
+    if crate::limits::json_size(output, MAX_OUTPUT_SIZE) > MAX_OUTPUT_SIZE {
+        return Some(format!(
+            "is larger than {} as JSON (`MAX_OUTPUT_SIZE`)",
+            size_text(MAX_OUTPUT_SIZE as u64)
+        ));
+    }
+    let files = output.get("files").and_then(Value::as_array)?;
+    let contents: Vec<(&str, &str)> = files
+        .iter()
+        .filter_map(|f| Some((f.get("path")?.as_str()?, f.get("content")?.as_str()?)))
+        .collect();
+    if contents.len() > MAX_ARTIFACTS {
+        return Some(format!(
+            "has {} files; an attempt may write at most {MAX_ARTIFACTS} (`MAX_ARTIFACTS`)",
+            contents.len()
+        ));
+    }
+    let (path, content) = contents
+        .into_iter()
+        .find(|(_, content)| content.len() > MAX_ARTIFACT_SIZE)?;
+    Some(format!(
+        "has the file `{}` of {} bytes; a file may have at most {} (`MAX_ARTIFACT_SIZE`)",
+        crate::text::printable(path),
+        content.len(),
+        size_text(MAX_ARTIFACT_SIZE as u64)
+    ))
+}
+
+/// Where an agent's output came from, in a user's words.
+fn output_source(call: &agents::AgentCall) -> &'static str {
+    match call {
         agents::AgentCall::Shell(_) => "the JSON its program printed",
         agents::AgentCall::Http(_) => "the JSON body the service answered",
         agents::AgentCall::Llm(_) => "the model's reply",
@@ -224,13 +268,23 @@ fn too_deep(call: &agents::AgentCall, at: &str) -> TaskError {
         agents::AgentCall::Mock(_) => "its mock `output`",
         agents::AgentCall::Approval(_) => "its approval",
         agents::AgentCall::Child(_) => "its child run's outputs",
-    };
+    }
+}
+
+/// An output nested deeper than [`crate::limits::MAX_VALUE_DEPTH`], with where it came from.
+fn too_deep(call: &agents::AgentCall, at: &str) -> TaskError {
     let message = format!(
-        "the task's output ({source}) nests deeper than {} levels, at `{at}`; values are \
+        "the task's output ({}) nests deeper than {} levels, at `{at}`; values are \
          limited to {} levels",
+        output_source(call),
         crate::limits::MAX_VALUE_DEPTH,
         crate::limits::MAX_VALUE_DEPTH
     );
+    invalid_output(call, message)
+}
+
+/// An output over a limit: `INVALID_OUTPUT`, retried only for a model.
+pub(super) fn invalid_output(call: &agents::AgentCall, message: String) -> TaskError {
     // A model may answer differently next time; a program or a service would not.
     if matches!(call, agents::AgentCall::Llm(_)) {
         TaskError::retryable(ErrorCode::InvalidOutput, message)

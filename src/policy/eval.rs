@@ -231,7 +231,20 @@ fn hash_json(v: &serde_json::Value, h: &mut impl Hasher) {
 impl PolicyHost {
     /// Evaluates a rule against a context of its kind.
     pub fn evaluate(&self, rule: &CompiledRule, ctx: &RuleContext) -> Evaluation {
-        let result = match &rule.call {
+        let deadline = std::time::Instant::now() + crate::limits::RULE_TIME;
+        let result = super::budget::within(Some(deadline), None, || self.run_rule(rule, ctx));
+        match result {
+            Ok(value) => interpret(rule.kind, value),
+            Err(err) => fail_closed(rule.kind, runtime_error(&err)),
+        }
+    }
+
+    fn run_rule(
+        &self,
+        rule: &CompiledRule,
+        ctx: &RuleContext,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
+        match &rule.call {
             None => {
                 let mut scope = Scope::with_capacity(ctx.fields.len());
                 for (name, value) in &ctx.fields {
@@ -253,10 +266,6 @@ impl PolicyHost {
                     args,
                 )
             }
-        };
-        match result {
-            Ok(value) => interpret(rule.kind, value),
-            Err(err) => fail_closed(rule.kind, runtime_error(&err)),
         }
     }
 
@@ -422,6 +431,17 @@ fn runtime_error(err: &EvalAltResult) -> RuleError {
             ),
             true,
         ),
+        E::ErrorTerminated(token, _) if token.to_string() == super::budget::STOPPED => (
+            "the script was stopped: its attempt ended (timeout or cancel)".to_string(),
+            true,
+        ),
+        E::ErrorTerminated(..) => (
+            format!(
+                "the rule ran longer than {} and was stopped (a loop doing slow work?)",
+                crate::text::duration(crate::limits::RULE_TIME)
+            ),
+            true,
+        ),
         E::ErrorStackOverflow(_) => (
             format!(
                 "the rule called functions more than {} levels deep and was stopped",
@@ -536,19 +556,28 @@ fn to_json_at(v: &Dynamic, depth: usize) -> Result<serde_json::Value, String> {
 
 impl PolicyHost {
     /// Calls `fn name(ctx)` of the modules for a `script` agent: its map is the task's output,
-    /// a thrown error or a limit is the task's failure.
+    /// a thrown error or a limit is the task's failure. Raising `stop` ends the call within a
+    /// few operations.
     pub fn call_script(
         &self,
         modules: &super::ModuleSet,
         name: &str,
         ctx: &serde_json::Value,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     ) -> Result<serde_json::Value, RuleError> {
         let arg = json_to_dynamic(ctx).into_read_only();
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        let value = self
-            .engine()
-            .call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &modules.ast, name, (arg,))
-            .map_err(|e| runtime_error(&e))?;
+        // No deadline of its own: the attempt's timeout raises `stop`.
+        let value = super::budget::within(None, Some(stop), || {
+            self.engine().call_fn_with_options::<Dynamic>(
+                options,
+                &mut Scope::new(),
+                &modules.ast,
+                name,
+                (arg,),
+            )
+        })
+        .map_err(|e| runtime_error(&e))?;
         match dynamic_to_json(&value) {
             Ok(out @ serde_json::Value::Object(_)) => Ok(out),
             Ok(other) => Err(RuleError {

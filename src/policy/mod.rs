@@ -5,6 +5,7 @@
 //! resource limit set explicitly, no module resolver, no file, network, process or clock
 //! access. Rules are compiled once (at check time) and evaluated many times.
 
+mod budget;
 mod compile;
 mod eval;
 mod helpers;
@@ -22,7 +23,8 @@ pub use compile::{
 pub use eval::{Evaluation, RuleCache, RuleContext, RuleError, SharedTasks, Verdict};
 pub use helpers::{Ruling, Severity};
 
-/// Bounds every rule runs under. An infinite loop stops at `MAX_OPERATIONS`.
+/// Bounds every rule runs under. An infinite loop stops at `MAX_OPERATIONS`; a slow one at
+/// [`crate::limits::RULE_TIME`].
 pub const MAX_OPERATIONS: u64 = 1_000_000;
 pub const MAX_CALL_LEVELS: usize = 32;
 pub const MAX_EXPR_DEPTH: usize = 64;
@@ -145,6 +147,7 @@ impl PolicyHost {
         engine.disable_symbol("eval");
         engine.disable_symbol("import");
         engine.disable_symbol("export");
+        engine.on_progress(budget::progress);
         engine.on_print(|s| tracing::info!(target: "conductor::policy", "{s}"));
         engine.on_debug(|s, src, pos| {
             tracing::debug!(target: "conductor::policy", source = src.unwrap_or(""), %pos, "{s}")

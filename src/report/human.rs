@@ -144,7 +144,7 @@ impl HumanView {
             millis(ms)
         );
         if let Some(e) = error {
-            text.push_str(&format!("  {e}"));
+            text.push_str(&format!("  {}", one_line(e)));
         }
         if let Some(extra) = self.last_attempt.remove(task) {
             text.push_str(&extra);
@@ -267,7 +267,7 @@ impl HumanView {
             }
             EventKind::Escalated { task, error } => {
                 self.stop_bar(task);
-                format!("  ! {task:<20} escalated: {error}")
+                format!("  ! {task:<20} escalated: {}", one_line(error))
             }
             other => return run_line(other, state, &self.store, &self.flags),
         })
@@ -298,7 +298,7 @@ fn group_line(task: &str, status: TaskStatus, state: &RunState, flags: &str) -> 
     let error = state
         .task(task)
         .and_then(|t| t.error.as_ref())
-        .map(|e| format!("  {e}"))
+        .map(|e| format!("  {}", one_line(e)))
         .unwrap_or_default();
     format!(
         "  {mark} {:<20} {:<14} {:<10} {total} instance{}: {}{error}  (each: `conductor show {} {task}{flags}`)",
@@ -337,10 +337,16 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             format!("\nphase {phase}{pass}")
         }
         EventKind::PolicyViolation { task, rule, reason } => {
-            format!("  ✗ policy violation: {rule} denied `{task}`: {reason}")
+            format!(
+                "  ✗ policy violation: {rule} denied `{task}`: {}",
+                one_line(reason)
+            )
         }
         EventKind::TaskDeferred { task, rule, reason } => {
-            format!("  ⏸ {task:<20} waits: deferred by {rule}: {reason}")
+            format!(
+                "  ⏸ {task:<20} waits: deferred by {rule}: {}",
+                one_line(reason)
+            )
         }
         EventKind::GateDecided {
             phase,
@@ -349,7 +355,7 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             rule,
         } => {
             let verdict = if *pass { "passed" } else { "FAILED" };
-            format!("  gate {phase} {verdict} ({rule}): {reason}")
+            format!("  gate {phase} {verdict} ({rule}): {}", one_line(reason))
         }
         EventKind::FeedbackDecided {
             severity, summary, ..
@@ -357,13 +363,13 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             if summary.is_empty() {
                 format!("\nfeedback: {severity}")
             } else {
-                format!("\nfeedback: {severity}: {summary}")
+                format!("\nfeedback: {severity}: {}", one_line(summary))
             }
         }
         EventKind::LoopStarted { loop_count, target } => {
             format!("loop {loop_count}: back to phase {target}")
         }
-        EventKind::Warning { message } => format!("warning: {message}"),
+        EventKind::Warning { message } => format!("warning: {}", one_line(message)),
         EventKind::BudgetRaised { scope, limits } => {
             format!("{scope} is now {}", limits.describe())
         }
@@ -374,7 +380,7 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
         } => {
             let why = reason
                 .as_deref()
-                .map(|r| format!(": {r}"))
+                .map(|r| format!(": {}", one_line(r)))
                 .unwrap_or_default();
             format!("  ⚡ circuit breaker of `{agent}` is {}{why}", b.as_str())
         }
@@ -385,11 +391,21 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
             by,
             reason,
         } => {
-            let why = reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
-            format!("  → {task:<20} {} (decided by {by}){why}", decision.as_str())
+            let why = reason
+                .as_deref()
+                .map(|r| format!(": {}", one_line(r)))
+                .unwrap_or_default();
+            format!(
+                "  → {task:<20} {} (decided by {}){why}",
+                decision.as_str(),
+                one_line(by)
+            )
         }
         EventKind::ApprovalRequested { task, message, .. } => {
-            let asks = message.as_deref().map(|m| format!(": {m}")).unwrap_or_default();
+            let asks = message
+                .as_deref()
+                .map(|m| format!(": {}", one_line(m)))
+                .unwrap_or_default();
             format!("  ? {task:<20} waits for approval{asks}")
         }
         EventKind::RunWaiting { tasks } => {
@@ -444,10 +460,18 @@ fn run_line(kind: &EventKind, state: &RunState, store: &str, flags: &str) -> Opt
     })
 }
 
+/// A message from outside (an error, a reason, a summary) on one line of the view: a newline in
+/// it would start a line that looks like the view's own.
+fn one_line(message: &(impl std::fmt::Display + ?Sized)) -> String {
+    crate::text::printable(&message.to_string()).into_owned()
+}
+
 fn dead_letter_line(entry: &DeadLetter) -> String {
     format!(
         "  ☠ {:<20} dead-lettered ({}) as {}",
-        entry.task, entry.reason, entry.id
+        entry.task,
+        one_line(&entry.reason),
+        entry.id
     )
 }
 
@@ -506,7 +530,7 @@ fn summary(
         plural(state.feedback_loop_count),
     );
     if let Some(e) = &state.error {
-        text.push_str(&format!("\n  {e}"));
+        text.push_str(&format!("\n  {}", one_line(e)));
     }
     let u = &state.usage;
     if u.calls > 0 || u.cached > 0 {

@@ -235,19 +235,23 @@ fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
         line.push_str(&format!("  skipped: {}", reason.as_str()));
     }
     if let Some(e) = &t.error {
-        line.push_str(&format!("  {e}"));
+        line.push_str(&format!("  {}", one_line(e)));
     }
     if let Some(c) = t.child_runs.last() {
         line.push_str(&format!("  child run {}", c.run));
     }
     if let Some(d) = &t.deferred {
-        line.push_str(&format!("  waiting: deferred by {}: {}", d.rule, d.reason));
+        line.push_str(&format!(
+            "  waiting: deferred by {}: {}",
+            d.rule,
+            one_line(&d.reason)
+        ));
     }
     if let Some(a) = &t.approval {
         let asks = a
             .message
             .as_deref()
-            .map(|m| format!(": {m}"))
+            .map(|m| format!(": {}", one_line(m)))
             .unwrap_or_default();
         line.push_str(&format!(
             "  waiting for approval{asks} (rejected at {} without a decision)",
@@ -310,7 +314,7 @@ fn header(out: &mut String, state: &RunState) {
         let _ = writeln!(out, "params {}", params.join(" "));
     }
     if let Some(e) = &state.error {
-        let _ = writeln!(out, "error {e}");
+        let _ = writeln!(out, "error {}", one_line(e));
     }
     if state.usage.calls > 0 || state.usage.cached > 0 {
         let _ = writeln!(out, "{}", usage_line(&state.usage));
@@ -334,7 +338,7 @@ fn attempt_line(e: &Event) -> Option<(&str, String)> {
             cached,
             ..
         } => {
-            let mut result = error.as_ref().map_or("ok".to_string(), |e| e.to_string());
+            let mut result = error.as_ref().map_or("ok".to_string(), one_line);
             if *cached {
                 result.push_str("  (from the response cache)");
             }
@@ -383,7 +387,7 @@ fn decisions(out: &mut String, state: &RunState, events: &[Event]) {
                 g.loop_count + 1,
                 if g.pass { "passed" } else { "FAILED" },
                 g.rule,
-                g.reason
+                one_line(&g.reason)
             );
         }
     }
@@ -395,7 +399,11 @@ fn decisions(out: &mut String, state: &RunState, events: &[Event]) {
             ..
         } = &e.kind
         {
-            let _ = writeln!(out, "\nfeedback {severity} by {rule}: {summary}");
+            let _ = writeln!(
+                out,
+                "\nfeedback {severity} by {rule}: {}",
+                one_line(summary)
+            );
         }
     }
     if !state.breakers.is_empty() {
@@ -415,4 +423,10 @@ fn decisions(out: &mut String, state: &RunState, events: &[Event]) {
             let _ = writeln!(out, "  {w}");
         }
     }
+}
+
+/// A message from outside (an error, a reason) on one line: a newline in it would start a line
+/// that looks like the report's own.
+fn one_line(message: &(impl std::fmt::Display + ?Sized)) -> String {
+    crate::text::printable(&message.to_string()).into_owned()
 }

@@ -32,7 +32,8 @@ pub fn why_text(
             in_phase = **phase == *result.phase;
         }
         if let Some(line) = line(task, &result.phase, in_phase, &e.kind, flags) {
-            out.push(format!("  {}  {line}", e.at));
+            // One line per event, whatever its messages hold.
+            out.push(format!("  {}  {}", e.at, crate::text::printable(&line)));
             if let EventKind::AttemptFinished {
                 error: Some(_),
                 tail,

@@ -18,6 +18,8 @@ pub enum StoreError {
     NotAStore { path: PathBuf, cause: String },
     #[error("`{}` cannot be opened for writing ({cause}): a store needs to write its file and, beside it, `{}-wal` and `{}-shm`; check the permissions of the file and its folder", path.display(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(), path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default())]
     NotWritable { path: PathBuf, cause: String },
+    #[error("`{}` stayed locked by another process for {waited} (a run or `gc` writing the same store); nothing was lost: try again when it has finished", path.display())]
+    Locked { path: PathBuf, waited: String },
     #[error("`{}` was written by a newer Conductor (schema {found}; this build knows {known})", path.display())]
     NewerSchema {
         path: PathBuf,

@@ -2,7 +2,8 @@
 //!
 //! Statuses map onto typed errors as for `http` agents (429 RATE_LIMITED with the server's
 //! `Retry-After`, 408/425/5xx/529 retryable, other 4xx fatal). The API key travels only in a
-//! request header; any error text that could echo it has it replaced by `[redacted]`.
+//! request header; any text that comes back has it replaced by `[redacted]`, in
+//! any escaped or encoded form (`crate::secrets`).
 
 use std::time::Duration;
 
@@ -21,8 +22,8 @@ fn client(name: &str, timeout: Duration) -> Result<reqwest::Client, ProviderErro
 /// Removes the key from text that may have come back from the server.
 fn redact(text: String, key: Option<&str>) -> String {
     match key {
-        Some(k) if k.len() >= 4 && text.contains(k) => text.replace(k, "[redacted]"),
-        _ => text,
+        Some(k) => crate::secrets::replace_value(text, k, "[redacted]"),
+        None => text,
     }
 }
 

@@ -27,12 +27,13 @@ impl From<StoreError> for Failure {
 /// One transaction per batch: a group commit of everything the scheduler recorded in one
 /// turn.
 pub(super) fn append(
-    conn: &mut Connection,
+    conn: &Connection,
+    path: &std::path::Path,
     backlogs: &mut Backlogs,
     run: &RunId,
     batch: &Batch<'_>,
 ) -> Result<(), Failure> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let tx = super::busy::begin(conn, path)?;
     let id = &*run.0;
     let exists: Option<i64> = tx
         .prepare_cached("SELECT 1 FROM runs WHERE id = ?1")?

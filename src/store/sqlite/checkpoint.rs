@@ -48,7 +48,7 @@ fn run(path: &Path, appends: &AtomicU64, rx: &mpsc::Receiver<()>) {
     let Ok(conn) = rusqlite::Connection::open(path) else {
         return;
     };
-    let _ = conn.busy_timeout(Duration::from_secs(5));
+    let _ = conn.busy_timeout(super::busy::BUSY_TIMEOUT);
     let mut done = 0;
     loop {
         let stop = matches!(

@@ -1,13 +1,12 @@
 //! Deleting old finished runs and the artifacts nothing refers to any more.
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Transaction};
 
 use crate::model::{RunId, Timestamp};
 
 /// Deletes completed and failed runs created before `before` (a cancelled or waiting run can
 /// still be resumed), and the artifacts no remaining run wrote.
-pub(super) fn gc(conn: &mut Connection, before: Timestamp) -> rusqlite::Result<Vec<RunId>> {
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+pub(super) fn gc(tx: &Transaction<'_>, before: Timestamp) -> rusqlite::Result<Vec<RunId>> {
     let ids: Vec<String> = {
         let mut st = tx.prepare(
             "SELECT id FROM runs WHERE created_at < ?1 AND status IN ('completed', 'failed')",
@@ -25,6 +24,5 @@ pub(super) fn gc(conn: &mut Connection, before: Timestamp) -> rusqlite::Result<V
             [],
         )?;
     }
-    tx.commit()?;
     Ok(ids.into_iter().map(|id| RunId(id.into())).collect())
 }

@@ -9,6 +9,7 @@
 
 mod append;
 mod backlog;
+mod busy;
 mod checkpoint;
 mod gc;
 mod lock;
@@ -64,8 +65,7 @@ impl SqliteStore {
             }
         };
         let conn = Connection::open(path).map_err(not_a_store)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(not_a_store)?;
+        conn.busy_timeout(busy::BUSY_TIMEOUT).map_err(not_a_store)?;
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .map_err(not_a_store)?;
@@ -110,8 +110,20 @@ impl SqliteStore {
         }
     }
 
+    /// Runs `f` in a write transaction, waiting for the write lock as [`busy`] says.
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let conn = self.lock();
+        let tx = busy::begin(&conn, &self.path)?;
+        let out = f(&tx).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))?;
+        Ok(out)
+    }
+
     fn migrate(&self) -> Result<(), StoreError> {
-        let mut conn = self.lock();
+        let conn = self.lock();
         let err = |e: rusqlite::Error| self.err(e);
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -126,11 +138,9 @@ impl SqliteStore {
         if version == SCHEMA_VERSION {
             return Ok(());
         }
-        // IMMEDIATE: take the write lock up front, so two processes opening a new store wait
-        // for each other instead of failing.
-        let tx = conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
+        // The write lock up front, so two processes opening a new store wait for each other
+        // instead of failing.
+        let tx = busy::begin(&conn, &self.path)?;
         let version: i64 = tx
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(err)?;
@@ -158,7 +168,9 @@ impl Store for SqliteStore {
 
     fn create_run(&self, run: &RunRecord) -> Result<(), StoreError> {
         let params_json = serde_json::to_string(&run.params).map_err(|e| self.err(e))?;
-        let result = self.lock().execute(
+        let conn = self.lock();
+        let tx = busy::begin(&conn, &self.path)?;
+        let result = tx.execute(
             "INSERT INTO runs (id, workflow, file, params, created_at, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 &*run.id.0,
@@ -170,7 +182,7 @@ impl Store for SqliteStore {
             ],
         );
         match result {
-            Ok(_) => Ok(()),
+            Ok(_) => tx.commit().map_err(|e| self.err(e)),
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::ConstraintViolation =>
             {
@@ -186,9 +198,9 @@ impl Store for SqliteStore {
             let _ = self.lock().pragma_update(None, "wal_autocheckpoint", 0);
             checkpoint::Checkpointer::start(&self.path)
         });
-        let mut conn = self.lock();
+        let conn = self.lock();
         let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        append::append(&mut conn, &mut backlogs, run, batch).map_err(|e| {
+        append::append(&conn, &self.path, &mut backlogs, run, batch).map_err(|e| {
             backlogs.drop_run(run);
             match e {
                 append::Failure::Store(e) => e,
@@ -228,12 +240,12 @@ impl Store for SqliteStore {
     }
 
     fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {
-        self.lock()
-            .execute(
+        self.write(|tx| {
+            tx.execute(
                 "INSERT OR IGNORE INTO artifacts (hash, size, content) VALUES (?1, ?2, ?3)",
                 params![sha256, content.len() as i64, content],
             )
-            .map_err(|e| self.err(e))?;
+        })?;
         Ok(())
     }
 
@@ -264,12 +276,12 @@ impl Store for SqliteStore {
 
     fn cache_put(&self, key: &str, output: &serde_json::Value) -> Result<(), StoreError> {
         let body = serde_json::to_string(output).map_err(|e| self.err(e))?;
-        self.lock()
-            .execute(
+        self.write(|tx| {
+            tx.execute(
                 "INSERT OR REPLACE INTO response_cache (key, body, created_at) VALUES (?1, ?2, ?3)",
                 params![key, body, Timestamp::now().0 as i64],
             )
-            .map_err(|e| self.err(e))?;
+        })?;
         Ok(())
     }
 
@@ -278,18 +290,17 @@ impl Store for SqliteStore {
     }
 
     fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
-        let n = self
-            .lock()
-            .execute(
+        let n = self.write(|tx| {
+            tx.execute(
                 "UPDATE dead_letters SET dropped = 1 WHERE id = ?1 AND dropped = 0",
                 params![id],
             )
-            .map_err(|e| self.err(e))?;
+        })?;
         Ok(n > 0)
     }
 
     fn gc(&self, before: Timestamp) -> Result<Vec<RunId>, StoreError> {
-        gc::gc(&mut self.lock(), before).map_err(|e| self.err(e))
+        self.write(|tx| gc::gc(tx, before))
     }
 
     fn projected_seq(&self, run: &RunId) -> Result<Option<u64>, StoreError> {
@@ -313,29 +324,23 @@ impl Store for SqliteStore {
         attempt: u32,
         chunks: &[LogChunk],
     ) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        let tx = conn.transaction().map_err(|e| self.err(e))?;
-        {
-            let mut insert = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO attempt_logs (run_id, task, attempt, seq, stream, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(|e| self.err(e))?;
+        self.write(|tx| {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO attempt_logs (run_id, task, attempt, seq, stream, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
             for c in chunks {
-                insert
-                    .execute(params![
-                        &*run.0,
-                        task,
-                        attempt as i64,
-                        c.seq as i64,
-                        c.stream.as_str(),
-                        c.data
-                    ])
-                    .map_err(|e| self.err(e))?;
+                insert.execute(params![
+                    &*run.0,
+                    task,
+                    attempt as i64,
+                    c.seq as i64,
+                    c.stream.as_str(),
+                    c.data
+                ])?;
             }
-        }
-        tx.commit().map_err(|e| self.err(e))
+            Ok(())
+        })
     }
 
     fn logs(&self, run: &RunId, task: &str, attempt: u32) -> Result<Vec<LogChunk>, StoreError> {
