@@ -212,17 +212,95 @@ impl Journal {
 /// An event with secret values replaced: through its JSON, since a value can be anywhere (an
 /// output, an error, a rendered command in a dead letter).
 fn redacted(r: &crate::secrets::Redactor, kind: EventKind) -> EventKind {
-    let Ok(json) = serde_json::to_string(&kind) else {
+    let Ok(mut value) = serde_json::to_value(&kind) else {
         return kind;
     };
-    match r.redact(&json) {
-        std::borrow::Cow::Borrowed(_) => kind,
-        std::borrow::Cow::Owned(clean) => serde_json::from_str(&clean).unwrap_or_else(|e| {
-            // A value that matched the JSON's own syntax: the event cannot be kept safely.
-            tracing::warn!("an event held a secret value and could not be redacted: {e}");
-            EventKind::Warning {
-                message: "an event held a secret param's value and was withheld".into(),
+    // String by string, so a replacement can never break the JSON around it.
+    if !redact_strings(r, &mut value) {
+        return kind;
+    }
+    serde_json::from_value(value).unwrap_or_else(|e| {
+        // The secret equals one of the event's own words (a status, a field's tag): the event
+        // cannot be kept safely.
+        tracing::warn!("an event held a secret value and could not be redacted: {e}");
+        EventKind::Warning {
+            message: "an event held a secret param's value and was withheld".into(),
+        }
+    })
+}
+
+/// Redacts every string in `v` (keys included); whether anything changed.
+fn redact_strings(r: &crate::secrets::Redactor, v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => match r.redact(s) {
+            std::borrow::Cow::Owned(clean) => {
+                *s = clean;
+                true
             }
-        }),
+            std::borrow::Cow::Borrowed(_) => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |changed, i| redact_strings(r, i) | changed),
+        Value::Object(map) => {
+            let mut changed = false;
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                let Some(mut inner) = map.remove(&k) else {
+                    continue;
+                };
+                changed |= redact_strings(r, &mut inner);
+                let key = match r.redact(&k) {
+                    std::borrow::Cow::Owned(clean) => {
+                        changed = true;
+                        clean
+                    }
+                    std::borrow::Cow::Borrowed(_) => k,
+                };
+                map.insert(key, inner);
+            }
+            changed
+        }
+        Value::Number(n) => {
+            let text = n.to_string();
+            if matches!(r.redact(&text), std::borrow::Cow::Owned(_)) {
+                *v = Value::String(r.redact(&text).into_owned());
+                true
+            } else {
+                false
+            }
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_that_looks_like_json_syntax_is_redacted_and_the_event_kept() {
+        let r = crate::secrets::Redactor::new([("tricky", "\",\"status\":\"")]);
+        let kind = EventKind::TaskFinished {
+            task: "deploy".into(),
+            status: crate::model::TaskStatus::Failed,
+            error: Some(crate::model::TaskError::fatal(
+                crate::model::ErrorCode::ExitCode,
+                "printed \",\"status\":\" then quit",
+            )),
+        };
+        let EventKind::TaskFinished { error, status, .. } = redacted(&r, kind) else {
+            panic!("the event was withheld");
+        };
+        assert_eq!(status, crate::model::TaskStatus::Failed);
+        let message = error.unwrap().message;
+        assert!(!message.contains("status"), "{message}");
+        assert!(message.contains("[secret param tricky]"), "{message}");
+        // A secret written as a number in an output is redacted too.
+        let r = crate::secrets::Redactor::new([("pin", "12345678")]);
+        let mut v = serde_json::json!({ "out": { "pin": 12345678, "list": [1, 12345678] } });
+        assert!(redact_strings(&r, &mut v));
+        assert!(!v.to_string().contains("12345678"), "{v}");
     }
 }
