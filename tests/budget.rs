@@ -17,6 +17,21 @@ use crate::llm::{model_server, openai_reply, provider, run_with, CODER_JSON};
 /// 120 × 1 + 30 × 2 = 180 micro-dollars.
 const CALL_USD: f64 = 0.00018;
 
+/// A folder whose `conductor.toml` points at the model server at `base`, with the prices of
+/// [`priced`], for tests that run the binary.
+fn priced_folder(base: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("conductor.toml"),
+        format!(
+            "[providers.default]\nkind = \"openai\"\nbase_url = \"{base}/v1\"\nmodel = \"m\"\n\
+             [providers.default.prices]\nm = {{ input = 1, output = 2 }}\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
 fn priced(base: &str) -> Arc<Config> {
     let mut p = provider(ProviderKind::Openai, &format!("{base}/v1"), None);
     p.timeout = Duration::from_secs(30);
@@ -538,15 +553,7 @@ async fn after_kill_9_and_resume_a_call_in_flight_counts_and_none_passes_the_bud
     let mut slow = openai_reply(CODER_JSON);
     slow.delay = Duration::from_millis(80);
     let (base, seen) = model_server(vec![slow]).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("conductor.toml"),
-        format!(
-            "[providers.default]\nkind = \"openai\"\nbase_url = \"{base}/v1\"\nmodel = \"m\"\n\
-             [providers.default.prices]\nm = {{ input = 1, output = 2 }}\n"
-        ),
-    )
-    .unwrap();
+    let dir = priced_folder(&base);
     std::fs::write(
         dir.path().join("w.cond"),
         r#"workflow w {
@@ -777,15 +784,7 @@ async fn attempts_on_workers_hold_their_allowance_and_no_call_passes_the_budget(
     let mut slow = openai_reply(CODER_JSON);
     slow.delay = Duration::from_millis(150);
     let (base, seen) = model_server(vec![slow]).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("conductor.toml"),
-        format!(
-            "[providers.default]\nkind = \"openai\"\nbase_url = \"{base}/v1\"\nmodel = \"m\"\n\
-             [providers.default.prices]\nm = {{ input = 1, output = 2 }}\n"
-        ),
-    )
-    .unwrap();
+    let dir = priced_folder(&base);
     std::fs::write(
         dir.path().join("w.cond"),
         r#"workflow w {

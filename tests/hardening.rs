@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::wait_at_most;
+
 /// The binary under test. `CONDUCTOR_TEST_BIN` points these tests at another build, to show
 /// that each fails on a build without its fix.
 fn binary() -> PathBuf {
@@ -29,41 +31,22 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// Waits for a child at most `limit`, reading its output as it comes; a child still running
-/// then is killed and the test fails.
-fn wait_at_most(mut child: Child, limit: Duration, what: &str) -> Output {
-    let pipe = |p: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let stdout = pipe(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = pipe(child.stderr.take().map(|p| Box::new(p) as _));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "{what} still ran after {limit:?}\nstdout: {}\nstderr: {}",
-                text(&stdout.join().unwrap()),
-                text(&stderr.join().unwrap())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
+/// `conductor run FILE` in `dir`, interrupted (SIGINT) after `after`: it must exit 1 within
+/// 8 s, CANCELLED.
+fn interrupted_run(dir: &Path, file: &Path, after: Duration) {
+    let child = conductor(dir)
+        .arg("run")
+        .arg(file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(after);
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = wait_at_most(child, Duration::from_secs(8), "the interrupted run");
+    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
+    assert!(text(&out.stdout).contains("CANCELLED"), "{}", both(&out));
 }
 
 /// Runs a command to its end within `limit`.
@@ -167,19 +150,7 @@ fn ctrl_c_stops_a_template_while_it_renders() {
             "{ timeout = 60s }",
         ),
     );
-    let child = conductor(dir.path())
-        .arg("run")
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = wait_at_most(child, Duration::from_secs(8), "the interrupted run");
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    assert!(text(&out.stdout).contains("CANCELLED"), "{}", both(&out));
+    interrupted_run(dir.path(), &file, Duration::from_millis(1500));
 }
 
 #[test]
@@ -1367,19 +1338,7 @@ fn a_script_is_stopped_by_its_tasks_timeout_and_by_ctrl_c() {
     assert!(all.contains("✓ after"), "{all}");
     // Ctrl-C stops a script that has a long timeout, and the process exits.
     let file = write(dir.path(), "cancel.cond", &workflow("10m"));
-    let child = conductor(dir.path())
-        .arg("run")
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1000));
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
-    let out = wait_at_most(child, Duration::from_secs(8), "the interrupted run");
-    assert_eq!(out.status.code(), Some(1), "{}", both(&out));
-    assert!(text(&out.stdout).contains("CANCELLED"), "{}", both(&out));
+    interrupted_run(dir.path(), &file, Duration::from_millis(1000));
 }
 
 #[test]

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::cli::wait_at_most;
+
 /// Cases CI runs; more by hand with `CONDUCTOR_SOAK_CASES`.
 const DEFAULT_CASES: u64 = 24;
 /// No new case starts after this much time, so a slow machine stays bounded too.
@@ -69,36 +71,16 @@ struct Done {
 }
 
 /// Waits for `child` at most [`COMMAND_LIMIT`]; a hang is killed and reported.
-fn wait(mut child: Child, what: &str, case: &str) -> Done {
-    let pipe = |p: Option<Box<dyn std::io::Read + Send>>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            if let Some(mut p) = p {
-                let _ = p.read_to_end(&mut buf);
-            }
-            buf
-        })
-    };
-    let stdout = pipe(child.stdout.take().map(|p| Box::new(p) as _));
-    let stderr = pipe(child.stderr.take().map(|p| Box::new(p) as _));
-    let start = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if start.elapsed() > COMMAND_LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{case}: `{what}` hung (still running after {COMMAND_LIMIT:?})");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let out = format!(
-        "{}{}",
-        String::from_utf8_lossy(&stdout.join().unwrap()),
-        String::from_utf8_lossy(&stderr.join().unwrap())
-    );
-    Done { status, out }
+fn wait(child: Child, what: &str, case: &str) -> Done {
+    let out = wait_at_most(child, COMMAND_LIMIT, &format!("{case}: `{what}` (hung)"));
+    Done {
+        status: out.status,
+        out: format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
 }
 
 /// An exit Conductor chose: 0–3 (exit codes of operations.md §8) or 130 (interrupted).
