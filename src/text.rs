@@ -29,6 +29,15 @@ pub(crate) fn millis(ms: u64) -> String {
     }
 }
 
+/// `` `a`, `b`, `c` ``: names listed in a message.
+pub(crate) fn backticked(names: &[impl AsRef<str>]) -> String {
+    names
+        .iter()
+        .map(|n| format!("`{}`", n.as_ref()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// `s` when `n` is not one.
 pub(crate) fn plural(n: impl Into<u64>) -> &'static str {
     if n.into() == 1 {

@@ -208,7 +208,7 @@ impl Checker<'_> {
                 let d = if d.help.is_none() {
                     d.with_help(match names.is_empty() {
                         true => format!("`{}` declares no params", info.written),
-                        false => format!("its params are {}", backticked(&names)),
+                        false => format!("its params are {}", crate::text::backticked(&names)),
                     })
                 } else {
                     d
@@ -287,17 +287,12 @@ impl Checker<'_> {
                 info.written
             ))
         } else {
-            d.with_help(format!("its outputs are {}", backticked(&names)))
+            d.with_help(format!(
+                "its outputs are {}",
+                crate::text::backticked(&names)
+            ))
         })
     }
-}
-
-fn backticked(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn short(p: &Path) -> String {

@@ -54,7 +54,10 @@ impl Checker<'_> {
         .with_label("unknown setting");
         let diag = match diag::suggest(&s.name.name, valid.iter().copied()) {
             Some(near) => diag.with_help(format!("did you mean `{near}`?")),
-            None => diag.with_help(format!("the settings of {owner} are {}", backticked(valid))),
+            None => diag.with_help(format!(
+                "the settings of {owner} are {}",
+                crate::text::backticked(valid)
+            )),
         };
         self.diags.push(diag);
     }
@@ -253,14 +256,6 @@ impl Checker<'_> {
             "first `feedback` here".into(),
         ));
     }
-}
-
-fn backticked(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Checker<'_> {

@@ -205,7 +205,10 @@ impl Checker<'_> {
             .with_label("no agent of this name")
             .with_suggestion(&name.name, agents.iter().map(String::as_str));
         let d = if d.help.is_none() && !agents.is_empty() {
-            d.with_help(format!("the agents are {}", backticked_owned(&agents)))
+            d.with_help(format!(
+                "the agents are {}",
+                crate::text::backticked(&agents)
+            ))
         } else {
             d
         };
@@ -420,12 +423,4 @@ impl Checker<'_> {
             }
         }
     }
-}
-
-fn backticked_owned(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

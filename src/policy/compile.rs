@@ -410,7 +410,10 @@ fn parse_problem(err: &rhai::ParseError, code: &str, fields: &[&str]) -> Problem
                 None => {
                     let shown: Vec<&str> =
                         fields.iter().copied().filter(|f| *f != "item").collect();
-                    p.with_help(format!("this rule can read {}", backticked(&shown)))
+                    p.with_help(format!(
+                        "this rule can read {}",
+                        crate::text::backticked(&shown)
+                    ))
                 }
             };
             p
@@ -440,12 +443,4 @@ fn rhai_message(err: &rhai::ParseErrorType) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => "syntax error in rule".to_string(),
     }
-}
-
-fn backticked(names: &[&str]) -> String {
-    names
-        .iter()
-        .map(|n| format!("`{n}`"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
