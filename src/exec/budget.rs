@@ -193,19 +193,24 @@ impl Ledger {
         self.accounts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// What was held as `worst` for `owners` is released, and `spent` charged instead.
+    pub(super) fn charge(&self, owners: &[Owner], worst: Spend, spent: Spend) {
+        let mut accounts = self.lock();
+        for o in owners {
+            if let Some(a) = accounts.get_mut(o) {
+                a.reserved = a.reserved.minus(worst);
+                a.spent = a.spent.plus(spent);
+            }
+        }
+    }
+
     fn settle(&self, owners: &[Owner], worst: Spend, outcome: CallOutcome) {
         let charged = match outcome {
             CallOutcome::Reply(call) => call.spend(),
             CallOutcome::Failed => Spend::default(),
             CallOutcome::CutOff => worst,
         };
-        let mut accounts = self.lock();
-        for o in owners {
-            if let Some(a) = accounts.get_mut(o) {
-                a.reserved = a.reserved.minus(worst);
-                a.spent = a.spent.plus(charged);
-            }
-        }
+        self.charge(owners, worst, charged);
     }
 }
 
@@ -331,7 +336,11 @@ impl AttemptGate {
 impl Ledger {
     /// Holds a call's worst case against every budget of `owners`, or refuses it: the worst
     /// case held, and the call's prices.
-    fn hold(&self, owners: &[Owner], ask: &CallAsk) -> Result<(Spend, Option<Rates>), TaskError> {
+    pub(super) fn hold(
+        &self,
+        owners: &[Owner],
+        ask: &CallAsk,
+    ) -> Result<(Spend, Option<Rates>), TaskError> {
         let rates = self
             .config
             .price(&ask.provider, &ask.model)
@@ -352,138 +361,14 @@ impl Ledger {
         }
         Ok((worst, rates))
     }
-
-    /// The allowance of an attempt of `task` that runs on a worker: the worst case of its
-    /// first call (`ask`), held now — the scheduler cannot be asked during the attempt.
-    pub(super) fn allowance(
-        self: &Arc<Self>,
-        wf: &Workflow,
-        task: &Task,
-        ask: &CallAsk,
-    ) -> Result<Allowance, TaskError> {
-        let owners: Vec<Owner> = wf.budgets.containing(task).map(|(o, _)| o).collect();
-        let (worst, rates) = self.hold(&owners, ask)?;
-        Ok(Allowance {
-            ledger: self.clone(),
-            owners,
-            grant: Grant { worst, rates },
-            open: true,
-        })
-    }
 }
 
 /// A call's worst case: its prompt bound and `max_tokens`, priced.
-fn worst_case(ask: &CallAsk, rates: Option<Rates>) -> Spend {
+pub(super) fn worst_case(ask: &CallAsk, rates: Option<Rates>) -> Spend {
     Spend {
         llm_calls: 1,
         tokens: ask.prompt_tokens.saturating_add(ask.max_tokens),
         usd: rates.map_or(Usd::ZERO, |r| r.cost(ask.prompt_tokens, 0, ask.max_tokens)),
-    }
-}
-
-/// What an attempt on a worker may spend, held by the scheduler. Settled with what the
-/// worker reports; dropped unsettled (the attempt was stopped, its worker lost), it counts
-/// in full.
-pub(super) struct Allowance {
-    ledger: Arc<Ledger>,
-    owners: Vec<Owner>,
-    grant: Grant,
-    open: bool,
-}
-
-impl Allowance {
-    pub(super) fn grant(&self) -> Grant {
-        self.grant
-    }
-
-    /// The attempt spent `spent` (at most the allowance: a worker never goes past it).
-    pub(super) fn settle(mut self, spent: Spend) {
-        self.open = false;
-        let mut accounts = self.ledger.lock();
-        for o in &self.owners {
-            if let Some(a) = accounts.get_mut(o) {
-                a.reserved = a.reserved.minus(self.grant.worst);
-                a.spent = a.spent.plus(spent);
-            }
-        }
-    }
-}
-
-impl Drop for Allowance {
-    fn drop(&mut self) {
-        if self.open {
-            self.open = false;
-            let mut accounts = self.ledger.lock();
-            for o in &self.owners {
-                if let Some(a) = accounts.get_mut(o) {
-                    a.reserved = a.reserved.minus(self.grant.worst);
-                    a.spent = a.spent.plus(self.grant.worst);
-                }
-            }
-        }
-    }
-}
-
-/// What a worker is told it may spend on an attempt's calls, and their prices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub(crate) struct Grant {
-    pub worst: Spend,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rates: Option<Rates>,
-}
-
-/// The gate of an attempt on a worker: its calls fit in the allowance the scheduler held, or
-/// are not made. What a call did not use goes back to the allowance.
-pub(crate) struct AllowanceGate {
-    left: Arc<Mutex<Spend>>,
-    rates: Option<Rates>,
-}
-
-impl AllowanceGate {
-    pub(crate) fn new(grant: Grant) -> AllowanceGate {
-        AllowanceGate {
-            left: Arc::new(Mutex::new(grant.worst)),
-            rates: grant.rates,
-        }
-    }
-}
-
-impl CallGate for AllowanceGate {
-    fn reserve<'a>(&'a self, ask: &'a CallAsk) -> Reserving<'a> {
-        Box::pin(async move {
-            let worst = worst_case(ask, self.rates);
-            {
-                let mut left = self.left.lock().unwrap_or_else(|e| e.into_inner());
-                let fits = worst.llm_calls <= left.llm_calls
-                    && worst.tokens <= left.tokens
-                    && worst.usd <= left.usd;
-                if !fits {
-                    return Err(TaskError::fatal(
-                        ErrorCode::BudgetExceeded,
-                        format!(
-                            "the attempt's budget allowance on its worker has no room for a \
-                             call to `{}` of provider `{}`: the call was not made",
-                            ask.model, ask.provider
-                        ),
-                    ));
-                }
-                *left = left.minus(worst);
-            }
-            let left = self.left.clone();
-            Ok(Reservation::new(worst, move |outcome| {
-                let back = match outcome {
-                    CallOutcome::Reply(call) => worst.minus(call.spend()),
-                    CallOutcome::Failed => worst,
-                    CallOutcome::CutOff => Spend::default(),
-                };
-                let mut left = left.lock().unwrap_or_else(|e| e.into_inner());
-                *left = left.plus(back);
-            }))
-        })
-    }
-
-    fn allowance(&self) -> bool {
-        true
     }
 }
 
@@ -626,39 +511,6 @@ mod tests {
         // Wall time: 9 999 ms of 10 000 used leaves room; all of it leaves none.
         let e = refuse(&account(exact, spent), &ask(), true, worst(1_000), 11_000).unwrap_err();
         assert!(e.message.contains("of wall time used"), "{}", e.message);
-    }
-
-    #[tokio::test]
-    async fn a_workers_allowance_grants_what_it_holds_and_takes_back_what_a_call_did_not_use() {
-        let grant = Grant {
-            worst: worst_case(&ask(), None),
-            rates: None,
-        };
-        let gate = AllowanceGate::new(grant);
-        assert!(gate.allowance());
-        let first = gate.reserve(&ask()).await.unwrap();
-        let e = gate.reserve(&ask()).await.err().unwrap();
-        assert_eq!(e.code, ErrorCode::BudgetExceeded);
-        assert!(e.message.contains("allowance"), "{}", e.message);
-        // The call used 30 of its 100 tokens: a second call still has no `llm_calls` left.
-        first.settle(CallOutcome::Reply(crate::model::LlmCall {
-            provider: "p".into(),
-            model: "m".into(),
-            input_tokens: 20,
-            output_tokens: 10,
-            cached_input_tokens: 0,
-            duration_ms: 1,
-            replayed: false,
-            usd: None,
-        }));
-        assert!(gate.reserve(&ask()).await.is_err());
-        // A call that failed gives its whole worst case back.
-        let gate = AllowanceGate::new(grant);
-        gate.reserve(&ask())
-            .await
-            .unwrap()
-            .settle(CallOutcome::Failed);
-        assert!(gate.reserve(&ask()).await.is_ok());
     }
 
     #[test]

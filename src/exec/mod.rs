@@ -5,6 +5,7 @@
 //! change is an event, appended to the store before the dispatcher acts on it. See [`run`]
 //! and [`resume`].
 
+mod allowance;
 mod approval;
 mod artifacts;
 mod attempt;

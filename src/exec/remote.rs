@@ -44,7 +44,7 @@ pub(crate) struct RemoteJob {
     pub files: Vec<ArtifactRef>,
     /// What its model calls may spend, held by the scheduler against the run's budgets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub allowance: Option<super::budget::Grant>,
+    pub allowance: Option<super::allowance::Grant>,
 }
 
 /// What a worker reports back: the fields of a local `Done`.
@@ -80,7 +80,7 @@ pub(crate) async fn execute(
         store,
         env,
         trace: match job.allowance {
-            Some(grant) => Trace::with_gate(Arc::new(super::budget::AllowanceGate::new(grant))),
+            Some(grant) => Trace::with_gate(Arc::new(super::allowance::AllowanceGate::new(grant))),
             None => Trace::default(),
         },
     };
@@ -408,7 +408,7 @@ impl Dispatcher {
             }
         };
         let job = RemoteJob {
-            allowance: allowance.as_ref().map(super::budget::Allowance::grant),
+            allowance: allowance.as_ref().map(super::allowance::Allowance::grant),
             attempt: (*a).clone(),
             timeout_ms: task.timeout.as_millis() as u64,
             cache,
@@ -443,7 +443,7 @@ impl Dispatcher {
     fn hold_allowance(
         &mut self,
         a: &Attempt,
-    ) -> Result<Option<super::budget::Allowance>, TaskError> {
+    ) -> Result<Option<super::allowance::Allowance>, TaskError> {
         let crate::agents::AgentCall::Llm(call) = &a.call else {
             return Ok(None);
         };
@@ -475,7 +475,7 @@ impl Dispatcher {
         t: TaskId,
         instance: u32,
         attempt: u32,
-        allowance: Option<super::budget::Allowance>,
+        allowance: Option<super::allowance::Allowance>,
     ) {
         let key: Key = (self.name(t), attempt);
         let rx = hub.register(key.clone());
