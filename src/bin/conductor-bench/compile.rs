@@ -1,0 +1,160 @@
+//! Section 3: compile time and peak memory.
+
+use super::*;
+
+/// `--peak WORKLOAD N STAGE` (the child): generates the workflow (`text`), and compiles it
+/// (`compile`), and runs it on the memory store with `--json` lines written to a sink (`run`);
+/// prints the process's peak resident memory in kB.
+pub(crate) fn peak_child(args: &[String]) -> ExitCode {
+    let workload = args.first().and_then(|a| Workload::parse(a));
+    let n = args.get(1).and_then(|a| a.parse::<usize>().ok());
+    let (Some(w), Some(n), Some(stage)) = (workload, n, args.get(2)) else {
+        eprintln!("usage: conductor-bench --peak chain|fan-out|templated N text|compile|run");
+        return ExitCode::from(2);
+    };
+    let text = w.text(n);
+    std::hint::black_box(&text);
+    match stage.as_str() {
+        "text" => {}
+        "compile" => {
+            std::hint::black_box(compile(&text));
+        }
+        "run" => {
+            let rt = runtime();
+            let compiled = compile(&text);
+            let json: Box<dyn Observer> = Box::new(JsonLines::new(std::io::sink()));
+            drive(&rt, &compiled, Arc::new(MemoryStore::new()), vec![json]);
+        }
+        other => {
+            eprintln!("unknown stage `{other}`: text, compile or run");
+            return ExitCode::from(2);
+        }
+    }
+    match peak_kb() {
+        Some(kb) => {
+            println!("{kb}");
+            ExitCode::SUCCESS
+        }
+        None => {
+            eprintln!("no VmHWM in /proc/self/status");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The process's peak resident set (`VmHWM`), in kB.
+pub(crate) fn peak_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The median peak (kB) of 3 fresh processes running `stage`.
+pub(crate) fn child_peak_kb(w: Workload, n: usize, stage: &str) -> f64 {
+    let exe = std::env::current_exe().expect("the bench binary knows its own path");
+    let runs = (0..3)
+        .map(|_| {
+            let out = Command::new(&exe)
+                .args(["--peak", w.arg(), &n.to_string(), stage])
+                .output()
+                .expect("the bench binary starts again as a child");
+            assert!(
+                out.status.success(),
+                "--peak {} {n} {stage} failed: {}",
+                w.arg(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .expect("the child prints its VmHWM in kB")
+        })
+        .collect();
+    median(runs)
+}
+
+/// Compile time in µs per task: median of 5 after a warm-up (parse + check + plan, not the
+/// drop).
+pub(crate) fn compile_us(w: Workload, n: usize) -> f64 {
+    let text = w.text(n);
+    let timed = || {
+        let begun = Instant::now();
+        let compiled = compile(&text);
+        let t = begun.elapsed();
+        drop(compiled);
+        t.as_secs_f64() * 1e6 / n as f64
+    };
+    if n < 100_000 {
+        // Discarded, as in section 1: the first compile of a size faults in fresh pages.
+        timed();
+    }
+    median((0..5).map(|_| timed()).collect())
+}
+
+/// Issue 3's target: 100,000 tasks compile in under 1 s (10 µs per task) and 10× the tasks
+/// cost at most 12× the time.
+pub(crate) fn compile_rows(s: &mut Section, w: Workload, sizes: &[usize]) {
+    eprintln!("compile: {}", w.name());
+    let us: Vec<f64> = sizes.iter().map(|&n| compile_us(w, n)).collect();
+    let steps_ok = us.windows(2).all(|p| p[1] / p[0] <= 1.2);
+    let last_ok = us.last().is_some_and(|&v| v <= 10.0);
+    s.rows.push(row(
+        &[w.name(), "parse + check + plan, µs/task"],
+        us.iter().map(|&v| micros(v)).collect(),
+        &[
+            "≤ 10 µs (100k < 1 s), 10× tasks ≤ 12× time".into(),
+            verdict(Some(steps_ok && last_ok)),
+        ],
+    ));
+    let bytes: Vec<String> = sizes
+        .iter()
+        .map(|&n| {
+            let compiled = child_peak_kb(w, n, "compile");
+            let text = child_peak_kb(w, n, "text");
+            thousands((compiled - text) * 1024.0 / n as f64)
+        })
+        .collect();
+    s.rows.push(row(
+        &[w.name(), "peak bytes/task"],
+        bytes,
+        &["—".into(), verdict(None)],
+    ));
+}
+
+/// The peak of a run of the largest size on the memory store with `--json` lines to a sink.
+pub(crate) fn run_peak_row(s: &mut Section, w: Workload, sizes: &[usize]) {
+    let n = sizes[sizes.len() - 1];
+    eprintln!("peak of a run: {} {}", w.name(), size_label(n));
+    let kb = child_peak_kb(w, n, "run");
+    let base = child_peak_kb(w, n, "text");
+    let mib = kb / 1024.0;
+    let mut figures = vec!["—".to_string(); sizes.len() - 1];
+    figures.push(format!(
+        "{mib:.0} MiB ({} B/task)",
+        thousands((kb - base) * 1024.0 / n as f64)
+    ));
+    let ok = (n >= 100_000).then_some(mib < 200.0);
+    s.rows.push(row(
+        &[w.name(), "run, memory store + JSON lines: peak"],
+        figures,
+        &["< 200 MiB at 100k".into(), verdict(ok)],
+    ));
+}
+
+pub(crate) fn compile_section(sizes: &[usize]) -> Section {
+    let mut s = Section::new(
+        "3. Compile cost and peak memory",
+        "Time: in process, median of 5 (after a discarded warm-up below 100k). Peak \
+         bytes/task: this binary re-run as a fresh process (`--peak W N compile`), its `VmHWM` \
+         minus that of the same process generating the text only, ÷ N; median of 3 processes \
+         each. The run's peak is the whole process's `VmHWM`.",
+        header(&["workload", "figure"], sizes, &["target", "status"]),
+    );
+    for w in Workload::ALL {
+        compile_rows(&mut s, w, sizes);
+    }
+    for w in [Workload::Chain, Workload::FanOut] {
+        run_peak_row(&mut s, w, sizes);
+    }
+    s
+}

@@ -1,0 +1,216 @@
+//! Section 6: operations that must stay linear.
+
+use super::*;
+
+/// Rendering the text diagnostics of N tasks on an unknown agent: µs per diagnostic.
+pub(crate) fn render_us(n: usize) -> f64 {
+    let text = unknown_agents(n);
+    let mut map = SourceMap::new();
+    let checked = check_source(&mut map, "bench.cond", Path::new("bench.cond"), &text);
+    let count = checked.diags.len();
+    assert!(count >= n, "one diagnostic per task: {count} for {n} tasks");
+    let times = (0..reps(n))
+        .map(|_| {
+            let begun = Instant::now();
+            let out = conductor::diag::render(&map, &checked.diags, false);
+            let t = begun.elapsed();
+            std::hint::black_box(out);
+            t.as_secs_f64() * 1e6 / count as f64
+        })
+        .collect();
+    median(times)
+}
+
+/// Listing the artifacts of N `attempt_finished` events with one file each: µs per artifact.
+pub(crate) fn artifacts_us(n: usize) -> f64 {
+    let at = Timestamp::now().to_string();
+    let events: Vec<Event> = (0..n)
+        .map(|i| {
+            log_event(serde_json::json!({
+                "seq": i + 1,
+                "at": at,
+                "event": "attempt_finished",
+                "task": format!("t{i}"),
+                "agent": "m-01",
+                "attempt": 1,
+                "duration_ms": 0,
+                "artifacts": [{
+                    "path": format!("src/f{i}.txt"),
+                    "sha256": format!("{i:064x}"),
+                    "size": 200,
+                }],
+            }))
+        })
+        .collect();
+    let times = (0..reps(n).max(3))
+        .map(|_| {
+            let begun = Instant::now();
+            let artifacts = RunState::from_events(&events).artifacts;
+            let t = begun.elapsed();
+            assert_eq!(artifacts.len(), n);
+            t.as_secs_f64() * 1e6 / n as f64
+        })
+        .collect();
+    median(times)
+}
+
+/// An event read from its form in the log (so fields the log may omit need not be spelled).
+pub(crate) fn log_event(json: serde_json::Value) -> Event {
+    serde_json::from_value(json).expect("a generated event reads as the log's JSON")
+}
+
+pub(crate) fn record(status: RunStatus) -> RunRecord {
+    RunRecord {
+        id: RunId::new(),
+        workflow: "bench".into(),
+        file: "bench.cond".into(),
+        params: Default::default(),
+        created_at: Timestamp::now(),
+        status,
+    }
+}
+
+/// Appends a run of `n` `task_dispatched` events to `store`, 64 to a batch.
+pub(crate) fn fill_log(store: &SqliteStore, run: &RunId, n: u64) {
+    let (state, changes) = (RunState::default(), Changes::default());
+    let at = Timestamp::now().to_string();
+    let mut next = 1;
+    while next <= n {
+        let last = (next + 63).min(n);
+        let events: Vec<Event> = (next..=last)
+            .map(|seq| {
+                log_event(serde_json::json!({
+                    "seq": seq,
+                    "at": at,
+                    "event": "task_dispatched",
+                    "task": format!("t{seq}"),
+                    "agent": "m-01",
+                    "attempt": 1,
+                }))
+            })
+            .collect();
+        let batch = Batch {
+            events: &events,
+            json: &[],
+            changes: &changes,
+            state: &state,
+            work: &Default::default(),
+        };
+        store.append(run, &batch).expect("a batch appends");
+        next = last + 1;
+    }
+}
+
+/// Following a run of N events on SQLite: µs to read the last [`TAIL`], median of 21 reads.
+pub(crate) fn follow_us(n: usize) -> f64 {
+    let dir = TempDir::new();
+    let store = sqlite_at(&dir);
+    let run = record(RunStatus::InProgress);
+    store.create_run(&run).expect("a run is created");
+    let n = n as u64;
+    fill_log(&store, &run.id, n);
+    let times = (0..21)
+        .map(|_| {
+            let begun = Instant::now();
+            let events = store
+                .events_after(&run.id, n - TAIL)
+                .expect("the log reads back");
+            let t = begun.elapsed();
+            assert_eq!(events.len() as u64, TAIL);
+            t.as_secs_f64() * 1e6
+        })
+        .collect();
+    median(times)
+}
+
+/// `Store::runs` and `Store::gc` on a SQLite store of N finished runs: µs per run, each a
+/// median over fresh stores (3, 1 at 100k).
+pub(crate) fn runs_and_gc_us(n: usize) -> (f64, f64) {
+    let (mut list, mut gc) = (Vec::new(), Vec::new());
+    for _ in 0..reps(n) {
+        let dir = TempDir::new();
+        let store = sqlite_at(&dir);
+        for _ in 0..n {
+            store
+                .create_run(&record(RunStatus::Completed))
+                .expect("a run is created");
+        }
+        let begun = Instant::now();
+        let runs = store.runs().expect("runs are listed");
+        list.push(begun.elapsed().as_secs_f64() * 1e6 / n as f64);
+        assert_eq!(runs.len(), n);
+        let before = Timestamp(Timestamp::now().0 + 1);
+        let begun = Instant::now();
+        let deleted = store.gc(before).expect("gc runs");
+        gc.push(begun.elapsed().as_secs_f64() * 1e6 / n as f64);
+        assert_eq!(deleted.len(), n);
+    }
+    (median(list), median(gc))
+}
+
+pub(crate) fn scaling_row(s: &mut Section, what: &str, unit: &str, values: &[f64]) {
+    let g = growth(values);
+    s.rows.push(row(
+        &[what, unit],
+        values.iter().map(|&v| micros(v)).collect(),
+        &[
+            g.map_or("—".into(), |g| format!("{g:.2}×")),
+            format!("≤ {LINEAR_GROWTH}× (linear)"),
+            verdict(g.map(|g| g <= LINEAR_GROWTH)),
+        ],
+    ));
+}
+
+pub(crate) fn scaling_section(sizes: &[usize]) -> Section {
+    let mut s = Section::new(
+        "6. Scaling: time per item (µs)",
+        "Growth is the figure at the largest size ÷ the one at the smallest: 1× is linear \
+         (flat per item), a quadratic operation would show 100× from 1k to 100k. Medians of 3 \
+         (1 at 100k); following a log: median of 21 reads.",
+        header(
+            &["operation", "unit"],
+            sizes,
+            &["growth", "target", "status"],
+        ),
+    );
+    eprintln!("scaling: diagnostics");
+    let render: Vec<f64> = sizes.iter().map(|&n| render_us(n)).collect();
+    scaling_row(
+        &mut s,
+        "render N text diagnostics (`diag::render`)",
+        "per diagnostic",
+        &render,
+    );
+    eprintln!("scaling: artifacts");
+    let artifacts: Vec<f64> = sizes.iter().map(|&n| artifacts_us(n)).collect();
+    scaling_row(
+        &mut s,
+        "list artifacts (`RunState::from_events`)",
+        "per artifact",
+        &artifacts,
+    );
+    eprintln!("scaling: following a log");
+    let follow: Vec<f64> = sizes.iter().map(|&n| follow_us(n)).collect();
+    let unit = format!("per read of the last {TAIL}");
+    scaling_row(
+        &mut s,
+        "follow a log of N events (`events_after`), SQLite",
+        &unit,
+        &follow,
+    );
+    eprintln!("scaling: runs and gc");
+    let (runs, gc): (Vec<f64>, Vec<f64>) = sizes.iter().map(|&n| runs_and_gc_us(n)).unzip();
+    scaling_row(
+        &mut s,
+        "list N runs (`Store::runs`), SQLite",
+        "per run",
+        &runs,
+    );
+    scaling_row(
+        &mut s,
+        "gc N finished runs (`Store::gc`), SQLite",
+        "per run",
+        &gc,
+    );
+    s
+}
