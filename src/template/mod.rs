@@ -110,6 +110,8 @@ pub(crate) struct TemplatesBuilder {
     sources: Vec<Arc<str>>,
     shapes: Vec<Shape>,
     reads_tasks: bool,
+    /// Each source compiled once: 10,000 tasks with the same template share one.
+    seen: std::collections::HashMap<Arc<str>, TemplateId>,
 }
 
 fn environment() -> minijinja::Environment<'static> {
@@ -244,6 +246,7 @@ impl Default for TemplatesBuilder {
             sources: Vec::new(),
             shapes: Vec::new(),
             reads_tasks: false,
+            seen: Default::default(),
         }
     }
 }
@@ -252,6 +255,9 @@ impl TemplatesBuilder {
     /// Compiles a template; on success returns its id and the variables it reads (dotted
     /// paths such as `tasks.build.output`, sorted).
     pub(crate) fn add(&mut self, source: &str) -> Result<(TemplateId, Vec<String>), SyntaxError> {
+        if let Some(&id) = self.seen.get(source) {
+            return Ok((id, self.shapes[id.0 as usize].reads.clone()));
+        }
         let id = TemplateId(self.sources.len() as u32);
         let name = id.0.to_string();
         // Before the engine's recursive parser sees it.
@@ -268,7 +274,9 @@ impl TemplatesBuilder {
                 range: e.range(),
                 detail: e.detail().unwrap_or("syntax error").to_string(),
             })?;
-        self.sources.push(Arc::from(source));
+        let source: Arc<str> = Arc::from(source);
+        self.sources.push(source.clone());
+        self.seen.insert(source, id);
         let mut vars: Vec<String> = match self.env.get_template(&name) {
             Ok(t) => t.undeclared_variables(true).into_iter().collect(),
             Err(_) => Vec::new(),
@@ -578,6 +586,19 @@ mod tests {
         );
         // A dry run renders it empty.
         assert_eq!(t.render(ids[0], &ctx, "x", false).unwrap(), "");
+    }
+
+    #[test]
+    fn the_same_source_is_compiled_once_and_renders_the_same() {
+        let (t, ids) = set(&["{{ params.p }}", "{{ params.q }}", "{{ params.p }}"]);
+        assert_eq!(ids[0], ids[2]);
+        assert_ne!(ids[0], ids[1]);
+        let ctx = Context::from_serialize(&serde_json::json!({ "params": { "p": "a", "q": "b" } }));
+        let render = |id| t.render(id, &ctx, "t", true).unwrap();
+        assert_eq!(
+            (render(ids[2]), render(ids[1])),
+            ("a".to_string(), "b".to_string())
+        );
     }
 
     #[test]
