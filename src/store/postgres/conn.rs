@@ -67,8 +67,12 @@ fn is_outage(e: &tokio_postgres::Error) -> bool {
                 || *code == SqlState::CANNOT_CONNECT_NOW
                 || *code == SqlState::TOO_MANY_CONNECTIONS
         }
-        // No SQLSTATE: an I/O error on the socket, a connection refused.
-        None => true,
+        // No SQLSTATE: an I/O error on the socket, a connection refused — but not a value
+        // this side could not encode or decode, which no waiting mends.
+        None => {
+            let text = e.to_string();
+            !(text.starts_with("error serializing") || text.starts_with("error deserializing"))
+        }
     }
 }
 

@@ -11,7 +11,11 @@ pub(super) async fn events_after(db: Arc<Db>, run: RunId, seq: u64) -> Result<Ve
     let client = db.pool.get().await?;
     let stmt = client
         .prepare_cached(
-            "SELECT body FROM event_batches WHERE run_id = $1 AND last_seq > $2 ORDER BY first_seq",
+            // From the batch holding event `seq + 1` on: index seeks, not a scan of the run.
+            "SELECT body FROM event_batches WHERE run_id = $1 AND first_seq >= COALESCE(
+                 (SELECT MAX(first_seq) FROM event_batches WHERE run_id = $1 AND first_seq <= $2::BIGINT + 1),
+                 0)
+             AND last_seq > $2 ORDER BY first_seq",
         )
         .await?;
     let rows = client.query(&stmt, &[&run.as_str(), &(seq as i64)]).await?;

@@ -23,7 +23,12 @@ pub(super) fn events_after(
     seq: u64,
 ) -> Result<Vec<Event>, Failure> {
     let mut stmt = conn.prepare_cached(
-        "SELECT body FROM event_batches WHERE run_id = ?1 AND last_seq > ?2 ORDER BY first_seq",
+        // From the batch holding event `seq + 1` on: two seeks on the primary key, not a scan of
+        // every batch's `last_seq`.
+        "SELECT body FROM event_batches WHERE run_id = ?1 AND first_seq >= COALESCE(
+             (SELECT MAX(first_seq) FROM event_batches WHERE run_id = ?1 AND first_seq <= ?2 + 1),
+             0)
+         AND last_seq > ?2 ORDER BY first_seq",
     )?;
     let rows = stmt.query_map(params![&*run.0, seq as i64], |r| r.get::<_, String>(0))?;
     let mut out = Vec::new();
