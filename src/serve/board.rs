@@ -143,6 +143,26 @@ pub(crate) struct Bar {
     pub cached: bool,
 }
 
+impl Bar {
+    /// An attempt that started at `start` and has not ended yet.
+    fn open(task: &Arc<str>, pass: u32, attempt: u32, agent: &Arc<str>, start: u64) -> Bar {
+        Bar {
+            task: task.clone(),
+            pass,
+            attempt,
+            agent: agent.clone(),
+            start,
+            end: None,
+            error: None,
+            backoff_ms: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            calls: 0,
+            cached: false,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct GateView {
     pub phase: String,
@@ -214,20 +234,8 @@ impl Timeline {
                 agent,
                 attempt,
             } => {
-                self.attempts.push(Bar {
-                    task: task.clone(),
-                    pass: self.pass,
-                    attempt: *attempt,
-                    agent: agent.clone(),
-                    start: at,
-                    end: None,
-                    error: None,
-                    backoff_ms: None,
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    calls: 0,
-                    cached: false,
-                });
+                self.attempts
+                    .push(Bar::open(task, self.pass, *attempt, agent, at));
                 let i = self.attempts.len() - 1;
                 self.open.insert((task.clone(), *attempt), i);
                 return Some(i);
@@ -327,20 +335,13 @@ impl Timeline {
             Some(&i) => i,
             None => {
                 // Never dispatched (the breaker rejected it): a bar of its own length.
-                self.attempts.push(Bar {
-                    task: task.clone(),
-                    pass: self.pass,
+                self.attempts.push(Bar::open(
+                    task,
+                    self.pass,
                     attempt,
-                    agent: agent.clone(),
-                    start: at.saturating_sub(duration_ms),
-                    end: None,
-                    error: None,
-                    backoff_ms: None,
-                    input_tokens: 0,
-                    output_tokens: 0,
-                    calls: 0,
-                    cached: false,
-                });
+                    agent,
+                    at.saturating_sub(duration_ms),
+                ));
                 self.attempts.len() - 1
             }
         };
