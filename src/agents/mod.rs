@@ -144,7 +144,7 @@ pub(crate) fn is_templated(wf: &Workflow, task: &ir::Task) -> bool {
         AgentKind::Child(c) => !c.params.is_plain(),
         AgentKind::Script(_) | AgentKind::Approval => false,
     };
-    agent || some(task.prompt.as_ref()) || !task.input_tree.is_plain()
+    agent || some(task.prompt.as_deref()) || task.input.as_ref().is_some_and(|i| !i.tree.is_plain())
 }
 
 /// What [`prepare`] needs besides the templates.
@@ -179,7 +179,7 @@ pub(crate) fn prepare(p: &Preparing<'_>, r: &Renderer<'_>) -> Result<AgentCall, 
         AgentKind::Child(c) => AgentCall::Child(child::prepare(c, &p.task.name, r)?),
         AgentKind::Approval => AgentCall::Approval(ApprovalCall {
             message: r.render_opt(
-                p.task.prompt.as_ref(),
+                p.task.prompt.as_deref(),
                 &format!("`prompt` of task `{}`", p.task.name),
             )?,
         }),

@@ -453,16 +453,16 @@ impl Expander {
         items
             .iter()
             .map(|item| match item {
-                PhaseItem::Setting(s) => PhaseItem::Setting(setting(s, bindings)),
-                PhaseItem::Gate(r) => PhaseItem::Gate(ast::RuleItem {
+                PhaseItem::Setting(s) => PhaseItem::Setting(Box::new(setting(s, bindings))),
+                PhaseItem::Gate(r) => PhaseItem::Gate(Box::new(ast::RuleItem {
                     rule: self.rule(scope, &r.rule, bindings),
                     span: r.span,
-                }),
-                PhaseItem::Enforce(r) => PhaseItem::Enforce(ast::RuleItem {
+                })),
+                PhaseItem::Enforce(r) => PhaseItem::Enforce(Box::new(ast::RuleItem {
                     rule: self.rule(scope, &r.rule, bindings),
                     span: r.span,
-                }),
-                PhaseItem::Task(t) => PhaseItem::Task(self.task(scope, t, bindings)),
+                })),
+                PhaseItem::Task(t) => PhaseItem::Task(Box::new(self.task(scope, t, bindings))),
             })
             .collect()
     }

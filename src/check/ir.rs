@@ -494,10 +494,10 @@ pub struct Task {
     pub phase: PhaseId,
     pub agent: AgentId,
     pub after: Vec<TaskId>,
-    pub prompt: Option<Template>,
-    pub input: IndexMap<String, Value>,
-    /// `input` with its templates compiled, rendered per attempt.
-    pub(crate) input_tree: Tree,
+    /// Boxed, as the rarer settings are: a 100k-task file keeps one `Task` per task.
+    pub prompt: Option<Box<Template>>,
+    /// `None` without an `input` setting (boxed: most tasks have none).
+    pub input: Option<Box<Input>>,
     /// Effective values: the task's own, else its agent's, else the language default.
     pub retry: u32,
     /// Exit codes a failed command is retried for (the task's, else its shell agent's).
@@ -506,10 +506,18 @@ pub struct Task {
     pub timeout: Duration,
     pub cache: bool,
     pub effect: Effect,
-    pub when: Option<Rule>,
+    pub when: Option<Box<Rule>>,
     /// `matrix` or `for_each`: the task runs once per item, as instances `name[key]`.
-    pub fan_out: Option<FanOut>,
+    pub fan_out: Option<Box<FanOut>>,
     pub span: Span,
+}
+
+/// A task's `input` map.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub values: IndexMap<String, Value>,
+    /// The same with its templates compiled, rendered per attempt.
+    pub(crate) tree: Tree,
 }
 
 /// A task that runs once per item.

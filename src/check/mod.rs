@@ -108,7 +108,7 @@ fn check_nested(
             }
         }
     };
-    let expanded = expand::expand(map, file, path, name, ast.workflow, imports);
+    let mut expanded = expand::expand(map, file, path, name, ast.workflow, imports);
     diags.extend(expanded.diags.iter().cloned());
     if diags.iter().any(Diagnostic::is_error) {
         // Names through a failed import would only cascade: stop between the stages.
@@ -122,7 +122,7 @@ fn check_nested(
     let mut checker = Checker::new(map, path);
     checker.stack = stack;
     checker.exported_agents = expanded.exported_agents.clone();
-    let workflow = checker.workflow(&expanded.workflow).map(|mut wf| {
+    let workflow = checker.workflow(&mut expanded.workflow).map(|mut wf| {
         wf.imports = expanded.files.clone();
         wf
     });
@@ -240,8 +240,19 @@ impl<'m> Checker<'m> {
         self.diags.last_mut().expect("just pushed")
     }
 
-    fn workflow(&mut self, wf: &ast::Workflow) -> Option<Workflow> {
+    /// Checks `wf`, taking its phases' items: each task's syntax is dropped once its checked
+    /// form exists, so a large file never holds both whole.
+    fn workflow(&mut self, wf: &mut ast::Workflow) -> Option<Workflow> {
         self.declare(wf);
+        let phase_items: Vec<Vec<ast::PhaseItem>> = wf
+            .items
+            .iter_mut()
+            .filter_map(|item| match item {
+                ast::Item::Phase(p) => Some(std::mem::take(&mut p.items)),
+                _ => None,
+            })
+            .collect();
+        let wf = &*wf;
         let modules = self.modules(wf);
         let mut settings = WorkflowSettings::default();
         let mut description = None;
@@ -277,7 +288,7 @@ impl<'m> Checker<'m> {
                 }
             }
         }
-        let (phases, tasks) = self.phases(wf);
+        let (phases, tasks) = self.phases(wf, phase_items);
         agents.append(&mut self.child_agents);
         self.check_cycles(&tasks);
         self.warn_unused(&agents, &tasks, &phases);

@@ -4,8 +4,6 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use indexmap::IndexMap;
-
 use super::ir::*;
 use super::{values, AgentDefaults, Checker, SeenSettings};
 use crate::diag::{Annotate, Diagnostic};
@@ -69,20 +67,34 @@ impl Inheritable {
 
 impl Checker<'_> {
     /// Every phase of the workflow, and every task of those phases.
-    pub(super) fn phases(&mut self, wf: &ast::Workflow) -> (Vec<Phase>, Vec<Task>) {
-        let mut tasks = Vec::new();
+    /// `items`: each phase's items, in order, taken out of `wf`.
+    pub(super) fn phases(
+        &mut self,
+        wf: &ast::Workflow,
+        items: Vec<Vec<ast::PhaseItem>>,
+    ) -> (Vec<Phase>, Vec<Task>) {
+        // Sized once: a task is a few hundred bytes and a doubling vector's spare half (and,
+        // while it grows, its old copy) would be most of a large file's peak.
+        let mut tasks = Vec::with_capacity(self.names.tasks.len());
         let mut phases = Vec::new();
-        for item in &wf.items {
-            if let ast::Item::Phase(p) = item {
-                if let Some(phase) = self.phase(p, &mut tasks) {
-                    phases.push(phase);
-                }
+        let phases_written = wf.items.iter().filter_map(|item| match item {
+            ast::Item::Phase(p) => Some(p),
+            _ => None,
+        });
+        for (p, items) in phases_written.zip(items) {
+            if let Some(phase) = self.phase(p, items, &mut tasks) {
+                phases.push(phase);
             }
         }
         (phases, tasks)
     }
 
-    fn phase(&mut self, p: &ast::Phase, tasks: &mut Vec<Task>) -> Option<Phase> {
+    fn phase(
+        &mut self,
+        p: &ast::Phase,
+        items: Vec<ast::PhaseItem>,
+        tasks: &mut Vec<Task>,
+    ) -> Option<Phase> {
         let &(id, span) = self.names.phases.get(&p.name.name)?;
         if span != p.name.span {
             return None; // a duplicate, already reported
@@ -99,10 +111,10 @@ impl Checker<'_> {
         };
         let mut seen = SeenSettings::default();
         let mut gate_span: Option<Span> = None;
-        for item in &p.items {
+        for item in items {
             match item {
                 ast::PhaseItem::Setting(s) => {
-                    if !self.first_setting(&mut seen, s) {
+                    if !self.first_setting(&mut seen, &s) {
                         continue;
                     }
                     if s.name.name == "min_success_rate" {
@@ -110,8 +122,8 @@ impl Checker<'_> {
                             self.reader().float("min_success_rate", &s.value, 0.0, 1.0);
                     } else if s.name.name == "always" {
                         phase.always = self.reader().boolean("always", &s.value).unwrap_or(false);
-                    } else if !self.budget_setting(Owner::Phase(id), s) {
-                        self.unknown_setting(s, "a phase", PHASE_SETTINGS);
+                    } else if !self.budget_setting(Owner::Phase(id), &s) {
+                        self.unknown_setting(&s, "a phase", PHASE_SETTINGS);
                     }
                 }
                 ast::PhaseItem::Gate(g) => {
@@ -127,7 +139,7 @@ impl Checker<'_> {
                     phase.enforce.extend(self.rule(RuleKind::Enforce, &r.rule));
                 }
                 ast::PhaseItem::Task(t) => {
-                    if let Some(task) = self.task(t, id) {
+                    if let Some(task) = self.task(&t, id) {
                         phase.tasks.push(task.id);
                         tasks.push(task);
                     }
@@ -168,8 +180,7 @@ impl Checker<'_> {
             agent,
             after,
             prompt: None,
-            input: IndexMap::new(),
-            input_tree: crate::template::Tree::Plain(serde_json::json!({})),
+            input: None,
             retry: 3,
             retry_on_exit: Vec::new(),
             backoff: Backoff::default(),
@@ -180,7 +191,7 @@ impl Checker<'_> {
             fan_out: None,
             span: t.span,
         };
-        task.fan_out = self.fan_out(t);
+        task.fan_out = self.fan_out(t).map(Box::new);
         if t.child.is_some() {
             self.child_task_params(t, agent);
         }
@@ -218,8 +229,8 @@ impl Checker<'_> {
 
     /// The tasks a task runs after; records where each is written, for cycle errors.
     fn after(&mut self, t: &ast::Task, id: TaskId, phase: PhaseId) -> Vec<TaskId> {
-        let mut after = Vec::new();
-        let mut after_spans = Vec::new();
+        let mut after = Vec::with_capacity(t.after.len());
+        let mut after_spans = Vec::with_capacity(t.after.len());
         let mut seen_deps = HashSet::with_capacity(t.after.len().min(64));
         for dep in &t.after {
             match self.names.tasks.get(&dep.name) {
@@ -298,7 +309,7 @@ impl Checker<'_> {
                         continue;
                     }
                     when_span = Some(kw);
-                    task.when = self.rule(RuleKind::When, &w.rule);
+                    task.when = self.rule(RuleKind::When, &w.rule).map(Box::new);
                 }
                 ast::TaskItem::Setting(s) => {
                     if self.first_setting(&mut seen, s) {
@@ -316,7 +327,7 @@ impl Checker<'_> {
         match name {
             "prompt" => {
                 if let Some(lit) = self.reader().string(name, v) {
-                    task.prompt = self.template(lit, "prompt");
+                    task.prompt = self.template(lit, "prompt").map(Box::new);
                 }
             }
             "input" => self.task_input(v, task),
@@ -354,8 +365,9 @@ impl Checker<'_> {
     fn task_input(&mut self, v: &ast::Value, task: &mut Task) {
         match &v.kind {
             ast::ValueKind::Map(entries) => {
-                task.input = self.reader().template_map(entries).unwrap_or_default();
-                task.input_tree = self.tree(v, "input");
+                let values = self.reader().template_map(entries).unwrap_or_default();
+                let tree = self.tree(v, "input");
+                task.input = Some(Box::new(Input { values, tree }));
             }
             _ => {
                 let found = values::describe(v);

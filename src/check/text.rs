@@ -213,7 +213,7 @@ fn task(out: &mut String, wf: &Workflow, t: &Task) {
     if let Some(p) = &t.prompt {
         let _ = writeln!(out, "      prompt {}", template(p));
     }
-    for (k, v) in &t.input {
+    for (k, v) in t.input.iter().flat_map(|i| &i.values) {
         let _ = writeln!(out, "      input {k} = {}", value(v));
     }
 }

@@ -410,25 +410,28 @@ impl Dispatcher {
         let _limit = crate::template::time_limit(task.timeout);
         let strict = !self.run.dry_run;
         let params = &*self.run.params_json;
-        let input = if task.input_tree.is_plain() {
-            match &task.input_tree {
-                crate::template::Tree::Plain(v) => v.clone(),
-                _ => Value::Null,
+        let input = match task.input.as_deref() {
+            None => Value::Object(Default::default()),
+            Some(crate::check::ir::Input {
+                tree: crate::template::Tree::Plain(v),
+                ..
+            }) => v.clone(),
+            Some(input) => {
+                let item = self.state.tasks[t.index()]
+                    .instance
+                    .as_ref()
+                    .map(|i| &i.item);
+                let ctx = context::template(&self.views, attempt, None, item);
+                input
+                    .tree
+                    .render(
+                        &wf.templates,
+                        &ctx,
+                        &format!("`input` of task `{}`", task.name),
+                        strict,
+                    )
+                    .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?
             }
-        } else {
-            let item = self.state.tasks[t.index()]
-                .instance
-                .as_ref()
-                .map(|i| &i.item);
-            let ctx = context::template(&self.views, attempt, None, item);
-            task.input_tree
-                .render(
-                    &wf.templates,
-                    &ctx,
-                    &format!("`input` of task `{}`", task.name),
-                    strict,
-                )
-                .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?
         };
         // A context only for tasks that render something: most calls are plain.
         let ctx = if self.run.templated[self.def_id(t).index()] {

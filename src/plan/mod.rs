@@ -84,8 +84,15 @@ impl Plan {
 
 /// Lowers a checked workflow into its plan.
 pub fn plan(wf: &Workflow) -> Result<Plan, PlanError> {
-    let edges_guess = wf.tasks.iter().map(|t| t.after.len() + 1).sum::<usize>() * 2;
-    let mut graph = DiGraph::with_capacity(wf.tasks.len() + wf.phases.len(), edges_guess);
+    // Exactly the edges added below: each `after`, each task to its gate, a first task from
+    // the previous gate, an empty phase from the previous gate.
+    let edges = wf
+        .tasks
+        .iter()
+        .map(|t| t.after.len() + 1 + usize::from(t.after.is_empty()))
+        .sum::<usize>()
+        + wf.phases.len();
+    let mut graph = DiGraph::with_capacity(wf.tasks.len() + wf.phases.len(), edges);
     let mut task_nodes = vec![NodeIndex::end(); wf.tasks.len()];
     let mut gate_nodes = Vec::with_capacity(wf.phases.len());
     // Nodes in declaration order: each phase's tasks, then its gate. Indices are the tie-break.

@@ -152,11 +152,13 @@ pub struct Phase {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+/// Each variant boxed: a phase of 100,000 tasks is a vector of pointers, not of the largest
+/// variant (208 bytes each when inline).
 pub enum PhaseItem {
-    Setting(Setting),
-    Task(Task),
-    Gate(RuleItem),
-    Enforce(RuleItem),
+    Setting(Box<Setting>),
+    Task(Box<Task>),
+    Gate(Box<RuleItem>),
+    Enforce(Box<RuleItem>),
 }
 
 impl PhaseItem {
@@ -175,7 +177,7 @@ pub struct Task {
     /// The agent it runs on; for a child run (`on workflow "f.cond"`) the word `workflow`.
     pub agent: Ident,
     /// `on workflow "f.cond"`: the task is a run of that file (a child run).
-    pub child: Option<StrLit>,
+    pub child: Option<Box<StrLit>>,
     pub after: Vec<Ident>,
     /// `None` when the task has no `{ … }` body at all.
     pub body: Option<Vec<TaskItem>>,

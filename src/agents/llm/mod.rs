@@ -225,7 +225,7 @@ pub(super) fn prepare(
         },
     };
     let prompt = r.render_opt(
-        p.task.prompt.as_ref(),
+        p.task.prompt.as_deref(),
         &format!("`prompt` of task `{}`", p.task.name),
     )?;
     let prompt = match prompt {
