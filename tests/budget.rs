@@ -64,7 +64,7 @@ async fn each_call_task_phase_pass_and_run_has_its_cost() {
     assert_eq!(ran.state.status(), RunStatus::Completed);
     let call = Usd::from_dollars(CALL_USD);
     assert_eq!(ran.state.usage.usd, Usd(call.0 * 3));
-    assert_eq!(ran.state.task("a").unwrap().usage.usd, call);
+    assert_eq!(ran.state.task("a").unwrap().usage().usd, call);
     assert_eq!(ran.state.phase_usage["build"].usd, Usd(call.0 * 2));
     assert_eq!(ran.state.phase_usage["check"].usd, call);
     assert_eq!(ran.state.pass_usage.len(), 1);
@@ -165,7 +165,7 @@ async fn an_agent_usd_budget_stops_a_loop_with_the_exact_spend_and_no_call_past_
     assert_eq!(ran.state.usage.calls, made);
     assert_eq!(ran.state.usage.usd, Usd(call.0 * made), "the exact spend");
     assert_eq!(
-        ran.state.task("implement").unwrap().usage.calls,
+        ran.state.task("implement").unwrap().usage().calls,
         made,
         "a task's usage counts over every pass"
     );
@@ -521,7 +521,7 @@ async fn task_and_phase_budgets_stop_only_what_they_contain() {
         "every pass ran, refused calls and all"
     );
     assert_eq!(ran.state.phase_usage["build"].calls, 3);
-    assert_eq!(ran.state.task("a").unwrap().usage.calls, 1);
+    assert_eq!(ran.state.task("a").unwrap().usage().calls, 1);
     let events: Vec<String> = ran
         .events
         .iter()

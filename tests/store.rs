@@ -191,6 +191,42 @@ fn every_store_keeps_runs_and_their_log_in_order() {
     }
 }
 
+/// The memory store keeps a batch that came with its JSON lines (`--json`) as those lines, and
+/// one without as events: both read back as written, a newline or deep nesting included.
+#[test]
+fn the_memory_store_reads_back_batches_kept_as_lines_and_as_events() {
+    let store = MemoryStore::new();
+    let run = RunId::new();
+    store
+        .create_run(&record(&run, 1, RunStatus::Pending))
+        .unwrap();
+    // Deeper than serde_json's default limit of 128.
+    let deep = (0..200).fold(serde_json::json!("x"), |v, _| serde_json::json!([v]));
+    let written = [
+        warning(1, "two\nlines"),
+        Event {
+            seq: 2,
+            at: Timestamp(1_700_000_000_002),
+            kind: EventKind::RunOutputs {
+                outputs: [("deep".to_string(), deep)].into(),
+            },
+        },
+        warning(3, "as events"),
+    ];
+    append(&store, &run, &written[..2]).unwrap();
+    let (state, changes) = (RunState::default(), Changes::default());
+    let batch = Batch {
+        events: &written[2..],
+        json: &[],
+        changes: &changes,
+        state: &state,
+        work: &WorkBatch::default(),
+    };
+    store.append(&run, &batch).unwrap();
+    assert_eq!(store.events(&run).unwrap(), written);
+    assert_eq!(store.events_after(&run, 1).unwrap(), written[1..]);
+}
+
 #[test]
 fn every_durable_store_lets_one_process_drive_a_run() {
     for b in backends("one_driver").into_iter().filter(Backend::durable) {

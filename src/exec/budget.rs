@@ -112,7 +112,7 @@ impl Ledger {
             let Some(task) = wf.task_by_name(name) else {
                 continue;
             };
-            let spend = r.usage.spend().plus(r.reserved);
+            let spend = r.usage().spend().plus(r.reserved);
             if spend.is_zero() {
                 continue;
             }

@@ -21,6 +21,8 @@ pub(super) struct Views {
 
 impl Views {
     pub fn new(names: impl IntoIterator<Item = Arc<str>>, params: &Value, enabled: bool) -> Views {
+        // Disabled, no view is ever set: no slot or name index for each task either.
+        let names = names.into_iter().filter(|_| enabled);
         Views {
             enabled,
             all: false,
@@ -119,8 +121,8 @@ fn task_json(state: &RunState, t: &TaskResult) -> Value {
         "duration_ms": t.duration_ms,
         "agent": t.agent.as_deref(),
         // The end of what the last attempt printed.
-        "stdout": t.tail.stdout,
-        "stderr": t.tail.stderr,
+        "stdout": t.tail().stdout,
+        "stderr": t.tail().stderr,
     })
 }
 
@@ -144,10 +146,10 @@ fn fan_out_json(state: &RunState, t: &TaskResult) -> Value {
         result.insert("item".into(), inst.map_or(Value::Null, |i| i.item.clone()));
         result.insert("status".into(), r.status.as_str().into());
         result.insert("output".into(), r.output.clone());
-        result.insert("error".into(), error_json(r.error.as_ref()));
+        result.insert("error".into(), error_json(r.error.as_deref()));
         result.insert("attempts".into(), r.attempts.into());
-        result.insert("stdout".into(), r.tail.stdout.clone().into());
-        result.insert("stderr".into(), r.tail.stderr.clone().into());
+        result.insert("stdout".into(), r.tail().stdout.clone().into());
+        result.insert("stderr".into(), r.tail().stderr.clone().into());
         results.push(Value::Object(result));
         let n = counts.entry(r.status.as_str()).or_insert(Value::from(0));
         *n = Value::from(n.as_u64().unwrap_or(0) + 1);

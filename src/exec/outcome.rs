@@ -68,6 +68,11 @@ impl Dispatcher {
         }
         match done.result {
             Ok(_) => {
+                // Completed: no dead letter will want its last request, and a run of 100k
+                // tasks would keep 100k of them.
+                let rt = &mut self.tasks[t.index()];
+                rt.last = None;
+                rt.last_input = Value::Null;
                 self.record(EventKind::TaskFinished {
                     task: self.name(t),
                     status: TaskStatus::Completed,

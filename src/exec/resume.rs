@@ -474,7 +474,8 @@ impl Dispatcher {
     fn escalated_error(&self, t: TaskId) -> TaskError {
         self.state.tasks[t.index()]
             .error
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or_else(|| TaskError::fatal(ErrorCode::Fatal, "escalated"))
     }
 

@@ -90,6 +90,24 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Nothing spent (`Default`, usable in a `static`).
+    pub const ZERO: Usage = Usage {
+        calls: 0,
+        input_tokens: 0,
+        output_tokens: 0,
+        cached: 0,
+        cached_input_tokens: 0,
+        replayed: 0,
+        replayed_tokens: 0,
+        usd: super::Usd::ZERO,
+        unpriced: 0,
+        cut_off: super::Spend {
+            llm_calls: 0,
+            tokens: 0,
+            usd: super::Usd::ZERO,
+        },
+    };
+
     pub fn add(&mut self, call: &LlmCall) {
         self.calls += 1;
         self.input_tokens += call.input_tokens;

@@ -149,8 +149,8 @@ impl HumanView {
         if let Some(extra) = self.last_attempt.remove(task) {
             text.push_str(&extra);
         }
-        if let Some(t) = t.filter(|t| status == TaskStatus::Failed && !t.tail.is_empty()) {
-            for line in super::tail_lines(&t.tail, "      ") {
+        if let Some(t) = t.filter(|t| status == TaskStatus::Failed && !t.tail().is_empty()) {
+            for line in super::tail_lines(t.tail(), "      ") {
                 text.push('\n');
                 text.push_str(&line);
             }

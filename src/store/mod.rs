@@ -68,6 +68,27 @@ pub(crate) fn check_order(run: &RunId, mut last: u64, events: &[Event]) -> Resul
     Ok(last)
 }
 
+/// Events written by builds before values were bounded ([`crate::limits::MAX_VALUE_DEPTH`])
+/// may nest past serde_json's default limit of 128; this build reads them up to this depth
+/// (measured before parsing, so the parser's recursion stays bounded).
+const STORED_DEPTH: usize = 512;
+
+/// JSON this store wrote, read back whatever depth an older build stored it at (up to
+/// [`STORED_DEPTH`]).
+pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    let depth = crate::limits::text_depth(text);
+    if depth > STORED_DEPTH {
+        return Err(format!(
+            "it nests {depth} levels deep; this build reads at most {STORED_DEPTH}"
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(value)
+}
+
 /// A place runs are kept. Calls are synchronous and short; the executor makes them from its
 /// dispatcher between awaits, and from workers on blocking threads.
 pub trait Store: Send + Sync {

@@ -204,11 +204,11 @@ impl RunState {
                     // Not running: it waits for a person.
                     t.status = TaskStatus::Pending;
                     t.deferred = None;
-                    t.approval = Some(super::ApprovalWait {
+                    t.approval = Some(Box::new(super::ApprovalWait {
                         message: message.clone(),
                         requested_at: at,
                         timeout_ms: *timeout_ms,
-                    });
+                    }));
                     note.task(i);
                 }
                 if !self.awaiting_decision.contains(task) {
@@ -217,10 +217,10 @@ impl RunState {
             }
             EventKind::TaskDeferred { task, rule, reason } => {
                 if let Some((i, t)) = self.task_mut(task) {
-                    t.deferred = Some(super::Deferral {
+                    t.deferred = Some(Box::new(super::Deferral {
                         rule: rule.clone(),
                         reason: reason.clone(),
-                    });
+                    }));
                     note.task(i);
                 }
             }
@@ -345,7 +345,7 @@ impl RunState {
             let name = t.task.clone();
             let instance = t.instance.take();
             // What it spent counts over every pass, as its budget does.
-            let usage = t.usage;
+            let usage = t.usage.take();
             *t = TaskResult::new(name, t.phase.clone());
             t.instance = instance;
             t.usage = usage;
@@ -372,7 +372,7 @@ impl RunState {
             let i = match self.index.get(&name) {
                 Some(&i) => {
                     // What it spent in earlier passes still counts against its budgets.
-                    let usage = self.tasks[i].usage;
+                    let usage = self.tasks[i].usage.take();
                     self.tasks[i] = TaskResult::new(name, phase.clone());
                     self.tasks[i].usage = usage;
                     i
@@ -388,12 +388,12 @@ impl RunState {
                     i
                 }
             };
-            self.tasks[i].instance = Some(super::Instance {
+            self.tasks[i].instance = Some(Box::new(super::Instance {
                 of: task.clone(),
                 index: inst.index,
                 key: inst.key.clone(),
                 item: inst.item.clone(),
-            });
+            }));
             note.task(i);
             ids.push(i as u32);
         }
@@ -456,7 +456,7 @@ impl RunState {
         }
         self.pass_usage[pass] = self.pass_usage[pass].plus(spent);
         if let Some((_, t)) = self.task_mut(task) {
-            t.usage = t.usage.plus(spent);
+            t.usage = Some(Box::new(t.usage().plus(spent)));
             let phase = t.phase.to_string();
             let u = self.phase_usage.entry(phase).or_default();
             *u = u.plus(spent);
@@ -481,8 +481,8 @@ impl RunState {
             if let Some(o) = f.output {
                 t.output = o.clone();
             }
-            t.tail = f.tail.clone();
-            t.error = f.error.cloned();
+            t.tail = (!f.tail.is_empty()).then(|| Box::new(f.tail.clone()));
+            t.error = f.error.cloned().map(Box::new);
             note.task(i);
         }
         if let Some(error) = f.error {
@@ -548,7 +548,7 @@ impl RunState {
             t.status = status;
             t.deferred = None;
             if error.is_some() {
-                t.error = error.cloned();
+                t.error = error.cloned().map(Box::new);
             }
             t.finished_at = Some(at);
             note.task(i);
@@ -602,7 +602,7 @@ impl RunState {
 
     fn escalated(&mut self, task: &Arc<str>, error: &TaskError, note: &mut Note<'_>) {
         if let Some((i, t)) = self.task_mut(task) {
-            t.error = Some(error.clone());
+            t.error = Some(Box::new(error.clone()));
             // Not running: it waits for a decision.
             t.status = TaskStatus::Pending;
             note.task(i);

@@ -96,32 +96,34 @@ pub struct TaskResult {
     pub agent: Option<Arc<str>>,
     pub attempts: u32,
     pub output: serde_json::Value,
-    pub error: Option<TaskError>,
+    pub error: Option<Box<TaskError>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub skip_reason: Option<SkipReason>,
     pub started_at: Option<Timestamp>,
     pub finished_at: Option<Timestamp>,
     pub duration_ms: u64,
     /// The model calls of all its attempts, and what they cost.
-    #[serde(default, skip_serializing_if = "Usage::is_zero")]
-    pub usage: Usage,
+    /// `None` until it spends anything (boxed: most tasks of a large run call no model).
+    #[serde(default, skip_serializing_if = "no_usage")]
+    pub usage: Option<Box<Usage>>,
     /// The worst case of the model calls its running attempt has reserved (`call_reserved`)
     /// and not yet settled. Still set when the log ends: the process stopped during the
     /// calls, which the budgets then count at this worst case.
     #[serde(default, skip_serializing_if = "crate::model::Spend::is_zero")]
     pub reserved: crate::model::Spend,
     /// The end of what its last attempt's program printed.
-    #[serde(default, skip_serializing_if = "OutputTail::is_empty")]
-    pub tail: OutputTail,
+    /// `None` when it printed nothing (boxed: most tasks of a large run print nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<Box<OutputTail>>,
     /// An approval task waits for a person: what it asks, since when, for how long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub approval: Option<ApprovalWait>,
+    pub approval: Option<Box<ApprovalWait>>,
     /// An `enforce` rule holds the task back: which, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub deferred: Option<Deferral>,
+    pub deferred: Option<Box<Deferral>>,
     /// A fan-out instance: its task, index, key and item.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub instance: Option<Instance>,
+    pub instance: Option<Box<Instance>>,
     /// A fan-out task: its instances' places in [`RunState::tasks`], in index order, as this
     /// pass expanded them.
     #[serde(skip)]
@@ -191,7 +193,30 @@ pub struct RetryDue {
     pub delay_ms: u64,
 }
 
+fn no_usage(usage: &Option<Box<Usage>>) -> bool {
+    usage.as_deref().is_none_or(Usage::is_zero)
+}
+
+/// What a task that spent nothing shows as its usage.
+static NO_USAGE: Usage = Usage::ZERO;
+
+/// What a task that printed nothing shows as its tail.
+static NO_TAIL: OutputTail = OutputTail {
+    stdout: String::new(),
+    stderr: String::new(),
+};
+
 impl TaskResult {
+    /// The model calls of all its attempts, and what they cost.
+    pub fn usage(&self) -> &Usage {
+        self.usage.as_deref().unwrap_or(&NO_USAGE)
+    }
+
+    /// The end of what its last attempt printed (empty when nothing).
+    pub fn tail(&self) -> &OutputTail {
+        self.tail.as_deref().unwrap_or(&NO_TAIL)
+    }
+
     fn new(task: Arc<str>, phase: Arc<str>) -> TaskResult {
         TaskResult {
             task,
@@ -205,13 +230,13 @@ impl TaskResult {
             started_at: None,
             finished_at: None,
             duration_ms: 0,
-            usage: Usage::default(),
+            usage: None,
             reserved: Default::default(),
             deferred: None,
             approval: None,
             instance: None,
             instances: Vec::new(),
-            tail: OutputTail::default(),
+            tail: None,
             history: Vec::new(),
             attempt_base: 0,
             retry_due: None,

@@ -446,7 +446,7 @@ fn a_reserved_call_counts_at_its_worst_case_when_its_attempt_never_finished() {
     // The next attempt: the lost one's call counts, at its worst case, everywhere.
     s.apply(&dispatched(4, 2));
     assert!(s.task("a").unwrap().reserved.is_zero());
-    assert_eq!(s.task("a").unwrap().usage.cut_off, worst);
+    assert_eq!(s.task("a").unwrap().usage().cut_off, worst);
     assert_eq!(s.usage.spend(), worst);
     assert_eq!(s.phase_usage["p"].spend(), worst);
     // A call whose attempt finished is settled by the attempt's own account.
@@ -528,4 +528,16 @@ fn a_child_run_stays_open_until_its_attempt_finishes_and_outputs_are_kept() {
         },
     ));
     assert_eq!(s.outputs.unwrap()["url"], "u");
+}
+
+#[test]
+fn a_task_that_spent_nothing_reads_as_zero_usage_and_an_empty_tail() {
+    assert_eq!(crate::model::Usage::ZERO, crate::model::Usage::default());
+    let t = TaskResult::new("a".into(), "p".into());
+    assert!(t.usage().is_zero() && t.tail().is_empty());
+    let json = serde_json::to_value(&t).unwrap();
+    assert!(
+        json.get("usage").is_none() && json.get("tail").is_none(),
+        "{json}"
+    );
 }

@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection};
 
 use crate::model::{DeadLetter, Event, LogChunk, LogStream, RunId, RunStatus, Timestamp};
-use crate::store::{RunRecord, StoreError};
+use crate::store::{parse_stored, RunRecord, StoreError};
 
 pub(super) enum Failure {
     Store(StoreError),
@@ -43,27 +43,6 @@ pub(super) fn events_after(
         out.extend(batch.into_iter().filter(|e| e.seq > seq));
     }
     Ok(out)
-}
-
-/// Events written by builds before values were bounded ([`crate::limits::MAX_VALUE_DEPTH`])
-/// may nest past serde_json's default limit of 128; this build reads them up to this depth
-/// (measured before parsing, so the parser's recursion stays bounded).
-const STORED_DEPTH: usize = 512;
-
-/// JSON this store wrote, read back whatever depth an older build stored it at (up to
-/// [`STORED_DEPTH`]).
-fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    let depth = crate::limits::text_depth(text);
-    if depth > STORED_DEPTH {
-        return Err(format!(
-            "it nests {depth} levels deep; this build reads at most {STORED_DEPTH}"
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.disable_recursion_limit();
-    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(value)
 }
 
 /// Every run (or one), oldest first.
