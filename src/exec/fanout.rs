@@ -46,7 +46,7 @@ impl Dispatcher {
         let limit = fan.max_parallel.unwrap_or(u32::MAX);
         let group = &mut self.tasks[t.index()];
         group.open = ids.len() as u32;
-        group.queued.clear();
+        group.queued = None;
         group.running_instances = 0;
         for (n, &i) in ids.iter().enumerate() {
             let it = TaskId(i);
@@ -58,7 +58,10 @@ impl Dispatcher {
                 self.tasks[t.index()].running_instances += 1;
                 self.ready.push_back(it);
             } else {
-                self.tasks[t.index()].queued.push_back(it);
+                self.tasks[t.index()]
+                    .queued
+                    .get_or_insert_default()
+                    .push_back(it);
             }
         }
     }
@@ -182,7 +185,11 @@ impl Dispatcher {
             .is_some_and(|f| f.fail_fast);
         if failed && fail_fast {
             self.stop_siblings(g, i);
-        } else if let Some(next) = self.tasks[g.index()].queued.pop_front() {
+        } else if let Some(next) = self.tasks[g.index()]
+            .queued
+            .as_mut()
+            .and_then(|q| q.pop_front())
+        {
             self.tasks[g.index()].running_instances += 1;
             self.ready.push_back(next);
         }
@@ -194,8 +201,8 @@ impl Dispatcher {
     /// `fail_fast`: the queued instances are skipped, the running ones cancelled.
     fn stop_siblings(&mut self, g: TaskId, failed: TaskId) {
         let name = self.name(failed);
-        let queued: Vec<TaskId> = self.tasks[g.index()].queued.drain(..).collect();
-        for q in queued {
+        let queued = self.tasks[g.index()].queued.take().unwrap_or_default();
+        for q in *queued {
             let detail = format!("`fail_fast`: instance `{name}` failed");
             self.skip(q, SkipReason::SiblingFailed, Some(detail));
         }

@@ -440,13 +440,16 @@ impl Dispatcher {
             .collect();
         let group = &mut self.tasks[g.index()];
         group.open = open.len() as u32;
-        group.queued.clear();
+        group.queued = None;
         group.running_instances = 0;
         for i in open {
             // Waiting for a decision: not queued, but counted against `max_parallel`.
             let waiting = awaiting.contains(&i) || external.contains(&i);
             if !waiting && self.tasks[g.index()].running_instances >= limit {
-                self.tasks[g.index()].queued.push_back(i);
+                self.tasks[g.index()]
+                    .queued
+                    .get_or_insert_default()
+                    .push_back(i);
                 continue;
             }
             self.tasks[g.index()].running_instances += 1;

@@ -456,10 +456,17 @@ impl RunState {
         }
         self.pass_usage[pass] = self.pass_usage[pass].plus(spent);
         if let Some((_, t)) = self.task_mut(task) {
-            t.usage = Some(Box::new(t.usage().plus(spent)));
-            let phase = t.phase.to_string();
-            let u = self.phase_usage.entry(phase).or_default();
-            *u = u.plus(spent);
+            // Most attempts spend nothing: no usage of their own for their tasks.
+            if *spent != Usage::ZERO {
+                t.usage = Some(Box::new(t.usage().plus(spent)));
+            }
+            let phase = t.phase.clone();
+            match self.phase_usage.get_mut(&*phase) {
+                Some(u) => *u = u.plus(spent),
+                None => {
+                    self.phase_usage.insert(phase.to_string(), *spent);
+                }
+            }
         }
     }
 

@@ -339,15 +339,6 @@ impl RunState {
         counts.sort_by_key(|(s, _)| *s as u8);
         (t.instances.len(), counts)
     }
-
-    /// The names of the tasks with this status, in declaration order.
-    pub fn names_with(&self, status: TaskStatus) -> Vec<Arc<str>> {
-        self.tasks
-            .iter()
-            .filter(|t| t.status == status)
-            .map(|t| t.task.clone())
-            .collect()
-    }
 }
 
 #[cfg(test)]

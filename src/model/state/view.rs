@@ -15,11 +15,11 @@ pub struct RunStateView<'a> {
     pub workflow: &'a str,
     pub status: RunStatus,
     pub current_phase: Option<&'a str>,
-    pub pending_tasks: Vec<Arc<str>>,
-    pub completed_tasks: Vec<Arc<str>>,
-    pub failed_tasks: Vec<Arc<str>>,
-    pub skipped_tasks: Vec<Arc<str>>,
-    pub task_results: indexmap::IndexMap<&'a str, &'a TaskResult>,
+    pub pending_tasks: Names<'a>,
+    pub completed_tasks: Names<'a>,
+    pub failed_tasks: Names<'a>,
+    pub skipped_tasks: Names<'a>,
+    pub task_results: Results<'a>,
     pub agent_states: &'a BTreeMap<String, AgentState>,
     pub feedback_loop_count: u32,
     pub feedback: Option<&'a FeedbackPayload>,
@@ -52,16 +52,11 @@ impl RunState {
             workflow: &self.workflow,
             status: self.status(),
             current_phase: self.current_phase.as_deref(),
-            pending_tasks: self
-                .tasks
-                .iter()
-                .filter(|t| !t.status.is_final())
-                .map(|t| t.task.clone())
-                .collect(),
-            completed_tasks: self.names_with(TaskStatus::Completed),
-            failed_tasks: self.names_with(TaskStatus::Failed),
-            skipped_tasks: self.names_with(TaskStatus::Skipped),
-            task_results: self.tasks.iter().map(|t| (&*t.task, t)).collect(),
+            pending_tasks: Names(&self.tasks, None),
+            completed_tasks: Names(&self.tasks, Some(TaskStatus::Completed)),
+            failed_tasks: Names(&self.tasks, Some(TaskStatus::Failed)),
+            skipped_tasks: Names(&self.tasks, Some(TaskStatus::Skipped)),
+            task_results: Results(&self.tasks),
             agent_states: &self.agent_states,
             feedback_loop_count: self.feedback_loop_count,
             feedback: self.feedback.as_ref(),
@@ -80,5 +75,30 @@ impl RunState {
             parent: self.parent.as_ref(),
             outputs: self.outputs.as_ref(),
         }
+    }
+}
+
+/// The names of the tasks with a status (`None`: not final yet), serialised as a list straight
+/// from the state: a 100k-task run's view builds no lists of its own.
+#[derive(Debug)]
+pub struct Names<'a>(&'a [TaskResult], Option<TaskStatus>);
+
+impl Serialize for Names<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let wanted = |t: &&TaskResult| match self.1 {
+            Some(status) => t.status == status,
+            None => !t.status.is_final(),
+        };
+        s.collect_seq(self.0.iter().filter(wanted).map(|t| &*t.task))
+    }
+}
+
+/// Every task's result by name, in the state's order, serialised as a map straight from it.
+#[derive(Debug)]
+pub struct Results<'a>(&'a [TaskResult]);
+
+impl Serialize for Results<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|t| (&*t.task, t)))
     }
 }
