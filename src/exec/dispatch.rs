@@ -465,7 +465,8 @@ impl Dispatcher {
         };
         let mut call = agents::prepare(&preparing, &renderer)?;
         self.child_call(t, &mut call);
-        self.tasks[t.index()].last_input = input;
+        self.tasks[t.index()].last_input =
+            (input.as_object().is_none_or(|o| !o.is_empty())).then(|| Box::new(input));
         Ok(Attempt {
             run_id: self.run.id.clone(),
             task: self.name(t),

@@ -84,8 +84,9 @@ pub(super) struct TaskRt {
     pub waiting: bool,
     /// The last attempt sent to the agent, for the dead-letter queue.
     pub last: Option<Arc<Attempt>>,
-    /// The rendered input of that attempt.
-    pub last_input: Value,
+    /// The rendered input of that attempt; `None` for `{}` (most tasks have no input, and a
+    /// `Value` is 32 bytes in every task's slot).
+    pub last_input: Option<Box<Value>>,
     /// What the attempt in flight has done so far (its model calls, its output), so a run
     /// that stops still records them.
     pub trace: Option<Trace>,
@@ -306,13 +307,24 @@ impl Dispatcher {
             created_at: now(),
             status: RunStatus::Pending,
         })?;
+        // One name per phase and per pool, shared by their tasks here and in the state.
+        let phases: Vec<Arc<str>> = wf
+            .phases
+            .iter()
+            .map(|p| Arc::from(p.name.as_str()))
+            .collect();
+        let pools: Vec<Arc<str>> = wf
+            .agents
+            .iter()
+            .map(|a| Arc::from(a.name.as_str()))
+            .collect();
         let tasks = wf
             .tasks
             .iter()
             .map(|t| TaskInfo {
                 name: Arc::from(t.name.as_str()),
-                phase: Arc::from(wf.phase(t.phase).name.as_str()),
-                agent: Arc::from(wf.agent(t.agent).name.as_str()),
+                phase: phases[t.phase.index()].clone(),
+                agent: pools[t.agent.index()].clone(),
             })
             .collect();
         let agents = self

@@ -72,7 +72,7 @@ impl Dispatcher {
                 // tasks would keep 100k of them.
                 let rt = &mut self.tasks[t.index()];
                 rt.last = None;
-                rt.last_input = Value::Null;
+                rt.last_input = None;
                 self.record(EventKind::TaskFinished {
                     task: self.name(t),
                     status: TaskStatus::Completed,
@@ -198,7 +198,7 @@ impl Dispatcher {
         let mut request = json!({
             "instance": &*a.instance,
             "attempt": a.attempt,
-            "input": rt.last_input,
+            "input": rt.last_input.as_deref().cloned().unwrap_or_else(|| json!({})),
             "call": a.call.describe(),
         });
         match &a.call {

@@ -513,14 +513,14 @@ impl RunState {
             a.status = AgentStatus::Idle;
             a.current_task = None;
             if f.error.is_none() {
-                a.completed_tasks.push(Arc::from(f.task));
+                a.completed_tasks.push(f.task.clone());
             }
             note.agent(f.agent);
         }
         note.with(|c| {
             c.attempts.push(AttemptRow {
                 seq: f.seq,
-                task: Arc::from(f.task),
+                task: f.task.clone(),
                 attempt: f.attempt,
                 agent: f.agent.clone(),
                 duration_ms: f.duration_ms,
@@ -685,7 +685,7 @@ impl RunState {
 /// The fields of an `attempt_finished` event.
 struct Finished<'a> {
     seq: u64,
-    task: &'a str,
+    task: &'a Arc<str>,
     agent: &'a Arc<str>,
     attempt: u32,
     duration_ms: u64,
