@@ -41,7 +41,7 @@ pub(super) fn prepare(
         .render(
             r.templates,
             r.ctx,
-            &format!("`params` of task `{task}`"),
+            &format_args!("`params` of task `{task}`"),
             r.strict,
         )
         .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?;

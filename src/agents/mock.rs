@@ -50,7 +50,7 @@ pub(super) fn prepare(
         .render(
             r.templates,
             r.ctx,
-            &format!("in the mock `output` of task `{}`", p.task.name),
+            &format_args!("in the mock `output` of task `{}`", p.task.name),
             r.strict,
         )
         .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?;

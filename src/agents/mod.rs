@@ -115,7 +115,7 @@ impl Renderer<'_> {
         match t.id {
             Some(id) if t.dynamic => self
                 .templates
-                .render(id, self.ctx, what, self.strict)
+                .render(id, self.ctx, &what, self.strict)
                 .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0)),
             _ => Ok(t.text.clone()),
         }
@@ -130,7 +130,8 @@ impl Renderer<'_> {
     }
 }
 
-/// Whether preparing a call of `task` renders any template (else it needs no context).
+/// Whether preparing a call of `task` renders any template besides its `input` (else it needs
+/// no context: the input is rendered before the call, with a context of its own).
 pub(crate) fn is_templated(wf: &Workflow, task: &ir::Task) -> bool {
     let t = |t: &ir::Template| t.dynamic;
     let some = |t: Option<&ir::Template>| t.is_some_and(|t| t.dynamic);
@@ -144,7 +145,7 @@ pub(crate) fn is_templated(wf: &Workflow, task: &ir::Task) -> bool {
         AgentKind::Child(c) => !c.params.is_plain(),
         AgentKind::Script(_) | AgentKind::Approval => false,
     };
-    agent || some(task.prompt.as_deref()) || task.input.as_ref().is_some_and(|i| !i.tree.is_plain())
+    agent || some(task.prompt.as_deref())
 }
 
 /// What [`prepare`] needs besides the templates.

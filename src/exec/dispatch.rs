@@ -427,7 +427,7 @@ impl Dispatcher {
                     .render(
                         &wf.templates,
                         &ctx,
-                        &format!("`input` of task `{}`", task.name),
+                        &format_args!("`input` of task `{}`", task.name),
                         strict,
                     )
                     .map_err(|e| TaskError::fatal(ErrorCode::Template, e.0))?
@@ -470,7 +470,7 @@ impl Dispatcher {
         Ok(Attempt {
             run_id: self.run.id.clone(),
             task: self.name(t),
-            phase: Arc::from(wf.phase(task.phase).name.as_str()),
+            phase: self.state.tasks[t.index()].phase.clone(),
             instance,
             attempt,
             loop_count: self.state.feedback_loop_count,

@@ -47,23 +47,50 @@ impl Context {
         Context(minijinja::Value::from_serialize(value))
     }
 
-    /// The context of one attempt: a handful of pointers, whatever the size of the run.
+    /// The context of one attempt: a handful of pointers, whatever the size of the run, and no
+    /// map built for them (a field is looked up when a template reads it).
     pub(crate) fn for_attempt(
         scope: &Scope,
         attempt: u32,
         input: Option<&serde_json::Value>,
         item: Option<&serde_json::Value>,
     ) -> Context {
-        Context(minijinja::context! {
-            params => scope.params.0.clone(),
-            tasks => minijinja::Value::from_dyn_object(scope.tasks.clone()),
-            feedback => scope.feedback.0.clone(),
-            loop_count => scope.loop_count,
-            attempt => attempt,
-            input => input.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from_serialize),
-            run => scope.run.0.clone(),
-            item => item.map_or(minijinja::Value::UNDEFINED, minijinja::Value::from_serialize),
+        Context(minijinja::Value::from_object(AttemptScope {
+            scope: scope.clone(),
+            attempt,
+            input: input.map(minijinja::Value::from_serialize),
+            item: item.map(minijinja::Value::from_serialize),
+        }))
+    }
+}
+
+/// What one attempt's templates see: the run's scope and the attempt's own fields.
+#[derive(Debug)]
+struct AttemptScope {
+    scope: Scope,
+    attempt: u32,
+    input: Option<minijinja::Value>,
+    item: Option<minijinja::Value>,
+}
+
+impl minijinja::value::Object for AttemptScope {
+    fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
+        let s = &self.scope;
+        Some(match key.as_str()? {
+            "params" => s.params.0.clone(),
+            "tasks" => minijinja::Value::from_dyn_object(s.tasks.clone()),
+            "feedback" => s.feedback.0.clone(),
+            "loop_count" => minijinja::Value::from(s.loop_count),
+            "attempt" => minijinja::Value::from(self.attempt),
+            "input" => self.input.clone()?,
+            "run" => s.run.0.clone(),
+            "item" => self.item.clone()?,
+            _ => return None,
         })
+    }
+
+    fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {
+        minijinja::value::Enumerator::Str(&CONTEXT_FIELDS)
     }
 }
 

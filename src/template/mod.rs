@@ -90,6 +90,9 @@ struct Inner {
 struct Shape {
     plain: bool,
     reads: Vec<String>,
+    /// The template is one variable and nothing else (`{{ params.branch }}`): its attribute
+    /// path, looked up without the engine when it names a string.
+    lookup: Option<Box<[Box<str>]>>,
 }
 
 impl std::fmt::Debug for Templates {
@@ -274,6 +277,7 @@ impl TemplatesBuilder {
                 range: e.range(),
                 detail: e.detail().unwrap_or("syntax error").to_string(),
             })?;
+        let lookup = lookup_path(source);
         let source: Arc<str> = Arc::from(source);
         self.sources.push(source.clone());
         self.seen.insert(source, id);
@@ -286,6 +290,7 @@ impl TemplatesBuilder {
         self.shapes.push(Shape {
             plain: shape.plain,
             reads: vars.clone(),
+            lookup,
         });
         Ok((id, vars))
     }
@@ -319,10 +324,16 @@ impl Templates {
         &self,
         id: TemplateId,
         ctx: &Context,
-        what: &str,
+        what: &dyn std::fmt::Display,
         strict: bool,
     ) -> Result<String, RenderError> {
         let shape = self.inner.shapes.get(id.0 as usize);
+        if let Some(text) = shape
+            .and_then(|s| s.lookup.as_deref())
+            .and_then(|path| lookup(&ctx.0, path))
+        {
+            return Ok(text);
+        }
         if shape.is_some_and(|s| !s.plain) && sandbox::available() {
             let reads = shape.map_or(&[][..], |s| &s.reads[..]);
             let time = TIME.with(Cell::get);
@@ -340,6 +351,36 @@ impl Templates {
             .map_err(|e| RenderError(format!("template {what}: {e}")))?;
         bounded(&template, &ctx.0, self.source(id), what)
     }
+}
+
+/// The attribute path of a template that is one variable and nothing else
+/// (`{{ tasks.build.output.sha }}`): no filter, operator, index or whitespace control.
+fn lookup_path(source: &str) -> Option<Box<[Box<str>]>> {
+    let inner = source.strip_prefix("{{")?.strip_suffix("}}")?;
+    if inner.starts_with(['-', '+']) || inner.ends_with(['-', '+']) {
+        return None;
+    }
+    let ident = |s: &str| {
+        let mut chars = s.chars();
+        chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let path: Box<[Box<str>]> = inner.trim().split('.').map(Box::from).collect();
+    path.iter().all(|s| ident(s)).then_some(path)
+}
+
+/// A one-variable template's text, when the variable is a string: what the engine would
+/// render, without building its state. Anything else (a number, a map, an undefined value, an
+/// error to report) is left to the engine.
+fn lookup(ctx: &minijinja::Value, path: &[Box<str>]) -> Option<String> {
+    let mut value = ctx.get_attr(path.first()?).ok()?;
+    for name in &path[1..] {
+        value = value.get_attr(name).ok()?;
+    }
+    let text = value.as_str()?;
+    (text.len() <= TEMPLATE_OUTPUT).then(|| text.to_string())
 }
 
 fn lenient(strict: &minijinja::Environment<'static>) -> minijinja::Environment<'static> {
@@ -371,7 +412,7 @@ pub(crate) fn render_source(
         &template,
         &minijinja::Value::from_serialize(context),
         source,
-        what,
+        &what,
     )
 }
 
@@ -380,7 +421,7 @@ fn bounded(
     template: &minijinja::Template<'_, '_>,
     ctx: &minijinja::Value,
     source: &str,
-    what: &str,
+    what: &dyn std::fmt::Display,
 ) -> Result<String, RenderError> {
     let before = BUDGET.with(|b| b.replace(TEMPLATE_OUTPUT));
     let mut out = Capped {
@@ -470,7 +511,7 @@ fn undefined_path(source: &str, start: usize, end: usize) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
-fn render_error(source: &str, what: &str, e: &minijinja::Error) -> RenderError {
+fn render_error(source: &str, what: &dyn std::fmt::Display, e: &minijinja::Error) -> RenderError {
     let detail = match e.kind() {
         minijinja::ErrorKind::UndefinedError => {
             let at = e
@@ -506,7 +547,7 @@ impl Tree {
         &self,
         templates: &Templates,
         ctx: &Context,
-        what: &str,
+        what: &dyn std::fmt::Display,
         strict: bool,
     ) -> Result<serde_json::Value, RenderError> {
         Ok(match self {
@@ -546,8 +587,56 @@ mod tests {
         let ctx = Context::from_serialize(&serde_json::json!({
             "params": { "who": "world" }, "loop_count": 2
         }));
-        assert_eq!(t.render(ids[0], &ctx, "x", true).unwrap(), "hello world");
-        assert_eq!(t.render(ids[1], &ctx, "x", true).unwrap(), "3");
+        assert_eq!(t.render(ids[0], &ctx, &"x", true).unwrap(), "hello world");
+        assert_eq!(t.render(ids[1], &ctx, &"x", true).unwrap(), "3");
+    }
+
+    #[test]
+    fn a_template_of_one_variable_renders_as_the_engine_would() {
+        let ctx = Context::from_serialize(&serde_json::json!({
+            "params": { "who": "world", "n": 3, "list": ["a"], "safe": "<b> & {{ x }}" },
+            "loop_count": 2,
+        }));
+        let sources = [
+            "{{ params.who }}",
+            "{{params.safe}}",
+            "{{ params.n }}",
+            "{{ params.list }}",
+            "{{ loop_count }}",
+            "{{- params.who -}}",
+            "{{ params.who }} ",
+        ];
+        let (t, ids) = set(&sources);
+        let engine = |source: &str| render_source(source, &ctx_json(&ctx), "x", true).unwrap();
+        for (source, id) in sources.iter().zip(ids) {
+            assert_eq!(
+                t.render(id, &ctx, &"x", true).unwrap(),
+                engine(source),
+                "{source}"
+            );
+        }
+        assert_eq!(
+            lookup_path("{{ tasks.build.output }}").as_deref(),
+            Some(&["tasks".into(), "build".into(), "output".into()][..])
+        );
+        for not_one in [
+            "{{ a }}{{ b }}",
+            "{{ a | upper }}",
+            "{{ a[0] }}",
+            "{{- a }}",
+            "x {{ a }}",
+        ] {
+            assert_eq!(lookup_path(not_one), None, "{not_one}");
+        }
+        // An undefined variable is still the engine's error.
+        let (t, ids) = set(&["{{ params.whom }}"]);
+        let err = t.render(ids[0], &ctx, &"x", true).unwrap_err();
+        assert!(err.0.ends_with("`params.whom` is not defined"), "{}", err.0);
+        assert_eq!(t.render(ids[0], &ctx, &"x", false).unwrap(), "");
+    }
+
+    fn ctx_json(ctx: &Context) -> serde_json::Value {
+        to_json(&ctx.0)
     }
 
     #[test]
@@ -562,7 +651,7 @@ mod tests {
             "{{ tasks.one.output.stdot | tojson }}",
         ] {
             let (t, ids) = set(&[source]);
-            let err = t.render(ids[0], &ctx, "x", true).unwrap_err();
+            let err = t.render(ids[0], &ctx, &"x", true).unwrap_err();
             assert!(
                 err.0.ends_with("`tasks.one.output.stdot` is not defined"),
                 "{source}: {}",
@@ -578,14 +667,14 @@ mod tests {
             "tasks": { "one": { "output": { "stdout": "x" } } }
         }));
         let err = t
-            .render(ids[0], &ctx, "`prompt` of task `t`", true)
+            .render(ids[0], &ctx, &"`prompt` of task `t`", true)
             .unwrap_err();
         assert_eq!(
             err.0,
             "template `prompt` of task `t`: undefined value: `tasks.one.output.stdot` is not defined"
         );
         // A dry run renders it empty.
-        assert_eq!(t.render(ids[0], &ctx, "x", false).unwrap(), "");
+        assert_eq!(t.render(ids[0], &ctx, &"x", false).unwrap(), "");
     }
 
     #[test]
@@ -594,7 +683,7 @@ mod tests {
         assert_eq!(ids[0], ids[2]);
         assert_ne!(ids[0], ids[1]);
         let ctx = Context::from_serialize(&serde_json::json!({ "params": { "p": "a", "q": "b" } }));
-        let render = |id| t.render(id, &ctx, "t", true).unwrap();
+        let render = |id| t.render(id, &ctx, &"t", true).unwrap();
         assert_eq!(
             (render(ids[2]), render(ids[1])),
             ("a".to_string(), "b".to_string())
@@ -619,7 +708,7 @@ mod tests {
             "{% macro m(n) %}{{ m(n + 1) }}{% endmacro %}{{ m(0) }}",
         ]);
         let ctx = Context::default();
-        let err = |i: usize| t.render(ids[i], &ctx, "`x`", true).unwrap_err().0;
+        let err = |i: usize| t.render(ids[i], &ctx, &"`x`", true).unwrap_err().0;
         assert!(err(0).contains("instructions"), "{}", err(0));
         assert!(err(1).contains("larger than 8 MiB"), "{}", err(1));
         assert!(err(2).contains("larger than 8 MiB"), "{}", err(2));
@@ -655,7 +744,7 @@ mod tests {
         ]);
         let ctx = Context::from_serialize(&serde_json::json!({ "params": { "v": "x" } }));
         assert_eq!(
-            tree.render(&t, &ctx, "input", true).unwrap(),
+            tree.render(&t, &ctx, &"input", true).unwrap(),
             serde_json::json!({ "a": "x", "b": [1] })
         );
     }

@@ -66,7 +66,7 @@ enum Response {
 pub(crate) fn render(
     source: &str,
     context: serde_json::Value,
-    what: &str,
+    what: &dyn std::fmt::Display,
     strict: bool,
     time: Duration,
 ) -> Result<String, RenderError> {

@@ -42,6 +42,32 @@ pub(crate) fn peak_child(args: &[String]) -> ExitCode {
     }
 }
 
+/// `--time W N memory|sqlite [R]`: runs one workload R times (default 5) in this process and
+/// prints each run's µs per task; for profiling one cell of the table (`perf record`).
+pub(crate) fn time_child(args: &[String]) -> ExitCode {
+    let workload = args.first().and_then(|a| Workload::parse(a));
+    let n = args.get(1).and_then(|a| a.parse::<usize>().ok());
+    let kind = match args.get(2).map(String::as_str) {
+        Some("memory") => Some(StoreKind::Memory),
+        Some("sqlite") => Some(StoreKind::Sqlite),
+        _ => None,
+    };
+    let repeat = args.get(3).map_or(Some(5), |a| a.parse::<usize>().ok());
+    let (Some(w), Some(n), Some(kind), Some(repeat)) = (workload, n, kind, repeat) else {
+        eprintln!(
+            "usage: conductor-bench --time chain|fan-out|templated|for-each N memory|sqlite [R]"
+        );
+        return ExitCode::from(2);
+    };
+    let rt = runtime();
+    let compiled = compile(&w.text(n));
+    for _ in 0..repeat {
+        let figures = run_once(&rt, &compiled, kind);
+        println!("{:.2}", figures.elapsed.as_secs_f64() * 1e6 / n as f64);
+    }
+    ExitCode::SUCCESS
+}
+
 /// The process's peak resident set (`VmHWM`), in kB.
 pub(crate) fn peak_kb() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;

@@ -62,6 +62,9 @@ fn main() -> ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--peak") {
         return peak_child(&args[i + 1..]);
     }
+    if let Some(i) = args.iter().position(|a| a == "--time") {
+        return time_child(&args[i + 1..]);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let sizes: &[usize] = if quick {
         &[1_000, 10_000]
