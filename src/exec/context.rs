@@ -49,8 +49,9 @@ impl Views {
             return; // seen through its fan-out task's `outputs` and `results`
         }
         if t.status.is_final() || self.all {
-            let view = task_json(state, t);
-            self.scope.tasks.set(i, &view);
+            // Converted for templates or rules only when one reads it.
+            let view = Arc::new(task_json(state, t));
+            self.scope.tasks.set(i, view.clone());
             self.rules.set(&t.task, view);
         } else {
             self.scope.tasks.clear(i);

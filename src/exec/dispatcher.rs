@@ -105,6 +105,8 @@ pub(super) struct Dispatcher {
     pub timers: Timers,
     /// Tasks ready to go through `when`, `enforce` and instance assignment.
     pub ready: VecDeque<TaskId>,
+    /// A final task's dependents, gathered here rather than in a new vector each time.
+    pub scratch: Vec<TaskId>,
     /// Instances handed to waiting tasks, started at the next pump (after a commit).
     pub pending_starts: Vec<(TaskId, u32)>,
     /// Attempts running, over all pools (`max_parallel`).
@@ -248,6 +250,7 @@ impl Dispatcher {
             state: RunState::default(),
             timers: Timers::default(),
             ready: VecDeque::new(),
+            scratch: Vec::new(),
             pending_starts: Vec::new(),
             running: 0,
             retries_pending: 0,

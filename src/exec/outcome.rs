@@ -30,9 +30,10 @@ impl Dispatcher {
         self.pools[p].release(done.instance, failed);
         self.running -= 1;
         self.tasks[t.index()].trace = None;
-        let (output, error) = match &done.result {
-            Ok(v) => (Some(v.clone()), None),
-            Err(e) => (None, Some(e.clone())),
+        // The output moves into the event; the error is kept for the handler too.
+        let (output, error, result) = match done.result {
+            Ok(v) => (Some(v), None, Ok(())),
+            Err(e) => (None, Some(e.clone()), Err(e)),
         };
         self.record(EventKind::AttemptFinished {
             task: self.name(t),
@@ -48,7 +49,7 @@ impl Dispatcher {
             tail: done.tail,
         });
         if done.reached_agent {
-            let transition = match &done.result {
+            let transition = match &result {
                 // A failure (a verdict) means the agent works: it is not the breaker's.
                 Ok(_) => self.pools[p].breaker.success(t),
                 Err(e) if e.failure => self.pools[p].breaker.success(t),
@@ -66,8 +67,8 @@ impl Dispatcher {
             // The trial never reached the agent: the next dispatch becomes the trial.
             self.pools[p].breaker.abandon_trial(t);
         }
-        match done.result {
-            Ok(_) => {
+        match result {
+            Ok(()) => {
                 // Completed: no dead letter will want its last request, and a run of 100k
                 // tasks would keep 100k of them.
                 let rt = &mut self.tasks[t.index()];
@@ -256,15 +257,16 @@ impl Dispatcher {
         self.phase_open = self.phase_open.saturating_sub(1);
         let failed = self.state.tasks[t.index()].failed_for_dependents();
         let plan = self.run.plan.clone();
-        let mut dependents: Vec<TaskId> = plan
-            .dependents(plan.task_nodes[t.index()])
-            .filter_map(|n| match plan.node(n) {
+        let mut dependents = std::mem::take(&mut self.scratch);
+        dependents.clear();
+        dependents.extend(plan.dependents(plan.task_nodes[t.index()]).filter_map(|n| {
+            match plan.node(n) {
                 Node::Task { task, .. } => Some(task),
                 Node::Gate { .. } => None,
-            })
-            .collect();
+            }
+        }));
         dependents.sort_unstable();
-        for d in dependents {
+        for &d in &dependents {
             if self.status(d).is_final() || self.tasks[d.index()].remaining == 0 {
                 continue; // already decided in this pass
             }
@@ -277,6 +279,7 @@ impl Dispatcher {
                 self.ready.push_back(d);
             }
         }
+        self.scratch = dependents;
     }
 
     /// Ends an attempt the run's stop interrupted: its tokens are still spent, its task ends

@@ -130,7 +130,7 @@ impl RuleContext {
 pub struct SharedTasks {
     map: Dynamic,
     /// Changes not converted yet, by task: its view, or `None` when rules no longer see it.
-    pending: Arc<Mutex<HashMap<String, Option<serde_json::Value>>>>,
+    pending: Arc<Mutex<HashMap<String, Option<Arc<serde_json::Value>>>>>,
     /// Changes with every change of the map, for the result cache.
     version: u64,
 }
@@ -147,7 +147,7 @@ impl Default for SharedTasks {
 
 impl SharedTasks {
     /// Task `name` is final, and rules see it as `view`.
-    pub fn set(&mut self, name: &str, view: serde_json::Value) {
+    pub fn set(&mut self, name: &str, view: Arc<serde_json::Value>) {
         self.pending().insert(name.to_string(), Some(view));
         self.version += 1;
     }
@@ -158,7 +158,9 @@ impl SharedTasks {
         self.version += 1;
     }
 
-    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<String, Option<serde_json::Value>>> {
+    fn pending(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Option<Arc<serde_json::Value>>>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 

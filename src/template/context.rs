@@ -117,12 +117,29 @@ pub(crate) struct Scope {
 }
 
 /// The finished tasks of a run as templates read them (`tasks.build.output`), by name, in
-/// declaration order. Looking a task up costs the same at ten tasks as at a hundred thousand.
+/// declaration order. Looking a task up costs the same at ten tasks as at a hundred thousand;
+/// a task's view is converted for templates the first time one reads it (a fan-out task's view
+/// holds every instance's output: nobody may read it).
 #[derive(Debug)]
 pub(crate) struct TaskViews {
     names: std::collections::HashMap<Arc<str>, usize>,
     order: Vec<Arc<str>>,
-    views: std::sync::RwLock<Vec<Option<minijinja::Value>>>,
+    views: std::sync::RwLock<Vec<Option<View>>>,
+}
+
+/// One final task's view: as JSON, and as templates read it once one has.
+#[derive(Debug)]
+struct View {
+    json: Arc<serde_json::Value>,
+    converted: std::sync::OnceLock<minijinja::Value>,
+}
+
+impl View {
+    fn value(&self) -> minijinja::Value {
+        self.converted
+            .get_or_init(|| minijinja::Value::from_serialize(&*self.json))
+            .clone()
+    }
 }
 
 impl TaskViews {
@@ -134,23 +151,28 @@ impl TaskViews {
                 .enumerate()
                 .map(|(i, n)| (n.clone(), i))
                 .collect(),
-            views: std::sync::RwLock::new(vec![None; order.len()]),
+            views: std::sync::RwLock::new(
+                std::iter::repeat_with(|| None).take(order.len()).collect(),
+            ),
             order,
         }
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<minijinja::Value>>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Option<View>>> {
         self.views.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<minijinja::Value>>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<Option<View>>> {
         self.views.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Task `i` is final, and templates see it as `view`.
-    pub(crate) fn set(&self, i: usize, view: &serde_json::Value) {
+    pub(crate) fn set(&self, i: usize, view: Arc<serde_json::Value>) {
         if let Some(slot) = self.write().get_mut(i) {
-            *slot = Some(minijinja::Value::from_serialize(view));
+            *slot = Some(View {
+                json: view,
+                converted: std::sync::OnceLock::new(),
+            });
         }
     }
 
@@ -165,7 +187,7 @@ impl TaskViews {
 impl minijinja::value::Object for TaskViews {
     fn get_value(self: &Arc<Self>, key: &minijinja::Value) -> Option<minijinja::Value> {
         let i = *self.names.get(key.as_str()?)?;
-        self.read().get(i).cloned().flatten()
+        self.read().get(i)?.as_ref().map(View::value)
     }
 
     fn enumerate(self: &Arc<Self>) -> minijinja::value::Enumerator {

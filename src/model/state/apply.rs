@@ -412,31 +412,36 @@ impl RunState {
         at: Timestamp,
         note: &mut Note<'_>,
     ) {
-        self.unsettled(task);
-        if let Some((i, t)) = self.task_mut(task) {
-            t.status = TaskStatus::InProgress;
-            t.deferred = None;
-            t.agent = Some(agent.clone());
-            t.attempts = attempt;
-            t.retry_due = None;
-            if t.started_at.is_none() {
-                t.started_at = Some(at);
-            }
-            note.task(i);
+        let Some(i) = self.task_index(task) else {
+            return self.agent_running(agent, Arc::from(task), note);
+        };
+        self.unsettled(i);
+        let t = &mut self.tasks[i];
+        t.status = TaskStatus::InProgress;
+        t.deferred = None;
+        t.agent = Some(agent.clone());
+        t.attempts = attempt;
+        t.retry_due = None;
+        if t.started_at.is_none() {
+            t.started_at = Some(at);
         }
+        note.task(i);
+        let name = t.task.clone();
+        self.agent_running(agent, name, note);
+    }
+
+    fn agent_running(&mut self, agent: &Arc<str>, task: Arc<str>, note: &mut Note<'_>) {
         if let Some(a) = self.agent_states.get_mut(&**agent) {
             a.status = AgentStatus::Running;
-            a.current_task = Some(Arc::from(task));
+            a.current_task = Some(task);
             note.agent(agent);
         }
     }
 
-    /// A new attempt of a task whose last one never finished (the process died during its
+    /// A new attempt of task `i` whose last one never finished (the process died during its
     /// model calls): those calls count at their worst case.
-    fn unsettled(&mut self, task: &str) {
-        let Some((_, t)) = self.task_mut(task) else {
-            return;
-        };
+    fn unsettled(&mut self, i: usize) {
+        let t = &mut self.tasks[i];
         if t.reserved.is_zero() {
             return;
         }
@@ -444,30 +449,33 @@ impl RunState {
             cut_off: std::mem::take(&mut t.reserved),
             ..Usage::default()
         };
-        self.add_usage(task, &lost);
+        self.add_usage(i, &lost);
     }
 
-    /// What a task spent, added to it, its phase, this pass and the run.
-    fn add_usage(&mut self, task: &str, spent: &Usage) {
+    /// What task `i` spent, added to it, its phase, this pass and the run.
+    fn add_usage(&mut self, i: usize, spent: &Usage) {
+        self.add_run_usage(spent);
+        let t = &mut self.tasks[i];
+        // Most attempts spend nothing: no usage of their own for their tasks.
+        if *spent != Usage::ZERO {
+            t.usage = Some(Box::new(t.usage().plus(spent)));
+        }
+        match self.phase_usage.get_mut(&*t.phase) {
+            Some(u) => *u = u.plus(spent),
+            None => {
+                self.phase_usage.insert(t.phase.to_string(), *spent);
+            }
+        }
+    }
+
+    /// What an attempt spent, added to this pass and the run.
+    fn add_run_usage(&mut self, spent: &Usage) {
         self.usage = self.usage.plus(spent);
         let pass = self.feedback_loop_count as usize;
         if self.pass_usage.len() <= pass {
             self.pass_usage.resize(pass + 1, Usage::default());
         }
         self.pass_usage[pass] = self.pass_usage[pass].plus(spent);
-        if let Some((_, t)) = self.task_mut(task) {
-            // Most attempts spend nothing: no usage of their own for their tasks.
-            if *spent != Usage::ZERO {
-                t.usage = Some(Box::new(t.usage().plus(spent)));
-            }
-            let phase = t.phase.clone();
-            match self.phase_usage.get_mut(&*phase) {
-                Some(u) => *u = u.plus(spent),
-                None => {
-                    self.phase_usage.insert(phase.to_string(), *spent);
-                }
-            }
-        }
     }
 
     fn attempt_finished(&mut self, f: Finished<'_>, note: &mut Note<'_>) {
@@ -477,12 +485,11 @@ impl RunState {
         }
         spent.cached = u64::from(f.cached);
         spent.cut_off = f.cut_off;
-        if let Some((_, t)) = self.task_mut(f.task) {
+        if let Some(i) = self.task_index(f.task) {
             // Its calls are settled: what they spent is in `spent`.
-            t.reserved = crate::model::Spend::default();
-        }
-        self.add_usage(f.task, &spent);
-        if let Some((i, t)) = self.task_mut(f.task) {
+            self.tasks[i].reserved = crate::model::Spend::default();
+            self.add_usage(i, &spent);
+            let t = &mut self.tasks[i];
             t.attempts = t.attempts.max(f.attempt);
             t.duration_ms += f.duration_ms;
             if let Some(o) = f.output {
@@ -491,15 +498,11 @@ impl RunState {
             t.tail = (!f.tail.is_empty()).then(|| Box::new(f.tail.clone()));
             t.error = f.error.cloned().map(Box::new);
             note.task(i);
-        }
-        if let Some(error) = f.error {
-            // An attempt logged under the pool's name never found an instance.
-            let pool = self
-                .task_index(f.task)
-                .and_then(|i| self.pools.get(i).cloned());
-            let agent = (pool.as_deref() != Some(&**f.agent)).then(|| f.agent.clone());
-            if let Some((_, t)) = self.task_mut(f.task) {
-                t.history.push(AttemptRecord {
+            if let Some(error) = f.error {
+                // An attempt logged under the pool's name never found an instance.
+                let pool = self.pools.get(i);
+                let agent = (pool.map(|p| &**p) != Some(&**f.agent)).then(|| f.agent.clone());
+                self.tasks[i].history.push(AttemptRecord {
                     attempt: f.attempt,
                     agent,
                     error: Some(error.clone()),
@@ -508,6 +511,9 @@ impl RunState {
                     tail: f.tail.clone(),
                 });
             }
+        } else {
+            // An attempt of a task the log does not know: it still counts for the run.
+            self.add_run_usage(&spent);
         }
         if let Some(a) = self.agent_states.get_mut(&**f.agent) {
             a.status = AgentStatus::Idle;
