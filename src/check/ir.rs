@@ -57,8 +57,8 @@ pub struct Workflow {
     pub modules: Vec<Module>,
     /// The merged code of every module, for named rules and `script` agents.
     pub module_set: ModuleSet,
-    /// Whether a template or a `when` rule reads `tasks` (so a run keeps views of them).
-    pub(crate) reads_tasks: bool,
+    /// Which finished tasks a template or a `when` rule reads (a run keeps views of those).
+    pub(crate) tasks_read: crate::template::TasksRead,
     /// Every template of the workflow, compiled.
     pub(crate) templates: Templates,
     /// The `budget` and `on_budget` settings of the workflow, its phases, agents and tasks.

@@ -306,16 +306,22 @@ impl<'m> Checker<'m> {
         };
         // Whether anything reads `tasks` per dispatch: then the run keeps a view of each
         // finished task for templates and `when` rules (named rules may read it too).
-        let reads_tasks = self.templates.reads_tasks()
-            || tasks
+        // A `when` rule that may read `tasks` may read any of them.
+        let when_reads_tasks =
+            tasks
                 .iter()
                 .filter_map(|t| t.when.as_ref())
                 .any(|r| match &r.source {
                     RuleSource::Inline(code) => code.contains("tasks"),
                     RuleSource::Named { .. } => true,
                 });
+        let tasks_read = if when_reads_tasks {
+            crate::template::TasksRead::All
+        } else {
+            self.templates.tasks_read().clone()
+        };
         Some(Workflow {
-            reads_tasks,
+            tasks_read,
             name: wf.name.name.clone(),
             description,
             path: self.path.clone(),

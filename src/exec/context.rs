@@ -13,6 +13,8 @@ use crate::template::{Context, Converted, Scope, TaskViews};
 pub(super) struct Views {
     /// Whether anything reads `tasks` per dispatch; when not, the views stay empty.
     enabled: bool,
+    /// By task: whether a template or rule reads it (only those get a view).
+    read: Vec<bool>,
     /// Every task is seen, final or not.
     all: bool,
     scope: Scope,
@@ -20,11 +22,18 @@ pub(super) struct Views {
 }
 
 impl Views {
-    pub fn new(names: impl IntoIterator<Item = Arc<str>>, params: &Value, enabled: bool) -> Views {
+    pub fn new(
+        names: impl IntoIterator<Item = Arc<str>>,
+        params: &Value,
+        tasks_read: &crate::template::TasksRead,
+    ) -> Views {
+        let enabled = *tasks_read != crate::template::TasksRead::None;
         // Disabled, no view is ever set: no slot or name index for each task either.
-        let names = names.into_iter().filter(|_| enabled);
+        let names: Vec<Arc<str>> = names.into_iter().filter(|_| enabled).collect();
+        let read = names.iter().map(|n| tasks_read.reads(n)).collect();
         Views {
             enabled,
+            read,
             all: false,
             scope: Scope {
                 params: Converted::new(params),
@@ -38,8 +47,9 @@ impl Views {
     }
 
     /// Brings task `i`'s view in line with the state: seen when final, unseen otherwise.
+    /// A task nothing reads has no view.
     pub fn refresh(&mut self, state: &RunState, i: usize) {
-        if !self.enabled {
+        if !self.enabled || !self.read.get(i).copied().unwrap_or(false) {
             return;
         }
         let Some(t) = state.tasks.get(i) else {

@@ -236,7 +236,7 @@ impl Dispatcher {
         let views = super::context::Views::new(
             wf.tasks.iter().map(|t| Arc::from(t.name.as_str())),
             &run.params_json,
-            wf.reads_tasks,
+            &wf.tasks_read,
         );
         Ok(Dispatcher {
             views,

@@ -27,6 +27,46 @@ pub(crate) use sandbox::{
     SUBCOMMAND as SANDBOX_SUBCOMMAND,
 };
 
+/// Which finished tasks a workflow's templates and `when` rules read, from the variables they
+/// name: a run keeps a view of those only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TasksRead {
+    /// None: `tasks` is not read.
+    #[default]
+    None,
+    /// Only these tasks, each read by name (`tasks.build.output`).
+    Named(std::collections::BTreeSet<String>),
+    /// `tasks` as a whole (`tasks | items`, `tasks[name]`, a rule).
+    All,
+}
+
+impl TasksRead {
+    /// A variable a template reads (a dotted path such as `tasks.build.output`).
+    fn add(&mut self, path: &str) {
+        if path == "tasks" {
+            *self = TasksRead::All;
+        } else if let Some(rest) = path.strip_prefix("tasks.") {
+            let name = rest.split('.').next().unwrap_or(rest);
+            match self {
+                TasksRead::All => {}
+                TasksRead::Named(names) => {
+                    names.insert(name.to_string());
+                }
+                TasksRead::None => *self = TasksRead::Named([name.to_string()].into()),
+            }
+        }
+    }
+
+    /// Whether task `name` is read.
+    pub fn reads(&self, name: &str) -> bool {
+        match self {
+            TasksRead::None => false,
+            TasksRead::Named(names) => names.contains(name),
+            TasksRead::All => true,
+        }
+    }
+}
+
 /// The variables every template can read (DSL.md section 4).
 pub(crate) const CONTEXT_FIELDS: [&str; 8] = [
     "params",
@@ -112,7 +152,7 @@ pub(crate) struct TemplatesBuilder {
     env: minijinja::Environment<'static>,
     sources: Vec<Arc<str>>,
     shapes: Vec<Shape>,
-    reads_tasks: bool,
+    tasks_read: TasksRead,
     /// Each source compiled once: 10,000 tasks with the same template share one.
     seen: std::collections::HashMap<Arc<str>, TemplateId>,
 }
@@ -248,7 +288,7 @@ impl Default for TemplatesBuilder {
             env: environment(),
             sources: Vec::new(),
             shapes: Vec::new(),
-            reads_tasks: false,
+            tasks_read: TasksRead::None,
             seen: Default::default(),
         }
     }
@@ -286,7 +326,9 @@ impl TemplatesBuilder {
             Err(_) => Vec::new(),
         };
         vars.sort();
-        self.reads_tasks |= vars.iter().any(|v| v == "tasks" || v.starts_with("tasks."));
+        for v in &vars {
+            self.tasks_read.add(v);
+        }
         self.shapes.push(Shape {
             plain: shape.plain,
             reads: vars.clone(),
@@ -295,9 +337,9 @@ impl TemplatesBuilder {
         Ok((id, vars))
     }
 
-    /// Whether some template reads `tasks`.
-    pub(crate) fn reads_tasks(&self) -> bool {
-        self.reads_tasks
+    /// Which finished tasks the templates read.
+    pub(crate) fn tasks_read(&self) -> &TasksRead {
+        &self.tasks_read
     }
 
     pub(crate) fn finish(self) -> Templates {
@@ -633,6 +675,39 @@ mod tests {
         let err = t.render(ids[0], &ctx, &"x", true).unwrap_err();
         assert!(err.0.ends_with("`params.whom` is not defined"), "{}", err.0);
         assert_eq!(t.render(ids[0], &ctx, &"x", false).unwrap(), "");
+    }
+
+    #[test]
+    fn the_tasks_templates_read_are_known_by_name_unless_read_whole() {
+        let read = |sources: &[&str]| {
+            let mut b = TemplatesBuilder::default();
+            for s in sources {
+                b.add(s).unwrap();
+            }
+            b.tasks_read().clone()
+        };
+        assert_eq!(read(&["{{ params.p }}"]), TasksRead::None);
+        assert_eq!(
+            read(&[
+                "{{ tasks.build.output.sha }}",
+                "{% if tasks.test.status %}x{% endif %}"
+            ]),
+            TasksRead::Named(["build".to_string(), "test".to_string()].into())
+        );
+        for whole in [
+            "{{ tasks['build'].output }}",
+            "{{ tasks | length }}",
+            "{% set t = tasks %}{{ t.build }}",
+            "{% for n in tasks %}{{ n }}{% endfor %}",
+        ] {
+            assert_eq!(
+                read(&["{{ tasks.a.output }}", whole]),
+                TasksRead::All,
+                "{whole}"
+            );
+        }
+        assert!(TasksRead::All.reads("anything"));
+        assert!(!read(&["{{ tasks.a.output }}"]).reads("b"));
     }
 
     fn ctx_json(ctx: &Context) -> serde_json::Value {
