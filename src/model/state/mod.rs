@@ -7,6 +7,7 @@
 
 mod apply;
 mod changes;
+mod usage;
 mod view;
 
 use std::collections::{BTreeMap, HashMap};
