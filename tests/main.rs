@@ -23,6 +23,7 @@ mod llm;
 #[cfg(feature = "otel")]
 mod otel;
 mod policy;
+mod projections;
 mod robustness;
 mod sdlc;
 mod secrets;

@@ -3,7 +3,7 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::backlog::Backlogs;
+use super::backlog::{self, Backlog, Backlogs};
 use crate::model::RunId;
 use crate::store::{check_order, Batch, StoreError};
 
@@ -24,15 +24,29 @@ impl From<StoreError> for Failure {
     }
 }
 
+/// What a batch does with its run's projection rows (see `backlog`).
+#[derive(Clone, Copy, PartialEq)]
+pub(super) enum Rows {
+    /// Written in the batch's transaction when they are due.
+    Inline,
+    /// Returned when they are due, for the projector; written in the transaction of a batch
+    /// that stops the run.
+    Deferred,
+    /// Not written (the projector failed for this run).
+    Dropped,
+}
+
 /// One transaction per batch: a group commit of everything the scheduler recorded in one
-/// turn.
+/// turn. Returns the run's projection rows when they are due and [`Rows::Deferred`], with the
+/// event they are written up to.
 pub(super) fn append(
     conn: &Connection,
     path: &std::path::Path,
     backlogs: &mut Backlogs,
     run: &RunId,
     batch: &Batch<'_>,
-) -> Result<(), Failure> {
+    rows: Rows,
+) -> Result<Option<(Backlog, u64)>, Failure> {
     let tx = super::busy::begin(conn, path)?;
     let id = &*run.0;
     let exists: Option<i64> = tx
@@ -50,7 +64,7 @@ pub(super) fn append(
         .optional()?;
     check_order(run, last.unwrap_or(0) as u64, batch.events)?;
     let (Some(first), Some(end)) = (batch.events.first(), batch.events.last()) else {
-        return Ok(());
+        return Ok(None);
     };
     // The batch is one row: its events, serialised once for every reader, as a JSON array.
     let body = if batch.json.len() == batch.events.len() {
@@ -77,14 +91,24 @@ pub(super) fn append(
     .execute(params![id, first.seq as i64, end.seq as i64, body])?;
     indexes(&tx, id, batch)?;
     let due = backlogs.merge(run, batch);
-    if due {
+    if rows == Rows::Dropped {
+        tx.commit()?;
+        backlogs.drop_run(run);
+        return Ok(None);
+    }
+    let now = backlog::stops(batch) || (due && rows == Rows::Inline);
+    if now {
         backlogs.write(&tx, run, end.seq)?;
     }
     tx.commit()?;
-    if due {
+    if now {
         backlogs.written(run);
+        return Ok(None);
     }
-    Ok(())
+    Ok(due
+        .then(|| backlogs.take(run))
+        .flatten()
+        .map(|b| (b, end.seq)))
 }
 
 /// The rows commands rely on at once: the run's status, its dead letters (`dlq`) and the

@@ -13,11 +13,13 @@ mod busy;
 mod checkpoint;
 mod gc;
 mod lock;
+mod projector;
 mod read;
 mod schema;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -27,7 +29,12 @@ use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 pub struct SqliteStore {
     path: PathBuf,
-    conn: Mutex<Connection>,
+    conn: Arc<Mutex<Connection>>,
+    /// Appends waiting for `conn`: the projector lets them go first.
+    appending: Arc<AtomicUsize>,
+    /// Started by the first append: writes projection rows on a thread of its own (`None` when
+    /// the thread cannot start).
+    projector: std::sync::OnceLock<Option<projector::Projector>>,
     /// Started by the first append: checkpoints the WAL on a thread of its own, so the
     /// writer never waits for a checkpoint's fsync.
     checkpointer: std::sync::OnceLock<checkpoint::Checkpointer>,
@@ -86,7 +93,9 @@ impl SqliteStore {
         .map_err(not_a_store)?;
         let store = SqliteStore {
             path: path.to_path_buf(),
-            conn: Mutex::new(conn),
+            conn: Arc::new(Mutex::new(conn)),
+            appending: Arc::new(AtomicUsize::new(0)),
+            projector: std::sync::OnceLock::new(),
             checkpointer: std::sync::OnceLock::new(),
             backlogs: Mutex::new(backlog::Backlogs::default()),
         };
@@ -198,16 +207,51 @@ impl Store for SqliteStore {
             let _ = self.lock().pragma_update(None, "wal_autocheckpoint", 0);
             checkpoint::Checkpointer::start(&self.path)
         });
-        let conn = self.lock();
-        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
-        append::append(&conn, &self.path, &mut backlogs, run, batch).map_err(|e| {
-            backlogs.drop_run(run);
-            match e {
-                append::Failure::Store(e) => e,
-                append::Failure::Sql(e) => self.err(e),
+        let projector = self
+            .projector
+            .get_or_init(|| {
+                projector::Projector::start(&self.path, self.conn.clone(), self.appending.clone())
+            })
+            .as_ref();
+        let stops = backlog::stops(batch);
+        let rows = match projector {
+            None => append::Rows::Inline,
+            Some(p) => {
+                p.check(run)?;
+                if stops {
+                    // The run's last rows are written with this batch, after every job.
+                    p.drain();
+                }
+                if p.broken(run) {
+                    append::Rows::Dropped
+                } else {
+                    append::Rows::Deferred
+                }
             }
-        })?;
+        };
+        self.appending.fetch_add(1, Ordering::AcqRel);
+        let conn = self.lock();
+        self.appending.fetch_sub(1, Ordering::AcqRel);
+        let mut backlogs = self.backlogs.lock().unwrap_or_else(|e| e.into_inner());
+        let due =
+            append::append(&conn, &self.path, &mut backlogs, run, batch, rows).map_err(|e| {
+                backlogs.drop_run(run);
+                match e {
+                    append::Failure::Store(e) => e,
+                    append::Failure::Sql(e) => self.err(e),
+                }
+            })?;
+        drop(backlogs);
+        drop(conn);
         checkpointer.appended();
+        if let Some(p) = projector {
+            if let Some((rows, seq)) = due {
+                p.submit(run.clone(), rows, seq);
+            }
+            if stops {
+                p.forget(run);
+            }
+        }
         Ok(())
     }
 

@@ -1,0 +1,213 @@
+//! Projection rows written on a thread of their own. A run is one scheduler thread, and on it
+//! every append waits for SQLite; writing a run's projection rows there (a row per task and per
+//! attempt) cost a fifth of a zero-latency run. The projector writes them on the machine's
+//! other core, through the store's one connection, in transactions of a few hundred rows: an
+//! append waits at most for one of them, and goes first when both want the connection.
+//!
+//! Order is kept: rows are handed over only after the events they come from are committed,
+//! jobs are written in the order they were handed over, and a batch that stops its run waits
+//! for every job before it writes the run's last rows itself ([`Projector::drain`]).
+//! `runs.projected_seq` moves with a job's last transaction, so a crash in the middle of a job
+//! leaves it behind and a resume writes the rows again (every row is an upsert).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use rusqlite::Connection;
+
+use super::backlog::Backlog;
+use crate::model::RunId;
+use crate::store::StoreError;
+
+/// Rows per transaction: a quarter of a millisecond of writing, what an append may wait.
+const ROWS_PER_TRANSACTION: usize = 128;
+
+/// Jobs waiting before an append waits for the projector (the rows of a run are produced
+/// faster than a slow disk takes them).
+const MAX_QUEUED: usize = 4;
+
+/// A run's rows, written up to event `seq`.
+struct Job {
+    run: RunId,
+    rows: Backlog,
+    seq: u64,
+}
+
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    /// A job is being written.
+    busy: bool,
+    /// The store is being dropped: write what is queued, then stop.
+    stop: bool,
+    /// Runs a job of which could not be written: why, and whether an append reported it.
+    /// Nothing more is written for them until they stop (their `projected_seq` stays behind,
+    /// and a resume writes the rows again).
+    failed: HashMap<RunId, (String, bool)>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+pub(super) struct Projector {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl Projector {
+    /// Starts the thread; `None` when it cannot start (the rows are then written with the
+    /// batches, as before).
+    pub fn start(
+        path: &Path,
+        conn: Arc<Mutex<Connection>>,
+        appending: Arc<AtomicUsize>,
+    ) -> Option<Projector> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            changed: Condvar::new(),
+        });
+        let inner = shared.clone();
+        let at = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("conductor-projector".into())
+            .spawn(move || work(&at, &conn, &appending, &inner));
+        match thread {
+            Ok(thread) => Some(Projector {
+                shared,
+                thread: Some(thread),
+                path: path.to_path_buf(),
+            }),
+            Err(e) => {
+                tracing::warn!("cannot start the projector thread ({e}); projections are written with the events");
+                None
+            }
+        }
+    }
+
+    /// Hands over a run's rows, committed up to event `seq`. Waits while the projector is
+    /// [`MAX_QUEUED`] jobs behind.
+    pub fn submit(&self, run: RunId, rows: Backlog, seq: u64) {
+        let mut q = self.shared.lock();
+        while q.jobs.len() >= MAX_QUEUED {
+            q = self
+                .shared
+                .changed
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        if !q.failed.contains_key(&run) {
+            q.jobs.push_back(Job { run, rows, seq });
+            self.shared.changed.notify_all();
+        }
+    }
+
+    /// Waits until every job handed over is written.
+    pub fn drain(&self) {
+        let mut q = self.shared.lock();
+        while q.busy || !q.jobs.is_empty() {
+            q = self
+                .shared
+                .changed
+                .wait(q)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Whether rows of `run` could not be written: then none are written until it stops.
+    pub fn broken(&self, run: &RunId) -> bool {
+        self.shared.lock().failed.contains_key(run)
+    }
+
+    /// Why rows of `run` could not be written, the first time it is asked after it happened.
+    pub fn check(&self, run: &RunId) -> Result<(), StoreError> {
+        let mut q = self.shared.lock();
+        match q.failed.get_mut(run) {
+            Some((cause, reported @ false)) => {
+                *reported = true;
+                Err(StoreError::Io {
+                    path: self.path.clone(),
+                    cause: format!("writing the run's projection rows: {cause}"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// `run` stopped: its rows are written again from the next time it starts.
+    pub fn forget(&self, run: &RunId) {
+        self.shared.lock().failed.remove(run);
+    }
+}
+
+impl Drop for Projector {
+    /// Writes what is queued, then stops.
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.changed.notify_all();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn work(path: &Path, conn: &Mutex<Connection>, appending: &AtomicUsize, shared: &Shared) {
+    loop {
+        let job = {
+            let mut q = shared.lock();
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    q.busy = true;
+                    break job;
+                }
+                if q.stop {
+                    return;
+                }
+                q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        let run = job.run.clone();
+        let result = write(path, conn, appending, job);
+        let mut q = shared.lock();
+        q.busy = false;
+        if let Err(cause) = result {
+            tracing::warn!("the projection rows of run {run} could not be written: {cause}");
+            q.jobs.retain(|j| j.run != run);
+            q.failed.insert(run, (cause, false));
+        }
+        shared.changed.notify_all();
+    }
+}
+
+/// Writes a job a few hundred rows per transaction; the last one moves `projected_seq`.
+fn write(
+    path: &Path,
+    conn: &Mutex<Connection>,
+    appending: &AtomicUsize,
+    job: Job,
+) -> Result<(), String> {
+    let parts = job.rows.split(ROWS_PER_TRANSACTION);
+    let last = parts.len() - 1;
+    for (i, part) in parts.into_iter().enumerate() {
+        // An append waiting for the connection goes first.
+        while appending.load(Ordering::Acquire) > 0 {
+            std::thread::yield_now();
+        }
+        let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = super::busy::begin(&conn, path).map_err(|e| e.to_string())?;
+        part.write(&tx, &job.run, (i == last).then_some(job.seq))
+            .map_err(|e| e.to_string())?;
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
