@@ -89,6 +89,59 @@ pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result
     Ok(value)
 }
 
+/// A stored JSON list of events from `first` on, read from event `after + 1`: the events
+/// before it are skipped over, not decoded (a reader following a log wants the tail of a
+/// batch, and decoding an event costs many times skipping it).
+pub(crate) fn parse_stored_after(text: &str, first: u64, after: u64) -> Result<Vec<Event>, String> {
+    let skip = (after + 1).saturating_sub(first);
+    let depth = crate::limits::text_depth(text);
+    if depth > STORED_DEPTH {
+        return Err(format!(
+            "it nests {depth} levels deep; this build reads at most {STORED_DEPTH}"
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    de.disable_recursion_limit();
+    let events = serde::de::DeserializeSeed::deserialize(Tail { skip }, &mut de)
+        .map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok(events)
+}
+
+/// A JSON list whose first `skip` items are skipped.
+struct Tail {
+    skip: u64,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Tail {
+    type Value = Vec<Event>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Vec<Event>, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Tail {
+    type Value = Vec<Event>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a list of events")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Event>, A::Error> {
+        for _ in 0..self.skip {
+            if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                return Ok(Vec::new());
+            }
+        }
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(e) = seq.next_element()? {
+            out.push(e);
+        }
+        Ok(out)
+    }
+}
+
 /// A place runs are kept. Calls are synchronous and short; the executor makes them from its
 /// dispatcher between awaits, and from workers on blocking threads.
 pub trait Store: Send + Sync {
@@ -155,5 +208,39 @@ pub trait Store: Send + Sync {
     /// The queue of attempts for `conductor worker` processes, if this store has one.
     fn work_queue(&self) -> Option<std::sync::Arc<dyn WorkQueue>> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_batch_is_read_from_the_event_asked_for() {
+        let events: Vec<Event> = (5..=9)
+            .map(|seq| Event {
+                seq,
+                at: Timestamp(seq),
+                kind: crate::model::EventKind::Warning {
+                    message: format!("w{seq}"),
+                },
+            })
+            .collect();
+        let text = serde_json::to_string(&events).unwrap();
+        let seqs = |after| -> Vec<u64> {
+            parse_stored_after(&text, 5, after)
+                .unwrap()
+                .iter()
+                .map(|e| e.seq)
+                .collect()
+        };
+        assert_eq!(seqs(0), [5, 6, 7, 8, 9], "from before the batch: all of it");
+        assert_eq!(seqs(4), [5, 6, 7, 8, 9]);
+        assert_eq!(seqs(6), [7, 8, 9]);
+        assert_eq!(seqs(9), Vec::<u64>::new());
+        assert_eq!(seqs(100), Vec::<u64>::new());
+        // Damage in the part skipped is still an error: skipping parses the JSON.
+        let broken = text.replacen("\"w5\"", "\"w5", 1);
+        assert!(parse_stored_after(&broken, 5, 7).is_err());
     }
 }

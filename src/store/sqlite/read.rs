@@ -3,7 +3,7 @@
 use rusqlite::{params, Connection};
 
 use crate::model::{DeadLetter, Event, LogChunk, LogStream, RunId, RunStatus, Timestamp};
-use crate::store::{parse_stored, RunRecord, StoreError};
+use crate::store::{parse_stored_after, RunRecord, StoreError};
 
 pub(super) enum Failure {
     Store(StoreError),
@@ -25,16 +25,19 @@ pub(super) fn events_after(
     let mut stmt = conn.prepare_cached(
         // From the batch holding event `seq + 1` on: two seeks on the primary key, not a scan of
         // every batch's `last_seq`.
-        "SELECT body FROM event_batches WHERE run_id = ?1 AND first_seq >= COALESCE(
+        "SELECT first_seq, body FROM event_batches WHERE run_id = ?1 AND first_seq >= COALESCE(
              (SELECT MAX(first_seq) FROM event_batches WHERE run_id = ?1 AND first_seq <= ?2 + 1),
              0)
          AND last_seq > ?2 ORDER BY first_seq",
     )?;
-    let rows = stmt.query_map(params![&*run.0, seq as i64], |r| r.get::<_, String>(0))?;
+    let rows = stmt.query_map(params![&*run.0, seq as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
     let mut out = Vec::new();
     for row in rows {
-        let body = row?;
-        let batch: Vec<Event> = parse_stored(&body).map_err(|cause| {
+        let (first, body) = row?;
+        // A batch's events are numbered on from its first (`check_order`).
+        let batch = parse_stored_after(&body, first.max(0) as u64, seq).map_err(|cause| {
             Failure::Store(StoreError::UnreadableEvent {
                 run: run.clone(),
                 cause,
