@@ -9,13 +9,27 @@ pub(crate) fn peak_child(args: &[String]) -> ExitCode {
     let workload = args.first().and_then(|a| Workload::parse(a));
     let n = args.get(1).and_then(|a| a.parse::<usize>().ok());
     let (Some(w), Some(n), Some(stage)) = (workload, n, args.get(2)) else {
-        eprintln!("usage: conductor-bench --peak chain|fan-out|templated N text|compile|run");
+        eprintln!(
+            "usage: conductor-bench --peak chain|fan-out|templated N text|parse|check|compile|run"
+        );
         return ExitCode::from(2);
     };
     let text = w.text(n);
     std::hint::black_box(&text);
     match stage.as_str() {
         "text" => {}
+        // The stages of compiling, for finding where its memory goes: the syntax tree alone,
+        // then checked (the tree is dropped at the end of the check), then planned.
+        "parse" => {
+            std::hint::black_box(
+                conductor::syntax::parse(conductor::source::FileId(0), &text).ok(),
+            );
+        }
+        "check" => {
+            let mut map = SourceMap::new();
+            let checked = check_source(&mut map, "bench.cond", Path::new("bench.cond"), &text);
+            std::hint::black_box(checked.workflow);
+        }
         "compile" => {
             std::hint::black_box(compile(&text));
         }
@@ -26,7 +40,7 @@ pub(crate) fn peak_child(args: &[String]) -> ExitCode {
             drive(&rt, &compiled, Arc::new(MemoryStore::new()), vec![json]);
         }
         other => {
-            eprintln!("unknown stage `{other}`: text, compile or run");
+            eprintln!("unknown stage `{other}`: text, parse, check, compile or run");
             return ExitCode::from(2);
         }
     }
