@@ -1,13 +1,14 @@
 //! SQLite's projection tables while a run is going: written on the projector thread after the
 //! events they come from, visible to another connection as the run goes, complete when it
-//! stops; a projection that cannot be written stops the run with the cause, its log intact.
+//! stops, for each of several runs sharing a store; a projection that cannot be written stops
+//! the run with the cause, its log intact, and a resume in the same process completes them.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use conductor::exec::{run, RunOptions};
+use conductor::exec::{resume, run, ResumeRequest, RunOptions};
 use conductor::model::RunStatus;
 use conductor::store::{SqliteStore, Store};
 use conductor::{check_source, SourceMap};
@@ -29,6 +30,15 @@ fn count(db: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+fn compile(text: &str) -> (Arc<conductor::Workflow>, Arc<conductor::plan::Plan>) {
+    let mut map = SourceMap::new();
+    let wf = check_source(&mut map, "t.cond", Path::new("t.cond"), text)
+        .workflow
+        .unwrap();
+    let plan = conductor::plan::plan(&wf).unwrap();
+    (Arc::new(wf), Arc::new(plan))
+}
+
 async fn start(
     store: Arc<dyn Store>,
     text: &str,
@@ -36,17 +46,13 @@ async fn start(
     conductor::model::RunId,
     tokio::task::JoinHandle<Result<conductor::model::RunState, conductor::exec::ExecError>>,
 ) {
-    let mut map = SourceMap::new();
-    let wf = check_source(&mut map, "t.cond", Path::new("t.cond"), text)
-        .workflow
-        .unwrap();
-    let plan = conductor::plan::plan(&wf).unwrap();
+    let (wf, plan) = compile(text);
     let options = RunOptions::new(store.clone());
     let id = options.run_id.clone();
     let lease = store.lease(&id).unwrap();
     let handle = tokio::spawn(async move {
         let _lease = lease;
-        run(Arc::new(wf), Arc::new(plan), options).await
+        run(wf, plan, options).await
     });
     (id, handle)
 }
@@ -143,4 +149,69 @@ async fn a_projection_that_cannot_be_written_stops_the_run_with_its_cause_and_ke
     // The projections say how far they got, behind the log: a resume writes the rest.
     let projected = store.projected_seq(&id).unwrap().unwrap();
     assert!(projected < events.last().unwrap().seq, "{projected}");
+
+    // The disk has room again; the run is resumed by the same process, through the same store.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch("DROP TRIGGER full")
+        .unwrap();
+    let (wf, plan) = compile(&slow_chain(100));
+    let _lease = store.lease(&id).unwrap();
+    let state = resume(
+        wf,
+        plan,
+        RunOptions::new(store.clone()),
+        events,
+        ResumeRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(state.status(), RunStatus::Completed);
+    let log = store.events(&id).unwrap();
+    let finished_attempts = log
+        .iter()
+        .filter(|e| matches!(e.kind, conductor::model::EventKind::AttemptFinished { .. }))
+        .count();
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM task_results WHERE status = 'completed'"
+        ),
+        100,
+        "every task's row, those written before the failure and after"
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM attempts"),
+        finished_attempts as i64,
+        "an attempt row for every attempt in the log"
+    );
+    assert_eq!(store.projected_seq(&id).unwrap(), Some(state.last_seq));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_sharing_a_store_each_get_complete_projections() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let sizes = [150, 60, 90];
+    let mut runs = Vec::new();
+    for n in sizes {
+        runs.push((n, start(store.clone(), &slow_chain(n)).await));
+    }
+    for (n, (id, handle)) in runs {
+        let state = handle.await.unwrap().unwrap();
+        assert_eq!(state.status(), RunStatus::Completed);
+        let of_run = |sql: &str| count(&db, &sql.replace("RUN", &id.to_string()));
+        assert_eq!(
+            of_run(
+                "SELECT COUNT(*) FROM task_results WHERE run_id = 'RUN' AND status = 'completed'"
+            ),
+            n as i64
+        );
+        assert_eq!(
+            of_run("SELECT COUNT(*) FROM attempts WHERE run_id = 'RUN'"),
+            n as i64
+        );
+        assert_eq!(store.projected_seq(&id).unwrap(), Some(state.last_seq));
+    }
 }

@@ -206,8 +206,11 @@ impl Backlog {
             ])?;
         }
         if let Some(seq) = seq {
-            tx.prepare_cached("UPDATE runs SET projected_seq = ?2 WHERE id = ?1")?
-                .execute(params![id, seq as i64])?;
+            // Never backwards, whatever wrote last.
+            tx.prepare_cached(
+                "UPDATE runs SET projected_seq = MAX(projected_seq, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id, seq as i64])?;
         }
         Ok(())
     }

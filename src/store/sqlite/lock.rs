@@ -12,6 +12,25 @@ pub(super) struct RunLock {
 
 impl RunLease for RunLock {}
 
+/// A run held by this process: when it is released, the run's projection rows still queued
+/// are written first, so none is written after another process takes the run.
+pub(super) struct Held {
+    pub _lock: RunLock,
+    pub run: RunId,
+    pub projector: Option<std::sync::Arc<super::projector::Shared>>,
+}
+
+impl RunLease for Held {}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(p) = &self.projector {
+            p.drain(&self.run);
+        }
+        // `_lock` is released after this.
+    }
+}
+
 impl RunLock {
     pub(super) fn acquire(store: &Path, run: &RunId) -> Result<RunLock, StoreError> {
         let dir = store

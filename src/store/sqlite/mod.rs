@@ -112,6 +112,15 @@ impl SqliteStore {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The projector, started the first time a run is leased or appended to.
+    fn projector(&self) -> Option<&projector::Projector> {
+        self.projector
+            .get_or_init(|| {
+                projector::Projector::start(&self.path, self.conn.clone(), self.appending.clone())
+            })
+            .as_ref()
+    }
+
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),
@@ -207,20 +216,21 @@ impl Store for SqliteStore {
             let _ = self.lock().pragma_update(None, "wal_autocheckpoint", 0);
             checkpoint::Checkpointer::start(&self.path)
         });
-        let projector = self
-            .projector
-            .get_or_init(|| {
-                projector::Projector::start(&self.path, self.conn.clone(), self.appending.clone())
-            })
-            .as_ref();
+        let projector = self.projector();
         let stops = backlog::stops(batch);
         let rows = match projector {
             None => append::Rows::Inline,
             Some(p) => {
-                p.check(run)?;
                 if stops {
-                    // The run's last rows are written with this batch, after every job.
-                    p.drain();
+                    // The run's last rows are written with this batch, after its jobs.
+                    p.drain(run);
+                }
+                if let Err(e) = p.check(run) {
+                    self.backlogs
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .drop_run(run);
+                    return Err(e);
                 }
                 if p.broken(run) {
                     append::Rows::Dropped
@@ -392,6 +402,16 @@ impl Store for SqliteStore {
     }
 
     fn lease(&self, run: &RunId) -> Result<Box<dyn RunLease>, StoreError> {
-        Ok(Box::new(lock::RunLock::acquire(&self.path, run)?))
+        let lock = lock::RunLock::acquire(&self.path, run)?;
+        let projector = self.projector();
+        if let Some(p) = projector {
+            // A new driver writes what the tables lack from `projected_seq` on.
+            p.forget(run);
+        }
+        Ok(Box::new(lock::Held {
+            _lock: lock,
+            run: run.clone(),
+            projector: projector.map(projector::Projector::handle),
+        }))
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! Order is kept: rows are handed over only after the events they come from are committed,
 //! jobs are written in the order they were handed over, and a batch that stops its run waits
-//! for every job before it writes the run's last rows itself ([`Projector::drain`]).
+//! for the run's jobs before it writes its last rows itself ([`Projector::drain`]), as does a
+//! lease of the run when it is released (so no job of a run outlives its driver).
 //! `runs.projected_seq` moves with a job's last transaction, so a crash in the middle of a job
 //! leaves it behind and a resume writes the rows again (every row is an upsert).
 
@@ -38,17 +39,29 @@ struct Job {
 #[derive(Default)]
 struct Queue {
     jobs: VecDeque<Job>,
-    /// A job is being written.
-    busy: bool,
+    /// Jobs handed over and not yet written (or dropped), per run.
+    pending: HashMap<RunId, usize>,
     /// The store is being dropped: write what is queued, then stop.
     stop: bool,
     /// Runs a job of which could not be written: why, and whether an append reported it.
-    /// Nothing more is written for them until they stop (their `projected_seq` stays behind,
-    /// and a resume writes the rows again).
+    /// Nothing more is written for them until they stop or are taken again (their
+    /// `projected_seq` stays behind, and a resume writes the rows again).
     failed: HashMap<RunId, (String, bool)>,
 }
 
-struct Shared {
+impl Queue {
+    /// One job of `run` is written or dropped.
+    fn settle(&mut self, run: &RunId) {
+        if let Some(n) = self.pending.get_mut(run) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending.remove(run);
+            }
+        }
+    }
+}
+
+pub(super) struct Shared {
     queue: Mutex<Queue>,
     changed: Condvar,
 }
@@ -56,6 +69,18 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wait<'a>(&self, q: MutexGuard<'a, Queue>) -> MutexGuard<'a, Queue> {
+        self.changed.wait(q).unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until every job of `run` handed over is written (or dropped).
+    pub fn drain(&self, run: &RunId) {
+        let mut q = self.lock();
+        while q.pending.contains_key(run) {
+            q = self.wait(q);
+        }
     }
 }
 
@@ -95,36 +120,32 @@ impl Projector {
         }
     }
 
+    /// What a lease of the store keeps, to wait for its run's rows when it is released.
+    pub fn handle(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
     /// Hands over a run's rows, committed up to event `seq`. Waits while the projector is
     /// [`MAX_QUEUED`] jobs behind.
     pub fn submit(&self, run: RunId, rows: Backlog, seq: u64) {
         let mut q = self.shared.lock();
         while q.jobs.len() >= MAX_QUEUED {
-            q = self
-                .shared
-                .changed
-                .wait(q)
-                .unwrap_or_else(|e| e.into_inner());
+            q = self.shared.wait(q);
         }
         if !q.failed.contains_key(&run) {
+            *q.pending.entry(run.clone()).or_default() += 1;
             q.jobs.push_back(Job { run, rows, seq });
             self.shared.changed.notify_all();
         }
     }
 
-    /// Waits until every job handed over is written.
-    pub fn drain(&self) {
-        let mut q = self.shared.lock();
-        while q.busy || !q.jobs.is_empty() {
-            q = self
-                .shared
-                .changed
-                .wait(q)
-                .unwrap_or_else(|e| e.into_inner());
-        }
+    /// Waits until every job of `run` handed over is written.
+    pub fn drain(&self, run: &RunId) {
+        self.shared.drain(run);
     }
 
-    /// Whether rows of `run` could not be written: then none are written until it stops.
+    /// Whether rows of `run` could not be written: then none are written until it stops or is
+    /// taken again.
     pub fn broken(&self, run: &RunId) -> bool {
         self.shared.lock().failed.contains_key(run)
     }
@@ -144,7 +165,8 @@ impl Projector {
         }
     }
 
-    /// `run` stopped: its rows are written again from the next time it starts.
+    /// `run` stopped, or is taken by a new driver (which writes what the tables lack, from
+    /// `projected_seq` on): its rows are written again.
     pub fn forget(&self, run: &RunId) {
         self.shared.lock().failed.remove(run);
     }
@@ -167,22 +189,32 @@ fn work(path: &Path, conn: &Mutex<Connection>, appending: &AtomicUsize, shared: 
             let mut q = shared.lock();
             loop {
                 if let Some(job) = q.jobs.pop_front() {
-                    q.busy = true;
+                    // A slot is free for a waiting `submit`.
+                    shared.changed.notify_all();
                     break job;
                 }
                 if q.stop {
                     return;
                 }
-                q = shared.changed.wait(q).unwrap_or_else(|e| e.into_inner());
+                q = shared.wait(q);
             }
         };
         let run = job.run.clone();
-        let result = write(path, conn, appending, job);
+        // A panic is a failure of this job, not of the thread: appends and drains must never
+        // wait for a thread that is gone.
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write(path, conn, appending, job)
+        }))
+        .unwrap_or_else(|_| Err("the projector thread panicked".into()));
         let mut q = shared.lock();
-        q.busy = false;
+        q.settle(&run);
         if let Err(cause) = result {
             tracing::warn!("the projection rows of run {run} could not be written: {cause}");
+            let dropped = q.jobs.iter().filter(|j| j.run == run).count();
             q.jobs.retain(|j| j.run != run);
+            for _ in 0..dropped {
+                q.settle(&run);
+            }
             q.failed.insert(run, (cause, false));
         }
         shared.changed.notify_all();
@@ -199,9 +231,16 @@ fn write(
     let parts = job.rows.split(ROWS_PER_TRANSACTION);
     let last = parts.len() - 1;
     for (i, part) in parts.into_iter().enumerate() {
-        // An append waiting for the connection goes first.
+        // An append waiting for the connection goes first (it waits for whoever holds the
+        // connection; a long read may, so the projector backs off to sleeping).
+        let mut spins = 0u32;
         while appending.load(Ordering::Acquire) > 0 {
-            std::thread::yield_now();
+            if spins < 64 {
+                std::thread::yield_now();
+                spins += 1;
+            } else {
+                std::thread::sleep(std::time::Duration::from_micros(100));
+            }
         }
         let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = super::busy::begin(&conn, path).map_err(|e| e.to_string())?;
