@@ -76,6 +76,16 @@ const STORED_DEPTH: usize = 512;
 /// JSON this store wrote, read back whatever depth an older build stored it at (up to
 /// [`STORED_DEPTH`]).
 pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    read_stored(text, |de| T::deserialize(de))
+}
+
+/// Reads stored JSON with `read`, its depth bounded first (see [`parse_stored`]).
+fn read_stored<T>(
+    text: &str,
+    read: impl FnOnce(
+        &mut serde_json::Deserializer<serde_json::de::StrRead<'_>>,
+    ) -> Result<T, serde_json::Error>,
+) -> Result<T, String> {
     let depth = crate::limits::text_depth(text);
     if depth > STORED_DEPTH {
         return Err(format!(
@@ -84,7 +94,7 @@ pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result
     }
     let mut de = serde_json::Deserializer::from_str(text);
     de.disable_recursion_limit();
-    let value = T::deserialize(&mut de).map_err(|e| e.to_string())?;
+    let value = read(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok(value)
 }
@@ -94,18 +104,9 @@ pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result
 /// batch, and decoding an event costs many times skipping it).
 pub(crate) fn parse_stored_after(text: &str, first: u64, after: u64) -> Result<Vec<Event>, String> {
     let skip = (after + 1).saturating_sub(first);
-    let depth = crate::limits::text_depth(text);
-    if depth > STORED_DEPTH {
-        return Err(format!(
-            "it nests {depth} levels deep; this build reads at most {STORED_DEPTH}"
-        ));
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    de.disable_recursion_limit();
-    let events = serde::de::DeserializeSeed::deserialize(Tail { skip }, &mut de)
-        .map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok(events)
+    read_stored(text, |de| {
+        serde::de::DeserializeSeed::deserialize(Tail { skip }, de)
+    })
 }
 
 /// A JSON list whose first `skip` items are skipped.
