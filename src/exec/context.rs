@@ -11,9 +11,8 @@ use crate::template::{Context, Converted, Scope, TaskViews};
 /// What templates and `when` rules see of a run, kept up to date as tasks finish: each
 /// finished task converted once, so a context costs the same at any size of run.
 pub(super) struct Views {
-    /// Whether anything reads `tasks` per dispatch; when not, the views stay empty.
-    enabled: bool,
-    /// By task: whether a template or rule reads it (only those get a view).
+    /// By task: whether a template or rule reads it (only those get a view). Empty when
+    /// nothing reads `tasks` per dispatch.
     read: Vec<bool>,
     /// Every task is seen, final or not.
     all: bool,
@@ -32,7 +31,6 @@ impl Views {
         let names: Vec<Arc<str>> = names.into_iter().filter(|_| enabled).collect();
         let read = names.iter().map(|n| tasks_read.reads(n)).collect();
         Views {
-            enabled,
             read,
             all: false,
             scope: Scope {
@@ -49,7 +47,7 @@ impl Views {
     /// Brings task `i`'s view in line with the state: seen when final, unseen otherwise.
     /// A task nothing reads has no view.
     pub fn refresh(&mut self, state: &RunState, i: usize) {
-        if !self.enabled || !self.read.get(i).copied().unwrap_or(false) {
+        if !self.read.get(i).copied().unwrap_or(false) {
             return;
         }
         let Some(t) = state.tasks.get(i) else {
