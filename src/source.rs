@@ -4,7 +4,7 @@
 //! byte range. Line and column are computed only when a diagnostic is rendered.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// Identifies a file inside a [`SourceMap`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,35 +65,42 @@ pub struct SourceFile {
     pub name: String,
     pub path: PathBuf,
     pub text: Arc<str>,
-    line_starts: Arc<[usize]>,
+    /// Built when a diagnostic first asks (a file that checks cleanly never needs it).
+    line_starts: OnceLock<Arc<[usize]>>,
 }
 
 impl SourceFile {
     fn new(name: String, path: PathBuf, text: Arc<str>) -> SourceFile {
-        let line_starts = std::iter::once(0)
-            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
-            .collect();
         SourceFile {
             name,
             path,
             text,
-            line_starts,
+            line_starts: OnceLock::new(),
         }
     }
 
     /// The byte offset of each line's start, shared (cheap to clone).
     pub fn line_starts(&self) -> Arc<[usize]> {
-        self.line_starts.clone()
+        self.starts().clone()
+    }
+
+    fn starts(&self) -> &Arc<[usize]> {
+        self.line_starts.get_or_init(|| {
+            std::iter::once(0)
+                .chain(self.text.match_indices('\n').map(|(i, _)| i + 1))
+                .collect()
+        })
     }
 
     /// 1-based line and column (in characters) of a byte offset.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         let offset = offset.min(self.text.len());
-        let line = match self.line_starts.binary_search(&offset) {
+        let starts = self.starts();
+        let line = match starts.binary_search(&offset) {
             Ok(i) => i,
             Err(i) => i - 1,
         };
-        let start = self.line_starts[line];
+        let start = starts[line];
         let col = self
             .text
             .get(start..offset)
@@ -103,7 +110,7 @@ impl SourceFile {
 
     /// Byte offset of a 1-based line and 1-based character column, clamped to the file.
     pub fn offset_of(&self, line: usize, col: usize) -> usize {
-        let Some(&start) = self.line_starts.get(line.saturating_sub(1)) else {
+        let Some(&start) = self.starts().get(line.saturating_sub(1)) else {
             return self.text.len();
         };
         let rest = &self.text[start..];

@@ -212,16 +212,12 @@ impl Builder {
         let mut body = None;
         for p in inner {
             match p.as_rule() {
-                R::after => after = tight(significant(p).map(|i| self.ident(i)).collect()),
+                R::after => after = significant_exact(p, |i| self.ident(i)),
                 R::task_body => {
-                    body = Some(tight(
-                        significant(p)
-                            .map(|i| match i.as_rule() {
-                                R::when => TaskItem::When(self.rule_item(i)),
-                                _ => TaskItem::Setting(self.setting(i)),
-                            })
-                            .collect(),
-                    ))
+                    body = Some(significant_exact(p, |i| match i.as_rule() {
+                        R::when => TaskItem::When(self.rule_item(i)),
+                        _ => TaskItem::Setting(self.setting(i)),
+                    }))
                 }
                 other => unreachable!("grammar produced {other:?} in a task"),
             }
@@ -344,9 +340,12 @@ fn exact<T>(items: impl ExactSizeIterator<Item = T>) -> Vec<T> {
     out
 }
 
-/// `items` without spare capacity (for a filtered iterator, whose length is unknown).
-fn tight<T>(mut items: Vec<T>) -> Vec<T> {
-    items.shrink_to_fit();
+/// The significant children of `pair`, mapped by `f`, in a vector sized once: collecting
+/// a filtered iterator grows by doubling, and a 100,000-name `after` list would leave its
+/// old copies (and a shrunk copy) behind in compiling's peak.
+fn significant_exact<'i, T>(pair: Pair<'i, R>, f: impl FnMut(Pair<'i, R>) -> T) -> Vec<T> {
+    let mut items = Vec::with_capacity(significant(pair.clone()).count());
+    items.extend(significant(pair).map(f));
     items
 }
 
