@@ -113,17 +113,36 @@ pub(crate) fn child_peak_kb(w: Workload, n: usize, stage: &str) -> f64 {
     median(runs)
 }
 
-/// Compile time in µs per task: median of 5 after a warm-up (parse + check + plan, not the
-/// drop).
+/// `--compile W N [R]`: compiles one workload R times (default 5) in this process and prints
+/// each compile's µs per task; for comparing builds and profiling one cell of section 3.
+pub(crate) fn compile_child(args: &[String]) -> ExitCode {
+    let workload = args.first().and_then(|a| Workload::parse(a));
+    let n = args.get(1).and_then(|a| a.parse::<usize>().ok());
+    let repeat = args.get(2).map_or(Some(5), |a| a.parse::<usize>().ok());
+    let (Some(w), Some(n), Some(repeat)) = (workload, n, repeat) else {
+        eprintln!("usage: conductor-bench --compile chain|fan-out|templated N [R]");
+        return ExitCode::from(2);
+    };
+    let text = w.text(n);
+    for _ in 0..repeat {
+        println!("{:.2}", compile_once_us(&text, n));
+    }
+    ExitCode::SUCCESS
+}
+
+/// One compile of `text` (of `n` tasks) in µs per task (parse + check + plan, not the drop).
+fn compile_once_us(text: &str, n: usize) -> f64 {
+    let begun = Instant::now();
+    let compiled = compile(text);
+    let t = begun.elapsed();
+    drop(compiled);
+    t.as_secs_f64() * 1e6 / n as f64
+}
+
+/// Compile time in µs per task: median of 5 after a warm-up.
 pub(crate) fn compile_us(w: Workload, n: usize) -> f64 {
     let text = w.text(n);
-    let timed = || {
-        let begun = Instant::now();
-        let compiled = compile(&text);
-        let t = begun.elapsed();
-        drop(compiled);
-        t.as_secs_f64() * 1e6 / n as f64
-    };
+    let timed = || compile_once_us(&text, n);
     if n < 100_000 {
         // Discarded, as in section 1: the first compile of a size faults in fresh pages.
         timed();

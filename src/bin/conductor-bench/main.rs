@@ -65,6 +65,9 @@ fn main() -> ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--time") {
         return time_child(&args[i + 1..]);
     }
+    if let Some(i) = args.iter().position(|a| a == "--compile") {
+        return compile_child(&args[i + 1..]);
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let sizes: &[usize] = if quick {
         &[1_000, 10_000]
