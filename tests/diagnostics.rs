@@ -127,3 +127,54 @@ fn a_kind_of_the_wrong_type_lists_the_kinds() {
     assert_eq!(m.len(), 1);
     assert!(m[0].contains("\"mock\""), "{m:?}");
 }
+
+#[test]
+fn a_task_named_twice_in_after_is_reported_in_a_short_list_and_a_long_one() {
+    // A short list is searched and a long one (over 16 names) kept in a set: both say so.
+    let names: Vec<String> = (0..20).map(|i| format!("d{i}")).collect();
+    let declared: String = names.iter().map(|n| format!("task {n} on a\n")).collect();
+    for (list, want) in [
+        ("d0, d1, d0".to_string(), "d0"),
+        (format!("{}, d7", names.join(", ")), "d7"),
+    ] {
+        let text = format!(
+            "workflow w {{ agent a {{ kind = \"mock\" }} phase p {{\n{declared}task t on a after {list}\n}} }}"
+        );
+        let m = messages(&text);
+        assert_eq!(
+            m,
+            vec![format!("`{want}` is named twice in `after`")],
+            "{list}"
+        );
+    }
+}
+
+#[test]
+fn a_cycle_points_at_the_after_that_closes_it_among_many_tasks() {
+    // Each task's `after` spans are kept in one list for the whole file: the error must still
+    // point at the right task's entry.
+    let mut text = String::from("workflow w {\n agent a { kind = \"mock\" }\n phase p {\n");
+    for i in 0..50 {
+        text.push_str(&format!("  task f{i} on a after s\n"));
+    }
+    text.push_str("  task s on a\n  task x on a after s, y\n  task y on a after x\n }\n}\n");
+    let mut map = SourceMap::new();
+    let checked = conductor::check_source(&mut map, "t.cond", Path::new("t.cond"), &text);
+    let cycle: Vec<_> = checked
+        .diags
+        .iter()
+        .filter(|d| d.message.contains("cycle"))
+        .collect();
+    assert_eq!(cycle.len(), 1, "{:?}", checked.diags);
+    let span = cycle[0].span.expect("a cycle error points into the file");
+    let pointed = &text[span.range()];
+    let line = text[..span.range().start].lines().last().unwrap_or("");
+    assert_eq!(pointed.len(), 1, "points at one name: {pointed:?}");
+    assert!(
+        matches!(
+            (line.trim_start(), pointed),
+            ("task x on a after s, ", "y") | ("task y on a after ", "x")
+        ),
+        "points at {pointed:?} after {line:?}"
+    );
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use super::ir::{Task, TaskId};
 use super::Checker;
 use crate::diag::Diagnostic;
+use crate::source::Span;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mark {
@@ -91,10 +92,48 @@ impl Checker<'_> {
     }
 
     /// The span of the `dep_pos`-th name in a task's `after` list.
-    fn after_span(&self, task: &Task, dep_pos: usize) -> crate::source::Span {
+    fn after_span(&self, task: &Task, dep_pos: usize) -> Span {
         self.after_spans
-            .get(task.id.index())
-            .and_then(|spans| spans.get(dep_pos).copied())
+            .get(task.id, dep_pos)
+            .filter(|_| dep_pos < task.after.len())
             .unwrap_or(task.span)
+    }
+}
+
+/// Where each resolved `after` entry is written, aligned with `Task::after`: one list for
+/// every task, and where each task's entries start in it (a vector per task was 40 bytes a
+/// task and an allocation).
+#[derive(Default)]
+pub(super) struct AfterSpans {
+    spans: Vec<Span>,
+    /// By `TaskId`: the first of the task's spans; `u32::MAX` for a task not checked.
+    start: Vec<u32>,
+}
+
+impl AfterSpans {
+    /// Sized once for `tasks` tasks naming `edges` tasks in all.
+    pub(super) fn reserve(&mut self, tasks: usize, edges: usize) {
+        self.start.reserve_exact(tasks);
+        self.spans.reserve_exact(edges);
+    }
+
+    /// The spans pushed next are `id`'s (a task is checked once).
+    pub(super) fn begin(&mut self, id: TaskId) {
+        if self.start.len() <= id.index() {
+            self.start.resize(id.index() + 1, u32::MAX);
+        }
+        self.start[id.index()] = u32::try_from(self.spans.len()).unwrap_or(u32::MAX);
+    }
+
+    pub(super) fn push(&mut self, span: Span) {
+        self.spans.push(span);
+    }
+
+    fn get(&self, id: TaskId, pos: usize) -> Option<Span> {
+        let start = *self.start.get(id.index())?;
+        if start == u32::MAX {
+            return None;
+        }
+        self.spans.get(start as usize + pos).copied()
     }
 }

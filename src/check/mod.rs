@@ -192,7 +192,7 @@ struct Checker<'m> {
     /// What tasks inherit from each agent, by `AgentId`.
     agent_defaults: Vec<Option<AgentDefaults>>,
     /// Where each resolved `after` entry is written, aligned with `Task::after`.
-    after_spans: Vec<Vec<Span>>,
+    after_spans: cycles::AfterSpans,
     /// What `item` is in the templates being checked.
     item: fanout::ItemShape,
     /// Every `budget` and `on_budget` setting read so far.
@@ -221,7 +221,7 @@ impl<'m> Checker<'m> {
             templates: crate::template::TemplatesBuilder::default(),
             agent_defaults: Vec::new(),
             item: fanout::ItemShape::Absent,
-            after_spans: Vec::new(),
+            after_spans: cycles::AfterSpans::default(),
             budgets: Budgets::default(),
             stack: Vec::new(),
             child_agents: Vec::new(),
@@ -345,16 +345,19 @@ impl<'m> Checker<'m> {
     fn declare(&mut self, wf: &ast::Workflow) {
         // Sized once: at a hundred thousand tasks the index's growth (each step copies every
         // name) would be a fifth of compiling's peak.
-        let declared = wf
-            .items
-            .iter()
-            .map(|item| match item {
-                ast::Item::Phase(p) => p.items.len(),
-                _ => 0,
-            })
-            .sum();
+        let (mut declared, mut edges) = (0, 0);
+        for item in &wf.items {
+            if let ast::Item::Phase(p) = item {
+                for pi in &p.items {
+                    if let ast::PhaseItem::Task(t) = pi {
+                        declared += 1;
+                        edges += t.after.len();
+                    }
+                }
+            }
+        }
         self.names.tasks.reserve(declared);
-        self.after_spans.reserve_exact(declared);
+        self.after_spans.reserve(declared, edges);
         let mut next_task = 0;
         for item in &wf.items {
             match item {

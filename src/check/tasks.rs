@@ -230,12 +230,17 @@ impl Checker<'_> {
     /// The tasks a task runs after; records where each is written, for cycle errors.
     fn after(&mut self, t: &ast::Task, id: TaskId, phase: PhaseId) -> Vec<TaskId> {
         let mut after = Vec::with_capacity(t.after.len());
-        let mut after_spans = Vec::with_capacity(t.after.len());
-        let mut seen_deps = HashSet::with_capacity(t.after.len().min(64));
+        self.after_spans.begin(id);
+        // A short list is searched; a set only pays for itself on a long one.
+        let mut seen_deps = (t.after.len() > 16).then(|| HashSet::with_capacity(t.after.len()));
         for dep in &t.after {
             match self.names.tasks.get(&dep.name) {
                 Some(&(dep_id, dep_phase, _)) if dep_phase == phase => {
-                    if !seen_deps.insert(dep_id) {
+                    let repeated = match &mut seen_deps {
+                        Some(seen) => !seen.insert(dep_id),
+                        None => after.contains(&dep_id),
+                    };
+                    if repeated {
                         self.error(
                             dep.span,
                             format!("`{}` is named twice in `after`", dep.name),
@@ -243,17 +248,13 @@ impl Checker<'_> {
                         .with_label("repeated");
                     } else {
                         after.push(dep_id);
-                        after_spans.push(dep.span);
+                        self.after_spans.push(dep.span);
                     }
                 }
                 Some(&(_, dep_phase, _)) => self.after_other_phase(dep, dep_phase),
                 None => self.unknown_after(dep, phase),
             }
         }
-        if self.after_spans.len() <= id.index() {
-            self.after_spans.resize_with(id.index() + 1, Vec::new);
-        }
-        self.after_spans[id.index()] = after_spans;
         after
     }
 
