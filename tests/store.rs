@@ -478,6 +478,79 @@ async fn projection_tables_follow_the_log() {
     }
 }
 
+/// Enough tasks and attempts that the rows go in groups and a remainder, some with an error
+/// and some without: every row says what the state says.
+#[tokio::test]
+async fn projection_tables_hold_every_row_of_a_wide_run() {
+    for b in backends("projections_wide")
+        .into_iter()
+        .filter(Backend::durable)
+    {
+        let name = b.name();
+        let flaky: Vec<String> = (0..70).map(|i| format!("t{i:02}")).collect();
+        let mut text = String::from(
+            r#"workflow w {
+                agent flaky { kind = "mock", fail_first = 1, count = 8, backoff = fixed(1ms),
+                    circuit_breaker = breaker(1000, 1s) }
+                agent bad { kind = "mock", fail_first = 9, error = "fatal", count = 3 }
+                phase p {"#,
+        );
+        for t in &flaky {
+            text.push_str(&format!(" task {t} on flaky"));
+        }
+        // After every `t`, so that their failure stops nothing that was still to run.
+        let all = flaky.join(", ");
+        for b in ["b0", "b1", "b2"] {
+            text.push_str(&format!(" task {b} on bad after {all}"));
+        }
+        text.push_str(" } }");
+        let state = run_into(b.open(), &text).await;
+        let mut tasks: Vec<String> = state
+            .tasks
+            .iter()
+            .map(|t| {
+                let error = t
+                    .error
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                format!("{}|{}|{}|{error}", t.task, t.status.as_str(), t.attempts)
+            })
+            .collect();
+        tasks.sort();
+        assert_eq!(tasks.len(), 73, "{name}");
+        assert_eq!(
+            b.query(
+                "SELECT task, status, attempts, COALESCE(error, '') FROM task_results ORDER BY task"
+            ),
+            Some(tasks),
+            "{name}"
+        );
+        assert!(
+            state.tasks.iter().any(|t| t.error.is_some()),
+            "{name}: some task rows carry an error"
+        );
+        let mut attempts = Vec::new();
+        for t in &flaky {
+            attempts.push(format!("{t}|1|1"));
+            attempts.push(format!("{t}|2|0"));
+        }
+        assert_eq!(
+            b.query(
+                "SELECT task, attempt, CASE WHEN error IS NULL THEN 0 ELSE 1 END
+                 FROM attempts WHERE task LIKE 't%' ORDER BY task, attempt"
+            ),
+            Some(attempts),
+            "{name}"
+        );
+        assert_eq!(
+            b.query("SELECT task, attempt, CASE WHEN agent LIKE 'bad%' THEN 1 ELSE 0 END FROM attempts WHERE task LIKE 'b%' AND error IS NOT NULL ORDER BY task"),
+            b.query("SELECT task, 1, 1 FROM task_results WHERE task LIKE 'b%' AND status = 'failed' ORDER BY task"),
+            "{name}: a failed task's one attempt failed, on its agent"
+        );
+    }
+}
+
 #[tokio::test]
 async fn projections_restart_a_phase_entered_again_and_show_escalated_tasks_waiting() {
     for b in backends("projections_again")

@@ -66,18 +66,28 @@ pub struct DecisionRow {
 impl Changes {
     /// The latest row of every touched task, once each, in task order.
     pub fn task_rows(&self, state: &RunState) -> Vec<TaskRow> {
+        self.indexed_task_rows(state).map(|(_, row)| row).collect()
+    }
+
+    /// [`Changes::task_rows`], each with the task's index in the run.
+    pub fn indexed_task_rows<'a>(
+        &self,
+        state: &'a RunState,
+    ) -> impl Iterator<Item = (usize, TaskRow)> + 'a {
         let mut idx = self.tasks.clone();
         idx.sort_unstable();
         idx.dedup();
-        idx.into_iter()
-            .filter_map(|i| state.tasks.get(i))
-            .map(|t| TaskRow {
-                task: t.task.clone(),
-                status: t.status,
-                attempts: t.attempts,
-                error: t.error.as_ref().map(ToString::to_string),
+        idx.into_iter().filter_map(|i| {
+            state.tasks.get(i).map(|t| {
+                let row = TaskRow {
+                    task: t.task.clone(),
+                    status: t.status,
+                    attempts: t.attempts,
+                    error: t.error.as_ref().map(ToString::to_string),
+                };
+                (i, row)
             })
-            .collect()
+        })
     }
 
     /// The latest row of every touched agent instance, once each.

@@ -17,6 +17,9 @@ mod projector;
 mod read;
 mod schema;
 
+/// Prepared statements a connection keeps: more than the store has.
+const STATEMENTS: usize = 48;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -84,6 +87,8 @@ impl SqliteStore {
             .map_err(not_a_store)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(not_a_store)?;
+        // Every statement the store runs stays prepared (the default keeps 16).
+        conn.set_prepared_statement_cache_capacity(STATEMENTS);
         // Reading the schema proves the header and the schema pages are sound without
         // scanning the file (a full integrity check costs milliseconds per megabyte, on every
         // command); damage elsewhere is reported by the statement that meets it.
