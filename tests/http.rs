@@ -124,6 +124,14 @@ async fn the_rendered_request_is_sent_and_json_comes_back_as_output() {
     assert_eq!(seen[0].headers["x-env"], "staging");
     assert_eq!(seen[0].headers["content-type"], "application/json");
     assert_eq!(seen[0].body, r#"{"env": "staging"}"#);
+    let run = &state.workflow_id;
+    assert_eq!(seen[0].headers["conductor-run"], run.to_string());
+    assert_eq!(seen[0].headers["conductor-task"], "deploy");
+    assert_eq!(seen[0].headers["conductor-attempt"], "1");
+    assert_eq!(
+        seen[0].headers["idempotency-key"],
+        format!("{run}/deploy/1")
+    );
     assert_eq!(seen[1].method, "GET");
 }
 

@@ -119,9 +119,22 @@ async fn workdir_env_workspace_and_json_stdout() {
             command = ["sh", "-c", "printf '{\"greeting\": \"hi %s\", \"n\": 3}' \"$WHO\""]
             env = { WHO = "{{ params.who }}" }
         }
-        phase p { task a on here  task b on there  task c on json }
+        agent who {
+            kind = "shell"
+            command = ["sh", "-c", "echo $CONDUCTOR_RUN $CONDUCTOR_TASK $CONDUCTOR_ATTEMPT $CONDUCTOR_IDEMPOTENCY_KEY"]
+        }
+        phase p { task a on here  task b on there  task c on json  task d on who }
     }"#;
     let state = run_in(text, &wf_dir, Some(&work)).await;
+    let run = &state.workflow_id;
+    assert_eq!(
+        state.task("d").unwrap().output["stdout"]
+            .as_str()
+            .unwrap()
+            .trim(),
+        format!("{run} d 1 {run}/d/1"),
+        "the program is told who its attempt is"
+    );
     let canon = |p: &Path| std::fs::canonicalize(p).unwrap();
     let pwd = |task: &str| {
         let out = state.task(task).unwrap().output["stdout"]

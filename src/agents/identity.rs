@@ -6,28 +6,33 @@
 //! was given up on (a lost worker, a scheduler taken over) and runs on regardless.
 
 use super::Attempt;
+use crate::model::RunId;
 
 /// The attempt's idempotency key.
 pub fn idempotency_key(a: &Attempt) -> String {
-    format!("{}/{}/{}", a.run_id, a.task, a.attempt)
+    key(&a.run_id, &a.task, a.attempt)
+}
+
+fn key(run: &RunId, task: &str, attempt: u32) -> String {
+    format!("{run}/{task}/{attempt}")
 }
 
 /// The variables and their values, environment-style.
-pub(super) fn env(a: &Attempt) -> [(String, String); 4] {
+pub(super) fn env(run: &RunId, task: &str, attempt: u32) -> [(String, String); 4] {
     [
-        ("CONDUCTOR_RUN".into(), a.run_id.to_string()),
-        ("CONDUCTOR_TASK".into(), a.task.to_string()),
-        ("CONDUCTOR_ATTEMPT".into(), a.attempt.to_string()),
-        ("CONDUCTOR_IDEMPOTENCY_KEY".into(), idempotency_key(a)),
+        ("CONDUCTOR_RUN".into(), run.to_string()),
+        ("CONDUCTOR_TASK".into(), task.to_string()),
+        ("CONDUCTOR_ATTEMPT".into(), attempt.to_string()),
+        ("CONDUCTOR_IDEMPOTENCY_KEY".into(), key(run, task, attempt)),
     ]
 }
 
 /// The same as HTTP headers.
-pub(super) fn headers(a: &Attempt) -> [(String, String); 4] {
+pub(super) fn headers(run: &RunId, task: &str, attempt: u32) -> [(String, String); 4] {
     [
-        ("Conductor-Run".into(), a.run_id.to_string()),
-        ("Conductor-Task".into(), a.task.to_string()),
-        ("Conductor-Attempt".into(), a.attempt.to_string()),
-        ("Idempotency-Key".into(), idempotency_key(a)),
+        ("Conductor-Run".into(), run.to_string()),
+        ("Conductor-Task".into(), task.to_string()),
+        ("Conductor-Attempt".into(), attempt.to_string()),
+        ("Idempotency-Key".into(), key(run, task, attempt)),
     ]
 }

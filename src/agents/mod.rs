@@ -194,7 +194,8 @@ pub type AgentFuture = Pin<Box<dyn Future<Output = AgentResult> + Send + 'static
 /// as they happen, so an attempt that is stopped still has its tokens counted and its output
 /// kept.
 pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFuture {
-    let (vars, headers) = (identity::env(&attempt), identity::headers(&attempt));
+    // Only the kinds that pass them on pay for the identity strings.
+    let (run, task, n) = (&attempt.run_id, &attempt.task, attempt.attempt);
     match attempt.call {
         AgentCall::Mock(m) => mock::execute(
             m,
@@ -205,7 +206,7 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFutur
         ),
         AgentCall::Shell(mut s) => {
             // The workflow's own `env` wins over a name it happens to share.
-            let mine: Vec<_> = vars
+            let mine: Vec<_> = identity::env(run, task, n)
                 .into_iter()
                 .filter(|(k, _)| !s.env.iter().any(|(n, _)| n == k))
                 .collect();
@@ -213,7 +214,7 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFutur
             shell::execute(s, &env, trace)
         }
         AgentCall::Http(mut h) => {
-            let mine: Vec<_> = headers
+            let mine: Vec<_> = identity::headers(run, task, n)
                 .into_iter()
                 .filter(|(k, _)| !h.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)))
                 .collect();

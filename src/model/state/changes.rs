@@ -92,7 +92,11 @@ impl Changes {
 
     /// The latest row of every touched agent instance, once each.
     pub fn agent_rows(&self, state: &RunState) -> Vec<AgentRow> {
+        // A batch touches each instance many times, by the same `Arc`: the touches are sorted
+        // as addresses, and only the few names left as strings.
         let mut names = self.agents.clone();
+        names.sort_unstable_by_key(|n| Arc::as_ptr(n).cast::<u8>() as usize);
+        names.dedup_by(|a, b| Arc::ptr_eq(a, b));
         names.sort_unstable();
         names.dedup();
         names
