@@ -20,6 +20,7 @@ mod hardening;
 mod http;
 mod imports;
 mod llm;
+mod mutations;
 #[cfg(feature = "otel")]
 mod otel;
 mod policy;

@@ -87,6 +87,7 @@ fn syntax_error(file: FileId, text: &str) -> Diagnostic {
             }
         }
     }
+    collapse_values(&mut expected);
     expected.sort_by_key(|s| (!s.starts_with('`'), s.clone()));
     let pos = pos.min(text.len());
     let rest = &text[pos..];
@@ -161,7 +162,7 @@ fn keyword_near<'a>(word: &str, expected: &'a [String]) -> Option<&'a str> {
     crate::diag::suggest(word, keywords)
 }
 
-/// A string, `"""` string or rule block opened at `pos` and never closed.
+/// A comment, string, `"""` string or rule block opened at `pos` and never closed.
 fn unclosed(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
     // An unclosed `"""` parses as the empty string `""` followed by a stray `"`.
     let pos = if text[..pos].ends_with("\"\"") && text[pos..].starts_with('"') {
@@ -170,6 +171,13 @@ fn unclosed(file: FileId, text: &str, pos: usize) -> Option<Diagnostic> {
         pos
     };
     let rest = &text[pos..];
+    if rest.starts_with("/*") && !rest[2..].contains("*/") {
+        return Some(
+            Diagnostic::error(Span::new(file, pos, pos + 2), "unclosed comment")
+                .with_label("this `/*` is never closed")
+                .with_help("end the comment with `*/`, or write `//` for one line"),
+        );
+    }
     if rest.starts_with("\"\"\"") && !rest[3..].contains("\"\"\"") {
         return Some(
             Diagnostic::error(Span::new(file, pos, pos + 3), "unclosed `\"\"\"` string")
@@ -262,6 +270,32 @@ const NOISE: &[&str] = &[
     "_",
     "*/",
 ];
+
+/// What may start a value: said once as "a value" when any value would do.
+const VALUE_STARTS: &[&str] = &[
+    "`\"\"\"`",
+    "`\"`",
+    "`-`",
+    "`[`",
+    "`{`",
+    "`true`",
+    "`false`",
+    "`true` or `false`",
+    "a name",
+    "a number",
+    "a string",
+];
+
+/// Folds the ways to start a value into "a value" when one is expected ("expected `\"\"\"`,
+/// `\"`, `-`, `[`, `false`, `true`, `true` or `false`, `{`, a name, a number, a string or a
+/// value" said one thing eleven times), and `true` and `false` into the rule that names both.
+fn collapse_values(expected: &mut Vec<String>) {
+    if expected.iter().any(|e| e == "a value") {
+        expected.retain(|e| !VALUE_STARTS.contains(&e.as_str()));
+    } else if expected.iter().any(|e| e == "`true` or `false`") {
+        expected.retain(|e| e != "`true`" && e != "`false`");
+    }
+}
 
 fn join_or(items: &[String]) -> String {
     match items {
