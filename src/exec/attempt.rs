@@ -1,7 +1,9 @@
 //! One attempt on a worker: the response cache, the agent under its timeout, then the files of
 //! a successful output stored and written. Store and file I/O run on blocking threads.
 
+use std::future::Future as _;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -104,11 +106,18 @@ pub(super) async fn run(job: Job, task: TaskId, instance: u32) -> Done {
     let attempt = job.attempt.attempt;
     let work = execute(&job);
     tokio::pin!(work);
-    let mut flush = tokio::time::interval_at(Instant::now() + LOG_FLUSH, LOG_FLUSH);
-    let (result, artifacts, cached) = loop {
-        tokio::select! {
-            done = &mut work => break done,
-            _ = flush.tick() => save_logs(&job, job.trace.take_pending()).await,
+    // An attempt that is over at its first poll (a cache hit, a mock) needs no flush timer.
+    let first = std::future::poll_fn(|cx| Poll::Ready(work.as_mut().poll(cx))).await;
+    let (result, artifacts, cached) = match first {
+        Poll::Ready(done) => done,
+        Poll::Pending => {
+            let mut flush = tokio::time::interval_at(Instant::now() + LOG_FLUSH, LOG_FLUSH);
+            loop {
+                tokio::select! {
+                    done = &mut work => break done,
+                    _ = flush.tick() => save_logs(&job, job.trace.take_pending()).await,
+                }
+            }
         }
     };
     let (rest, tail) = job.trace.finish();
