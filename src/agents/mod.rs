@@ -193,18 +193,14 @@ pub type AgentFuture = Pin<Box<dyn Future<Output = AgentResult> + Send + 'static
 /// Executes one attempt's call. Its LLM calls and its program's output are noted in `trace`
 /// as they happen, so an attempt that is stopped still has its tokens counted and its output
 /// kept.
-pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFuture {
-    // Only the kinds that pass them on pay for the identity strings.
+pub fn execute(attempt: &Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFuture {
+    // Only the call is copied for the agent (the attempt's names stay shared), and only the
+    // kinds that pass them on pay for the identity strings.
     let (run, task, n) = (&attempt.run_id, &attempt.task, attempt.attempt);
-    match attempt.call {
-        AgentCall::Mock(m) => mock::execute(
-            m,
-            &attempt.run_id,
-            &attempt.task,
-            attempt.attempt,
-            attempt.loop_count,
-        ),
-        AgentCall::Shell(mut s) => {
+    match &attempt.call {
+        AgentCall::Mock(m) => mock::execute(m.clone(), run, task, n, attempt.loop_count),
+        AgentCall::Shell(s) => {
+            let mut s = s.clone();
             // The workflow's own `env` wins over a name it happens to share.
             let mine: Vec<_> = identity::env(run, task, n)
                 .into_iter()
@@ -213,7 +209,8 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFutur
             s.env.splice(0..0, mine);
             shell::execute(s, &env, trace)
         }
-        AgentCall::Http(mut h) => {
+        AgentCall::Http(h) => {
+            let mut h = h.clone();
             let mine: Vec<_> = identity::headers(run, task, n)
                 .into_iter()
                 .filter(|(k, _)| !h.headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(k)))
@@ -221,9 +218,9 @@ pub fn execute(attempt: Attempt, env: Arc<AgentEnv>, trace: Trace) -> AgentFutur
             h.headers.splice(0..0, mine);
             http::execute(h, &env)
         }
-        AgentCall::Script(s) => script::execute(s, env, attempt.task),
-        AgentCall::Llm(c) => llm::execute(c, attempt.task, env, trace),
-        AgentCall::Child(ref c) => child::execute(c.clone(), &attempt, env.children.clone()),
+        AgentCall::Script(s) => script::execute(s.clone(), env, task.clone()),
+        AgentCall::Llm(c) => llm::execute(c.clone(), task.clone(), env, trace),
+        AgentCall::Child(c) => child::execute(c.clone(), attempt, env.children.clone()),
         AgentCall::Approval(_) => Box::pin(async {
             Err(TaskError::fatal(
                 ErrorCode::Fatal,

@@ -174,8 +174,7 @@ async fn execute(job: &Job) -> (Result<Value, TaskError>, Vec<ArtifactRef>, bool
     let result = match hit {
         Some(output) => Ok(output),
         None => {
-            let a = (*job.attempt).clone();
-            let work = agents::execute(a, job.env.clone(), job.trace.clone());
+            let work = agents::execute(&job.attempt, job.env.clone(), job.trace.clone());
             match tokio::time::timeout(job.timeout, work).await {
                 Ok(result) => result,
                 Err(_) => Err(TaskError::retryable(
