@@ -123,6 +123,8 @@ test('the runs screen lists runs live, with badges and filters in the URL', asyn
   await p.waitForSelector(`tr[data-run="${ops}"][data-status=waiting]`);
   assert.equal(await p.getAttribute(`tr[data-run="${ops}"] .badge-waiting`, 'data-count'), '1');
   assert.equal(await p.getAttribute(`tr[data-run="${ops}"] .badge-dlq`, 'data-count'), '1');
+  // The header's badges come from requests of their own, answered after the table's or not.
+  await p.waitForSelector('#badge-decisions[data-count]', { state: 'attached' });
   assert.equal(await p.getAttribute('#badge-decisions', 'data-count'), '1');
   assert.equal(await p.locator('tr[data-run]').count(), 2);
   await shot(p, 'runs');
