@@ -1,8 +1,8 @@
 //! The `conductor` binary: arguments → library → rendered output → exit code.
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod allocator;
 
 fn main() -> std::process::ExitCode {
+    allocator::tune();
     conductor::run_cli()
 }

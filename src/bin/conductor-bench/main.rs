@@ -28,8 +28,8 @@ use conductor::store::{Batch, MemoryStore, RunRecord, SqliteStore, Store};
 use conductor::workloads::{for_each_fan_out, templated_fan_out, unknown_agents, workflow, Shape};
 use conductor::{check_source, SourceMap, Workflow};
 
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+#[path = "../../allocator.rs"]
+mod allocator;
 
 /// Instances of the mock pool every generated workflow runs on.
 const POOL: u32 = 64;
@@ -58,6 +58,7 @@ use table::*;
 use whole::*;
 
 fn main() -> ExitCode {
+    allocator::tune();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == "--peak") {
         return peak_child(&args[i + 1..]);
