@@ -242,8 +242,8 @@ async fn openai_requests_carry_the_role_prompt_settings_and_key_and_files_reach_
     assert_eq!(written, "print('hello')\n");
     let artifacts = conductor::model::RunState::from_events(&ran.events).artifacts;
     assert_eq!(artifacts.len(), 1);
-    assert_eq!(artifacts[0].path, "src/hello.py");
-    assert_eq!(artifacts[0].task, "implement");
+    assert_eq!(&*artifacts[0].path, "src/hello.py");
+    assert_eq!(&*artifacts[0].task, "implement");
 }
 
 #[tokio::test]

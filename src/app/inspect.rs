@@ -68,7 +68,7 @@ pub(crate) fn export_artifacts(
         let content = store
             .artifact(&a.sha256)?
             .ok_or_else(|| AppError::MissingArtifact {
-                path: a.path.clone(),
+                path: a.path.to_string(),
                 hash: crate::text::short_hash(&a.sha256).to_string(),
                 store: store.describe(),
             })?;

@@ -418,7 +418,7 @@ impl Dispatcher {
                 .iter()
                 .filter(|f| !f.superseded)
                 .map(|f| ArtifactRef {
-                    path: f.path.clone(),
+                    path: f.path.to_string(),
                     sha256: f.sha256.clone(),
                     size: f.size,
                 })

@@ -168,7 +168,7 @@ pub(crate) fn artifact_bytes(server: &Server, run: &RunId, sha: &str) -> Result<
             .artifacts
             .iter()
             .find(|a| a.sha256 == sha)
-            .map(|a| a.path.clone())
+            .map(|a| a.path.to_string())
     })?;
     let Some(path) = path else {
         return Err(ApiError::NotFound(format!(

@@ -79,7 +79,7 @@ pub(crate) async fn drawer(
             .iter()
             .filter(|d| *d.task == *task)
             .collect();
-        let files: Vec<_> = run.state.artifacts.iter().filter(|a| a.task == task).collect();
+        let files: Vec<_> = run.state.artifacts.iter().filter(|a| *a.task == *task).collect();
         Ok(Json(json!({
             "task": task,
             "row": super::board::row(result, &run.state),
@@ -121,7 +121,7 @@ pub(crate) async fn diff(
             state
                 .artifacts
                 .iter()
-                .filter(|a| a.task == task && a.path == q.path)
+                .filter(|a| *a.task == *task && *a.path == *q.path)
                 .map(|a| (a.loop_count, a.sha256.clone()))
                 .collect::<Vec<_>>()
         })?;

@@ -66,6 +66,9 @@ fn main() -> ExitCode {
     if let Some(i) = args.iter().position(|a| a == "--time") {
         return time_child(&args[i + 1..]);
     }
+    if let Some(i) = args.iter().position(|a| a == "--artifacts") {
+        return artifacts_child(&args[i + 1..]);
+    }
     if let Some(i) = args.iter().position(|a| a == "--compile") {
         return compile_child(&args[i + 1..]);
     }

@@ -54,6 +54,21 @@ pub(crate) fn artifacts_us(n: usize) -> f64 {
     median(times)
 }
 
+/// `--artifacts N [R]`: the artifact-listing cell R times (default 5), µs per artifact, one
+/// line each; for profiling that scaling line (`perf record`).
+pub(crate) fn artifacts_child(args: &[String]) -> ExitCode {
+    let n = args.first().and_then(|a| a.parse::<usize>().ok());
+    let repeat = args.get(1).map_or(Some(5), |a| a.parse::<usize>().ok());
+    let (Some(n), Some(repeat)) = (n, repeat) else {
+        eprintln!("usage: conductor-bench --artifacts N [R]");
+        return ExitCode::from(2);
+    };
+    for _ in 0..repeat {
+        println!("{:.3}", artifacts_us(n));
+    }
+    ExitCode::SUCCESS
+}
+
 /// An event read from its form in the log (so fields the log may omit need not be spelled).
 pub(crate) fn log_event(json: serde_json::Value) -> Event {
     serde_json::from_value(json).expect("a generated event reads as the log's JSON")

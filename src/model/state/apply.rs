@@ -554,18 +554,23 @@ impl RunState {
         self.all_agents_idle(note);
     }
 
-    fn add_artifacts(&mut self, task: &str, attempt: u32, artifacts: &[ArtifactRef]) {
+    fn add_artifacts(&mut self, task: &Arc<str>, attempt: u32, artifacts: &[ArtifactRef]) {
         for a in artifacts {
-            if let Some(&i) = self.latest_artifact.get(&a.path) {
-                self.artifacts[i].superseded = true;
-            }
+            let path: Arc<str> = match self.latest_artifact.get_key_value(a.path.as_str()) {
+                Some((path, &i)) => {
+                    let path = path.clone();
+                    self.artifacts[i].superseded = true;
+                    path
+                }
+                None => Arc::from(a.path.as_str()),
+            };
             self.latest_artifact
-                .insert(a.path.clone(), self.artifacts.len());
+                .insert(path.clone(), self.artifacts.len());
             self.artifacts.push(RunArtifact {
-                path: a.path.clone(),
+                path,
                 sha256: a.sha256.clone(),
                 size: a.size,
-                task: task.to_string(),
+                task: task.clone(),
                 attempt,
                 loop_count: self.feedback_loop_count,
                 superseded: false,

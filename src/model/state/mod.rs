@@ -78,7 +78,7 @@ pub struct RunState {
     /// Every file the run's agents wrote, in the order written.
     pub artifacts: Vec<RunArtifact>,
     /// The index in `artifacts` of the latest version of each path.
-    latest_artifact: HashMap<String, usize>,
+    latest_artifact: HashMap<Arc<str>, usize>,
     /// The last event applied.
     pub last_seq: u64,
     /// A child run: the run and task that started it.
@@ -264,11 +264,12 @@ pub struct AgentState {
 /// One file of a run, as `conductor artifacts` lists it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RunArtifact {
-    pub path: String,
+    /// Shared with the state's index of the latest write to each path.
+    pub path: Arc<str>,
     pub sha256: String,
     pub size: u64,
     /// The task whose output it was, its attempt, and the feedback loop it ran in.
-    pub task: String,
+    pub task: Arc<str>,
     pub attempt: u32,
     pub loop_count: u32,
     /// A later write to the same path replaced it in the workspace.
