@@ -10,26 +10,38 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// only the options v2 and v3 share). The test below checks the index against its default.
 const PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// How long, in milliseconds, freed pages stay mapped before they go back to the system.
-/// mimalloc v3's default is 1,000: compiling a large file frees the parse tree's memory and
-/// allocates the plan's within that second, so the peak held both. At 10 (v2's default) the
-/// peak per task at 100k tasks fell from 765 to 550–560 B (fan-out) and a 20k-task run took
-/// the same time (`conductor-bench --peak`, benches/alternate.py).
-const PURGE_DELAY_MS: std::ffi::c_long = 10;
+/// How long, in milliseconds, freed pages stay mapped before they go back to the system while
+/// a workflow compiles. With mimalloc v3's default (1,000 ms) the pages freed while parsing a
+/// large file stayed resident while the plan was built: at 100k tasks the peak was 765 B a
+/// task (fan-out), 550–566 B at 10 ms (`conductor-bench --peak fan-out 100000 compile`).
+const COMPILING_MS: std::ffi::c_long = 10;
 
-/// Sets the purge delay, unless `MIMALLOC_PURGE_DELAY` (or its old name,
-/// `MIMALLOC_RESET_DELAY`) chose one: mimalloc has read those by the time `main` runs.
-/// Call it first in `main`, before any thread starts.
-#[allow(unsafe_code)]
+/// The same while a run runs: mimalloc's own default. At 10 ms, pages went back and were
+/// faulted in again all through a run: a 100k-task fan-out on SQLite took 16 µs a task
+/// instead of 13 (`conductor-bench --time fan-out 100000 sqlite`, alternated).
+const RUNNING_MS: std::ffi::c_long = 1_000;
+
+/// Sets the purge delay for compiling, and has the library set it back for running once the
+/// workflow is compiled ([`conductor::on_compiled`]), unless `MIMALLOC_PURGE_DELAY` (or its
+/// old name, `MIMALLOC_RESET_DELAY`) chose one: mimalloc has read those by the time `main`
+/// runs, and they are left alone. Call it first in `main`, before any thread starts.
 pub fn tune() {
     let chosen = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
         .iter()
         .any(|name| std::env::var_os(name).is_some());
     if !chosen {
-        // SAFETY: writes one integer in mimalloc's option table, whose index is in range
-        // (checked by the test); no other thread runs yet, so nothing reads it meanwhile.
-        unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, PURGE_DELAY_MS) }
+        set_purge_delay(COMPILING_MS);
+        conductor::on_compiled(|| set_purge_delay(RUNNING_MS));
     }
+}
+
+#[allow(unsafe_code)]
+fn set_purge_delay(ms: std::ffi::c_long) {
+    // SAFETY: writes one aligned integer in mimalloc's option table, at an index in range
+    // (checked by the test). mimalloc reads it with a plain load whenever it decides whether
+    // to purge, and both values are valid settings, so a thread that reads it meanwhile sees
+    // one of them; mimalloc's API allows setting options while it runs.
+    unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, ms) }
 }
 
 #[cfg(test)]
@@ -38,19 +50,22 @@ mod tests {
 
     #[test]
     #[allow(unsafe_code)]
-    fn purge_delay_is_the_option_tune_sets() {
+    fn the_purge_delay_is_short_while_compiling_and_the_default_while_running() {
         // SAFETY: reads one integer of mimalloc's option table.
         let read = || unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
             && std::env::var_os("MIMALLOC_RESET_DELAY").is_none()
         {
             // v3's default for this option, and no other option's: the index is right.
-            assert_eq!(read(), 1_000);
+            assert_eq!(read(), RUNNING_MS);
             tune();
-            assert_eq!(read(), PURGE_DELAY_MS);
+            assert_eq!(read(), COMPILING_MS);
+            conductor::compiled();
+            assert_eq!(read(), RUNNING_MS);
         } else {
             let before = read();
             tune();
+            conductor::compiled();
             assert_eq!(read(), before, "a purge delay from the environment is kept");
         }
     }

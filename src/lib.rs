@@ -57,3 +57,21 @@ pub use check::{check_file, check_source, check_source_with, Checked, ImportText
 pub use cli::main as run_cli;
 pub use diag::{Diagnostic, Level};
 pub use source::{SourceMap, Span};
+
+/// What the binary wants done once a workflow is compiled and about to run (it switches its
+/// allocator from keeping a compile's peak low to running fast: `src/allocator.rs`).
+static ON_COMPILED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Registers the function [`compiled`] calls; the first registration wins.
+pub fn on_compiled(hook: fn()) {
+    let _ = ON_COMPILED.set(hook);
+}
+
+/// A workflow has been parsed, checked and planned, and is about to run: calls the function
+/// registered with [`on_compiled`], if any. `conductor run`, `resume` and the dashboard's runs
+/// call it when they load a file; an embedder that compiles and runs workflows itself may.
+pub fn compiled() {
+    if let Some(hook) = ON_COMPILED.get() {
+        hook();
+    }
+}

@@ -38,6 +38,7 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, AppError> {
         });
     };
     let plan = crate::plan::plan(&workflow).map_err(|e| AppError::Plan(e.to_string()))?;
+    crate::compiled();
     Ok(Loaded {
         map,
         workflow,

@@ -25,6 +25,8 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+    // It runs attempts and compiles nothing large: the allocator's setting for running.
+    crate::compiled();
     if !matches!(globals.store, StoreSpec::Postgres(_)) {
         return Err(AppError::Usage(crate::app::scheduler::needs_postgres(
             "scheduler",

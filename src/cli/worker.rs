@@ -43,6 +43,8 @@ pub(super) struct Args {
 }
 
 pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
+    // It runs attempts and compiles nothing large: the allocator's setting for running.
+    crate::compiled();
     let StoreSpec::Postgres(url) = &globals.store else {
         return Err(AppError::Usage(crate::app::scheduler::needs_postgres(
             "worker",

@@ -70,7 +70,8 @@ impl StoreKind {
 
 pub(crate) type Compiled = (Arc<Workflow>, Arc<Plan>);
 
-/// Parse, check and plan, as `conductor run` does before it runs anything.
+/// Parse, check and plan, as `conductor run` does before it runs anything (and, like it, then
+/// switch the allocator to running: `conductor::compiled`).
 pub(crate) fn compile(text: &str) -> Compiled {
     let mut map = SourceMap::new();
     let checked = check_source(&mut map, "bench.cond", Path::new("bench.cond"), text);
@@ -78,6 +79,7 @@ pub(crate) fn compile(text: &str) -> Compiled {
         .workflow
         .expect("a generated workflow checks without errors");
     let plan = conductor::plan::plan(&wf).expect("a generated workflow plans");
+    conductor::compiled();
     (Arc::new(wf), Arc::new(plan))
 }
 
