@@ -26,13 +26,17 @@ const RUNNING_MS: std::ffi::c_long = 1_000;
 /// old name, `MIMALLOC_RESET_DELAY`) chose one: mimalloc has read those by the time `main`
 /// runs, and they are left alone. Call it first in `main`, before any thread starts.
 pub fn tune() {
-    let chosen = ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
-        .iter()
-        .any(|name| std::env::var_os(name).is_some());
-    if !chosen {
+    if !chosen_by_environment() {
         set_purge_delay(COMPILING_MS);
         conductor::on_compiled(|| set_purge_delay(RUNNING_MS));
     }
+}
+
+/// Whether the environment set the purge delay (mimalloc reads both names).
+fn chosen_by_environment() -> bool {
+    ["MIMALLOC_PURGE_DELAY", "MIMALLOC_RESET_DELAY"]
+        .iter()
+        .any(|name| std::env::var_os(name).is_some())
 }
 
 #[allow(unsafe_code)]
@@ -53,9 +57,7 @@ mod tests {
     fn the_purge_delay_is_short_while_compiling_and_the_default_while_running() {
         // SAFETY: reads one integer of mimalloc's option table.
         let read = || unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none()
-            && std::env::var_os("MIMALLOC_RESET_DELAY").is_none()
-        {
+        if !chosen_by_environment() {
             // v3's default for this option, and no other option's: the index is right.
             assert_eq!(read(), RUNNING_MS);
             tune();

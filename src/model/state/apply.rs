@@ -556,16 +556,20 @@ impl RunState {
 
     fn add_artifacts(&mut self, task: &Arc<str>, attempt: u32, artifacts: &[ArtifactRef]) {
         for a in artifacts {
-            let path: Arc<str> = match self.latest_artifact.get_key_value(a.path.as_str()) {
-                Some((path, &i)) => {
-                    let path = path.clone();
-                    self.artifacts[i].superseded = true;
+            let index = self.artifacts.len();
+            // One lookup: a path written before keeps its key and points at the new write.
+            let path = match self.latest_artifact.get_mut(a.path.as_str()) {
+                Some(latest) => {
+                    let earlier = &mut self.artifacts[std::mem::replace(latest, index)];
+                    earlier.superseded = true;
+                    earlier.path.clone()
+                }
+                None => {
+                    let path: Arc<str> = Arc::from(a.path.as_str());
+                    self.latest_artifact.insert(path.clone(), index);
                     path
                 }
-                None => Arc::from(a.path.as_str()),
             };
-            self.latest_artifact
-                .insert(path.clone(), self.artifacts.len());
             self.artifacts.push(RunArtifact {
                 path,
                 sha256: a.sha256.clone(),
