@@ -8,7 +8,7 @@
 
 use pest::Parser as _;
 
-use super::ast::{self, Item, Phase, Workflow};
+use super::ast::{self, Item, Phase, PhaseItem, Workflow};
 use super::build::{significant, Builder};
 use super::{CondParser, Rule};
 use crate::diag::Diagnostic;
@@ -16,6 +16,15 @@ use crate::source::{FileId, Span};
 
 /// The AST of a well-formed file, or `None` to parse it whole.
 pub(super) fn parse(file: FileId, text: &str) -> Option<(ast::File, Vec<Diagnostic>)> {
+    parse_split(file, text, Split::for_machine())
+}
+
+/// [`parse`], with large phases cut as `split` says.
+pub(super) fn parse_split(
+    file: FileId,
+    text: &str,
+    split: Split,
+) -> Option<(ast::File, Vec<Diagnostic>)> {
     let mut b = Builder::new(file);
     let mut pos = skip(text, 0);
     let start = pos;
@@ -31,7 +40,7 @@ pub(super) fn parse(file: FileId, text: &str) -> Option<(ast::File, Vec<Diagnost
         let simple_phase =
             keyword(text, pos, "phase") && one(Rule::phase_head, text, pos).is_some();
         let (item, end) = if simple_phase {
-            phase(&mut b, text, pos)?
+            phase(&mut b, text, pos, split)?
         } else {
             let rule = match word(text, pos) {
                 "phase" if one(Rule::phase_instance, text, pos).is_some() => Rule::phase_instance,
@@ -62,15 +71,130 @@ pub(super) fn parse(file: FileId, text: &str) -> Option<(ast::File, Vec<Diagnost
     Some((ast::File { workflow, comments }, b.diags))
 }
 
-/// A phase: its opening, then its items one by one, then `}`.
-fn phase(b: &mut Builder, text: &str, start: usize) -> Option<(Item, usize)> {
-    let (name, mut pos) = head(b, Rule::phase_head, text, start)?;
+/// A phase: its opening, then its items, then `}`.
+fn phase(b: &mut Builder, text: &str, start: usize, split: Split) -> Option<(Item, usize)> {
+    let (name, pos) = head(b, Rule::phase_head, text, start)?;
+    let (items, pos) = phase_items(b, text, pos, split)?;
+    let span = Span::new(b.file_id(), start, pos);
+    Some((
+        Item::Phase(Phase {
+            name,
+            params: None,
+            items,
+            span,
+        }),
+        pos,
+    ))
+}
+
+/// When a phase's items are parsed on several threads.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Split {
+    /// A phase shorter than this is parsed on one thread (a thread costs tens of µs; a task
+    /// line about three).
+    pub min_bytes: usize,
+    /// Pieces (threads) at most; 0: as many as the machine has cores, up to four.
+    pub parts: usize,
+}
+
+impl Split {
+    /// A phase of ≥ 128 KiB (some 3,000 tasks) on up to four of the machine's cores.
+    fn for_machine() -> Split {
+        Split {
+            min_bytes: 128 * 1024,
+            parts: 0,
+        }
+    }
+}
+
+/// A phase's items from `pos` (after its `{`) through its `}`, and the position after it.
+///
+/// A large phase is parsed on several threads, speculatively: the text is cut at lines that
+/// look like the start of a task, each piece is parsed on a thread of its own from its cut to
+/// the next, and a piece is kept only when the piece before it stopped exactly at its cut, as
+/// a walk on one thread would have. A cut inside a string or a comment, or past the phase's
+/// end, is never reached exactly; the walk then goes on from where it is, on one thread.
+fn phase_items(
+    b: &mut Builder,
+    text: &str,
+    pos: usize,
+    split: Split,
+) -> Option<(Vec<PhaseItem>, usize)> {
+    let cuts = cuts(text, pos, split);
+    if cuts.is_empty() {
+        let run = items(b, text, pos, usize::MAX)?;
+        return Some((run.items, run.end));
+    }
+    let file = b.file_id();
+    let (first, rest) = std::thread::scope(|s| {
+        let threads: Vec<_> = cuts
+            .iter()
+            .enumerate()
+            .map(|(i, &from)| {
+                let to = cuts.get(i + 1).copied().unwrap_or(usize::MAX);
+                s.spawn(move || {
+                    let mut b = Builder::new(file);
+                    items(&mut b, text, from, to).map(|run| (run, b))
+                })
+            })
+            .collect();
+        let first = items(b, text, pos, cuts[0]);
+        let rest: Vec<_> = threads
+            .into_iter()
+            .map(|t| t.join().ok().flatten())
+            .collect();
+        (first, rest)
+    });
+    let mut run = first?;
+    let mut all = std::mem::take(&mut run.items);
+    for (piece, &cut) in rest.into_iter().zip(&cuts) {
+        if run.closed {
+            return Some((all, run.end));
+        }
+        match piece {
+            Some((next, built)) if run.end == cut => {
+                b.diags.extend(built.diags);
+                b.rhai_ranges.extend(built.rhai_ranges);
+                run = next;
+                all.append(&mut run.items);
+            }
+            // The cut was not where an item starts: on from here, on this thread.
+            _ => break,
+        }
+    }
+    if !run.closed {
+        run = items(b, text, run.end, usize::MAX)?;
+        all.append(&mut run.items);
+    }
+    Some((all, run.end))
+}
+
+/// Items parsed from one position.
+struct Run {
+    items: Vec<PhaseItem>,
+    /// After the phase's `}` when `closed`, else where the next item starts.
+    end: usize,
+    closed: bool,
+}
+
+/// A phase's items from `pos`, until its `}` or the first item that starts at or after `stop`.
+fn items(b: &mut Builder, text: &str, mut pos: usize, stop: usize) -> Option<Run> {
     let mut items = Vec::new();
     loop {
         pos = skip(text, pos);
+        if pos >= stop {
+            return Some(Run {
+                items,
+                end: pos,
+                closed: false,
+            });
+        }
         if text[pos..].starts_with('}') {
-            pos += 1;
-            break;
+            return Some(Run {
+                items,
+                end: pos + 1,
+                closed: true,
+            });
         }
         let rule = match word(text, pos) {
             "task" => Rule::task,
@@ -83,16 +207,86 @@ fn phase(b: &mut Builder, text: &str, start: usize) -> Option<(Item, usize)> {
         items.push(b.phase_item(pair));
         pos = comma(text, end);
     }
-    let span = Span::new(b.file_id(), start, pos);
-    Some((
-        Item::Phase(Phase {
-            name,
-            params: None,
-            items,
-            span,
-        }),
-        pos,
-    ))
+}
+
+/// Where to cut a phase whose items start at `pos`: the starts of `task` lines spread evenly
+/// over the phase, or none for a small phase or a single core.
+pub(super) fn cuts(text: &str, pos: usize, split: Split) -> Vec<usize> {
+    let Some(end) = phase_end(text, pos, split.min_bytes) else {
+        return Vec::new();
+    };
+    // Asked only for a large phase: it reads the process's CPU limits.
+    let parts = match split.parts {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
+        n => n,
+    };
+    let mut cuts: Vec<usize> = Vec::new();
+    for i in 1..parts {
+        let from = pos + (end - pos) * i / parts;
+        let from = cuts.last().map_or(from, |&c| from.max(c + 1));
+        if let Some(cut) = task_line(text, from, end) {
+            cuts.push(cut);
+        }
+    }
+    cuts
+}
+
+/// Where the phase whose items start at `pos` likely ends (its `}`), when it is at least
+/// `min_bytes` long. An estimate: brackets are counted outside strings and comments, not
+/// parsed; only speed depends on it.
+fn phase_end(text: &str, pos: usize, min_bytes: usize) -> Option<usize> {
+    if text.len() - pos < min_bytes {
+        return None;
+    }
+    let bytes = text.as_bytes();
+    let mut depth = 0usize;
+    let mut i = pos;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                i += 3 + text[i + 3..]
+                    .find("\"\"\"")
+                    .map_or(text.len() - i - 3, |e| e + 2);
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                i += text[i..].find('\n').unwrap_or(text.len() - i);
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                i += text[i..].find("*/").map_or(text.len() - i, |e| e + 1);
+            }
+            b'{' | b'[' | b'(' => depth += 1,
+            b'}' if depth == 0 => return (i - pos >= min_bytes).then_some(i),
+            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// The start of the first line in `from..end` whose first word is `task` (`from` may fall
+/// inside a character: only bytes are compared before a line's start).
+fn task_line(text: &str, from: usize, end: usize) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let mut at = from;
+    while at < end {
+        let line = at + bytes[at..end].iter().position(|&c| c == b'\n')? + 1;
+        let blanks = bytes[line..end]
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
+        if keyword(text, line + blanks, "task") {
+            return Some(line + blanks);
+        }
+        at = line;
+    }
+    None
 }
 
 /// An opening (`workflow NAME {`, `phase NAME {`): its name and where it ends.

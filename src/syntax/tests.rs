@@ -1,3 +1,4 @@
+use super::stream::Split;
 use super::*;
 use crate::source::SourceMap;
 
@@ -102,6 +103,20 @@ fn the_item_by_item_walk_builds_the_same_ast_as_the_whole_parse() {
             Some(streamed) => {
                 walked += 1;
                 assert_eq!(Ok(streamed), whole, "{}", path.display());
+                // Every phase cut into pieces, wherever `task` lines are, on 2 to 5 threads.
+                for parts in 2..=5 {
+                    let split = Split {
+                        min_bytes: 0,
+                        parts,
+                    };
+                    let pieces = super::stream::parse_split(FileId(0), &text, split);
+                    assert_eq!(
+                        pieces.ok_or(Vec::new()),
+                        whole,
+                        "{} in {parts}",
+                        path.display()
+                    );
+                }
             }
             None => assert!(
                 whole.is_err(),
@@ -136,7 +151,72 @@ proptest::proptest! {
         let mutated = format!("{}{}{}", &text[..at], insert, &text[end..]);
         let whole = super::parse_whole(FileId(0), &mutated);
         if let Some(streamed) = super::stream::parse(FileId(0), &mutated) {
-            proptest::prop_assert_eq!(Ok(streamed), whole);
+            proptest::prop_assert_eq!(Ok(streamed), whole.clone());
         }
+        let split = Split { min_bytes: 0, parts: 3 };
+        if let Some(pieces) = super::stream::parse_split(FileId(0), &mutated, split) {
+            proptest::prop_assert_eq!(Ok(pieces), whole);
+        }
+    }
+}
+
+/// A large file whose phases are cut into pieces parsed on threads, with lines that look like
+/// tasks where no task starts (in strings, comments, rhai and a task's body): the pieces that
+/// start there are thrown away, and the AST is the whole parse's.
+#[test]
+fn a_large_phase_parsed_in_pieces_builds_the_same_ast_as_the_whole_parse() {
+    use std::fmt::Write as _;
+    let mut text = String::from("workflow big {\n    agent m { kind = \"mock\" }\n");
+    for phase in 0..3 {
+        let _ = writeln!(text, "    phase p{phase} {{");
+        for i in 0..3000 {
+            let _ = match i % 7 {
+                0 => writeln!(
+                    text,
+                    "        task t{i} on m {{ prompt = \"\"\"\n        task fake{i} on m\n\"\"\" }}"
+                ),
+                // A piece started here parses, and closes the phase early.
+                1 => writeln!(text, "        /*\n        task fake{i} on m\n    }}\n        */"),
+                2 => writeln!(
+                    text,
+                    "        task t{i} on m {{ when {{ let s = \"{{\";\n        task == 1 }} }}"
+                ),
+                3 => writeln!(text, "        task t{i} on m,\n        task u{i} on m after t{i}"),
+                4 => writeln!(text, "        gate {{ true }}"),
+                _ => writeln!(text, "        task t{i} on m {{\n        retries = 1 }}"),
+            };
+        }
+        text.push_str("    }\n");
+    }
+    text.push_str("}\n");
+    let whole = super::parse_whole(FileId(0), &text);
+    assert!(whole.is_ok(), "{:?}", whole.err());
+    // The phases are cut, and some cuts fall on lines where no task starts.
+    let mut fake = 0;
+    for (at, _) in text.match_indices("    phase p") {
+        let items = at + text[at..].find('{').unwrap() + 1;
+        for parts in [2, 3, 4, 8] {
+            let split = Split {
+                min_bytes: 64 * 1024,
+                parts,
+            };
+            let cuts = super::stream::cuts(&text, items, split);
+            assert_eq!(cuts.len(), parts - 1, "{parts} pieces");
+            fake += cuts
+                .iter()
+                .filter(|&&c| {
+                    text[c..].starts_with("task fake") || text[c..].starts_with("task ==")
+                })
+                .count();
+        }
+    }
+    assert!(fake > 0, "no cut fell where no task starts");
+    for parts in [2, 3, 4, 8] {
+        let split = Split {
+            min_bytes: 64 * 1024,
+            parts,
+        };
+        let pieces = super::stream::parse_split(FileId(0), &text, split);
+        assert_eq!(pieces.ok_or(Vec::new()), whole, "{parts} pieces");
     }
 }
