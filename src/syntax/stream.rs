@@ -4,7 +4,8 @@
 //! opening, each item, each phase's opening and items — and pest parses one item at a time,
 //! so its queue holds one item. Any surprise (a syntax error, text this walk does not
 //! expect) gives up, and the caller parses the whole file as one, which reports the error
-//! exactly as before.
+//! exactly as before. A large phase's items are parsed on the machine's cores at once
+//! ([`phase_items`]); the AST is the same, piece for piece.
 
 use pest::Parser as _;
 

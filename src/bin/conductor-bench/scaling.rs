@@ -139,7 +139,7 @@ pub(crate) fn follow_us(n: usize) -> f64 {
 }
 
 /// `Store::runs` and `Store::gc` on a SQLite store of N finished runs: µs per run, each a
-/// median over fresh stores (3, 1 at 100k).
+/// median over 3 fresh stores.
 pub(crate) fn runs_and_gc_us(n: usize) -> (f64, f64) {
     let (mut list, mut gc) = (Vec::new(), Vec::new());
     for _ in 0..reps(n) {
@@ -180,8 +180,8 @@ pub(crate) fn scaling_section(sizes: &[usize]) -> Section {
     let mut s = Section::new(
         "6. Scaling: time per item (µs)",
         "Growth is the figure at the largest size ÷ the one at the smallest: 1× is linear \
-         (flat per item), a quadratic operation would show 100× from 1k to 100k. Medians of 3 \
-         (1 at 100k); following a log: median of 21 reads.",
+         (flat per item), a quadratic operation would show 100× from 1k to 100k. Medians of 3; \
+         following a log: median of 21 reads.",
         header(
             &["operation", "unit"],
             sizes,

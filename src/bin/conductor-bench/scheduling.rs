@@ -73,7 +73,7 @@ pub(crate) fn scheduling_section(cells: &[Cell], sizes: &[usize]) -> Section {
     let mut s = Section::new(
         "1. Scheduling cost per task (µs)",
         "Zero-latency mock agents, pool of 64, in process through `conductor::exec::run` on a \
-         multi-threaded tokio runtime; median of 3 runs (1 at 100k) after one discarded warm-up \
+         multi-threaded tokio runtime; median of 3 runs after one discarded warm-up \
          run (none at 100k). SQLite: a fresh file in a temp dir per run.",
         header(&["workload", "store"], sizes, &["target", "status"]),
     );
