@@ -92,25 +92,21 @@ mod huge_pages {
 
     /// Whether the process has them off (`None`: the kernel does not say).
     pub fn disabled() -> Option<bool> {
+        // The kernel reads four full words after the option and refuses any that is not zero:
+        // they are passed as `unsigned long`, not as C `int`s a variadic call may leave half set.
+        const ZERO: libc::c_ulong = 0;
         // SAFETY: PR_GET_THP_DISABLE takes no pointer; it returns 0, 1, or -1 on error.
         #[allow(unsafe_code)]
-        let r = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, 0, 0, 0, 0) };
+        let r = unsafe { libc::prctl(libc::PR_GET_THP_DISABLE, ZERO, ZERO, ZERO, ZERO) };
         (r >= 0).then_some(r == 1)
     }
 
     fn set_disabled(off: bool) -> bool {
+        const ZERO: libc::c_ulong = 0;
         let flag = libc::c_ulong::from(off);
-        // SAFETY: PR_SET_THP_DISABLE takes a flag and three zero arguments, no pointer.
+        // SAFETY: PR_SET_THP_DISABLE takes a flag and three zero words, no pointer.
         #[allow(unsafe_code)]
-        let r = unsafe {
-            libc::prctl(
-                libc::PR_SET_THP_DISABLE,
-                flag,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            )
-        };
+        let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, flag, ZERO, ZERO, ZERO) };
         r == 0
     }
 }
