@@ -382,55 +382,63 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
 
 /// Refuses input nested deeper than [`MAX_NESTING`] brackets (outside strings and comments).
 fn check_nesting(file: FileId, text: &str) -> Option<Diagnostic> {
-    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut i = 0;
-    let skip_to = |from: usize, end: &[u8]| -> usize {
+    for (i, bracket) in brackets(text, 0) {
+        if !matches!(bracket, b'{' | b'[' | b'(') {
+            depth = depth.saturating_sub(1);
+            continue;
+        }
+        depth += 1;
+        if depth > MAX_NESTING {
+            return Some(
+                Diagnostic::error(
+                    Span::new(file, i, i + 1),
+                    format!("brackets are nested more than {MAX_NESTING} levels deep"),
+                )
+                .with_label("too deep")
+                .with_help(
+                    "a workflow never needs this much nesting; is the file generated wrongly?",
+                ),
+            );
+        }
+    }
+    None
+}
+
+/// The brackets of `text` from `from` on that stand outside strings and comments, with their
+/// byte offsets: a lexical scan, not a parse (an unclosed string ends at its line, an unclosed
+/// comment at the end of the text; the parser reports those).
+pub(super) fn brackets(text: &str, from: usize) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let bytes = text.as_bytes();
+    // The position after the first `end` at or after `from`, or the end of the text.
+    let skip_to = move |from: usize, end: &[u8]| -> usize {
         bytes[from..]
             .windows(end.len())
             .position(|w| w == end)
             .map_or(bytes.len(), |p| from + p + end.len())
     };
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                i = skip_to(i + 3, b"\"\"\"");
-                continue;
-            }
-            b'"' => {
-                // Skip a one-line string; an unclosed one is the parser's to report.
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+    let mut i = from;
+    std::iter::from_fn(move || {
+        while i < bytes.len() {
+            let at = i;
+            i += 1;
+            match bytes[at] {
+                b'"' if bytes[at..].starts_with(b"\"\"\"") => i = skip_to(at + 3, b"\"\"\""),
+                b'"' => {
+                    // A one-line string, through its closing quote.
+                    while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
+                        i += if bytes[i] == b'\\' { 2 } else { 1 };
+                    }
+                    i += 1;
                 }
+                b'/' if bytes.get(at + 1) == Some(&b'/') => i = skip_to(at, b"\n"),
+                b'/' if bytes.get(at + 1) == Some(&b'*') => i = skip_to(at + 2, b"*/"),
+                c @ (b'{' | b'[' | b'(' | b'}' | b']' | b')') => return Some((at, c)),
+                _ => {}
             }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                i = skip_to(i, b"\n");
-                continue;
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i = skip_to(i + 2, b"*/");
-                continue;
-            }
-            b'{' | b'[' | b'(' => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Some(
-                        Diagnostic::error(
-                            Span::new(file, i, i + 1),
-                            format!("brackets are nested more than {MAX_NESTING} levels deep"),
-                        )
-                        .with_label("too deep")
-                        .with_help("a workflow never needs this much nesting; is the file generated wrongly?"),
-                    );
-                }
-            }
-            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
-            _ => {}
         }
-        i += 1;
-    }
-    None
+        None
+    })
 }
 
 #[cfg(test)]

@@ -233,40 +233,19 @@ pub(super) fn cuts(text: &str, pos: usize, split: Split) -> Vec<usize> {
 }
 
 /// Where the phase whose items start at `pos` likely ends (its `}`), when it is at least
-/// `min_bytes` long. An estimate: brackets are counted outside strings and comments, not
-/// parsed; only speed depends on it.
+/// `min_bytes` long. An estimate (the brackets `check_nesting` counts); only speed depends on
+/// it.
 fn phase_end(text: &str, pos: usize, min_bytes: usize) -> Option<usize> {
     if text.len() - pos < min_bytes {
         return None;
     }
-    let bytes = text.as_bytes();
     let mut depth = 0usize;
-    let mut i = pos;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                i += 3 + text[i + 3..]
-                    .find("\"\"\"")
-                    .map_or(text.len() - i - 3, |e| e + 2);
-            }
-            b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                i += text[i..].find('\n').unwrap_or(text.len() - i);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => {
-                i += text[i..].find("*/").map_or(text.len() - i, |e| e + 1);
-            }
-            b'{' | b'[' | b'(' => depth += 1,
+    for (i, bracket) in super::brackets(text, pos) {
+        match bracket {
             b'}' if depth == 0 => return (i - pos >= min_bytes).then_some(i),
-            b'}' | b']' | b')' => depth = depth.saturating_sub(1),
-            _ => {}
+            b'{' | b'[' | b'(' => depth += 1,
+            _ => depth = depth.saturating_sub(1),
         }
-        i += 1;
     }
     None
 }
