@@ -157,6 +157,57 @@ fn a_failing_child_fails_the_parent_task_with_the_childs_id_and_error() {
     assert_eq!(state(dir.path(), &children[0])["status"], "failed");
 }
 
+/// `conductor runs` lists stopped runs from the summaries the store kept with their last
+/// events; a store without them (written by an older build) lists the same rows from the logs:
+/// a completed parent and its child, a dry run (its child task a mock), a failed parent and its
+/// failed child.
+#[test]
+fn runs_lists_the_same_rows_from_kept_summaries_as_from_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "deploy.cond", &child(""));
+    write(dir.path(), "release.cond", PARENT);
+    assert_eq!(run(dir.path(), &["run", "release.cond"]).code, Some(0));
+    assert_eq!(
+        run(dir.path(), &["run", "release.cond", "--dry-run"]).code,
+        Some(0)
+    );
+    write(dir.path(), "deploy.cond", &child("exit 3; "));
+    assert_eq!(run(dir.path(), &["run", "release.cond"]).code, Some(1));
+    let kept = runs(dir.path());
+    let db = rusqlite::Connection::open(dir.path().join("store.db")).unwrap();
+    let with: i64 = db
+        .query_row("SELECT COUNT(summary) FROM runs", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(with, 5, "every run stopped with a summary: {kept:?}");
+    db.execute("UPDATE runs SET summary = NULL", []).unwrap();
+    drop(db);
+    let folded = runs(dir.path());
+    assert_eq!(kept, folded);
+    let line = |row: &Value| {
+        format!(
+            "{} {} {}/{} of {} {}",
+            row["workflow"],
+            row["status"],
+            row["completed"],
+            row["failed"],
+            row["tasks"],
+            row.get("parent").is_some()
+        )
+    };
+    let lines: Vec<String> = kept.iter().map(line).collect();
+    assert_eq!(
+        lines,
+        [
+            "\"release\" \"completed\" 2/0 of 2 false",
+            "\"deploy\" \"completed\" 1/0 of 1 true",
+            "\"release\" \"completed\" 2/0 of 2 false",
+            "\"release\" \"failed\" 0/1 of 2 false",
+            "\"deploy\" \"failed\" 0/1 of 1 true",
+        ]
+    );
+    assert_eq!(kept[2]["dry_run"], true, "{:?}", kept[2]);
+}
+
 /// Starts `conductor run release.cond` and waits for the child's program to write `started`.
 fn start_and_wait(dir: &Path) -> std::process::Child {
     let process = conductor(dir)

@@ -642,6 +642,105 @@ async fn projections_of_a_cancelled_run_show_no_running_instance_and_retries_pen
     }
 }
 
+/// `conductor runs` lists a stopped run from the summary its store kept, not from its log: the
+/// summary counts the run's last event and says what the folded log says — a completed run
+/// with a fan-out, a failed one, one waiting for a decision in its second feedback pass. A
+/// summary the log has gone past is not used, and the listing folds that log instead.
+#[tokio::test]
+async fn every_store_lists_stopped_runs_from_summaries_that_match_their_logs() {
+    let workflows = [
+        (
+            RunStatus::Completed,
+            r#"workflow w {
+                agent m { kind = "mock", count = 3 }
+                phase p {
+                    task a on m
+                    task many on m after a { for_each = "{{ range(12) | list }}" }
+                }
+                phase q { task z on m }
+            }"#,
+        ),
+        (
+            RunStatus::Failed,
+            r#"workflow w {
+                agent ok { kind = "mock" }
+                agent bad { kind = "mock", fail_first = 9, retry = 0 }
+                phase one { task a on ok  task b on bad  gate { success_rate >= 0.9 } }
+                phase two { task c on ok }
+            }"#,
+        ),
+        (
+            RunStatus::Waiting,
+            r#"workflow w {
+                on_escalation = "ask"
+                max_feedback_loops = 1
+                agent m { kind = "mock" }
+                agent bad { kind = "mock", fail_first = 1, error = "fatal" }
+                phase p {
+                    task a on m
+                    task x on bad after a { when { loop_count == 1 } }
+                    task c on m after x
+                    gate { true }
+                }
+                feedback to p { if loop_count == 0 { error("once more") } else { ok() } }
+            }"#,
+        ),
+    ];
+    for b in backends("listing") {
+        let name = b.name();
+        let store = b.open();
+        let mut ids = Vec::new();
+        for (status, text) in workflows {
+            let state = run_into(store.clone(), text).await;
+            assert_eq!(state.status(), status, "{name}");
+            ids.push(state.workflow_id);
+        }
+        // Another process's view of the store, as `conductor runs` has.
+        let store = b.open();
+        let listing = store.listing().unwrap();
+        assert_eq!(listing.len(), ids.len(), "{name}");
+        let folded = |id: &RunId| RunState::from_events(&store.events(id).unwrap()).summary();
+        for ((id, (status, _)), (record, summary)) in ids.iter().zip(workflows).zip(&listing) {
+            assert_eq!(&record.id, id, "{name}: oldest first");
+            let kept = summary
+                .as_ref()
+                .unwrap_or_else(|| panic!("{name}: {status:?} run {id} has no summary"));
+            assert_eq!(kept, &folded(id), "{name}: {status:?} run {id}");
+            assert_eq!(kept.status, Some(status), "{name}");
+        }
+        let fan_out = listing[0].1.clone().unwrap();
+        assert_eq!(
+            (fan_out.completed, fan_out.tasks, fan_out.phase.as_deref()),
+            (14, 14, Some("q")),
+            "{name}: a, z and the 12 instances of `many`"
+        );
+        let waiting = listing[2].1.clone().unwrap();
+        assert_eq!(waiting.feedback_loop_count, 1, "{name}");
+
+        // The log goes on past the failed run's summary (as an older build would write it).
+        let behind = listing[1].1.clone().unwrap();
+        let lease = store.lease(&ids[1]).unwrap();
+        append(&*store, &ids[1], &[warning(behind.seq + 1, "later")]).unwrap();
+        let listing = store.listing().unwrap();
+        drop(lease);
+        assert_eq!(
+            listing[1].1, None,
+            "{name}: a summary behind the log is not used"
+        );
+        assert!(listing[0].1.is_some() && listing[2].1.is_some(), "{name}");
+        let listed = conductor::store::list_runs(&*store, |_| true, |e| panic!("{e}")).unwrap();
+        assert_eq!(
+            listed[1].1,
+            folded(&ids[1]),
+            "{name}: the log is folded instead"
+        );
+        assert_eq!(listed[1].1.seq, behind.seq + 1, "{name}");
+        let only_failed =
+            conductor::store::list_runs(&*store, |r| r.id == ids[1], |e| panic!("{e}")).unwrap();
+        assert_eq!(only_failed.len(), 1, "{name}");
+    }
+}
+
 #[test]
 fn a_version_1_sqlite_store_is_migrated_forward_and_keeps_its_runs() {
     let dir = tempfile::tempdir().unwrap();
@@ -669,7 +768,7 @@ fn a_version_1_sqlite_store_is_migrated_forward_and_keeps_its_runs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5, "migrated forward to the current schema");
+    assert_eq!(version, 6, "migrated forward to the current schema");
     for table in ["task_results", "attempts", "agent_states", "decisions"] {
         let n: i64 = conn
             .query_row(

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use super::{output, Globals};
 use crate::app::AppError;
-use crate::model::{RunState, RunStatus};
+use crate::model::RunStatus;
 use crate::report::RunRow;
 
 /// List runs in the store.
@@ -30,24 +30,16 @@ pub(super) fn run(args: Args, globals: &Globals) -> Result<ExitCode, AppError> {
         None => None,
     };
     let store = globals.store.open_existing()?;
-    let mut rows = Vec::new();
-    for r in store.runs()? {
-        if args.workflow.as_ref().is_some_and(|w| *w != r.workflow) {
-            continue;
-        }
-        // One run whose log cannot be read is reported, not a reason to list no run at all.
-        let state = match store.events(&r.id) {
-            Ok(events) => RunState::from_events(&events),
-            Err(e) => {
-                output::warning(&e.to_string());
-                RunState::default()
-            }
-        };
-        if status.is_some_and(|s| state.status.unwrap_or(r.status) != s) {
-            continue;
-        }
-        rows.push(RunRow::new(&r, &state));
-    }
+    let listed = crate::store::list_runs(
+        &*store,
+        |r| args.workflow.as_ref().is_none_or(|w| *w == r.workflow),
+        |e| output::warning(&e.to_string()),
+    )?;
+    let rows: Vec<RunRow> = listed
+        .iter()
+        .filter(|(r, s)| status.is_none_or(|want| s.status.unwrap_or(r.status) == want))
+        .map(|(r, s)| RunRow::new(r, s))
+        .collect();
     if args.json {
         for row in &rows {
             if !output::line(serde_json::to_string(row).unwrap_or_default()) {

@@ -19,7 +19,8 @@ pub use ids::RunId;
 pub(crate) use state::DLQ_RETRY_BY;
 pub use state::{
     AgentRow, AgentState, ApprovalWait, AttemptRow, Changes, ChildRun, DecisionRow, Deferral,
-    GateRecord, Instance, RetryDue, RunArtifact, RunState, RunStateView, TaskResult, TaskRow,
+    GateRecord, Instance, RetryDue, RunArtifact, RunState, RunStateView, RunSummary, TaskResult,
+    TaskRow,
 };
 pub use status::{
     AgentStatus, BreakerState, Decision, NotADecision, RunStatus, SkipReason, TaskStatus,

@@ -4,13 +4,18 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
-use crate::model::{Event, EventKind, RunState, TaskStatus, Usage};
+use crate::model::{Event, EventKind, RunState, RunSummary, TaskStatus, Timestamp, Usage};
 use crate::store::RunRecord;
 use crate::text::plural;
 
 /// How long a run took, or `-` while it has not finished.
 pub fn duration_text(state: &RunState) -> String {
-    match (state.started_at, state.completed_at) {
+    span_text(state.started_at, state.completed_at)
+}
+
+/// `12.3s` from start to end, `-` while either is missing.
+fn span_text(started: Option<Timestamp>, ended: Option<Timestamp>) -> String {
+    match (started, ended) {
         (Some(a), Some(b)) => format!("{:.1}s", (b.0.saturating_sub(a.0)) as f64 / 1000.0),
         _ => "-".into(),
     }
@@ -99,26 +104,24 @@ pub struct RunRow {
 }
 
 impl RunRow {
-    pub fn new(record: &RunRecord, state: &RunState) -> RunRow {
+    /// The row of a run, from its record and its [`RunSummary`] (kept by the store, or
+    /// [`RunState::summary`] of its folded log).
+    pub fn new(record: &RunRecord, summary: &RunSummary) -> RunRow {
         RunRow {
             id: record.id.to_string(),
             workflow: record.workflow.clone(),
             file: record.file.clone(),
-            status: state.status.unwrap_or(record.status).as_str().to_string(),
-            phase: state.current_phase.clone(),
-            loop_count: state.feedback_loop_count,
-            completed: state.count(TaskStatus::Completed),
-            failed: state.count(TaskStatus::Failed),
-            tasks: state
-                .tasks
-                .iter()
-                .filter(|t| t.instances.is_empty())
-                .count(),
+            status: summary.status.unwrap_or(record.status).as_str().to_string(),
+            phase: summary.phase.clone(),
+            loop_count: summary.feedback_loop_count,
+            completed: summary.completed,
+            failed: summary.failed,
+            tasks: summary.tasks,
             started_at: record.created_at.to_string(),
-            duration: duration_text(state),
-            cost: state.usage.cost_text(),
-            dry_run: state.dry_run,
-            parent: state.parent.as_ref().map(|p| p.run.to_string()),
+            duration: span_text(summary.started_at, summary.completed_at),
+            cost: summary.usage.cost_text(),
+            dry_run: summary.dry_run,
+            parent: summary.parent.as_ref().map(|p| p.to_string()),
         }
     }
 

@@ -58,7 +58,7 @@ pub(crate) async fn runs(
             let keep = workflow.as_ref().is_none_or(|w| *w == record.workflow)
                 && status.is_none_or(|s| state.status.unwrap_or(record.status) == s);
             keep.then(|| RunListRow {
-                row: RunRow::new(record, state),
+                row: RunRow::new(record, &state.summary()),
                 waiting: state.awaiting_decision.clone(),
                 dead_letters: letters.get(&record.id).copied().unwrap_or(0),
             })

@@ -4,13 +4,17 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Batch, RunLease, RunRecord, Store, StoreError};
-use crate::model::{DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, Timestamp};
+use crate::model::{
+    DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, RunSummary, Timestamp,
+};
 
 /// A run's log in the batches it was appended in: no giant reallocation as it grows.
 #[derive(Default)]
 struct Log {
     batches: Vec<Kept>,
     last: u64,
+    /// As of the last batch that was due one ([`RunState::summary_due`]).
+    summary: Option<RunSummary>,
 }
 
 /// A batch as kept: its events, or — when it came with their JSON lines, because `--json`
@@ -100,6 +104,9 @@ impl Store for MemoryStore {
         log.last = super::check_order(run, log.last, batch.events)?;
         log.batches.push(Kept::new(batch));
         record.status = batch.state.status();
+        if batch.state.summary_due(batch.changes.run) {
+            log.summary = Some(batch.state.summary());
+        }
         Ok(())
     }
 
@@ -126,6 +133,19 @@ impl Store for MemoryStore {
         let mut runs: Vec<RunRecord> = lock(&self.runs).values().map(|(r, _)| r.clone()).collect();
         runs.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
         Ok(runs)
+    }
+
+    fn listing(&self) -> Result<Vec<(RunRecord, Option<RunSummary>)>, StoreError> {
+        let runs = lock(&self.runs);
+        let mut out: Vec<(RunRecord, Option<RunSummary>)> = runs
+            .values()
+            .map(|(r, log)| {
+                let fresh = log.summary.as_ref().filter(|s| s.seq == log.last);
+                (r.clone(), fresh.cloned())
+            })
+            .collect();
+        out.sort_by(|(a, _), (b, _)| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
     }
 
     fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {

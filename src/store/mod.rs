@@ -22,7 +22,9 @@ pub use postgres::{is_postgres_url, PostgresStore};
 pub use sqlite::SqliteStore;
 pub use work::{WorkBatch, WorkQueue};
 
-use crate::model::{Changes, DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, Timestamp};
+use crate::model::{
+    Changes, DeadLetter, Event, LogChunk, RunId, RunState, RunStatus, RunSummary, Timestamp,
+};
 
 /// What a store knows about a run besides its events.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,6 +145,35 @@ impl<'de> serde::de::Visitor<'de> for Tail {
     }
 }
 
+/// Every run `keep` accepts, oldest first, with what a listing shows of it: the store's
+/// [`RunSummary`] when it counts the run's last event, otherwise the run's log folded. A log
+/// that cannot be read is passed to `unreadable` and listed with an empty summary, rather than
+/// hiding every other run.
+pub fn list_runs(
+    store: &dyn Store,
+    keep: impl Fn(&RunRecord) -> bool,
+    mut unreadable: impl FnMut(StoreError),
+) -> Result<Vec<(RunRecord, RunSummary)>, StoreError> {
+    let mut out = Vec::new();
+    for (record, summary) in store.listing()? {
+        if !keep(&record) {
+            continue;
+        }
+        let summary = match summary {
+            Some(s) => s,
+            None => match store.events(&record.id) {
+                Ok(events) => RunState::from_events(&events).summary(),
+                Err(e) => {
+                    unreadable(e);
+                    RunState::default().summary()
+                }
+            },
+        };
+        out.push((record, summary));
+    }
+    Ok(out)
+}
+
 /// A place runs are kept. Calls are synchronous and short; the executor makes them from its
 /// dispatcher between awaits, and from workers on blocking threads.
 pub trait Store: Send + Sync {
@@ -169,6 +200,12 @@ pub trait Store: Send + Sync {
     }
     /// Every run, oldest first.
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError>;
+    /// Every run, oldest first, with its [`RunSummary`] when the store kept one as of the run's
+    /// last event (`None`: the caller folds the run's log, [`RunState::summary`]). This is how
+    /// `conductor runs` lists runs without reading their logs.
+    fn listing(&self) -> Result<Vec<(RunRecord, Option<RunSummary>)>, StoreError> {
+        Ok(self.runs()?.into_iter().map(|r| (r, None)).collect())
+    }
 
     /// Stores an artifact's content under its SHA-256 (hex); storing it again is a no-op.
     fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError>;

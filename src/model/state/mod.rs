@@ -7,6 +7,7 @@
 
 mod apply;
 mod changes;
+mod summary;
 mod usage;
 mod view;
 
@@ -17,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 pub(crate) use apply::DLQ_RETRY_BY;
 pub use changes::{AgentRow, AttemptRow, Changes, DecisionRow, TaskRow};
+pub use summary::RunSummary;
 pub use view::RunStateView;
 
 use super::{

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::Metrics;
-use crate::model::{DeadLetter, Event, LogChunk, RunId, Timestamp};
+use crate::model::{DeadLetter, Event, LogChunk, RunId, RunSummary, Timestamp};
 use crate::store::{Batch, RunLease, RunRecord, Store, StoreError};
 
 pub(crate) struct TimedStore {
@@ -53,6 +53,9 @@ impl Store for TimedStore {
     }
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         self.inner.runs()
+    }
+    fn listing(&self) -> Result<Vec<(RunRecord, Option<RunSummary>)>, StoreError> {
+        self.inner.listing()
     }
     fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {
         self.inner.put_artifact(sha256, content)

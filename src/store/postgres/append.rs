@@ -21,6 +21,8 @@ pub(super) struct Owned {
     last: i64,
     body: String,
     status: Option<String>,
+    /// The run's `RunSummary` as JSON, when the batch is due one.
+    summary: Option<String>,
     at: i64,
     tasks: Rows4,
     agents: (Vec<String>, Vec<String>, Vec<Option<String>>),
@@ -113,6 +115,11 @@ impl Owned {
             last: last as i64,
             body,
             status: c.run.then(|| batch.state.status().as_str().to_string()),
+            summary: batch
+                .state
+                .summary_due(c.run)
+                .then(|| serde_json::to_string(&batch.state.summary()).ok())
+                .flatten(),
             at: batch.events.last().map_or(0, |e| e.at.0 as i64),
             tasks,
             agents,
@@ -237,12 +244,12 @@ pub(super) async fn append(db: Arc<Db>, inner: Arc<Inner>, b: Arc<Owned>) -> Res
     let update = tx
         .prepare_cached(
             "UPDATE runs SET last_seq = GREATEST(last_seq, $2), projected_seq = GREATEST(last_seq, $2),
-                status = COALESCE($3, status),
+                status = COALESCE($3, status), summary = COALESCE($5, summary),
                 lease_until = clock_timestamp() + $4 * interval '1 millisecond'
              WHERE id = $1",
         )
         .await?;
-    tx.execute(&update, &[&b.run, &b.last, &b.status, &ttl])
+    tx.execute(&update, &[&b.run, &b.last, &b.status, &ttl, &b.summary])
         .await?;
     projections(&tx, &b).await?;
     if !b.enqueue.0.is_empty() {

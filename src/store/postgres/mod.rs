@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use super::work::WorkQueue;
 use super::{Batch, RunLease, RunRecord, Store, StoreError};
-use crate::model::{DeadLetter, Event, LogChunk, RunId, Timestamp};
+use crate::model::{DeadLetter, Event, LogChunk, RunId, RunSummary, Timestamp};
 use conn::{retrying, Db, Failure};
 
 pub use url::is_postgres_url;
@@ -242,6 +242,10 @@ impl Store for PostgresStore {
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         self.call(|db| read::runs(db, None))
+    }
+
+    fn listing(&self) -> Result<Vec<(RunRecord, Option<RunSummary>)>, StoreError> {
+        self.call(read::listing)
     }
 
     fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {

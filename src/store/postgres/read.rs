@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use super::conn::{Db, Failure};
-use crate::model::{DeadLetter, Event, LogChunk, LogStream, RunId, RunStatus, Timestamp};
+use crate::model::{
+    DeadLetter, Event, LogChunk, LogStream, RunId, RunStatus, RunSummary, Timestamp,
+};
 use crate::store::{RunRecord, StoreError};
 
 pub(super) async fn events_after(db: Arc<Db>, run: RunId, seq: u64) -> Result<Vec<Event>, Failure> {
@@ -50,6 +52,35 @@ pub(super) async fn runs(db: Arc<Db>, only: Option<RunId>) -> Result<Vec<RunReco
             params: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or_default(),
             created_at: Timestamp(r.get::<_, i64>(4) as u64),
             status: RunStatus::parse(r.get::<_, &str>(5)).unwrap_or(RunStatus::Pending),
+        })
+        .collect())
+}
+
+/// Every run, oldest first, with its summary when it counts the run's last event.
+pub(super) async fn listing(db: Arc<Db>) -> Result<Vec<(RunRecord, Option<RunSummary>)>, Failure> {
+    let client = db.pool.get().await?;
+    let sql = "SELECT id, workflow, file, params, created_at, status, summary, last_seq FROM runs
+               ORDER BY created_at, id";
+    let stmt = client.prepare_cached(sql).await?;
+    let rows = client.query(&stmt, &[]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let record = RunRecord {
+                id: RunId(r.get::<_, String>(0).into()),
+                workflow: r.get(1),
+                file: r.get(2),
+                params: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or_default(),
+                created_at: Timestamp(r.get::<_, i64>(4) as u64),
+                status: RunStatus::parse(r.get::<_, &str>(5)).unwrap_or(RunStatus::Pending),
+            };
+            let last: i64 = r.get(7);
+            // One that does not parse (written by another build) is as good as none.
+            let summary = r
+                .get::<_, Option<&str>>(6)
+                .and_then(|s| serde_json::from_str::<RunSummary>(s).ok())
+                .filter(|s| s.seq as i64 == last);
+            (record, summary)
         })
         .collect())
 }

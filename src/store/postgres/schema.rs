@@ -3,7 +3,7 @@
 //! lock, so processes opening a new database at once wait for each other.
 
 /// The schema version this build writes.
-pub(super) const SCHEMA_VERSION: i64 = 1;
+pub(super) const SCHEMA_VERSION: i64 = 2;
 
 /// Taken (transaction-scoped) while migrating: any constant only Conductor uses.
 pub(super) const MIGRATION_LOCK: i64 = 0x636f_6e64_7563_7472;
@@ -148,4 +148,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         started_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
         heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
     );",
+    // 2: what `conductor runs` lists of each run (a `RunSummary` as JSON), so listing reads no
+    // log; NULL until the run's status next changes, and then the log is folded as before.
+    "ALTER TABLE runs ADD COLUMN summary TEXT;",
 ];

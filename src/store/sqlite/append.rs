@@ -115,9 +115,11 @@ pub(super) fn append(
 /// artifacts it wrote (`gc`). The projections go through the backlog.
 fn indexes(tx: &Transaction<'_>, run: &str, batch: &Batch<'_>) -> Result<(), Failure> {
     let changes = batch.changes;
-    if changes.run {
-        tx.prepare_cached("UPDATE runs SET status = ?2 WHERE id = ?1")?
-            .execute(params![run, batch.state.status().as_str()])?;
+    if batch.state.summary_due(changes.run) {
+        // Written with the events it counts, so it is never ahead of the log.
+        let summary = serde_json::to_string(&batch.state.summary()).ok();
+        tx.prepare_cached("UPDATE runs SET status = ?2, summary = ?3 WHERE id = ?1")?
+            .execute(params![run, batch.state.status().as_str(), summary])?;
     }
     let mut artifact =
         tx.prepare_cached("INSERT OR IGNORE INTO artifact_refs (run_id, hash) VALUES (?1, ?2)")?;

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Batch, RunLease, RunRecord, Store, StoreError};
-use crate::model::{DeadLetter, Event, LogChunk, RunId, Timestamp};
+use crate::model::{DeadLetter, Event, LogChunk, RunId, RunSummary, Timestamp};
 use schema::{MIGRATIONS, SCHEMA_VERSION};
 
 pub struct SqliteStore {
@@ -296,6 +296,10 @@ impl Store for SqliteStore {
 
     fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
         read::runs(&self.lock(), None).map_err(|e| self.err(e))
+    }
+
+    fn listing(&self) -> Result<Vec<(RunRecord, Option<RunSummary>)>, StoreError> {
+        read::listing(&self.lock()).map_err(|e| self.err(e))
     }
 
     fn put_artifact(&self, sha256: &str, content: &[u8]) -> Result<(), StoreError> {

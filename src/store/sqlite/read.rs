@@ -2,7 +2,9 @@
 
 use rusqlite::{params, Connection};
 
-use crate::model::{DeadLetter, Event, LogChunk, LogStream, RunId, RunStatus, Timestamp};
+use crate::model::{
+    DeadLetter, Event, LogChunk, LogStream, RunId, RunStatus, RunSummary, Timestamp,
+};
 use crate::store::{parse_stored_after, RunRecord, StoreError};
 
 pub(super) enum Failure {
@@ -69,6 +71,35 @@ pub(super) fn runs(conn: &Connection, only: Option<&RunId>) -> rusqlite::Result<
         Some(id) => stmt.query_map(params![&*id.0], map)?,
         None => stmt.query_map([], map)?,
     };
+    rows.collect()
+}
+
+/// Every run, oldest first, with its summary when it counts the run's last event.
+pub(super) fn listing(conn: &Connection) -> rusqlite::Result<Vec<(RunRecord, Option<RunSummary>)>> {
+    let mut stmt = conn.prepare_cached(
+        // The last batch's `last_seq`: one seek on the primary key per run.
+        "SELECT id, workflow, file, params, created_at, status, summary,
+             (SELECT last_seq FROM event_batches WHERE run_id = runs.id
+              ORDER BY first_seq DESC LIMIT 1)
+         FROM runs ORDER BY created_at, id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        let record = RunRecord {
+            id: RunId(r.get::<_, String>(0)?.into()),
+            workflow: r.get(1)?,
+            file: r.get(2)?,
+            params: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+            created_at: Timestamp(r.get::<_, i64>(4)? as u64),
+            status: RunStatus::parse(&r.get::<_, String>(5)?).unwrap_or(RunStatus::Pending),
+        };
+        let last = r.get::<_, Option<i64>>(7)?;
+        // One that does not parse (written by another build) is as good as none.
+        let summary = r
+            .get::<_, Option<String>>(6)?
+            .and_then(|s| serde_json::from_str::<RunSummary>(&s).ok())
+            .filter(|s| Some(s.seq as i64) == last);
+        Ok((record, summary))
+    })?;
     rows.collect()
 }
 

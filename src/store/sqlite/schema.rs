@@ -1,7 +1,7 @@
 //! The schema, and how older stores move forward to it.
 
 /// The schema version this build writes. Each migration moves the schema one version forward.
-pub(super) const SCHEMA_VERSION: i64 = 5;
+pub(super) const SCHEMA_VERSION: i64 = 6;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs, the event log, and the indexes derived from it.
@@ -115,4 +115,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         data BLOB NOT NULL,
         PRIMARY KEY (run_id, task, attempt, seq)
     ) WITHOUT ROWID;",
+    // 6: what `conductor runs` lists of each run (a `RunSummary` as JSON), so listing reads no
+    // log; NULL until the run's status next changes, and then the log is folded as before.
+    "ALTER TABLE runs ADD COLUMN summary TEXT;",
 ];
