@@ -54,12 +54,12 @@ pub(crate) async fn runs(
         for d in server.store.dead_letters(None)? {
             *letters.entry(d.run_id).or_default() += 1;
         }
-        let rows = server.runs.all(|record, state| {
+        let rows = server.runs.summaries(|record, summary| {
             let keep = workflow.as_ref().is_none_or(|w| *w == record.workflow)
-                && status.is_none_or(|s| state.status.unwrap_or(record.status) == s);
+                && status.is_none_or(|s| summary.status.unwrap_or(record.status) == s);
             keep.then(|| RunListRow {
-                row: RunRow::new(record, &state.summary()),
-                waiting: state.awaiting_decision.clone(),
+                row: RunRow::new(record, summary),
+                waiting: summary.waiting.clone(),
                 dead_letters: letters.get(&record.id).copied().unwrap_or(0),
             })
         })?;
@@ -295,9 +295,11 @@ pub(crate) async fn decisions(
     State(server): State<Arc<Server>>,
 ) -> Result<Json<Vec<Question>>, ApiError> {
     blocking(move || {
-        let all = server
-            .runs
-            .all(|record, state| questions(record.id.as_str(), state))?;
+        // Only runs that may wait: in progress, or stopped waiting for someone.
+        let all = server.runs.states_where(
+            |s| !s.waiting.is_empty(),
+            |record, state| questions(record.id.as_str(), state),
+        )?;
         Ok(Json(all.into_iter().flatten().collect()))
     })
     .await

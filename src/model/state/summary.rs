@@ -1,6 +1,8 @@
 //! [`RunSummary`]: what `conductor runs` lists of a run, kept by durable stores beside the run
 //! so that listing runs reads no log.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::RunState;
@@ -27,6 +29,9 @@ pub struct RunSummary {
     pub dry_run: bool,
     /// A child run: the run that started it.
     pub parent: Option<RunId>,
+    /// Tasks waiting for an operator's decision.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waiting: Vec<Arc<str>>,
 }
 
 impl RunState {
@@ -54,6 +59,7 @@ impl RunState {
             usage: self.usage,
             dry_run: self.dry_run,
             parent: self.parent.as_ref().map(|p| p.run.clone()),
+            waiting: self.awaiting_decision.clone(),
         }
     }
 

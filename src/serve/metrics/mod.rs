@@ -151,12 +151,12 @@ fn store_gauges(server: &Server) -> Result<(), crate::store::StoreError> {
     let m = &server.metrics;
     let mut by_status = [0f64; RunStatus::ALL.len()];
     let mut questions = 0usize;
-    server.runs.all(|record, state| {
-        let status = state.status.unwrap_or(record.status);
+    server.runs.summaries(|record, summary| {
+        let status = summary.status.unwrap_or(record.status);
         if let Some(i) = RunStatus::ALL.iter().position(|s| *s == status) {
             by_status[i] += 1.0;
         }
-        questions += state.awaiting_decision.len();
+        questions += summary.waiting.len();
     })?;
     for (i, s) in RunStatus::ALL.iter().enumerate() {
         m.gauge("conductor_runs", &[("status", s.as_str())])
