@@ -9,16 +9,24 @@ use std::time::Duration;
 
 use super::observer::{Deps, MetricsObserver};
 use crate::exec::Observer;
-use crate::model::{RunId, RunState};
+use crate::model::{RunId, RunState, RunStatus};
 use crate::serve::Server;
 use crate::store::Store;
 
 /// How often the store is read for new events.
 const EVERY: Duration = Duration::from_secs(1);
 
-/// A finished run is looked at again only every this many rounds (a dead-letter retry or a
-/// decision continues it).
+/// A finished run without a stored summary (an older build's) is looked at again only every
+/// this many rounds (a dead-letter retry or a decision continues it).
 const FINISHED_EVERY: u32 = 10;
+
+/// A run the server follows: its metrics observer and state while it goes on; only the event
+/// it stopped at while it is stopped (its store keeps its summary), so a store of many large
+/// finished runs costs neither their logs' reading nor their states' memory.
+enum Tailed {
+    Followed(Box<Followed>),
+    Stopped { seq: u64 },
+}
 
 struct Followed {
     observer: MetricsObserver,
@@ -53,45 +61,73 @@ pub(crate) async fn spawn_tailer(server: Arc<Server>) {
 
 fn follow_all(
     server: &Server,
-    mut runs: HashMap<RunId, Followed>,
+    mut runs: HashMap<RunId, Tailed>,
     round: u32,
     at_start: bool,
-) -> HashMap<RunId, Followed> {
+) -> HashMap<RunId, Tailed> {
     let store = &server.store;
-    let Ok(records) = store.runs() else {
+    let Ok(listing) = store.listing() else {
         return runs;
     };
-    for record in records {
-        let f = match runs.entry(record.id.clone()) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let Ok(events) = store.events(&record.id) else {
-                    continue;
-                };
-                let state = RunState::from_events(&events);
-                let deps = crate::app::load(std::path::Path::new(&state.file))
-                    .ok()
-                    .map(|l| Deps::of(&l.workflow));
-                let history = if at_start {
-                    events.last().map_or(0, |e| e.seq)
-                } else {
-                    0
-                };
-                let mut observer = MetricsObserver::new(server.metrics.clone(), history, deps);
-                let mut then = RunState::default();
-                for e in &events {
-                    then.apply(e);
-                    observer.event(e, &then);
+    for (record, summary) in listing {
+        // Stopped (finished, or waiting for someone) at its last event, by its summary. A run in
+        // progress stays followed between its turns.
+        let stopped_at = summary
+            .filter(|s| {
+                s.status
+                    .is_some_and(|st| st.is_final() || st == RunStatus::Waiting)
+            })
+            .map(|s| s.seq);
+        // Events up to this one are history (`None`: its whole log as it is now).
+        let history = match runs.get_mut(&record.id) {
+            Some(Tailed::Stopped { seq }) if stopped_at == Some(*seq) => continue,
+            // It went on: what it had logged is history, read again now.
+            Some(Tailed::Stopped { seq }) => Some(*seq),
+            Some(Tailed::Followed(f)) => {
+                let last = f.state.last_seq;
+                if stopped_at == Some(last) {
+                    // All counted; its state is not kept while it stays stopped.
+                    runs.insert(record.id, Tailed::Stopped { seq: last });
+                } else if !f.state.status().is_final() || round % FINISHED_EVERY == 0 {
+                    feed(&**store, &record.id, f);
                 }
-                v.insert(Followed { observer, state })
+                continue;
             }
+            None if at_start => match stopped_at {
+                // Stopped before the server started: history, and not read.
+                Some(seq) => {
+                    runs.insert(record.id, Tailed::Stopped { seq });
+                    continue;
+                }
+                None => None,
+            },
+            // First seen after the start: counted from its first event.
+            None => Some(0),
         };
-        if f.state.status().is_final() && round % FINISHED_EVERY != 0 {
+        let Ok(events) = store.events(&record.id) else {
             continue;
-        }
-        feed(&**store, &record.id, f);
+        };
+        let history = history.unwrap_or_else(|| events.last().map_or(0, |e| e.seq));
+        let followed = follower(server, &events, history);
+        runs.insert(record.id, Tailed::Followed(Box::new(followed)));
     }
     runs
+}
+
+/// An observer of a run's metrics that has been shown its log: events up to `history` taught
+/// it, the rest were counted.
+fn follower(server: &Server, events: &[crate::model::Event], history: u64) -> Followed {
+    let state = RunState::from_events(events);
+    let deps = crate::app::load(std::path::Path::new(&state.file))
+        .ok()
+        .map(|l| Deps::of(&l.workflow));
+    let mut observer = MetricsObserver::new(server.metrics.clone(), history, deps);
+    let mut then = RunState::default();
+    for e in events {
+        then.apply(e);
+        observer.event(e, &then);
+    }
+    Followed { observer, state }
 }
 
 fn feed(store: &dyn Store, run: &RunId, f: &mut Followed) {
