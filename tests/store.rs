@@ -551,6 +551,22 @@ async fn projection_tables_hold_every_row_of_a_wide_run() {
     }
 }
 
+/// Pass 1 completes everything; pass 2 stops in its first phase, waiting for a decision on
+/// `x`, with `c` (after `x`) not run again yet.
+const WAITS_IN_PASS_2: &str = r#"workflow w {
+    on_escalation = "ask"
+    max_feedback_loops = 1
+    agent m { kind = "mock" }
+    agent bad { kind = "mock", fail_first = 1, error = "fatal" }
+    phase p {
+        task a on m
+        task x on bad after a { when { loop_count == 1 } }
+        task c on m after x
+        gate { true }
+    }
+    feedback to p { if loop_count == 0 { error("once more") } else { ok() } }
+}"#;
+
 #[tokio::test]
 async fn projections_restart_a_phase_entered_again_and_show_escalated_tasks_waiting() {
     for b in backends("projections_again")
@@ -558,25 +574,7 @@ async fn projections_restart_a_phase_entered_again_and_show_escalated_tasks_wait
         .filter(Backend::durable)
     {
         let name = b.name();
-        // Pass 1 completes everything; pass 2 stops in its first phase, waiting for a decision
-        // on `x`, with `c` (after `x`) not run again yet.
-        let state = run_into(
-            b.open(),
-            r#"workflow w {
-                on_escalation = "ask"
-                max_feedback_loops = 1
-                agent m { kind = "mock" }
-                agent bad { kind = "mock", fail_first = 1, error = "fatal" }
-                phase p {
-                    task a on m
-                    task x on bad after a { when { loop_count == 1 } }
-                    task c on m after x
-                    gate { true }
-                }
-                feedback to p { if loop_count == 0 { error("once more") } else { ok() } }
-            }"#,
-        )
-        .await;
+        let state = run_into(b.open(), WAITS_IN_PASS_2).await;
         assert_eq!(state.status(), RunStatus::Waiting, "{name}");
         let table = b
             .query("SELECT task, status FROM task_results ORDER BY task")
@@ -665,26 +663,11 @@ async fn every_store_lists_stopped_runs_from_summaries_that_match_their_logs() {
             r#"workflow w {
                 agent ok { kind = "mock" }
                 agent bad { kind = "mock", fail_first = 9, retry = 0 }
-                phase one { task a on ok  task b on bad  gate { success_rate >= 0.9 } }
-                phase two { task c on ok }
+                phase build { task a on ok  task b on bad after a  gate { success_rate >= 0.9 } }
+                phase ship { task c on ok }
             }"#,
         ),
-        (
-            RunStatus::Waiting,
-            r#"workflow w {
-                on_escalation = "ask"
-                max_feedback_loops = 1
-                agent m { kind = "mock" }
-                agent bad { kind = "mock", fail_first = 1, error = "fatal" }
-                phase p {
-                    task a on m
-                    task x on bad after a { when { loop_count == 1 } }
-                    task c on m after x
-                    gate { true }
-                }
-                feedback to p { if loop_count == 0 { error("once more") } else { ok() } }
-            }"#,
-        ),
+        (RunStatus::Waiting, WAITS_IN_PASS_2),
     ];
     for b in backends("listing") {
         let name = b.name();

@@ -43,17 +43,20 @@ pub(super) async fn runs(db: Arc<Db>, only: Option<RunId>) -> Result<Vec<RunReco
     let rows = client
         .query(&stmt, &[&only.as_ref().map(|r| r.as_str())])
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| RunRecord {
-            id: RunId(r.get::<_, String>(0).into()),
-            workflow: r.get(1),
-            file: r.get(2),
-            params: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or_default(),
-            created_at: Timestamp(r.get::<_, i64>(4) as u64),
-            status: RunStatus::parse(r.get::<_, &str>(5)).unwrap_or(RunStatus::Pending),
-        })
-        .collect())
+    Ok(rows.iter().map(record).collect())
+}
+
+/// A run's record from the first six columns of a row: id, workflow, file, params,
+/// created_at, status.
+fn record(r: &tokio_postgres::Row) -> RunRecord {
+    RunRecord {
+        id: RunId(r.get::<_, String>(0).into()),
+        workflow: r.get(1),
+        file: r.get(2),
+        params: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or_default(),
+        created_at: Timestamp(r.get::<_, i64>(4) as u64),
+        status: RunStatus::parse(r.get::<_, &str>(5)).unwrap_or(RunStatus::Pending),
+    }
 }
 
 /// Every run, oldest first, with its summary when it counts the run's last event.
@@ -66,14 +69,7 @@ pub(super) async fn listing(db: Arc<Db>) -> Result<Vec<(RunRecord, Option<RunSum
     Ok(rows
         .iter()
         .map(|r| {
-            let record = RunRecord {
-                id: RunId(r.get::<_, String>(0).into()),
-                workflow: r.get(1),
-                file: r.get(2),
-                params: serde_json::from_str(r.get::<_, &str>(3)).unwrap_or_default(),
-                created_at: Timestamp(r.get::<_, i64>(4) as u64),
-                status: RunStatus::parse(r.get::<_, &str>(5)).unwrap_or(RunStatus::Pending),
-            };
+            let record = record(r);
             let last: i64 = r.get(7);
             // One that does not parse (written by another build) is as good as none.
             let summary = r

@@ -57,21 +57,25 @@ pub(super) fn runs(conn: &Connection, only: Option<&RunId>) -> rusqlite::Result<
         "SELECT id, workflow, file, params, created_at, status FROM runs {filter} ORDER BY created_at, id"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
-    let map = |r: &rusqlite::Row<'_>| {
-        Ok(RunRecord {
-            id: RunId(r.get::<_, String>(0)?.into()),
-            workflow: r.get(1)?,
-            file: r.get(2)?,
-            params: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-            created_at: Timestamp(r.get::<_, i64>(4)? as u64),
-            status: RunStatus::parse(&r.get::<_, String>(5)?).unwrap_or(RunStatus::Pending),
-        })
-    };
+    let map = record;
     let rows = match only {
         Some(id) => stmt.query_map(params![&*id.0], map)?,
         None => stmt.query_map([], map)?,
     };
     rows.collect()
+}
+
+/// A run's record from the first six columns of a row: id, workflow, file, params,
+/// created_at, status.
+fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRecord> {
+    Ok(RunRecord {
+        id: RunId(r.get::<_, String>(0)?.into()),
+        workflow: r.get(1)?,
+        file: r.get(2)?,
+        params: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+        created_at: Timestamp(r.get::<_, i64>(4)? as u64),
+        status: RunStatus::parse(&r.get::<_, String>(5)?).unwrap_or(RunStatus::Pending),
+    })
 }
 
 /// Every run, oldest first, with its summary when it counts the run's last event.
@@ -84,14 +88,7 @@ pub(super) fn listing(conn: &Connection) -> rusqlite::Result<Vec<(RunRecord, Opt
          FROM runs ORDER BY created_at, id",
     )?;
     let rows = stmt.query_map([], |r| {
-        let record = RunRecord {
-            id: RunId(r.get::<_, String>(0)?.into()),
-            workflow: r.get(1)?,
-            file: r.get(2)?,
-            params: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-            created_at: Timestamp(r.get::<_, i64>(4)? as u64),
-            status: RunStatus::parse(&r.get::<_, String>(5)?).unwrap_or(RunStatus::Pending),
-        };
+        let record = record(r)?;
         let last = r.get::<_, Option<i64>>(7)?;
         // One that does not parse (written by another build) is as good as none.
         let summary = r
