@@ -149,6 +149,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
     );",
     // 2: what `conductor runs` lists of each run (a `RunSummary` as JSON), so listing reads no
-    // log; NULL until the run's status next changes, and then the log is folded as before.
-    "ALTER TABLE runs ADD COLUMN summary TEXT;",
+    // log; NULL until the run's status next changes, and then the log is folded as before. Runs
+    // are listed (and collected by gc) in the order they were created: an index, not a sort.
+    "ALTER TABLE runs ADD COLUMN summary TEXT;
+    CREATE INDEX runs_created ON runs (created_at, id);",
 ];
