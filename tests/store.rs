@@ -751,7 +751,7 @@ fn a_version_1_sqlite_store_is_migrated_forward_and_keeps_its_runs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 6, "migrated forward to the current schema");
+    assert_eq!(version, 7, "migrated forward to the current schema");
     for table in ["task_results", "attempts", "agent_states", "decisions"] {
         let n: i64 = conn
             .query_row(
@@ -762,6 +762,114 @@ fn a_version_1_sqlite_store_is_migrated_forward_and_keeps_its_runs() {
             .unwrap();
         assert_eq!(n, 1, "{table} was created by the migration");
     }
+}
+
+/// Schema 6 kept the log (`event_batches`) and the programs' output (`attempt_logs`) in tables
+/// WITHOUT ROWID; schema 7 moves them to rowid tables keyed by unique indexes. A store written
+/// in the old layout keeps every batch and chunk, reads them back the same, refuses a
+/// duplicate key as before, and takes new runs.
+#[tokio::test]
+async fn a_version_6_sqlite_store_moves_its_log_to_rowid_tables_and_reads_it_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v6.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let state = run_into(store.clone(), FLAKY).await;
+    let run = state.workflow_id.clone();
+    let chunks: Vec<LogChunk> = (0..3)
+        .map(|seq| LogChunk {
+            seq,
+            stream: LogStream::Stdout,
+            data: vec![b'x'; 3000 * (seq as usize + 1)],
+        })
+        .collect();
+    store.append_log(&run, "a", 1, &chunks).unwrap();
+    let events = store.events(&run).unwrap();
+    assert!(events.len() > 10, "the run logged its events");
+    drop(store);
+    // Back to schema 6's layout, as a store written by the previous Conductor has it.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch(
+        "BEGIN;
+         CREATE TABLE eb (run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, body TEXT NOT NULL,
+            PRIMARY KEY (run_id, first_seq)) WITHOUT ROWID;
+         INSERT INTO eb SELECT run_id, first_seq, last_seq, body FROM event_batches;
+         DROP TABLE event_batches;
+         ALTER TABLE eb RENAME TO event_batches;
+         CREATE TABLE al (run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+            task TEXT NOT NULL, attempt INTEGER NOT NULL, seq INTEGER NOT NULL,
+            stream TEXT NOT NULL, data BLOB NOT NULL,
+            PRIMARY KEY (run_id, task, attempt, seq)) WITHOUT ROWID;
+         INSERT INTO al SELECT run_id, task, attempt, seq, stream, data FROM attempt_logs;
+         DROP TABLE attempt_logs;
+         ALTER TABLE al RENAME TO attempt_logs;
+         PRAGMA user_version = 6;
+         COMMIT;",
+    )
+    .unwrap();
+    let layout = |conn: &rusqlite::Connection, table: &str| -> String {
+        conn.query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    assert!(layout(&conn, "event_batches").contains("WITHOUT ROWID"));
+    drop(conn);
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    assert_eq!(
+        store.events(&run).unwrap(),
+        events,
+        "the log reads back the same"
+    );
+    assert_eq!(store.logs(&run, "a", 1).unwrap(), chunks);
+    let after: Vec<u64> = store
+        .events_after(&run, 5)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(after, (6..=events.len() as u64).collect::<Vec<_>>());
+    let listed = conductor::store::list_runs(&*store, |_| true, |e| panic!("{e}")).unwrap();
+    assert_eq!(listed.len(), 1);
+    // The store goes on: a second run is appended and read back.
+    let second = run_into(store.clone(), FLAKY).await;
+    assert_eq!(
+        RunState::from_events(&store.events(&second.workflow_id).unwrap()).status(),
+        second.status()
+    );
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 7);
+    for table in ["event_batches", "attempt_logs"] {
+        assert!(!layout(&conn, table).contains("WITHOUT ROWID"), "{table}");
+    }
+    let twice = conn.execute(
+        "INSERT INTO event_batches (run_id, first_seq, last_seq, body)
+         SELECT run_id, first_seq, last_seq, body FROM event_batches LIMIT 1",
+        [],
+    );
+    assert!(
+        twice.is_err_and(|e| e.to_string().contains("UNIQUE")),
+        "a batch's key is still unique"
+    );
+    let plan: String = conn
+        .query_row(
+            "EXPLAIN QUERY PLAN SELECT body FROM event_batches WHERE run_id = 'r' AND first_seq > 3",
+            [],
+            |r| r.get(3),
+        )
+        .unwrap();
+    assert!(
+        plan.contains("event_batches_seq"),
+        "read by the index: {plan}"
+    );
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Conductor's performance figures, as one Markdown table (one section per group), each
 //! target beside its figure. Run with `cargo run --release --features bench --bin
-//! conductor-bench` (`-- --quick`: 1k and 10k only, no whole-process comparison). Progress
-//! goes to stderr, the table to stdout.
+//! conductor-bench` (`-- --quick`: 1k and 10k only, no whole-process comparison;
+//! `-- --scaling`: section 6 alone). Progress goes to stderr, the table to stdout.
 //!
 //! The executor runs as the `conductor` binary runs it: a multi-threaded tokio runtime, the
 //! run spawned on it, the same allocator, no test-only tokio features. Every figure is a median
@@ -78,6 +78,11 @@ fn main() -> ExitCode {
     } else {
         &[1_000, 10_000, 100_000]
     };
+    if args.iter().any(|a| a == "--scaling") {
+        // Section 6 alone: the growth lines take a minute, the whole table several.
+        scaling_section(sizes).print();
+        return ExitCode::SUCCESS;
+    }
     let rt = runtime();
     let cells = measure_cells(&rt, sizes);
     let mut sections = vec![

@@ -1,7 +1,7 @@
 //! The schema, and how older stores move forward to it.
 
 /// The schema version this build writes. Each migration moves the schema one version forward.
-pub(super) const SCHEMA_VERSION: i64 = 6;
+pub(super) const SCHEMA_VERSION: i64 = 7;
 
 pub(super) const MIGRATIONS: &[&str] = &[
     // 1: runs, the event log, and the indexes derived from it.
@@ -120,4 +120,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // are listed (and collected by gc) in the order they were created: an index, not a sort.
     "ALTER TABLE runs ADD COLUMN summary TEXT;
     CREATE INDEX runs_created ON runs(created_at, id);",
+    // 7: the log and the programs' output in tables with rowids, their keys in indexes. In a
+    // table WITHOUT ROWID the whole row is the b-tree's key, and interior pages keep copies of
+    // keys: a batch's body (kilobytes) spilled to overflow pages that every insert read back
+    // to compare against (a 20k-task fan-out read 150 pages of bodies ~25 times each). Here the
+    // index holds the short key and the body sits once in the table, appended by rowid.
+    "CREATE TABLE event_batches_7 (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );
+    INSERT INTO event_batches_7 (run_id, first_seq, last_seq, body)
+        SELECT run_id, first_seq, last_seq, body FROM event_batches ORDER BY run_id, first_seq;
+    DROP TABLE event_batches;
+    ALTER TABLE event_batches_7 RENAME TO event_batches;
+    CREATE UNIQUE INDEX event_batches_seq ON event_batches(run_id, first_seq);
+    CREATE TABLE attempt_logs_7 (
+        run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        task TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    INSERT INTO attempt_logs_7 (run_id, task, attempt, seq, stream, data)
+        SELECT run_id, task, attempt, seq, stream, data FROM attempt_logs
+        ORDER BY run_id, task, attempt, seq;
+    DROP TABLE attempt_logs;
+    ALTER TABLE attempt_logs_7 RENAME TO attempt_logs;
+    CREATE UNIQUE INDEX attempt_logs_seq ON attempt_logs(run_id, task, attempt, seq);",
 ];
