@@ -35,6 +35,7 @@ pub mod config;
 pub mod diag;
 pub mod exec;
 mod files;
+mod hashing;
 pub mod limits;
 pub mod model;
 pub mod plan;

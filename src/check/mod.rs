@@ -32,6 +32,7 @@ use indexmap::IndexMap;
 use self::ir::*;
 use self::values::Reader;
 use crate::diag::{self, Annotate, Diagnostic};
+use crate::hashing::{FastIndexMap, FastSet};
 use crate::policy::{ModuleSet, RuleKind};
 use crate::source::{SourceMap, Span};
 use crate::syntax::{self, ast};
@@ -169,14 +170,14 @@ pub fn read_text(path: &Path) -> Result<String, Diagnostic> {
 /// Ids assigned in a first pass, so `after` and `on` can name items declared later.
 #[derive(Default)]
 struct Names {
-    tasks: IndexMap<String, (TaskId, PhaseId, Span)>,
-    agents: IndexMap<String, (AgentId, Span)>,
-    phases: IndexMap<String, (PhaseId, Span)>,
-    params: IndexMap<String, Span>,
+    tasks: FastIndexMap<String, (TaskId, PhaseId, Span)>,
+    agents: FastIndexMap<String, (AgentId, Span)>,
+    phases: FastIndexMap<String, (PhaseId, Span)>,
+    params: FastIndexMap<String, Span>,
     /// Phases with at least one `task` written in them (duplicates included).
-    phases_with_tasks: std::collections::HashSet<PhaseId>,
+    phases_with_tasks: FastSet<PhaseId>,
     /// Tasks that fan out (`matrix` or `for_each`): templates read `outputs`, not `output`.
-    fan_out: std::collections::HashSet<String>,
+    fan_out: FastSet<String>,
     /// Child-run tasks whose child workflow checked, by task name.
     children: IndexMap<String, child::ChildInfo>,
 }

@@ -223,7 +223,7 @@ pub trait NameSet {
     fn names(&self) -> Box<dyn Iterator<Item = &str> + '_>;
 }
 
-impl<V> NameSet for indexmap::IndexMap<String, V> {
+impl<V, S: std::hash::BuildHasher> NameSet for indexmap::IndexMap<String, V, S> {
     fn has(&self, name: &str) -> bool {
         self.contains_key(name)
     }

@@ -11,7 +11,8 @@ mod summary;
 mod usage;
 mod view;
 
-use std::collections::{BTreeMap, HashMap};
+use crate::hashing::FastMap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -38,7 +39,7 @@ pub struct RunState {
     pub current_phase: Option<String>,
     /// Every task in declaration order.
     pub tasks: Vec<TaskResult>,
-    index: HashMap<Arc<str>, usize>,
+    index: FastMap<Arc<str>, usize>,
     /// Each task's pool, by task index (an attempt logged under the pool's name never found an
     /// instance).
     pools: Vec<Arc<str>>,
@@ -80,7 +81,7 @@ pub struct RunState {
     /// Every file the run's agents wrote, in the order written.
     pub artifacts: Vec<RunArtifact>,
     /// The index in `artifacts` of the latest version of each path.
-    latest_artifact: HashMap<Arc<str>, usize>,
+    latest_artifact: FastMap<Arc<str>, usize>,
     /// The last event applied.
     pub last_seq: u64,
     /// A child run: the run and task that started it.
