@@ -64,6 +64,22 @@ fn syntax_error(file: FileId, text: &str) -> Diagnostic {
         pest::error::InputLocation::Pos(p) => p,
         pest::error::InputLocation::Span((s, _)) => s,
     };
+    if let pest::error::ErrorVariant::CustomError { message } = &err.variant {
+        // pest stopped at its stack (or call) limit instead of overflowing: nesting that the
+        // bracket count before parsing does not see, inside a rule's code (braces after a
+        // quote character, comments inside comments).
+        let pos = pos.min(text.len());
+        let len = text[pos..].chars().next().map_or(0, char::len_utf8);
+        return Diagnostic::error(
+            Span::new(file, pos, pos + len),
+            format!("the file is nested too deeply to parse here ({message})"),
+        )
+        .with_label("too deep from here on")
+        .with_help(
+            "braces or `/*` comments are nested thousands of levels deep; a workflow never \
+             needs this much nesting: is the file generated wrongly?",
+        );
+    }
     let mut expected: Vec<String> = Vec::new();
     let mut push = |s: String| {
         if !expected.contains(&s) {

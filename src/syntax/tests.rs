@@ -71,6 +71,25 @@ fn deep_nesting_is_refused_not_overflowed() {
     assert!(msg.contains("nested"), "{msg}");
 }
 
+/// Nesting inside a rule's code that the bracket count before parsing does not see (braces
+/// after a quote character it takes for a string, comments inside comments) stops the parser
+/// at its stack limit: a clear error at the rule, no overflow.
+#[test]
+fn deep_nesting_inside_a_rule_is_refused_with_its_cause() {
+    for code in [
+        format!("let c = '\"'; {}", "{".repeat(200_000)),
+        "/*".repeat(200_000),
+    ] {
+        let text = format!("workflow w {{\n rule r() {{ {code} }}\n}}");
+        let msg = parse_err(&text);
+        assert!(
+            msg.contains("nested too deeply to parse here"),
+            "{}",
+            &msg[..msg.len().min(300)]
+        );
+    }
+}
+
 #[test]
 fn comments_outside_rhai_are_collected() {
     let f = parse_ok(
