@@ -4,6 +4,7 @@
 //! follow the log. Then what only one backend has: SQLite's forward migrations, a schema from
 //! a newer Conductor refused by both durable stores.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -380,6 +381,18 @@ async fn every_store_records_the_same_run_and_its_dead_letters() {
         assert_eq!(&*dead[0].task, "c", "{name}");
         assert_eq!(dead[0].attempts.len(), 2, "{name}");
         assert_eq!(store.dead_letters(None).unwrap().len(), 1, "{name}");
+        // Counted per run (what the dashboard lists), and a dropped one no longer counts.
+        let other = run_into(store.clone(), FLAKY).await.workflow_id;
+        let counts = |store: &dyn Store| store.dead_letter_counts().unwrap();
+        let mine = (state.workflow_id.clone(), 1);
+        assert_eq!(
+            counts(&*store),
+            HashMap::from([mine.clone(), (other.clone(), 1)]),
+            "{name}"
+        );
+        let theirs = store.dead_letters(Some(&other)).unwrap();
+        assert!(store.drop_dead_letter(&theirs[0].id).unwrap(), "{name}");
+        assert_eq!(counts(&*store), HashMap::from([mine]), "{name}");
         assert!(store.drop_dead_letter(&dead[0].id).unwrap(), "{name}");
         assert!(
             !store.drop_dead_letter(&dead[0].id).unwrap(),

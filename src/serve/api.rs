@@ -2,7 +2,6 @@
 //! same command returns (`runs`, `show`, `events`, `artifacts`, `dlq list`), or for commands
 //! without one (`why`, `logs`) the same content as data.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -50,10 +49,7 @@ pub(crate) async fn runs(
     };
     let workflow = q.workflow.filter(|w| !w.is_empty());
     blocking(move || {
-        let mut letters: HashMap<RunId, usize> = HashMap::new();
-        for d in server.store.dead_letters(None)? {
-            *letters.entry(d.run_id).or_default() += 1;
-        }
+        let letters = server.store.dead_letter_counts()?;
         let rows = server.runs.summaries(|record, summary| {
             let keep = workflow.as_ref().is_none_or(|w| *w == record.workflow)
                 && status.is_none_or(|s| summary.status.unwrap_or(record.status) == s);

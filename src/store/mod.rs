@@ -217,6 +217,15 @@ pub trait Store: Send + Sync {
 
     /// Dead-lettered tasks not yet dropped, of one run or of all, oldest first.
     fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError>;
+    /// How many dead letters each run has not dropped. The dashboard's runs list and metrics
+    /// count them on every refresh: the durable stores count rows and read no entry's body.
+    fn dead_letter_counts(&self) -> Result<std::collections::HashMap<RunId, usize>, StoreError> {
+        let mut counts = std::collections::HashMap::new();
+        for d in self.dead_letters(None)? {
+            *counts.entry(d.run_id).or_default() += 1;
+        }
+        Ok(counts)
+    }
     /// Marks a dead letter as handled (`conductor dlq drop`); returns whether it was there.
     fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError>;
     /// Deletes finished runs created before `before`, and the artifacts no remaining run

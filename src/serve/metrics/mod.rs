@@ -164,7 +164,7 @@ fn store_gauges(server: &Server) -> Result<(), crate::store::StoreError> {
     }
     m.gauge("conductor_escalations_pending", &[])
         .set(questions as f64);
-    let letters = server.store.dead_letters(None)?.len();
+    let letters: usize = server.store.dead_letter_counts()?.values().sum();
     m.gauge("conductor_dead_letters_pending", &[])
         .set(letters as f64);
     Ok(())

@@ -72,6 +72,9 @@ impl Store for TimedStore {
     fn dead_letters(&self, run: Option<&RunId>) -> Result<Vec<DeadLetter>, StoreError> {
         self.inner.dead_letters(run)
     }
+    fn dead_letter_counts(&self) -> Result<std::collections::HashMap<RunId, usize>, StoreError> {
+        self.inner.dead_letter_counts()
+    }
     fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
         self.inner.drop_dead_letter(id)
     }

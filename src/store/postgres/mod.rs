@@ -278,6 +278,10 @@ impl Store for PostgresStore {
         self.call(move |db| read::dead_letters(db, run.clone()))
     }
 
+    fn dead_letter_counts(&self) -> Result<std::collections::HashMap<RunId, usize>, StoreError> {
+        self.call(read::dead_letter_counts)
+    }
+
     fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
         let id = id.to_string();
         self.call(move |db| read::drop_dead_letter(db, id.clone()))

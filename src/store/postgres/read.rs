@@ -169,6 +169,26 @@ pub(super) async fn dead_letters(
         .collect())
 }
 
+/// [`dead_letters`]' count per run, without reading an entry's body.
+pub(super) async fn dead_letter_counts(
+    db: Arc<Db>,
+) -> Result<std::collections::HashMap<RunId, usize>, Failure> {
+    let client = db.pool.get().await?;
+    let rows = client
+        .query(
+            "SELECT run_id, COUNT(*) FROM dead_letters WHERE NOT dropped GROUP BY run_id",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let n: i64 = r.get(1);
+            (RunId(r.get::<_, String>(0).into()), n as usize)
+        })
+        .collect())
+}
+
 pub(super) async fn drop_dead_letter(db: Arc<Db>, id: String) -> Result<bool, Failure> {
     let client = db.pool.get().await?;
     let n = client

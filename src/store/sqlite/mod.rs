@@ -352,6 +352,10 @@ impl Store for SqliteStore {
         read::dead_letters(&self.lock(), run).map_err(|e| self.err(e))
     }
 
+    fn dead_letter_counts(&self) -> Result<std::collections::HashMap<RunId, usize>, StoreError> {
+        read::dead_letter_counts(&self.lock()).map_err(|e| self.err(e))
+    }
+
     fn drop_dead_letter(&self, id: &str) -> Result<bool, StoreError> {
         let n = self.write(|tx| {
             tx.execute(

@@ -123,6 +123,22 @@ pub(super) fn dead_letters(
         .collect())
 }
 
+/// [`dead_letters`]' count per run, from the index of runs (no body is read).
+pub(super) fn dead_letter_counts(
+    conn: &Connection,
+) -> rusqlite::Result<std::collections::HashMap<RunId, usize>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT run_id, COUNT(*) FROM dead_letters WHERE dropped = 0 GROUP BY run_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            RunId(r.get::<_, String>(0)?.into()),
+            r.get::<_, i64>(1)? as usize,
+        ))
+    })?;
+    rows.collect()
+}
+
 /// An attempt's log, in order.
 pub(super) fn logs(
     conn: &Connection,
