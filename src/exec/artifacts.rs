@@ -63,8 +63,8 @@ pub(super) fn save(
             })?;
         }
         saved.push(ArtifactRef {
-            path,
-            sha256,
+            path: path.into(),
+            sha256: sha256.into(),
             size: content.len() as u64,
         });
     }

@@ -418,7 +418,7 @@ impl Dispatcher {
                 .iter()
                 .filter(|f| !f.superseded)
                 .map(|f| ArtifactRef {
-                    path: f.path.to_string(),
+                    path: f.path.clone(),
                     sha256: f.sha256.clone(),
                     size: f.size,
                 })

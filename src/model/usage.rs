@@ -231,8 +231,9 @@ pub struct LogChunk {
 /// A file an agent produced: where it went in the workspace and its content address.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtifactRef {
-    pub path: String,
-    /// SHA-256 of the content, in hex.
-    pub sha256: String,
+    /// Shared (not copied) with the run state's list of artifacts and its index of paths.
+    pub path: std::sync::Arc<str>,
+    /// SHA-256 of the content, in hex; shared like `path`.
+    pub sha256: std::sync::Arc<str>,
     pub size: u64,
 }

@@ -189,7 +189,7 @@ impl HumanView {
         }
         if !artifacts.is_empty() {
             self.files_written += artifacts.len();
-            let paths: Vec<&str> = artifacts.iter().map(|a| a.path.as_str()).collect();
+            let paths: Vec<&str> = artifacts.iter().map(|a| &*a.path).collect();
             extra.push_str(&format!("  → {}", paths.join(", ")));
         }
         self.last_attempt.insert(task.to_string(), extra);

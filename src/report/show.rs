@@ -359,7 +359,7 @@ fn attempt_line(e: &Event) -> Option<(&str, String)> {
                 ));
             }
             if !artifacts.is_empty() {
-                let paths: Vec<&str> = artifacts.iter().map(|a| a.path.as_str()).collect();
+                let paths: Vec<&str> = artifacts.iter().map(|a| &*a.path).collect();
                 result.push_str(&format!("  wrote {}", paths.join(", ")));
             }
             Some((

@@ -163,7 +163,7 @@ pub(crate) fn artifact_bytes(server: &Server, run: &RunId, sha: &str) -> Result<
         state
             .artifacts
             .iter()
-            .find(|a| a.sha256 == sha)
+            .find(|a| &*a.sha256 == sha)
             .map(|a| a.path.to_string())
     })?;
     let Some(path) = path else {

@@ -166,7 +166,7 @@ impl RunState {
                 }
                 note.with(|c| {
                     c.artifacts
-                        .extend(artifacts.iter().map(|a| a.sha256.clone()))
+                        .extend(artifacts.iter().map(|a| a.sha256.to_string()))
                 });
                 let finished = Finished {
                     seq: event.seq,
@@ -558,16 +558,15 @@ impl RunState {
         for a in artifacts {
             let index = self.artifacts.len();
             // One lookup: a path written before keeps its key and points at the new write.
-            let path = match self.latest_artifact.get_mut(a.path.as_str()) {
+            let path = match self.latest_artifact.get_mut(&*a.path) {
                 Some(latest) => {
                     let earlier = &mut self.artifacts[std::mem::replace(latest, index)];
                     earlier.superseded = true;
                     earlier.path.clone()
                 }
                 None => {
-                    let path: Arc<str> = Arc::from(a.path.as_str());
-                    self.latest_artifact.insert(path.clone(), index);
-                    path
+                    self.latest_artifact.insert(a.path.clone(), index);
+                    a.path.clone()
                 }
             };
             self.artifacts.push(RunArtifact {

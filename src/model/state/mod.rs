@@ -269,7 +269,7 @@ pub struct AgentState {
 pub struct RunArtifact {
     /// Shared with the state's index of the latest write to each path.
     pub path: Arc<str>,
-    pub sha256: String,
+    pub sha256: Arc<str>,
     pub size: u64,
     /// The task whose output it was, its attempt, and the feedback loop it ran in.
     pub task: Arc<str>,
