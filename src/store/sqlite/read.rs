@@ -123,7 +123,7 @@ pub(super) fn dead_letters(
         .collect())
 }
 
-/// [`dead_letters`]' count per run, from the index of runs (no body is read).
+/// [`dead_letters`]' count per run, through the `dead_letters_run` index (no body is read).
 pub(super) fn dead_letter_counts(
     conn: &Connection,
 ) -> rusqlite::Result<std::collections::HashMap<RunId, usize>> {
