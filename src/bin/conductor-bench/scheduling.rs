@@ -10,50 +10,61 @@ pub(crate) struct Cell {
     pub(crate) events_per_s: f64,
 }
 
-pub(crate) fn measure_cell(
-    rt: &tokio::runtime::Runtime,
-    w: Workload,
-    kind: StoreKind,
-    n: usize,
-) -> Cell {
-    eprintln!(
-        "scheduling: {} {} on {}",
-        w.name(),
-        size_label(n),
-        kind.name()
-    );
-    let compiled = compile(&w.text(n));
+/// The figures of every workload on `kind` at size `n`. The workloads' runs alternate (one
+/// run of each, round after round), so the ratios between them (sections 2 and 2b) compare
+/// runs seconds apart: on a shared machine whose speed drifts over minutes, measuring one
+/// workload after another made a 1.0× ratio read anywhere from 0.7× to 1.7×.
+/// Rounds of section 1 at size `n`: a 1k run takes milliseconds, where one scheduler hiccup
+/// of the machine moves a median of 3 by half; at 100k three rounds take a minute.
+fn rounds(n: usize) -> usize {
+    match n {
+        0..=1_000 => 15,
+        1_001..=10_000 => 7,
+        _ => reps(n),
+    }
+}
+
+fn measure_size(rt: &tokio::runtime::Runtime, kind: StoreKind, n: usize) -> Vec<Cell> {
+    eprintln!("scheduling: {} on {}", size_label(n), kind.name());
+    let compiled: Vec<_> = Workload::ALL.iter().map(|w| compile(&w.text(n))).collect();
     if n < 100_000 {
         // Discarded: the first run of a size pays for the runtime's threads and the
         // allocator's first pages.
-        run_once(rt, &compiled, kind);
+        for c in &compiled {
+            run_once(rt, c, kind);
+        }
     }
-    let runs: Vec<RunFigures> = (0..reps(n))
-        .map(|_| run_once(rt, &compiled, kind))
-        .collect();
-    Cell {
-        workload: w,
-        store: kind,
-        per_task_us: median(
-            runs.iter()
-                .map(|r| r.elapsed.as_secs_f64() * 1e6 / n as f64)
-                .collect(),
-        ),
-        events_per_s: median(
-            runs.iter()
-                .map(|r| r.events as f64 / r.elapsed.as_secs_f64())
-                .collect(),
-        ),
+    let mut runs: Vec<Vec<RunFigures>> = compiled.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds(n) {
+        for (c, figures) in compiled.iter().zip(&mut runs) {
+            figures.push(run_once(rt, c, kind));
+        }
     }
+    Workload::ALL
+        .iter()
+        .zip(runs)
+        .map(|(&w, runs)| Cell {
+            workload: w,
+            store: kind,
+            per_task_us: median(
+                runs.iter()
+                    .map(|r| r.elapsed.as_secs_f64() * 1e6 / n as f64)
+                    .collect(),
+            ),
+            events_per_s: median(
+                runs.iter()
+                    .map(|r| r.events as f64 / r.elapsed.as_secs_f64())
+                    .collect(),
+            ),
+        })
+        .collect()
 }
 
 pub(crate) fn measure_cells(rt: &tokio::runtime::Runtime, sizes: &[usize]) -> Vec<Cell> {
     let mut cells = Vec::new();
-    for w in Workload::ALL {
-        for kind in [StoreKind::Memory, StoreKind::Sqlite] {
-            for &n in sizes {
-                cells.push(measure_cell(rt, w, kind, n));
-            }
+    for kind in [StoreKind::Memory, StoreKind::Sqlite] {
+        for &n in sizes {
+            cells.extend(measure_size(rt, kind, n));
         }
     }
     cells
@@ -73,8 +84,10 @@ pub(crate) fn scheduling_section(cells: &[Cell], sizes: &[usize]) -> Section {
     let mut s = Section::new(
         "1. Scheduling cost per task (µs)",
         "Zero-latency mock agents, pool of 64, in process through `conductor::exec::run` on a \
-         multi-threaded tokio runtime; median of 3 runs after one discarded warm-up \
-         run (none at 100k). SQLite: a fresh file in a temp dir per run.",
+         multi-threaded tokio runtime; median of 15 / 7 / 3 runs at 1k / 10k / 100k after \
+         one discarded warm-up run (none at 100k). At each size and store the four workloads run in turn, round \
+         after round, so sections 2 and 2b compare runs seconds apart. SQLite: a fresh file \
+         in a temp dir per run.",
         header(&["workload", "store"], sizes, &["target", "status"]),
     );
     for w in [Workload::Chain, Workload::FanOut] {
