@@ -198,7 +198,14 @@ fn items(b: &mut Builder, text: &str, mut pos: usize, stop: usize) -> Option<Run
             });
         }
         let rule = match word(text, pos) {
-            "task" => Rule::task,
+            "task" => {
+                if let Some((task, end)) = simple_task(b.file_id(), text, pos) {
+                    items.push(PhaseItem::Task(Box::new(task)));
+                    pos = comma(text, end);
+                    continue;
+                }
+                Rule::task
+            }
             "gate" => Rule::gate,
             "enforce" => Rule::enforce,
             _ => Rule::setting,
@@ -207,6 +214,96 @@ fn items(b: &mut Builder, text: &str, mut pos: usize, stop: usize) -> Option<Run
         b.offset = pos;
         items.push(b.phase_item(pair));
         pos = comma(text, end);
+    }
+}
+
+/// A task at `pos` of the form most tasks of a large file have — `task NAME on AGENT`, then
+/// optionally `after A, B, …`, with ASCII names, blanks between the words, no comment, no
+/// `{ … }` body — read without pest; `None` for anything else, which the caller parses with the
+/// grammar's `task` rule. The grammar defines the language: this builds the same `Task` that
+/// rule and `Builder::task` build, spans included, and ends where that rule ends — after the
+/// blanks that follow it, pest's implicit whitespace before an optional part that is absent
+/// (checked against pest in `syntax::tests`). pest pays a stack probe on each of the ~150
+/// rule, sequence and repetition calls of such a line; a 20k-task file spent a fifth of its
+/// parse there.
+pub(super) fn simple_task(file: FileId, text: &str, pos: usize) -> Option<(ast::Task, usize)> {
+    let bytes = text.as_bytes();
+    let ident = |at: usize| -> Option<ast::Ident> {
+        let first = *bytes.get(at)?;
+        if !(first.is_ascii_alphabetic() || first == b'_') {
+            return None;
+        }
+        let len = bytes[at..]
+            .iter()
+            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
+            .count();
+        Some(ast::Ident {
+            name: text[at..at + len].to_string(),
+            span: Span::new(file, at, at + len),
+        })
+    };
+    let is_keyword = |at: usize, kw: &[u8]| {
+        bytes[at..].starts_with(kw)
+            && !bytes
+                .get(at + kw.len())
+                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    };
+    if !is_keyword(pos, b"task") {
+        return None;
+    }
+    let mut at = blanks(bytes, pos + 4)?;
+    let name = ident(at)?;
+    at = blanks(bytes, name.span.end as usize)?;
+    if !is_keyword(at, b"on") {
+        return None;
+    }
+    at = blanks(bytes, at + 2)?;
+    let agent = ident(at)?;
+    // `on workflow "f.cond"` (a child run) and `on pool.agent` go through the grammar.
+    if agent.name == "workflow" || bytes.get(agent.span.end as usize) == Some(&b'.') {
+        return None;
+    }
+    at = blanks(bytes, agent.span.end as usize)?;
+    let mut after = Vec::new();
+    if is_keyword(at, b"after") {
+        at = blanks(bytes, at + 5)?;
+        let first = ident(at)?;
+        at = blanks(bytes, first.span.end as usize)?;
+        // Sized exactly, as the builder sizes it: a vector grown by `push` holds four names
+        // (120 spare bytes a task; 12 MB of a 100k-task file's peak).
+        after = vec![first];
+        while bytes.get(at) == Some(&b',') {
+            let next = ident(blanks(bytes, at + 1)?)?;
+            at = blanks(bytes, next.span.end as usize)?;
+            after.push(next);
+        }
+        after.shrink_to_fit();
+    }
+    // A body, or a name that runs on into letters pest does not take.
+    if matches!(bytes.get(at), Some(b'{') | Some(0x80..)) {
+        return None;
+    }
+    let task = ast::Task {
+        name,
+        agent,
+        child: None,
+        after,
+        body: None,
+        span: Span::new(file, pos, at),
+    };
+    Some((task, at))
+}
+
+/// Past the blanks (space, tab, CR, LF) at `at`; `None` where a comment or a byte-order mark
+/// starts, which the grammar also skips but [`simple_task`] leaves to it.
+fn blanks(bytes: &[u8], mut at: usize) -> Option<usize> {
+    loop {
+        match bytes.get(at) {
+            Some(b' ' | b'\t' | b'\r' | b'\n') => at += 1,
+            Some(b'/') if matches!(bytes.get(at + 1), Some(b'/' | b'*')) => return None,
+            Some(0xEF) => return None,
+            _ => return Some(at),
+        }
     }
 }
 

@@ -239,3 +239,106 @@ fn a_large_phase_parsed_in_pieces_builds_the_same_ast_as_the_whole_parse() {
         assert_eq!(pieces.ok_or(Vec::new()), whole, "{parts} pieces");
     }
 }
+
+/// The task lines [`super::stream::simple_task`] reads without pest, each compared with what
+/// the grammar's `task` rule and the builder make of it: the same `Task`, spans included, and
+/// the same end. Lines it must leave to the grammar give `None`.
+#[test]
+fn a_simple_task_line_reads_as_the_grammar_reads_it() {
+    use pest::Parser as _;
+    let taken = [
+        "task a on m",
+        "task a on m\n  task b on m",
+        "task a on m after x\n  task b on m",
+        "task a on m after x, y  \n  task b",
+        "task a on m after x ,\n y , z\n}",
+        "task a on m   \n}",
+        "task a on m, task b on m",
+        "task\ta\ton\tm\tafter\tb\r\n}",
+        "task on on on after after",
+        "task task on after after task, on",
+        "task a on m afterwards",
+        "task a on m after b,c,d,e\n        task",
+        "task _x9 on _m0 after _1",
+        "task a on m x = 1",
+        "task a\n on\n m\n after\n b\n ,\n c",
+    ];
+    let declined = [
+        "task a on m // trailing comment\n}",
+        "task a on m /* c */ after b",
+        "task a on m { prompt = \"x\" }",
+        "task a on m after b {}",
+        "task a on pool.m",
+        "task a on workflow \"child.cond\"",
+        "task a on workflow",
+        "task a on m after b,",
+        "task a on m after b, }",
+        "task a on m after",
+        "task é on m",
+        "task a on mé",
+        "task a on m \u{FEFF}",
+        "task a on 9m",
+        "task-a on m",
+        "tasks a on m",
+        "task a b",
+    ];
+    for line in taken {
+        let (fast, end) = super::stream::simple_task(FileId(0), line, 0)
+            .unwrap_or_else(|| panic!("{line:?} is left to the grammar"));
+        let pair = super::CondParser::parse(super::Rule::task, line)
+            .unwrap_or_else(|e| panic!("{line:?} does not parse: {e}"))
+            .next()
+            .unwrap();
+        assert_eq!(end, pair.as_span().end(), "where {line:?} ends");
+        let mut b = super::build::Builder::new(FileId(0));
+        let built = b.phase_item(pair);
+        assert_eq!(
+            super::ast::PhaseItem::Task(Box::new(fast)),
+            built,
+            "{line:?}"
+        );
+    }
+    for line in declined {
+        assert!(
+            super::stream::simple_task(FileId(0), line, 0).is_none(),
+            "{line:?} should be left to the grammar"
+        );
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(300))]
+    /// Phases of task lines built from names, keywords, blanks, commas, comments, bodies and
+    /// stray characters: the walk (which reads simple task lines without pest) and the whole
+    /// parse agree, or the walk declines.
+    #[test]
+    fn task_lines_read_without_pest_agree_with_the_whole_parse(
+        lines in proptest::collection::vec(
+            proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::strategy::Just("task".to_string()),
+                    proptest::strategy::Just("on".to_string()),
+                    proptest::strategy::Just("after".to_string()),
+                    proptest::strategy::Just("workflow".to_string()),
+                    "[a-z_][a-z0-9_]{0,3}",
+                    "[ \t\n,{}./*é\"=]{1,2}",
+                ],
+                1..10,
+            ),
+            1..8,
+        ),
+        sep in "[ \t\n]{1,3}",
+    ) {
+        let mut text = String::from("workflow w {\n  agent m { kind = \"mock\" }\n  phase p {\n");
+        for words in &lines {
+            text.push_str("    task ");
+            text.push_str(&words.join(&sep));
+            text.push('\n');
+        }
+        text.push_str("  }\n}\n");
+        let whole = super::parse_whole(FileId(0), &text);
+        if let Some(streamed) = super::stream::parse(FileId(0), &text) {
+            proptest::prop_assert_eq!(Ok(streamed), whole);
+        }
+    }
+}
