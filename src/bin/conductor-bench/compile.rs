@@ -139,25 +139,62 @@ fn compile_once_us(text: &str, n: usize) -> f64 {
     t.as_secs_f64() * 1e6 / n as f64
 }
 
-/// Compile time in µs per task: median of 15 below 100k (a compile there takes milliseconds,
-/// the `for_each` one under one, where a single hiccup of the machine moved a median of 5 by
-/// half and failed the growth check), 5 at 100k, after a warm-up.
-pub(crate) fn compile_us(w: Workload, n: usize) -> f64 {
-    let text = w.text(n);
-    let timed = || compile_once_us(&text, n);
-    if n < 100_000 {
-        // Discarded, as in section 1: the first compile of a size faults in fresh pages.
-        timed();
+/// Compile time in µs per task at each of `sizes`: five rounds, each running every size in a
+/// fresh process (`--compile W N R`, this binary again) that discards its first compile (it
+/// faults in the process's first pages) and times three; the median of a size's 15 figures. Below 1 µs a task
+/// a 1k compile takes half a millisecond, and this machine's speed drifts by a third from one
+/// second to the next: measured one size after another (in this process, after section 1's
+/// runs had shaped the heap, or in one child per size), the 1k → 10k step read anywhere from
+/// 0.8× to 2.1× a task between full runs. Sizes in turn, round after round, compare like with
+/// like.
+pub(crate) fn compile_series(w: Workload, sizes: &[usize]) -> Vec<f64> {
+    let exe = std::env::current_exe().expect("the bench binary knows its own path");
+    let mut times: Vec<Vec<f64>> = sizes.iter().map(|_| Vec::new()).collect();
+    for _ in 0..5 {
+        for (&n, times) in sizes.iter().zip(&mut times) {
+            let (warm_up, timed) = (1, 3);
+            let out = Command::new(&exe)
+                .args([
+                    "--compile",
+                    w.arg(),
+                    &n.to_string(),
+                    &(warm_up + timed).to_string(),
+                ])
+                .output()
+                .expect("the bench binary starts again as a child");
+            assert!(
+                out.status.success(),
+                "--compile {} {n} failed: {}",
+                w.arg(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let before = times.len();
+            times.extend(
+                String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .skip(warm_up)
+                    .map(|l| {
+                        l.trim()
+                            .parse::<f64>()
+                            .expect("the child prints µs per task")
+                    }),
+            );
+            assert_eq!(
+                times.len() - before,
+                timed,
+                "--compile {} {n} printed every compile",
+                w.arg()
+            );
+        }
     }
-    let rounds = if n < 100_000 { 15 } else { 5 };
-    median((0..rounds).map(|_| timed()).collect())
+    times.into_iter().map(median).collect()
 }
 
 /// Issue 3's target: 100,000 tasks compile in under 1 s (10 µs per task) and 10× the tasks
 /// cost at most 12× the time.
 pub(crate) fn compile_rows(s: &mut Section, w: Workload, sizes: &[usize]) {
     eprintln!("compile: {}", w.name());
-    let us: Vec<f64> = sizes.iter().map(|&n| compile_us(w, n)).collect();
+    let us = compile_series(w, sizes);
     let steps_ok = us.windows(2).all(|p| p[1] / p[0] <= 1.2);
     let last_ok = us.last().is_some_and(|&v| v <= 10.0);
     s.rows.push(row(
@@ -206,8 +243,8 @@ pub(crate) fn run_peak_row(s: &mut Section, w: Workload, sizes: &[usize]) {
 pub(crate) fn compile_section(sizes: &[usize]) -> Section {
     let mut s = Section::new(
         "3. Compile cost and peak memory",
-        "Time: in process, median of 15 below 100k and of 5 at 100k (after a discarded \
-         warm-up below 100k). Peak \
+        "Time: this binary re-run as a fresh process (`--compile W N R`), every size in turn, \
+         five rounds; median of 15 compiles (3 a process, after a discarded warm-up). Peak \
          bytes/task: this binary re-run as a fresh process (`--peak W N compile`), its `VmHWM` \
          minus that of the same process generating the text only, ÷ N; median of 3 processes \
          each. The run's peak is the whole process's `VmHWM`.",
