@@ -91,26 +91,31 @@ pub(crate) fn peak_kb() -> Option<u64> {
 
 /// The median peak (kB) of 3 fresh processes running `stage`.
 pub(crate) fn child_peak_kb(w: Workload, n: usize, stage: &str) -> f64 {
-    let exe = std::env::current_exe().expect("the bench binary knows its own path");
     let runs = (0..3)
         .map(|_| {
-            let out = Command::new(&exe)
-                .args(["--peak", w.arg(), &n.to_string(), stage])
-                .output()
-                .expect("the bench binary starts again as a child");
-            assert!(
-                out.status.success(),
-                "--peak {} {n} {stage} failed: {}",
-                w.arg(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout)
+            child(&["--peak", w.arg(), &n.to_string(), stage])
                 .trim()
                 .parse::<f64>()
                 .expect("the child prints its VmHWM in kB")
         })
         .collect();
     median(runs)
+}
+
+/// What this binary, run again with `args`, prints; it must succeed.
+fn child(args: &[&str]) -> String {
+    let exe = std::env::current_exe().expect("the bench binary knows its own path");
+    let out = Command::new(&exe)
+        .args(args)
+        .output()
+        .expect("the bench binary starts again as a child");
+    assert!(
+        out.status.success(),
+        "{} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// `--compile W N [R]`: compiles one workload R times (default 5) in this process and prints
@@ -141,44 +146,29 @@ fn compile_once_us(text: &str, n: usize) -> f64 {
 
 /// Compile time in µs per task at each of `sizes`: five rounds, each running every size in a
 /// fresh process (`--compile W N R`, this binary again) that discards its first compile (it
-/// faults in the process's first pages) and times three; the median of a size's 15 figures. Below 1 µs a task
-/// a 1k compile takes half a millisecond, and this machine's speed drifts by a third from one
-/// second to the next: measured one size after another (in this process, after section 1's
-/// runs had shaped the heap, or in one child per size), the 1k → 10k step read anywhere from
-/// 0.8× to 2.1× a task between full runs. Sizes in turn, round after round, compare like with
-/// like.
+/// faults in the process's first pages) and times three; the median of a size's 15 figures.
+/// Below 1 µs a task a 1k compile takes half a millisecond, and this machine's speed drifts by
+/// a third from one second to the next: measured one size after another (in this process,
+/// after section 1's runs had shaped the heap, or in one child per size), the 1k → 10k step
+/// read anywhere from 0.8× to 2.1× a task between full runs. Sizes in turn, round after round,
+/// compare like with like.
 pub(crate) fn compile_series(w: Workload, sizes: &[usize]) -> Vec<f64> {
-    let exe = std::env::current_exe().expect("the bench binary knows its own path");
     let mut times: Vec<Vec<f64>> = sizes.iter().map(|_| Vec::new()).collect();
     for _ in 0..5 {
         for (&n, times) in sizes.iter().zip(&mut times) {
             let (warm_up, timed) = (1, 3);
-            let out = Command::new(&exe)
-                .args([
-                    "--compile",
-                    w.arg(),
-                    &n.to_string(),
-                    &(warm_up + timed).to_string(),
-                ])
-                .output()
-                .expect("the bench binary starts again as a child");
-            assert!(
-                out.status.success(),
-                "--compile {} {n} failed: {}",
+            let out = child(&[
+                "--compile",
                 w.arg(),
-                String::from_utf8_lossy(&out.stderr)
-            );
+                &n.to_string(),
+                &(warm_up + timed).to_string(),
+            ]);
             let before = times.len();
-            times.extend(
-                String::from_utf8_lossy(&out.stdout)
-                    .lines()
-                    .skip(warm_up)
-                    .map(|l| {
-                        l.trim()
-                            .parse::<f64>()
-                            .expect("the child prints µs per task")
-                    }),
-            );
+            times.extend(out.lines().skip(warm_up).map(|l| {
+                l.trim()
+                    .parse::<f64>()
+                    .expect("the child prints µs per task")
+            }));
             assert_eq!(
                 times.len() - before,
                 timed,

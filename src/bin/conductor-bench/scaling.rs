@@ -56,14 +56,7 @@ pub(crate) fn artifacts_us(n: usize) -> f64 {
                 }))
             })
             .collect();
-        let batch = Batch {
-            events: &events,
-            json: &[],
-            changes: &changes,
-            state: &state,
-            work: &Default::default(),
-        };
-        store.append(&run.id, &batch).expect("a batch appends");
+        append(&store, &run.id, &events, &changes, &state);
         next = last;
     }
     let times = (0..reps(n).max(3))
@@ -92,6 +85,18 @@ pub(crate) fn artifacts_child(args: &[String]) -> ExitCode {
         println!("{:.3}", artifacts_us(n));
     }
     ExitCode::SUCCESS
+}
+
+/// Appends `events` to `run` as one batch, with the state and changes given.
+fn append(store: &SqliteStore, run: &RunId, events: &[Event], changes: &Changes, state: &RunState) {
+    let batch = Batch {
+        events,
+        json: &[],
+        changes,
+        state,
+        work: &Default::default(),
+    };
+    store.append(run, &batch).expect("a batch appends");
 }
 
 /// An event read from its form in the log (so fields the log may omit need not be spelled).
@@ -129,14 +134,7 @@ pub(crate) fn fill_log(store: &SqliteStore, run: &RunId, n: u64) {
                 }))
             })
             .collect();
-        let batch = Batch {
-            events: &events,
-            json: &[],
-            changes: &changes,
-            state: &state,
-            work: &Default::default(),
-        };
-        store.append(run, &batch).expect("a batch appends");
+        append(store, run, &events, &changes, &state);
         next = last + 1;
     }
 }
@@ -195,14 +193,7 @@ pub(crate) fn runs_and_gc_us(n: usize) -> (f64, f64) {
         for _ in 0..n {
             let run = record(RunStatus::Completed);
             store.create_run(&run).expect("a run is created");
-            let batch = Batch {
-                events: &log,
-                json: &[],
-                changes: &changes,
-                state: &state,
-                work: &Default::default(),
-            };
-            store.append(&run.id, &batch).expect("a run's log appends");
+            append(&store, &run.id, &log, &changes, &state);
         }
         let begun = Instant::now();
         let runs = conductor::store::list_runs(&store, |_| true, |e| panic!("{e}"))

@@ -85,9 +85,9 @@ pub(crate) fn scheduling_section(cells: &[Cell], sizes: &[usize]) -> Section {
         "1. Scheduling cost per task (µs)",
         "Zero-latency mock agents, pool of 64, in process through `conductor::exec::run` on a \
          multi-threaded tokio runtime; median of 15 / 7 / 3 runs at 1k / 10k / 100k after \
-         one discarded warm-up run (none at 100k). At each size and store the four workloads run in turn, round \
-         after round, so sections 2 and 2b compare runs seconds apart. SQLite: a fresh file \
-         in a temp dir per run.",
+         one discarded warm-up run (none at 100k). At each size and store the four workloads \
+         run in turn, round after round, so sections 2 and 2b compare runs seconds apart. \
+         SQLite: a fresh file in a temp dir per run.",
         header(&["workload", "store"], sizes, &["target", "status"]),
     );
     for w in [Workload::Chain, Workload::FanOut] {
