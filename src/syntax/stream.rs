@@ -229,32 +229,22 @@ fn items(b: &mut Builder, text: &str, mut pos: usize, stop: usize) -> Option<Run
 pub(super) fn simple_task(file: FileId, text: &str, pos: usize) -> Option<(ast::Task, usize)> {
     let bytes = text.as_bytes();
     let ident = |at: usize| -> Option<ast::Ident> {
-        let first = *bytes.get(at)?;
-        if !(first.is_ascii_alphabetic() || first == b'_') {
+        let name = word(text, at);
+        if !name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
             return None;
         }
-        let len = bytes[at..]
-            .iter()
-            .take_while(|c| c.is_ascii_alphanumeric() || **c == b'_')
-            .count();
         Some(ast::Ident {
-            name: text[at..at + len].to_string(),
-            span: Span::new(file, at, at + len),
+            name: name.to_string(),
+            span: Span::new(file, at, at + name.len()),
         })
     };
-    let is_keyword = |at: usize, kw: &[u8]| {
-        bytes[at..].starts_with(kw)
-            && !bytes
-                .get(at + kw.len())
-                .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
-    };
-    if !is_keyword(pos, b"task") {
+    if !keyword(text, pos, "task") {
         return None;
     }
     let mut at = blanks(bytes, pos + 4)?;
     let name = ident(at)?;
     at = blanks(bytes, name.span.end as usize)?;
-    if !is_keyword(at, b"on") {
+    if !keyword(text, at, "on") {
         return None;
     }
     at = blanks(bytes, at + 2)?;
@@ -265,7 +255,7 @@ pub(super) fn simple_task(file: FileId, text: &str, pos: usize) -> Option<(ast::
     }
     at = blanks(bytes, agent.span.end as usize)?;
     let mut after = Vec::new();
-    if is_keyword(at, b"after") {
+    if keyword(text, at, "after") {
         at = blanks(bytes, at + 5)?;
         let first = ident(at)?;
         at = blanks(bytes, first.span.end as usize)?;
