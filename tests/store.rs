@@ -764,7 +764,7 @@ fn a_version_1_sqlite_store_is_migrated_forward_and_keeps_its_runs() {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7, "migrated forward to the current schema");
+    assert_eq!(version, 8, "migrated forward to the current schema");
     for table in ["task_results", "attempts", "agent_states", "decisions"] {
         let n: i64 = conn
             .query_row(
@@ -859,7 +859,7 @@ async fn a_version_6_sqlite_store_moves_its_log_to_rowid_tables_and_reads_it_bac
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     for table in ["event_batches", "attempt_logs"] {
         assert!(!layout(&conn, table).contains("WITHOUT ROWID"), "{table}");
     }
@@ -883,6 +883,91 @@ async fn a_version_6_sqlite_store_moves_its_log_to_rowid_tables_and_reads_it_bac
         plan.contains("event_batches_seq"),
         "read by the index: {plan}"
     );
+}
+
+/// Schema 8 keeps a long batch compressed. A 300-task fan-out's large turns are BLOBs a small
+/// part of their JSON, short batches stay text, every event reads back as the run wrote it,
+/// and a damaged body is an error naming the run and the batch, not a panic or an allocation
+/// of what the damaged length claims.
+#[tokio::test]
+async fn long_batches_are_stored_compressed_read_back_whole_and_damage_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).unwrap());
+    let text = conductor::workloads::workflow(conductor::workloads::Shape::FanOut, 300, 16);
+    let state = run_into(store.clone(), &text).await;
+    let run = state.workflow_id.clone();
+    let events = store.events(&run).unwrap();
+    let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=events.len() as u64).collect::<Vec<_>>());
+    let again = RunState::from_events(&events);
+    assert_eq!(again.status(), RunStatus::Completed);
+    assert_eq!(again.status(), state.status());
+    let json_len: usize = events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap().len() + 1)
+        .sum();
+    // A small run's batches are short.
+    let small = run_into(store.clone(), FLAKY).await.workflow_id;
+    drop(store);
+
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let kinds = |conn: &rusqlite::Connection| -> HashMap<String, (i64, i64)> {
+        let mut stmt = conn
+            .prepare(
+                "SELECT typeof(body), COUNT(*), SUM(length(body)) FROM event_batches GROUP BY 1",
+            )
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, (r.get(1)?, r.get(2)?))))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let stored = kinds(&conn);
+    let (blobs, blob_bytes) = stored["blob"];
+    assert!(blobs >= 1, "{stored:?}");
+    assert!(
+        stored.contains_key("text"),
+        "short batches stay text: {stored:?}"
+    );
+    let total = blob_bytes;
+    assert!(
+        (total as usize) * 3 < json_len,
+        "{json_len} bytes of events stored in {total} ({blobs} BLOBs)"
+    );
+    // A text body reads as JSON in SQL, as before.
+    let first_kind: String = conn
+        .query_row(
+            "SELECT json_extract(body, '$[0].event') FROM event_batches
+             WHERE run_id = ?1 ORDER BY first_seq LIMIT 1",
+            [&*small.0],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(first_kind, "run_started");
+
+    // The length says 4 GiB; the block holds a few bytes.
+    let damaged: i64 = conn
+        .query_row(
+            "UPDATE event_batches SET body = X'01FFFFFFFF1122334455'
+             WHERE rowid = (SELECT MAX(rowid) FROM event_batches WHERE typeof(body) = 'blob')
+             RETURNING first_seq",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path)
+        .unwrap()
+        .events(&run)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains(&*run.0), "{err}");
+    assert!(
+        err.contains(&format!("batch from event {damaged}")),
+        "{err}"
+    );
+    assert!(err.contains("claims 4294967295 bytes"), "{err}");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::backlog::{self, Backlog, Backlogs};
+use super::body::{self, Stored};
 use crate::model::RunId;
 use crate::store::{check_order, Batch, StoreError};
 
@@ -85,10 +86,15 @@ pub(super) fn append(
             cause: err.to_string(),
         })?
     };
-    tx.prepare_cached(
+    let mut insert = tx.prepare_cached(
         "INSERT INTO event_batches (run_id, first_seq, last_seq, body) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![id, first.seq as i64, end.seq as i64, body])?;
+    )?;
+    let seqs = (first.seq as i64, end.seq as i64);
+    match body::encode(body) {
+        Stored::Text(text) => insert.execute(params![id, seqs.0, seqs.1, text])?,
+        Stored::Compressed(blob) => insert.execute(params![id, seqs.0, seqs.1, blob])?,
+    };
+    drop(insert);
     indexes(&tx, id, batch)?;
     let due = backlogs.merge(run, batch);
     if rows == Rows::Dropped {

@@ -9,6 +9,7 @@
 
 mod append;
 mod backlog;
+mod body;
 mod busy;
 mod checkpoint;
 mod gc;

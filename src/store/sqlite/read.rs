@@ -32,19 +32,20 @@ pub(super) fn events_after(
              0)
          AND last_seq > ?2 ORDER BY first_seq",
     )?;
-    let rows = stmt.query_map(params![&*run.0, seq as i64], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-    })?;
+    let mut rows = stmt.query(params![&*run.0, seq as i64])?;
     let mut out = Vec::new();
-    for row in rows {
-        let (first, body) = row?;
-        // A batch's events are numbered on from its first (`check_order`).
-        let batch = parse_stored_after(&body, first.max(0) as u64, seq).map_err(|cause| {
+    while let Some(row) = rows.next()? {
+        let first: i64 = row.get(0)?;
+        let unreadable = |cause| {
             Failure::Store(StoreError::UnreadableEvent {
                 run: run.clone(),
                 cause,
             })
-        })?;
+        };
+        let body = super::body::decode(row.get_ref(1)?)
+            .map_err(|cause| unreadable(format!("batch from event {first}: {cause}")))?;
+        // A batch's events are numbered on from its first (`check_order`).
+        let batch = parse_stored_after(&body, first.max(0) as u64, seq).map_err(unreadable)?;
         out.extend(batch.into_iter().filter(|e| e.seq > seq));
     }
     Ok(out)
