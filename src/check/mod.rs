@@ -174,6 +174,11 @@ struct Names {
     agents: FastIndexMap<String, (AgentId, Span)>,
     phases: FastIndexMap<String, (PhaseId, Span)>,
     params: FastIndexMap<String, Span>,
+    /// Each `task` of the phases `declare` accepted, in the order written: its id, or `None`
+    /// for a second task of a name. `phases` walks the same tasks in the same order.
+    declared: Vec<Option<TaskId>>,
+    /// How many of `declared` `phases` has read.
+    declared_read: usize,
     /// Phases with at least one `task` written in them (duplicates included).
     phases_with_tasks: FastSet<PhaseId>,
     /// Tasks that fan out (`matrix` or `for_each`): templates read `outputs`, not `output`.
@@ -358,6 +363,7 @@ impl<'m> Checker<'m> {
             }
         }
         self.names.tasks.reserve(declared);
+        self.names.declared.reserve_exact(declared);
         self.after_spans.reserve(declared, edges);
         let mut next_task = 0;
         for item in &wf.items {
@@ -410,14 +416,21 @@ impl<'m> Checker<'m> {
                                 self.load_child(t, file);
                             }
                         }
-                        if let Some(&(_, _, first)) = self.names.tasks.get(&t.name.name) {
-                            self.duplicate("task", &t.name, first);
-                        } else {
-                            let id = TaskId(next_task);
-                            next_task += 1;
-                            self.names
-                                .tasks
-                                .insert(t.name.name.clone(), (id, phase_id, t.name.span));
+                        // One probe of the index a task (`entry`), and the id remembered in
+                        // order for `phases`: at 100k tasks each probe of this index is a few
+                        // cache misses, a sixth of compiling when every pass looked names up.
+                        match self.names.tasks.entry(t.name.name.clone()) {
+                            indexmap::map::Entry::Occupied(e) => {
+                                let first = e.get().2;
+                                self.names.declared.push(None);
+                                self.duplicate("task", &t.name, first);
+                            }
+                            indexmap::map::Entry::Vacant(e) => {
+                                let id = TaskId(next_task);
+                                next_task += 1;
+                                e.insert((id, phase_id, t.name.span));
+                                self.names.declared.push(Some(id));
+                            }
                         }
                     }
                 }

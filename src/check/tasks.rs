@@ -162,10 +162,19 @@ impl Checker<'_> {
     }
 
     fn task(&mut self, t: &ast::Task, phase: PhaseId) -> Option<Task> {
-        let &(id, _, span) = self.names.tasks.get(&t.name.name)?;
-        if span != t.name.span {
-            return None; // a duplicate, already reported
-        }
+        // `declare` numbered the tasks in this order: the entry at that number is this task's
+        // (read by position, not looked up by name). Otherwise the name says: a duplicate (its
+        // first task's span there, and already reported) or not declared.
+        let declared = self.names.declared.get(self.names.declared_read).copied();
+        self.names.declared_read += 1;
+        let at = |id: TaskId| self.names.tasks.get_index(id.index()).map(|(_, e)| e.2);
+        let id = match declared {
+            Some(Some(id)) if at(id) == Some(t.name.span) => id,
+            _ => match self.names.tasks.get(&t.name.name) {
+                Some(&(id, _, span)) if span == t.name.span => id,
+                _ => return None,
+            },
+        };
         let agent = match &t.child {
             Some(_) => self.child_agent(t),
             None => self.task_agent(&t.agent),
