@@ -68,32 +68,38 @@ pub(super) fn append(
         return Ok(None);
     };
     // The batch is one row: its events, serialised once for every reader, as a JSON array.
-    let body = if batch.json.len() == batch.events.len() {
-        let mut body =
-            String::with_capacity(batch.json.iter().map(|l| l.len() + 1).sum::<usize>() + 2);
-        body.push('[');
-        for (i, line) in batch.json.iter().enumerate() {
-            if i > 0 {
-                body.push(',');
-            }
-            body.push_str(line);
-        }
-        body.push(']');
-        body
+    let events = if batch.json.len() == batch.events.len() {
+        None
     } else {
-        serde_json::to_string(batch.events).map_err(|err| StoreError::UnreadableEvent {
-            run: run.clone(),
-            cause: err.to_string(),
-        })?
+        Some(
+            serde_json::to_string(batch.events).map_err(|err| StoreError::UnreadableEvent {
+                run: run.clone(),
+                cause: err.to_string(),
+            })?,
+        )
+    };
+    let fill = |body: &mut String| match &events {
+        Some(events) => body.push_str(events),
+        None => {
+            body.reserve(batch.json.iter().map(|l| l.len() + 1).sum::<usize>() + 2);
+            body.push('[');
+            for (i, line) in batch.json.iter().enumerate() {
+                if i > 0 {
+                    body.push(',');
+                }
+                body.push_str(line);
+            }
+            body.push(']');
+        }
     };
     let mut insert = tx.prepare_cached(
         "INSERT INTO event_batches (run_id, first_seq, last_seq, body) VALUES (?1, ?2, ?3, ?4)",
     )?;
     let seqs = (first.seq as i64, end.seq as i64);
-    match body::encode(body) {
-        Stored::Text(text) => insert.execute(params![id, seqs.0, seqs.1, text])?,
-        Stored::Compressed(blob) => insert.execute(params![id, seqs.0, seqs.1, blob])?,
-    };
+    body::with_stored(fill, |stored| match stored {
+        Stored::Text(text) => insert.execute(params![id, seqs.0, seqs.1, text]),
+        Stored::Compressed(blob) => insert.execute(params![id, seqs.0, seqs.1, blob]),
+    })?;
     drop(insert);
     indexes(&tx, id, batch)?;
     let due = backlogs.merge(run, batch);
