@@ -1,8 +1,9 @@
 //! Projection rows written on a thread of their own. A run is one scheduler thread, and on it
 //! every append waits for SQLite; writing a run's projection rows there (a row per task and per
 //! attempt) cost a fifth of a zero-latency run. The projector writes them on the machine's
-//! other core, through the store's one connection, in transactions of a few hundred rows: an
-//! append waits at most for one of them, and goes first when both want the connection.
+//! other core, through the store's one connection, a few hundred rows at a time: an append waits
+//! at most for one such part, and goes first when both want the connection (the transaction
+//! commits before it; while nobody waits, one transaction holds up to 16 parts).
 //!
 //! Order is kept: rows are handed over only after the events they come from are committed,
 //! jobs are written in the order they were handed over, and a batch that stops its run waits
@@ -22,8 +23,11 @@ use super::backlog::Backlog;
 use crate::model::RunId;
 use crate::store::StoreError;
 
-/// Rows per transaction: a quarter of a millisecond of writing, what an append may wait.
+/// Rows per part of a job: a quarter of a millisecond of writing, what an append may wait.
 const ROWS_PER_TRANSACTION: usize = 128;
+
+/// The most parts one transaction holds (when no append is waiting).
+const PARTS_PER_COMMIT: usize = 16;
 
 /// Jobs waiting before an append waits for the projector (the rows of a run are produced
 /// faster than a slow disk takes them).
@@ -221,7 +225,10 @@ fn work(path: &Path, conn: &Mutex<Connection>, appending: &AtomicUsize, shared: 
     }
 }
 
-/// Writes a job a few hundred rows per transaction; the last one moves `projected_seq`.
+/// Writes a job a few hundred rows at a time; the last part moves `projected_seq`. Parts go on
+/// in one transaction while no append waits, up to [`PARTS_PER_COMMIT`]: every commit writes
+/// the pages it touched to the log again, and a 20k-task run's rows in commits of 128 took a
+/// tenth of the whole run more than in commits of 2,048.
 fn write(
     path: &Path,
     conn: &Mutex<Connection>,
@@ -230,7 +237,8 @@ fn write(
 ) -> Result<(), String> {
     let parts = job.rows.split(ROWS_PER_TRANSACTION);
     let last = parts.len() - 1;
-    for (i, part) in parts.into_iter().enumerate() {
+    let mut parts = parts.into_iter().enumerate().peekable();
+    while parts.peek().is_some() {
         // An append waiting for the connection goes first (it waits for whoever holds the
         // connection; a long read may, so the projector backs off to sleeping).
         let mut spins = 0u32;
@@ -244,8 +252,15 @@ fn write(
         }
         let conn = conn.lock().unwrap_or_else(|e| e.into_inner());
         let tx = super::busy::begin(&conn, path).map_err(|e| e.to_string())?;
-        part.write(&tx, &job.run, (i == last).then_some(job.seq))
-            .map_err(|e| e.to_string())?;
+        let mut written = 0;
+        // One part at least; then more while nobody waits to append.
+        while let Some((i, part)) = parts.next_if(|_| {
+            written == 0 || (written < PARTS_PER_COMMIT && appending.load(Ordering::Acquire) == 0)
+        }) {
+            part.write(&tx, &job.run, (i == last).then_some(job.seq))
+                .map_err(|e| e.to_string())?;
+            written += 1;
+        }
         tx.commit().map_err(|e| e.to_string())?;
     }
     Ok(())
