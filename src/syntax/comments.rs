@@ -43,7 +43,11 @@ pub(super) fn scan(file: FileId, text: &str, rhai: &[(usize, usize)]) -> Vec<Com
             comments.push(comment(file, text, i, end));
             i = end;
         } else {
-            i += 1;
+            // Nothing starts here: on to the next quote or slash, or the next rhai range.
+            let limit = rhai
+                .peek()
+                .map_or(bytes.len(), |r| r.0.clamp(i + 1, bytes.len()));
+            i = memchr::memchr2(b'"', b'/', &bytes[i + 1..limit]).map_or(limit, |n| i + 1 + n);
         }
     }
     comments

@@ -97,6 +97,13 @@ fn comments_outside_rhai_are_collected() {
     );
     let texts: Vec<&str> = f.comments.iter().map(|c| c.text.as_str()).collect();
     assert_eq!(texts, vec!["// head", "/* b */", "// tail"]);
+    // Against a rhai block on both sides, and slashes in strings and arithmetic.
+    let f = parse_ok(
+        "workflow w { x = \"a//b\" /*c*/phase p { gate {/* in */ 4 / 2 == 2 }// d\n} \
+         y = \"\"\"/* not */\"\"\" // e\n}",
+    );
+    let texts: Vec<&str> = f.comments.iter().map(|c| c.text.as_str()).collect();
+    assert_eq!(texts, vec!["/*c*/", "// d", "// e"]);
 }
 
 #[test]
