@@ -21,8 +21,9 @@ const COMPILING_MS: std::ffi::c_long = 10;
 /// instead of 13 (`conductor-bench --time fan-out 100000 sqlite`, alternated).
 const RUNNING_MS: std::ffi::c_long = 1_000;
 
-/// Sets the purge delay and huge pages for compiling, and has the library set them back for
-/// running once the workflow is compiled ([`conductor::on_compiled`]). What the environment
+/// Sets the purge delay for compiling, has the library say how large a text it compiles (huge
+/// pages go off for a large one: [`HUGE_PAGES_BELOW`]) and set both back for running once the
+/// workflow is compiled ([`conductor::on_compiled`]). What the environment
 /// chose is left alone: a purge delay in `MIMALLOC_PURGE_DELAY` (or its old name,
 /// `MIMALLOC_RESET_DELAY`), huge pages in `MIMALLOC_ALLOW_THP` or a process that was started
 /// with them off. Call it first in `main`, before any thread starts.
@@ -30,8 +31,28 @@ pub fn tune() {
     if !chosen_by_environment() {
         set_purge_delay(COMPILING_MS);
     }
-    huge_pages::compiling();
+    conductor::on_compiling(compiling);
     conductor::on_compiled(running);
+}
+
+/// A workflow text this long or longer compiles without huge pages; a shorter one with them.
+/// Huge pages make a compile's page faults 512 times fewer — `conductor check` of a 20k-task
+/// fan-out (838 kB) took 21.9 → 16.8 ms (minimum of 21, alternated; medians 29.0 → 22.8) with
+/// them on from the start (turned on only once the text was read, the regions the process had
+/// already touched kept small pages: 2,152 page faults instead of 576, and no gain) — but
+/// partly used huge pages add to the peak: a 100k-task fan-out (3.5 MB) compiled with 593–703 B
+/// a task instead of 470–500 (`conductor-bench --peak fan-out 100000 compile`, less `text`). A
+/// few megabytes more matter little to a small file and are a quarter more for a large one.
+const HUGE_PAGES_BELOW: usize = 1 << 20;
+
+/// Before a text of `len` bytes compiles: huge pages as the process started with them for a
+/// small text, off for a large one.
+fn compiling(len: usize) {
+    if len < HUGE_PAGES_BELOW {
+        huge_pages::running();
+    } else {
+        huge_pages::compiling();
+    }
 }
 
 /// The settings for running: the purge delay's default, huge pages as they were.
@@ -58,7 +79,8 @@ fn set_purge_delay(ms: std::ffi::c_long) {
     unsafe { libmimalloc_sys::mi_option_set(PURGE_DELAY, ms) }
 }
 
-/// Transparent huge pages, off while a workflow compiles.
+/// Transparent huge pages, off while a large workflow compiles (see [`HUGE_PAGES_BELOW`]); on
+/// (as the process started) otherwise.
 ///
 /// mimalloc asks the kernel for huge pages (2 MiB) for its arena (`madvise(MADV_HUGEPAGE)`;
 /// the system's setting here is `madvise`). A huge page is resident as a whole once touched,
@@ -123,10 +145,11 @@ mod tests {
 
     #[test]
     #[allow(unsafe_code)]
-    fn while_compiling_freed_memory_goes_back_soon_and_huge_pages_are_off() {
+    fn while_compiling_freed_memory_goes_back_soon_and_huge_pages_are_off_for_a_large_file() {
         // SAFETY: reads one integer of mimalloc's option table.
         let read = || unsafe { libmimalloc_sys::mi_option_get(PURGE_DELAY) };
-        // Huge pages are off while compiling and as they were after (when the kernel says).
+        // Huge pages are off while a large text compiles and as they were otherwise (when the
+        // kernel says).
         #[cfg(target_os = "linux")]
         let pages = huge_pages::disabled();
         let thp_chosen = std::env::var_os("MIMALLOC_ALLOW_THP").is_some();
@@ -137,7 +160,17 @@ mod tests {
             assert_eq!(read(), COMPILING_MS);
             #[cfg(target_os = "linux")]
             if pages.is_some() && !thp_chosen {
-                assert_eq!(huge_pages::disabled(), Some(true), "off while compiling");
+                assert_eq!(
+                    huge_pages::disabled(),
+                    pages,
+                    "as they were, until a text compiles"
+                );
+                compiling(HUGE_PAGES_BELOW);
+                assert_eq!(huge_pages::disabled(), Some(true), "off for a large one");
+                compiling(HUGE_PAGES_BELOW - 1);
+                assert_eq!(huge_pages::disabled(), pages, "on for a small file");
+                compiling(HUGE_PAGES_BELOW);
+                assert_eq!(huge_pages::disabled(), Some(true), "off for a large one");
             }
             conductor::compiled();
             assert_eq!(read(), RUNNING_MS);

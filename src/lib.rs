@@ -63,6 +63,23 @@ pub use source::{SourceMap, Span};
 /// allocator from keeping a compile's peak low to running fast: `src/allocator.rs`).
 static ON_COMPILED: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
 
+/// What the binary wants done before a workflow's text is compiled, given the text's length in
+/// bytes (its allocator keeps huge pages for a small file: `src/allocator.rs`).
+static ON_COMPILING: std::sync::OnceLock<fn(usize)> = std::sync::OnceLock::new();
+
+/// Registers the function called with a workflow text's length before it is compiled; the
+/// first registration wins.
+pub fn on_compiling(hook: fn(usize)) {
+    let _ = ON_COMPILING.set(hook);
+}
+
+/// A workflow text of `len` bytes is about to be parsed and checked.
+pub(crate) fn compiling(len: usize) {
+    if let Some(hook) = ON_COMPILING.get() {
+        hook(len);
+    }
+}
+
 /// Registers the function [`compiled`] calls; the first registration wins.
 pub fn on_compiled(hook: fn()) {
     let _ = ON_COMPILED.set(hook);

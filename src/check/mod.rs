@@ -83,6 +83,7 @@ pub fn check_source_with(
     text: &str,
     imports: Option<&ImportTexts>,
 ) -> Checked {
+    crate::compiling(text.len());
     check_nested(map, name, path, text, imports, Vec::new())
 }
 
