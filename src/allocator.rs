@@ -49,9 +49,9 @@ const HUGE_PAGES_BELOW: usize = 1 << 20;
 /// small text, off for a large one.
 fn compiling(len: usize) {
     if len < HUGE_PAGES_BELOW {
-        huge_pages::running();
+        huge_pages::restore();
     } else {
-        huge_pages::compiling();
+        huge_pages::off();
     }
 }
 
@@ -60,7 +60,7 @@ fn running() {
     if !chosen_by_environment() {
         set_purge_delay(RUNNING_MS);
     }
-    huge_pages::running();
+    huge_pages::restore();
 }
 
 /// Whether the environment set the purge delay (mimalloc reads both names).
@@ -93,10 +93,11 @@ fn set_purge_delay(ms: std::ffi::c_long) {
 mod huge_pages {
     use std::sync::atomic::{AtomicBool, Ordering};
 
-    /// Whether [`compiling`] turned them off (so [`running`] turns them on again).
+    /// Whether [`off`] turned them off (so [`restore`] turns them on again).
     static TURNED_OFF: AtomicBool = AtomicBool::new(false);
 
-    pub fn compiling() {
+    /// Off, unless the environment chose or the process started with them off.
+    pub fn off() {
         // mimalloc itself turns them off for the whole process when told to.
         if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() || disabled() != Some(false) {
             return;
@@ -106,7 +107,8 @@ mod huge_pages {
         }
     }
 
-    pub fn running() {
+    /// As the process started with them.
+    pub fn restore() {
         if TURNED_OFF.swap(false, Ordering::Relaxed) {
             set_disabled(false);
         }
@@ -135,8 +137,8 @@ mod huge_pages {
 
 #[cfg(not(target_os = "linux"))]
 mod huge_pages {
-    pub fn compiling() {}
-    pub fn running() {}
+    pub fn off() {}
+    pub fn restore() {}
 }
 
 #[cfg(test)]
