@@ -2,6 +2,7 @@
 //! instance of the pool (FIFO, up to `agent_wait`), then the dispatch — committed before the
 //! attempt starts.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -385,14 +386,20 @@ impl Dispatcher {
         {
             self.flush()?;
         }
+        // Attempts over at their first poll, handled once every attempt of the turn is out,
+        // as completions that arrived together.
+        let mut answered = Vec::new();
         for (t, instance, attempt, instance_name) in started {
             match self.prepare(t, attempt, instance_name) {
-                Ok(a) => self.spawn(t, instance, a),
+                Ok(a) => answered.extend(self.spawn(t, instance, a)),
                 // Ctrl-C stopped its templates' rendering: the task ends CANCELLED with the
                 // run, not failed.
                 Err(_) if self.cancel.is_cancelled() => {}
                 Err(error) => self.attempt_finished(Done::unstarted(t, attempt, instance, error)),
             }
+        }
+        for done in answered {
+            self.attempt_finished(done);
         }
         Ok(())
     }
@@ -478,8 +485,9 @@ impl Dispatcher {
         })
     }
 
-    /// Hands an attempt to a worker.
-    fn spawn(&mut self, t: TaskId, instance: u32, a: Attempt) {
+    /// Hands an attempt to a worker; returns how it ended when it was over at its first poll
+    /// (see [`answers_at_once`]).
+    fn spawn(&mut self, t: TaskId, instance: u32, a: Attempt) -> Option<Done> {
         let ledger = self.ledger();
         let task = self.run.wf.task(self.def_id(t));
         let a = Arc::new(a);
@@ -495,8 +503,10 @@ impl Dispatcher {
                 let key = attempt::cache_key(&self.run.env.config, &a_call(&self.tasks[t.index()]));
                 (key, !self.run.recording)
             });
-            return self.spawn_remote(t, instance, a, cache);
+            self.spawn_remote(t, instance, a, cache);
+            return None;
         }
+        let at_once = answers_at_once(&a.call);
         let job = attempt::Job {
             attempt: a,
             timeout: task.timeout,
@@ -508,11 +518,35 @@ impl Dispatcher {
             env: self.run.env.clone(),
             trace,
         };
-        let handle = self.workers.spawn(attempt::run(job, t, instance));
+        let mut work = Box::pin(attempt::run(job, t, instance));
         let rt = &mut self.tasks[t.index()];
-        rt.abort = Some(handle);
         rt.held = Some(instance);
         rt.aborted = false;
+        if at_once {
+            // Polled once here: an agent that needs no time answers now, without a task of its
+            // own (whose completion would wake this one from the runtime's other thread: a
+            // zero-latency chain spent a fifth of its time switching threads). A future asked
+            // to wait is polled again by its worker, which registers the worker's waker.
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let first = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                work.as_mut().poll(&mut cx)
+            }));
+            match first {
+                Ok(std::task::Poll::Ready(done)) => return Some(done),
+                Ok(std::task::Poll::Pending) => {}
+                // As a worker that panicked (`Dispatcher::completed`).
+                Err(_) => {
+                    self.finish = Some((
+                        RunStatus::Failed,
+                        Some("internal error: an agent worker panicked".into()),
+                    ));
+                    return None;
+                }
+            }
+        }
+        let handle = self.workers.spawn(work);
+        self.tasks[t.index()].abort = Some(handle);
+        None
     }
 
     fn in_always_phase(&self, t: TaskId) -> bool {
@@ -581,5 +615,21 @@ pub(crate) fn describe_rule(rule: &Rule) -> String {
     match &rule.source {
         RuleSource::Named { name, .. } => format!("`{name}(…)` at {}", rule.location),
         RuleSource::Inline(_) => format!("rule at {}", rule.location),
+    }
+}
+
+/// Whether an attempt is polled once where it is dispatched before it gets a worker: every
+/// agent whose first poll only starts its work (a mock answers or starts its latency's timer;
+/// a script, HTTP or model call hands its work to the runtime), not one that does blocking
+/// work in it: a shell command forks its program, a child run starts a run.
+fn answers_at_once(call: &agents::AgentCall) -> bool {
+    use agents::AgentCall;
+    match call {
+        AgentCall::Mock(_)
+        | AgentCall::Script(_)
+        | AgentCall::Http(_)
+        | AgentCall::Llm(_)
+        | AgentCall::Approval(_) => true,
+        AgentCall::Shell(_) | AgentCall::Child(_) => false,
     }
 }

@@ -28,6 +28,10 @@ use crate::plan::Plan;
 use crate::policy::RuleCache;
 use crate::store::RunRecord;
 
+/// Turns in a row (attempts answered at their first poll: a chain of mock tasks) before the
+/// dispatcher goes through its `select` once, as if it had waited.
+const TURNS_BEFORE_YIELD: u32 = 64;
+
 /// What does not change during a run.
 pub(super) struct Run {
     pub wf: Arc<Workflow>,
@@ -398,11 +402,20 @@ impl Dispatcher {
         let commit = tokio::time::sleep_until(self.run.deadline);
         tokio::pin!(commit);
         let mut commit_at: Option<Instant> = None;
+        // Turns in a row that made more work possible at once.
+        let mut streak = 0;
         loop {
             self.journal.clock = now();
             if self.turn()? {
-                continue;
+                streak += 1;
+                if streak < TURNS_BEFORE_YIELD {
+                    continue;
+                }
             }
+            // After that many, the loop goes on through the commit and the `select` below as
+            // if it had waited, so events are committed within their window, a cancel is seen
+            // and the runtime runs its other tasks.
+            let yielding = std::mem::take(&mut streak) >= TURNS_BEFORE_YIELD;
             if let Some((status, error)) = self.finish.take() {
                 // An operator's cancel still runs the `always` phases; a second stop, or the
                 // run's timeout, does not.
@@ -424,7 +437,9 @@ impl Dispatcher {
             }
             // Group commit: events nothing acts on yet wait up to the commit window, so one
             // commit serves many turns.
-            if self.journal.commit_due() || self.workers.is_empty() {
+            // (Nothing in flight: the dispatcher may wait long, so they go now — unless it only
+            // passes through, with more to do at once.)
+            if self.journal.commit_due() || (self.workers.is_empty() && !yielding) {
                 self.flush()?;
             }
             let due = self
@@ -498,6 +513,7 @@ impl Dispatcher {
                     self.journal.clock = now();
                     self.answered(answer);
                 }
+                _ = tokio::task::yield_now(), if yielding => {}
             }
         }
     }

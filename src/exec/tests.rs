@@ -387,3 +387,82 @@ async fn a_dry_run_approves_without_asking() {
     assert_eq!(state.status(), RunStatus::Completed);
     assert_eq!(state.task("gate").unwrap().output["decision"], "approve");
 }
+
+/// Cancels the run once it has seen `after` tasks finish.
+struct CancelAfter {
+    after: usize,
+    finished: usize,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Observer for CancelAfter {
+    fn event(&mut self, event: &Event, _: &RunState) {
+        if matches!(event.kind, EventKind::TaskFinished { .. }) {
+            self.finished += 1;
+            if self.finished == self.after {
+                self.cancel.cancel();
+            }
+        }
+    }
+}
+
+/// Zero-latency mock attempts are answered where they are dispatched, turn after turn, without
+/// the scheduler waiting in between: it still commits what it records, sees a cancel and lets
+/// the runtime's other tasks run while a long chain of them goes on.
+#[tokio::test(flavor = "current_thread")]
+async fn a_chain_of_zero_latency_tasks_commits_as_it_goes_and_stops_when_cancelled() {
+    const TASKS: usize = 20_000;
+    let mut text = String::from("workflow w { agent m { kind = \"mock\" } phase p { task t0 on m");
+    for i in 1..TASKS {
+        text.push_str(&format!(" task t{i} on m after t{}", i - 1));
+    }
+    text.push_str(" } }");
+    let (wf, plan) = compile(&text);
+    let store = Arc::new(MemoryStore::new());
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut options = RunOptions::new(store.clone());
+    options.cancel = cancel.clone();
+    options.observers.push(Box::new(CancelAfter {
+        after: 100,
+        finished: 0,
+        cancel: cancel.clone(),
+    }));
+    let id = options.run_id.clone();
+    // A task beside the run, on the same thread, gets its turns while the chain runs.
+    let ticks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let state = run(wf, plan, options).await.unwrap();
+    ticker.abort();
+    assert_eq!(state.status(), RunStatus::Cancelled);
+    let done = state
+        .tasks
+        .iter()
+        .filter(|t| t.status == TaskStatus::Completed)
+        .count();
+    assert!(
+        (100..TASKS / 2).contains(&done),
+        "the cancel stopped the chain soon after it was asked for: {done} of {TASKS} completed"
+    );
+    // Everything recorded is in the store, and folds to the same state.
+    let events = store.events(&id).unwrap();
+    assert_eq!(
+        RunState::from_events(&events).status(),
+        RunStatus::Cancelled
+    );
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::TaskFinished { .. }))
+            .count(),
+        state.tasks.iter().filter(|t| t.status.is_final()).count()
+    );
+    assert!(ticks.load(std::sync::atomic::Ordering::Relaxed) > 0);
+}
