@@ -215,3 +215,75 @@ async fn runs_sharing_a_store_each_get_complete_projections() {
         assert_eq!(store.projected_seq(&id).unwrap(), Some(state.last_seq));
     }
 }
+
+/// Each task's status in the table, by name.
+fn statuses(db: &Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut q = conn
+        .prepare("SELECT task, status FROM task_results ORDER BY task")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    expected
+        .iter()
+        .map(|(t, s)| (t.to_string(), s.to_string()))
+        .collect()
+}
+
+/// A task's PENDING row is held back for up to a second (a newer row usually replaces it:
+/// writing both made a zero-latency run's projections twice the work), then written; a run
+/// that stops writes the ones it still holds, so its table lists every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_rows_are_written_within_their_hold_and_with_the_batch_that_stops_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("s.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let text = r#"workflow w {
+        agent first { kind = "mock", latency = 1200ms }
+        agent second { kind = "mock", latency = 1500ms }
+        agent m { kind = "mock" }
+        phase p { task a on first  task b on second after a  task c on m after b } }"#;
+    let (id, handle) = start(store.clone(), text).await;
+    // While `b` runs (1.2 s to 2.7 s), `c` has been PENDING for longer than the hold.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert_eq!(
+        statuses(&db),
+        pairs(&[("a", "completed"), ("b", "in_progress"), ("c", "pending")])
+    );
+    let state = handle.await.unwrap().unwrap();
+    assert_eq!(state.status(), RunStatus::Completed);
+    assert_eq!(
+        statuses(&db),
+        pairs(&[("a", "completed"), ("b", "completed"), ("c", "completed")])
+    );
+    drop(store);
+
+    // A run that stops waiting for a decision, its later tasks never started.
+    let db = dir.path().join("waiting.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).unwrap());
+    let text = r#"workflow w { on_escalation = "ask"
+        agent m { kind = "mock", fail_first = 1, error = "fatal" }
+        agent ok { kind = "mock" }
+        phase p { task a on m  task b on ok after a  task c on ok after b } }"#;
+    let (id2, handle) = start(store.clone(), text).await;
+    let state = handle.await.unwrap().unwrap();
+    assert_eq!(state.status(), RunStatus::Waiting);
+    // The task it waits on is PENDING with the escalated error (as in the run's state).
+    assert_eq!(
+        statuses(&db),
+        pairs(&[("a", "pending"), ("b", "pending"), ("c", "pending")])
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT COUNT(*) FROM task_results WHERE task = 'a' AND error IS NOT NULL"
+        ),
+        1
+    );
+    assert_ne!(id, id2);
+}

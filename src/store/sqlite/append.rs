@@ -108,13 +108,14 @@ pub(super) fn append(
         backlogs.drop_run(run);
         return Ok(None);
     }
-    let now = backlog::stops(batch) || (due && rows == Rows::Inline);
+    let stops = backlog::stops(batch);
+    let now = stops || (due && rows == Rows::Inline);
     if now {
-        backlogs.write(&tx, run, end.seq)?;
+        backlogs.write(&tx, run, end.seq, stops)?;
     }
     tx.commit()?;
     if now {
-        backlogs.written(run);
+        backlogs.written(run, stops);
         return Ok(None);
     }
     Ok(due
