@@ -618,18 +618,17 @@ pub(crate) fn describe_rule(rule: &Rule) -> String {
     }
 }
 
-/// Whether an attempt is polled once where it is dispatched before it gets a worker: every
-/// agent whose first poll only starts its work (a mock answers or starts its latency's timer;
-/// a script, HTTP or model call hands its work to the runtime), not one that does blocking
-/// work in it: a shell command forks its program, a child run starts a run.
+/// Whether an attempt is polled once where it is dispatched before it gets a worker: an agent
+/// that may answer at once and otherwise only starts its work in its first poll (a mock, or
+/// its latency's timer; an HTTP or model call). Not one that does blocking work there (a shell
+/// command forks its program, a child run starts a run) or never answers at once (a script
+/// compiles its modules and runs on a blocking thread).
 fn answers_at_once(call: &agents::AgentCall) -> bool {
     use agents::AgentCall;
     match call {
-        AgentCall::Mock(_)
-        | AgentCall::Script(_)
-        | AgentCall::Http(_)
-        | AgentCall::Llm(_)
-        | AgentCall::Approval(_) => true,
-        AgentCall::Shell(_) | AgentCall::Child(_) => false,
+        AgentCall::Mock(_) | AgentCall::Http(_) | AgentCall::Llm(_) | AgentCall::Approval(_) => {
+            true
+        }
+        AgentCall::Shell(_) | AgentCall::Child(_) | AgentCall::Script(_) => false,
     }
 }
