@@ -133,6 +133,7 @@ fn the_item_by_item_walk_builds_the_same_ast_as_the_whole_parse() {
                 for parts in 2..=5 {
                     let split = Split {
                         min_bytes: 0,
+                        min_bodies: 0,
                         parts,
                     };
                     let pieces = super::stream::parse_split(FileId(0), &text, split);
@@ -179,7 +180,11 @@ proptest::proptest! {
         if let Some(streamed) = super::stream::parse(FileId(0), &mutated) {
             proptest::prop_assert_eq!(Ok(streamed), whole.clone());
         }
-        let split = Split { min_bytes: 0, parts: 3 };
+        let split = Split {
+            min_bytes: 0,
+            min_bodies: 0,
+            parts: 3,
+        };
         if let Some(pieces) = super::stream::parse_split(FileId(0), &mutated, split) {
             proptest::prop_assert_eq!(Ok(pieces), whole);
         }
@@ -224,6 +229,7 @@ fn a_large_phase_parsed_in_pieces_builds_the_same_ast_as_the_whole_parse() {
         for parts in [2, 3, 4, 8] {
             let split = Split {
                 min_bytes: 64 * 1024,
+                min_bodies: 0,
                 parts,
             };
             let cuts = super::stream::cuts(&text, items, split);
@@ -240,6 +246,7 @@ fn a_large_phase_parsed_in_pieces_builds_the_same_ast_as_the_whole_parse() {
     for parts in [2, 3, 4, 8] {
         let split = Split {
             min_bytes: 64 * 1024,
+            min_bodies: 0,
             parts,
         };
         let pieces = super::stream::parse_split(FileId(0), &text, split);
@@ -347,5 +354,42 @@ proptest::proptest! {
         if let Some(streamed) = super::stream::parse(FileId(0), &text) {
             proptest::prop_assert_eq!(Ok(streamed), whole);
         }
+    }
+}
+
+/// A large phase is cut for threads only when enough of its items have bodies (which pest
+/// parses); a phase of simple task lines, however long, is read on one thread.
+#[test]
+fn a_large_phase_is_cut_only_when_many_of_its_items_have_bodies() {
+    use std::fmt::Write as _;
+    let phase = |bodies: bool| {
+        let mut text =
+            String::from("workflow w {\n    agent m { kind = \"mock\" }\n    phase p {\n");
+        for i in 0..4000 {
+            if bodies {
+                let _ = writeln!(text, "        task t{i} on m {{ retries = 1 }}");
+            } else {
+                let _ = writeln!(text, "        task t{i} on m after a, b, c, d, e");
+            }
+        }
+        text.push_str("    }\n}\n");
+        let items = text.find("phase p {").unwrap() + "phase p {".len();
+        (text, items)
+    };
+    let split = Split {
+        min_bytes: 64 * 1024,
+        min_bodies: 1_000,
+        parts: 2,
+    };
+    let (simple, at) = phase(false);
+    assert!(simple.len() > 128 * 1024);
+    assert!(super::stream::cuts(&simple, at, split).is_empty());
+    let (bodies, at) = phase(true);
+    assert_eq!(super::stream::cuts(&bodies, at, split).len(), 1);
+    // Either way the pieces parse to the same tree as one walk.
+    for text in [simple, bodies] {
+        let whole = super::parse_whole(FileId(0), &text);
+        let pieces = super::stream::parse_split(FileId(0), &text, split);
+        assert_eq!(pieces.ok_or(Vec::new()), whole);
     }
 }
