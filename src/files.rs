@@ -245,13 +245,20 @@ pub(crate) fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> 
             "it is not a regular file (a FIFO, a device or a socket)",
         ));
     }
-    read_at_most(file, limit)
+    // Sized once from the file's length (read to the end all the same, in case it grows): a
+    // buffer grown by doubling touched twice the file's size in fresh pages.
+    let size = usize::try_from(meta.len().min(limit)).unwrap_or(0);
+    read_into(file, limit, Vec::with_capacity(size.saturating_add(1)))
 }
 
 /// Reads a stream to its end, refusing one longer than `limit` bytes.
 pub(crate) fn read_at_most(from: impl std::io::Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_into(from, limit, Vec::new())
+}
+
+/// [`read_at_most`] into `bytes` (empty, with the capacity the caller expects to need).
+fn read_into(from: impl std::io::Read, limit: u64, mut bytes: Vec<u8>) -> std::io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut bytes = Vec::new();
     from.take(limit + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(std::io::Error::new(
